@@ -1,0 +1,64 @@
+# ThunderYurts build. `make demo` builds and runs a local cluster and uses it;
+# `make test` runs every check CI runs. Both install what they need first.
+
+GO        ?= go
+BIN       := bin/thunderctl
+GOBIN     := $(shell $(GO) env GOPATH)/bin
+SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PROTOC_GEN_GO_VERSION   := v1.36.12
+PROTOC_GEN_DRPC_VERSION := v1.0.0
+# Packages whose tests run under the race detector: everything with
+# goroutines of its own. The end-to-end tests in thunderctl run real
+# processes and are run without it.
+RACE_PKGS := ./datastore/... ./coord/... ./client/... ./daemon/... ./admin/... ./wire/...
+
+.PHONY: all deps build test lint unit e2e proto demo bench clean
+
+all: build
+
+## deps: install ZooKeeper and protoc (Debian packages) when missing, the protoc plugins, and Go modules.
+deps:
+	@missing=""; \
+	[ -f /usr/share/java/zookeeper.jar ] || missing="$$missing zookeeper"; \
+	command -v protoc >/dev/null || missing="$$missing protobuf-compiler"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@[ -x $(GOBIN)/protoc-gen-go ] || $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	@[ -x $(GOBIN)/protoc-gen-go-drpc ] || $(GO) install storj.io/drpc/cmd/protoc-gen-go-drpc@$(PROTOC_GEN_DRPC_VERSION)
+	@$(GO) mod download
+
+## build: bin/thunderctl
+build:
+	$(GO) build -o $(BIN) ./thunderctl
+
+## test: gofmt, go vet, unit tests under the race detector, end-to-end tests with real processes and ZooKeeper.
+test: deps build lint unit e2e
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+unit:
+	$(GO) test -race -count=1 -timeout 10m $(RACE_PKGS)
+
+e2e: build
+	THUNDERCTL_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 15m ./thunderctl/...
+
+## proto: regenerate the committed wire code from wire/thunder.proto.
+proto: deps
+	cd wire && PATH=$(GOBIN):$$PATH protoc --go_out=. --go_opt=paths=source_relative \
+		--go-drpc_out=. --go-drpc_opt=paths=source_relative thunder.proto
+
+## demo: start a local cluster, put, get and scan through it, stop it.
+demo: deps build
+	@scripts/demo.sh $(BIN)
+
+## bench: the engine and request-path Go benchmarks.
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 3s ./datastore/ ./client/...
+
+clean:
+	rm -rf bin .dev

@@ -1,0 +1,388 @@
+package admin
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/thunderyurts/thunderyurts/coord"
+	"github.com/thunderyurts/thunderyurts/wire"
+)
+
+// NodeStatusFunc asks the data node listening on addr for its own status
+// (the Node.Status call). CollectStatus may call it from several goroutines
+// at once.
+type NodeStatusFunc func(ctx context.Context, addr string) (*wire.NodeStatus, error)
+
+// nodeStatusTimeout bounds each node's answer, so one unresponsive node costs
+// the whole status at most this long and the others are still shown.
+const nodeStatusTimeout = 2 * time.Second
+
+// Status is everything `admin status` shows. Slices are never nil, so the
+// JSON form always has arrays.
+type Status struct {
+	// Cluster, Slots and ReplicationFactor come from the cluster's metadata.
+	Cluster           string `json:"cluster"`
+	Slots             int    `json:"slots"`
+	ReplicationFactor int    `json:"replication_factor"`
+	// TableVersion is the slot table's version; 0 when there is no table yet.
+	TableVersion int64               `json:"table_version"`
+	Coordinators []CoordinatorStatus `json:"coordinators"`
+	Groups       []GroupStatus       `json:"groups"`
+	Nodes        []NodeStatusRow     `json:"nodes"`
+	// Warnings are one-line findings an operator should act on.
+	Warnings []string `json:"warnings"`
+}
+
+// CoordinatorStatus is one running coordinator.
+type CoordinatorStatus struct {
+	ID   string `json:"id"`
+	Addr string `json:"addr"`
+	// Role is "leader" or "standby".
+	Role string `json:"role"`
+}
+
+// GroupStatus is one replica group as recorded in ZooKeeper, plus what its
+// nodes report.
+type GroupStatus struct {
+	// Name, Epoch, Primary ("" none), ISR and Members are the group's record.
+	Name    string   `json:"name"`
+	Epoch   uint64   `json:"epoch"`
+	Primary string   `json:"primary"`
+	ISR     []string `json:"isr"`
+	Members []string `json:"members"`
+	// Slots is the number of slots the group owns in the slot table.
+	Slots int `json:"slots"`
+	// Keys is the key count the primary reports; nil when the primary did
+	// not answer.
+	Keys *uint64 `json:"keys"`
+	// MaxLagEntries is how many log entries the furthest-behind member that
+	// answered is behind the primary; nil when the primary or every
+	// secondary did not answer.
+	MaxLagEntries *uint64 `json:"max_lag_entries"`
+}
+
+// NodeStatusRow is one data node: registered in ZooKeeper, or listed as a
+// group member without being registered.
+type NodeStatusRow struct {
+	ID string `json:"id"`
+	// Group is the group listing the node, else the one it registered for.
+	Group string `json:"group"`
+	// Addr is empty for a member that is not registered.
+	Addr string `json:"addr"`
+	// Role is "primary" or "secondary" for group members, "unassigned" for
+	// a registered node its group does not list.
+	Role string `json:"role"`
+	// State is "up" (the node answered), "unreachable: <error>",
+	// "registered" (alive in ZooKeeper, not asked) or "not registered" (a
+	// member without a live ZooKeeper session).
+	State string `json:"state"`
+	// Keys, LastSeq and Epoch are the node's own report; nil unless State is "up".
+	Keys    *uint64 `json:"keys"`
+	LastSeq *uint64 `json:"last_seq"`
+	Epoch   *uint64 `json:"epoch"`
+}
+
+// Node states and roles as shown in NodeStatusRow.
+const (
+	stateUp            = "up"
+	stateRegistered    = "registered"
+	stateNotRegistered = "not registered"
+	roleLeader         = "leader"
+	roleStandby        = "standby"
+	rolePrimary        = "primary"
+	roleSecondary      = "secondary"
+	roleUnassigned     = "unassigned"
+)
+
+// NodeProbe is the outcome of asking one node for its status: Status when
+// it answered, Err otherwise.
+type NodeProbe struct {
+	Status *wire.NodeStatus
+	Err    error
+}
+
+// CollectStatus reads the cluster's state from ZooKeeper and, when
+// nodeStatus is not nil, asks every registered node for its own status, all
+// nodes in parallel and each bounded to a few seconds. A node that does not
+// answer does not fail the call: its live columns stay empty and the error
+// shows in its state and in Warnings. Errors come from reading ZooKeeper;
+// they wrap coord.ErrNoNode when the cluster does not exist.
+func CollectStatus(ctx context.Context, c *coord.Cluster, nodeStatus NodeStatusFunc) (*Status, error) {
+	// coord's errors already say what was being read; add which cluster.
+	fail := func(err error) (*Status, error) {
+		return nil, fmt.Errorf("cluster %q status: %w", c.Name(), err)
+	}
+	meta, err := c.Meta(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	if meta.Name == "" {
+		meta.Name = c.Name()
+	}
+	table, _, err := c.SlotTable(ctx)
+	if errors.Is(err, coord.ErrNoNode) {
+		table = nil // a cluster still being created; BuildStatus warns about it
+	} else if err != nil {
+		return fail(err)
+	}
+	groups, err := c.Groups(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	nodes, err := c.Nodes(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	coordinators, err := c.Coordinators(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	return BuildStatus(meta, table, groups, nodes, coordinators, probeNodes(ctx, nodes, nodeStatus)), nil
+}
+
+// probeNodes asks every node with an address for its status in parallel and
+// returns the outcomes by node ID; nil when there is nothing to ask with.
+func probeNodes(ctx context.Context, nodes []coord.NodeInfo, nodeStatus NodeStatusFunc) map[string]NodeProbe {
+	if nodeStatus == nil {
+		return nil
+	}
+	probes := make(map[string]NodeProbe, len(nodes))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, n := range nodes {
+		if n.Addr == "" {
+			probes[n.ID] = NodeProbe{Err: errors.New("no address registered")}
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pctx, cancel := context.WithTimeout(ctx, nodeStatusTimeout)
+			defer cancel()
+			st, err := nodeStatus(pctx, n.Addr)
+			if err == nil && st == nil {
+				err = errors.New("empty status reply")
+			}
+			mu.Lock()
+			probes[n.ID] = NodeProbe{Status: st, Err: err}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return probes
+}
+
+// BuildStatus assembles a Status, warnings included, from what CollectStatus
+// read; it does no I/O. table may be nil (no slot table yet). probes holds
+// each asked node's answer by node ID; a nil map means no node was asked.
+// Groups are sorted by name; nodes by group and ID, members of a group
+// first, registered nodes no group lists ("unassigned") last.
+func BuildStatus(meta coord.ClusterMeta, table *coord.SlotTable, groups []*coord.Group,
+	nodes []coord.NodeInfo, coordinators []coord.CoordinatorInfo, probes map[string]NodeProbe) *Status {
+	s := &Status{
+		Cluster:           meta.Name,
+		Slots:             meta.Slots,
+		ReplicationFactor: meta.ReplicationFactor,
+		Coordinators:      make([]CoordinatorStatus, 0, len(coordinators)),
+		Groups:            make([]GroupStatus, 0, len(groups)),
+		Nodes:             []NodeStatusRow{},
+		Warnings:          []string{},
+	}
+	warn := func(format string, args ...any) {
+		s.Warnings = append(s.Warnings, fmt.Sprintf(format, args...))
+	}
+
+	for i, c := range coordinators {
+		role := roleStandby
+		if i == 0 {
+			role = roleLeader
+		}
+		s.Coordinators = append(s.Coordinators, CoordinatorStatus{ID: c.ID, Addr: c.Addr, Role: role})
+	}
+	if len(coordinators) == 0 {
+		warn("no coordinator running")
+	}
+
+	slotCounts := map[string]int{}
+	if table == nil {
+		warn("no slot table yet")
+	} else {
+		s.TableVersion = table.Version
+		for _, owner := range table.Owners {
+			slotCounts[owner]++
+		}
+	}
+
+	registered := make(map[string]coord.NodeInfo, len(nodes))
+	for _, n := range nodes {
+		registered[n.ID] = n
+	}
+	groups = slices.Clone(groups)
+	slices.SortFunc(groups, func(a, b *coord.Group) int { return strings.Compare(a.Name, b.Name) })
+	knownGroup := map[string]bool{}
+	seen := map[string]bool{} // nodes given a row as group members
+	for _, g := range groups {
+		knownGroup[g.Name] = true
+		gs := GroupStatus{
+			Name:    g.Name,
+			Epoch:   g.Epoch,
+			Primary: g.Primary,
+			ISR:     nonNil(g.ISR),
+			Members: nonNil(g.Members),
+			Slots:   slotCounts[g.Name],
+		}
+		warnGroup(warn, g, meta.ReplicationFactor, registered)
+
+		primary, primaryUp := liveStatus(probes, g.Primary)
+		if primaryUp {
+			gs.Keys = ptr(primary.Keys)
+		}
+		members := slices.Clone(g.Members)
+		if g.Primary != "" && !slices.Contains(members, g.Primary) {
+			members = append(members, g.Primary) // show it even if the lists disagree
+		}
+		slices.Sort(members)
+		var maxLag uint64
+		lagKnown := primaryUp && len(members) == 1
+		for _, id := range members {
+			role := roleSecondary
+			if id == g.Primary {
+				role = rolePrimary
+			}
+			s.Nodes = append(s.Nodes, nodeRow(id, g.Name, role, registered, probes))
+			seen[id] = true
+			if st, up := liveStatus(probes, id); up && primaryUp && id != g.Primary {
+				lagKnown = true
+				if st.LastSeq < primary.LastSeq {
+					maxLag = max(maxLag, primary.LastSeq-st.LastSeq)
+				}
+			}
+		}
+		if lagKnown {
+			gs.MaxLagEntries = ptr(maxLag)
+		}
+		s.Groups = append(s.Groups, gs)
+	}
+
+	// Registered nodes no group lists: joining, or left over.
+	var unassigned []NodeStatusRow
+	for _, n := range nodes {
+		if !seen[n.ID] {
+			unassigned = append(unassigned, nodeRow(n.ID, n.Group, roleUnassigned, registered, probes))
+		}
+	}
+	slices.SortFunc(unassigned, func(a, b NodeStatusRow) int {
+		return cmp.Or(strings.Compare(a.Group, b.Group), strings.Compare(a.ID, b.ID))
+	})
+	s.Nodes = append(s.Nodes, unassigned...)
+
+	for _, row := range s.Nodes {
+		if p, ok := probes[row.ID]; ok && p.Err != nil {
+			warn("node %s (%s) unreachable: %v", row.ID, row.Addr, p.Err)
+		}
+	}
+	if table != nil {
+		warnSlots(warn, table, knownGroup)
+	}
+	return s
+}
+
+// warnGroup adds the warnings about one group's membership.
+func warnGroup(warn func(string, ...any), g *coord.Group, rf int, registered map[string]coord.NodeInfo) {
+	if n := len(g.Members); n < rf {
+		warn("group %s has %d %s, replication factor is %d", g.Name, n, plural(n, "member", "members"), rf)
+	}
+	if len(g.ISR) < len(g.Members) {
+		warn("group %s has %d of %d members in sync", g.Name, len(g.ISR), len(g.Members))
+	}
+	switch _, ok := registered[g.Primary]; {
+	case g.Primary == "":
+		warn("group %s has no primary", g.Name)
+	case !ok:
+		warn("group %s primary %s is not registered", g.Name, g.Primary)
+	}
+	for _, id := range g.Members {
+		if _, ok := registered[id]; !ok && id != g.Primary {
+			warn("group %s member %s is not registered", g.Name, id)
+		}
+	}
+}
+
+// warnSlots adds a warning for slots nobody owns and for slots owned by a
+// group that does not exist, naming the slot ranges.
+func warnSlots(warn func(string, ...any), table *coord.SlotTable, knownGroup map[string]bool) {
+	orphans := map[string][]Range{}
+	var owners []string
+	for _, r := range slotRanges(table) {
+		if r.group != "" && knownGroup[r.group] {
+			continue
+		}
+		if _, ok := orphans[r.group]; !ok {
+			owners = append(owners, r.group)
+		}
+		orphans[r.group] = append(orphans[r.group], r.Range)
+	}
+	slices.Sort(owners)
+	for _, owner := range owners {
+		ranges := orphans[owner]
+		n := countSlots(ranges)
+		if owner == "" {
+			warn("%d %s unassigned: %s", n, plural(n, "slot", "slots"), formatRanges(ranges))
+		} else {
+			warn("%d %s owned by unknown group %s: %s", n, plural(n, "slot", "slots"), owner, formatRanges(ranges))
+		}
+	}
+}
+
+// nodeRow builds the row of node id, shown in group with role.
+func nodeRow(id, group, role string, registered map[string]coord.NodeInfo, probes map[string]NodeProbe) NodeStatusRow {
+	row := NodeStatusRow{ID: id, Group: group, Role: role}
+	info, ok := registered[id]
+	if !ok {
+		row.State = stateNotRegistered
+		return row
+	}
+	row.Addr = info.Addr
+	p, asked := probes[id]
+	switch {
+	case !asked:
+		row.State = stateRegistered
+	case p.Err != nil:
+		row.State = "unreachable: " + p.Err.Error()
+	default:
+		row.State = stateUp
+		row.Keys, row.LastSeq, row.Epoch = ptr(p.Status.Keys), ptr(p.Status.LastSeq), ptr(p.Status.Epoch)
+	}
+	return row
+}
+
+// liveStatus returns the status node id reported, if it answered.
+func liveStatus(probes map[string]NodeProbe, id string) (*wire.NodeStatus, bool) {
+	p, ok := probes[id]
+	if !ok || p.Err != nil || p.Status == nil {
+		return nil, false
+	}
+	return p.Status, true
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}

@@ -1,0 +1,312 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/thunderyurts/thunderyurts/coord"
+	"github.com/thunderyurts/thunderyurts/wire"
+)
+
+// Errors returned by the client; match them with errors.Is.
+var (
+	// ErrNotFound: Get found no value for the key.
+	ErrNotFound = wire.ErrNotFound
+	// ErrInvalidArgument: the key or value is empty or too large; nothing was written.
+	ErrInvalidArgument = wire.ErrInvalidArgument
+	// ErrUnavailable: no node could serve the request within the timeout.
+	ErrUnavailable = wire.ErrUnavailable
+	// ErrCorrupt: the node found the stored record corrupted and returned no data.
+	ErrCorrupt = wire.ErrCorrupt
+	// ErrClosed: the client was closed.
+	ErrClosed = errors.New("client closed")
+)
+
+// MaxKeySize is the largest key the cluster accepts (SPEC: 1 to 4096 bytes).
+// Values are checked by the nodes, whose limit is configurable.
+const MaxKeySize = 4096
+
+// RouteSource tells the client where slots live. coord.Cluster reads the
+// routes straight from ZooKeeper; CoordinatorRoutes asks the coordinators.
+type RouteSource interface {
+	Routes(ctx context.Context) (*coord.RouteTable, error)
+}
+
+// Config configures a Client. The zero value is not usable: Routes is required.
+type Config struct {
+	// Routes supplies the slot table and the groups' primaries. Required.
+	Routes RouteSource
+	// Timeout bounds each operation whose context has no deadline; 0 → 5s.
+	Timeout time.Duration
+	// StreamsPerNode is how many long-lived streams carry requests to one
+	// node; 0 → 2. More streams let a node decode batches in parallel.
+	StreamsPerNode int
+	// DialTimeout bounds one connection attempt; 0 → 2s.
+	DialTimeout time.Duration
+	// Logger receives one line per routing change; nil → discard.
+	Logger *slog.Logger
+}
+
+// Client is a ThunderYurts client, safe for concurrent use. It caches the
+// slot table, sends each request to the owning group's primary, and on a
+// "moved" answer or a broken connection refreshes the table and retries
+// until the operation's deadline.
+type Client struct {
+	cfg    Config
+	routes atomic.Pointer[coord.RouteTable]
+
+	refreshMu   sync.Mutex
+	lastRefresh time.Time
+
+	pipesMu sync.Mutex
+	pipes   map[string]*pipe
+	closed  bool
+}
+
+// New returns a client that has read the routes once; it fails if they
+// cannot be read within ctx.
+func New(ctx context.Context, cfg Config) (*Client, error) {
+	if cfg.Routes == nil {
+		return nil, errors.New("client: Config.Routes is required")
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	if cfg.StreamsPerNode <= 0 {
+		cfg.StreamsPerNode = 2
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = 2 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	c := &Client{cfg: cfg, pipes: make(map[string]*pipe)}
+	rt, err := cfg.Routes.Routes(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read routes: %w", err)
+	}
+	c.routes.Store(rt)
+	c.lastRefresh = time.Now()
+	return c, nil
+}
+
+// Close closes every connection; calls in flight fail.
+func (c *Client) Close() error {
+	c.pipesMu.Lock()
+	c.closed = true
+	pipes := c.pipes
+	c.pipes = nil
+	c.pipesMu.Unlock()
+	for _, p := range pipes {
+		p.close(ErrClosed)
+	}
+	for _, p := range pipes {
+		p.wait()
+	}
+	return nil
+}
+
+// Routes returns the route table the client currently uses.
+func (c *Client) Routes() *coord.RouteTable { return c.routes.Load() }
+
+// Get returns the value of key, or an error matching ErrNotFound.
+func (c *Client) Get(ctx context.Context, key []byte) ([]byte, error) {
+	resp, err := c.do(ctx, wire.Op_GET, key, nil)
+	if err != nil {
+		return nil, err
+	}
+	return resp.Value, nil
+}
+
+// Put stores value under key. When it returns nil the write is durable on
+// the group's primary. A Put that fails with a timeout or lost connection
+// may still have been applied.
+func (c *Client) Put(ctx context.Context, key, value []byte) error {
+	_, err := c.do(ctx, wire.Op_PUT, key, value)
+	return err
+}
+
+// Delete removes key; deleting an absent key succeeds.
+func (c *Client) Delete(ctx context.Context, key []byte) error {
+	_, err := c.do(ctx, wire.Op_DELETE, key, nil)
+	return err
+}
+
+func opName(op wire.Op) string {
+	switch op {
+	case wire.Op_PUT:
+		return "put"
+	case wire.Op_DELETE:
+		return "del"
+	}
+	return "get"
+}
+
+// ValidateKey rejects keys no node would accept (empty, or over MaxKeySize),
+// without using the network; the error matches ErrInvalidArgument.
+func ValidateKey(key []byte) error {
+	if len(key) == 0 {
+		return fmt.Errorf("%w: empty key", ErrInvalidArgument)
+	}
+	if len(key) > MaxKeySize {
+		return fmt.Errorf("%w: key is %d bytes, the limit is %d", ErrInvalidArgument, len(key), MaxKeySize)
+	}
+	return nil
+}
+
+func (c *Client) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, c.cfg.Timeout)
+}
+
+func (c *Client) do(ctx context.Context, op wire.Op, key, value []byte) (*wire.Response, error) {
+	fail := func(err error) error { return fmt.Errorf("%s %s: %w", opName(op), quoteKey(key), err) }
+	if err := ValidateKey(key); err != nil {
+		return nil, fail(err)
+	}
+	ctx, cancel := c.withTimeout(ctx)
+	defer cancel()
+	req := &wire.Request{Op: op, Key: key, Value: value}
+	var lastErr error
+	for attempt := 0; ; attempt++ {
+		if attempt > 0 {
+			if err := c.backoff(ctx, attempt); err != nil {
+				return nil, fail(fmt.Errorf("%w: %w (gave up: %w)", ErrUnavailable, lastErr, err))
+			}
+		}
+		rt := c.routes.Load()
+		slot := coord.SlotOf(key, len(rt.Table.Owners))
+		g, ok := rt.GroupOf(slot)
+		if !ok || g.PrimaryAddr == "" {
+			lastErr = fmt.Errorf("slot %d has no reachable primary (group %q)", slot, g.Name)
+			c.refresh(ctx, rt.Table.Version)
+			continue
+		}
+		resp, err := c.send(ctx, g.PrimaryAddr, req)
+		if err == nil {
+			err = wire.ErrorOf(resp.Code, resp.Message, resp.OwnerGroup, resp.TableVersion)
+		}
+		switch {
+		case err == nil:
+			return resp, nil
+		case errors.Is(err, ctx.Err()) && ctx.Err() != nil:
+			if lastErr == nil {
+				lastErr = err
+			}
+			return nil, fail(fmt.Errorf("%w: slot %d at %s (group %s): %w", ErrUnavailable, slot, g.PrimaryAddr, g.Name, ctx.Err()))
+		case errors.Is(err, wire.ErrMoved):
+			lastErr = fmt.Errorf("slot %d %w", slot, err)
+			c.refresh(ctx, max(rt.Table.Version, resp.TableVersion-1))
+		case errors.Is(err, wire.ErrNotPrimary), errors.Is(err, wire.ErrUnavailable), errors.Is(err, errPipeClosed), isDialError(err):
+			lastErr = fmt.Errorf("slot %d at %s (group %s): %w", slot, g.PrimaryAddr, g.Name, err)
+			c.refresh(ctx, rt.Table.Version)
+		default:
+			return nil, fail(err)
+		}
+	}
+}
+
+// send hands req to the pipe for addr, dialing one if needed.
+func (c *Client) send(ctx context.Context, addr string, req *wire.Request) (*wire.Response, error) {
+	p, err := c.pipe(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := p.do(ctx, req)
+	if err != nil && p.closed() {
+		c.dropPipe(p)
+	}
+	return resp, err
+}
+
+type dialError struct{ err error }
+
+func (e *dialError) Error() string { return e.err.Error() }
+func (e *dialError) Unwrap() error { return e.err }
+
+func isDialError(err error) bool {
+	var de *dialError
+	return errors.As(err, &de)
+}
+
+func (c *Client) pipe(ctx context.Context, addr string) (*pipe, error) {
+	c.pipesMu.Lock()
+	defer c.pipesMu.Unlock()
+	if c.closed {
+		return nil, ErrClosed
+	}
+	if p, ok := c.pipes[addr]; ok && !p.closed() {
+		return p, nil
+	}
+	// Dialing under the lock keeps one pipe per node; dials are short and
+	// bounded by DialTimeout.
+	p, err := dialPipe(ctx, addr, c.cfg.StreamsPerNode, c.cfg.DialTimeout)
+	if err != nil {
+		return nil, &dialError{err}
+	}
+	c.pipes[addr] = p
+	return p, nil
+}
+
+func (c *Client) dropPipe(p *pipe) {
+	c.pipesMu.Lock()
+	if c.pipes[p.addr] == p {
+		delete(c.pipes, p.addr)
+	}
+	c.pipesMu.Unlock()
+	go p.wait()
+}
+
+// refresh reloads the routes unless another caller already did since the
+// table at seenVersion was read, or did so moments ago; so a burst of
+// "moved" answers costs one read.
+func (c *Client) refresh(ctx context.Context, seenVersion int64) {
+	c.refreshMu.Lock()
+	defer c.refreshMu.Unlock()
+	if cur := c.routes.Load(); cur.Table.Version > seenVersion || time.Since(c.lastRefresh) < 50*time.Millisecond {
+		return
+	}
+	rt, err := c.cfg.Routes.Routes(ctx)
+	c.lastRefresh = time.Now()
+	if err != nil {
+		c.cfg.Logger.Debug("route refresh failed", "err", err)
+		return
+	}
+	old := c.routes.Swap(rt)
+	if old.Table.Version != rt.Table.Version {
+		c.cfg.Logger.Debug("routes refreshed", "from_version", old.Table.Version, "to_version", rt.Table.Version)
+	}
+}
+
+// backoff waits before retry attempt n: short at first, since a moved slot
+// is usually served right away, longer while a failover is under way.
+func (c *Client) backoff(ctx context.Context, attempt int) error {
+	d := time.Duration(1<<min(attempt, 8)) * 5 * time.Millisecond
+	d = min(d, 500*time.Millisecond)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// quoteKey renders a key for an error message, shortened so a 4 KiB key
+// does not flood the operator's terminal.
+func quoteKey(key []byte) string {
+	const show = 64
+	if len(key) > show {
+		return fmt.Sprintf("%q… (%d bytes)", key[:show], len(key))
+	}
+	return fmt.Sprintf("%q", key)
+}

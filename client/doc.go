@@ -1,0 +1,23 @@
+// Package client is the Go client of ThunderYurts. Applications import it to
+// get, put, delete and scan keys; `thunderctl get/put/del/scan/bench` use it
+// too.
+//
+// A Client reads the routes (the versioned slot table and each group's
+// primary) once, caches them, and sends every request straight to the primary
+// that owns the key's slot. Concurrent requests bound for one node travel
+// together in batches over a few long-lived streams, so many requests share
+// each round trip. On a "moved" answer, a node that is no longer primary, or
+// a broken connection, the client refreshes the routes and retries until the
+// operation's deadline (Config.Timeout when the context has none).
+//
+//	conn, _ := zkcoord.Dial(ctx, "127.0.0.1:2181", zkcoord.Options{})
+//	c, err := client.New(ctx, client.Config{Routes: coord.NewCluster(conn, "default")})
+//	if err != nil { ... }
+//	defer c.Close()
+//	err = c.Put(ctx, []byte("user:1"), []byte("ada"))
+//	v, err := c.Get(ctx, []byte("user:1"))
+//	if errors.Is(err, client.ErrNotFound) { ... }
+//
+// A Put or Delete that fails with a timeout or a lost connection may still
+// have been applied: retrying it is safe, as both are idempotent.
+package client

@@ -1,0 +1,175 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"storj.io/drpc/drpcconn"
+
+	"github.com/thunderyurts/thunderyurts/wire"
+)
+
+// errPipeClosed reports that the streams to a node broke or were closed
+// before an answer arrived; the request may or may not have been applied.
+var errPipeClosed = errors.New("connection to node lost")
+
+// maxBatchBytes keeps one Batch well under wire.MaxMessageBytes.
+const maxBatchBytes = 16 << 20
+
+// maxBatchRequests bounds the requests in one Batch so a slow batch does not
+// hold back the replies of the ones queued after it for long.
+const maxBatchRequests = 1024
+
+// call is one request waiting for its answer.
+type call struct {
+	req  *wire.Request
+	resp *wire.Response
+	err  error
+	done chan struct{}
+}
+
+// pipe multiplexes the requests for one node over a few long-lived Stream
+// calls: every request queued while the previous batch was being written
+// leaves in the next batch. When one stream breaks the whole pipe is closed;
+// the client then dials a new one.
+type pipe struct {
+	addr   string
+	queue  chan *call
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	wg     sync.WaitGroup
+}
+
+func dialPipe(ctx context.Context, addr string, streams int, dialTimeout time.Duration) (*pipe, error) {
+	pctx, cancel := context.WithCancelCause(context.Background())
+	p := &pipe{addr: addr, queue: make(chan *call, 4096), ctx: pctx, cancel: cancel}
+	for i := 0; i < streams; i++ {
+		s, err := openStream(ctx, pctx, addr, dialTimeout)
+		if err != nil {
+			p.close(err)
+			return nil, err
+		}
+		p.wg.Add(2)
+		go func() { defer p.wg.Done(); p.sendLoop(s) }()
+		go func() { defer p.wg.Done(); p.recvLoop(s) }()
+	}
+	return p, nil
+}
+
+type stream struct {
+	conn    *drpcconn.Conn
+	rpc     wire.DRPCData_StreamClient
+	mu      sync.Mutex
+	pending map[uint64]*call
+	nextID  uint64
+}
+
+func openStream(dialCtx, pipeCtx context.Context, addr string, dialTimeout time.Duration) (*stream, error) {
+	d := net.Dialer{Timeout: dialTimeout}
+	raw, err := d.DialContext(dialCtx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	conn := drpcconn.NewWithOptions(raw, drpcconn.Options{Manager: wire.ManagerOptions()})
+	rpc, err := wire.NewDRPCDataClient(conn).Stream(pipeCtx)
+	if err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("open stream to %s: %w", addr, err)
+	}
+	return &stream{conn: conn, rpc: rpc, pending: make(map[uint64]*call)}, nil
+}
+
+// do queues req and waits for its answer, the pipe's end or ctx.
+func (p *pipe) do(ctx context.Context, req *wire.Request) (*wire.Response, error) {
+	c := &call{req: req, done: make(chan struct{})}
+	select {
+	case p.queue <- c:
+	case <-p.ctx.Done():
+		return nil, p.closedErr()
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	select {
+	case <-c.done:
+		return c.resp, c.err
+	case <-p.ctx.Done():
+		return nil, p.closedErr()
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (p *pipe) closedErr() error {
+	return fmt.Errorf("%s: %w: %v", p.addr, errPipeClosed, context.Cause(p.ctx))
+}
+
+func (p *pipe) closed() bool { return p.ctx.Err() != nil }
+
+func (p *pipe) close(cause error) {
+	p.cancel(cause)
+}
+
+// wait blocks until every stream goroutine of the pipe has stopped.
+func (p *pipe) wait() { p.wg.Wait() }
+
+func (p *pipe) sendLoop(s *stream) {
+	defer func() { _ = s.conn.Close() }()
+	batch := &wire.Batch{}
+	for {
+		var first *call
+		select {
+		case first = <-p.queue:
+		case <-p.ctx.Done():
+			return
+		}
+		batch.Requests = batch.Requests[:0]
+		size := 0
+		s.mu.Lock()
+		add := func(c *call) {
+			s.nextID++
+			c.req.Id = s.nextID
+			s.pending[c.req.Id] = c
+			batch.Requests = append(batch.Requests, c.req)
+			size += len(c.req.Key) + len(c.req.Value) + 16
+		}
+		add(first)
+	drain:
+		for len(batch.Requests) < maxBatchRequests && size < maxBatchBytes {
+			select {
+			case c := <-p.queue:
+				add(c)
+			default:
+				break drain
+			}
+		}
+		s.mu.Unlock()
+		if err := s.rpc.Send(batch); err != nil {
+			p.close(fmt.Errorf("send: %w", err))
+			return
+		}
+	}
+}
+
+func (p *pipe) recvLoop(s *stream) {
+	for {
+		reply, err := s.rpc.Recv()
+		if err != nil {
+			p.close(fmt.Errorf("receive: %w", err))
+			_ = s.conn.Close()
+			return
+		}
+		s.mu.Lock()
+		for _, resp := range reply.Responses {
+			if c, ok := s.pending[resp.Id]; ok {
+				delete(s.pending, resp.Id)
+				c.resp = resp
+				close(c.done)
+			}
+		}
+		s.mu.Unlock()
+	}
+}

@@ -1,0 +1,81 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"storj.io/drpc/drpcconn"
+
+	"github.com/thunderyurts/thunderyurts/coord"
+	"github.com/thunderyurts/thunderyurts/wire"
+)
+
+// CoordinatorRoutes reads routes from the coordinators at addrs, trying
+// each in turn; any coordinator, leader or standby, can answer.
+func CoordinatorRoutes(addrs []string) RouteSource { return coordinatorRoutes(addrs) }
+
+type coordinatorRoutes []string
+
+func (addrs coordinatorRoutes) Routes(ctx context.Context) (*coord.RouteTable, error) {
+	if len(addrs) == 0 {
+		return nil, errors.New("no coordinator address given")
+	}
+	var errs []error
+	for _, addr := range addrs {
+		routes, err := fetchRoutes(ctx, addr)
+		if err == nil {
+			return RouteTableFromWire(routes), nil
+		}
+		errs = append(errs, err)
+	}
+	return nil, fmt.Errorf("%w: no coordinator answered: %w", ErrUnavailable, errors.Join(errs...))
+}
+
+func fetchRoutes(ctx context.Context, addr string) (*wire.Routes, error) {
+	conn, err := dialConn(ctx, addr, 2*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	routes, err := wire.NewDRPCRouteClient(conn).GetRoutes(ctx, &wire.RoutesRequest{})
+	if err != nil {
+		return nil, fmt.Errorf("coordinator %s: %w", addr, err)
+	}
+	return routes, nil
+}
+
+// dialConn opens a connection for unary calls that are too rare to pool:
+// routes, scans, status.
+func dialConn(ctx context.Context, addr string, timeout time.Duration) (*drpcconn.Conn, error) {
+	d := net.Dialer{Timeout: timeout}
+	raw, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, &dialError{fmt.Errorf("dial %s: %w", addr, err)}
+	}
+	return drpcconn.NewWithOptions(raw, drpcconn.Options{Manager: wire.ManagerOptions()}), nil
+}
+
+// RouteTableFromWire converts a coordinator's answer into a route table.
+func RouteTableFromWire(r *wire.Routes) *coord.RouteTable {
+	owners := make([]string, r.Slots)
+	for _, rg := range r.Ranges {
+		for s := rg.From; s <= rg.To && int(s) < len(owners); s++ {
+			owners[s] = rg.Group
+		}
+	}
+	rt := &coord.RouteTable{
+		Table:  &coord.SlotTable{Version: r.Version, Owners: owners},
+		Groups: make(map[string]coord.GroupRoute, len(r.Groups)),
+	}
+	for _, g := range r.Groups {
+		gr := coord.GroupRoute{Name: g.Name, Epoch: g.Epoch, Primary: g.Primary, PrimaryAddr: g.PrimaryAddr}
+		for _, m := range g.Members {
+			gr.Members = append(gr.Members, coord.NodeRoute{ID: m.Id, Addr: m.Addr})
+		}
+		rt.Groups[g.Name] = gr
+	}
+	return rt
+}

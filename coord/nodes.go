@@ -1,0 +1,153 @@
+package coord
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/thunderyurts/thunderyurts/coord/internal/notify"
+)
+
+// NodeInfo is a data node's registration: where to reach it while it is up.
+type NodeInfo struct {
+	ID        string    `json:"id"`
+	Group     string    `json:"group"`
+	Addr      string    `json:"addr"` // dRPC host:port
+	HTTP      string    `json:"http"` // metrics and health host:port, "" none
+	StartedAt time.Time `json:"started_at"`
+}
+
+// CoordinatorInfo is a coordinator's election data.
+type CoordinatorInfo struct {
+	ID   string `json:"id"`
+	Addr string `json:"addr"` // dRPC host:port
+	HTTP string `json:"http"` // "" none
+}
+
+// RegisterNode publishes info as the ephemeral node nodes/<ID> and keeps it
+// published, re-creating it after every session loss, until ctx ends (see
+// KeepEphemeral). A zero StartedAt means now. ErrNoCluster if the cluster
+// does not exist; ErrNodeExists if another process registered the same ID
+// (or this node's previous session has not expired yet: retry after the
+// session timeout).
+func (c *Cluster) RegisterNode(ctx context.Context, info NodeInfo) error {
+	if c.err != nil {
+		return c.err
+	}
+	if err := checkName("node", info.ID); err != nil {
+		return err
+	}
+	if _, err := c.Meta(ctx); err != nil {
+		return fmt.Errorf("register node %q: %w", info.ID, err)
+	}
+	if info.StartedAt.IsZero() {
+		info.StartedAt = time.Now().UTC()
+	}
+	data, err := json.Marshal(info)
+	if err != nil {
+		return fmt.Errorf("%w: register node %q: %w", ErrInvalid, info.ID, err)
+	}
+	if err := KeepEphemeral(ctx, c.conn, nodePath(c.name, info.ID), data, c.log); err != nil {
+		return fmt.Errorf("register node %q: %w", info.ID, err)
+	}
+	return nil
+}
+
+// Nodes reads every registered node, sorted by ID.
+func (c *Cluster) Nodes(ctx context.Context) ([]NodeInfo, error) {
+	if c.err != nil {
+		return nil, c.err
+	}
+	ids, err := c.conn.Children(ctx, nodesDir(c.name))
+	if err != nil {
+		return nil, fmt.Errorf("nodes: %w", c.noCluster(err))
+	}
+	return c.readNodes(ctx, ids)
+}
+
+// WatchNodes returns the registered nodes and a channel delivering the list
+// again (latest only) after each join or leave. The channel is closed when
+// ctx ends or the session is in doubt; watch again then.
+func (c *Cluster) WatchNodes(ctx context.Context) ([]NodeInfo, <-chan []NodeInfo, error) {
+	if c.err != nil {
+		return nil, nil, c.err
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	ids, events, err := c.conn.WatchChildren(wctx, nodesDir(c.name))
+	if err != nil {
+		cancel()
+		return nil, nil, fmt.Errorf("watch nodes: %w", c.noCluster(err))
+	}
+	nodes, err := c.readNodes(wctx, ids)
+	if err != nil {
+		cancel()
+		return nil, nil, fmt.Errorf("watch nodes: %w", err)
+	}
+	out := make(chan []NodeInfo, 1)
+	go func() {
+		defer close(out)
+		defer cancel()
+		for ev := range events {
+			if ev.Err != nil {
+				return
+			}
+			nodes, err := c.readNodes(wctx, ev.Children)
+			if err != nil {
+				return
+			}
+			notify.Latest(out, nodes)
+		}
+	}()
+	return nodes, out, nil
+}
+
+func (c *Cluster) readNodes(ctx context.Context, ids []string) ([]NodeInfo, error) {
+	out := make([]NodeInfo, 0, len(ids))
+	for _, id := range ids {
+		n, _, err := GetJSON[NodeInfo](ctx, c.conn, nodePath(c.name, id))
+		if errors.Is(err, ErrNoNode) {
+			continue // left while we listed
+		}
+		if err != nil {
+			return nil, fmt.Errorf("node %q: %w", id, err)
+		}
+		out = append(out, *n)
+	}
+	return out, nil
+}
+
+// CampaignCoordinator enters the coordinator election with info (see
+// Campaign).
+func (c *Cluster) CampaignCoordinator(ctx context.Context, info CoordinatorInfo) (*Candidate, error) {
+	if c.err != nil {
+		return nil, c.err
+	}
+	data, err := json.Marshal(info)
+	if err != nil {
+		return nil, fmt.Errorf("%w: coordinator %q: %w", ErrInvalid, info.ID, err)
+	}
+	return Campaign(ctx, c.conn, coordinatorsDir(c.name), data)
+}
+
+// Coordinators lists the coordinators in election order: [0] is the leader.
+func (c *Cluster) Coordinators(ctx context.Context) ([]CoordinatorInfo, error) {
+	if c.err != nil {
+		return nil, c.err
+	}
+	dir := coordinatorsDir(c.name)
+	cands, err := Candidates(ctx, c.conn, dir)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]CoordinatorInfo, 0, len(cands))
+	for _, cand := range cands {
+		info, err := decodeJSON[CoordinatorInfo](JoinPath(dir, cand.Name), cand.Data)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, *info)
+	}
+	return out, nil
+}

@@ -1,0 +1,121 @@
+package zkcoord
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/go-zookeeper/zk"
+	"github.com/thunderyurts/thunderyurts/coord"
+	"github.com/thunderyurts/thunderyurts/coord/internal/notify"
+)
+
+// Watch implements coord.Conn on ZooKeeper's one-shot data watches, set
+// again after every change.
+func (c *Conn) Watch(ctx context.Context, path string) (coord.WatchData, <-chan coord.WatchData, error) {
+	full, err := c.full(path)
+	if err != nil {
+		return coord.WatchData{}, nil, fmt.Errorf("watch %s: %w", path, err)
+	}
+	read := func() (coord.WatchData, <-chan zk.Event, error) {
+		var events <-chan zk.Event
+		wd, err := call(ctx, c, func() (coord.WatchData, error) {
+			data, stat, ev, err := c.zk.GetW(full)
+			if err != nil {
+				return coord.WatchData{}, err
+			}
+			events = ev
+			return coord.WatchData{Data: data, Version: coord.Version(stat.Version)}, nil
+		})
+		return wd, events, err
+	}
+	final := func(err error) coord.WatchData {
+		return coord.WatchData{Err: fmt.Errorf("watch %s: %w", path, err)}
+	}
+	first, out, err := startWatch(ctx, c, read, final)
+	if err != nil {
+		return coord.WatchData{}, nil, fmt.Errorf("watch %s: %w", path, err)
+	}
+	return first, out, nil
+}
+
+// WatchChildren implements coord.Conn on ZooKeeper's one-shot child watches.
+func (c *Conn) WatchChildren(ctx context.Context, path string) ([]string, <-chan coord.ChildrenData, error) {
+	full, err := c.full(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("watch children %s: %w", path, err)
+	}
+	read := func() (coord.ChildrenData, <-chan zk.Event, error) {
+		var events <-chan zk.Event
+		cd, err := call(ctx, c, func() (coord.ChildrenData, error) {
+			names, _, ev, err := c.zk.ChildrenW(full)
+			if err != nil {
+				return coord.ChildrenData{}, err
+			}
+			events = ev
+			slices.Sort(names)
+			return coord.ChildrenData{Children: names}, nil
+		})
+		return cd, events, err
+	}
+	final := func(err error) coord.ChildrenData {
+		return coord.ChildrenData{Err: fmt.Errorf("watch children %s: %w", path, err)}
+	}
+	first, out, err := startWatch(ctx, c, read, final)
+	if err != nil {
+		return nil, nil, fmt.Errorf("watch children %s: %w", path, err)
+	}
+	return first.Children, out, nil
+}
+
+// startWatch reads the first value and starts the goroutine that delivers
+// later ones until ctx ends, the node is deleted or the session is in doubt.
+// read fetches the value and sets a new one-shot watch; final builds the
+// last event from its error.
+func startWatch[T any](ctx context.Context, c *Conn, read func() (T, <-chan zk.Event, error), final func(error) T) (T, <-chan T, error) {
+	// Taken before the first read: a disconnect right after it still ends
+	// the watch.
+	session := c.session.Done()
+	first, events, err := read()
+	if err != nil {
+		var zero T
+		return zero, nil, err
+	}
+	out := make(chan T, 1)
+	go func() {
+		defer close(out)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-session:
+				notify.Latest(out, final(c.lost()))
+				return
+			case ev := <-events:
+				switch ev.Type {
+				case zk.EventNodeDeleted:
+					notify.Latest(out, final(coord.ErrNoNode))
+					return
+				case zk.EventNotWatching:
+					notify.Latest(out, final(c.lost()))
+					return
+				}
+				v, next, err := read()
+				if err != nil {
+					if ctx.Err() != nil {
+						return
+					}
+					if !errors.Is(err, coord.ErrNoNode) {
+						err = fmt.Errorf("%w: %w", c.lost(), err)
+					}
+					notify.Latest(out, final(err))
+					return
+				}
+				notify.Latest(out, v)
+				events = next
+			}
+		}
+	}()
+	return first, out, nil
+}

@@ -1,0 +1,44 @@
+package zklocal
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// StartForTest starts a ZooKeeper in a temporary directory of t and stops it
+// at cleanup. When ZooKeeper is not installed the test is skipped, unless
+// the environment variable CI is set: there a missing ZooKeeper is a failure.
+// Any other failure to start fails the test.
+func StartForTest(t testing.TB) *Server {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := Start(ctx, Options{Dir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+	if err != nil {
+		if errors.Is(err, ErrNotInstalled) && os.Getenv("CI") == "" {
+			t.Skipf("skipping: %v (with CI set this fails)", err)
+		}
+		t.Fatalf("start zookeeper: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := s.Stop(); err != nil {
+			t.Errorf("stop zookeeper: %v", err)
+		}
+	})
+	return s
+}
+
+// testWriter sends log lines to t.Log. Start and Stop log only from the
+// calling goroutine, so it is never used after the test ends.
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
+}

@@ -1,0 +1,247 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"storj.io/drpc/drpcmux"
+	"storj.io/drpc/drpcserver"
+
+	"github.com/thunderyurts/thunderyurts/coord"
+	"github.com/thunderyurts/thunderyurts/daemon/ops"
+	"github.com/thunderyurts/thunderyurts/wire"
+)
+
+// Config configures a coordinator. Cluster and Listen are required.
+type Config struct {
+	// Cluster is the cluster's coordination state; the coordinator does not close it.
+	Cluster *coord.Cluster
+	// ID names this coordinator in the election; "" → its advertised address.
+	ID string
+	// Listen is where the routing service binds, e.g. 127.0.0.1:7000.
+	Listen string
+	// HTTP, when set, serves /metrics, /healthz and /readyz there.
+	HTTP string
+	// Slots and ReplicationFactor are used only if this coordinator creates
+	// the cluster; 0 → 1024 and 3.
+	Slots, ReplicationFactor int
+	// AssignDelay is how long the leader waits after the first data node of
+	// a new cluster registers before spreading the slots, so nodes started
+	// together all get a share; 0 → 2s.
+	AssignDelay time.Duration
+	// Logger receives the coordinator's events; nil → slog.Default().
+	Logger *slog.Logger
+}
+
+// Coordinator is a running coordinator.
+type Coordinator struct {
+	cfg     Config
+	log     *slog.Logger
+	lis     net.Listener
+	http    *ops.Server
+	addr    string
+	leading atomic.Bool
+	reg     *ops.Registry
+	elected *atomic.Uint64
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	done   chan struct{}
+	once   sync.Once
+}
+
+// Start creates the cluster if it does not exist, binds the routing
+// service and joins the leader election.
+func Start(ctx context.Context, cfg Config) (*Coordinator, error) {
+	if cfg.Cluster == nil || cfg.Listen == "" {
+		return nil, errors.New("coordinator: cluster and listen address are required")
+	}
+	if cfg.Slots <= 0 {
+		cfg.Slots = 1024
+	}
+	if cfg.ReplicationFactor <= 0 {
+		cfg.ReplicationFactor = 3
+	}
+	if cfg.AssignDelay <= 0 {
+		cfg.AssignDelay = 2 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	c := &Coordinator{cfg: cfg, log: cfg.Logger, done: make(chan struct{}), reg: ops.NewRegistry()}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	if err := c.start(ctx); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Coordinator) start(ctx context.Context) error {
+	created, err := c.cfg.Cluster.CreateIfMissing(ctx, coord.ClusterMeta{
+		Name: c.cfg.Cluster.Name(), Slots: c.cfg.Slots, ReplicationFactor: c.cfg.ReplicationFactor, CreatedAt: time.Now().UTC(),
+	})
+	if err != nil {
+		return fmt.Errorf("create cluster %s: %w", c.cfg.Cluster.Name(), err)
+	}
+	meta, err := c.cfg.Cluster.Meta(ctx)
+	if err != nil {
+		return err
+	}
+	if created {
+		c.log.Info("cluster created", "cluster", meta.Name, "slots", meta.Slots, "replication_factor", meta.ReplicationFactor)
+	} else if meta.Slots != c.cfg.Slots {
+		c.log.Info("joining existing cluster; its slot count is fixed", "cluster", meta.Name, "slots", meta.Slots)
+	}
+	if c.lis, err = net.Listen("tcp", c.cfg.Listen); err != nil {
+		return fmt.Errorf("listen %s: %w", c.cfg.Listen, err)
+	}
+	c.addr = c.lis.Addr().String()
+	if c.cfg.ID == "" {
+		c.cfg.ID = c.addr
+	}
+	c.log = c.log.With("coordinator", c.cfg.ID)
+	mux := drpcmux.New()
+	if err := wire.DRPCRegisterRoute(mux, &routeService{cluster: c.cfg.Cluster}); err != nil {
+		return fmt.Errorf("register route service: %w", err)
+	}
+	srv := drpcserver.NewWithOptions(mux, drpcserver.Options{Manager: wire.ManagerOptions()})
+	c.wg.Add(2)
+	go func() {
+		defer c.wg.Done()
+		if err := srv.Serve(c.ctx, c.lis); err != nil && c.ctx.Err() == nil {
+			c.log.Error("route service stopped", "err", err)
+		}
+	}()
+	c.elected = c.reg.Counter("thunder_coord_elections_won_total", "Times this coordinator became leader.")
+	c.reg.Gauge("thunder_coord_is_leader", "1 while this coordinator leads.", func() float64 {
+		if c.leading.Load() {
+			return 1
+		}
+		return 0
+	})
+	if c.cfg.HTTP != "" {
+		if c.http, err = ops.Serve(c.cfg.HTTP, c.reg, func() error { return nil }, c.log); err != nil {
+			return err
+		}
+	}
+	go func() { defer c.wg.Done(); c.campaign() }()
+	c.log.Info("coordinator started", "addr", c.addr, "cluster", meta.Name)
+	return nil
+}
+
+// campaign runs for leadership until the coordinator stops, leading
+// whenever it wins.
+func (c *Coordinator) campaign() {
+	info := coord.CoordinatorInfo{ID: c.cfg.ID, Addr: c.addr}
+	if c.http != nil {
+		info.HTTP = c.http.Addr()
+	}
+	for c.ctx.Err() == nil {
+		cand, err := c.cfg.Cluster.CampaignCoordinator(c.ctx, info)
+		if err != nil {
+			c.log.Warn("campaign failed, retrying", "err", err)
+			c.sleep(time.Second)
+			continue
+		}
+		leaderCtx, err := cand.WaitForLeadership(c.ctx)
+		if err != nil {
+			if c.ctx.Err() == nil {
+				c.log.Warn("election interrupted, campaigning again", "err", err)
+			}
+			c.resign(cand)
+			c.sleep(200 * time.Millisecond)
+			continue
+		}
+		c.leading.Store(true)
+		c.elected.Add(1)
+		c.log.Info("became leader")
+		c.lead(leaderCtx)
+		c.leading.Store(false)
+		c.log.Info("stopped leading", "cause", context.Cause(leaderCtx))
+		c.resign(cand)
+	}
+}
+
+func (c *Coordinator) resign(cand *coord.Candidate) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = cand.Resign(ctx)
+}
+
+func (c *Coordinator) sleep(d time.Duration) {
+	select {
+	case <-c.ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+// Leading reports whether this coordinator is the leader now.
+func (c *Coordinator) Leading() bool { return c.leading.Load() }
+
+// Addr is the routing service's bound address.
+func (c *Coordinator) Addr() string { return c.addr }
+
+// Done is closed when the coordinator has stopped.
+func (c *Coordinator) Done() <-chan struct{} { return c.done }
+
+// Close stops leading (cancelling the leader's work), leaves the election,
+// stops the routing service and waits for all of it. It is idempotent.
+func (c *Coordinator) Close() error {
+	c.once.Do(func() {
+		c.cancel()
+		if c.lis != nil {
+			_ = c.lis.Close()
+		}
+		c.wg.Wait()
+		if c.http != nil {
+			_ = c.http.Close()
+		}
+		close(c.done)
+		c.log.Info("coordinator stopped")
+	})
+	return nil
+}
+
+// routeService answers GetRoutes from ZooKeeper, so standbys answer too.
+type routeService struct {
+	wire.DRPCRouteUnimplementedServer
+	cluster *coord.Cluster
+}
+
+func (r *routeService) GetRoutes(ctx context.Context, _ *wire.RoutesRequest) (*wire.Routes, error) {
+	rt, err := r.cluster.Routes(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read routes: %w", err)
+	}
+	return routesToWire(rt), nil
+}
+
+func routesToWire(rt *coord.RouteTable) *wire.Routes {
+	out := &wire.Routes{Version: rt.Table.Version, Slots: uint32(len(rt.Table.Owners))}
+	for _, rg := range rt.Table.Ranges() {
+		out.Ranges = append(out.Ranges, &wire.SlotRange{From: uint32(rg.From), To: uint32(rg.To), Group: rg.Group})
+	}
+	names := make([]string, 0, len(rt.Groups))
+	for name := range rt.Groups {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		g := rt.Groups[name]
+		wg := &wire.GroupRoute{Name: g.Name, Epoch: g.Epoch, Primary: g.Primary, PrimaryAddr: g.PrimaryAddr}
+		for _, m := range g.Members {
+			wg.Members = append(wg.Members, &wire.NodeRoute{Id: m.ID, Addr: m.Addr})
+		}
+		out.Groups = append(out.Groups, wg)
+	}
+	return out
+}

@@ -1,0 +1,12 @@
+// Package coordinator is the control-plane daemon (`thunderctl serve
+// coord`). It keeps nothing of its own: every coordinator serves the routing
+// service from ZooKeeper, and the one elected leader (the lowest ephemeral
+// sequential znode under coordinators/) also acts on the cluster: it creates
+// the cluster on first start, admits registered data nodes into their groups,
+// picks a primary for a group that has none, and spreads the slots evenly
+// over the groups once the first data nodes have registered.
+//
+// A leader whose ZooKeeper session ends or is in doubt stops acting at once
+// (its leadership context is cancelled) and campaigns again; every change it
+// makes is a compare-and-set, so a deposed leader's late write fails.
+package coordinator

@@ -1,0 +1,139 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"time"
+
+	"github.com/thunderyurts/thunderyurts/coord"
+)
+
+// lead does the leader's work until ctx, the leadership, ends: it reacts to
+// every change of the registered nodes and re-checks the cluster each second
+// so that nothing is missed between watches.
+func (c *Coordinator) lead(ctx context.Context) {
+	l := &leader{c: c}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var changes <-chan []coord.NodeInfo
+	for ctx.Err() == nil {
+		if changes == nil {
+			nodes, ch, err := c.cfg.Cluster.WatchNodes(ctx)
+			if err != nil {
+				c.log.Warn("watch nodes failed", "err", err)
+			} else {
+				changes = ch
+				l.reconcile(ctx, nodes)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case nodes, ok := <-changes:
+			if !ok {
+				changes = nil
+				continue
+			}
+			l.reconcile(ctx, nodes)
+		case <-tick.C:
+			if nodes, err := c.cfg.Cluster.Nodes(ctx); err == nil {
+				l.reconcile(ctx, nodes)
+			}
+		}
+	}
+}
+
+// leader holds what one term of leadership remembers between checks.
+type leader struct {
+	c *Coordinator
+	// assignableSince is when a new cluster first had a group with a
+	// primary; slots are spread AssignDelay later.
+	assignableSince time.Time
+}
+
+func (l *leader) reconcile(ctx context.Context, nodes []coord.NodeInfo) {
+	for _, n := range nodes {
+		l.admit(ctx, n)
+	}
+	l.assignInitialSlots(ctx)
+}
+
+// admit makes a registered node a member of its group, and its primary if
+// the group has none.
+func (l *leader) admit(ctx context.Context, n coord.NodeInfo) {
+	cl := l.c.cfg.Cluster
+	if err := cl.EnsureGroup(ctx, n.Group); err != nil {
+		l.c.log.Warn("create group failed", "group", n.Group, "err", err)
+		return
+	}
+	g, err := cl.UpdateGroup(ctx, n.Group, func(g *coord.Group) error {
+		changed := false
+		if !slices.Contains(g.Members, n.ID) {
+			g.Members = append(g.Members, n.ID)
+			changed = true
+		}
+		if g.Primary == "" {
+			g.Primary = n.ID
+			g.Epoch++
+			g.ISR = []string{n.ID}
+			changed = true
+		}
+		if !changed {
+			return coord.ErrNoChange
+		}
+		return nil
+	})
+	switch {
+	case errors.Is(err, coord.ErrNoChange):
+	case err != nil:
+		l.c.log.Warn("admit node failed", "node", n.ID, "group", n.Group, "err", err)
+	default:
+		l.c.log.Info("node admitted", "node", n.ID, "group", g.Name, "primary", g.Primary, "epoch", g.Epoch)
+	}
+}
+
+// assignInitialSlots spreads the slots of a new cluster evenly over the
+// groups that have a primary, once AssignDelay has passed since the first
+// such group appeared. It never touches a table that has any owner.
+func (l *leader) assignInitialSlots(ctx context.Context) {
+	cl := l.c.cfg.Cluster
+	table, _, err := cl.SlotTable(ctx)
+	if err != nil || slices.ContainsFunc(table.Owners, func(o string) bool { return o != "" }) {
+		return
+	}
+	groups, err := cl.Groups(ctx)
+	if err != nil {
+		return
+	}
+	var names []string
+	for _, g := range groups {
+		if g.Primary != "" {
+			names = append(names, g.Name)
+		}
+	}
+	if len(names) == 0 {
+		return
+	}
+	if l.assignableSince.IsZero() {
+		l.assignableSince = time.Now()
+		l.c.log.Info("first group ready; slots will be assigned shortly", "delay", l.c.cfg.AssignDelay)
+	}
+	if time.Since(l.assignableSince) < l.c.cfg.AssignDelay {
+		return
+	}
+	t, err := cl.UpdateSlotTable(ctx, func(t *coord.SlotTable) error {
+		if slices.ContainsFunc(t.Owners, func(o string) bool { return o != "" }) {
+			return coord.ErrNoChange
+		}
+		t.Owners = coord.SpreadEvenly(len(t.Owners), names)
+		return nil
+	})
+	switch {
+	case errors.Is(err, coord.ErrNoChange):
+	case err != nil:
+		l.c.log.Warn("slot assignment failed", "err", err)
+	default:
+		l.c.log.Info("slots assigned", "groups", names, "table_version", t.Version)
+	}
+}

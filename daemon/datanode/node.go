@@ -1,0 +1,375 @@
+package datanode
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"storj.io/drpc/drpcmux"
+	"storj.io/drpc/drpcserver"
+
+	"github.com/thunderyurts/thunderyurts/coord"
+	"github.com/thunderyurts/thunderyurts/daemon/ops"
+	"github.com/thunderyurts/thunderyurts/datastore"
+	"github.com/thunderyurts/thunderyurts/wire"
+)
+
+// Config configures a data node. Cluster, Group, Listen and Dir are required.
+type Config struct {
+	// Cluster is the cluster's coordination state; the node does not close it.
+	Cluster *coord.Cluster
+	// Group is the replica group the node joins; a new name makes a new group.
+	Group string
+	// Listen is the address the Data service binds, e.g. 127.0.0.1:7100.
+	Listen string
+	// Advertise is the address clients dial; "" → the bound Listen address.
+	Advertise string
+	// HTTP, when set, serves /metrics, /healthz and /readyz there.
+	HTTP string
+	// Dir holds the node's id and its data file.
+	Dir string
+	// MaxValueSize bounds values; 0 → 4 MiB.
+	MaxValueSize int
+	// Logger receives the node's events; nil → slog.Default().
+	Logger *slog.Logger
+}
+
+// Node is a running data node.
+type Node struct {
+	cfg   Config
+	id    string
+	log   *slog.Logger
+	store *datastore.Store
+	lis   net.Listener
+	http  *ops.Server
+	addr  string
+
+	state   atomic.Pointer[state]
+	metrics *metrics
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	ready  chan struct{}
+	done   chan struct{}
+	err    error
+
+	closeOnce sync.Once
+}
+
+// state is what the node knows from ZooKeeper: who owns each slot and
+// whether it is its group's primary.
+type state struct {
+	table *coord.SlotTable
+	group *coord.Group
+}
+
+func (s *state) isPrimary(id string) bool { return s.group != nil && s.group.Primary == id }
+
+// ErrNoCluster: the cluster did not exist in ZooKeeper before the start
+// context ended; a coordinator creates it.
+var ErrNoCluster = errors.New("datanode: cluster does not exist (start a coordinator first)")
+
+// Start opens the store, binds the listener, registers the node and returns;
+// the node then serves until Close or ctx ends.
+func Start(ctx context.Context, cfg Config) (*Node, error) {
+	if cfg.Group == "" || cfg.Listen == "" || cfg.Dir == "" || cfg.Cluster == nil {
+		return nil, errors.New("datanode: group, listen address and data directory are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	id, err := loadOrCreateID(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, id: id, log: cfg.Logger.With("node", id, "group", cfg.Group), ready: make(chan struct{}), done: make(chan struct{})}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	if err := n.start(ctx); err != nil {
+		n.Close()
+		return nil, err
+	}
+	return n, nil
+}
+
+func (n *Node) start(ctx context.Context) error {
+	meta, err := n.waitForCluster(ctx)
+	if err != nil {
+		return err
+	}
+	n.store, err = datastore.Open(filepath.Join(n.cfg.Dir, "data.db"), datastore.Options{
+		Slots: meta.Slots, MaxValueSize: n.cfg.MaxValueSize, Logger: n.log,
+	})
+	if err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	n.metrics = newMetrics(n)
+	if err := n.cfg.Cluster.EnsureGroup(ctx, n.cfg.Group); err != nil {
+		return fmt.Errorf("create group %s: %w", n.cfg.Group, err)
+	}
+	if err := n.follow(); err != nil {
+		return err
+	}
+	n.lis, err = net.Listen("tcp", n.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", n.cfg.Listen, err)
+	}
+	n.addr = n.cfg.Advertise
+	if n.addr == "" {
+		n.addr = n.lis.Addr().String()
+	}
+	mux := drpcmux.New()
+	if err := wire.DRPCRegisterData(mux, &service{n: n}); err != nil {
+		return fmt.Errorf("register data service: %w", err)
+	}
+	srv := drpcserver.NewWithOptions(mux, drpcserver.Options{Manager: wire.ManagerOptions()})
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := srv.Serve(n.ctx, n.lis); err != nil && n.ctx.Err() == nil {
+			n.fail(fmt.Errorf("data service stopped: %w", err))
+		}
+	}()
+	if n.cfg.HTTP != "" {
+		if n.http, err = ops.Serve(n.cfg.HTTP, n.metrics.reg, n.readyErr, n.log); err != nil {
+			return err
+		}
+	}
+	info := coord.NodeInfo{ID: n.id, Group: n.cfg.Group, Addr: n.addr, StartedAt: time.Now().UTC()}
+	if n.http != nil {
+		info.HTTP = n.http.Addr()
+	}
+	if err := n.cfg.Cluster.RegisterNode(n.ctx, info); err != nil {
+		return fmt.Errorf("register node: %w", err)
+	}
+	close(n.ready)
+	n.log.Info("data node started", "addr", n.addr, "dir", n.cfg.Dir, "slots", meta.Slots)
+	return nil
+}
+
+// waitForCluster waits for a coordinator to create the cluster, so data
+// nodes and coordinators can start in any order.
+func (n *Node) waitForCluster(ctx context.Context) (coord.ClusterMeta, error) {
+	logged := false
+	for {
+		meta, err := n.cfg.Cluster.Meta(ctx)
+		if !errors.Is(err, coord.ErrNoCluster) {
+			return meta, err
+		}
+		if !logged {
+			n.log.Info("waiting for a coordinator to create the cluster", "cluster", n.cfg.Cluster.Name())
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			return meta, fmt.Errorf("%w: %s", ErrNoCluster, n.cfg.Cluster.Name())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// follow loads the slot table and group state and keeps them current with
+// watches, re-watching after every interruption.
+func (n *Node) follow() error {
+	table, tableCh, err := n.cfg.Cluster.WatchSlotTable(n.ctx)
+	if err != nil {
+		return fmt.Errorf("watch slot table: %w", err)
+	}
+	group, groupCh, err := n.cfg.Cluster.WatchGroup(n.ctx, n.cfg.Group)
+	if err != nil {
+		return fmt.Errorf("watch group %s: %w", n.cfg.Group, err)
+	}
+	n.state.Store(&state{table: table, group: group})
+	n.wg.Add(2)
+	go func() {
+		defer n.wg.Done()
+		keepWatching(n, "slot table", tableCh, n.cfg.Cluster.WatchSlotTable,
+			func(s *state, t *coord.SlotTable) { s.table = t })
+	}()
+	go func() {
+		defer n.wg.Done()
+		keepWatching(n, "group", groupCh, func(ctx context.Context) (*coord.Group, <-chan *coord.Group, error) {
+			return n.cfg.Cluster.WatchGroup(ctx, n.cfg.Group)
+		}, func(s *state, g *coord.Group) { s.group = g })
+	}()
+	return nil
+}
+
+// keepWatching applies every value from ch to the node's state; when ch
+// closes (the session was lost or interrupted) it watches again, until the
+// node stops.
+func keepWatching[T any](n *Node, what string, ch <-chan T, watch func(context.Context) (T, <-chan T, error), apply func(*state, T)) {
+	for {
+		for v := range ch {
+			n.update(func(s *state) { apply(s, v) })
+		}
+		for {
+			if n.ctx.Err() != nil {
+				return
+			}
+			v, next, err := watch(n.ctx)
+			if err == nil {
+				n.update(func(s *state) { apply(s, v) })
+				ch = next
+				break
+			}
+			n.log.Warn("watch failed, retrying", "what", what, "err", err)
+			select {
+			case <-n.ctx.Done():
+				return
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
+	}
+}
+
+// update changes the state copy-on-write, so request handlers read a
+// consistent snapshot without locks.
+func (n *Node) update(change func(*state)) {
+	for {
+		old := n.state.Load()
+		next := *old
+		change(&next)
+		if n.state.CompareAndSwap(old, &next) {
+			if old.isPrimary(n.id) != next.isPrimary(n.id) || old.table.Version != next.table.Version {
+				n.log.Info("state changed", "primary", next.isPrimary(n.id), "epoch", epochOf(next.group), "table_version", next.table.Version)
+			}
+			return
+		}
+	}
+}
+
+func epochOf(g *coord.Group) uint64 {
+	if g == nil {
+		return 0
+	}
+	return g.Epoch
+}
+
+func (n *Node) readyErr() error {
+	select {
+	case <-n.ready:
+	default:
+		return errors.New("starting")
+	}
+	if !n.state.Load().isPrimary(n.id) {
+		return errors.New("not the primary of group " + n.cfg.Group)
+	}
+	return nil
+}
+
+// ID is the node's stable id.
+func (n *Node) ID() string { return n.id }
+
+// Addr is the address clients dial.
+func (n *Node) Addr() string { return n.addr }
+
+// Done is closed when the node stops on its own; Err then says why.
+func (n *Node) Done() <-chan struct{} { return n.done }
+
+// Err is why the node stopped on its own, or nil.
+func (n *Node) Err() error {
+	select {
+	case <-n.done:
+		return n.err
+	default:
+		return nil
+	}
+}
+
+func (n *Node) fail(err error) {
+	n.closeOnce.Do(func() {
+		n.err = err
+		n.log.Error("data node failed", "err", err)
+		n.shutdown()
+	})
+}
+
+// Close stops the node: it deregisters (the ephemeral znode goes with the
+// registration's context), stops accepting requests, waits for requests in
+// flight and their commits, then closes the store. It is idempotent.
+func (n *Node) Close() error {
+	n.closeOnce.Do(n.shutdown)
+	return n.err
+}
+
+func (n *Node) shutdown() {
+	n.cancel()
+	if n.lis != nil {
+		_ = n.lis.Close()
+	}
+	n.wg.Wait()
+	if n.http != nil {
+		_ = n.http.Close()
+	}
+	if n.store != nil {
+		if err := n.store.Close(); err != nil && n.err == nil {
+			n.err = err
+		}
+	}
+	close(n.done)
+	n.log.Info("data node stopped")
+}
+
+// loadOrCreateID returns the node id kept in dir, making one on first start
+// so the node keeps its identity across restarts.
+func loadOrCreateID(dir string) (string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("data directory: %w", err)
+	}
+	path := filepath.Join(dir, "node-id")
+	b, err := os.ReadFile(path)
+	if err == nil {
+		if id := strings.TrimSpace(string(b)); id != "" {
+			return id, nil
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("read node id: %w", err)
+	}
+	var raw [4]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", err
+	}
+	id := "n-" + hex.EncodeToString(raw[:])
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(id+"\n"), 0o644); err != nil {
+		return "", fmt.Errorf("write node id: %w", err)
+	}
+	if err := syncRename(tmp, path); err != nil {
+		return "", fmt.Errorf("write node id: %w", err)
+	}
+	return id, nil
+}
+
+// syncRename renames tmp over path and fsyncs the directory, so the id
+// survives a crash right after it was chosen.
+func syncRename(tmp, path string) error {
+	f, err := os.Open(tmp)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	f.Close()
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

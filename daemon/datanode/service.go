@@ -1,0 +1,220 @@
+package datanode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/thunderyurts/thunderyurts/coord"
+	"github.com/thunderyurts/thunderyurts/datastore"
+	"github.com/thunderyurts/thunderyurts/wire"
+)
+
+// service implements wire.DRPCDataServer.
+type service struct {
+	wire.DRPCDataUnimplementedServer
+	n *Node
+}
+
+// codeOf is the one table from storage errors to wire codes.
+func codeOf(err error) wire.Code {
+	switch {
+	case err == nil:
+		return wire.Code_OK
+	case errors.Is(err, datastore.ErrNotFound):
+		return wire.Code_NOT_FOUND
+	case errors.Is(err, datastore.ErrEmptyKey), errors.Is(err, datastore.ErrKeyTooLarge),
+		errors.Is(err, datastore.ErrValueTooLarge), errors.Is(err, datastore.ErrBadSlot):
+		return wire.Code_INVALID_ARGUMENT
+	case errors.Is(err, datastore.ErrCorrupt):
+		return wire.Code_CORRUPT
+	case errors.Is(err, datastore.ErrClosed), errors.Is(err, context.Canceled):
+		return wire.Code_UNAVAILABLE
+	}
+	return wire.CodeOf(err)
+}
+
+func errResponse(id uint64, err error) *wire.Response {
+	return &wire.Response{Id: id, Code: codeOf(err), Message: err.Error()}
+}
+
+// route decides whether this node serves slot now; nil means yes.
+func (n *Node) route(st *state, slot int) *wire.Response {
+	owner := st.table.Owner(slot)
+	switch {
+	case owner != n.cfg.Group:
+		return &wire.Response{Code: wire.Code_MOVED, OwnerGroup: owner, TableVersion: st.table.Version,
+			Message: fmt.Sprintf("slot %d moved to group %s (slot table v%d)", slot, owner, st.table.Version)}
+	case !st.isPrimary(n.id):
+		return &wire.Response{Code: wire.Code_NOT_PRIMARY, OwnerGroup: owner, TableVersion: st.table.Version,
+			Message: fmt.Sprintf("node %s is not the primary of group %s", n.id, n.cfg.Group)}
+	}
+	return nil
+}
+
+// Stream serves one long-lived request stream. Reads of a batch are answered
+// from one read transaction at once; its writes join the group commit and
+// are answered when durable, while the next batches are already read.
+// Replies leave in batches of whatever is ready.
+func (s *service) Stream(rpc wire.DRPCData_StreamStream) error {
+	ctx := rpc.Context()
+	out := make(chan []*wire.Response, 1024)
+	sent := make(chan error, 1)
+	go func() { sent <- replyLoop(rpc, out) }()
+	var writes sync.WaitGroup
+	var err error
+	for {
+		var batch *wire.Batch
+		if batch, err = rpc.Recv(); err != nil {
+			break
+		}
+		s.n.metrics.batches.Add(1)
+		s.handle(ctx, batch, out, &writes)
+	}
+	writes.Wait()
+	close(out)
+	if sendErr := <-sent; sendErr != nil && ctx.Err() == nil {
+		return sendErr
+	}
+	return nil
+}
+
+func (s *service) handle(ctx context.Context, batch *wire.Batch, out chan<- []*wire.Response, writes *sync.WaitGroup) {
+	n := s.n
+	st := n.state.Load()
+	slots := len(st.table.Owners)
+	replies := make([]*wire.Response, 0, len(batch.Requests))
+	var gets []*wire.Request
+	var refs []datastore.KeyRef
+	var puts []*wire.Request
+	var muts []datastore.Mutation
+	for _, req := range batch.Requests {
+		if err := n.store.Validate(req.Key, req.Value); err != nil {
+			replies = append(replies, errResponse(req.Id, err))
+			continue
+		}
+		slot := coord.SlotOf(req.Key, slots)
+		if refusal := n.route(st, slot); refusal != nil {
+			refusal.Id = req.Id
+			replies = append(replies, refusal)
+			continue
+		}
+		switch req.Op {
+		case wire.Op_GET:
+			gets = append(gets, req)
+			refs = append(refs, datastore.KeyRef{Slot: slot, Key: req.Key})
+		case wire.Op_PUT, wire.Op_DELETE:
+			puts = append(puts, req)
+			muts = append(muts, datastore.Mutation{Slot: slot, Key: req.Key, Value: req.Value, Delete: req.Op == wire.Op_DELETE})
+		default:
+			replies = append(replies, errResponse(req.Id, fmt.Errorf("%w: unknown op %d", wire.ErrInvalidArgument, req.Op)))
+		}
+	}
+	n.metrics.gets.Add(uint64(len(gets)))
+	n.metrics.writes.Add(uint64(len(puts)))
+	for i, res := range n.store.GetMany(refs) {
+		if res.Err != nil {
+			replies = append(replies, errResponse(gets[i].Id, res.Err))
+			continue
+		}
+		replies = append(replies, &wire.Response{Id: gets[i].Id, Value: res.Value})
+	}
+	if len(replies) > 0 {
+		out <- replies
+	}
+	if len(muts) == 0 {
+		return
+	}
+	writes.Add(1)
+	go func() {
+		defer writes.Done()
+		_, err := n.store.Write(ctx, muts)
+		done := make([]*wire.Response, len(puts))
+		for i, req := range puts {
+			if err != nil {
+				done[i] = errResponse(req.Id, err)
+			} else {
+				done[i] = &wire.Response{Id: req.Id}
+			}
+		}
+		out <- done
+	}()
+}
+
+// replyLoop sends every reply ready when the previous send finished as one
+// BatchReply. After a send error it keeps draining so producers never block.
+func replyLoop(rpc wire.DRPCData_StreamStream, out <-chan []*wire.Response) error {
+	var sendErr error
+	reply := &wire.BatchReply{}
+	for first := range out {
+		reply.Responses = append(reply.Responses[:0], first...)
+	drain:
+		for {
+			select {
+			case more, ok := <-out:
+				if !ok {
+					break drain
+				}
+				reply.Responses = append(reply.Responses, more...)
+			default:
+				break drain
+			}
+		}
+		if sendErr == nil {
+			sendErr = rpc.Send(reply)
+		}
+	}
+	return sendErr
+}
+
+// Scan serves one page of a group's keys in [start, end).
+func (s *service) Scan(ctx context.Context, req *wire.ScanRequest) (*wire.ScanReply, error) {
+	n := s.n
+	st := n.state.Load()
+	var slots []int
+	for _, rg := range req.Slots {
+		for slot := int(rg.From); slot <= int(rg.To); slot++ {
+			if slot >= len(st.table.Owners) {
+				return &wire.ScanReply{Code: wire.Code_INVALID_ARGUMENT, Message: fmt.Sprintf("slot %d out of range", slot)}, nil
+			}
+			if refusal := n.route(st, slot); refusal != nil {
+				return &wire.ScanReply{Code: refusal.Code, Message: refusal.Message, OwnerGroup: refusal.OwnerGroup, TableVersion: refusal.TableVersion}, nil
+			}
+			slots = append(slots, slot)
+		}
+	}
+	limit := int(req.Limit)
+	if limit <= 0 || limit > 10000 {
+		limit = 10000
+	}
+	kvs, err := n.store.Scan(slots, req.Start, req.End, limit+1)
+	if err != nil {
+		return &wire.ScanReply{Code: codeOf(err), Message: err.Error()}, nil
+	}
+	reply := &wire.ScanReply{More: len(kvs) > limit}
+	if reply.More {
+		kvs = kvs[:limit]
+	}
+	reply.Items = make([]*wire.KeyValue, len(kvs))
+	for i, kv := range kvs {
+		reply.Items[i] = &wire.KeyValue{Key: kv.Key, Value: kv.Value}
+	}
+	return reply, nil
+}
+
+// Status reports the node's role and store figures.
+func (s *service) Status(ctx context.Context, _ *wire.NodeStatusRequest) (*wire.NodeStatus, error) {
+	n := s.n
+	st := n.state.Load()
+	stats, err := n.store.Stats()
+	if err != nil {
+		return nil, fmt.Errorf("store stats: %w", err)
+	}
+	role := "secondary"
+	if st.isPrimary(n.id) {
+		role = "primary"
+	}
+	return &wire.NodeStatus{Id: n.id, Group: n.cfg.Group, Role: role, Keys: stats.Keys, LastSeq: stats.LastSeq,
+		Epoch: epochOf(st.group), FileBytes: stats.FileBytes, TableVersion: st.table.Version}, nil
+}

@@ -1,0 +1,124 @@
+// Package ops serves the HTTP endpoints every ThunderYurts daemon exposes
+// with --http: /metrics in the Prometheus text format, /healthz (the process
+// is alive) and /readyz (it can serve its role). Metrics are plain atomic
+// counters and gauges registered by name; no client library is needed for a
+// handful of series.
+package ops
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Registry holds a daemon's metrics. The zero value is not usable; use
+// NewRegistry.
+type Registry struct {
+	mu     sync.Mutex
+	series map[string]*series
+}
+
+type series struct {
+	help, kind string
+	value      func() float64
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry() *Registry { return &Registry{series: map[string]*series{}} }
+
+// Counter registers a monotonically increasing counter.
+func (r *Registry) Counter(name, help string) *atomic.Uint64 {
+	c := new(atomic.Uint64)
+	r.add(name, help, "counter", func() float64 { return float64(c.Load()) })
+	return c
+}
+
+// Gauge registers a value read when /metrics is scraped.
+func (r *Registry) Gauge(name, help string, value func() float64) {
+	r.add(name, help, "gauge", value)
+}
+
+func (r *Registry) add(name, help, kind string, value func() float64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.series[name] = &series{help: help, kind: kind, value: value}
+}
+
+// WriteText writes every series in the Prometheus text exposition format.
+func (r *Registry) WriteText(w io.Writer) error {
+	r.mu.Lock()
+	names := make([]string, 0, len(r.series))
+	for name := range r.series {
+		names = append(names, name)
+	}
+	r.mu.Unlock()
+	sort.Strings(names)
+	for _, name := range names {
+		r.mu.Lock()
+		s := r.series[name]
+		r.mu.Unlock()
+		if _, err := fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %g\n", name, s.help, name, s.kind, name, s.value()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Server is a running HTTP endpoint.
+type Server struct {
+	srv  *http.Server
+	addr string
+	done chan struct{}
+}
+
+// Serve binds addr and serves the endpoints until Close. ready returns nil
+// when the daemon can serve its role, or why not.
+func Serve(addr string, reg *Registry, ready func() error, log *slog.Logger) (*Server, error) {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("http listen %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		_ = reg.WriteText(w)
+	})
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := ready(); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ready\n")
+	})
+	s := &Server{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, addr: lis.Addr().String(), done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		if err := s.srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http server stopped", "addr", s.addr, "err", err)
+		}
+	}()
+	return s, nil
+}
+
+// Addr is the bound address.
+func (s *Server) Addr() string { return s.addr }
+
+// Close stops the server and waits for it.
+func (s *Server) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	err := s.srv.Shutdown(ctx)
+	<-s.done
+	return err
+}

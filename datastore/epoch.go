@@ -1,0 +1,108 @@
+package datastore
+
+import (
+	"context"
+	"fmt"
+	"slices"
+)
+
+// EpochStart is one entry of the persisted epoch map: log entries written in
+// Epoch begin at sequence number StartSeq. An epoch whose StartSeq equals
+// the next entry's StartSeq holds no entries (the node saw the epoch but
+// nothing was written in it). The zero value is epoch 0 starting at seq 0.
+type EpochStart struct {
+	Epoch    uint64
+	StartSeq uint64
+}
+
+// withEntryEpoch returns the epoch map after a log entry of epoch e was
+// appended at seq. The map is shared with readers, so it is copied on change.
+//
+// Epochs above e that start at or before seq were recorded by SetEpoch while
+// older entries were still arriving (a follower fenced to the new epoch
+// catching up on the old one); they now start after seq.
+func withEntryEpoch(epochs []EpochStart, seq, e uint64) []EpochStart {
+	if n := len(epochs); n > 0 && epochs[n-1].Epoch == e {
+		return epochs
+	}
+	out := make([]EpochStart, 0, len(epochs)+1)
+	inserted := false
+	for _, x := range epochs {
+		if x.Epoch > e {
+			if !inserted {
+				out = append(out, EpochStart{Epoch: e, StartSeq: seq})
+				inserted = true
+			}
+			x.StartSeq = max(x.StartSeq, seq+1)
+		} else if x.Epoch == e {
+			inserted = true
+		}
+		out = append(out, x)
+	}
+	if !inserted {
+		out = append(out, EpochStart{Epoch: e, StartSeq: seq})
+	}
+	return out
+}
+
+// Epoch returns the highest epoch this store has seen, through SetEpoch or
+// in entries given to ApplyLog; 0 for a new store. Write stamps its entries
+// with it.
+func (s *Store) Epoch() uint64 { return s.st.Load().epoch }
+
+// Epochs returns a copy of the persisted epoch map, ordered by epoch; empty
+// for a new store.
+func (s *Store) Epochs() []EpochStart { return slices.Clone(s.st.Load().epochs) }
+
+// EpochEnd answers a following node's question "where does my epoch end in
+// your log?" (REPLICATION-NOTES #3, Kafka's OffsetsForLeaderEpoch): for the
+// largest epoch in the map that is <= epoch it returns that epoch and the
+// sequence number just past its last entry, that is the start of the next
+// epoch in the map or LastSeq()+1. ok is false when the map holds no such
+// epoch.
+func (s *Store) EpochEnd(epoch uint64) (found, endSeq uint64, ok bool) {
+	st := s.st.Load()
+	i, exact := slices.BinarySearchFunc(st.epochs, epoch, func(x EpochStart, e uint64) int {
+		switch {
+		case x.Epoch < e:
+			return -1
+		case x.Epoch > e:
+			return 1
+		}
+		return 0
+	})
+	if exact {
+		i++
+	}
+	if i == 0 {
+		return 0, 0, false
+	}
+	found = st.epochs[i-1].Epoch
+	if i < len(st.epochs) {
+		return found, st.epochs[i].StartSeq, true
+	}
+	return found, st.lastSeq + 1, true
+}
+
+// SetEpoch persists epoch as the store's current epoch and records in the
+// epoch map that it starts at LastSeq()+1, ordered with concurrent writes
+// (the writes queued before it carry the old epoch, those after the new
+// one). A primary calls it when it takes over, before its first write; a
+// follower calls it to fence older primaries. Setting the current epoch
+// again is a no-op.
+//
+// Errors: ErrStaleEpoch if epoch is lower than the current one, ErrClosed,
+// ctx.Err() if ctx ends first (the change may still be made), or a bbolt
+// error from the commit.
+func (s *Store) SetEpoch(ctx context.Context, epoch uint64) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	r := newRequest()
+	r.kind = kindEpoch
+	r.epoch = epoch
+	if _, err := s.submit(ctx, r); err != nil {
+		return fmt.Errorf("set epoch %d: %w", epoch, err)
+	}
+	return nil
+}

@@ -1,0 +1,77 @@
+package datastore
+
+import (
+	"context"
+	"log/slog"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// testLogger sends the store's log lines to the test log.
+func testLogger(tb testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tbWriter{tb}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type tbWriter struct{ tb testing.TB }
+
+func (w tbWriter) Write(p []byte) (int, error) {
+	w.tb.Helper()
+	w.tb.Log(string(p))
+	return len(p), nil
+}
+
+// openStore opens path with opts (Slots 16 and a test logger unless set)
+// and closes it when the test ends.
+func openStore(tb testing.TB, path string, opts Options) *Store {
+	tb.Helper()
+	if opts.Logger == nil {
+		opts.Logger = testLogger(tb)
+	}
+	s, err := Open(path, opts)
+	if err != nil {
+		tb.Fatalf("open %s: %v", path, err)
+	}
+	tb.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			tb.Errorf("close %s: %v", path, err)
+		}
+	})
+	return s
+}
+
+// newStore opens a fresh store with 16 slots in a temporary directory.
+func newStore(tb testing.TB, opts Options) (*Store, string) {
+	tb.Helper()
+	if opts.Slots == 0 {
+		opts.Slots = 16
+	}
+	path := filepath.Join(tb.TempDir(), "data", "store.db")
+	return openStore(tb, path, opts), path
+}
+
+func testCtx(tb testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	tb.Cleanup(cancel)
+	return ctx
+}
+
+func mustPut(tb testing.TB, s *Store, slot int, key, value string) uint64 {
+	tb.Helper()
+	seq, err := s.Write(testCtx(tb), []Mutation{{Slot: slot, Key: []byte(key), Value: []byte(value)}})
+	if err != nil {
+		tb.Fatalf("put slot %d key %q: %v", slot, key, err)
+	}
+	return seq
+}
+
+func mustGet(tb testing.TB, s *Store, slot int, key string) string {
+	tb.Helper()
+	v, err := s.Get(slot, []byte(key))
+	if err != nil {
+		tb.Fatalf("get slot %d key %q: %v", slot, key, err)
+	}
+	return string(v)
+}
+
+func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }

@@ -1,0 +1,270 @@
+package datastore
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+	"testing"
+)
+
+func TestEpochMapPersists(t *testing.T) {
+	s, path := newStore(t, Options{NoSync: true})
+	ctx := testCtx(t)
+	mustPut(t, s, 0, "a", "1")
+	mustPut(t, s, 0, "b", "2")
+	if err := s.SetEpoch(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetEpoch(ctx, 3); err != nil {
+		t.Fatalf("setting the same epoch again: %v", err)
+	}
+	if err := s.SetEpoch(ctx, 2); !errors.Is(err, ErrStaleEpoch) {
+		t.Fatalf("older epoch: %v", err)
+	}
+	mustPut(t, s, 0, "c", "3")
+	if err := s.SetEpoch(ctx, 7); err != nil {
+		t.Fatal(err)
+	}
+	want := []EpochStart{{0, 1}, {3, 3}, {7, 4}}
+	if got := s.Epochs(); !slices.Equal(got, want) {
+		t.Fatalf("epochs = %v, want %v", got, want)
+	}
+	entries, err := s.ReadLog(1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if epochs := []uint64{entries[0].Epoch, entries[1].Epoch, entries[2].Epoch}; !slices.Equal(epochs, []uint64{0, 0, 3}) {
+		t.Fatalf("entry epochs = %v", epochs)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s = openStore(t, path, Options{})
+	if got := s.Epochs(); !slices.Equal(got, want) || s.Epoch() != 7 {
+		t.Fatalf("after reopen: epoch %d map %v", s.Epoch(), got)
+	}
+	ends := []struct{ ask, found, end uint64 }{{0, 0, 3}, {2, 0, 3}, {3, 3, 4}, {5, 3, 4}, {7, 7, 4}, {9, 7, 4}}
+	for _, e := range ends {
+		found, end, ok := s.EpochEnd(e.ask)
+		if !ok || found != e.found || end != e.end {
+			t.Errorf("EpochEnd(%d) = %d, %d, %v; want %d, %d", e.ask, found, end, ok, e.found, e.end)
+		}
+	}
+	if got := mustPut(t, s, 0, "d", "4"); got != 4 {
+		t.Fatalf("seq = %d", got)
+	}
+	if e, _ := s.ReadLog(4, 1); e[0].Epoch != 7 {
+		t.Fatalf("write after reopen has epoch %d", e[0].Epoch)
+	}
+	if _, end, _ := s.EpochEnd(7); end != 5 {
+		t.Fatalf("EpochEnd(7) end = %d, want 5", end)
+	}
+}
+
+func TestEpochEndEmpty(t *testing.T) {
+	s, _ := newStore(t, Options{NoSync: true})
+	if _, _, ok := s.EpochEnd(3); ok {
+		t.Fatal("EpochEnd on an empty map reported ok")
+	}
+}
+
+func TestWithEntryEpoch(t *testing.T) {
+	cases := []struct {
+		name   string
+		in     []EpochStart
+		seq, e uint64
+		want   []EpochStart
+	}{
+		{"first entry", nil, 1, 0, []EpochStart{{0, 1}}},
+		{"same epoch", []EpochStart{{2, 1}}, 9, 2, []EpochStart{{2, 1}}},
+		{"new epoch", []EpochStart{{2, 1}}, 9, 4, []EpochStart{{2, 1}, {4, 9}}},
+		// A follower fenced to epoch 5 at seq 10 still receives epoch 4 entries.
+		{"catch up below fence", []EpochStart{{3, 1}, {5, 10}}, 10, 4, []EpochStart{{3, 1}, {4, 10}, {5, 11}}},
+		{"catch up in known epoch", []EpochStart{{3, 1}, {5, 10}}, 10, 3, []EpochStart{{3, 1}, {5, 11}}},
+	}
+	for _, c := range cases {
+		in := slices.Clone(c.in)
+		got := withEntryEpoch(in, c.seq, c.e)
+		if !slices.Equal(got, c.want) {
+			t.Errorf("%s: got %v, want %v", c.name, got, c.want)
+		}
+		if !slices.Equal(in, c.in) {
+			t.Errorf("%s: input modified", c.name)
+		}
+	}
+}
+
+// dump returns every key/value of every slot, for comparing two stores.
+func dump(t testing.TB, s *Store) []KV {
+	t.Helper()
+	slots := make([]int, s.Slots())
+	for i := range slots {
+		slots[i] = i
+	}
+	kvs, err := s.Scan(slots, nil, nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kvs
+}
+
+func TestReadLogApplyLogRoundTrip(t *testing.T) {
+	primary, _ := newStore(t, Options{NoSync: true})
+	follower, _ := newStore(t, Options{NoSync: true})
+	ctx := testCtx(t)
+	for i := range 40 {
+		mustPut(t, primary, i%16, fmt.Sprintf("k%d", i%25), fmt.Sprint(i))
+	}
+	if err := primary.SetEpoch(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := primary.Write(ctx, []Mutation{
+		{Slot: 3, Key: []byte("k3"), Delete: true},
+		{Slot: 4, Key: []byte{0, 0xff}, Value: []byte{}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	for from := uint64(1); from <= primary.LastSeq(); {
+		entries, err := primary.ReadLog(from, 7)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := follower.ApplyLog(ctx, entries); err != nil {
+			t.Fatalf("apply from %d: %v", from, err)
+		}
+		from += uint64(len(entries))
+	}
+	if follower.LastSeq() != primary.LastSeq() || follower.Epoch() != 2 {
+		t.Fatalf("follower at seq %d epoch %d, primary at %d", follower.LastSeq(), follower.Epoch(), primary.LastSeq())
+	}
+	if !slices.Equal(follower.Epochs(), primary.Epochs()) {
+		t.Fatalf("epoch maps differ: %v vs %v", follower.Epochs(), primary.Epochs())
+	}
+	if a, b := dump(t, primary), dump(t, follower); !reflect.DeepEqual(a, b) {
+		t.Fatalf("data differs:\n%v\n%v", a, b)
+	}
+	pl, _ := primary.ReadLog(0, 0)
+	fl, _ := follower.ReadLog(0, 0)
+	if !reflect.DeepEqual(pl, fl) {
+		t.Fatal("logs differ")
+	}
+
+	// Entries already applied, and entries beyond a gap, are refused.
+	if err := follower.ApplyLog(ctx, pl[len(pl)-2:]); !errors.Is(err, ErrLogGap) {
+		t.Fatalf("re-apply: %v", err)
+	}
+	next := LogEntry{Seq: follower.LastSeq() + 2, Epoch: 2, Slot: 1, Key: []byte("x")}
+	if err := follower.ApplyLog(ctx, []LogEntry{next}); !errors.Is(err, ErrLogGap) {
+		t.Fatalf("gap: %v", err)
+	}
+	next.Seq--
+	gapInside := []LogEntry{next, next}
+	if err := follower.ApplyLog(ctx, gapInside); !errors.Is(err, ErrLogGap) {
+		t.Fatalf("gap inside a call: %v", err)
+	}
+	old := next
+	old.Epoch = 1
+	if err := follower.ApplyLog(ctx, []LogEntry{old}); !errors.Is(err, ErrStaleEpoch) {
+		t.Fatalf("entry from an older epoch than the log's last: %v", err)
+	}
+	bad := next
+	bad.Slot = 16
+	if err := follower.ApplyLog(ctx, []LogEntry{bad}); !errors.Is(err, ErrBadSlot) {
+		t.Fatalf("bad slot: %v", err)
+	}
+	if follower.LastSeq() != primary.LastSeq() {
+		t.Fatal("refused ApplyLog calls moved LastSeq")
+	}
+	if err := follower.ApplyLog(ctx, []LogEntry{next}); err != nil {
+		t.Fatalf("continuing entry: %v", err)
+	}
+}
+
+// A follower fenced to a new epoch before it caught up on the old one keeps
+// a map that says where each epoch really starts in its log.
+func TestApplyLogBelowFence(t *testing.T) {
+	s, _ := newStore(t, Options{NoSync: true})
+	ctx := testCtx(t)
+	if err := s.SetEpoch(ctx, 5); err != nil {
+		t.Fatal(err)
+	}
+	entries := []LogEntry{
+		{Seq: 1, Epoch: 3, Slot: 1, Key: []byte("a")},
+		{Seq: 2, Epoch: 4, Slot: 1, Key: []byte("b")},
+	}
+	if err := s.ApplyLog(ctx, entries); err != nil {
+		t.Fatal(err)
+	}
+	want := []EpochStart{{3, 1}, {4, 2}, {5, 3}}
+	if got := s.Epochs(); !slices.Equal(got, want) || s.Epoch() != 5 {
+		t.Fatalf("epoch %d map %v, want 5 %v", s.Epoch(), got, want)
+	}
+	if err := s.ApplyLog(ctx, []LogEntry{{Seq: 3, Epoch: 6, Slot: 1, Key: []byte("c")}}); err != nil {
+		t.Fatal(err)
+	}
+	if s.Epoch() != 6 {
+		t.Fatalf("epoch after newer entry = %d", s.Epoch())
+	}
+}
+
+func TestLogTrimming(t *testing.T) {
+	s, path := newStore(t, Options{NoSync: true, LogRetention: 10})
+	for i := range 50 {
+		mustPut(t, s, 0, fmt.Sprint(i), "v")
+	}
+	st, err := s.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.FirstLogSeq != 41 || st.LastSeq != 50 {
+		t.Fatalf("log spans %d..%d, want 41..50", st.FirstLogSeq, st.LastSeq)
+	}
+	if _, err := s.ReadLog(40, 0); !errors.Is(err, ErrLogTrimmed) {
+		t.Fatalf("read trimmed: %v", err)
+	}
+	if _, err := s.ReadLog(0, 0); !errors.Is(err, ErrLogTrimmed) {
+		t.Fatalf("read from 0 of trimmed log: %v", err)
+	}
+	entries, err := s.ReadLog(41, 0)
+	if err != nil || len(entries) != 10 || entries[0].Seq != 41 || entries[9].Seq != 50 {
+		t.Fatalf("read kept: %d entries, %v", len(entries), err)
+	}
+	if entries, err := s.ReadLog(51, 0); err != nil || len(entries) != 0 {
+		t.Fatalf("read past the end: %v, %v", entries, err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// A smaller retention after reopen is caught up by the next commits.
+	s = openStore(t, path, Options{NoSync: true, LogRetention: 3})
+	mustPut(t, s, 0, "x", "v")
+	st, _ = s.Stats()
+	if st.FirstLogSeq != 49 || st.LastSeq != 51 {
+		t.Fatalf("log spans %d..%d, want 49..51", st.FirstLogSeq, st.LastSeq)
+	}
+}
+
+func TestTrimIsBounded(t *testing.T) {
+	s, path := newStore(t, Options{NoSync: true})
+	muts := make([]Mutation, 2000)
+	for i := range muts {
+		muts[i] = Mutation{Slot: 1, Key: fmt.Appendf(nil, "%d", i)}
+	}
+	if _, err := s.Write(testCtx(t), muts); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, path, Options{NoSync: true, LogRetention: 1})
+	mustPut(t, s, 0, "x", "v")
+	st, _ := s.Stats()
+	// One entry appended: 2*1+trimSlack entries deleted, not all 2000.
+	if want := uint64(1 + 2 + trimSlack); st.FirstLogSeq != want {
+		t.Fatalf("first log seq %d after one commit, want %d", st.FirstLogSeq, want)
+	}
+}

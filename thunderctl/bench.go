@@ -1,0 +1,78 @@
+package main
+
+import (
+	"context"
+	"os"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/thunderyurts/thunderyurts/client"
+	"github.com/thunderyurts/thunderyurts/client/bench"
+)
+
+func benchCommand() *cli.Command {
+	def := bench.DefaultConfig()
+	return &cli.Command{
+		Name:  "bench",
+		Usage: "load the cluster through the client package and print throughput and latency",
+		Flags: []cli.Flag{
+			&cli.IntFlag{Name: "clients", Value: def.Clients, Usage: "concurrent clients", EnvVars: []string{"THUNDER_CLIENTS"}},
+			&cli.IntFlag{Name: "ops", Value: def.Ops, Usage: "total operations (0 = run for --duration)", EnvVars: []string{"THUNDER_OPS"}},
+			&cli.DurationFlag{Name: "duration", Usage: "stop after this long (0 = run --ops)", EnvVars: []string{"THUNDER_DURATION"}},
+			&cli.IntFlag{Name: "value-size", Value: def.ValueSize, Usage: "value size in bytes", EnvVars: []string{"THUNDER_VALUE_SIZE"}},
+			&cli.IntFlag{Name: "key-size", Value: def.KeySize, Usage: "key size in bytes", EnvVars: []string{"THUNDER_KEY_SIZE"}},
+			&cli.IntFlag{Name: "keys", Value: def.Keys, Usage: "key space", EnvVars: []string{"THUNDER_KEYS"}},
+			&cli.IntFlag{Name: "reads", Value: def.ReadPercent, Usage: "share of reads, in `PERCENT`", EnvVars: []string{"THUNDER_READS"}},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return usagef("bench takes no arguments (see --help)")
+			}
+			format, err := outputFormat(c)
+			if err != nil {
+				return err
+			}
+			cfg := bench.Config{
+				Clients: c.Int("clients"), Ops: c.Int("ops"), Duration: c.Duration("duration"),
+				ValueSize: c.Int("value-size"), KeySize: c.Int("key-size"), Keys: c.Int("keys"), ReadPercent: c.Int("reads"),
+			}
+			if bench.IsTerminal(os.Stderr) && format != "json" {
+				cfg.Progress = c.App.ErrWriter
+			}
+			// --timeout bounds each operation here, not the whole run.
+			ctx, cancel := context.WithCancel(c.Context)
+			defer cancel()
+			rctx, rcancel := context.WithTimeout(ctx, c.Duration("timeout"))
+			kv, closeClient, err := newClient(rctx, c)
+			rcancel()
+			if err != nil {
+				return err
+			}
+			defer closeClient()
+			res, err := bench.Run(ctx, timeoutKV{kv, c.Duration("timeout")}, cfg)
+			if err != nil {
+				return usageOr(err, bench.ErrInvalidConfig)
+			}
+			return bench.Print(c.App.Writer, res, format == "json")
+		},
+	}
+}
+
+// timeoutKV bounds each benchmark operation by --timeout.
+type timeoutKV struct {
+	kv      *client.Client
+	timeout time.Duration
+}
+
+func (t timeoutKV) Get(ctx context.Context, key []byte) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, t.timeout)
+	defer cancel()
+	return t.kv.Get(ctx, key)
+}
+
+func (t timeoutKV) Put(ctx context.Context, key, value []byte) error {
+	ctx, cancel := context.WithTimeout(ctx, t.timeout)
+	defer cancel()
+	return t.kv.Put(ctx, key, value)
+}

@@ -1,0 +1,151 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/thunderyurts/thunderyurts/client"
+)
+
+// maxStdinValue bounds what `put KEY -` reads; nodes refuse values above
+// their limit (4 MiB by default) anyway.
+const maxStdinValue = 64 << 20
+
+func getCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "get",
+		Usage:     "print the value of KEY followed by a newline (exit 3 if absent)",
+		ArgsUsage: "KEY",
+		Action: func(c *cli.Context) error {
+			key, err := keyArg(c, 1)
+			if err != nil {
+				return err
+			}
+			return withClient(c, func(ctx context.Context, kv *client.Client) error {
+				v, err := kv.Get(ctx, key)
+				if err != nil {
+					return err
+				}
+				w := c.App.Writer
+				if _, err := w.Write(v); err != nil {
+					return err
+				}
+				_, err = io.WriteString(w, "\n")
+				return err
+			})
+		},
+	}
+}
+
+func putCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "put",
+		Usage:     "store VALUE under KEY (VALUE - reads standard input)",
+		ArgsUsage: "KEY VALUE",
+		Action: func(c *cli.Context) error {
+			key, err := keyArg(c, 2)
+			if err != nil {
+				return err
+			}
+			value := []byte(c.Args().Get(1))
+			if c.Args().Get(1) == "-" {
+				if value, err = io.ReadAll(io.LimitReader(c.App.Reader, maxStdinValue+1)); err != nil {
+					return fmt.Errorf("read value from standard input: %w", err)
+				}
+				if len(value) > maxStdinValue {
+					return fmt.Errorf("%w: value from standard input exceeds %d bytes", client.ErrInvalidArgument, maxStdinValue)
+				}
+			}
+			return withClient(c, func(ctx context.Context, kv *client.Client) error {
+				return kv.Put(ctx, key, value)
+			})
+		},
+	}
+}
+
+func delCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "del",
+		Usage:     "delete KEY (deleting an absent key succeeds)",
+		ArgsUsage: "KEY",
+		Action: func(c *cli.Context) error {
+			key, err := keyArg(c, 1)
+			if err != nil {
+				return err
+			}
+			return withClient(c, func(ctx context.Context, kv *client.Client) error {
+				return kv.Delete(ctx, key)
+			})
+		},
+	}
+}
+
+func scanCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "scan",
+		Usage: "print key<TAB>value lines in key order across the whole cluster",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "prefix", Usage: "only keys starting with `P`", EnvVars: []string{"THUNDER_PREFIX"}},
+			&cli.StringFlag{Name: "start", Usage: "first key `K` (inclusive)", EnvVars: []string{"THUNDER_START"}},
+			&cli.StringFlag{Name: "end", Usage: "stop before key `K` (exclusive)", EnvVars: []string{"THUNDER_END"}},
+			&cli.IntFlag{Name: "limit", Usage: "at most `N` keys (0 = all)", EnvVars: []string{"THUNDER_LIMIT"}},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return usagef("scan takes no arguments (see --help)")
+			}
+			if c.Int("limit") < 0 {
+				return usagef("--limit must be >= 0")
+			}
+			opts := client.ScanOptions{Prefix: optBytes(c, "prefix"), Start: optBytes(c, "start"), End: optBytes(c, "end"), Limit: c.Int("limit")}
+			return withClient(c, func(ctx context.Context, kv *client.Client) error {
+				w := bufio.NewWriter(c.App.Writer)
+				err := kv.Scan(ctx, opts, func(key, value []byte) error {
+					w.Write(key)
+					w.WriteByte('\t')
+					w.Write(value)
+					return w.WriteByte('\n')
+				})
+				if ferr := w.Flush(); err == nil {
+					err = ferr
+				}
+				return err
+			})
+		},
+	}
+}
+
+func optBytes(c *cli.Context, name string) []byte {
+	if !c.IsSet(name) {
+		return nil
+	}
+	return []byte(c.String(name))
+}
+
+// keyArg checks the argument count and the key before any connection is made.
+func keyArg(c *cli.Context, want int) ([]byte, error) {
+	if c.NArg() != want {
+		return nil, usagef(fmt.Sprintf("%s takes %d argument(s): %s (see --help)", c.Command.Name, want, c.Command.ArgsUsage))
+	}
+	key := []byte(c.Args().First())
+	if err := client.ValidateKey(key); err != nil {
+		return nil, fmt.Errorf("%s: %w", c.Command.Name, err)
+	}
+	return key, nil
+}
+
+// withClient runs fn with a connected client within --timeout.
+func withClient(c *cli.Context, fn func(context.Context, *client.Client) error) error {
+	ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
+	defer cancel()
+	kv, closeClient, err := newClient(ctx, c)
+	if err != nil {
+		return err
+	}
+	defer closeClient()
+	return fn(ctx, kv)
+}

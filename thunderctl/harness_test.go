@@ -1,0 +1,236 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/thunderyurts/thunderyurts/client"
+	"github.com/thunderyurts/thunderyurts/coord"
+	"github.com/thunderyurts/thunderyurts/coord/zkcoord"
+	"github.com/thunderyurts/thunderyurts/coord/zklocal"
+	"github.com/thunderyurts/thunderyurts/daemon/devcluster"
+)
+
+// The end-to-end tests run the real thunderctl binary against a real
+// ZooKeeper. `make e2e` passes the binary in THUNDERCTL_BIN; otherwise
+// TestMain builds one.
+var thunderctlBin string
+
+func TestMain(m *testing.M) {
+	thunderctlBin = os.Getenv("THUNDERCTL_BIN")
+	cleanup := func() {}
+	if thunderctlBin == "" {
+		dir, err := os.MkdirTemp("", "thunderctl-e2e")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		cleanup = func() { os.RemoveAll(dir) }
+		thunderctlBin = filepath.Join(dir, "thunderctl")
+		out, err := exec.Command("go", "build", "-o", thunderctlBin, ".").CombinedOutput()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "build thunderctl: %v\n%s", err, out)
+			os.Exit(1)
+		}
+	}
+	code := m.Run()
+	cleanup()
+	os.Exit(code)
+}
+
+// sessionTimeout is short so failover tests run fast.
+const sessionTimeout = 2 * time.Second
+
+// testCluster is a cluster of real daemon processes on loopback.
+type testCluster struct {
+	t     testing.TB
+	zk    *zklocal.Server
+	dir   string
+	name  string
+	mu    sync.Mutex
+	procs map[string]*proc
+}
+
+type proc struct {
+	name string
+	args []string
+	addr string
+	log  string
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func newTestCluster(t testing.TB) *testCluster {
+	t.Helper()
+	tc := &testCluster{t: t, zk: zklocal.StartForTest(t), dir: t.TempDir(), name: "e2e", procs: map[string]*proc{}}
+	t.Cleanup(func() {
+		tc.mu.Lock()
+		defer tc.mu.Unlock()
+		for _, p := range tc.procs {
+			tc.kill(p)
+		}
+		if t.Failed() {
+			for _, p := range tc.procs {
+				if b, err := os.ReadFile(p.log); err == nil {
+					t.Logf("--- log of %s ---\n%s", p.name, tail(string(b), 40))
+				}
+			}
+		}
+	})
+	return tc
+}
+
+func tail(s string, lines int) string {
+	parts := strings.Split(s, "\n")
+	if len(parts) > lines {
+		parts = parts[len(parts)-lines:]
+	}
+	return strings.Join(parts, "\n")
+}
+
+func freePort(t testing.TB) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	return lis.Addr().String()
+}
+
+// start runs `thunderctl serve ...` as a child process named name.
+func (tc *testCluster) start(name string, args ...string) *proc {
+	tc.t.Helper()
+	p := &proc{name: name, addr: freePort(tc.t), log: filepath.Join(tc.dir, name+".log")}
+	p.args = append(append([]string{}, args...), "--listen", p.addr, "--zk", tc.zk.Addr(), "--cluster", tc.name,
+		"--session-timeout", sessionTimeout.String())
+	tc.run(p)
+	return p
+}
+
+func (tc *testCluster) run(p *proc) {
+	tc.t.Helper()
+	logf, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		tc.t.Fatal(err)
+	}
+	defer logf.Close()
+	p.cmd = exec.Command(thunderctlBin, p.args...)
+	p.cmd.Stdout, p.cmd.Stderr = logf, logf
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := p.cmd.Start(); err != nil {
+		tc.t.Fatalf("start %s: %v", p.name, err)
+	}
+	p.done = make(chan struct{})
+	go func(cmd *exec.Cmd, done chan struct{}) { _ = cmd.Wait(); close(done) }(p.cmd, p.done)
+	tc.mu.Lock()
+	tc.procs[p.name] = p
+	tc.mu.Unlock()
+}
+
+func (tc *testCluster) coordinator(name string) *proc {
+	return tc.start(name, "serve", "coord", "--slots", "64", "--assign-delay", "500ms", "--replication-factor", "1")
+}
+
+func (tc *testCluster) dataNode(name, group string) *proc {
+	return tc.start(name, "serve", "data", "--group", group, "--dir", filepath.Join(tc.dir, name))
+}
+
+// restart starts p again with the same arguments (same address and dir).
+func (tc *testCluster) restart(p *proc) {
+	tc.t.Helper()
+	tc.run(p)
+}
+
+// sigkill kills p at once, as a crash would.
+func (tc *testCluster) sigkill(p *proc) {
+	tc.t.Helper()
+	tc.kill(p)
+}
+
+func (tc *testCluster) kill(p *proc) {
+	if p.cmd.Process != nil {
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// coordCluster opens a ZooKeeper session for the test's own checks.
+func (tc *testCluster) coordCluster() *coord.Cluster {
+	tc.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := zkcoord.Dial(ctx, tc.zk.Addr(), zkcoord.Options{SessionTimeout: sessionTimeout})
+	if err != nil {
+		tc.t.Fatal(err)
+	}
+	tc.t.Cleanup(func() { _ = conn.Close() })
+	return coord.NewCluster(conn, tc.name)
+}
+
+// waitServing waits until every slot has a registered primary.
+func (tc *testCluster) waitServing(cl *coord.Cluster, within time.Duration) {
+	tc.t.Helper()
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		rt, err := cl.Routes(ctx)
+		cancel()
+		if err == nil && devcluster.Serving(rt) {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	tc.t.Fatalf("cluster not serving within %s", within)
+}
+
+func (tc *testCluster) client(cl *coord.Cluster) *client.Client {
+	tc.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := client.New(ctx, client.Config{Routes: cl, Timeout: 10 * time.Second})
+	if err != nil {
+		tc.t.Fatal(err)
+	}
+	tc.t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// cli runs a thunderctl command against the cluster and returns its
+// stdout, stderr and exit code.
+func (tc *testCluster) cli(stdin []byte, args ...string) (string, string, int) {
+	tc.t.Helper()
+	return runCLI(tc.t, stdin, append([]string{"--zk", tc.zk.Addr(), "--cluster", tc.name}, args...)...)
+}
+
+func runCLI(t testing.TB, stdin []byte, args ...string) (string, string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, thunderctlBin, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	err := cmd.Run()
+	code := 0
+	if err != nil {
+		ee, ok := err.(*exec.ExitError)
+		if !ok {
+			t.Fatalf("run thunderctl %v: %v", args, err)
+		}
+		code = ee.ExitCode()
+	}
+	return stdout.String(), stderr.String(), code
+}

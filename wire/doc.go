@@ -1,0 +1,13 @@
+// Package wire is the ThunderYurts wire protocol: the protobuf messages and
+// dRPC services that clients, data nodes and coordinators exchange, and the
+// one table that maps error codes on the wire to typed Go errors.
+//
+// The data path is the long-lived Data.Stream call: a client sends every
+// request it has queued for a node as one Batch and matches the batched
+// replies back by request id, so many requests share each round trip.
+// Coordinators serve Route.GetRoutes, the slot table plus each group's
+// primary address.
+//
+// thunder.pb.go and thunder_drpc.pb.go are generated from thunder.proto by
+// `make proto`; do not edit them.
+package wire

@@ -1,0 +1,86 @@
+package wire
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors, one per non-OK Code. Errors returned by clients match them
+// with errors.Is.
+var (
+	// ErrNotFound: the key does not exist.
+	ErrNotFound = errors.New("key not found")
+	// ErrMoved: the node does not own the key's slot; the error names the owner.
+	ErrMoved = errors.New("slot moved")
+	// ErrInvalidArgument: the request itself is wrong (empty or oversized key or value).
+	ErrInvalidArgument = errors.New("invalid argument")
+	// ErrUnavailable: the node cannot serve now (shutting down, not ready, no primary).
+	ErrUnavailable = errors.New("unavailable")
+	// ErrCorrupt: the stored record failed its checksum; no data was returned.
+	ErrCorrupt = errors.New("data corrupted")
+	// ErrNotPrimary: the node belongs to the owning group but is not its primary.
+	ErrNotPrimary = errors.New("not the primary")
+	// ErrInternal: the node failed in a way the client cannot fix.
+	ErrInternal = errors.New("internal error")
+)
+
+var codeErrors = map[Code]error{
+	Code_NOT_FOUND:        ErrNotFound,
+	Code_MOVED:            ErrMoved,
+	Code_INVALID_ARGUMENT: ErrInvalidArgument,
+	Code_UNAVAILABLE:      ErrUnavailable,
+	Code_CORRUPT:          ErrCorrupt,
+	Code_NOT_PRIMARY:      ErrNotPrimary,
+	Code_INTERNAL:         ErrInternal,
+}
+
+// Error is a non-OK answer from a node. It matches the sentinel of its Code
+// with errors.Is; OwnerGroup and TableVersion are set for ErrMoved.
+type Error struct {
+	Code         Code
+	Message      string
+	OwnerGroup   string
+	TableVersion int64
+}
+
+func (e *Error) Error() string {
+	if e.Code == Code_MOVED {
+		return fmt.Sprintf("slot moved to group %s (slot table v%d)", e.OwnerGroup, e.TableVersion)
+	}
+	if e.Message == "" {
+		return codeErrors[e.Code].Error()
+	}
+	return e.Message
+}
+
+// Is reports whether target is the sentinel of e's code.
+func (e *Error) Is(target error) bool { return codeErrors[e.Code] == target }
+
+// ErrorOf converts a response's code into an error; nil for OK.
+func ErrorOf(code Code, message, owner string, version int64) error {
+	if code == Code_OK {
+		return nil
+	}
+	if _, known := codeErrors[code]; !known {
+		return &Error{Code: Code_INTERNAL, Message: fmt.Sprintf("unknown response code %d: %s", code, message)}
+	}
+	return &Error{Code: code, Message: message, OwnerGroup: owner, TableVersion: version}
+}
+
+// CodeOf returns the code for an error built from the sentinels above, and
+// INTERNAL for anything else. Servers map their own errors to sentinels first.
+func CodeOf(err error) Code {
+	if err == nil {
+		return Code_OK
+	}
+	var we *Error
+	if errors.As(err, &we) {
+		return we.Code
+	}
+	for code, sentinel := range codeErrors {
+		if errors.Is(err, sentinel) {
+			return code
+		}
+	}
+	return Code_INTERNAL
+}
