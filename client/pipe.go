@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"sync"
 	"time"
 
@@ -119,6 +120,7 @@ func (p *pipe) wait() { p.wg.Wait() }
 func (p *pipe) sendLoop(s *stream) {
 	defer func() { _ = s.conn.Close() }()
 	batch := &wire.Batch{}
+	var calls []*call
 	for {
 		var first *call
 		select {
@@ -126,25 +128,14 @@ func (p *pipe) sendLoop(s *stream) {
 		case <-p.ctx.Done():
 			return
 		}
+		calls = p.gather(append(calls[:0], first))
 		batch.Requests = batch.Requests[:0]
-		size := 0
 		s.mu.Lock()
-		add := func(c *call) {
+		for _, c := range calls {
 			s.nextID++
 			c.req.Id = s.nextID
 			s.pending[c.req.Id] = c
 			batch.Requests = append(batch.Requests, c.req)
-			size += len(c.req.Key) + len(c.req.Value) + 16
-		}
-		add(first)
-	drain:
-		for len(batch.Requests) < maxBatchRequests && size < maxBatchBytes {
-			select {
-			case c := <-p.queue:
-				add(c)
-			default:
-				break drain
-			}
 		}
 		s.mu.Unlock()
 		if err := s.rpc.Send(batch); err != nil {
@@ -152,6 +143,37 @@ func (p *pipe) sendLoop(s *stream) {
 			return
 		}
 	}
+}
+
+// gather adds to calls what else is queued, up to the batch bounds.
+func (p *pipe) gather(calls []*call) []*call {
+	size := 0
+	for _, c := range calls {
+		size += len(c.req.Key) + len(c.req.Value)
+	}
+	drain := func() {
+		for len(calls) < maxBatchRequests && size < maxBatchBytes {
+			select {
+			case c := <-p.queue:
+				calls = append(calls, c)
+				size += len(c.req.Key) + len(c.req.Value)
+			default:
+				return
+			}
+		}
+	}
+	drain()
+	// Callers woken by the previous batch's replies are runnable but have
+	// not queued yet; yielding lets them join this batch. This follows the
+	// load without a timer: when nothing else is runnable the batch leaves
+	// at once.
+	for more := true; more && len(calls) < maxBatchRequests && size < maxBatchBytes; {
+		n := len(calls)
+		runtime.Gosched()
+		drain()
+		more = len(calls) > n
+	}
+	return calls
 }
 
 func (p *pipe) recvLoop(s *stream) {

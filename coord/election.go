@@ -173,6 +173,12 @@ func (c *Candidate) lead(ctx context.Context) (context.Context, error) {
 					continue
 				}
 				if ev.Err != nil {
+					select {
+					case <-c.resign: // Resign deleted the node: say so
+						cancel(ErrResigned)
+						return
+					default:
+					}
 					cancel(fmt.Errorf("leader node %s: %w", c.path(), ev.Err))
 					if !errors.Is(ev.Err, ErrNoNode) {
 						c.retire()

@@ -3,8 +3,6 @@ package datastore
 import (
 	"context"
 	"fmt"
-	"os"
-	"runtime"
 	"sync"
 
 	bolt "go.etcd.io/bbolt"
@@ -265,7 +263,10 @@ func (s *Store) submit(ctx context.Context, r *request) (uint64, error) {
 	}
 	seq, err := r.lastSeq, r.err
 	r.release()
-	return seq, err
+	if err != nil {
+		return 0, err
+	}
+	return seq, nil
 }
 
 // runCommitter is the single goroutine that commits queued requests. It is
@@ -294,9 +295,6 @@ func (s *Store) runCommitter() {
 		for i, r := range batch {
 			r.done <- struct{}{}
 			batch[i] = nil
-		}
-		if os.Getenv("DS_YIELD") != "" {
-			runtime.Gosched()
 		}
 	}
 }

@@ -72,6 +72,7 @@ func TestCrashRecovery(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill() })
 
+	const killAfter = 1000
 	type ack struct{ seq, g, i int }
 	var acks []ack
 	sc := bufio.NewScanner(stdout)
@@ -81,7 +82,7 @@ func TestCrashRecovery(t *testing.T) {
 			continue
 		}
 		acks = append(acks, a)
-		if len(acks) == 500 {
+		if len(acks) == killAfter {
 			// Mid-stream: the child keeps committing while it dies.
 			if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 				t.Fatal(err)
@@ -89,7 +90,7 @@ func TestCrashRecovery(t *testing.T) {
 		}
 	}
 	_ = cmd.Wait()
-	if len(acks) < 500 {
+	if len(acks) < killAfter {
 		t.Fatalf("child acknowledged only %d writes before it ended", len(acks))
 	}
 

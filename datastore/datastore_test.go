@@ -159,7 +159,8 @@ func TestGroupCommitConcurrent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Keys != total || len(st.KeysPerSlot) != writers || st.KeysPerSlot[5] != perWriter || st.LastSeq != total {
+	if st.Keys != total || len(st.KeysPerSlot) != writers || st.KeysPerSlot[5] != perWriter || st.LastSeq != total ||
+		st.FirstLogSeq != 1 || st.FileBytes <= 0 || st.Commits != commits {
 		t.Fatalf("stats = %+v", st)
 	}
 }

@@ -12,7 +12,8 @@ import (
 	bolterrors "go.etcd.io/bbolt/errors"
 )
 
-// KeyRef names one key for GetMany.
+// KeyRef names one key for GetMany. The zero value (empty key) is refused
+// with ErrEmptyKey.
 type KeyRef struct {
 	Slot int
 	Key  []byte
@@ -26,7 +27,8 @@ type GetResult struct {
 	Err   error
 }
 
-// KV is one key and its value, as returned by Scan.
+// KV is one key and its value, as returned by Scan. Both are copies the
+// caller owns.
 type KV struct {
 	Key   []byte
 	Value []byte

@@ -80,7 +80,8 @@ type state struct {
 }
 
 // Store is one open datastore file. Its methods are safe for concurrent use.
-// A Store must be closed with Close, which stops its committer goroutine.
+// The zero value is not usable: create a Store with Open, and stop its
+// committer goroutine with Close.
 type Store struct {
 	db        *bolt.DB
 	path      string
@@ -129,8 +130,8 @@ func Open(path string, opts Options) (*Store, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
 		Timeout:         lockTimeout,
 		NoSync:          opts.NoSync,
-		NoFreelistSync:  os.Getenv("DS_FLSYNC") == "",
-		FreelistType:    map[bool]bolt.FreelistType{true: bolt.FreelistArrayType, false: bolt.FreelistMapType}[os.Getenv("DS_ARRAY") != ""],
+		NoFreelistSync:  true,
+		FreelistType:    bolt.FreelistMapType,
 		InitialMmapSize: initialMmapSize,
 	})
 	if errors.Is(err, bolterrors.ErrTimeout) {

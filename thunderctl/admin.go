@@ -86,7 +86,7 @@ func withCluster(c *cli.Context, maxArgs int, fn func(context.Context, *coord.Cl
 	if err != nil {
 		return err
 	}
-	log, err := newLogger(c, slog.LevelWarn)
+	log, err := newLogger(c, slog.LevelError)
 	if err != nil {
 		return err
 	}

@@ -212,7 +212,7 @@ func clusterConn(ctx context.Context, c *cli.Context, log *slog.Logger, sessionT
 // newClient connects a client through the coordinators (--coord) or
 // ZooKeeper.
 func newClient(ctx context.Context, c *cli.Context) (*client.Client, func(), error) {
-	log, err := newLogger(c, slog.LevelWarn)
+	log, err := newLogger(c, slog.LevelError)
 	if err != nil {
 		return nil, nil, err
 	}

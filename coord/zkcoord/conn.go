@@ -42,6 +42,7 @@ type Conn struct {
 	timeout time.Duration
 	log     *slog.Logger
 	net     *netFaults
+	hosts   *hostList
 	session *notify.Session
 
 	first     chan struct{} // closed at the first session
@@ -69,6 +70,7 @@ func Dial(ctx context.Context, servers string, opts Options) (*Conn, error) {
 		timeout: opts.SessionTimeout,
 		log:     opts.Logger,
 		net:     &netFaults{},
+		hosts:   &hostList{},
 		session: notify.NewSession(),
 		first:   make(chan struct{}),
 	}
@@ -80,6 +82,7 @@ func Dial(ctx context.Context, servers string, opts Options) (*Conn, error) {
 	}
 	zc, _, err := zk.Connect(hosts, c.timeout,
 		zk.WithDialer(c.net.dial),
+		zk.WithHostProvider(c.hosts),
 		zk.WithLogger(zkLogger{c.log}),
 		zk.WithLogInfo(false),
 		zk.WithEventCallback(c.onEvent))
@@ -145,6 +148,9 @@ func (c *Conn) onEvent(ev zk.Event) {
 			c.log.Warn("zookeeper session in doubt", "state", ev.State.String(), "server", ev.Server)
 		}
 		if ev.State == zk.StateExpired {
+			// The server answered, only not for the old session: ask it for
+			// a new one right away instead of pausing as after a failure.
+			c.hosts.Connected()
 			c.log.Warn("zookeeper session expired, starting a new one", "server", ev.Server)
 		}
 	}

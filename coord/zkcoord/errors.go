@@ -48,4 +48,9 @@ func (e *unreachableError) Error() string {
 	return fmt.Sprintf("zookeeper %s unreachable: %v", e.servers, e.cause)
 }
 
-func (e *unreachableError) Unwrap() []error { return []error{coord.ErrUnavailable, e.ctxErr} }
+func (e *unreachableError) Unwrap() []error {
+	if e.ctxErr == nil {
+		return []error{coord.ErrUnavailable}
+	}
+	return []error{coord.ErrUnavailable, e.ctxErr}
+}

@@ -22,7 +22,8 @@ import (
 type netFaults struct {
 	mu      sync.Mutex
 	down    bool
-	live    net.Conn // the current connection, to cut it
+	healed  chan struct{} // closed when down ends
+	live    net.Conn      // the current connection, to cut it
 	lastErr error
 	sid     int64
 	passwd  []byte
@@ -31,7 +32,20 @@ type netFaults struct {
 
 func (f *netFaults) dial(network, addr string, timeout time.Duration) (net.Conn, error) {
 	f.mu.Lock()
-	down := f.down
+	down, healed := f.down, f.healed
+	f.mu.Unlock()
+	if down {
+		// Hold the dial rather than fail it: the client sleeps a second after
+		// failing every server, and a short cut should end sooner than that.
+		t := time.NewTimer(timeout)
+		select {
+		case <-healed:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	f.mu.Lock()
+	down = f.down
 	f.mu.Unlock()
 	var nc net.Conn
 	err := errors.New("cut off by fault injection")
@@ -67,6 +81,12 @@ func (f *netFaults) sessionID() int64 {
 
 func (f *netFaults) setDown(down bool) {
 	f.mu.Lock()
+	switch {
+	case down && !f.down:
+		f.healed = make(chan struct{})
+	case !down && f.down:
+		close(f.healed)
+	}
 	f.down = down
 	live := f.live
 	if down {
@@ -134,7 +154,7 @@ func parseConnectResponse(body []byte) (sid int64, passwd []byte) {
 // The session is in doubt at once (SessionDone closes, watches end with
 // coord.ErrSessionLost) and calls fail with coord.ErrUnavailable; the server
 // expires the session if the cut lasts longer than the session timeout.
-// SetUnavailable(false) lets the client reconnect (within about a second).
+// SetUnavailable(false) lets the client reconnect.
 // For tests of failure handling.
 func (c *Conn) SetUnavailable(down bool) {
 	c.log.Warn("fault injection: zookeeper connection", "cut", down)
@@ -144,7 +164,7 @@ func (c *Conn) SetUnavailable(down bool) {
 // ExpireSession makes the server expire the Conn's current session now, the
 // way it would after a partition longer than the session timeout: the
 // session's ephemeral nodes are deleted and SessionDone closes; the client
-// then gets a new session (within about a second). It returns once the
+// then gets a new session, usually within milliseconds. It returns once the
 // server has closed the session and SessionDone is closed. For tests of
 // failure handling.
 func (c *Conn) ExpireSession(ctx context.Context) error {

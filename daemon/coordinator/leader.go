@@ -2,7 +2,6 @@ package coordinator
 
 import (
 	"context"
-	"errors"
 	"slices"
 	"time"
 
@@ -67,8 +66,9 @@ func (l *leader) admit(ctx context.Context, n coord.NodeInfo) {
 		l.c.log.Warn("create group failed", "group", n.Group, "err", err)
 		return
 	}
+	changed := false
 	g, err := cl.UpdateGroup(ctx, n.Group, func(g *coord.Group) error {
-		changed := false
+		changed = false
 		if !slices.Contains(g.Members, n.ID) {
 			g.Members = append(g.Members, n.ID)
 			changed = true
@@ -85,10 +85,9 @@ func (l *leader) admit(ctx context.Context, n coord.NodeInfo) {
 		return nil
 	})
 	switch {
-	case errors.Is(err, coord.ErrNoChange):
 	case err != nil:
 		l.c.log.Warn("admit node failed", "node", n.ID, "group", n.Group, "err", err)
-	default:
+	case changed:
 		l.c.log.Info("node admitted", "node", n.ID, "group", g.Name, "primary", g.Primary, "epoch", g.Epoch)
 	}
 }
@@ -122,18 +121,19 @@ func (l *leader) assignInitialSlots(ctx context.Context) {
 	if time.Since(l.assignableSince) < l.c.cfg.AssignDelay {
 		return
 	}
+	assigned := false
 	t, err := cl.UpdateSlotTable(ctx, func(t *coord.SlotTable) error {
-		if slices.ContainsFunc(t.Owners, func(o string) bool { return o != "" }) {
+		assigned = !slices.ContainsFunc(t.Owners, func(o string) bool { return o != "" })
+		if !assigned {
 			return coord.ErrNoChange
 		}
 		t.Owners = coord.SpreadEvenly(len(t.Owners), names)
 		return nil
 	})
 	switch {
-	case errors.Is(err, coord.ErrNoChange):
 	case err != nil:
 		l.c.log.Warn("slot assignment failed", "err", err)
-	default:
+	case assigned:
 		l.c.log.Info("slots assigned", "groups", names, "table_version", t.Version)
 	}
 }

@@ -149,12 +149,37 @@ func (n *Node) start(ctx context.Context) error {
 	if n.http != nil {
 		info.HTTP = n.http.Addr()
 	}
-	if err := n.cfg.Cluster.RegisterNode(n.ctx, info); err != nil {
-		return fmt.Errorf("register node: %w", err)
+	if err := n.register(ctx, info); err != nil {
+		return err
 	}
 	close(n.ready)
 	n.log.Info("data node started", "addr", n.addr, "dir", n.cfg.Dir, "slots", meta.Slots)
 	return nil
+}
+
+// register announces the node. After a crash the previous process's
+// registration lingers until ZooKeeper expires its session, so the node
+// waits for that rather than failing.
+func (n *Node) register(ctx context.Context, info coord.NodeInfo) error {
+	logged := false
+	for {
+		err := n.cfg.Cluster.RegisterNode(n.ctx, info)
+		if !errors.Is(err, coord.ErrNodeExists) {
+			if err != nil {
+				return fmt.Errorf("register node: %w", err)
+			}
+			return nil
+		}
+		if !logged {
+			n.log.Info("previous registration still held by an old session; waiting for it to expire")
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("register node: %w", err)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 // waitForCluster waits for a coordinator to create the cluster, so data

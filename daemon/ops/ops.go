@@ -1,5 +1,5 @@
 // Package ops serves the HTTP endpoints every ThunderYurts daemon exposes
-// with --http: /metrics in the Prometheus text format, /healthz (the process
+// with --http: /metrics in the Prometheus text format, /debug/pprof/, /healthz (the process
 // is alive) and /readyz (it can serve its role). Metrics are plain atomic
 // counters and gauges registered by name; no client library is needed for a
 // handful of series.
@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -91,6 +92,10 @@ func Serve(addr string, reg *Registry, ready func() error, log *slog.Logger) (*S
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 		_ = reg.WriteText(w)
 	})
+	// Profiles are served on the operator's HTTP address only, never on the
+	// data port, so they are as reachable as /metrics and no more.
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, "ok\n")
 	})
