@@ -2,6 +2,7 @@ package datastore
 
 import (
 	"encoding/binary"
+	"fmt"
 	"hash/crc32"
 )
 
@@ -134,12 +135,12 @@ func encodeMetaU64(name []byte, v uint64) []byte {
 	return rec
 }
 
-func decodeMetaU64(name, rec []byte) (uint64, bool) {
+func decodeMetaU64(name, rec []byte) (uint64, error) {
 	v, ok := openRecord(name, rec)
 	if !ok || len(v) != 8 {
-		return 0, false
+		return 0, fmt.Errorf("meta record %s: %w", name, ErrCorrupt)
 	}
-	return binary.BigEndian.Uint64(v), true
+	return binary.BigEndian.Uint64(v), nil
 }
 
 // encodeEpochs stores the epoch map as consecutive (epoch, start seq) pairs.
@@ -154,10 +155,10 @@ func encodeEpochs(name []byte, epochs []EpochStart) []byte {
 	return rec
 }
 
-func decodeEpochs(name, rec []byte) ([]EpochStart, bool) {
+func decodeEpochs(name, rec []byte) ([]EpochStart, error) {
 	v, ok := openRecord(name, rec)
 	if !ok || len(v)%16 != 0 {
-		return nil, false
+		return nil, fmt.Errorf("meta record %s: %w", name, ErrCorrupt)
 	}
 	epochs := make([]EpochStart, len(v)/16)
 	for i := range epochs {
@@ -166,7 +167,7 @@ func decodeEpochs(name, rec []byte) ([]EpochStart, bool) {
 			StartSeq: binary.BigEndian.Uint64(v[16*i+8:]),
 		}
 	}
-	return epochs, true
+	return epochs, nil
 }
 
 func seqOf(key []byte) uint64 { return binary.BigEndian.Uint64(key) }

@@ -257,9 +257,9 @@ func (s *Store) ReadLog(from uint64, limit int) ([]LogEntry, error) {
 		c := tx.Bucket(bucketOplog).Cursor()
 		first, _ := c.First()
 		if first == nil {
-			lastSeq, ok := decodeMetaU64(metaLastSeq, tx.Bucket(bucketMeta).Get(metaLastSeq))
-			if !ok {
-				return fmt.Errorf("meta record %s: %w", metaLastSeq, ErrCorrupt)
+			lastSeq, err := metaU64(tx, metaLastSeq)
+			if err != nil {
+				return err
 			}
 			if from <= lastSeq {
 				return fmt.Errorf("seq %d: log is empty up to seq %d: %w", from, lastSeq, ErrLogTrimmed)
@@ -310,12 +310,12 @@ func (s *Store) Stats() (Stats, error) {
 				st.Keys += n
 			}
 		}
-		meta := tx.Bucket(bucketMeta)
-		var ok1, ok2 bool
-		st.LastSeq, ok1 = decodeMetaU64(metaLastSeq, meta.Get(metaLastSeq))
-		st.Epoch, ok2 = decodeMetaU64(metaEpoch, meta.Get(metaEpoch))
-		if !ok1 || !ok2 {
-			return fmt.Errorf("meta records: %w", ErrCorrupt)
+		var err error
+		if st.LastSeq, err = metaU64(tx, metaLastSeq); err != nil {
+			return err
+		}
+		if st.Epoch, err = metaU64(tx, metaEpoch); err != nil {
+			return err
 		}
 		if first, _ := tx.Bucket(bucketOplog).Cursor().First(); first != nil {
 			st.FirstLogSeq = seqOf(first)
@@ -351,9 +351,9 @@ func (s *Store) Snapshot(ctx context.Context, slots []int, fn func(slot int, key
 		}
 	}
 	err = s.view(func(tx *bolt.Tx) error {
-		seq, ok := decodeMetaU64(metaLastSeq, tx.Bucket(bucketMeta).Get(metaLastSeq))
-		if !ok {
-			return fmt.Errorf("meta record %s: %w", metaLastSeq, ErrCorrupt)
+		seq, err := metaU64(tx, metaLastSeq)
+		if err != nil {
+			return err
 		}
 		lastSeq = seq
 		n := 0

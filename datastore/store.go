@@ -241,22 +241,14 @@ func (s *Store) create(tx *bolt.Tx, slots int) error {
 }
 
 func (s *Store) readState(tx *bolt.Tx, slots int, st *state) error {
-	meta := tx.Bucket(bucketMeta)
-	u64 := func(name []byte) (uint64, error) {
-		v, ok := decodeMetaU64(name, meta.Get(name))
-		if !ok {
-			return 0, fmt.Errorf("meta record %s: %w", name, ErrCorrupt)
-		}
-		return v, nil
-	}
-	version, err := u64(metaVersion)
+	version, err := metaU64(tx, metaVersion)
 	if err != nil {
 		return err
 	}
 	if version != formatVersion {
 		return fmt.Errorf("format version %d, this build reads %d: %w", version, formatVersion, ErrFormat)
 	}
-	stored, err := u64(metaSlots)
+	stored, err := metaU64(tx, metaSlots)
 	if err != nil {
 		return err
 	}
@@ -266,20 +258,18 @@ func (s *Store) readState(tx *bolt.Tx, slots int, st *state) error {
 	if stored == 0 || stored > maxSlots {
 		return fmt.Errorf("meta record slots is %d: %w", stored, ErrCorrupt)
 	}
-	if st.epoch, err = u64(metaEpoch); err != nil {
+	if st.epoch, err = metaU64(tx, metaEpoch); err != nil {
 		return err
 	}
-	if st.lastSeq, err = u64(metaLastSeq); err != nil {
+	if st.lastSeq, err = metaU64(tx, metaLastSeq); err != nil {
 		return err
 	}
-	if st.logEpoch, err = u64(metaLogEpoch); err != nil {
+	if st.logEpoch, err = metaU64(tx, metaLogEpoch); err != nil {
 		return err
 	}
-	epochs, ok := decodeEpochs(metaEpochs, meta.Get(metaEpochs))
-	if !ok {
-		return fmt.Errorf("meta record %s: %w", metaEpochs, ErrCorrupt)
+	if st.epochs, err = decodeEpochs(metaEpochs, tx.Bucket(bucketMeta).Get(metaEpochs)); err != nil {
+		return err
 	}
-	st.epochs = epochs
 	oplog := tx.Bucket(bucketOplog)
 	if oplog == nil {
 		return fmt.Errorf("oplog bucket missing: %w", ErrCorrupt)
@@ -300,6 +290,11 @@ func (s *Store) readState(tx *bolt.Tx, slots int, st *state) error {
 	}
 	s.slots = int(stored)
 	return nil
+}
+
+// metaU64 reads and checks one numeric meta record.
+func metaU64(tx *bolt.Tx, name []byte) (uint64, error) {
+	return decodeMetaU64(name, tx.Bucket(bucketMeta).Get(name))
 }
 
 // Close stops the committer after the commit in progress, fails writes still

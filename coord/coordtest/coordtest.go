@@ -3,6 +3,7 @@ package coordtest
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -174,4 +175,12 @@ func works(ctx context.Context, conn coord.Conn) bool {
 	defer cancel()
 	_, _, err := conn.Get(cctx, "/")
 	return err == nil
+}
+
+// quiet discards the logs of the helpers under test.
+var quiet = slog.New(slog.DiscardHandler)
+
+// view is the Cluster named name over conn, logging nowhere.
+func view(conn coord.Conn, name string) *coord.Cluster {
+	return coord.NewCluster(conn, name).WithLogger(quiet)
 }

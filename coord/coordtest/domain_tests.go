@@ -79,7 +79,7 @@ func testCreateIfMissingRace(t *testing.T, s *suite) {
 	created := make([]bool, 2)
 	errs := make([]error, 2)
 	for i := range 2 {
-		cl := coord.NewCluster(s.newConn(t), name)
+		cl := view(s.newConn(t), name)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -95,7 +95,7 @@ func testCreateIfMissingRace(t *testing.T, s *suite) {
 	if created[1] {
 		winner = 32
 	}
-	cl := coord.NewCluster(s.newConn(t), name)
+	cl := view(s.newConn(t), name)
 	meta, err := cl.Meta(ctx)
 	must(t, err, "meta")
 	if meta.Name != name || meta.Slots != winner || meta.ReplicationFactor != 2 || meta.CreatedAt.IsZero() {
@@ -120,13 +120,13 @@ func testCreateIfMissingRace(t *testing.T, s *suite) {
 	if again {
 		t.Error("second CreateIfMissing reported created")
 	}
-	_, err = coord.NewCluster(s.newConn(t), name+"x").CreateIfMissing(ctx, coord.ClusterMeta{Slots: 0, ReplicationFactor: 1})
+	_, err = view(s.newConn(t), name+"x").CreateIfMissing(ctx, coord.ClusterMeta{Slots: 0, ReplicationFactor: 1})
 	wantErr(t, err, coord.ErrInvalid, "zero slots")
 }
 
 func testNoCluster(t *testing.T, s *suite) {
 	ctx, c := testCtx(t), s.newConn(t)
-	cl := coord.NewCluster(c, unique(t))
+	cl := view(c, unique(t))
 	_, err := cl.Meta(ctx)
 	wantErr(t, err, coord.ErrNoCluster, "meta of a missing cluster")
 	wantErr(t, err, coord.ErrNoNode, "meta of a missing cluster")
@@ -134,13 +134,13 @@ func testNoCluster(t *testing.T, s *suite) {
 	wantErr(t, err, coord.ErrNoCluster, "slot table of a missing cluster")
 	wantErr(t, cl.EnsureGroup(ctx, "g"), coord.ErrNoCluster, "group in a missing cluster")
 	wantErr(t, cl.RegisterNode(ctx, coord.NodeInfo{ID: "n"}), coord.ErrNoCluster, "node in a missing cluster")
-	_, err = coord.NewCluster(c, "bad/name").Meta(ctx)
+	_, err = view(c, "bad/name").Meta(ctx)
 	wantErr(t, err, coord.ErrInvalid, "invalid cluster name")
 }
 
 func newCluster(t testing.TB, ctx context.Context, conn coord.Conn, slots int) *coord.Cluster {
 	t.Helper()
-	cl := coord.NewCluster(conn, unique(t))
+	cl := view(conn, unique(t))
 	_, err := cl.CreateIfMissing(ctx, coord.ClusterMeta{Slots: slots, ReplicationFactor: 2})
 	must(t, err, "create cluster")
 	return cl
@@ -153,7 +153,7 @@ func testUpdateSlotTableConcurrent(t *testing.T, s *suite) {
 	var wg sync.WaitGroup
 	errs := make(chan error, updaters)
 	for i := range updaters {
-		mine := coord.NewCluster(s.newConn(t), cl.Name())
+		mine := view(s.newConn(t), cl.Name())
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -216,7 +216,7 @@ func testUpdateGroupConcurrent(t *testing.T, s *suite) {
 	const updaters = 12
 	errs := make(chan error, updaters+2)
 	for range 2 {
-		mine := coord.NewCluster(s.newConn(t), cl.Name())
+		mine := view(s.newConn(t), cl.Name())
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -225,7 +225,7 @@ func testUpdateGroupConcurrent(t *testing.T, s *suite) {
 	}
 	wg.Wait()
 	for i := range updaters {
-		mine := coord.NewCluster(s.newConn(t), cl.Name())
+		mine := view(s.newConn(t), cl.Name())
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -267,7 +267,7 @@ func testGroupsAndWatches(t *testing.T, s *suite) {
 		t.Fatalf("groups = %+v, want a, b", groups)
 	}
 
-	writer := coord.NewCluster(s.newConn(t), cl.Name())
+	writer := view(s.newConn(t), cl.Name())
 	g, gch, err := cl.WatchGroup(ctx, "a")
 	must(t, err, "watch group")
 	if g.Primary != "" {
@@ -306,7 +306,7 @@ func testNodes(t *testing.T, s *suite) {
 	cl := newCluster(t, ctx, s.newConn(t), 8)
 	register := func(ctx context.Context, id string) coord.Conn {
 		conn := s.newConn(t)
-		err := coord.NewCluster(conn, cl.Name()).RegisterNode(ctx, coord.NodeInfo{ID: id, Group: "g", Addr: id + ":1"})
+		err := view(conn, cl.Name()).RegisterNode(ctx, coord.NodeInfo{ID: id, Group: "g", Addr: id + ":1"})
 		must(t, err, "register "+id)
 		return conn
 	}
@@ -366,7 +366,7 @@ func testCoordinators(t *testing.T, s *suite) {
 	cl := newCluster(t, ctx, c1, 8)
 	cand1, err := cl.CampaignCoordinator(ctx, coord.CoordinatorInfo{ID: "c1", Addr: "h1:1"})
 	must(t, err, "campaign c1")
-	cand2, err := coord.NewCluster(c2, cl.Name()).CampaignCoordinator(ctx, coord.CoordinatorInfo{ID: "c2", Addr: "h2:1"})
+	cand2, err := view(c2, cl.Name()).CampaignCoordinator(ctx, coord.CoordinatorInfo{ID: "c2", Addr: "h2:1"})
 	must(t, err, "campaign c2")
 	lead(t, ctx, cand1)
 	coords, err := cl.Coordinators(ctx)
@@ -376,7 +376,7 @@ func testCoordinators(t *testing.T, s *suite) {
 	}
 	s.faults.ExpireSession(t, c1)
 	lead(t, ctx, cand2)
-	coords, err = coord.NewCluster(c2, cl.Name()).Coordinators(ctx)
+	coords, err = view(c2, cl.Name()).Coordinators(ctx)
 	must(t, err, "coordinators")
 	if len(coords) != 1 || coords[0].ID != "c2" {
 		t.Fatalf("coordinators = %+v, want c2", coords)

@@ -3,8 +3,6 @@ package coordtest
 import (
 	"context"
 	"errors"
-	"io"
-	"log/slog"
 	"slices"
 	"testing"
 	"time"
@@ -149,7 +147,7 @@ func testElectionSessionInDoubt(t *testing.T, s *suite) {
 
 func testKeepEphemeral(t *testing.T, s *suite) {
 	ctx, a, obs := testCtx(t), s.newConn(t), s.newConn(t)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	log := quiet
 	p := base(t) + "/kept"
 	kctx, stop := context.WithCancel(ctx)
 	defer stop()

@@ -1,0 +1,223 @@
+package client_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/thunderyurts/thunderyurts/client"
+	"github.com/thunderyurts/thunderyurts/coord"
+	"github.com/thunderyurts/thunderyurts/coord/memcoord"
+	"github.com/thunderyurts/thunderyurts/daemon/coordinator"
+	"github.com/thunderyurts/thunderyurts/daemon/datanode"
+)
+
+// inProcessCluster runs a coordinator and one single-node group per name in
+// this process, on an in-memory coordination service.
+func inProcessCluster(t *testing.T, groups ...string) (*coord.Cluster, map[string]*datanode.Node) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	cl := coord.NewCluster(memcoord.New().Connect(), "test")
+	co, err := coordinator.Start(ctx, coordinator.Config{Cluster: cl, Listen: "127.0.0.1:0", Slots: 32, ReplicationFactor: 1, AssignDelay: 10 * time.Millisecond, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { co.Close() })
+	nodes := map[string]*datanode.Node{}
+	dir := t.TempDir()
+	for _, g := range groups {
+		n, err := datanode.Start(ctx, datanode.Config{Cluster: cl, Group: g, Listen: "127.0.0.1:0", Dir: filepath.Join(dir, g), Logger: log})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close() })
+		nodes[g] = n
+	}
+	for {
+		rt, err := cl.Routes(ctx)
+		if err == nil && len(rt.Table.SlotsOf(groups[len(groups)-1])) > 0 && rt.Groups[groups[0]].PrimaryAddr != "" {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("slots never assigned")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return cl, nodes
+}
+
+func newClient(t *testing.T, routes client.RouteSource) *client.Client {
+	t.Helper()
+	c, err := client.New(context.Background(), client.Config{Routes: routes, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func TestPutGetDeleteScan(t *testing.T) {
+	cl, _ := inProcessCluster(t, "g1", "g2")
+	c := newClient(t, cl)
+	ctx := context.Background()
+	var keys []string
+	for i := 0; i < 200; i++ {
+		k := fmt.Sprintf("key-%03d", i)
+		keys = append(keys, k)
+		if err := c.Put(ctx, []byte(k), []byte("v"+k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if v, err := c.Get(ctx, []byte("key-007")); err != nil || string(v) != "vkey-007" {
+		t.Fatalf("get = %q, %v", v, err)
+	}
+	if err := c.Delete(ctx, []byte("key-007")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Get(ctx, []byte("key-007")); !errors.Is(err, client.ErrNotFound) {
+		t.Fatalf("get deleted: %v", err)
+	}
+	keys = slices.DeleteFunc(keys, func(k string) bool { return k == "key-007" })
+	var got []string
+	err := c.Scan(ctx, client.ScanOptions{PageSize: 7}, func(k, v []byte) error {
+		got = append(got, string(k))
+		return nil
+	})
+	if err != nil || !slices.Equal(got, keys) {
+		t.Fatalf("scan: %v, %d keys, first %v", err, len(got), got[:min(3, len(got))])
+	}
+	got = got[:0]
+	err = c.Scan(ctx, client.ScanOptions{Prefix: []byte("key-1"), Limit: 5}, func(k, v []byte) error {
+		got = append(got, string(k))
+		return nil
+	})
+	if err != nil || !slices.Equal(got, []string{"key-100", "key-101", "key-102", "key-103", "key-104"}) {
+		t.Fatalf("scan prefix limit: %v %v", got, err)
+	}
+}
+
+func TestInvalidInputIsRefusedBeforeSending(t *testing.T) {
+	cl, _ := inProcessCluster(t, "g1")
+	c := newClient(t, cl)
+	ctx := context.Background()
+	for _, key := range [][]byte{nil, bytes.Repeat([]byte("k"), client.MaxKeySize+1)} {
+		if err := c.Put(ctx, key, []byte("v")); !errors.Is(err, client.ErrInvalidArgument) {
+			t.Errorf("put key of %d bytes: %v", len(key), err)
+		}
+	}
+	if err := c.Put(ctx, []byte("big"), make([]byte, 4<<20+1)); !errors.Is(err, client.ErrInvalidArgument) {
+		t.Errorf("oversized value: %v", err)
+	}
+	if _, err := c.Get(ctx, []byte("big")); !errors.Is(err, client.ErrNotFound) {
+		t.Errorf("oversized value was written: %v", err)
+	}
+}
+
+// staticRoutes serves a fixed route table, counting reads.
+type staticRoutes struct {
+	rt    *coord.RouteTable
+	reads int
+}
+
+func (s *staticRoutes) Routes(context.Context) (*coord.RouteTable, error) {
+	s.reads++
+	return s.rt, nil
+}
+
+// countingRoutes passes reads through to the cluster, counting them.
+type countingRoutes struct {
+	cl    *coord.Cluster
+	reads int
+}
+
+func (r *countingRoutes) Routes(ctx context.Context) (*coord.RouteTable, error) {
+	r.reads++
+	return r.cl.Routes(ctx)
+}
+
+func TestFollowsMovedSlots(t *testing.T) {
+	cl, nodes := inProcessCluster(t, "g1", "g2")
+	ctx := context.Background()
+	routes := &countingRoutes{cl: cl}
+	c := newClient(t, routes)
+	before := c.Routes().Table.Version
+
+	// Move every slot of g1 to g2 behind the client's back.
+	moved, err := cl.UpdateSlotTable(ctx, func(t *coord.SlotTable) error {
+		for s, owner := range t.Owners {
+			if owner == "g1" {
+				t.Owners[s] = "g2"
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		for {
+			st, err := client.NodeStatus(ctx, n.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.TableVersion == moved.Version {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	// A key whose slot the client still routes to g1 gets MOVED from g1's
+	// node, and the client retries at g2.
+	var key []byte
+	for i := 0; key == nil; i++ {
+		k := []byte(fmt.Sprintf("k%d", i))
+		if c.Routes().Table.Owner(coord.SlotOf(k, 32)) == "g1" {
+			key = k
+		}
+	}
+	readsBefore := routes.reads
+	if err := c.Put(ctx, key, []byte("v")); err != nil {
+		t.Fatalf("put after move: %v", err)
+	}
+	if c.Routes().Table.Version <= before || routes.reads == readsBefore {
+		t.Fatalf("client did not refresh its routes: version %d → %d", before, c.Routes().Table.Version)
+	}
+	if v, err := c.Get(ctx, key); err != nil || string(v) != "v" {
+		t.Fatalf("get after move = %q, %v", v, err)
+	}
+}
+
+func TestUnreachablePrimaryFailsWithinTimeout(t *testing.T) {
+	owners := make([]string, 8)
+	for i := range owners {
+		owners[i] = "g1"
+	}
+	rt := &coord.RouteTable{
+		Table:  &coord.SlotTable{Version: 1, Owners: owners},
+		Groups: map[string]coord.GroupRoute{"g1": {Name: "g1", Primary: "n1", PrimaryAddr: "127.0.0.1:1"}},
+	}
+	routes := &staticRoutes{rt: rt}
+	c := newClient(t, routes)
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err := c.Put(ctx, []byte("k"), []byte("v"))
+	if !errors.Is(err, client.ErrUnavailable) {
+		t.Fatalf("put to a dead node: %v", err)
+	}
+	if time.Since(start) > 2*time.Second {
+		t.Fatalf("put to a dead node took %s with a 500ms deadline", time.Since(start))
+	}
+	if routes.reads < 2 {
+		t.Fatalf("client never refreshed its routes while the primary was unreachable")
+	}
+}
