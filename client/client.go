@@ -48,8 +48,38 @@ type Config struct {
 	StreamsPerNode int
 	// DialTimeout bounds one connection attempt; 0 → 2s.
 	DialTimeout time.Duration
+	// ReadFrom says which members answer Get: ReadPrimary (the zero value,
+	// linearizable), ReadSecondary or ReadAny (spread over the group's
+	// members; a secondary may return a stale value or miss a recent write).
+	ReadFrom ReadFrom
 	// Logger receives one line per routing change; nil → discard.
 	Logger *slog.Logger
+}
+
+// ReadFrom selects the members that serve reads.
+type ReadFrom int
+
+const (
+	// ReadPrimary reads from the group's primary: linearizable.
+	ReadPrimary ReadFrom = iota
+	// ReadSecondary reads from a secondary, falling back to the primary when
+	// the group has none; reads may be stale.
+	ReadSecondary
+	// ReadAny reads from any member, primary included; reads may be stale.
+	ReadAny
+)
+
+// ParseReadFrom parses "primary", "secondary" or "any".
+func ParseReadFrom(s string) (ReadFrom, error) {
+	switch s {
+	case "primary", "":
+		return ReadPrimary, nil
+	case "secondary":
+		return ReadSecondary, nil
+	case "any":
+		return ReadAny, nil
+	}
+	return 0, fmt.Errorf("%w: read-from %q: want primary, secondary or any", ErrInvalidArgument, s)
 }
 
 // Client is a ThunderYurts client, safe for concurrent use. It caches the
@@ -59,6 +89,8 @@ type Config struct {
 type Client struct {
 	cfg    Config
 	routes atomic.Pointer[coord.RouteTable]
+
+	reads atomic.Uint64 // spreads stale reads over members
 
 	refreshMu   sync.Mutex
 	lastRefresh time.Time
@@ -174,7 +206,8 @@ func (c *Client) do(ctx context.Context, op wire.Op, key, value []byte) (*wire.R
 	}
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
-	req := &wire.Request{Op: op, Key: key, Value: value}
+	stale := op == wire.Op_GET && c.cfg.ReadFrom != ReadPrimary
+	req := &wire.Request{Op: op, Key: key, Value: value, StaleOk: stale}
 	var lastErr error
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 {
@@ -185,12 +218,16 @@ func (c *Client) do(ctx context.Context, op wire.Op, key, value []byte) (*wire.R
 		rt := c.routes.Load()
 		slot := coord.SlotOf(key, len(rt.Table.Owners))
 		g, ok := rt.GroupOf(slot)
-		if !ok || g.PrimaryAddr == "" {
+		addr := g.PrimaryAddr
+		if stale {
+			addr = c.readAddr(g, attempt)
+		}
+		if !ok || addr == "" {
 			lastErr = fmt.Errorf("slot %d has no reachable primary (group %q)", slot, g.Name)
 			c.refresh(ctx, rt.Table.Version)
 			continue
 		}
-		resp, err := c.send(ctx, g.PrimaryAddr, req)
+		resp, err := c.send(ctx, addr, req)
 		if err == nil {
 			err = wire.ErrorOf(resp.Code, resp.Message, resp.OwnerGroup, resp.TableVersion)
 		}
@@ -201,17 +238,32 @@ func (c *Client) do(ctx context.Context, op wire.Op, key, value []byte) (*wire.R
 			if lastErr == nil {
 				lastErr = err
 			}
-			return nil, fail(fmt.Errorf("%w: slot %d at %s (group %s): %w", ErrUnavailable, slot, g.PrimaryAddr, g.Name, ctx.Err()))
+			return nil, fail(fmt.Errorf("%w: slot %d at %s (group %s): %w", ErrUnavailable, slot, addr, g.Name, ctx.Err()))
 		case errors.Is(err, wire.ErrMoved):
 			lastErr = fmt.Errorf("slot %d %w", slot, err)
 			c.refresh(ctx, max(rt.Table.Version, resp.TableVersion-1))
 		case errors.Is(err, wire.ErrNotPrimary), errors.Is(err, wire.ErrUnavailable), errors.Is(err, errPipeClosed), isDialError(err):
-			lastErr = fmt.Errorf("slot %d at %s (group %s): %w", slot, g.PrimaryAddr, g.Name, err)
+			lastErr = fmt.Errorf("slot %d at %s (group %s): %w", slot, addr, g.Name, err)
 			c.refresh(ctx, rt.Table.Version)
 		default:
 			return nil, fail(err)
 		}
 	}
+}
+
+// readAddr picks the member that serves a stale read: spread over the
+// candidates, moving to the next one on every retry.
+func (c *Client) readAddr(g coord.GroupRoute, attempt int) string {
+	var candidates []string
+	for _, m := range g.Members {
+		if m.Addr != "" && (c.cfg.ReadFrom == ReadAny || m.ID != g.Primary) {
+			candidates = append(candidates, m.Addr)
+		}
+	}
+	if len(candidates) == 0 {
+		return g.PrimaryAddr
+	}
+	return candidates[(int(c.reads.Add(1))+attempt)%len(candidates)]
 }
 
 // send hands req to the pipe for addr, dialing one if needed.

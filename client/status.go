@@ -22,3 +22,19 @@ func NodeStatus(ctx context.Context, addr string) (*wire.NodeStatus, error) {
 	}
 	return st, nil
 }
+
+// Handover asks the primary at addr to hand its role to member to (empty:
+// the most caught-up in-sync member) without losing an acknowledged write.
+// epoch, when not 0, must be the group's current epoch.
+func Handover(ctx context.Context, addr string, epoch uint64, to string) (*wire.HandoverReply, error) {
+	conn, err := dialConn(ctx, addr, 2*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	reply, err := wire.NewDRPCDataClient(conn).Handover(ctx, &wire.HandoverRequest{Epoch: epoch, To: to})
+	if err != nil {
+		return nil, fmt.Errorf("handover at %s: %w", addr, err)
+	}
+	return reply, nil
+}

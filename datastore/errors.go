@@ -12,10 +12,11 @@ var (
 	// its slot.
 	ErrNotFound = errors.New("datastore: key not found")
 
-	// ErrCorrupt is returned when a stored record (a value, a log entry or a
-	// meta record) fails its CRC32C check or cannot be decoded. The data of
-	// such a record is never returned. The error names the slot and key or
-	// the sequence number.
+	// ErrCorrupt is returned when a stored record (a value, a write-ahead-log
+	// record or a meta record) fails its CRC32C check or cannot be decoded.
+	// The data of such a record is never returned. The error names the slot
+	// and key, or the log file and offset. Open returns it for a damaged log
+	// record anywhere but at the tail of the newest segment.
 	ErrCorrupt = errors.New("datastore: corrupt record")
 
 	// ErrEmptyKey is returned by Validate, Write and ApplyLog for a zero-length
@@ -47,7 +48,8 @@ var (
 	ErrStaleEpoch = errors.New("datastore: stale epoch")
 
 	// ErrLogTrimmed is returned by ReadLog when the requested sequence number
-	// is older than the oldest entry still kept (see Options.LogRetention).
+	// is older than the oldest entry still kept (see Options.LogRetention), or
+	// predates a Restore.
 	// The reader needs a Snapshot instead.
 	ErrLogTrimmed = errors.New("datastore: log entries trimmed")
 
@@ -56,13 +58,31 @@ var (
 	// not consecutive. Entries already applied are refused the same way.
 	ErrLogGap = errors.New("datastore: log gap")
 
-	// ErrLocked is returned by Open when another process holds the file
-	// (bbolt's flock) for longer than the one-second open timeout.
+	// ErrLocked is returned by Open when another process holds the store
+	// directory (a flock on DIR/LOCK) for longer than the one-second open
+	// timeout.
 	ErrLocked = errors.New("datastore: locked by another process")
 
 	// ErrBadOptions is returned by Open for unusable Options: Slots missing
 	// on a new store or outside [1, 65536], negative or too large limits.
 	ErrBadOptions = errors.New("datastore: bad options")
+
+	// ErrFailed is returned by every write (Write, ApplyLog, SetEpoch,
+	// TruncateAfter, Restore) once a write or fdatasync of the write-ahead log
+	// or a commit of the applied state has failed: the store is then
+	// fail-stop, because after a failed fsync nobody knows what reached the
+	// disk, and reusing sequence numbers could fork the log. Reads still work;
+	// the node must be closed and reopened (a primary steps down).
+	ErrFailed = errors.New("datastore: store failed, writes refused")
+
+	// ErrTruncateCommitted is returned by TruncateAfter when asked to remove
+	// entries at or below CommittedSeq(): those may already be applied and
+	// acknowledged, so they are never taken back.
+	ErrTruncateCommitted = errors.New("datastore: truncation below the committed seq")
+
+	// ErrRestoring is returned by Write, ApplyLog, SetEpoch, TruncateAfter,
+	// Snapshot and a second Restore while a Restore runs.
+	ErrRestoring = errors.New("datastore: restore in progress")
 
 	// ErrFormat is returned by Open for a file that is not a datastore file
 	// or was written by an unsupported format version.

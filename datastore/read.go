@@ -43,7 +43,7 @@ type Stats struct {
 	FirstLogSeq uint64 // Seq of the oldest kept log entry; 0 when the log is empty
 	Epoch       uint64
 	FileBytes   int64
-	Commits     uint64 // transactions committed since Open; Writes per commit shows batching
+	Commits     uint64 // transactions committed since Open; mutations per commit show the batching
 }
 
 // view runs fn in a read transaction and reports a closed store as ErrClosed.

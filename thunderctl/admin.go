@@ -52,6 +52,24 @@ func adminCommand() *cli.Command {
 				},
 			},
 			{
+				Name:  "failover",
+				Usage: "move a group's primary: graceful by default (no acknowledged write lost), --force promotes a member that may be behind",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "group", Required: true, Usage: "the group `NAME`", EnvVars: []string{"THUNDER_GROUP"}},
+					&cli.StringFlag{Name: "to", Usage: "member `NODE` to promote (graceful: default the most caught-up in-sync member)", EnvVars: []string{"THUNDER_TO"}},
+					&cli.BoolFlag{Name: "force", Usage: "promote --to NODE now, even if it is behind: acknowledged writes it lacks are lost", EnvVars: []string{"THUNDER_FORCE"}},
+				},
+				Action: func(c *cli.Context) error {
+					return withCluster(c, 0, func(ctx context.Context, cl *coord.Cluster, f admin.Format) error {
+						res, err := admin.Failover(ctx, cl, c.String("group"), c.String("to"), c.Bool("force"), client.NodeStatus, client.Handover)
+						if err != nil {
+							return usageOr(err, admin.ErrNoSuchMember)
+						}
+						return admin.PrintFailover(c.App.Writer, res, f)
+					})
+				},
+			},
+			{
 				Name:  "slots",
 				Usage: "which group owns which slot ranges",
 				Action: func(c *cli.Context) error {

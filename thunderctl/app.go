@@ -100,6 +100,7 @@ func globalFlags() []cli.Flag {
 		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "table", Usage: "listing format: table or json", EnvVars: []string{"THUNDER_OUTPUT"}},
 		&cli.StringFlag{Name: "coord", Usage: "reach the cluster through these coordinators `HOST:PORT[,...]` instead of ZooKeeper", EnvVars: []string{"THUNDER_COORD"}},
 		&cli.StringFlag{Name: "config", Usage: "config `FILE` of flag = value lines", EnvVars: []string{"THUNDER_CONFIG"}},
+		&cli.StringFlag{Name: "read-from", Value: "primary", Usage: "members that answer reads: primary (linearizable), secondary or any (may be stale)", EnvVars: []string{"THUNDER_READ_FROM"}},
 		&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error", EnvVars: []string{"THUNDER_LOG_LEVEL"}},
 	}
 }
@@ -227,9 +228,14 @@ func newClient(ctx context.Context, c *cli.Context) (*client.Client, func(), err
 		}
 		routes, closeRoutes = cl, closeConn
 	}
+	readFrom, err := client.ParseReadFrom(c.String("read-from"))
+	if err != nil {
+		closeRoutes()
+		return nil, nil, usagef(err.Error())
+	}
 	rctx, cancel := context.WithTimeout(ctx, c.Duration("timeout"))
 	defer cancel()
-	kv, err := client.New(rctx, client.Config{Routes: routes, Timeout: c.Duration("timeout"), Logger: log})
+	kv, err := client.New(rctx, client.Config{Routes: routes, Timeout: c.Duration("timeout"), ReadFrom: readFrom, Logger: log})
 	if err != nil {
 		closeRoutes()
 		if errors.Is(err, coord.ErrNoCluster) {

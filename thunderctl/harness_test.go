@@ -63,6 +63,7 @@ type testCluster struct {
 
 type proc struct {
 	name string
+	dir  string // data directory of a data node
 	args []string
 	addr string
 	log  string
@@ -142,8 +143,25 @@ func (tc *testCluster) coordinator(name string) *proc {
 	return tc.start(name, "serve", "coord", "--slots", "64", "--assign-delay", "500ms", "--replication-factor", "1")
 }
 
-func (tc *testCluster) dataNode(name, group string) *proc {
-	return tc.start(name, "serve", "data", "--group", group, "--dir", filepath.Join(tc.dir, name))
+func (tc *testCluster) dataNode(name, group string, extra ...string) *proc {
+	args := append([]string{"serve", "data", "--group", group, "--dir", filepath.Join(tc.dir, name)}, extra...)
+	p := tc.start(name, args...)
+	p.dir = filepath.Join(tc.dir, name)
+	return p
+}
+
+// nodeIDOf reads the id a data node keeps in its directory, waiting for
+// a node that is still starting to write it.
+func nodeIDOf(t testing.TB, p *proc) string {
+	t.Helper()
+	for i := 0; i < 100; i++ {
+		if b, err := os.ReadFile(filepath.Join(p.dir, "node-id")); err == nil {
+			return strings.TrimSpace(string(b))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s has no node id", p.name)
+	return ""
 }
 
 // restart starts p again with the same arguments (same address and dir).

@@ -42,6 +42,9 @@ func serveCommand() *cli.Command {
 					&cli.StringFlag{Name: "dir", Required: true, Usage: "data `PATH` (node id and data file)", EnvVars: []string{"THUNDER_DIR"}},
 					&cli.StringFlag{Name: "advertise", Usage: "address clients dial, when it differs from --listen", EnvVars: []string{"THUNDER_ADVERTISE"}},
 					&cli.IntFlag{Name: "max-value-size", Value: 4 << 20, Usage: "largest value accepted, in bytes", EnvVars: []string{"THUNDER_MAX_VALUE_SIZE"}},
+					&cli.StringFlag{Name: "acks", Value: "all", Usage: "acknowledge a write once durable on every in-sync replica (all) or on the primary alone (1)", EnvVars: []string{"THUNDER_ACKS"}},
+					&cli.IntFlag{Name: "min-insync", Value: 1, Usage: "refuse writes while fewer in-sync replicas (primary included) remain", EnvVars: []string{"THUNDER_MIN_INSYNC"}},
+					&cli.DurationFlag{Name: "max-lag", Value: 2 * time.Second, Usage: "drop a follower from the in-sync set after it has been behind this long", EnvVars: []string{"THUNDER_MAX_LAG"}},
 				),
 				Action: serveData,
 			},
@@ -125,6 +128,15 @@ func serveData(c *cli.Context) error {
 	if c.NArg() > 0 {
 		return usagef("serve data takes no arguments")
 	}
+	var acks datanode.Acks
+	switch c.String("acks") {
+	case "all":
+		acks = datanode.AcksAll
+	case "1":
+		acks = datanode.AcksOne
+	default:
+		return usagef(fmt.Sprintf("--acks %q: want all or 1", c.String("acks")))
+	}
 	return runDaemon(c, func(ctx context.Context, log *slog.Logger, cluster *coord.Cluster) (daemon, error) {
 		// A data node started before any coordinator waits for the cluster
 		// to be created, bounded so a typo in --cluster does not hang forever.
@@ -133,6 +145,7 @@ func serveData(c *cli.Context) error {
 		return datanode.Start(sctx, datanode.Config{
 			Cluster: cluster, Group: c.String("group"), Listen: c.String("listen"), Advertise: c.String("advertise"),
 			HTTP: c.String("http"), Dir: c.String("dir"), MaxValueSize: c.Int("max-value-size"), Logger: log,
+			Acks: acks, MinInsync: c.Int("min-insync"), MaxLag: c.Duration("max-lag"),
 		})
 	})
 }

@@ -147,6 +147,9 @@ type Request struct {
 	// id is chosen by the client and echoed in the response; unique per stream.
 	Id uint64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
 	Op Op     `protobuf:"varint,2,opt,name=op,proto3,enum=thunderyurts.wire.Op" json:"op,omitempty"`
+	// stale_ok lets a secondary answer a GET from its own, possibly stale,
+	// copy (--read-from secondary|any).
+	StaleOk bool `protobuf:"varint,5,opt,name=stale_ok,json=staleOk,proto3" json:"stale_ok,omitempty"`
 	// The node computes the key's slot itself, so a client with a stale slot
 	// count cannot misplace a key.
 	Key           []byte `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
@@ -197,6 +200,13 @@ func (x *Request) GetOp() Op {
 		return x.Op
 	}
 	return Op_GET
+}
+
+func (x *Request) GetStaleOk() bool {
+	if x != nil {
+		return x.StaleOk
+	}
+	return false
 }
 
 func (x *Request) GetKey() []byte {
@@ -701,6 +711,10 @@ type NodeStatus struct {
 	Epoch         uint64                 `protobuf:"varint,6,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	FileBytes     int64                  `protobuf:"varint,7,opt,name=file_bytes,json=fileBytes,proto3" json:"file_bytes,omitempty"`
 	TableVersion  int64                  `protobuf:"varint,8,opt,name=table_version,json=tableVersion,proto3" json:"table_version,omitempty"`
+	CommittedSeq  uint64                 `protobuf:"varint,9,opt,name=committed_seq,json=committedSeq,proto3" json:"committed_seq,omitempty"`
+	LastEpoch     uint64                 `protobuf:"varint,10,opt,name=last_epoch,json=lastEpoch,proto3" json:"last_epoch,omitempty"` // epoch of the newest log entry
+	Isr           []string               `protobuf:"bytes,11,rep,name=isr,proto3" json:"isr,omitempty"`                               // the primary's view of the in-sync replicas
+	Followers     []*FollowerStatus      `protobuf:"bytes,12,rep,name=followers,proto3" json:"followers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -791,6 +805,1009 @@ func (x *NodeStatus) GetTableVersion() int64 {
 	return 0
 }
 
+func (x *NodeStatus) GetCommittedSeq() uint64 {
+	if x != nil {
+		return x.CommittedSeq
+	}
+	return 0
+}
+
+func (x *NodeStatus) GetLastEpoch() uint64 {
+	if x != nil {
+		return x.LastEpoch
+	}
+	return 0
+}
+
+func (x *NodeStatus) GetIsr() []string {
+	if x != nil {
+		return x.Isr
+	}
+	return nil
+}
+
+func (x *NodeStatus) GetFollowers() []*FollowerStatus {
+	if x != nil {
+		return x.Followers
+	}
+	return nil
+}
+
+type FollowerStatus struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	AckedSeq      uint64                 `protobuf:"varint,2,opt,name=acked_seq,json=ackedSeq,proto3" json:"acked_seq,omitempty"`
+	Connected     bool                   `protobuf:"varint,3,opt,name=connected,proto3" json:"connected,omitempty"`
+	InSync        bool                   `protobuf:"varint,4,opt,name=in_sync,json=inSync,proto3" json:"in_sync,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FollowerStatus) Reset() {
+	*x = FollowerStatus{}
+	mi := &file_thunder_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FollowerStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FollowerStatus) ProtoMessage() {}
+
+func (x *FollowerStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_thunder_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FollowerStatus.ProtoReflect.Descriptor instead.
+func (*FollowerStatus) Descriptor() ([]byte, []int) {
+	return file_thunder_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *FollowerStatus) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *FollowerStatus) GetAckedSeq() uint64 {
+	if x != nil {
+		return x.AckedSeq
+	}
+	return 0
+}
+
+func (x *FollowerStatus) GetConnected() bool {
+	if x != nil {
+		return x.Connected
+	}
+	return false
+}
+
+func (x *FollowerStatus) GetInSync() bool {
+	if x != nil {
+		return x.InSync
+	}
+	return false
+}
+
+// LogEntry is one operation of a group's log, as the primary ships it.
+type LogEntry struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Epoch         uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Slot          uint32                 `protobuf:"varint,3,opt,name=slot,proto3" json:"slot,omitempty"`
+	Key           []byte                 `protobuf:"bytes,4,opt,name=key,proto3" json:"key,omitempty"`
+	Value         []byte                 `protobuf:"bytes,5,opt,name=value,proto3" json:"value,omitempty"`
+	Delete        bool                   `protobuf:"varint,6,opt,name=delete,proto3" json:"delete,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogEntry) Reset() {
+	*x = LogEntry{}
+	mi := &file_thunder_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogEntry) ProtoMessage() {}
+
+func (x *LogEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_thunder_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogEntry.ProtoReflect.Descriptor instead.
+func (*LogEntry) Descriptor() ([]byte, []int) {
+	return file_thunder_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *LogEntry) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *LogEntry) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *LogEntry) GetSlot() uint32 {
+	if x != nil {
+		return x.Slot
+	}
+	return 0
+}
+
+func (x *LogEntry) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *LogEntry) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *LogEntry) GetDelete() bool {
+	if x != nil {
+		return x.Delete
+	}
+	return false
+}
+
+type EpochStart struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Epoch         uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	StartSeq      uint64                 `protobuf:"varint,2,opt,name=start_seq,json=startSeq,proto3" json:"start_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EpochStart) Reset() {
+	*x = EpochStart{}
+	mi := &file_thunder_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EpochStart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EpochStart) ProtoMessage() {}
+
+func (x *EpochStart) ProtoReflect() protoreflect.Message {
+	mi := &file_thunder_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EpochStart.ProtoReflect.Descriptor instead.
+func (*EpochStart) Descriptor() ([]byte, []int) {
+	return file_thunder_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *EpochStart) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *EpochStart) GetStartSeq() uint64 {
+	if x != nil {
+		return x.StartSeq
+	}
+	return 0
+}
+
+// FollowerMessage flows from a secondary to its primary on Replicate: one
+// Hello, then an Ack after every durable append.
+type FollowerMessage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Body:
+	//
+	//	*FollowerMessage_Hello
+	//	*FollowerMessage_Ack
+	Body          isFollowerMessage_Body `protobuf_oneof:"body"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FollowerMessage) Reset() {
+	*x = FollowerMessage{}
+	mi := &file_thunder_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FollowerMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FollowerMessage) ProtoMessage() {}
+
+func (x *FollowerMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_thunder_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FollowerMessage.ProtoReflect.Descriptor instead.
+func (*FollowerMessage) Descriptor() ([]byte, []int) {
+	return file_thunder_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *FollowerMessage) GetBody() isFollowerMessage_Body {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
+func (x *FollowerMessage) GetHello() *Hello {
+	if x != nil {
+		if x, ok := x.Body.(*FollowerMessage_Hello); ok {
+			return x.Hello
+		}
+	}
+	return nil
+}
+
+func (x *FollowerMessage) GetAck() *Ack {
+	if x != nil {
+		if x, ok := x.Body.(*FollowerMessage_Ack); ok {
+			return x.Ack
+		}
+	}
+	return nil
+}
+
+type isFollowerMessage_Body interface {
+	isFollowerMessage_Body()
+}
+
+type FollowerMessage_Hello struct {
+	Hello *Hello `protobuf:"bytes,1,opt,name=hello,proto3,oneof"`
+}
+
+type FollowerMessage_Ack struct {
+	Ack *Ack `protobuf:"bytes,2,opt,name=ack,proto3,oneof"`
+}
+
+func (*FollowerMessage_Hello) isFollowerMessage_Body() {}
+
+func (*FollowerMessage_Ack) isFollowerMessage_Body() {}
+
+type Hello struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Group  string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	NodeId string                 `protobuf:"bytes,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// epoch is the group epoch the follower knows from ZooKeeper; a primary
+	// of an older epoch refuses the stream.
+	Epoch        uint64 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	LastSeq      uint64 `protobuf:"varint,4,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
+	LastEpoch    uint64 `protobuf:"varint,5,opt,name=last_epoch,json=lastEpoch,proto3" json:"last_epoch,omitempty"`
+	CommittedSeq uint64 `protobuf:"varint,6,opt,name=committed_seq,json=committedSeq,proto3" json:"committed_seq,omitempty"`
+	// epochs is the follower's epoch map, so the primary can find where the
+	// two logs diverge (REPLICATION-NOTES #3).
+	Epochs        []*EpochStart `protobuf:"bytes,7,rep,name=epochs,proto3" json:"epochs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Hello) Reset() {
+	*x = Hello{}
+	mi := &file_thunder_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Hello) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Hello) ProtoMessage() {}
+
+func (x *Hello) ProtoReflect() protoreflect.Message {
+	mi := &file_thunder_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Hello.ProtoReflect.Descriptor instead.
+func (*Hello) Descriptor() ([]byte, []int) {
+	return file_thunder_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *Hello) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *Hello) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *Hello) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *Hello) GetLastSeq() uint64 {
+	if x != nil {
+		return x.LastSeq
+	}
+	return 0
+}
+
+func (x *Hello) GetLastEpoch() uint64 {
+	if x != nil {
+		return x.LastEpoch
+	}
+	return 0
+}
+
+func (x *Hello) GetCommittedSeq() uint64 {
+	if x != nil {
+		return x.CommittedSeq
+	}
+	return 0
+}
+
+func (x *Hello) GetEpochs() []*EpochStart {
+	if x != nil {
+		return x.Epochs
+	}
+	return nil
+}
+
+type Ack struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	DurableSeq    uint64                 `protobuf:"varint,1,opt,name=durable_seq,json=durableSeq,proto3" json:"durable_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Ack) Reset() {
+	*x = Ack{}
+	mi := &file_thunder_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Ack) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Ack) ProtoMessage() {}
+
+func (x *Ack) ProtoReflect() protoreflect.Message {
+	mi := &file_thunder_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Ack.ProtoReflect.Descriptor instead.
+func (*Ack) Descriptor() ([]byte, []int) {
+	return file_thunder_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *Ack) GetDurableSeq() uint64 {
+	if x != nil {
+		return x.DurableSeq
+	}
+	return 0
+}
+
+// PrimaryMessage flows from the primary to a secondary. Every message
+// carries the primary's epoch and high watermark (committed).
+type PrimaryMessage struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Epoch     uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Committed uint64                 `protobuf:"varint,2,opt,name=committed,proto3" json:"committed,omitempty"`
+	// Types that are valid to be assigned to Body:
+	//
+	//	*PrimaryMessage_Truncate
+	//	*PrimaryMessage_SnapshotBegin
+	//	*PrimaryMessage_SnapshotChunk
+	//	*PrimaryMessage_SnapshotEnd
+	//	*PrimaryMessage_Entries
+	Body          isPrimaryMessage_Body `protobuf_oneof:"body"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PrimaryMessage) Reset() {
+	*x = PrimaryMessage{}
+	mi := &file_thunder_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PrimaryMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PrimaryMessage) ProtoMessage() {}
+
+func (x *PrimaryMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_thunder_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PrimaryMessage.ProtoReflect.Descriptor instead.
+func (*PrimaryMessage) Descriptor() ([]byte, []int) {
+	return file_thunder_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *PrimaryMessage) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *PrimaryMessage) GetCommitted() uint64 {
+	if x != nil {
+		return x.Committed
+	}
+	return 0
+}
+
+func (x *PrimaryMessage) GetBody() isPrimaryMessage_Body {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
+func (x *PrimaryMessage) GetTruncate() *Truncate {
+	if x != nil {
+		if x, ok := x.Body.(*PrimaryMessage_Truncate); ok {
+			return x.Truncate
+		}
+	}
+	return nil
+}
+
+func (x *PrimaryMessage) GetSnapshotBegin() *SnapshotBegin {
+	if x != nil {
+		if x, ok := x.Body.(*PrimaryMessage_SnapshotBegin); ok {
+			return x.SnapshotBegin
+		}
+	}
+	return nil
+}
+
+func (x *PrimaryMessage) GetSnapshotChunk() *SnapshotChunk {
+	if x != nil {
+		if x, ok := x.Body.(*PrimaryMessage_SnapshotChunk); ok {
+			return x.SnapshotChunk
+		}
+	}
+	return nil
+}
+
+func (x *PrimaryMessage) GetSnapshotEnd() *SnapshotEnd {
+	if x != nil {
+		if x, ok := x.Body.(*PrimaryMessage_SnapshotEnd); ok {
+			return x.SnapshotEnd
+		}
+	}
+	return nil
+}
+
+func (x *PrimaryMessage) GetEntries() *Entries {
+	if x != nil {
+		if x, ok := x.Body.(*PrimaryMessage_Entries); ok {
+			return x.Entries
+		}
+	}
+	return nil
+}
+
+type isPrimaryMessage_Body interface {
+	isPrimaryMessage_Body()
+}
+
+type PrimaryMessage_Truncate struct {
+	Truncate *Truncate `protobuf:"bytes,3,opt,name=truncate,proto3,oneof"`
+}
+
+type PrimaryMessage_SnapshotBegin struct {
+	SnapshotBegin *SnapshotBegin `protobuf:"bytes,4,opt,name=snapshot_begin,json=snapshotBegin,proto3,oneof"`
+}
+
+type PrimaryMessage_SnapshotChunk struct {
+	SnapshotChunk *SnapshotChunk `protobuf:"bytes,5,opt,name=snapshot_chunk,json=snapshotChunk,proto3,oneof"`
+}
+
+type PrimaryMessage_SnapshotEnd struct {
+	SnapshotEnd *SnapshotEnd `protobuf:"bytes,6,opt,name=snapshot_end,json=snapshotEnd,proto3,oneof"`
+}
+
+type PrimaryMessage_Entries struct {
+	Entries *Entries `protobuf:"bytes,7,opt,name=entries,proto3,oneof"`
+}
+
+func (*PrimaryMessage_Truncate) isPrimaryMessage_Body() {}
+
+func (*PrimaryMessage_SnapshotBegin) isPrimaryMessage_Body() {}
+
+func (*PrimaryMessage_SnapshotChunk) isPrimaryMessage_Body() {}
+
+func (*PrimaryMessage_SnapshotEnd) isPrimaryMessage_Body() {}
+
+func (*PrimaryMessage_Entries) isPrimaryMessage_Body() {}
+
+// Truncate tells the follower to drop its entries after seq: they were
+// never acknowledged and the primary's log differs from there on.
+type Truncate struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	After         uint64                 `protobuf:"varint,1,opt,name=after,proto3" json:"after,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Truncate) Reset() {
+	*x = Truncate{}
+	mi := &file_thunder_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Truncate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Truncate) ProtoMessage() {}
+
+func (x *Truncate) ProtoReflect() protoreflect.Message {
+	mi := &file_thunder_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Truncate.ProtoReflect.Descriptor instead.
+func (*Truncate) Descriptor() ([]byte, []int) {
+	return file_thunder_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *Truncate) GetAfter() uint64 {
+	if x != nil {
+		return x.After
+	}
+	return 0
+}
+
+type SnapshotBegin struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotBegin) Reset() {
+	*x = SnapshotBegin{}
+	mi := &file_thunder_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotBegin) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotBegin) ProtoMessage() {}
+
+func (x *SnapshotBegin) ProtoReflect() protoreflect.Message {
+	mi := &file_thunder_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotBegin.ProtoReflect.Descriptor instead.
+func (*SnapshotBegin) Descriptor() ([]byte, []int) {
+	return file_thunder_proto_rawDescGZIP(), []int{18}
+}
+
+type SnapshotChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Records       []*SnapshotRecord      `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotChunk) Reset() {
+	*x = SnapshotChunk{}
+	mi := &file_thunder_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotChunk) ProtoMessage() {}
+
+func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_thunder_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
+func (*SnapshotChunk) Descriptor() ([]byte, []int) {
+	return file_thunder_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *SnapshotChunk) GetRecords() []*SnapshotRecord {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+type SnapshotRecord struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Slot          uint32                 `protobuf:"varint,1,opt,name=slot,proto3" json:"slot,omitempty"`
+	Key           []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	Value         []byte                 `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotRecord) Reset() {
+	*x = SnapshotRecord{}
+	mi := &file_thunder_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotRecord) ProtoMessage() {}
+
+func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_thunder_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotRecord.ProtoReflect.Descriptor instead.
+func (*SnapshotRecord) Descriptor() ([]byte, []int) {
+	return file_thunder_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *SnapshotRecord) GetSlot() uint32 {
+	if x != nil {
+		return x.Slot
+	}
+	return 0
+}
+
+func (x *SnapshotRecord) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *SnapshotRecord) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+// SnapshotEnd: the snapshot reflects the log up to seq; entries follow
+// from seq+1.
+type SnapshotEnd struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Epochs        []*EpochStart          `protobuf:"bytes,2,rep,name=epochs,proto3" json:"epochs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotEnd) Reset() {
+	*x = SnapshotEnd{}
+	mi := &file_thunder_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotEnd) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotEnd) ProtoMessage() {}
+
+func (x *SnapshotEnd) ProtoReflect() protoreflect.Message {
+	mi := &file_thunder_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotEnd.ProtoReflect.Descriptor instead.
+func (*SnapshotEnd) Descriptor() ([]byte, []int) {
+	return file_thunder_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *SnapshotEnd) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *SnapshotEnd) GetEpochs() []*EpochStart {
+	if x != nil {
+		return x.Epochs
+	}
+	return nil
+}
+
+type Entries struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Entries       []*LogEntry            `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Entries) Reset() {
+	*x = Entries{}
+	mi := &file_thunder_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Entries) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Entries) ProtoMessage() {}
+
+func (x *Entries) ProtoReflect() protoreflect.Message {
+	mi := &file_thunder_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Entries.ProtoReflect.Descriptor instead.
+func (*Entries) Descriptor() ([]byte, []int) {
+	return file_thunder_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *Entries) GetEntries() []*LogEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+type HandoverRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// epoch the caller saw; a primary of another epoch refuses.
+	Epoch uint64 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// to is the member to hand over to; empty picks the most caught-up ISR member.
+	To            string `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HandoverRequest) Reset() {
+	*x = HandoverRequest{}
+	mi := &file_thunder_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HandoverRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HandoverRequest) ProtoMessage() {}
+
+func (x *HandoverRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_thunder_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HandoverRequest.ProtoReflect.Descriptor instead.
+func (*HandoverRequest) Descriptor() ([]byte, []int) {
+	return file_thunder_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *HandoverRequest) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *HandoverRequest) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
+type HandoverReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NewPrimary    string                 `protobuf:"bytes,1,opt,name=new_primary,json=newPrimary,proto3" json:"new_primary,omitempty"`
+	Epoch         uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	PausedMicros  int64                  `protobuf:"varint,3,opt,name=paused_micros,json=pausedMicros,proto3" json:"paused_micros,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HandoverReply) Reset() {
+	*x = HandoverReply{}
+	mi := &file_thunder_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HandoverReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HandoverReply) ProtoMessage() {}
+
+func (x *HandoverReply) ProtoReflect() protoreflect.Message {
+	mi := &file_thunder_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HandoverReply.ProtoReflect.Descriptor instead.
+func (*HandoverReply) Descriptor() ([]byte, []int) {
+	return file_thunder_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *HandoverReply) GetNewPrimary() string {
+	if x != nil {
+		return x.NewPrimary
+	}
+	return ""
+}
+
+func (x *HandoverReply) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *HandoverReply) GetPausedMicros() int64 {
+	if x != nil {
+		return x.PausedMicros
+	}
+	return 0
+}
+
 type RoutesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -799,7 +1816,7 @@ type RoutesRequest struct {
 
 func (x *RoutesRequest) Reset() {
 	*x = RoutesRequest{}
-	mi := &file_thunder_proto_msgTypes[10]
+	mi := &file_thunder_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -811,7 +1828,7 @@ func (x *RoutesRequest) String() string {
 func (*RoutesRequest) ProtoMessage() {}
 
 func (x *RoutesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_thunder_proto_msgTypes[10]
+	mi := &file_thunder_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -824,7 +1841,7 @@ func (x *RoutesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoutesRequest.ProtoReflect.Descriptor instead.
 func (*RoutesRequest) Descriptor() ([]byte, []int) {
-	return file_thunder_proto_rawDescGZIP(), []int{10}
+	return file_thunder_proto_rawDescGZIP(), []int{25}
 }
 
 type NodeRoute struct {
@@ -837,7 +1854,7 @@ type NodeRoute struct {
 
 func (x *NodeRoute) Reset() {
 	*x = NodeRoute{}
-	mi := &file_thunder_proto_msgTypes[11]
+	mi := &file_thunder_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -849,7 +1866,7 @@ func (x *NodeRoute) String() string {
 func (*NodeRoute) ProtoMessage() {}
 
 func (x *NodeRoute) ProtoReflect() protoreflect.Message {
-	mi := &file_thunder_proto_msgTypes[11]
+	mi := &file_thunder_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -862,7 +1879,7 @@ func (x *NodeRoute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRoute.ProtoReflect.Descriptor instead.
 func (*NodeRoute) Descriptor() ([]byte, []int) {
-	return file_thunder_proto_rawDescGZIP(), []int{11}
+	return file_thunder_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *NodeRoute) GetId() string {
@@ -892,7 +1909,7 @@ type GroupRoute struct {
 
 func (x *GroupRoute) Reset() {
 	*x = GroupRoute{}
-	mi := &file_thunder_proto_msgTypes[12]
+	mi := &file_thunder_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -904,7 +1921,7 @@ func (x *GroupRoute) String() string {
 func (*GroupRoute) ProtoMessage() {}
 
 func (x *GroupRoute) ProtoReflect() protoreflect.Message {
-	mi := &file_thunder_proto_msgTypes[12]
+	mi := &file_thunder_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -917,7 +1934,7 @@ func (x *GroupRoute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupRoute.ProtoReflect.Descriptor instead.
 func (*GroupRoute) Descriptor() ([]byte, []int) {
-	return file_thunder_proto_rawDescGZIP(), []int{12}
+	return file_thunder_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GroupRoute) GetName() string {
@@ -967,7 +1984,7 @@ type Routes struct {
 
 func (x *Routes) Reset() {
 	*x = Routes{}
-	mi := &file_thunder_proto_msgTypes[13]
+	mi := &file_thunder_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -979,7 +1996,7 @@ func (x *Routes) String() string {
 func (*Routes) ProtoMessage() {}
 
 func (x *Routes) ProtoReflect() protoreflect.Message {
-	mi := &file_thunder_proto_msgTypes[13]
+	mi := &file_thunder_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -992,7 +2009,7 @@ func (x *Routes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Routes.ProtoReflect.Descriptor instead.
 func (*Routes) Descriptor() ([]byte, []int) {
-	return file_thunder_proto_rawDescGZIP(), []int{13}
+	return file_thunder_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Routes) GetVersion() int64 {
@@ -1027,10 +2044,11 @@ var File_thunder_proto protoreflect.FileDescriptor
 
 const file_thunder_proto_rawDesc = "" +
 	"\n" +
-	"\rthunder.proto\x12\x11thunderyurts.wire\"h\n" +
+	"\rthunder.proto\x12\x11thunderyurts.wire\"\x83\x01\n" +
 	"\aRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12%\n" +
-	"\x02op\x18\x02 \x01(\x0e2\x15.thunderyurts.wire.OpR\x02op\x12\x10\n" +
+	"\x02op\x18\x02 \x01(\x0e2\x15.thunderyurts.wire.OpR\x02op\x12\x19\n" +
+	"\bstale_ok\x18\x05 \x01(\bR\astaleOk\x12\x10\n" +
 	"\x03key\x18\x03 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x04 \x01(\fR\x05value\"\xbd\x01\n" +
 	"\bResponse\x12\x0e\n" +
@@ -1066,7 +2084,7 @@ const file_thunder_proto_rawDesc = "" +
 	"\rtable_version\x18\x04 \x01(\x03R\ftableVersion\x121\n" +
 	"\x05items\x18\x05 \x03(\v2\x1b.thunderyurts.wire.KeyValueR\x05items\x12\x12\n" +
 	"\x04more\x18\x06 \x01(\bR\x04more\"\x13\n" +
-	"\x11NodeStatusRequest\"\xcf\x01\n" +
+	"\x11NodeStatusRequest\"\xe6\x02\n" +
 	"\n" +
 	"NodeStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
@@ -1077,7 +2095,76 @@ const file_thunder_proto_rawDesc = "" +
 	"\x05epoch\x18\x06 \x01(\x04R\x05epoch\x12\x1d\n" +
 	"\n" +
 	"file_bytes\x18\a \x01(\x03R\tfileBytes\x12#\n" +
-	"\rtable_version\x18\b \x01(\x03R\ftableVersion\"\x0f\n" +
+	"\rtable_version\x18\b \x01(\x03R\ftableVersion\x12#\n" +
+	"\rcommitted_seq\x18\t \x01(\x04R\fcommittedSeq\x12\x1d\n" +
+	"\n" +
+	"last_epoch\x18\n" +
+	" \x01(\x04R\tlastEpoch\x12\x10\n" +
+	"\x03isr\x18\v \x03(\tR\x03isr\x12?\n" +
+	"\tfollowers\x18\f \x03(\v2!.thunderyurts.wire.FollowerStatusR\tfollowers\"t\n" +
+	"\x0eFollowerStatus\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
+	"\tacked_seq\x18\x02 \x01(\x04R\backedSeq\x12\x1c\n" +
+	"\tconnected\x18\x03 \x01(\bR\tconnected\x12\x17\n" +
+	"\ain_sync\x18\x04 \x01(\bR\x06inSync\"\x86\x01\n" +
+	"\bLogEntry\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x12\n" +
+	"\x04slot\x18\x03 \x01(\rR\x04slot\x12\x10\n" +
+	"\x03key\x18\x04 \x01(\fR\x03key\x12\x14\n" +
+	"\x05value\x18\x05 \x01(\fR\x05value\x12\x16\n" +
+	"\x06delete\x18\x06 \x01(\bR\x06delete\"?\n" +
+	"\n" +
+	"EpochStart\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x1b\n" +
+	"\tstart_seq\x18\x02 \x01(\x04R\bstartSeq\"w\n" +
+	"\x0fFollowerMessage\x120\n" +
+	"\x05hello\x18\x01 \x01(\v2\x18.thunderyurts.wire.HelloH\x00R\x05hello\x12*\n" +
+	"\x03ack\x18\x02 \x01(\v2\x16.thunderyurts.wire.AckH\x00R\x03ackB\x06\n" +
+	"\x04body\"\xe2\x01\n" +
+	"\x05Hello\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\x12\x17\n" +
+	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x19\n" +
+	"\blast_seq\x18\x04 \x01(\x04R\alastSeq\x12\x1d\n" +
+	"\n" +
+	"last_epoch\x18\x05 \x01(\x04R\tlastEpoch\x12#\n" +
+	"\rcommitted_seq\x18\x06 \x01(\x04R\fcommittedSeq\x125\n" +
+	"\x06epochs\x18\a \x03(\v2\x1d.thunderyurts.wire.EpochStartR\x06epochs\"&\n" +
+	"\x03Ack\x12\x1f\n" +
+	"\vdurable_seq\x18\x01 \x01(\x04R\n" +
+	"durableSeq\"\x9a\x03\n" +
+	"\x0ePrimaryMessage\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x1c\n" +
+	"\tcommitted\x18\x02 \x01(\x04R\tcommitted\x129\n" +
+	"\btruncate\x18\x03 \x01(\v2\x1b.thunderyurts.wire.TruncateH\x00R\btruncate\x12I\n" +
+	"\x0esnapshot_begin\x18\x04 \x01(\v2 .thunderyurts.wire.SnapshotBeginH\x00R\rsnapshotBegin\x12I\n" +
+	"\x0esnapshot_chunk\x18\x05 \x01(\v2 .thunderyurts.wire.SnapshotChunkH\x00R\rsnapshotChunk\x12C\n" +
+	"\fsnapshot_end\x18\x06 \x01(\v2\x1e.thunderyurts.wire.SnapshotEndH\x00R\vsnapshotEnd\x126\n" +
+	"\aentries\x18\a \x01(\v2\x1a.thunderyurts.wire.EntriesH\x00R\aentriesB\x06\n" +
+	"\x04body\" \n" +
+	"\bTruncate\x12\x14\n" +
+	"\x05after\x18\x01 \x01(\x04R\x05after\"\x0f\n" +
+	"\rSnapshotBegin\"L\n" +
+	"\rSnapshotChunk\x12;\n" +
+	"\arecords\x18\x01 \x03(\v2!.thunderyurts.wire.SnapshotRecordR\arecords\"L\n" +
+	"\x0eSnapshotRecord\x12\x12\n" +
+	"\x04slot\x18\x01 \x01(\rR\x04slot\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\fR\x03key\x12\x14\n" +
+	"\x05value\x18\x03 \x01(\fR\x05value\"V\n" +
+	"\vSnapshotEnd\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x125\n" +
+	"\x06epochs\x18\x02 \x03(\v2\x1d.thunderyurts.wire.EpochStartR\x06epochs\"@\n" +
+	"\aEntries\x125\n" +
+	"\aentries\x18\x01 \x03(\v2\x1b.thunderyurts.wire.LogEntryR\aentries\"7\n" +
+	"\x0fHandoverRequest\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x0e\n" +
+	"\x02to\x18\x02 \x01(\tR\x02to\"k\n" +
+	"\rHandoverReply\x12\x1f\n" +
+	"\vnew_primary\x18\x01 \x01(\tR\n" +
+	"newPrimary\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12#\n" +
+	"\rpaused_micros\x18\x03 \x01(\x03R\fpausedMicros\"\x0f\n" +
 	"\rRoutesRequest\"/\n" +
 	"\tNodeRoute\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
@@ -1107,11 +2194,13 @@ const file_thunder_proto_rawDesc = "" +
 	"\x03GET\x10\x00\x12\a\n" +
 	"\x03PUT\x10\x01\x12\n" +
 	"\n" +
-	"\x06DELETE\x10\x022\xe2\x01\n" +
+	"\x06DELETE\x10\x022\x8c\x03\n" +
 	"\x04Data\x12E\n" +
 	"\x06Stream\x12\x18.thunderyurts.wire.Batch\x1a\x1d.thunderyurts.wire.BatchReply(\x010\x01\x12D\n" +
 	"\x04Scan\x12\x1e.thunderyurts.wire.ScanRequest\x1a\x1c.thunderyurts.wire.ScanReply\x12M\n" +
-	"\x06Status\x12$.thunderyurts.wire.NodeStatusRequest\x1a\x1d.thunderyurts.wire.NodeStatus2Q\n" +
+	"\x06Status\x12$.thunderyurts.wire.NodeStatusRequest\x1a\x1d.thunderyurts.wire.NodeStatus\x12V\n" +
+	"\tReplicate\x12\".thunderyurts.wire.FollowerMessage\x1a!.thunderyurts.wire.PrimaryMessage(\x010\x01\x12P\n" +
+	"\bHandover\x12\".thunderyurts.wire.HandoverRequest\x1a .thunderyurts.wire.HandoverReply2Q\n" +
 	"\x05Route\x12H\n" +
 	"\tGetRoutes\x12 .thunderyurts.wire.RoutesRequest\x1a\x19.thunderyurts.wire.RoutesB+Z)github.com/thunderyurts/thunderyurts/wireb\x06proto3"
 
@@ -1128,7 +2217,7 @@ func file_thunder_proto_rawDescGZIP() []byte {
 }
 
 var file_thunder_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_thunder_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_thunder_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_thunder_proto_goTypes = []any{
 	(Code)(0),                 // 0: thunderyurts.wire.Code
 	(Op)(0),                   // 1: thunderyurts.wire.Op
@@ -1142,10 +2231,25 @@ var file_thunder_proto_goTypes = []any{
 	(*ScanReply)(nil),         // 9: thunderyurts.wire.ScanReply
 	(*NodeStatusRequest)(nil), // 10: thunderyurts.wire.NodeStatusRequest
 	(*NodeStatus)(nil),        // 11: thunderyurts.wire.NodeStatus
-	(*RoutesRequest)(nil),     // 12: thunderyurts.wire.RoutesRequest
-	(*NodeRoute)(nil),         // 13: thunderyurts.wire.NodeRoute
-	(*GroupRoute)(nil),        // 14: thunderyurts.wire.GroupRoute
-	(*Routes)(nil),            // 15: thunderyurts.wire.Routes
+	(*FollowerStatus)(nil),    // 12: thunderyurts.wire.FollowerStatus
+	(*LogEntry)(nil),          // 13: thunderyurts.wire.LogEntry
+	(*EpochStart)(nil),        // 14: thunderyurts.wire.EpochStart
+	(*FollowerMessage)(nil),   // 15: thunderyurts.wire.FollowerMessage
+	(*Hello)(nil),             // 16: thunderyurts.wire.Hello
+	(*Ack)(nil),               // 17: thunderyurts.wire.Ack
+	(*PrimaryMessage)(nil),    // 18: thunderyurts.wire.PrimaryMessage
+	(*Truncate)(nil),          // 19: thunderyurts.wire.Truncate
+	(*SnapshotBegin)(nil),     // 20: thunderyurts.wire.SnapshotBegin
+	(*SnapshotChunk)(nil),     // 21: thunderyurts.wire.SnapshotChunk
+	(*SnapshotRecord)(nil),    // 22: thunderyurts.wire.SnapshotRecord
+	(*SnapshotEnd)(nil),       // 23: thunderyurts.wire.SnapshotEnd
+	(*Entries)(nil),           // 24: thunderyurts.wire.Entries
+	(*HandoverRequest)(nil),   // 25: thunderyurts.wire.HandoverRequest
+	(*HandoverReply)(nil),     // 26: thunderyurts.wire.HandoverReply
+	(*RoutesRequest)(nil),     // 27: thunderyurts.wire.RoutesRequest
+	(*NodeRoute)(nil),         // 28: thunderyurts.wire.NodeRoute
+	(*GroupRoute)(nil),        // 29: thunderyurts.wire.GroupRoute
+	(*Routes)(nil),            // 30: thunderyurts.wire.Routes
 }
 var file_thunder_proto_depIdxs = []int32{
 	1,  // 0: thunderyurts.wire.Request.op:type_name -> thunderyurts.wire.Op
@@ -1155,22 +2259,38 @@ var file_thunder_proto_depIdxs = []int32{
 	6,  // 4: thunderyurts.wire.ScanRequest.slots:type_name -> thunderyurts.wire.SlotRange
 	0,  // 5: thunderyurts.wire.ScanReply.code:type_name -> thunderyurts.wire.Code
 	8,  // 6: thunderyurts.wire.ScanReply.items:type_name -> thunderyurts.wire.KeyValue
-	13, // 7: thunderyurts.wire.GroupRoute.members:type_name -> thunderyurts.wire.NodeRoute
-	6,  // 8: thunderyurts.wire.Routes.ranges:type_name -> thunderyurts.wire.SlotRange
-	14, // 9: thunderyurts.wire.Routes.groups:type_name -> thunderyurts.wire.GroupRoute
-	4,  // 10: thunderyurts.wire.Data.Stream:input_type -> thunderyurts.wire.Batch
-	7,  // 11: thunderyurts.wire.Data.Scan:input_type -> thunderyurts.wire.ScanRequest
-	10, // 12: thunderyurts.wire.Data.Status:input_type -> thunderyurts.wire.NodeStatusRequest
-	12, // 13: thunderyurts.wire.Route.GetRoutes:input_type -> thunderyurts.wire.RoutesRequest
-	5,  // 14: thunderyurts.wire.Data.Stream:output_type -> thunderyurts.wire.BatchReply
-	9,  // 15: thunderyurts.wire.Data.Scan:output_type -> thunderyurts.wire.ScanReply
-	11, // 16: thunderyurts.wire.Data.Status:output_type -> thunderyurts.wire.NodeStatus
-	15, // 17: thunderyurts.wire.Route.GetRoutes:output_type -> thunderyurts.wire.Routes
-	14, // [14:18] is the sub-list for method output_type
-	10, // [10:14] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	12, // 7: thunderyurts.wire.NodeStatus.followers:type_name -> thunderyurts.wire.FollowerStatus
+	16, // 8: thunderyurts.wire.FollowerMessage.hello:type_name -> thunderyurts.wire.Hello
+	17, // 9: thunderyurts.wire.FollowerMessage.ack:type_name -> thunderyurts.wire.Ack
+	14, // 10: thunderyurts.wire.Hello.epochs:type_name -> thunderyurts.wire.EpochStart
+	19, // 11: thunderyurts.wire.PrimaryMessage.truncate:type_name -> thunderyurts.wire.Truncate
+	20, // 12: thunderyurts.wire.PrimaryMessage.snapshot_begin:type_name -> thunderyurts.wire.SnapshotBegin
+	21, // 13: thunderyurts.wire.PrimaryMessage.snapshot_chunk:type_name -> thunderyurts.wire.SnapshotChunk
+	23, // 14: thunderyurts.wire.PrimaryMessage.snapshot_end:type_name -> thunderyurts.wire.SnapshotEnd
+	24, // 15: thunderyurts.wire.PrimaryMessage.entries:type_name -> thunderyurts.wire.Entries
+	22, // 16: thunderyurts.wire.SnapshotChunk.records:type_name -> thunderyurts.wire.SnapshotRecord
+	14, // 17: thunderyurts.wire.SnapshotEnd.epochs:type_name -> thunderyurts.wire.EpochStart
+	13, // 18: thunderyurts.wire.Entries.entries:type_name -> thunderyurts.wire.LogEntry
+	28, // 19: thunderyurts.wire.GroupRoute.members:type_name -> thunderyurts.wire.NodeRoute
+	6,  // 20: thunderyurts.wire.Routes.ranges:type_name -> thunderyurts.wire.SlotRange
+	29, // 21: thunderyurts.wire.Routes.groups:type_name -> thunderyurts.wire.GroupRoute
+	4,  // 22: thunderyurts.wire.Data.Stream:input_type -> thunderyurts.wire.Batch
+	7,  // 23: thunderyurts.wire.Data.Scan:input_type -> thunderyurts.wire.ScanRequest
+	10, // 24: thunderyurts.wire.Data.Status:input_type -> thunderyurts.wire.NodeStatusRequest
+	15, // 25: thunderyurts.wire.Data.Replicate:input_type -> thunderyurts.wire.FollowerMessage
+	25, // 26: thunderyurts.wire.Data.Handover:input_type -> thunderyurts.wire.HandoverRequest
+	27, // 27: thunderyurts.wire.Route.GetRoutes:input_type -> thunderyurts.wire.RoutesRequest
+	5,  // 28: thunderyurts.wire.Data.Stream:output_type -> thunderyurts.wire.BatchReply
+	9,  // 29: thunderyurts.wire.Data.Scan:output_type -> thunderyurts.wire.ScanReply
+	11, // 30: thunderyurts.wire.Data.Status:output_type -> thunderyurts.wire.NodeStatus
+	18, // 31: thunderyurts.wire.Data.Replicate:output_type -> thunderyurts.wire.PrimaryMessage
+	26, // 32: thunderyurts.wire.Data.Handover:output_type -> thunderyurts.wire.HandoverReply
+	30, // 33: thunderyurts.wire.Route.GetRoutes:output_type -> thunderyurts.wire.Routes
+	28, // [28:34] is the sub-list for method output_type
+	22, // [22:28] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_thunder_proto_init() }
@@ -1178,13 +2298,24 @@ func file_thunder_proto_init() {
 	if File_thunder_proto != nil {
 		return
 	}
+	file_thunder_proto_msgTypes[13].OneofWrappers = []any{
+		(*FollowerMessage_Hello)(nil),
+		(*FollowerMessage_Ack)(nil),
+	}
+	file_thunder_proto_msgTypes[16].OneofWrappers = []any{
+		(*PrimaryMessage_Truncate)(nil),
+		(*PrimaryMessage_SnapshotBegin)(nil),
+		(*PrimaryMessage_SnapshotChunk)(nil),
+		(*PrimaryMessage_SnapshotEnd)(nil),
+		(*PrimaryMessage_Entries)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_thunder_proto_rawDesc), len(file_thunder_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   14,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -41,6 +41,8 @@ type DRPCDataClient interface {
 	Stream(ctx context.Context) (DRPCData_StreamClient, error)
 	Scan(ctx context.Context, in *ScanRequest) (*ScanReply, error)
 	Status(ctx context.Context, in *NodeStatusRequest) (*NodeStatus, error)
+	Replicate(ctx context.Context) (DRPCData_ReplicateClient, error)
+	Handover(ctx context.Context, in *HandoverRequest) (*HandoverReply, error)
 }
 
 type drpcDataClient struct {
@@ -110,10 +112,60 @@ func (c *drpcDataClient) Status(ctx context.Context, in *NodeStatusRequest) (*No
 	return out, nil
 }
 
+func (c *drpcDataClient) Replicate(ctx context.Context) (DRPCData_ReplicateClient, error) {
+	stream, err := c.cc.NewStream(ctx, "/thunderyurts.wire.Data/Replicate", drpcEncoding_File_thunder_proto{})
+	if err != nil {
+		return nil, err
+	}
+	x := &drpcData_ReplicateClient{stream}
+	return x, nil
+}
+
+type DRPCData_ReplicateClient interface {
+	drpc.Stream
+	Send(*FollowerMessage) error
+	Recv() (*PrimaryMessage, error)
+}
+
+type drpcData_ReplicateClient struct {
+	drpc.Stream
+}
+
+func (x *drpcData_ReplicateClient) GetStream() drpc.Stream {
+	return x.Stream
+}
+
+func (x *drpcData_ReplicateClient) Send(m *FollowerMessage) error {
+	return x.MsgSend(m, drpcEncoding_File_thunder_proto{})
+}
+
+func (x *drpcData_ReplicateClient) Recv() (*PrimaryMessage, error) {
+	m := new(PrimaryMessage)
+	if err := x.MsgRecv(m, drpcEncoding_File_thunder_proto{}); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (x *drpcData_ReplicateClient) RecvMsg(m *PrimaryMessage) error {
+	return x.MsgRecv(m, drpcEncoding_File_thunder_proto{})
+}
+
+func (c *drpcDataClient) Handover(ctx context.Context, in *HandoverRequest) (*HandoverReply, error) {
+	out := new(HandoverReply)
+	err := c.cc.Invoke(ctx, "/thunderyurts.wire.Data/Handover", drpcEncoding_File_thunder_proto{}, in, out)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 type DRPCDataServer interface {
 	Stream(DRPCData_StreamStream) error
 	Scan(context.Context, *ScanRequest) (*ScanReply, error)
 	Status(context.Context, *NodeStatusRequest) (*NodeStatus, error)
+	Replicate(DRPCData_ReplicateStream) error
+	Handover(context.Context, *HandoverRequest) (*HandoverReply, error)
 }
 
 type DRPCDataUnimplementedServer struct{}
@@ -130,9 +182,17 @@ func (s *DRPCDataUnimplementedServer) Status(context.Context, *NodeStatusRequest
 	return nil, drpcerr.WithCode(errors.New("Unimplemented"), drpcerr.Unimplemented)
 }
 
+func (s *DRPCDataUnimplementedServer) Replicate(DRPCData_ReplicateStream) error {
+	return drpcerr.WithCode(errors.New("Unimplemented"), drpcerr.Unimplemented)
+}
+
+func (s *DRPCDataUnimplementedServer) Handover(context.Context, *HandoverRequest) (*HandoverReply, error) {
+	return nil, drpcerr.WithCode(errors.New("Unimplemented"), drpcerr.Unimplemented)
+}
+
 type DRPCDataDescription struct{}
 
-func (DRPCDataDescription) NumMethods() int { return 3 }
+func (DRPCDataDescription) NumMethods() int { return 5 }
 
 func (DRPCDataDescription) Method(n int) (string, drpc.Encoding, drpc.Receiver, interface{}, bool) {
 	switch n {
@@ -162,6 +222,23 @@ func (DRPCDataDescription) Method(n int) (string, drpc.Encoding, drpc.Receiver, 
 						in1.(*NodeStatusRequest),
 					)
 			}, DRPCDataServer.Status, true
+	case 3:
+		return "/thunderyurts.wire.Data/Replicate", drpcEncoding_File_thunder_proto{},
+			func(srv interface{}, ctx context.Context, in1, in2 interface{}) (drpc.Message, error) {
+				return nil, srv.(DRPCDataServer).
+					Replicate(
+						&drpcData_ReplicateStream{in1.(drpc.Stream)},
+					)
+			}, DRPCDataServer.Replicate, true
+	case 4:
+		return "/thunderyurts.wire.Data/Handover", drpcEncoding_File_thunder_proto{},
+			func(srv interface{}, ctx context.Context, in1, in2 interface{}) (drpc.Message, error) {
+				return srv.(DRPCDataServer).
+					Handover(
+						ctx,
+						in1.(*HandoverRequest),
+					)
+			}, DRPCDataServer.Handover, true
 	default:
 		return "", nil, nil, nil, false
 	}
@@ -235,6 +312,56 @@ func (x *drpcData_StatusStream) GetStream() drpc.Stream {
 }
 
 func (x *drpcData_StatusStream) SendAndClose(m *NodeStatus) error {
+	if err := x.MsgSend(m, drpcEncoding_File_thunder_proto{}); err != nil {
+		return err
+	}
+	return x.CloseSend()
+}
+
+type DRPCData_ReplicateStream interface {
+	drpc.Stream
+	Send(*PrimaryMessage) error
+	Recv() (*FollowerMessage, error)
+}
+
+type drpcData_ReplicateStream struct {
+	drpc.Stream
+}
+
+func (x *drpcData_ReplicateStream) GetStream() drpc.Stream {
+	return x.Stream
+}
+
+func (x *drpcData_ReplicateStream) Send(m *PrimaryMessage) error {
+	return x.MsgSend(m, drpcEncoding_File_thunder_proto{})
+}
+
+func (x *drpcData_ReplicateStream) Recv() (*FollowerMessage, error) {
+	m := new(FollowerMessage)
+	if err := x.MsgRecv(m, drpcEncoding_File_thunder_proto{}); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (x *drpcData_ReplicateStream) RecvMsg(m *FollowerMessage) error {
+	return x.MsgRecv(m, drpcEncoding_File_thunder_proto{})
+}
+
+type DRPCData_HandoverStream interface {
+	drpc.Stream
+	SendAndClose(*HandoverReply) error
+}
+
+type drpcData_HandoverStream struct {
+	drpc.Stream
+}
+
+func (x *drpcData_HandoverStream) GetStream() drpc.Stream {
+	return x.Stream
+}
+
+func (x *drpcData_HandoverStream) SendAndClose(m *HandoverReply) error {
 	if err := x.MsgSend(m, drpcEncoding_File_thunder_proto{}); err != nil {
 		return err
 	}

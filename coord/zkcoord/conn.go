@@ -164,7 +164,8 @@ func (l zkLogger) Printf(format string, args ...any) {
 }
 
 // call runs one ZooKeeper request so that ctx can end the wait: the client's
-// calls take no context. The goroutine it starts ends when the client
+// calls take no context. fn may outlive call, so it must hand everything back
+// through its results, never through captured variables. The goroutine it starts ends when the client
 // answers, which it always does: with the reply, or with an error once the
 // connection drops or the Conn closes. A request is not even queued while
 // there is no session, so it cannot run long after its caller gave up.
@@ -221,18 +222,17 @@ func (c *Conn) Get(ctx context.Context, path string) ([]byte, coord.Version, err
 	if err != nil {
 		return nil, 0, fmt.Errorf("get %s: %w", path, err)
 	}
-	var v coord.Version
-	data, err := call(ctx, c, func() ([]byte, error) {
+	got, err := call(ctx, c, func() (coord.WatchData, error) {
 		data, stat, err := c.zk.Get(full)
-		if err == nil {
-			v = coord.Version(stat.Version)
+		if err != nil {
+			return coord.WatchData{}, err
 		}
-		return data, err
+		return coord.WatchData{Data: data, Version: coord.Version(stat.Version)}, nil
 	})
 	if err != nil {
 		return nil, 0, fmt.Errorf("get %s: %w", path, err)
 	}
-	return data, v, nil
+	return got.Data, got.Version, nil
 }
 
 // Create implements coord.Conn.

@@ -19,16 +19,14 @@ func (c *Conn) Watch(ctx context.Context, path string) (coord.WatchData, <-chan 
 		return coord.WatchData{}, nil, fmt.Errorf("watch %s: %w", path, err)
 	}
 	read := func() (coord.WatchData, <-chan zk.Event, error) {
-		var events <-chan zk.Event
-		wd, err := call(ctx, c, func() (coord.WatchData, error) {
-			data, stat, ev, err := c.zk.GetW(full)
+		r, err := call(ctx, c, func() (watched[coord.WatchData], error) {
+			data, stat, events, err := c.zk.GetW(full)
 			if err != nil {
-				return coord.WatchData{}, err
+				return watched[coord.WatchData]{}, err
 			}
-			events = ev
-			return coord.WatchData{Data: data, Version: coord.Version(stat.Version)}, nil
+			return watched[coord.WatchData]{coord.WatchData{Data: data, Version: coord.Version(stat.Version)}, events}, nil
 		})
-		return wd, events, err
+		return r.v, r.events, err
 	}
 	final := func(err error) coord.WatchData {
 		return coord.WatchData{Err: fmt.Errorf("watch %s: %w", path, err)}
@@ -47,17 +45,15 @@ func (c *Conn) WatchChildren(ctx context.Context, path string) ([]string, <-chan
 		return nil, nil, fmt.Errorf("watch children %s: %w", path, err)
 	}
 	read := func() (coord.ChildrenData, <-chan zk.Event, error) {
-		var events <-chan zk.Event
-		cd, err := call(ctx, c, func() (coord.ChildrenData, error) {
-			names, _, ev, err := c.zk.ChildrenW(full)
+		r, err := call(ctx, c, func() (watched[coord.ChildrenData], error) {
+			names, _, events, err := c.zk.ChildrenW(full)
 			if err != nil {
-				return coord.ChildrenData{}, err
+				return watched[coord.ChildrenData]{}, err
 			}
-			events = ev
 			slices.Sort(names)
-			return coord.ChildrenData{Children: names}, nil
+			return watched[coord.ChildrenData]{coord.ChildrenData{Children: names}, events}, nil
 		})
-		return cd, events, err
+		return r.v, r.events, err
 	}
 	final := func(err error) coord.ChildrenData {
 		return coord.ChildrenData{Err: fmt.Errorf("watch children %s: %w", path, err)}
@@ -67,6 +63,12 @@ func (c *Conn) WatchChildren(ctx context.Context, path string) ([]string, <-chan
 		return nil, nil, fmt.Errorf("watch children %s: %w", path, err)
 	}
 	return first.Children, out, nil
+}
+
+// watched is a value read together with the one-shot watch set on it.
+type watched[T any] struct {
+	v      T
+	events <-chan zk.Event
 }
 
 // startWatch reads the first value and starts the goroutine that delivers

@@ -5,14 +5,16 @@ import (
 	"slices"
 	"time"
 
+	"github.com/thunderyurts/thunderyurts/client"
 	"github.com/thunderyurts/thunderyurts/coord"
+	"github.com/thunderyurts/thunderyurts/wire"
 )
 
 // lead does the leader's work until ctx, the leadership, ends: it reacts to
 // every change of the registered nodes and re-checks the cluster each second
 // so that nothing is missed between watches.
 func (c *Coordinator) lead(ctx context.Context) {
-	l := &leader{c: c}
+	l := &leader{c: c, stranded: map[string]uint64{}}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	var changes <-chan []coord.NodeInfo
@@ -49,13 +51,98 @@ type leader struct {
 	// assignableSince is when a new cluster first had a group with a
 	// primary; slots are spread AssignDelay later.
 	assignableSince time.Time
+	// stranded remembers, per group, the epoch for which the leader already
+	// warned that no in-sync member is alive, so it warns once.
+	stranded map[string]uint64
 }
 
 func (l *leader) reconcile(ctx context.Context, nodes []coord.NodeInfo) {
 	for _, n := range nodes {
 		l.admit(ctx, n)
 	}
+	l.failover(ctx, nodes)
 	l.assignInitialSlots(ctx)
+}
+
+// failover promotes, for every group whose primary's registration is gone
+// (its ZooKeeper session expired, so it has stopped serving), the live
+// in-sync member with the longest log, bumping the epoch in the same
+// compare-and-set (REPLICATION-NOTES #2). A group with no live in-sync
+// member stays without a writable primary until one returns or an operator
+// forces a promotion.
+func (l *leader) failover(ctx context.Context, nodes []coord.NodeInfo) {
+	cl := l.c.cfg.Cluster
+	registered := map[string]coord.NodeInfo{}
+	for _, n := range nodes {
+		registered[n.ID] = n
+	}
+	groups, err := cl.Groups(ctx)
+	if err != nil {
+		return
+	}
+	for _, g := range groups {
+		if g.Primary == "" {
+			continue
+		}
+		if _, alive := registered[g.Primary]; alive {
+			continue
+		}
+		best, pos, ok := l.mostCaughtUp(ctx, g, registered)
+		if !ok {
+			if l.stranded[g.Name] != g.Epoch {
+				l.stranded[g.Name] = g.Epoch
+				l.c.log.Warn("group has lost its primary and no in-sync member is alive; writes wait for one to return (or admin failover --force)",
+					"group", g.Name, "primary", g.Primary, "isr", g.ISR, "epoch", g.Epoch)
+			}
+			continue
+		}
+		old, epoch := g.Primary, g.Epoch
+		promoted := false
+		ng, err := cl.UpdateGroup(ctx, g.Name, func(cur *coord.Group) error {
+			promoted = cur.Primary == old && cur.Epoch == epoch
+			if !promoted {
+				return coord.ErrNoChange
+			}
+			cur.Primary = best
+			cur.Epoch++
+			cur.ISR = slices.DeleteFunc(slices.Clone(cur.ISR), func(id string) bool { return id == old })
+			if !slices.Contains(cur.ISR, best) {
+				cur.ISR = append(cur.ISR, best)
+			}
+			return nil
+		})
+		switch {
+		case err != nil:
+			l.c.log.Warn("failover failed", "group", g.Name, "err", err)
+		case promoted:
+			l.c.log.Info("failover: promoted the in-sync member with the longest log", "group", g.Name, "old_primary", old,
+				"new_primary", best, "epoch", ng.Epoch, "last_epoch", pos.LastEpoch, "last_seq", pos.LastSeq)
+		}
+	}
+}
+
+// mostCaughtUp asks the live in-sync members of g for their log position
+// and returns the one with the newest (last epoch, last sequence).
+func (l *leader) mostCaughtUp(ctx context.Context, g *coord.Group, registered map[string]coord.NodeInfo) (string, *wire.NodeStatus, bool) {
+	var best string
+	var bestPos *wire.NodeStatus
+	for _, id := range g.ISR {
+		info, alive := registered[id]
+		if id == g.Primary || !alive {
+			continue
+		}
+		sctx, cancel := context.WithTimeout(ctx, time.Second)
+		pos, err := client.NodeStatus(sctx, info.Addr)
+		cancel()
+		if err != nil {
+			l.c.log.Warn("in-sync member did not report its log position", "group", g.Name, "node", id, "err", err)
+			continue
+		}
+		if bestPos == nil || pos.LastEpoch > bestPos.LastEpoch || (pos.LastEpoch == bestPos.LastEpoch && pos.LastSeq > bestPos.LastSeq) {
+			best, bestPos = id, pos
+		}
+	}
+	return best, bestPos, bestPos != nil
 }
 
 // admit makes a registered node a member of its group, and its primary if

@@ -23,7 +23,7 @@ func newMetrics(n *Node) *metrics {
 	}
 	reg.Gauge("thunder_data_last_seq", "Sequence number of the newest op-log entry.", func() float64 { return float64(n.store.LastSeq()) })
 	reg.Gauge("thunder_data_is_primary", "1 when this node is its group's primary.", func() float64 {
-		if n.state.Load().isPrimary(n.id) {
+		if n.state.Load().isPrimary() {
 			return 1
 		}
 		return 0

@@ -40,9 +40,30 @@ type Config struct {
 	Dir string
 	// MaxValueSize bounds values; 0 → 4 MiB.
 	MaxValueSize int
+	// Acks says when a write is acknowledged: AcksAll (the zero value) once
+	// it is durable on every in-sync replica, AcksOne once it is durable on
+	// the primary alone.
+	Acks Acks
+	// MinInsync is the fewest in-sync replicas (the primary included) with
+	// which the primary accepts writes; 0 → 1.
+	MinInsync int
+	// MaxLag is how long a follower may stay behind before the primary
+	// drops it from the in-sync set; 0 → 2s.
+	MaxLag time.Duration
 	// Logger receives the node's events; nil → slog.Default().
 	Logger *slog.Logger
 }
+
+// Acks is the acknowledgement policy of writes.
+type Acks int
+
+const (
+	// AcksAll acknowledges a write once every in-sync replica holds it durably.
+	AcksAll Acks = iota
+	// AcksOne acknowledges a write once the primary holds it durably; a
+	// failover may lose it.
+	AcksOne
+)
 
 // Node is a running data node.
 type Node struct {
@@ -61,20 +82,25 @@ type Node struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	ready  chan struct{}
+	// roleKick asks manageRole to look at the state again.
+	roleKick chan struct{}
 	done   chan struct{}
 	err    error
 
 	closeOnce sync.Once
 }
 
-// state is what the node knows from ZooKeeper: who owns each slot and
-// whether it is its group's primary.
+// state is what the node knows from ZooKeeper — who owns each slot, its
+// group — and the role it acts on: primary is set only while this node
+// leads its group in the group's current epoch with a live session.
 type state struct {
-	table *coord.SlotTable
-	group *coord.Group
+	table     *coord.SlotTable
+	group     *coord.Group
+	sessionOK bool
+	primary   *primary
 }
 
-func (s *state) isPrimary(id string) bool { return s.group != nil && s.group.Primary == id }
+func (s *state) isPrimary() bool { return s.primary != nil }
 
 // ErrNoCluster: the cluster did not exist in ZooKeeper before the start
 // context ended; a coordinator creates it.
@@ -89,11 +115,15 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	cfg.MinInsync = max(cfg.MinInsync, 1)
+	if cfg.MaxLag <= 0 {
+		cfg.MaxLag = 2 * time.Second
+	}
 	id, err := loadOrCreateID(cfg.Dir)
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, id: id, log: cfg.Logger.With("node", id, "group", cfg.Group), ready: make(chan struct{}), done: make(chan struct{})}
+	n := &Node{cfg: cfg, id: id, log: cfg.Logger.With("node", id, "group", cfg.Group), ready: make(chan struct{}), done: make(chan struct{}), roleKick: make(chan struct{}, 1)}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	if err := n.start(ctx); err != nil {
 		n.Close()
@@ -107,7 +137,7 @@ func (n *Node) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	n.store, err = datastore.Open(filepath.Join(n.cfg.Dir, "data.db"), datastore.Options{
+	n.store, err = datastore.Open(filepath.Join(n.cfg.Dir, "store"), datastore.Options{
 		Slots: meta.Slots, MaxValueSize: n.cfg.MaxValueSize, Logger: n.log,
 	})
 	if err != nil {
@@ -214,8 +244,9 @@ func (n *Node) follow() error {
 	if err != nil {
 		return fmt.Errorf("watch group %s: %w", n.cfg.Group, err)
 	}
-	n.state.Store(&state{table: table, group: group})
-	n.wg.Add(2)
+	n.state.Store(&state{table: table, group: group, sessionOK: true})
+	n.wg.Add(3)
+	go func() { defer n.wg.Done(); n.manageRole() }()
 	go func() {
 		defer n.wg.Done()
 		keepWatching(n, "slot table", tableCh, n.cfg.Cluster.WatchSlotTable,
@@ -266,9 +297,10 @@ func (n *Node) update(change func(*state)) {
 		next := *old
 		change(&next)
 		if n.state.CompareAndSwap(old, &next) {
-			if old.isPrimary(n.id) != next.isPrimary(n.id) || old.table.Version != next.table.Version {
-				n.log.Info("state changed", "primary", next.isPrimary(n.id), "epoch", epochOf(next.group), "table_version", next.table.Version)
+			if old.table.Version != next.table.Version {
+				n.log.Info("slot table changed", "table_version", next.table.Version)
 			}
+			n.kickRole()
 			return
 		}
 	}
@@ -287,7 +319,7 @@ func (n *Node) readyErr() error {
 	default:
 		return errors.New("starting")
 	}
-	if !n.state.Load().isPrimary(n.id) {
+	if !n.state.Load().isPrimary() {
 		return errors.New("not the primary of group " + n.cfg.Group)
 	}
 	return nil
@@ -320,11 +352,23 @@ func (n *Node) fail(err error) {
 	})
 }
 
-// Close stops the node: it deregisters (the ephemeral znode goes with the
+// Close stops the node. A primary first hands its role to the most
+// caught-up in-sync member (a graceful switchover, bounded to a few
+// seconds). Then it deregisters (the ephemeral znode goes with the
 // registration's context), stops accepting requests, waits for requests in
-// flight and their commits, then closes the store. It is idempotent.
+// flight and their commits, and closes the store. It is idempotent.
 func (n *Node) Close() error {
-	n.closeOnce.Do(n.shutdown)
+	n.closeOnce.Do(func() {
+		if st := n.state.Load(); st != nil && st.primary != nil && n.ctx.Err() == nil {
+			p := st.primary
+			ctx, cancel := context.WithTimeout(n.ctx, 6*time.Second)
+			if _, err := p.handover(ctx, ""); err != nil {
+				n.log.Info("no handover before shutdown", "reason", err)
+			}
+			cancel()
+		}
+		n.shutdown()
+	})
 	return n.err
 }
 

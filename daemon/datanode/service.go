@@ -29,7 +29,7 @@ func codeOf(err error) wire.Code {
 		return wire.Code_INVALID_ARGUMENT
 	case errors.Is(err, datastore.ErrCorrupt):
 		return wire.Code_CORRUPT
-	case errors.Is(err, datastore.ErrClosed), errors.Is(err, context.Canceled):
+	case errors.Is(err, datastore.ErrClosed), errors.Is(err, datastore.ErrFailed), errors.Is(err, context.Canceled), errors.Is(err, errDeposed):
 		return wire.Code_UNAVAILABLE
 	}
 	return wire.CodeOf(err)
@@ -39,14 +39,20 @@ func errResponse(id uint64, err error) *wire.Response {
 	return &wire.Response{Id: id, Code: codeOf(err), Message: err.Error()}
 }
 
-// route decides whether this node serves slot now; nil means yes.
-func (n *Node) route(st *state, slot int) *wire.Response {
+// route decides whether this node serves slot now; nil means yes. A stale
+// read (stale_ok) may be served by any member of the owning group.
+func (n *Node) route(st *state, slot int, stale bool) *wire.Response {
 	owner := st.table.Owner(slot)
 	switch {
 	case owner != n.cfg.Group:
 		return &wire.Response{Code: wire.Code_MOVED, OwnerGroup: owner, TableVersion: st.table.Version,
 			Message: fmt.Sprintf("slot %d moved to group %s (slot table v%d)", slot, owner, st.table.Version)}
-	case !st.isPrimary(n.id):
+	case !st.sessionOK:
+		return &wire.Response{Code: wire.Code_UNAVAILABLE,
+			Message: fmt.Sprintf("node %s lost its ZooKeeper session; it serves again once its role is known", n.id)}
+	case stale:
+		return nil
+	case !st.isPrimary():
 		return &wire.Response{Code: wire.Code_NOT_PRIMARY, OwnerGroup: owner, TableVersion: st.table.Version,
 			Message: fmt.Sprintf("node %s is not the primary of group %s", n.id, n.cfg.Group)}
 	}
@@ -95,7 +101,7 @@ func (s *service) handle(ctx context.Context, batch *wire.Batch, out chan<- []*w
 			continue
 		}
 		slot := coord.SlotOf(req.Key, slots)
-		if refusal := n.route(st, slot); refusal != nil {
+		if refusal := n.route(st, slot, req.StaleOk && req.Op == wire.Op_GET); refusal != nil {
 			refusal.Id = req.Id
 			replies = append(replies, refusal)
 			continue
@@ -129,7 +135,7 @@ func (s *service) handle(ctx context.Context, batch *wire.Batch, out chan<- []*w
 	writes.Add(1)
 	go func() {
 		defer writes.Done()
-		_, err := n.store.Write(ctx, muts)
+		err := n.write(ctx, st.primary, muts)
 		done := make([]*wire.Response, len(puts))
 		for i, req := range puts {
 			if err != nil {
@@ -178,7 +184,7 @@ func (s *service) Scan(ctx context.Context, req *wire.ScanRequest) (*wire.ScanRe
 			if slot >= len(st.table.Owners) {
 				return &wire.ScanReply{Code: wire.Code_INVALID_ARGUMENT, Message: fmt.Sprintf("slot %d out of range", slot)}, nil
 			}
-			if refusal := n.route(st, slot); refusal != nil {
+			if refusal := n.route(st, slot, false); refusal != nil {
 				return &wire.ScanReply{Code: refusal.Code, Message: refusal.Message, OwnerGroup: refusal.OwnerGroup, TableVersion: refusal.TableVersion}, nil
 			}
 			slots = append(slots, slot)
@@ -188,7 +194,7 @@ func (s *service) Scan(ctx context.Context, req *wire.ScanRequest) (*wire.ScanRe
 	if limit <= 0 || limit > 10000 {
 		limit = 10000
 	}
-	kvs, err := n.store.Scan(slots, req.Start, req.End, limit+1)
+	kvs, err := n.store.Scan(ctx, slots, req.Start, req.End, limit+1)
 	if err != nil {
 		return &wire.ScanReply{Code: codeOf(err), Message: err.Error()}, nil
 	}
@@ -203,7 +209,27 @@ func (s *service) Scan(ctx context.Context, req *wire.ScanRequest) (*wire.ScanRe
 	return reply, nil
 }
 
-// Status reports the node's role and store figures.
+// write makes muts durable on this node, then waits until every in-sync
+// replica has them too (or only this node, with --acks 1).
+func (n *Node) write(ctx context.Context, p *primary, muts []datastore.Mutation) error {
+	if err := p.admit(); err != nil {
+		return err
+	}
+	seq, err := n.store.Write(ctx, muts)
+	if errors.Is(err, datastore.ErrFailed) {
+		// Fail-stop: a primary that cannot write its log steps down by
+		// exiting, so its group fails over.
+		go n.fail(err)
+	}
+	if err != nil {
+		return err
+	}
+	p.recompute()
+	return p.waitCommitted(ctx, seq)
+}
+
+// Status reports the node's role, log positions and, on a primary, its
+// view of the followers.
 func (s *service) Status(ctx context.Context, _ *wire.NodeStatusRequest) (*wire.NodeStatus, error) {
 	n := s.n
 	st := n.state.Load()
@@ -211,10 +237,40 @@ func (s *service) Status(ctx context.Context, _ *wire.NodeStatusRequest) (*wire.
 	if err != nil {
 		return nil, fmt.Errorf("store stats: %w", err)
 	}
-	role := "secondary"
-	if st.isPrimary(n.id) {
-		role = "primary"
+	out := &wire.NodeStatus{Id: n.id, Group: n.cfg.Group, Role: "secondary", Keys: stats.Keys, LastSeq: stats.LastSeq,
+		Epoch: epochOf(st.group), FileBytes: stats.FileBytes, TableVersion: st.table.Version,
+		CommittedSeq: n.store.CommittedSeq(), LastEpoch: lastEpoch(n.store)}
+	switch {
+	case !st.sessionOK:
+		out.Role = "unknown"
+	case st.primary != nil:
+		out.Role = "primary"
+		out.Isr, out.Followers = st.primary.followerStatus()
 	}
-	return &wire.NodeStatus{Id: n.id, Group: n.cfg.Group, Role: role, Keys: stats.Keys, LastSeq: stats.LastSeq,
-		Epoch: epochOf(st.group), FileBytes: stats.FileBytes, TableVersion: st.table.Version}, nil
+	return out, nil
+}
+
+// lastEpoch is the epoch of the newest entry in store's log.
+func lastEpoch(store *datastore.Store) uint64 {
+	last := store.LastSeq()
+	epochs := store.Epochs()
+	for i := len(epochs) - 1; i >= 0; i-- {
+		if epochs[i].StartSeq <= last {
+			return epochs[i].Epoch
+		}
+	}
+	return 0
+}
+
+// Handover moves the primary role to another member without losing an
+// acknowledged write: see primary.handover.
+func (s *service) Handover(ctx context.Context, req *wire.HandoverRequest) (*wire.HandoverReply, error) {
+	p := s.n.state.Load().primary
+	switch {
+	case p == nil:
+		return nil, fmt.Errorf("node %s is not the primary of group %s", s.n.id, s.n.cfg.Group)
+	case req.Epoch != 0 && req.Epoch != p.epoch:
+		return nil, fmt.Errorf("group %s is at epoch %d, not %d", s.n.cfg.Group, p.epoch, req.Epoch)
+	}
+	return p.handover(ctx, req.To)
 }

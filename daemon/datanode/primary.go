@@ -1,0 +1,359 @@
+package datanode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/thunderyurts/thunderyurts/coord"
+	"github.com/thunderyurts/thunderyurts/datastore"
+	"github.com/thunderyurts/thunderyurts/wire"
+)
+
+// errDeposed: the primary role ended (a new epoch, a lost session, a
+// handover) before the operation finished.
+var errDeposed = errors.New("no longer the primary")
+
+// primary is the replication side of a node while it leads its group for
+// one epoch: it tracks each follower's acknowledged position, computes the
+// high watermark (what every in-sync replica has made durable), keeps the
+// in-sync set current in ZooKeeper, and wakes writers whose entries are
+// committed.
+type primary struct {
+	n      *Node
+	epoch  uint64
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	wg     sync.WaitGroup
+
+	mu        sync.Mutex
+	isr       []string // as last written to ZooKeeper, including this node
+	followers map[string]*follower
+	committed uint64
+	advanced  chan struct{} // closed and replaced when committed moves
+	draining  bool          // a handover stopped admitting writes
+}
+
+// follower is what the primary knows of one member.
+type follower struct {
+	id        string
+	acked     uint64 // durable on the follower
+	connected bool
+	// caughtUpAt is when the follower last held everything the primary had
+	// at that time; its lag is measured from it (Kafka's
+	// replica.lag.time.max.ms).
+	caughtUpAt time.Time
+	samples    []logSample
+	stream     int // generation of the attached stream, to detach the right one
+}
+
+type logSample struct {
+	seq uint64
+	at  time.Time
+}
+
+func newPrimary(n *Node, epoch uint64, isr []string) *primary {
+	p := &primary{n: n, epoch: epoch, followers: map[string]*follower{}, advanced: make(chan struct{}),
+		isr: slices.Clone(isr), committed: n.store.CommittedSeq()}
+	if !slices.Contains(p.isr, n.id) {
+		p.isr = append(p.isr, n.id)
+	}
+	now := time.Now()
+	for _, id := range p.isr {
+		if id != n.id {
+			// ISR members get the lag bound to connect before they are dropped.
+			p.followers[id] = &follower{id: id, caughtUpAt: now}
+		}
+	}
+	p.ctx, p.cancel = context.WithCancelCause(n.ctx)
+	p.wg.Add(1)
+	go func() { defer p.wg.Done(); p.maintainISR() }()
+	p.recompute()
+	return p
+}
+
+// stop ends the role: writers still waiting fail, followers' streams close.
+func (p *primary) stop(cause error) {
+	p.cancel(cause)
+	p.wg.Wait()
+}
+
+// admit says whether a write may start now.
+func (p *primary) admit() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.ctx.Err() != nil:
+		return fmt.Errorf("%w: %w", wire.ErrUnavailable, errDeposed)
+	case p.draining:
+		return fmt.Errorf("%w: handing over the primary role", wire.ErrNotPrimary)
+	case len(p.isr) < p.n.cfg.MinInsync:
+		return fmt.Errorf("%w: %d in-sync replica(s) of group %s, --min-insync is %d", wire.ErrUnavailable, len(p.isr), p.n.cfg.Group, p.n.cfg.MinInsync)
+	}
+	return nil
+}
+
+// recompute moves the high watermark to what every in-sync replica holds
+// durably (with acks=1, what this node holds), then wakes the writers.
+func (p *primary) recompute() {
+	durable := p.n.store.DurableSeq()
+	p.mu.Lock()
+	hw := durable
+	if p.n.cfg.Acks != AcksOne {
+		for _, id := range p.isr {
+			if f := p.followers[id]; id != p.n.id && f != nil {
+				hw = min(hw, f.acked)
+			} else if id != p.n.id {
+				hw = 0
+			}
+		}
+	}
+	if hw <= p.committed {
+		p.mu.Unlock()
+		return
+	}
+	p.committed = hw
+	close(p.advanced)
+	p.advanced = make(chan struct{})
+	p.mu.Unlock()
+	p.n.store.SetCommitted(hw)
+}
+
+// waitCommitted blocks until seq is committed (durable on every in-sync
+// replica), the role ends, or ctx ends.
+func (p *primary) waitCommitted(ctx context.Context, seq uint64) error {
+	for {
+		p.mu.Lock()
+		done, advanced := p.committed >= seq, p.advanced
+		p.mu.Unlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-advanced:
+		case <-p.ctx.Done():
+			return fmt.Errorf("%w: %w before the write reached the in-sync replicas", wire.ErrUnavailable, errDeposed)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// attach registers a follower's new stream and returns its generation.
+func (p *primary) attach(id string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	f := p.followers[id]
+	if f == nil {
+		f = &follower{id: id}
+		p.followers[id] = f
+	}
+	f.connected = true
+	f.stream++
+	return f.stream
+}
+
+func (p *primary) detach(id string, stream int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if f := p.followers[id]; f != nil && f.stream == stream {
+		f.connected = false
+	}
+}
+
+// acked records that follower id holds the log up to seq durably.
+func (p *primary) acked(id string, seq uint64) {
+	p.mu.Lock()
+	if f := p.followers[id]; f != nil && seq > f.acked {
+		f.acked = seq
+	}
+	p.mu.Unlock()
+	p.recompute()
+}
+
+// maintainISR drops members that lag or left from the in-sync set, and
+// adds back those that caught up, always through a compare-and-set that
+// checks this node still leads this epoch (REPLICATION-NOTES #1, #4).
+func (p *primary) maintainISR() {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		now := time.Now()
+		last := p.n.store.LastSeq()
+		var drop, add []string
+		p.mu.Lock()
+		for _, f := range p.followers {
+			f.samples = append(f.samples, logSample{seq: last, at: now})
+			for len(f.samples) > 0 && f.acked >= f.samples[0].seq {
+				f.caughtUpAt = f.samples[0].at
+				f.samples = f.samples[1:]
+			}
+			if len(f.samples) > 1000 {
+				f.samples = f.samples[len(f.samples)-1000:]
+			}
+			lagging := !f.connected || now.Sub(f.caughtUpAt) > p.n.cfg.MaxLag
+			inISR := slices.Contains(p.isr, f.id)
+			switch {
+			case inISR && lagging:
+				drop = append(drop, f.id)
+			case !inISR && !lagging && f.acked >= p.committed:
+				add = append(add, f.id)
+			}
+		}
+		p.mu.Unlock()
+		if len(drop) > 0 || len(add) > 0 {
+			p.changeISR(drop, add)
+		}
+	}
+}
+
+func (p *primary) changeISR(drop, add []string) {
+	g, err := p.n.cfg.Cluster.UpdateGroup(p.ctx, p.n.cfg.Group, func(g *coord.Group) error {
+		if g.Epoch != p.epoch || g.Primary != p.n.id {
+			return errDeposed
+		}
+		isr := slices.DeleteFunc(slices.Clone(g.ISR), func(id string) bool { return slices.Contains(drop, id) })
+		for _, id := range add {
+			if !slices.Contains(isr, id) && slices.Contains(g.Members, id) {
+				isr = append(isr, id)
+			}
+		}
+		g.ISR = isr
+		return nil
+	})
+	if err != nil {
+		if errors.Is(err, errDeposed) {
+			p.n.log.Warn("in-sync set change refused: the group has a newer epoch or primary", "epoch", p.epoch)
+			p.cancel(errDeposed)
+		} else if p.ctx.Err() == nil {
+			p.n.log.Warn("in-sync set change failed", "drop", drop, "add", add, "err", err)
+		}
+		return
+	}
+	p.mu.Lock()
+	p.isr = slices.Clone(g.ISR)
+	p.mu.Unlock()
+	p.n.log.Info("in-sync replicas changed", "isr", g.ISR, "dropped", drop, "added", add, "epoch", p.epoch)
+	p.recompute()
+}
+
+// followerStatus reports the primary's view of each member for `admin status`.
+func (p *primary) followerStatus() (isr []string, out []*wire.FollowerStatus) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, f := range p.followers {
+		out = append(out, &wire.FollowerStatus{Id: f.id, AckedSeq: f.acked, Connected: f.connected, InSync: slices.Contains(p.isr, f.id)})
+	}
+	slices.SortFunc(out, func(a, b *wire.FollowerStatus) int { return compareStrings(a.Id, b.Id) })
+	return slices.Clone(p.isr), out
+}
+
+func compareStrings(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// startPoint decides where a follower's log continues from the primary's:
+// the first sequence number to send, and whether the follower must first
+// drop its entries after next-1. It walks the follower's epochs from the
+// newest, asking where each ends in this log (Kafka KIP-101/279). snapshot
+// is true when the follower cannot continue by log alone.
+func startPoint(store *datastore.Store, hello *wire.Hello) (next uint64, truncate, snapshot bool) {
+	if hello.LastSeq == 0 {
+		return 1, false, false
+	}
+	keep := hello.LastSeq
+	for i := len(hello.Epochs) - 1; i >= 0; i-- {
+		found, end, ok := store.EpochEnd(hello.Epochs[i].Epoch)
+		if !ok {
+			keep = 0
+			break
+		}
+		keep = min(keep, end-1)
+		if found == hello.Epochs[i].Epoch {
+			break
+		}
+		// This log lacks the follower's epoch: all of it diverges.
+		keep = min(keep, hello.Epochs[i].StartSeq-1)
+	}
+	if keep < hello.CommittedSeq {
+		return 0, false, true
+	}
+	return keep + 1, keep < hello.LastSeq, false
+}
+
+// handover moves the primary role to member to (or the most caught-up
+// in-sync member): stop admitting writes, wait until the target holds the
+// whole log, then switch in one compare-and-set that bumps the epoch. Writes
+// admitted before the drain either reach the target and are acknowledged,
+// or fail with the role's end and are never acknowledged.
+func (p *primary) handover(ctx context.Context, to string) (*wire.HandoverReply, error) {
+	start := time.Now()
+	p.mu.Lock()
+	if to == "" {
+		var best *follower
+		for _, f := range p.followers {
+			if f.connected && slices.Contains(p.isr, f.id) && (best == nil || f.acked > best.acked) {
+				best = f
+			}
+		}
+		if best != nil {
+			to = best.id
+		}
+	}
+	target := p.followers[to]
+	switch {
+	case to == "":
+		p.mu.Unlock()
+		return nil, fmt.Errorf("group %s has no connected in-sync member to hand over to", p.n.cfg.Group)
+	case target == nil || !target.connected:
+		p.mu.Unlock()
+		return nil, fmt.Errorf("member %s is not connected to the primary", to)
+	case !slices.Contains(p.isr, to):
+		p.mu.Unlock()
+		return nil, fmt.Errorf("member %s is not in sync (ISR %v); catch it up first or use --force", to, p.isr)
+	}
+	p.draining = true
+	p.mu.Unlock()
+	fail := func(err error) (*wire.HandoverReply, error) {
+		p.mu.Lock()
+		p.draining = false
+		p.mu.Unlock()
+		return nil, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for p.ackedOf(to) < p.n.store.LastSeq() {
+		if err := sleepCtx(wctx, time.Millisecond); err != nil {
+			return fail(fmt.Errorf("member %s did not catch up (at %d of %d): %w", to, p.ackedOf(to), p.n.store.LastSeq(), err))
+		}
+	}
+	g, err := p.n.cfg.Cluster.UpdateGroup(ctx, p.n.cfg.Group, func(g *coord.Group) error {
+		if g.Epoch != p.epoch || g.Primary != p.n.id {
+			return errDeposed
+		}
+		g.Primary = to
+		g.Epoch++
+		return nil
+	})
+	if err != nil {
+		return fail(fmt.Errorf("switch primary: %w", err))
+	}
+	p.cancel(errDeposed)
+	paused := time.Since(start)
+	p.n.log.Info("handed over the primary role", "to", to, "epoch", g.Epoch, "paused", paused.Round(time.Microsecond))
+	return &wire.HandoverReply{NewPrimary: to, Epoch: g.Epoch, PausedMicros: paused.Microseconds()}, nil
+}
