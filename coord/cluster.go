@@ -22,7 +22,7 @@ type ClusterMeta struct {
 // the coordinator election. It holds no state of its own beyond the Conn, so
 // any number of them may exist; all methods are safe for concurrent use.
 // Errors wrap the Conn sentinels; a cluster that was never created gives
-// ErrNoCluster.
+// ErrNoCluster. The zero value is not usable; call NewCluster.
 type Cluster struct {
 	conn Conn
 	name string

@@ -16,7 +16,8 @@ import (
 // (it survived a reconnect, or an earlier call made it). KeepEphemeral returns
 // after the first create; its error, if any, is that create's (ErrNodeExists
 // when the node holds other data). The keeping runs in a goroutine owned by
-// ctx; when ctx ends it deletes the node if it still holds data (best effort).
+// ctx (it also stops when conn is closed); when ctx ends it deletes the node
+// if it still holds data (best effort).
 // log receives one line per loss and re-creation; nil means slog.Default().
 func KeepEphemeral(ctx context.Context, conn Conn, path string, data []byte, log *slog.Logger) error {
 	if log == nil {
@@ -41,11 +42,11 @@ func keepEphemeral(ctx context.Context, conn Conn, path string, data []byte, log
 			for ev := range events {
 				last = ev
 			}
-			if ctx.Err() != nil {
+			if ctx.Err() != nil || errors.Is(last.Err, ErrClosed) {
 				return
 			}
 			log.Info("ephemeral node lost, re-creating", "path", path, "cause", last.Err)
-		} else if !errors.Is(err, ErrNoNode) && !b.wait(ctx) {
+		} else if errors.Is(err, ErrClosed) || (!errors.Is(err, ErrNoNode) && !b.wait(ctx)) {
 			return
 		}
 		if !recreate(ctx, conn, path, data, log) {
@@ -63,7 +64,7 @@ func recreate(ctx context.Context, conn Conn, path string, data []byte, log *slo
 			log.Info("ephemeral node in place", "path", path, "attempts", attempt+1)
 			return true
 		}
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || errors.Is(err, ErrClosed) {
 			return false
 		}
 		// An outage fails every attempt: say it once, then quietly.

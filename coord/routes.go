@@ -6,7 +6,7 @@ import (
 )
 
 // RouteTable is what a client needs to route a key: the slot table and, per
-// group, where its primary and members are.
+// group, where its primary and members are. The zero value routes nothing.
 type RouteTable struct {
 	Table  *SlotTable
 	Groups map[string]GroupRoute // by group name
@@ -60,6 +60,9 @@ func (c *Cluster) Routes(ctx context.Context) (*RouteTable, error) {
 // GroupOf returns the route of the group owning slot; false when the slot is
 // unassigned, out of range, or owned by a group that has no record.
 func (r *RouteTable) GroupOf(slot int) (GroupRoute, bool) {
+	if r.Table == nil {
+		return GroupRoute{}, false
+	}
 	owner := r.Table.Owner(slot)
 	if owner == "" {
 		return GroupRoute{}, false

@@ -10,6 +10,8 @@ import (
 	"time"
 )
 
+const benchKeys = 100_000
+
 // benchKey fills a 16-byte key from n.
 func benchKey(dst []byte, n uint64) []byte {
 	binary.BigEndian.PutUint64(dst[:8], n*0x9e3779b97f4a7c15)
@@ -18,7 +20,9 @@ func benchKey(dst []byte, n uint64) []byte {
 }
 
 // BenchmarkWriteParallel64 measures durable single-key writes from 64
-// goroutines: 16-byte keys, 100-byte values, real fsync.
+// goroutines with AutoCommit: 16-byte keys drawn at random from 100,000,
+// 100-byte values, real fsync. It also reports how fast the applier moved
+// the entries into bbolt.
 func BenchmarkWriteParallel64(b *testing.B) {
 	for _, tc := range []struct {
 		name   string
@@ -36,6 +40,7 @@ func benchWriters(b *testing.B, s *Store, writers int) {
 	value := make([]byte, 100)
 	var next atomic.Int64
 	commits := s.commits.Load()
+	applied0 := s.AppliedSeq()
 	b.ReportAllocs()
 	b.ResetTimer()
 	start := time.Now()
@@ -46,12 +51,13 @@ func benchWriters(b *testing.B, s *Store, writers int) {
 			defer wg.Done()
 			var kb [16]byte
 			muts := make([]Mutation, 1)
+			rng := rand.New(rand.NewPCG(uint64(next.Load()), 7))
 			for {
-				n := next.Add(1)
-				if n > int64(b.N) {
+				if next.Add(1) > int64(b.N) {
 					return
 				}
-				key := benchKey(kb[:], uint64(n))
+				n := rng.Uint64N(benchKeys)
+				key := benchKey(kb[:], n)
 				muts[0] = Mutation{Slot: int(n % 1024), Key: key, Value: value}
 				if _, err := s.Write(ctx, muts); err != nil {
 					b.Error(err)
@@ -62,11 +68,17 @@ func benchWriters(b *testing.B, s *Store, writers int) {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	appliedAtEnd := s.AppliedSeq()
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "writes/s")
 	if c := s.commits.Load() - commits; c > 0 {
 		b.ReportMetric(float64(b.N)/float64(c), "writes/commit")
 	}
+	// How far the applier lagged when the writers stopped, and how long it
+	// took to catch up: its throughput is entries applied over the whole.
+	b.ReportMetric(float64(s.LastSeq()-appliedAtEnd), "apply-lag")
+	waitApplied(b, s)
+	b.ReportMetric(float64(s.AppliedSeq()-applied0)/time.Since(start).Seconds(), "applied/s")
 }
 
 // preload writes n keys of 100-byte values into 1024 slots without fsync.
@@ -88,7 +100,7 @@ func preload(b *testing.B, s *Store, n int) {
 // BenchmarkGetMany reads batches of 64 random existing keys; one op is one
 // batch.
 func BenchmarkGetMany(b *testing.B) {
-	const keys = 100_000
+	const keys = benchKeys
 	s, _ := newStore(b, Options{Slots: 1024, NoSync: true, Logger: discard()})
 	preload(b, s, keys)
 	run := func(b *testing.B, rng *rand.Rand, refs []KeyRef) {
@@ -137,7 +149,7 @@ func BenchmarkGetMany(b *testing.B) {
 // BenchmarkScan reads 1000 consecutive keys merged across 64 slots; one op
 // is one Scan.
 func BenchmarkScan(b *testing.B) {
-	const keys = 100_000
+	const keys = benchKeys
 	s, _ := newStore(b, Options{Slots: 1024, NoSync: true, Logger: discard()})
 	preload(b, s, keys)
 	slots := make([]int, 64)
@@ -150,7 +162,7 @@ func BenchmarkScan(b *testing.B) {
 	total := 0
 	for b.Loop() {
 		var kb [16]byte
-		kvs, err := s.Scan(slots, benchKey(kb[:], rng.Uint64N(keys)), nil, 1000)
+		kvs, err := s.Scan(context.Background(), slots, benchKey(kb[:], rng.Uint64N(keys)), nil, 1000)
 		if err != nil {
 			b.Fatal(err)
 		}

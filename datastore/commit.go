@@ -3,24 +3,8 @@ package datastore
 import (
 	"context"
 	"fmt"
-	"sync"
-
-	bolt "go.etcd.io/bbolt"
-)
-
-// Bounds of one group commit. A single call is never split (it is one
-// transaction by contract), but calls queued behind it wait for the next
-// commit once these are reached, so one transaction's dirty pages stay small.
-const (
-	maxCommitMutations = 4096
-	maxCommitBytes     = 8 << 20
-
-	// A pooled request keeps its encoding buffer up to this size.
-	maxPooledBuffer = 64 << 10
-
-	// Trimming deletes at most this many old entries per commit beyond the
-	// number just appended, so a lowered LogRetention catches up gradually.
-	trimSlack = 256
+	"os"
+	"syscall"
 )
 
 type requestKind uint8
@@ -29,91 +13,24 @@ const (
 	kindWrite requestKind = iota
 	kindApply
 	kindEpoch
+	// kindCall runs call on the committer goroutine, between batches, for
+	// operations that rewrite the log (TruncateAfter, Restore).
+	kindCall
 )
 
-// encoded is one mutation or log entry, encoded by the calling goroutine
-// so the committer only assigns sequence numbers and calls bbolt.
-type encoded struct {
-	slot    int
-	del     bool
-	seq     uint64 // set by the caller for kindApply, by the committer otherwise
-	epoch   uint64 // likewise
-	seqKey  []byte
-	key     []byte // inside entry
-	record  []byte // nil for a delete
-	entry   []byte
-	partial uint32
-}
-
-// request is one queued Write, ApplyLog or SetEpoch. Its buffers stay
-// untouched until the committer signals done, so bbolt may keep pointing
-// into them until the transaction commits.
+// request is one queued Write, ApplyLog, SetEpoch or call. Its entries are
+// built by the calling goroutine (keys and values copied), so the committer
+// only assigns sequence numbers, encodes and writes.
 type request struct {
 	kind    requestKind
-	muts    []encoded
-	buf     []byte
-	payload int
-	epoch   uint64 // kindEpoch
+	entries []entry
+	epoch   uint64       // kindEpoch
+	call    func() error // kindCall
+	restore bool         // part of a restore: allowed while restoring
 
 	lastSeq uint64
 	err     error
-	done    chan struct{} // buffered; the committer sends once
-}
-
-var requestPool = sync.Pool{New: func() any { return &request{done: make(chan struct{}, 1)} }}
-
-func newRequest() *request { return requestPool.Get().(*request) }
-
-// release returns a request whose result has been received. Requests
-// abandoned because ctx ended are left to the garbage collector instead:
-// the committer may still be using them.
-func (r *request) release() {
-	clear(r.muts)
-	r.muts = r.muts[:0]
-	if cap(r.buf) > maxPooledBuffer {
-		r.buf = nil
-	}
-	r.payload, r.epoch, r.lastSeq, r.err = 0, 0, 0, nil
-	requestPool.Put(r)
-}
-
-// grow sizes the request buffer to n bytes, once per request, before encode
-// carves it up; encode overwrites every byte, so stale contents do not matter.
-func (r *request) grow(n int) {
-	if cap(r.buf) < n {
-		r.buf = make([]byte, n)
-	}
-	r.buf = r.buf[:n]
-}
-
-// encode appends one mutation to the request, carving its sequence key,
-// record and log entry out of r.buf from offset *off.
-func (r *request) encode(off *int, slot int, del bool, key, value []byte) {
-	m := encoded{slot: slot, del: del}
-	b := r.buf[*off:]
-	m.seqKey = b[:seqSize:seqSize]
-	b = b[seqSize:]
-	if !del {
-		n := recordSize(len(value))
-		m.record = b[:n:n]
-		encodeRecord(m.record, key, value)
-		b = b[n:]
-	} else {
-		value = nil
-	}
-	n := entrySize(len(key), len(value))
-	m.entry = b[:n:n]
-	m.key, m.partial = encodeEntryBody(m.entry, slot, del, key, value)
-	*off += seqSize + len(m.record) + n
-	r.payload += len(key) + len(value)
-	r.muts = append(r.muts, m)
-}
-
-func encodedSize(del bool, key, value []byte) int {
-	if del {
-		return seqSize + entrySize(len(key), 0)
-	}
-	return seqSize + recordSize(len(value)) + entrySize(len(key), len(value))
+	done    chan struct{} // closed by the committer
 }
 
 // Mutation is one change for Write: Value is stored under Key in Slot, or,
@@ -126,11 +43,12 @@ type Mutation struct {
 	Delete bool
 }
 
-// Write makes the mutations durable (fsync) in one bbolt transaction
-// together with one op-log entry per mutation, stamped with Epoch(), and
-// returns the sequence number of the last entry. Later mutations of one call
-// win over earlier ones on the same key. An empty call writes nothing and
-// returns LastSeq().
+// Write appends the mutations to the write-ahead log, one entry each,
+// stamped with Epoch(), makes them durable (fdatasync) and returns the
+// sequence number of the last one. Later mutations of one call win over
+// earlier ones on the same key. An empty call writes nothing and returns
+// LastSeq(). The entries become visible to reads once the committed seq
+// reaches them: at once with Options.AutoCommit, else through SetCommitted.
 //
 // All mutations are validated first; if any is invalid nothing is written
 // and the error (ErrBadSlot, ErrEmptyKey, ErrKeyTooLarge, ErrValueTooLarge)
@@ -138,22 +56,26 @@ type Mutation struct {
 // queues them, so the caller may reuse its buffers as soon as Write returns.
 //
 // Concurrent calls are group-committed: one committer takes everything
-// queued, commits it in one transaction with one fsync, wakes the callers,
-// and at once takes what queued meanwhile. If ctx ends while the call is
-// queued or committing, Write returns ctx.Err() without removing the call
-// from the queue: the write may still happen, and its outcome is then
+// queued, writes it with one write and one fdatasync, wakes the callers,
+// and at once takes what queued meanwhile. While more than 256 MiB of
+// entries wait for the applier (it applies only committed entries), Write
+// blocks before queueing. If ctx ends while the call waits, Write returns
+// ctx.Err(); once queued the write may still happen, and its outcome is then
 // unknown to the caller. Other errors: ErrClosed (also for calls still
-// queued when Close is called) and bbolt errors from the commit, after which
-// nothing of the failed transaction is kept.
+// queued when Close is called), ErrRestoring, and ErrFailed once a log write
+// or fdatasync has failed: the store is then fail-stop and refuses every
+// later write, and sequence numbers are never reused.
 func (s *Store) Write(ctx context.Context, muts []Mutation) (lastSeq uint64, err error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
 	if len(muts) == 0 {
-		if s.isClosed.Load() {
+		s.mu.RLock()
+		defer s.mu.RUnlock()
+		if s.closed {
 			return 0, ErrClosed
 		}
-		return s.LastSeq(), nil
+		return s.last, nil
 	}
 	size := 0
 	for i := range muts {
@@ -161,20 +83,33 @@ func (s *Store) Write(ctx context.Context, muts []Mutation) (lastSeq uint64, err
 		if err := s.validate(m.Slot, m.Key, m.Value, m.Delete); err != nil {
 			return 0, fmt.Errorf("write: mutation %d (slot %d, key %s): %w", i, m.Slot, keyForError(m.Key), err)
 		}
-		size += encodedSize(m.Delete, m.Key, m.Value)
+		size += len(m.Key)
+		if !m.Delete {
+			size += len(m.Value)
+		}
 	}
-	r := newRequest()
-	r.kind = kindWrite
-	r.grow(size)
-	off := 0
+	r := &request{kind: kindWrite, entries: make([]entry, len(muts))}
+	buf := make([]byte, 0, size)
 	for i := range muts {
 		m := &muts[i]
-		r.encode(&off, m.Slot, m.Delete, m.Key, m.Value)
+		r.entries[i] = entry{slot: uint16(m.Slot), del: m.Delete}
+		r.entries[i].key, buf = carve(buf, m.Key)
+		if !m.Delete {
+			r.entries[i].value, buf = carve(buf, m.Value)
+		}
 	}
 	return s.submit(ctx, r)
 }
 
-// LogEntry is one entry of the op log: the mutation written at sequence
+// carve appends b to buf and returns the copy, capped so that appending to
+// it cannot overwrite its neighbour. It is never nil.
+func carve(buf, b []byte) (cp, rest []byte) {
+	off := len(buf)
+	buf = append(buf, b...)
+	return buf[off:len(buf):len(buf)], buf
+}
+
+// LogEntry is one entry of the log: the mutation written at sequence
 // number Seq by the primary of Epoch. For a delete Value is empty. The zero
 // value is not a valid entry (Seq starts at 1).
 type LogEntry struct {
@@ -186,29 +121,35 @@ type LogEntry struct {
 	Delete bool
 }
 
-// ApplyLog writes entries received from a primary as they are, with their
-// Seq and Epoch, applying each to its slot and appending it to the local
-// log, group-committed with other calls like Write. An empty call does
-// nothing. The entries are copied before they are queued.
+// ApplyLog appends entries received from a primary as they are, with their
+// Seq and Epoch, group-committed with other calls like Write, and returns
+// once they are durable. With Options.AutoCommit they are then committed;
+// otherwise a follower calls SetCommitted with its primary's high
+// watermark. An empty call does nothing. The entries are copied before they
+// are queued.
 //
 // Errors: ErrLogGap if the Seqs are not consecutive or do not continue the
-// local log (the first must be LastSeq()+1 when the call commits; entries
-// already applied are refused too, so a retry after an unknown outcome
-// should compare LastSeq first); ErrStaleEpoch if the epochs go down, within
-// the call or against the local log's last entry; the validation errors of
-// Write; ErrClosed; ctx.Err() as for Write. Nothing of a refused call is
-// written. Entries with an epoch above Epoch() raise it.
+// local log (the first must be LastSeq()+1 when the call is committed;
+// entries already present are refused too, so a retry after an unknown
+// outcome should compare LastSeq first); ErrStaleEpoch if the epochs go
+// down, within the call or against the local log's last entry; the
+// validation errors of Write; ErrClosed, ErrRestoring, ErrFailed; ctx.Err()
+// as for Write. Nothing of a refused call is written. Entries with an epoch
+// above Epoch() raise it, and every entry's epoch is recorded in the epoch
+// map.
 func (s *Store) ApplyLog(ctx context.Context, entries []LogEntry) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	if len(entries) == 0 {
-		if s.isClosed.Load() {
+		s.mu.RLock()
+		defer s.mu.RUnlock()
+		if s.closed {
 			return ErrClosed
 		}
 		return nil
 	}
-	size := 0
+	r := &request{kind: kindApply, entries: make([]entry, len(entries))}
 	for i := range entries {
 		e := &entries[i]
 		if e.Seq == 0 || e.Seq != entries[0].Seq+uint64(i) {
@@ -220,16 +161,8 @@ func (s *Store) ApplyLog(ctx context.Context, entries []LogEntry) error {
 		if err := s.validate(e.Slot, e.Key, e.Value, e.Delete); err != nil {
 			return fmt.Errorf("apply log: seq %d (slot %d, key %s): %w", e.Seq, e.Slot, keyForError(e.Key), err)
 		}
-		size += encodedSize(e.Delete, e.Key, e.Value)
-	}
-	r := newRequest()
-	r.kind = kindApply
-	r.grow(size)
-	off := 0
-	for i := range entries {
-		e := &entries[i]
-		r.encode(&off, e.Slot, e.Delete, e.Key, e.Value)
-		r.muts[i].seq, r.muts[i].epoch = e.Seq, e.Epoch
+		r.entries[i] = newEntry(uint16(e.Slot), e.Delete, e.Key, e.Value)
+		r.entries[i].seq, r.entries[i].epoch = e.Seq, e.Epoch
 	}
 	if _, err := s.submit(ctx, r); err != nil {
 		return fmt.Errorf("apply log at seq %d: %w", entries[0].Seq, err)
@@ -237,13 +170,41 @@ func (s *Store) ApplyLog(ctx context.Context, entries []LogEntry) error {
 	return nil
 }
 
+// refusal returns why r cannot be queued now, if it cannot. s.mu must be
+// held.
+func (s *Store) refusal(r *request) error {
+	switch {
+	case s.closed:
+		return ErrClosed
+	case s.failErr != nil:
+		return s.failErr
+	case s.restoring && !r.restore:
+		return ErrRestoring
+	}
+	return nil
+}
+
 // submit queues r for the committer and waits for its result or for ctx.
+// Data requests wait first while the overlay is over its limit.
 func (s *Store) submit(ctx context.Context, r *request) (uint64, error) {
+	r.done = make(chan struct{})
 	s.mu.Lock()
-	if s.closed {
+	for {
+		if err := s.refusal(r); err != nil {
+			s.mu.Unlock()
+			return 0, err
+		}
+		if len(r.entries) == 0 || s.overlayBytes <= s.overMax {
+			break
+		}
+		ch := s.changed
 		s.mu.Unlock()
-		r.release()
-		return 0, ErrClosed
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+		s.mu.Lock()
 	}
 	s.queue = append(s.queue, r)
 	s.mu.Unlock()
@@ -261,29 +222,32 @@ func (s *Store) submit(ctx context.Context, r *request) (uint64, error) {
 			return 0, ctx.Err()
 		}
 	}
-	seq, err := r.lastSeq, r.err
-	r.release()
-	if err != nil {
-		return 0, err
+	if r.err != nil {
+		return 0, r.err
 	}
-	return seq, nil
+	return r.lastSeq, nil
 }
 
-// runCommitter is the single goroutine that commits queued requests. It is
-// owned by the Store and stops when Close closes s.stop, failing whatever
-// is still queued then.
+// runCommitter is the single goroutine that writes the log. It is owned by
+// the Store and stops when Close sets closed, failing whatever is still
+// queued then.
 func (s *Store) runCommitter() {
 	defer close(s.committerDone)
 	var batch []*request
-	c := committer{s: s}
 	for {
-		select {
-		case <-s.stop:
-			s.failQueued()
+		s.mu.Lock()
+		if s.closed {
+			queue := s.queue
+			s.queue = nil
+			s.mu.Unlock()
+			for _, r := range queue {
+				r.err = ErrClosed
+				close(r.done)
+			}
 			return
-		default:
 		}
 		batch = s.takeBatch(batch[:0])
+		s.mu.Unlock()
 		if len(batch) == 0 {
 			select {
 			case <-s.wake:
@@ -291,26 +255,29 @@ func (s *Store) runCommitter() {
 			}
 			continue
 		}
-		c.commit(batch)
+		if batch[0].kind == kindCall {
+			s.runCall(batch[0])
+		} else {
+			s.commit(batch)
+		}
 		for i, r := range batch {
-			r.done <- struct{}{}
+			close(r.done)
 			batch[i] = nil
 		}
 	}
 }
 
-// takeBatch moves the oldest queued requests into batch, as many as fit the
-// commit bounds, but always at least one.
+// takeBatch moves the queued requests up to the first call into batch, or
+// the call alone when it is first. s.mu must be held.
 func (s *Store) takeBatch(batch []*request) []*request {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	muts, bytes, n := 0, 0, 0
+	n := 0
 	for _, r := range s.queue {
-		if n > 0 && (muts+len(r.muts) > maxCommitMutations || bytes+r.payload > maxCommitBytes) {
+		if r.kind == kindCall {
+			if n == 0 {
+				n = 1
+			}
 			break
 		}
-		muts += len(r.muts)
-		bytes += r.payload
 		n++
 	}
 	batch = append(batch, s.queue[:n]...)
@@ -320,204 +287,221 @@ func (s *Store) takeBatch(batch []*request) []*request {
 	return batch
 }
 
-func (s *Store) failQueued() {
-	s.mu.Lock()
-	queue := s.queue
-	s.queue = nil
-	s.mu.Unlock()
-	for _, r := range queue {
-		r.err = ErrClosed
-		r.done <- struct{}{}
-	}
-}
-
-// committer holds what one commit needs besides the batch; it lives on the
-// committer goroutine only.
-type committer struct {
-	s      *Store
-	st     state // the state being built by the current transaction
-	trim   [seqSize]byte
-	bucket map[int]*bolt.Bucket
-}
-
-// commit runs one transaction for the batch and stores each request's
-// result. Requests refused on their own (a log gap, a stale epoch) get their
-// error without affecting the others; a failed transaction fails them all.
-func (c *committer) commit(batch []*request) {
-	s := c.s
-	prev := s.st.Load()
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		c.st = *prev
-		clear(c.bucket)
-		if c.bucket == nil {
-			c.bucket = make(map[int]*bolt.Bucket)
-		}
-		oplog := tx.Bucket(bucketOplog)
-		// Sequence keys only grow, so full pages split the cheapest way.
-		oplog.FillPercent = 1.0
-		appended := 0
-		for _, r := range batch {
-			n, err := c.apply(tx, oplog, r)
-			if err != nil {
-				return err
-			}
-			appended += n
-		}
-		if err := c.trimLog(oplog, appended); err != nil {
-			return err
-		}
-		return c.putMeta(tx.Bucket(bucketMeta), prev)
-	})
-	if err != nil {
-		s.log.Error("datastore commit failed", "requests", len(batch), "err", err)
-		err = fmt.Errorf("commit: %w", err)
-		for _, r := range batch {
-			if r.err == nil {
-				r.err = err
-			}
-		}
+func (s *Store) runCall(r *request) {
+	if err := s.failed(); err != nil && !r.restore {
+		r.err = err
 		return
 	}
-	s.commits.Add(1)
-	next := c.st
-	s.st.Store(&next)
+	r.err = r.call()
 }
 
-// apply adds one request to the transaction and returns how many log
-// entries it appended. A returned error aborts the transaction; a refusal
-// of this request alone is stored in r.err before anything is written.
-func (c *committer) apply(tx *bolt.Tx, oplog *bolt.Bucket, r *request) (int, error) {
-	st := &c.st
+// failed returns the fail-stop error, if any. Only the committer sets it,
+// so the committer may call this without s.mu; others hold it.
+func (s *Store) failed() error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.failErr
+}
+
+// commit writes one batch to the log and stores each request's result.
+// Requests refused on their own (a log gap, a stale epoch) get their error
+// without affecting the others; a failed write or fdatasync fails them all
+// and the store.
+func (s *Store) commit(batch []*request) {
+	if err := s.failed(); err != nil {
+		failAll(batch, err)
+		return
+	}
+	if err := s.rollIfFull(); err != nil {
+		s.failStop(batch, "roll log segment", err)
+		return
+	}
+	st := s.logState
+	buf := s.walBuf[:0]
+	for _, r := range batch {
+		buf = s.encode(&st, r, buf)
+	}
+	s.walBuf = buf
+	if len(buf) == 0 {
+		return // only no-op epoch changes and refusals
+	}
+	if _, err := s.wal.Write(buf); err != nil {
+		s.failStop(batch, "write log", err)
+		return
+	}
+	s.walSize += int64(len(buf))
+	s.mu.Lock()
+	for _, r := range batch {
+		if r.err == nil {
+			for i := range r.entries {
+				s.publishLocked(r.entries[i])
+			}
+		}
+	}
+	s.logState = st
+	seg := &s.segments[len(s.segments)-1]
+	seg.last, seg.size = st.last, s.walSize
+	s.notifyLocked()
+	s.mu.Unlock()
+	if s.hooks.beforeSync != nil {
+		s.hooks.beforeSync()
+	}
+	if err := s.sync(); err != nil {
+		s.failStop(batch, "fdatasync log", err)
+		return
+	}
+	s.mu.Lock()
+	s.durable = st.last
+	s.advanceCommittedLocked()
+	s.notifyLocked()
+	s.mu.Unlock()
+	s.commits.Add(1)
+	if len(s.walBuf) > 4<<20 {
+		s.walBuf = nil // one huge batch should not pin its buffer forever
+	}
+}
+
+// encode checks r against the log state st, assigns sequence numbers and
+// epochs, advances st and appends r's records to buf.
+func (s *Store) encode(st *logState, r *request, buf []byte) []byte {
 	switch r.kind {
 	case kindEpoch:
 		if r.epoch < st.epoch {
 			r.err = fmt.Errorf("current epoch is %d: %w", st.epoch, ErrStaleEpoch)
-		} else if r.epoch > st.epoch {
-			st.epoch = r.epoch
-			st.epochs = append(st.epochs[:len(st.epochs):len(st.epochs)], EpochStart{Epoch: r.epoch, StartSeq: st.lastSeq + 1})
+		} else if st.markEpoch(r.epoch, st.last) {
+			buf = appendRecord(buf, recEpoch, st.last, r.epoch, 0, nil, nil)
 		}
-		r.lastSeq = st.lastSeq
-		return 0, nil
+		r.lastSeq = st.last
+		return buf
 	case kindApply:
-		first := &r.muts[0]
-		if first.seq != st.lastSeq+1 {
-			r.err = fmt.Errorf("local log ends at seq %d, entries start at %d: %w", st.lastSeq, first.seq, ErrLogGap)
-			return 0, nil
+		first := &r.entries[0]
+		if first.seq != st.last+1 {
+			r.err = fmt.Errorf("local log ends at seq %d, entries start at %d: %w", st.last, first.seq, ErrLogGap)
+			return buf
 		}
 		if first.epoch < st.logEpoch {
 			r.err = fmt.Errorf("local log is at epoch %d, entries start at epoch %d: %w", st.logEpoch, first.epoch, ErrStaleEpoch)
-			return 0, nil
+			return buf
 		}
 	case kindWrite:
-		for i := range r.muts {
-			r.muts[i].seq, r.muts[i].epoch = st.lastSeq+1+uint64(i), st.epoch
+		for i := range r.entries {
+			r.entries[i].seq, r.entries[i].epoch = st.last+1+uint64(i), st.epoch
 		}
 	}
-	for i := range r.muts {
-		m := &r.muts[i]
-		if m.epoch != st.logEpoch || len(st.epochs) == 0 {
-			st.epochs = withEntryEpoch(st.epochs, m.seq, m.epoch)
-			st.logEpoch = m.epoch
-			st.epoch = max(st.epoch, m.epoch)
+	for i := range r.entries {
+		e := &r.entries[i]
+		typ := byte(recPut)
+		if e.del {
+			typ = recDelete
 		}
-		if err := c.applyOne(tx, oplog, m); err != nil {
-			return i, err
-		}
+		buf = appendRecord(buf, typ, e.seq, e.epoch, e.slot, e.key, e.value)
+		st.appendEntry(e.seq, e.epoch)
 	}
-	st.lastSeq = r.muts[len(r.muts)-1].seq
-	r.lastSeq = st.lastSeq
-	return len(r.muts), nil
+	r.lastSeq = st.last
+	return buf
 }
 
-func (c *committer) applyOne(tx *bolt.Tx, oplog *bolt.Bucket, m *encoded) error {
-	b, err := c.slotBucket(tx, m.slot)
+func (s *Store) sync() error {
+	if s.noSync {
+		return nil
+	}
+	return syscall.Fdatasync(int(s.wal.Fd()))
+}
+
+// failStop makes the store refuse every later write, and fails the batch.
+func (s *Store) failStop(batch []*request, what string, err error) {
+	err = fmt.Errorf("%s in %s: %w: %w", what, s.walDir, ErrFailed, err)
+	s.log.Error("datastore failed, refusing writes", "err", err)
+	s.mu.Lock()
+	if s.failErr == nil {
+		s.failErr = err
+	}
+	s.notifyLocked()
+	s.mu.Unlock()
+	failAll(batch, err)
+}
+
+func failAll(batch []*request, err error) {
+	for _, r := range batch {
+		if r.err == nil {
+			r.err = err
+		}
+	}
+}
+
+// publishLocked adds a written entry to the tail and the overlay. s.mu must
+// be held for writing.
+func (s *Store) publishLocked(e entry) {
+	s.tail = append(s.tail, e)
+	c := e.cost()
+	s.tailBytes += c
+	s.overlayBytes += c
+	k := overlayKey(nil, e.slot, e.key)
+	s.overlay[string(k)] = append(s.overlay[string(k)], version{seq: e.seq, del: e.del, value: e.value})
+}
+
+// overlayKey is the overlay map key: the slot (2 bytes) and the key.
+func overlayKey(dst []byte, slot uint16, key []byte) []byte {
+	dst = append(dst, byte(slot>>8), byte(slot))
+	return append(dst, key...)
+}
+
+// rollIfFull starts a new segment once the active one reached the segment
+// size, then deletes segments no longer needed. The active segment is
+// fsynced already: every batch is.
+func (s *Store) rollIfFull() error {
+	if s.walSize < s.segSize {
+		return nil
+	}
+	next := s.last + 1
+	path := segmentPath(s.walDir, next)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
-	if m.del {
-		err = b.Delete(m.key)
+	if err := syncDir(s.walDir); err != nil {
+		_ = f.Close()
+		return err
+	}
+	old := s.wal
+	s.wal, s.walSize = f, 0
+	if err := old.Close(); err != nil {
+		s.log.Warn("datastore closing log segment", "err", err)
+	}
+	s.mu.Lock()
+	s.segments = append(s.segments, segment{first: next, last: s.last, path: path})
+	s.mu.Unlock()
+	s.log.Debug("datastore rolled log segment", "file", path)
+	s.trimSegments()
+	return nil
+}
+
+// trimSegments deletes the oldest segments whose records are all older
+// than applied, than the retention and than any Snapshot pin. The active
+// segment is never deleted.
+func (s *Store) trimSegments() {
+	s.mu.Lock()
+	keep := s.applied
+	if s.last > s.retention {
+		keep = min(keep, s.last-s.retention)
 	} else {
-		err = b.Put(m.key, m.record)
+		keep = 0
 	}
-	if err != nil {
-		return fmt.Errorf("slot %d key %s: %w", m.slot, keyForError(m.key), err)
+	for pin := range s.pins {
+		keep = min(keep, pin)
 	}
-	putSeq(m.seqKey, m.seq)
-	sealEntry(m.entry, m.partial, m.epoch, m.seqKey)
-	if err := oplog.Put(m.seqKey, m.entry); err != nil {
-		return fmt.Errorf("log seq %d: %w", m.seq, err)
+	n := 0
+	for n < len(s.segments)-1 && s.segments[n].last < keep {
+		n++
 	}
-	return nil
-}
-
-func (c *committer) slotBucket(tx *bolt.Tx, slot int) (*bolt.Bucket, error) {
-	if b := c.bucket[slot]; b != nil {
-		return b, nil
-	}
-	name := slotBucketName(slot)
-	// Bucket is cheaper than CreateBucketIfNotExists, which copies the name
-	// before looking it up.
-	b := tx.Bucket(name[:])
-	if b == nil {
-		var err error
-		if b, err = tx.CreateBucket(name[:]); err != nil {
-			return nil, fmt.Errorf("slot %d bucket: %w", slot, err)
-		}
-	}
-	c.bucket[slot] = b
-	return b, nil
-}
-
-// trimLog deletes the oldest entries beyond the retention, at most
-// 2*appended+trimSlack of them, so trimming keeps pace with appends but one
-// commit never does a large amount of extra work.
-func (c *committer) trimLog(oplog *bolt.Bucket, appended int) error {
-	st := &c.st
-	if st.lastSeq < c.s.retention {
-		return nil
-	}
-	keepFrom := st.lastSeq - c.s.retention + 1
-	for budget := 2*appended + trimSlack; st.firstSeq < keepFrom && budget > 0; budget-- {
-		putSeq(c.trim[:], st.firstSeq)
-		if err := oplog.Delete(c.trim[:]); err != nil {
-			return fmt.Errorf("trim log seq %d: %w", st.firstSeq, err)
-		}
-		st.firstSeq++
-	}
-	return nil
-}
-
-// putMeta persists what changed in the state since prev.
-func (c *committer) putMeta(meta *bolt.Bucket, prev *state) error {
-	st := &c.st
-	puts := []struct {
-		name       []byte
-		now, prior uint64
-	}{
-		{metaLastSeq, st.lastSeq, prev.lastSeq},
-		{metaEpoch, st.epoch, prev.epoch},
-		{metaLogEpoch, st.logEpoch, prev.logEpoch},
-	}
-	for _, p := range puts {
-		if p.now == p.prior {
+	gone := append([]segment(nil), s.segments[:n]...)
+	s.segments = append(s.segments[:0:0], s.segments[n:]...)
+	s.mu.Unlock()
+	for _, seg := range gone {
+		if err := os.Remove(seg.path); err != nil {
+			s.log.Warn("datastore deleting log segment", "file", seg.path, "err", err)
 			continue
 		}
-		if err := meta.Put(p.name, encodeMetaU64(p.name, p.now)); err != nil {
-			return fmt.Errorf("meta %s: %w", p.name, err)
-		}
+		s.log.Info("datastore deleted log segment", "file", seg.path, "last_seq", seg.last)
 	}
-	if !sameEpochs(st.epochs, prev.epochs) {
-		if err := meta.Put(metaEpochs, encodeEpochs(metaEpochs, st.epochs)); err != nil {
-			return fmt.Errorf("meta %s: %w", metaEpochs, err)
-		}
-	}
-	return nil
-}
-
-func sameEpochs(a, b []EpochStart) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	// Maps are replaced, never edited in place, so sharing means equal.
-	return len(a) == 0 || &a[0] == &b[0]
 }

@@ -4,53 +4,58 @@ import (
 	"bytes"
 	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
 
-// flipStored writes one record with a recognisable value, closes the store
-// and flips one byte of the value's copy in either the slot bucket (inLog
-// false) or the op log (inLog true). Values in the op log follow their key;
-// in the slot bucket they follow the 4-byte checksum.
-func flipStored(t *testing.T, inLog bool) (path string, key []byte) {
+const canary = "CANARY-0123456789-abcdefghijklmnopqrstuvwxyz"
+
+// flipIn flips one byte inside every copy of canary in file.
+func flipIn(t *testing.T, file string) {
 	t.Helper()
-	key = []byte("victim-key")
-	value := []byte("CANARY-0123456789-abcdefghijklmnopqrstuvwxyz")
-	s, path := newStore(t, Options{NoSync: true})
-	mustPut(t, s, 7, "neighbour", "fine")
-	mustPut(t, s, 7, string(key), string(value))
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(path)
+	data, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	flipped := 0
+	n := 0
 	for off := 0; ; {
-		i := bytes.Index(data[off:], value)
+		i := bytes.Index(data[off:], []byte(canary))
 		if i < 0 {
 			break
 		}
-		at := off + i
-		off = at + len(value)
-		if bytes.HasSuffix(data[:at], key) == inLog {
-			data[at+5] ^= 0x01
-			flipped++
-		}
+		data[off+i+5] ^= 0x01
+		off += i + len(canary)
+		n++
 	}
-	if flipped == 0 {
-		t.Fatalf("value not found in %s (log copy: %v)", path, inLog)
+	if n == 0 {
+		t.Fatalf("canary not found in %s", file)
 	}
-	if err := os.WriteFile(path, data, 0o600); err != nil {
+	if err := os.WriteFile(file, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return path, key
+}
+
+func onlySegment(t *testing.T, dir string) string {
+	t.Helper()
+	segs, err := listSegments(filepath.Join(dir, walDir))
+	if err != nil || len(segs) != 1 {
+		t.Fatalf("segments %v, %v", segs, err)
+	}
+	return segs[0].path
 }
 
 func TestCorruptValue(t *testing.T) {
-	path, key := flipStored(t, false)
-	s := openStore(t, path, Options{})
+	s, dir := newStore(t, Options{NoSync: true})
+	mustPut(t, s, 7, "neighbour", "fine")
+	mustPut(t, s, 7, "victim-key", canary)
+	waitApplied(t, s)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	flipIn(t, filepath.Join(dir, dataFile))
+	s = openStore(t, dir, Options{})
+	key := []byte("victim-key")
 	_, err := s.Get(7, key)
 	if !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("get corrupted value: %v", err)
@@ -65,7 +70,7 @@ func TestCorruptValue(t *testing.T) {
 	if !errors.Is(res[0].Err, ErrCorrupt) || res[0].Value != nil || res[1].Err != nil {
 		t.Fatalf("GetMany = %+v", res)
 	}
-	if kvs, err := s.Scan([]int{7}, nil, nil, 0); !errors.Is(err, ErrCorrupt) || kvs != nil {
+	if kvs, err := s.Scan(testCtx(t), []int{7}, nil, nil, 0); !errors.Is(err, ErrCorrupt) || kvs != nil {
 		t.Fatalf("scan over corrupted value: %d pairs, %v", len(kvs), err)
 	}
 	// The log copy is intact.
@@ -74,21 +79,61 @@ func TestCorruptValue(t *testing.T) {
 	}
 }
 
-func TestCorruptLogEntry(t *testing.T) {
-	path, key := flipStored(t, true)
-	s := openStore(t, path, Options{})
-	entries, err := s.ReadLog(1, 0)
-	if !errors.Is(err, ErrCorrupt) || entries != nil {
-		t.Fatalf("read corrupted log: %d entries, %v", len(entries), err)
+// writeThree writes three entries, the middle one holding the canary,
+// without committing them (so Open must replay all three), and closes.
+func writeThree(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "s")
+	s, err := Open(dir, Options{Slots: 16, NoSync: true, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if !strings.Contains(err.Error(), "seq 2") {
-		t.Fatalf("error does not name the seq: %v", err)
+	for _, v := range []string{"first", canary, "third"} {
+		if _, err := s.Write(testCtx(t), []Mutation{{Slot: 7, Key: []byte(v[:5]), Value: []byte(v)}}); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if _, err := s.ReadLog(1, 1); err != nil {
-		t.Fatalf("entry before the corrupted one: %v", err)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
 	}
-	if _, err := s.Get(7, key); err != nil {
-		t.Fatalf("the value itself is intact: %v", err)
+	return dir
+}
+
+func TestCorruptLogRecord(t *testing.T) {
+	dir := writeThree(t)
+	seg := onlySegment(t, dir)
+	flipIn(t, seg)
+	_, err := Open(dir, Options{Logger: testLogger(t)})
+	if !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("open with a corrupt middle record: %v", err)
+	}
+	if msg := err.Error(); !strings.Contains(msg, seg) || !strings.Contains(msg, "offset") {
+		t.Fatalf("error does not name file and offset: %q", msg)
+	}
+}
+
+func TestTornTail(t *testing.T) {
+	dir := writeThree(t)
+	seg := onlySegment(t, dir)
+	fi, err := os.Stat(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(seg, fi.Size()-3); err != nil {
+		t.Fatal(err)
+	}
+	s := openStore(t, dir, Options{})
+	if s.LastSeq() != 2 || s.CommittedSeq() != 2 {
+		t.Fatalf("after torn tail: last %d committed %d, want 2", s.LastSeq(), s.CommittedSeq())
+	}
+	if got := mustGet(t, s, 7, "CANAR"); got != canary {
+		t.Fatalf("second entry = %q", got)
+	}
+	if _, err := s.Get(7, []byte("third")); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("torn entry: %v", err)
+	}
+	if seq := mustPut(t, s, 1, "next", "v"); seq != 3 {
+		t.Fatalf("next seq %d, want 3", seq)
 	}
 }
 

@@ -24,7 +24,7 @@ func TestCrashChild(t *testing.T) {
 	if path == "" {
 		t.Skip("only run as the child of TestCrashRecovery")
 	}
-	s, err := Open(path, Options{Slots: 8})
+	s, err := Open(path, Options{Slots: 8, AutoCommit: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +57,7 @@ func TestCrashChild(t *testing.T) {
 }
 
 func TestCrashRecovery(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "crash.db")
+	path := filepath.Join(t.TempDir(), "crash")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")

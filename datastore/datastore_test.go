@@ -150,8 +150,9 @@ func TestGroupCommitConcurrent(t *testing.T) {
 		}
 	}
 	commits := s.commits.Load()
+	waitApplied(t, s)
 	t.Logf("%d writes in %d commits (%.1f per commit)", total, commits, float64(total)/float64(commits))
-	// Setup is one commit; with 64 writers each commit should carry many.
+	// With 64 writers each commit should carry many writes.
 	if commits > total/4 {
 		t.Fatalf("%d commits for %d writes: group commit is not batching", commits, total)
 	}
@@ -162,47 +163,6 @@ func TestGroupCommitConcurrent(t *testing.T) {
 	if st.Keys != total || len(st.KeysPerSlot) != writers || st.KeysPerSlot[5] != perWriter || st.LastSeq != total ||
 		st.FirstLogSeq != 1 || st.FileBytes <= 0 || st.Commits != commits {
 		t.Fatalf("stats = %+v", st)
-	}
-}
-
-func TestTakeBatchBounds(t *testing.T) {
-	s := &Store{}
-	big := &request{muts: make([]encoded, 1), payload: maxCommitBytes - 10}
-	small := &request{muts: make([]encoded, 1), payload: 100}
-	huge := &request{muts: make([]encoded, maxCommitMutations+5)}
-	s.queue = []*request{big, small, huge, small}
-	batch := s.takeBatch(nil)
-	if len(batch) != 1 || batch[0] != big {
-		t.Fatalf("first batch took %d requests, want only the big one", len(batch))
-	}
-	// An oversized request still goes alone rather than never.
-	batch = s.takeBatch(batch[:0])
-	if len(batch) != 1 || batch[0] != small {
-		t.Fatalf("second batch took %d requests", len(batch))
-	}
-	batch = s.takeBatch(batch[:0])
-	if len(batch) != 1 || batch[0] != huge {
-		t.Fatalf("third batch took %d requests", len(batch))
-	}
-	batch = s.takeBatch(batch[:0])
-	if len(batch) != 1 || len(s.queue) != 0 {
-		t.Fatalf("last batch took %d, left %d", len(batch), len(s.queue))
-	}
-}
-
-func TestLargeWriteIsOneTransaction(t *testing.T) {
-	s, _ := newStore(t, Options{NoSync: true})
-	muts := make([]Mutation, maxCommitMutations+100)
-	for i := range muts {
-		muts[i] = Mutation{Slot: i % 16, Key: fmt.Appendf(nil, "k%05d", i), Value: []byte("v")}
-	}
-	before := s.commits.Load()
-	seq, err := s.Write(testCtx(t), muts)
-	if err != nil || seq != uint64(len(muts)) {
-		t.Fatalf("write = %d, %v", seq, err)
-	}
-	if n := s.commits.Load() - before; n != 1 {
-		t.Fatalf("one Write took %d commits", n)
 	}
 }
 
@@ -257,7 +217,7 @@ func TestScan(t *testing.T) {
 		if c.end != "" {
 			end = []byte(c.end)
 		}
-		got, err := s.Scan(c.slots, start, end, c.limit)
+		got, err := s.Scan(ctx, c.slots, start, end, c.limit)
 		if err != nil {
 			t.Fatalf("%s: %v", c.name, err)
 		}
@@ -265,14 +225,14 @@ func TestScan(t *testing.T) {
 			t.Errorf("%s: got %v, want %v", c.name, g, c.want)
 		}
 	}
-	if _, err := s.Scan([]int{0, 16}, nil, nil, 0); !errors.Is(err, ErrBadSlot) {
+	if _, err := s.Scan(ctx, []int{0, 16}, nil, nil, 0); !errors.Is(err, ErrBadSlot) {
 		t.Fatalf("scan bad slot: %v", err)
 	}
 	// Deleted keys disappear from scans.
 	if _, err := s.Write(ctx, []Mutation{{Slot: 0, Key: []byte("key00"), Delete: true}}); err != nil {
 		t.Fatal(err)
 	}
-	got, err := s.Scan([]int{0, 1, 2}, nil, nil, 2)
+	got, err := s.Scan(ctx, []int{0, 1, 2}, nil, nil, 2)
 	if err != nil || !slices.Equal(keys(got), all[1:3]) {
 		t.Fatalf("scan after delete: %v, %v", keys(got), err)
 	}
@@ -308,8 +268,8 @@ func TestGetMany(t *testing.T) {
 
 func TestReopenKeepsState(t *testing.T) {
 	dir := t.TempDir()
-	path := filepath.Join(dir, "s.db")
-	s, err := Open(path, Options{Slots: 8, NoSync: true})
+	path := filepath.Join(dir, "s")
+	s, err := Open(path, Options{Slots: 8, NoSync: true, AutoCommit: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,49 +1,54 @@
-// Package datastore is a data node's storage engine: a bbolt file holding
-// the key-value pairs of the node's virtual slots together with an op log
-// of every change, written durably with group commit and checked by CRC32C
-// on every read. It is the only package that imports bbolt.
+// Package datastore is a data node's storage engine: a write-ahead log of
+// plain files that makes writes durable, and a bbolt file holding the
+// applied key-value pairs of the node's virtual slots, checked by CRC32C on
+// every read. It is the only package that imports bbolt.
 //
-// Each Write (or ApplyLog, for a follower replaying its primary's log) is
-// encoded by the calling goroutine and queued; one committer goroutine takes
-// everything queued, applies it in one bbolt transaction with one fsync,
-// wakes the callers and immediately takes what queued meanwhile, so the
-// batch size follows the load and no timer delays a lone write. Every
-// mutation gets the next sequence number, and its log entry is written in
-// the same transaction as the data, so a read transaction sees data and log
-// position of one instant (Snapshot relies on that).
+// Each Write (or ApplyLog, for a follower replaying its primary's log, or
+// SetEpoch) is copied by the calling goroutine and queued; one committer
+// goroutine takes everything queued, assigns sequence numbers, encodes it
+// into one buffer, writes it with one write and one fdatasync, wakes the
+// callers and immediately takes what queued meanwhile, so the batch size
+// follows the load and no timer delays a lone write. Entries are readable
+// by ReadLog as soon as they are written, before their fdatasync returns,
+// so a replicating primary ships them while it fsyncs.
 //
-// # File layout
+// Reads see exactly the entries at or below the committed seq (the high
+// watermark, see SetCommitted and Options.AutoCommit). Committed entries
+// not yet in bbolt are kept in memory (the overlay), so Get never waits; an
+// applier goroutine moves committed entries into bbolt in large
+// transactions, off the acknowledgement path, and records the applied seq
+// in the same transaction. Scan waits for the applier, then reads bbolt.
+// Open replays the log above the applied seq. A failed log write or
+// fdatasync makes the store fail-stop (ErrFailed).
 //
-// The root of the bbolt file holds these buckets:
+// # Directory layout
 //
-//   - "meta": the records "version" (format version, 1), "slots" (slot
-//     count), "epoch" (highest epoch seen), "lastseq" (newest log entry's
-//     sequence number), "logepoch" (newest log entry's epoch), each an
-//     8-byte big-endian number, and "epochs", the epoch map: pairs of 8-byte
-//     big-endian epoch and first sequence number of that epoch.
-//   - "s" + 2-byte big-endian slot, one per slot that has ever held a key:
-//     the slot's keys as bbolt keys, each value stored as
-//     crc32c(key || value) (4 bytes, big-endian) followed by the value.
-//   - "oplog": the op log, keyed by 8-byte big-endian sequence number and
-//     filled to 100 % since keys only grow. An entry is crc (4) | slot (2) |
-//     flags (1, bit 0 = delete) | uvarint key length | key | value |
-//     epoch (8); its crc32c covers everything after the crc field followed
-//     by the 8-byte sequence key. Sequence numbers are consecutive from
-//     FirstLogSeq to LastSeq; the oldest are trimmed a bounded number per
-//     commit once more than Options.LogRetention are kept.
+//   - LOCK: flocked by the process that has the store open.
+//   - wal/<first seq, 20 digits>.log: log segments, rolled at about 64 MiB.
+//     A record is length (4) | crc32c of the payload (4) | payload, the
+//     payload being seq (8) | epoch (8) | type (1: put, 2: delete, 3: epoch
+//     marker) | slot (2) | key length (4) | key | value, all big-endian. An
+//     epoch marker says its epoch starts at seq+1 and takes no sequence
+//     number. Only a damaged record at the end of the newest segment (a
+//     crash during a write) is dropped on Open; any other is ErrCorrupt.
+//     Segments whose entries are all applied and older than
+//     Options.LogRetention are deleted.
+//   - data.db, a bbolt file: bucket "meta" with the records "version"
+//     (format version, 2), "slots", "applied" (seq of the newest applied
+//     entry), "epoch" (highest epoch seen), each an 8-byte big-endian
+//     number, "epochs" (the epoch map: pairs of 8-byte epoch and start seq)
+//     and, during a Restore, "restoring"; and one bucket per slot that has
+//     held a key, named "s" + 2-byte big-endian slot, holding the slot's
+//     keys, each value stored as crc32c(key || value) (4 bytes) followed by
+//     the value. Meta records use the same format with the record name as
+//     key.
 //
-// Meta records use the value format above (the checksum covers the record
-// name and payload). Every checksum is verified on every read; a mismatch
-// returns ErrCorrupt, never the data. Castagnoli CRC32C is used (hardware
-// accelerated) for stored records; slot hashing elsewhere uses IEEE CRC32,
-// which is unrelated.
-//
-// The freelist is not synced (bbolt NoFreelistSync, map freelist): commits
-// write fewer pages, and Open rebuilds the freelist by scanning the file.
+// Castagnoli CRC32C is used (hardware accelerated) for stored records; slot
+// hashing elsewhere uses IEEE CRC32, which is unrelated.
 //
 // # Example
 //
-//	s, err := datastore.Open("/var/lib/thunder/data.db", datastore.Options{Slots: 1024})
+//	s, err := datastore.Open("/var/lib/thunder/store", datastore.Options{Slots: 1024, AutoCommit: true})
 //	if err != nil {
 //		return err
 //	}
@@ -52,5 +57,5 @@
 //	if err != nil {
 //		return fmt.Errorf("put k: %w", err)
 //	}
-//	v, err := s.Get(17, []byte("k")) // "v"; seq names the write in the op log
+//	v, err := s.Get(17, []byte("k")) // "v"; seq names the write in the log
 package datastore

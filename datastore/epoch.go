@@ -48,11 +48,19 @@ func withEntryEpoch(epochs []EpochStart, seq, e uint64) []EpochStart {
 // Epoch returns the highest epoch this store has seen, through SetEpoch or
 // in entries given to ApplyLog; 0 for a new store. Write stamps its entries
 // with it.
-func (s *Store) Epoch() uint64 { return s.st.Load().epoch }
+func (s *Store) Epoch() uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.epoch
+}
 
 // Epochs returns a copy of the persisted epoch map, ordered by epoch; empty
 // for a new store.
-func (s *Store) Epochs() []EpochStart { return slices.Clone(s.st.Load().epochs) }
+func (s *Store) Epochs() []EpochStart {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return slices.Clone(s.epochs)
+}
 
 // EpochEnd answers a following node's question "where does my epoch end in
 // your log?" (REPLICATION-NOTES #3, Kafka's OffsetsForLeaderEpoch): for the
@@ -61,8 +69,9 @@ func (s *Store) Epochs() []EpochStart { return slices.Clone(s.st.Load().epochs) 
 // epoch in the map or LastSeq()+1. ok is false when the map holds no such
 // epoch.
 func (s *Store) EpochEnd(epoch uint64) (found, endSeq uint64, ok bool) {
-	st := s.st.Load()
-	i, exact := slices.BinarySearchFunc(st.epochs, epoch, func(x EpochStart, e uint64) int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	i, exact := slices.BinarySearchFunc(s.epochs, epoch, func(x EpochStart, e uint64) int {
 		switch {
 		case x.Epoch < e:
 			return -1
@@ -77,11 +86,11 @@ func (s *Store) EpochEnd(epoch uint64) (found, endSeq uint64, ok bool) {
 	if i == 0 {
 		return 0, 0, false
 	}
-	found = st.epochs[i-1].Epoch
-	if i < len(st.epochs) {
-		return found, st.epochs[i].StartSeq, true
+	found = s.epochs[i-1].Epoch
+	if i < len(s.epochs) {
+		return found, s.epochs[i].StartSeq, true
 	}
-	return found, st.lastSeq + 1, true
+	return found, s.last + 1, true
 }
 
 // SetEpoch persists epoch as the store's current epoch and records in the
@@ -91,18 +100,75 @@ func (s *Store) EpochEnd(epoch uint64) (found, endSeq uint64, ok bool) {
 // follower calls it to fence older primaries. Setting the current epoch
 // again is a no-op.
 //
+// The change is an epoch-marker record in the write-ahead log, queued with
+// the writes, so its order relative to them is exact; SetEpoch returns once
+// it is fsynced. The applier persists the epoch map in the bbolt file.
+//
 // Errors: ErrStaleEpoch if epoch is lower than the current one, ErrClosed,
-// ctx.Err() if ctx ends first (the change may still be made), or a bbolt
-// error from the commit.
+// ErrRestoring, ErrFailed, ctx.Err() if ctx ends first (the change may
+// still be made).
 func (s *Store) SetEpoch(ctx context.Context, epoch uint64) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	r := newRequest()
-	r.kind = kindEpoch
-	r.epoch = epoch
+	r := &request{kind: kindEpoch, epoch: epoch}
 	if _, err := s.submit(ctx, r); err != nil {
 		return fmt.Errorf("set epoch %d: %w", epoch, err)
 	}
 	return nil
+}
+
+// logState is the position and epoch state of the log. The committer
+// builds the next one in a copy and publishes it under Store.mu; epochs is
+// replaced, never edited in place, so readers may keep the old slice.
+type logState struct {
+	last     uint64 // newest seq written to the log, maybe not yet fsynced
+	epoch    uint64 // highest epoch seen
+	logEpoch uint64 // epoch of the entry at last
+	epochs   []EpochStart
+}
+
+// markEpoch records that epoch starts after seq, if it is new.
+func (st *logState) markEpoch(epoch, seq uint64) bool {
+	if epoch <= st.epoch {
+		return false
+	}
+	st.epochs = append(st.epochs[:len(st.epochs):len(st.epochs)], EpochStart{Epoch: epoch, StartSeq: seq + 1})
+	st.epoch = epoch
+	return true
+}
+
+// appendEntry advances the state over a data entry.
+func (st *logState) appendEntry(seq, epoch uint64) {
+	st.epochs = withEntryEpoch(st.epochs, seq, epoch)
+	st.epoch = max(st.epoch, epoch)
+	st.logEpoch = epoch
+	st.last = seq
+}
+
+// clampEpochs returns the map with no epoch starting after next (the seq
+// the next entry will get): epochs that started after entries which are
+// gone (truncated, or torn off by a crash) become empty epochs at the end.
+func clampEpochs(epochs []EpochStart, next uint64) []EpochStart {
+	if len(epochs) == 0 || epochs[len(epochs)-1].StartSeq <= next {
+		return epochs
+	}
+	out := slices.Clone(epochs)
+	for i := range out {
+		out[i].StartSeq = min(out[i].StartSeq, next)
+	}
+	return out
+}
+
+// epochAt returns the epoch of the entry at seq according to the map: the
+// last epoch starting at or before it; 0 for seq 0 or an empty map.
+func epochAt(epochs []EpochStart, seq uint64) uint64 {
+	var e uint64
+	for _, x := range epochs {
+		if x.StartSeq > seq {
+			break
+		}
+		e = x.Epoch
+	}
+	return e
 }

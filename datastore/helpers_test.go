@@ -21,9 +21,16 @@ func (w tbWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// openStore opens path with opts (Slots 16 and a test logger unless set)
-// and closes it when the test ends.
+// openStore opens path with opts (AutoCommit, and a test logger unless
+// set) and closes it when the test ends.
 func openStore(tb testing.TB, path string, opts Options) *Store {
+	tb.Helper()
+	opts.AutoCommit = true
+	return openManual(tb, path, opts)
+}
+
+// openManual is openStore without forcing AutoCommit.
+func openManual(tb testing.TB, path string, opts Options) *Store {
 	tb.Helper()
 	if opts.Logger == nil {
 		opts.Logger = testLogger(tb)
@@ -40,13 +47,14 @@ func openStore(tb testing.TB, path string, opts Options) *Store {
 	return s
 }
 
-// newStore opens a fresh store with 16 slots in a temporary directory.
+// newStore opens a fresh store with 16 slots and AutoCommit in a temporary
+// directory.
 func newStore(tb testing.TB, opts Options) (*Store, string) {
 	tb.Helper()
 	if opts.Slots == 0 {
 		opts.Slots = 16
 	}
-	path := filepath.Join(tb.TempDir(), "data", "store.db")
+	path := filepath.Join(tb.TempDir(), "data", "store")
 	return openStore(tb, path, opts), path
 }
 
@@ -75,3 +83,12 @@ func mustGet(tb testing.TB, s *Store, slot int, key string) string {
 }
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// waitApplied waits until the applier has applied everything committed.
+func waitApplied(tb testing.TB, s *Store) {
+	tb.Helper()
+	want := s.CommittedSeq()
+	if err := s.waitApplied(testCtx(tb), want); err != nil {
+		tb.Fatalf("wait for applied seq %d: %v", want, err)
+	}
+}

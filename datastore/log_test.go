@@ -103,7 +103,7 @@ func dump(t testing.TB, s *Store) []KV {
 	for i := range slots {
 		slots[i] = i
 	}
-	kvs, err := s.Scan(slots, nil, nil, 0)
+	kvs, err := s.Scan(testCtx(t), slots, nil, nil, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,61 +210,3 @@ func TestApplyLogBelowFence(t *testing.T) {
 	}
 }
 
-func TestLogTrimming(t *testing.T) {
-	s, path := newStore(t, Options{NoSync: true, LogRetention: 10})
-	for i := range 50 {
-		mustPut(t, s, 0, fmt.Sprint(i), "v")
-	}
-	st, err := s.Stats()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.FirstLogSeq != 41 || st.LastSeq != 50 {
-		t.Fatalf("log spans %d..%d, want 41..50", st.FirstLogSeq, st.LastSeq)
-	}
-	if _, err := s.ReadLog(40, 0); !errors.Is(err, ErrLogTrimmed) {
-		t.Fatalf("read trimmed: %v", err)
-	}
-	if _, err := s.ReadLog(0, 0); !errors.Is(err, ErrLogTrimmed) {
-		t.Fatalf("read from 0 of trimmed log: %v", err)
-	}
-	entries, err := s.ReadLog(41, 0)
-	if err != nil || len(entries) != 10 || entries[0].Seq != 41 || entries[9].Seq != 50 {
-		t.Fatalf("read kept: %d entries, %v", len(entries), err)
-	}
-	if entries, err := s.ReadLog(51, 0); err != nil || len(entries) != 0 {
-		t.Fatalf("read past the end: %v, %v", entries, err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-
-	// A smaller retention after reopen is caught up by the next commits.
-	s = openStore(t, path, Options{NoSync: true, LogRetention: 3})
-	mustPut(t, s, 0, "x", "v")
-	st, _ = s.Stats()
-	if st.FirstLogSeq != 49 || st.LastSeq != 51 {
-		t.Fatalf("log spans %d..%d, want 49..51", st.FirstLogSeq, st.LastSeq)
-	}
-}
-
-func TestTrimIsBounded(t *testing.T) {
-	s, path := newStore(t, Options{NoSync: true})
-	muts := make([]Mutation, 2000)
-	for i := range muts {
-		muts[i] = Mutation{Slot: 1, Key: fmt.Appendf(nil, "%d", i)}
-	}
-	if _, err := s.Write(testCtx(t), muts); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	s = openStore(t, path, Options{NoSync: true, LogRetention: 1})
-	mustPut(t, s, 0, "x", "v")
-	st, _ := s.Stats()
-	// One entry appended: 2*1+trimSlack entries deleted, not all 2000.
-	if want := uint64(1 + 2 + trimSlack); st.FirstLogSeq != want {
-		t.Fatalf("first log seq %d after one commit, want %d", st.FirstLogSeq, want)
-	}
-}

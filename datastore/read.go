@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"path/filepath"
 	"slices"
 
 	bolt "go.etcd.io/bbolt"
@@ -37,18 +39,26 @@ type KV struct {
 // Stats describes the store at one instant. The zero value means an empty
 // store.
 type Stats struct {
-	Keys        uint64
-	KeysPerSlot map[int]uint64 // only slots holding keys
-	LastSeq     uint64
-	FirstLogSeq uint64 // Seq of the oldest kept log entry; 0 when the log is empty
-	Epoch       uint64
-	FileBytes   int64
-	Commits     uint64 // transactions committed since Open; mutations per commit show the batching
+	Keys         uint64         // keys in the applied state (bbolt); excludes the unapplied overlay
+	KeysPerSlot  map[int]uint64 // likewise; only slots holding keys
+	LastSeq      uint64
+	DurableSeq   uint64
+	CommittedSeq uint64
+	AppliedSeq   uint64
+	FirstLogSeq  uint64 // Seq of the oldest entry ReadLog can return; 0 when the log holds none
+	Epoch        uint64
+	FileBytes    int64  // size of the bbolt file
+	WALBytes     int64  // size of the write-ahead-log segments
+	Commits      uint64 // log group commits since Open; writes per commit show the batching
+	Applies      uint64 // applier transactions since Open
 }
 
 // view runs fn in a read transaction and reports a closed store as ErrClosed.
 func (s *Store) view(fn func(tx *bolt.Tx) error) error {
-	if s.isClosed.Load() {
+	s.mu.RLock()
+	closed := s.closed
+	s.mu.RUnlock()
+	if closed {
 		return ErrClosed
 	}
 	err := s.db.View(fn)
@@ -99,55 +109,105 @@ func slotBucket(tx *bolt.Tx, slot int) *bolt.Bucket {
 	return tx.Bucket(name[:])
 }
 
-// Get returns a copy of the value stored under key in slot. Errors:
+// Get returns a copy of the value stored under key in slot, as of the
+// committed seq: the newest committed version not yet applied (kept in
+// memory), else the bbolt file. It never waits for the applier. Errors:
 // ErrNotFound, ErrCorrupt (naming slot and key), ErrBadSlot, ErrEmptyKey,
 // ErrKeyTooLarge, ErrClosed.
 func (s *Store) Get(slot int, key []byte) ([]byte, error) {
-	if err := s.checkKey(slot, key); err != nil {
-		return nil, err
-	}
-	var out []byte
-	err := s.view(func(tx *bolt.Tx) error {
-		v, err := lookup(slotBucket(tx, slot), slot, key)
-		if err == nil {
-			out = bytes.Clone(v)
-		}
-		return err
-	})
-	return out, err
+	r := s.GetMany([]KeyRef{{Slot: slot, Key: key}})[0]
+	return r.Value, r.Err
 }
 
-// GetMany looks up every ref in one read transaction, so the results are
+// lookupOverlay returns the newest version of the key at or below
+// committed. s.mu must be held.
+func (s *Store) lookupOverlay(kb []byte, committed uint64) (version, bool) {
+	vs := s.overlay[string(kb)]
+	for i := len(vs) - 1; i >= 0; i-- {
+		if vs[i].seq <= committed {
+			return vs[i], true
+		}
+	}
+	return version{}, false
+}
+
+// GetMany looks up every ref as of one committed seq, so the results are
 // from one instant, and returns one result per ref in the same order. The
-// values are copied out of the file into one shared allocation.
+// values are copied into one shared allocation. It never waits for the
+// applier.
 func (s *Store) GetMany(refs []KeyRef) []GetResult {
 	out := make([]GetResult, len(refs))
-	err := s.view(func(tx *bolt.Tx) error {
-		total := 0
-		lastSlot, b := -1, (*bolt.Bucket)(nil)
-		for i, ref := range refs {
-			if err := s.checkKey(ref.Slot, ref.Key); err != nil {
-				out[i].Err = err
+	fromFile := make([]bool, len(refs))
+	pending := 0
+	var kb []byte
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		for i := range out {
+			out[i].Err = ErrClosed
+		}
+		return out
+	}
+	for i, ref := range refs {
+		if err := s.checkKey(ref.Slot, ref.Key); err != nil {
+			out[i].Err = err
+			continue
+		}
+		if len(s.overlay) > 0 {
+			kb = overlayKey(kb[:0], uint16(ref.Slot), ref.Key)
+			if v, ok := s.lookupOverlay(kb, s.committed); ok {
+				if v.del {
+					out[i].Err = ErrNotFound
+				} else {
+					out[i].Value = v.value
+				}
 				continue
 			}
+		}
+		fromFile[i] = true
+		pending++
+	}
+	// The read transaction starts before the applier can drop from the
+	// overlay what it applies next, so together they show one instant.
+	var tx *bolt.Tx
+	var err error
+	if pending > 0 {
+		tx, err = s.db.Begin(false)
+	}
+	s.mu.RUnlock()
+	if err != nil {
+		return failResults(out, err)
+	}
+	if tx != nil {
+		// A read-only transaction has nothing to roll back but its lock.
+		defer func() { _ = tx.Rollback() }()
+	}
+	total := 0
+	lastSlot, b := -1, (*bolt.Bucket)(nil)
+	for i, ref := range refs {
+		if fromFile[i] {
 			if ref.Slot != lastSlot {
 				lastSlot, b = ref.Slot, slotBucket(tx, ref.Slot)
 			}
 			out[i].Value, out[i].Err = lookup(b, ref.Slot, ref.Key)
-			total += len(out[i].Value)
 		}
-		p := newPacker(total)
-		for i := range out {
-			if out[i].Err == nil {
-				out[i].Value = p.copy(out[i].Value)
-			}
+		total += len(out[i].Value)
+	}
+	p := newPacker(total)
+	for i := range out {
+		if out[i].Err == nil {
+			out[i].Value = p.copy(out[i].Value)
 		}
-		return nil
-	})
-	if err != nil {
-		for i := range out {
-			out[i] = GetResult{Err: err}
-		}
+	}
+	return out
+}
+
+func failResults(out []GetResult, err error) []GetResult {
+	if errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
+		err = ErrClosed
+	}
+	for i := range out {
+		out[i] = GetResult{Err: err}
 	}
 	return out
 }
@@ -188,10 +248,12 @@ func (h mergeHeap) down(i int) {
 // Scan returns the keys in [start, end) held in any of the given slots, in
 // byte order, with their values, at most limit of them (limit <= 0: no
 // limit). A nil start scans from the first key; a nil or empty end has no
-// upper bound. All slots are read in one transaction and merged through one
-// cursor per slot, so only the returned pairs are ever copied. Errors:
-// ErrBadSlot, ErrCorrupt (naming slot and key), ErrClosed.
-func (s *Store) Scan(slots []int, start, end []byte, limit int) ([]KV, error) {
+// upper bound. Scan first waits until the applier has applied everything
+// committed when it was called, then reads the bbolt file alone: all slots
+// in one transaction, merged through one cursor per slot, so only the
+// returned pairs are ever copied. Errors: ErrBadSlot, ErrCorrupt (naming
+// slot and key), ErrClosed, ctx.Err() while waiting.
+func (s *Store) Scan(ctx context.Context, slots []int, start, end []byte, limit int) ([]KV, error) {
 	slots = slices.Clone(slots)
 	slices.Sort(slots)
 	slots = slices.Compact(slots)
@@ -199,6 +261,12 @@ func (s *Store) Scan(slots []int, start, end []byte, limit int) ([]KV, error) {
 		if err := s.checkSlot(slot); err != nil {
 			return nil, fmt.Errorf("scan: %w", err)
 		}
+	}
+	s.mu.RLock()
+	want := s.committed
+	s.mu.RUnlock()
+	if err := s.waitApplied(ctx, want); err != nil {
+		return nil, fmt.Errorf("scan: wait for the applier to reach seq %d: %w", want, err)
 	}
 	inRange := func(k []byte) bool { return k != nil && (len(end) == 0 || bytes.Compare(k, end) < 0) }
 	var out []KV
@@ -245,59 +313,155 @@ func (s *Store) Scan(slots []int, start, end []byte, limit int) ([]KV, error) {
 	return out, nil
 }
 
+// waitApplied waits until the applier reached seq, hurrying it.
+func (s *Store) waitApplied(ctx context.Context, seq uint64) error {
+	s.mu.RLock()
+	done := s.applied >= seq
+	s.mu.RUnlock()
+	if done {
+		return nil
+	}
+	return s.hurryApplier(func() error {
+		return s.waitFor(ctx, func() bool { return s.applied >= seq })
+	})
+}
+
+// WaitLog returns nil once LastSeq() > after, that is once an entry after
+// after has been written (maybe not yet fsynced), so a primary can ship it
+// while it fsyncs. Errors: ctx.Err(), ErrClosed.
+func (s *Store) WaitLog(ctx context.Context, after uint64) error {
+	return s.waitFor(ctx, func() bool { return s.last > after })
+}
+
 // ReadLog returns the log entries with Seq >= from in order, at most limit of
-// them (limit <= 0: all), copied out of the file; none when from is past
-// LastSeq(). A from of 0 counts as 1. Errors: ErrLogTrimmed when
-// entries at or after from have been trimmed (the reader needs a Snapshot),
-// ErrCorrupt naming the seq, ErrClosed.
+// them (limit <= 0: all), as copies the caller owns; none when from is past
+// LastSeq(). A from of 0 counts as 1. Entries are readable as soon as the
+// committer has written them, before their fdatasync returns (compare
+// DurableSeq). Recent entries (about the last 64 MiB, and all unapplied
+// ones) come from memory, older ones from the segment files.
+//
+// Errors: ErrLogTrimmed when entries at or after from have been deleted or
+// predate a Restore (the reader needs a Snapshot), ErrCorrupt naming file
+// and offset, ErrClosed.
 func (s *Store) ReadLog(from uint64, limit int) ([]LogEntry, error) {
 	from = max(from, 1)
 	var out []LogEntry
-	err := s.view(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketOplog).Cursor()
-		first, _ := c.First()
-		if first == nil {
-			lastSeq, err := metaU64(tx, metaLastSeq)
-			if err != nil {
-				return err
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return nil, fmt.Errorf("read log: %w", ErrClosed)
+	}
+	tailFirst := s.last + 1
+	if len(s.tail) > 0 {
+		tailFirst = s.tail[0].seq
+	}
+	segs := slices.Clone(s.segments)
+	s.mu.RUnlock()
+	if from < tailFirst {
+		var err error
+		if out, err = readSegments(segs, from, tailFirst, limit); err != nil {
+			return nil, fmt.Errorf("read log: %w", err)
+		}
+		from += uint64(len(out))
+	}
+	if limit <= 0 || len(out) < limit {
+		s.mu.RLock()
+		if len(s.tail) > 0 && from >= s.tail[0].seq {
+			i := from - s.tail[0].seq
+			for ; i < uint64(len(s.tail)) && (limit <= 0 || len(out) < limit); i++ {
+				out = append(out, s.tail[i].logEntry())
 			}
-			if from <= lastSeq {
-				return fmt.Errorf("seq %d: log is empty up to seq %d: %w", from, lastSeq, ErrLogTrimmed)
-			}
-			return nil
+		} else if from < s.last+1 && len(out) == 0 {
+			// The tail moved past from between the two looks: rare, and
+			// the reader simply asks again.
+			s.mu.RUnlock()
+			return s.ReadLog(from, limit)
 		}
-		if oldest := seqOf(first); from < oldest {
-			return fmt.Errorf("seq %d: oldest kept entry is seq %d: %w", from, oldest, ErrLogTrimmed)
+		s.mu.RUnlock()
+	}
+	total := 0
+	for i := range out {
+		total += len(out[i].Key) + len(out[i].Value)
+	}
+	p := newPacker(total)
+	for i := range out {
+		out[i].Key, out[i].Value = p.copy(out[i].Key), p.copy(out[i].Value)
+		if out[i].Delete {
+			out[i].Value = nil
 		}
-		var seek [seqSize]byte
-		putSeq(seek[:], from)
-		total := 0
-		for k, v := c.Seek(seek[:]); k != nil && (limit <= 0 || len(out) < limit); k, v = c.Next() {
-			e, ok := decodeEntry(k, v)
-			if !ok {
-				return fmt.Errorf("log seq %d: %w", seqOf(k), ErrCorrupt)
-			}
-			out = append(out, e)
-			total += len(e.Key) + len(e.Value)
-		}
-		p := newPacker(total)
-		for i := range out {
-			out[i].Key, out[i].Value = p.copy(out[i].Key), p.copy(out[i].Value)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("read log: %w", err)
 	}
 	return out, nil
 }
 
-// Stats counts the keys of every slot (walking each slot's pages, so it
-// costs time in proportion to the file size) and reports the log position,
-// all from one read transaction. Errors: ErrCorrupt (meta records),
-// ErrClosed, and the file's stat error.
+// readSegments reads data entries with from <= seq < stop from the
+// segment files.
+func readSegments(segs []segment, from, stop uint64, limit int) ([]LogEntry, error) {
+	if len(segs) == 0 || from < segs[0].first {
+		oldest := uint64(0)
+		if len(segs) > 0 {
+			oldest = segs[0].first
+		}
+		return nil, fmt.Errorf("seq %d: oldest kept entry is seq %d: %w", from, oldest, ErrLogTrimmed)
+	}
+	i := 0
+	for i+1 < len(segs) && segs[i+1].first <= from {
+		i++
+	}
+	var out []LogEntry
+	for ; i < len(segs); i++ {
+		sr, err := openSegment(segs[i].path)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("seq %d: segment %s deleted: %w", from, segs[i].path, ErrLogTrimmed)
+		}
+		if err != nil {
+			return nil, err
+		}
+		done, err := readSegment(sr, from, stop, limit, &out)
+		sr.close()
+		if err != nil || done {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
+// readSegment appends the wanted entries of one segment to out and reports
+// whether the reading is done (stop or limit reached).
+func readSegment(sr *segmentReader, from, stop uint64, limit int, out *[]LogEntry) (bool, error) {
+	for {
+		rec, err := sr.next()
+		if err == io.EOF {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		if rec.typ == recEpoch || rec.seq < from {
+			continue
+		}
+		if rec.seq >= stop || limit > 0 && len(*out) >= limit {
+			return true, nil
+		}
+		// Keys and values alias the reader's buffer until the next record.
+		e := newEntry(rec.slot, rec.typ == recDelete, rec.key, rec.value)
+		e.seq, e.epoch = rec.seq, rec.epoch
+		*out = append(*out, e.logEntry())
+	}
+}
+
+// Stats counts the keys of every slot in the applied state (walking each
+// slot's pages, so it costs time in proportion to the file size) and
+// reports the log positions. Errors: ErrCorrupt (meta records), ErrClosed,
+// and stat errors of the files.
 func (s *Store) Stats() (Stats, error) {
-	st := Stats{KeysPerSlot: make(map[int]uint64), Commits: s.commits.Load()}
+	st := Stats{KeysPerSlot: make(map[int]uint64), Commits: s.commits.Load(), Applies: s.applies.Load()}
+	s.mu.RLock()
+	st.LastSeq, st.DurableSeq, st.CommittedSeq, st.AppliedSeq, st.Epoch = s.last, s.durable, s.committed, s.applied, s.epoch
+	segs := slices.Clone(s.segments)
+	if len(segs) > 0 && segs[0].first <= s.last {
+		st.FirstLogSeq = segs[0].first
+	}
+	s.mu.RUnlock()
 	err := s.view(func(tx *bolt.Tx) error {
 		c := tx.Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
@@ -310,52 +474,75 @@ func (s *Store) Stats() (Stats, error) {
 				st.Keys += n
 			}
 		}
-		var err error
-		if st.LastSeq, err = metaU64(tx, metaLastSeq); err != nil {
-			return err
-		}
-		if st.Epoch, err = metaU64(tx, metaEpoch); err != nil {
-			return err
-		}
-		if first, _ := tx.Bucket(bucketOplog).Cursor().First(); first != nil {
-			st.FirstLogSeq = seqOf(first)
-		}
 		return nil
 	})
 	if err != nil {
 		return Stats{}, fmt.Errorf("stats: %w", err)
 	}
-	fi, err := os.Stat(s.path)
+	fi, err := os.Stat(filepath.Join(s.dir, dataFile))
 	if err != nil {
 		return Stats{}, fmt.Errorf("stats: %w", err)
 	}
 	st.FileBytes = fi.Size()
+	for _, seg := range segs {
+		if fi, err := os.Stat(seg.path); err == nil {
+			st.WALBytes += fi.Size()
+		}
+	}
 	return st, nil
 }
 
-// Snapshot calls fn for every key of the given slots, slot by slot in the
-// given order and in key order within a slot, all from one read
-// transaction, and returns the LastSeq of that same instant: the copy plus
-// the log entries after that seq reproduce the store exactly
-// (REPLICATION-NOTES #6). key and value alias the file and are valid only
-// until fn returns. A snapshot holds its read transaction until it returns,
-// which keeps the pages it reads from being reused; the file grows meanwhile.
+// Snapshot waits until the applier has applied everything committed when
+// it was called, then calls fn for every key of the given slots, slot by
+// slot in the given order and in key order within a slot, all from one
+// bbolt read transaction, and returns the applied seq that transaction reflects: the
+// copy plus the log entries after that seq reproduce the store exactly
+// (REPLICATION-NOTES #6). The caller then ships the log from seq+1 with
+// ReadLog; while Snapshot runs, the log segments holding those entries are
+// pinned (not deleted), but after it returns they are kept only as
+// Options.LogRetention says, so the caller should start reading promptly.
+// key and value alias the file and are valid only until fn returns. The
+// read transaction also keeps the pages it reads from being reused; the
+// file grows meanwhile.
 //
-// Errors: the first error of fn, ctx.Err() (checked every 1024 keys),
+// Errors: the first error of fn, ctx.Err() (while waiting, and checked
+// every 1024 keys),
 // ErrBadSlot, ErrCorrupt (naming slot and key; fn has then seen only the
-// keys before it), ErrClosed.
-func (s *Store) Snapshot(ctx context.Context, slots []int, fn func(slot int, key, value []byte) error) (lastSeq uint64, err error) {
+// keys before it), ErrRestoring, ErrClosed.
+func (s *Store) Snapshot(ctx context.Context, slots []int, fn func(slot int, key, value []byte) error) (seq uint64, err error) {
 	for _, slot := range slots {
 		if err := s.checkSlot(slot); err != nil {
 			return 0, fmt.Errorf("snapshot: %w", err)
 		}
 	}
+	s.mu.Lock()
+	if s.closed || s.restoring {
+		err := ErrClosed
+		if !s.closed {
+			err = ErrRestoring
+		}
+		s.mu.Unlock()
+		return 0, fmt.Errorf("snapshot: %w", err)
+	}
+	pin, want := s.applied, s.committed
+	s.pins[pin]++
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		if s.pins[pin]--; s.pins[pin] == 0 {
+			delete(s.pins, pin)
+		}
+		s.mu.Unlock()
+	}()
+	if err := s.waitApplied(ctx, want); err != nil {
+		return 0, fmt.Errorf("snapshot: wait for the applier to reach seq %d: %w", want, err)
+	}
 	err = s.view(func(tx *bolt.Tx) error {
-		seq, err := metaU64(tx, metaLastSeq)
+		applied, err := metaU64(tx, metaApplied)
 		if err != nil {
 			return err
 		}
-		lastSeq = seq
+		seq = applied
 		n := 0
 		for _, slot := range slots {
 			b := slotBucket(tx, slot)
@@ -383,5 +570,5 @@ func (s *Store) Snapshot(ctx context.Context, slots []int, fn func(slot int, key
 	if err != nil {
 		return 0, fmt.Errorf("snapshot: %w", err)
 	}
-	return lastSeq, nil
+	return seq, nil
 }

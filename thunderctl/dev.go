@@ -21,7 +21,7 @@ func devCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "dir", Value: ".dev", Usage: "`PATH` for ZooKeeper, data and logs (rerun on it to get the same cluster back)", EnvVars: []string{"THUNDER_DIR"}},
 			&cli.IntFlag{Name: "groups", Value: 2, Usage: "replica groups", EnvVars: []string{"THUNDER_GROUPS"}},
-			&cli.IntFlag{Name: "replicas", Value: 1, Usage: "data nodes per group", EnvVars: []string{"THUNDER_REPLICAS"}},
+			&cli.IntFlag{Name: "replicas", Value: 2, Usage: "data nodes per group", EnvVars: []string{"THUNDER_REPLICAS"}},
 			&cli.IntFlag{Name: "coords", Value: 2, Usage: "coordinators", EnvVars: []string{"THUNDER_COORDS"}},
 			&cli.IntFlag{Name: "slots", Value: 1024, Usage: "slot count of a new cluster", EnvVars: []string{"THUNDER_SLOTS"}},
 			&cli.StringFlag{Name: "ready-file", Usage: "write the `FILE` with the export line once the cluster serves (for scripts)", EnvVars: []string{"THUNDER_READY_FILE"}},

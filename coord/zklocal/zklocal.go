@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -58,7 +59,8 @@ type Server struct {
 	stopErr  error
 }
 
-// Start launches ZooKeeper and returns once it answers "ruok" with "imok".
+// Start launches ZooKeeper and returns once it answers "ruok" with "imok"
+// and serves sessions.
 // It gives up when ctx ends (killing the process) and reports the last lines
 // of zookeeper.log when the server exits early. ErrNotInstalled when the jar
 // or java is missing. With Port 0, a port taken between choosing it and the
@@ -183,13 +185,17 @@ maxClientCnxns=0
 	return s, nil
 }
 
-// waitReady polls "ruok" until the answer is "imok".
+// waitReady polls until the server answers "ruok" with "imok" and "srvr"
+// shows it serving: it says imok while it still loads its database and
+// turns sessions away.
 func (s *Server) waitReady(ctx context.Context) error {
 	tick := time.NewTicker(25 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		if Ruok(ctx, s.addr) {
-			return nil
+			if stat, err := fourLetter(ctx, s.addr, "srvr"); err == nil && strings.Contains(stat, "Mode: ") {
+				return nil
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -204,23 +210,29 @@ func (s *Server) waitReady(ctx context.Context) error {
 // Ruok reports whether the ZooKeeper at addr answers the "ruok" command with
 // "imok" within a second (and before ctx ends).
 func Ruok(ctx context.Context, addr string) bool {
+	reply, err := fourLetter(ctx, addr, "ruok")
+	return err == nil && reply == "imok"
+}
+
+// fourLetter sends a four-letter admin command and returns the answer.
+func fourLetter(ctx context.Context, addr, cmd string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return false
+		return "", err
 	}
 	defer c.Close()
 	deadline, _ := ctx.Deadline()
-	if c.SetDeadline(deadline) != nil {
-		return false
+	if err := c.SetDeadline(deadline); err != nil {
+		return "", err
 	}
-	if _, err := c.Write([]byte("ruok")); err != nil {
-		return false
+	if _, err := c.Write([]byte(cmd)); err != nil {
+		return "", err
 	}
-	reply, err := io.ReadAll(io.LimitReader(c, 16))
-	return err == nil && string(reply) == "imok"
+	reply, err := io.ReadAll(io.LimitReader(c, 64<<10))
+	return string(reply), err
 }
 
 // logTail returns the end of zookeeper.log for an error message.

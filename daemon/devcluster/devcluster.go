@@ -98,7 +98,8 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 func (c *Cluster) startDaemons() error {
 	for i := 1; i <= c.cfg.Coords; i++ {
 		p := &Process{Name: fmt.Sprintf("coord-%d", i), Role: "coordinator"}
-		if err := c.spawn(p, "serve", "coord", "--slots", strconv.Itoa(c.cfg.Slots), "--assign-delay", "1s"); err != nil {
+		if err := c.spawn(p, "serve", "coord", "--slots", strconv.Itoa(c.cfg.Slots), "--assign-delay", "1s",
+			"--replication-factor", strconv.Itoa(c.cfg.Replicas)); err != nil {
 			return err
 		}
 	}

@@ -1,0 +1,253 @@
+package datastore
+
+import (
+	"bytes"
+	"fmt"
+	"slices"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Bounds of one apply transaction: large enough that bbolt's per-commit
+// costs (two fsyncs, page writes) are shared by many entries, small enough
+// that one transaction's dirty pages stay modest.
+const (
+	maxApplyEntries = 250_000
+	maxApplyBytes   = 64 << 20
+
+	// The applier lets entries accumulate for up to applyDelay unless
+	// minApplyEntries are waiting or a reader asks it to hurry: random keys
+	// dirty most leaf pages whatever the batch size, so fewer, larger
+	// transactions write far less, and their page writes and fsyncs compete
+	// less with the log's fdatasync.
+	minApplyEntries = 100_000
+	applyDelay      = time.Second
+)
+
+// kickApplier tells the applier that the committed seq moved.
+func (s *Store) kickApplier() {
+	select {
+	case s.applyWake <- struct{}{}:
+	default: // already due to run
+	}
+}
+
+// runApplier is the goroutine that moves committed log entries into the
+// bbolt file. It is owned by the Store and stops when Close closes s.stop,
+// after the transaction in progress.
+func (s *Store) runApplier() {
+	defer close(s.applierDone)
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-s.applyWake:
+		}
+		if !s.waitForApplyBatch() {
+			return
+		}
+		for {
+			select {
+			case <-s.stop:
+				return
+			default:
+			}
+			n, err := s.applyOnce()
+			if err != nil {
+				s.mu.Lock()
+				if s.failErr == nil {
+					s.failErr = fmt.Errorf("apply log to %s: %w: %w", dataFile, ErrFailed, err)
+				}
+				s.notifyLocked()
+				s.mu.Unlock()
+				s.log.Error("datastore applier failed, refusing writes", "err", err)
+				return
+			}
+			if n == 0 {
+				break
+			}
+		}
+	}
+}
+
+// waitForApplyBatch waits until a large batch is committed, a reader
+// hurries the applier or applyDelay passed; false when the store stops.
+func (s *Store) waitForApplyBatch() bool {
+	timer := time.NewTimer(applyDelay)
+	defer timer.Stop()
+	for {
+		s.mu.RLock()
+		enough := s.committed-s.applied >= minApplyEntries || s.hurry > 0
+		s.mu.RUnlock()
+		if enough {
+			return true
+		}
+		select {
+		case <-s.stop:
+			return false
+		case <-timer.C:
+			return true
+		case <-s.applyWake:
+		}
+	}
+}
+
+// hurryApplier makes the applier skip its batching delay while fn runs.
+func (s *Store) hurryApplier(fn func() error) error {
+	s.mu.Lock()
+	s.hurry++
+	s.mu.Unlock()
+	s.kickApplier()
+	defer func() {
+		s.mu.Lock()
+		s.hurry--
+		s.mu.Unlock()
+	}()
+	return fn()
+}
+
+// applyOnce applies the oldest committed, unapplied entries in one bbolt
+// transaction and returns how many it applied.
+func (s *Store) applyOnce() (int, error) {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	s.mu.RLock()
+	if s.restoring || s.closed || s.applied >= s.committed || len(s.tail) == 0 {
+		s.mu.RUnlock()
+		return 0, nil
+	}
+	base := s.tail[0].seq
+	from := s.applied + 1 - base
+	to := from
+	var bytes int64
+	for limit := min(s.committed+1-base, uint64(len(s.tail))); to < limit && to-from < maxApplyEntries && bytes < maxApplyBytes; to++ {
+		bytes += int64(len(s.tail[to].value))
+	}
+	// Entries up to the committed seq are never overwritten in the tail's
+	// array (truncation and restore stay above it and wait for applyMu), so
+	// the slice stays valid after the lock is dropped.
+	batch := s.tail[from:to:to]
+	epoch, epochs := s.epoch, s.epochs
+	s.mu.RUnlock()
+	if s.hooks.beforeApply != nil {
+		s.hooks.beforeApply()
+	}
+	last := batch[len(batch)-1].seq
+	order := latestInOrder(batch)
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		records := make([]byte, 0, int(bytes)+crcSize*len(batch))
+		buckets := make(map[uint16]*bolt.Bucket)
+		for _, i := range order {
+			e := &batch[i]
+			b, err := slotBucketForWrite(tx, buckets, e.slot)
+			if err != nil {
+				return err
+			}
+			if e.del {
+				err = b.Delete(e.key)
+			} else {
+				n := recordSize(len(e.value))
+				records = records[:len(records)+n]
+				rec := records[len(records)-n:]
+				encodeRecord(rec, e.key, e.value)
+				err = b.Put(e.key, rec)
+			}
+			if err != nil {
+				return fmt.Errorf("seq %d slot %d key %s: %w", e.seq, e.slot, keyForError(e.key), err)
+			}
+		}
+		if err := putMeta(tx, metaApplied, last); err != nil {
+			return err
+		}
+		return putEpochs(tx, epoch, epochs)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("seqs %d..%d: %w", batch[0].seq, last, err)
+	}
+	s.applies.Add(1)
+	s.mu.Lock()
+	s.applied = last
+	var kb []byte
+	for i := range batch {
+		e := &batch[i]
+		kb = overlayKey(kb[:0], e.slot, e.key)
+		vs := s.overlay[string(kb)]
+		if len(vs) > 0 && vs[0].seq == e.seq {
+			if len(vs) == 1 {
+				delete(s.overlay, string(kb))
+			} else {
+				s.overlay[string(kb)] = slices.Delete(vs, 0, 1)
+			}
+		}
+		s.overlayBytes -= e.cost()
+	}
+	s.trimTailLocked()
+	s.notifyLocked()
+	s.mu.Unlock()
+	return len(batch), nil
+}
+
+// latestInOrder returns the indexes of the batch's entries sorted by slot
+// and key, keeping only the newest entry of each key: overwritten versions
+// need no bbolt work, and ordered puts touch each page once in turn.
+func latestInOrder(batch []entry) []int32 {
+	order := make([]int32, len(batch))
+	for i := range order {
+		order[i] = int32(i)
+	}
+	slices.SortFunc(order, func(a, b int32) int {
+		x, y := &batch[a], &batch[b]
+		if x.slot != y.slot {
+			return int(x.slot) - int(y.slot)
+		}
+		if c := bytes.Compare(x.key, y.key); c != 0 {
+			return c
+		}
+		return int(a - b) // seq order, as the batch is in seq order
+	})
+	out := order[:0]
+	for j, i := range order {
+		if j+1 < len(order) {
+			next := &batch[order[j+1]]
+			if next.slot == batch[i].slot && bytes.Equal(next.key, batch[i].key) {
+				continue
+			}
+		}
+		out = append(out, i)
+	}
+	return out
+}
+
+// trimTailLocked drops the oldest applied entries while the tail is over
+// its byte budget; ReadLog reads them from the segment files from then on.
+func (s *Store) trimTailLocked() {
+	n := 0
+	for n < len(s.tail) && s.tailBytes > s.tailMax && s.tail[n].seq <= s.applied {
+		s.tailBytes -= s.tail[n].cost()
+		n++
+	}
+	if n == 0 {
+		return
+	}
+	clear(s.tail[:n]) // let the entries' buffers go
+	s.tail = s.tail[n:]
+}
+
+func slotBucketForWrite(tx *bolt.Tx, cache map[uint16]*bolt.Bucket, slot uint16) (*bolt.Bucket, error) {
+	if b := cache[slot]; b != nil {
+		return b, nil
+	}
+	name := slotBucketName(int(slot))
+	// Bucket is cheaper than CreateBucketIfNotExists, which copies the name
+	// before looking it up.
+	b := tx.Bucket(name[:])
+	if b == nil {
+		var err error
+		if b, err = tx.CreateBucket(name[:]); err != nil {
+			return nil, fmt.Errorf("slot %d bucket: %w", slot, err)
+		}
+	}
+	cache[slot] = b
+	return b, nil
+}
