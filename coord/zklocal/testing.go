@@ -14,11 +14,15 @@ import (
 // at cleanup. When ZooKeeper is not installed the test is skipped, unless
 // the environment variable CI is set: there a missing ZooKeeper is a failure.
 // Any other failure to start fails the test.
-func StartForTest(t testing.TB) *Server {
+func StartForTest(t testing.TB) *Server { return StartForTestOn(t, "") }
+
+// StartForTestOn is StartForTest with ZooKeeper bound to host ("" for
+// 127.0.0.1), for tests whose nodes live in network namespaces of their own.
+func StartForTestOn(t testing.TB, host string) *Server {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	s, err := Start(ctx, Options{Dir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+	s, err := Start(ctx, Options{Dir: t.TempDir(), Host: host, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
 	if err != nil {
 		if errors.Is(err, ErrNotInstalled) && os.Getenv("CI") == "" {
 			t.Skipf("skipping: %v (with CI set this fails)", err)

@@ -40,6 +40,10 @@ type Options struct {
 	// 0 means 200ms. Session timeouts from 1 s to 60 s are allowed whatever
 	// the tick.
 	TickTime time.Duration
+	// Host is the address ZooKeeper binds; "" means 127.0.0.1. Tests that
+	// put nodes in network namespaces of their own bind it to their bridge
+	// address.
+	Host string
 	// Logger receives start and stop events; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -81,6 +85,10 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	if tick <= 0 {
 		tick = 200 * time.Millisecond
 	}
+	host := opts.Host
+	if host == "" {
+		host = "127.0.0.1"
+	}
 	dir, ownDir := opts.Dir, opts.Dir == ""
 	if ownDir {
 		if dir, err = os.MkdirTemp("", "zklocal-"); err != nil {
@@ -90,12 +98,12 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	for attempt := 1; ; attempt++ {
 		port := opts.Port
 		if port == 0 {
-			if port, err = freePort(); err != nil {
+			if port, err = freePort(host); err != nil {
 				break
 			}
 		}
 		var s *Server
-		s, err = launch(ctx, java, dir, port, tick, log)
+		s, err = launch(ctx, java, dir, host, port, tick, log)
 		if err == nil {
 			s.ownDir = ownDir
 			return s, nil
@@ -121,9 +129,9 @@ func findJava() (string, error) {
 	return "", fmt.Errorf("%w (run `make deps`): java not found on PATH or at /usr/bin/java", ErrNotInstalled)
 }
 
-// freePort asks the kernel for a free loopback port.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+// freePort asks the kernel for a free port on host.
+func freePort(host string) (int, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		return 0, fmt.Errorf("pick a zookeeper port: %w", err)
 	}
@@ -131,7 +139,7 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-func launch(ctx context.Context, java, dir string, port int, tick time.Duration, log *slog.Logger) (*Server, error) {
+func launch(ctx context.Context, java, dir, host string, port int, tick time.Duration, log *slog.Logger) (*Server, error) {
 	dataDir := filepath.Join(dir, "data")
 	if err := os.MkdirAll(dataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("zookeeper data directory: %w", err)
@@ -141,14 +149,14 @@ func launch(ctx context.Context, java, dir string, port int, tick time.Duration,
 tickTime=%d
 dataDir=%s
 clientPort=%d
-clientPortAddress=127.0.0.1
+clientPortAddress=%s
 admin.enableServer=false
 4lw.commands.whitelist=ruok,srvr
 minSessionTimeout=1000
 maxSessionTimeout=60000
 # Tests and dev clusters open many connections from one address.
 maxClientCnxns=0
-`, tick.Milliseconds(), dataDir, port)
+`, tick.Milliseconds(), dataDir, port, host)
 	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
 		return nil, fmt.Errorf("zookeeper config: %w", err)
 	}
@@ -166,7 +174,7 @@ maxClientCnxns=0
 	}
 	s := &Server{
 		cmd:    cmd,
-		addr:   net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+		addr:   net.JoinHostPort(host, strconv.Itoa(port)),
 		dir:    dir,
 		log:    log,
 		out:    out,
@@ -255,7 +263,7 @@ func (s *Server) kill() {
 	s.out.Close()
 }
 
-// Addr is the client address, "127.0.0.1:PORT".
+// Addr is the client address, "HOST:PORT".
 func (s *Server) Addr() string { return s.addr }
 
 // Dir is the server's directory.
