@@ -62,7 +62,7 @@ func groupTable(gs []GroupStatus) (hdr []string, rows [][]string) {
 }
 
 func nodeTable(ns []NodeStatusRow) (hdr []string, rows [][]string) {
-	hdr = []string{"NODE", "GROUP", "ADDR", "ROLE", "STATE", "KEYS", "LAST SEQ", "EPOCH"}
+	hdr = []string{"NODE", "GROUP", "ADDR", "ROLE", "STATE", "KEYS", "LAST SEQ", "LAG", "EPOCH"}
 	for _, n := range ns {
 		rows = append(rows, []string{
 			n.ID,
@@ -72,6 +72,7 @@ func nodeTable(ns []NodeStatusRow) (hdr []string, rows [][]string) {
 			n.State,
 			optional(n.Keys),
 			optional(n.LastSeq),
+			optional(n.Lag),
 			optional(n.Epoch),
 		})
 	}

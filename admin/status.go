@@ -86,6 +86,9 @@ type NodeStatusRow struct {
 	Keys    *uint64 `json:"keys"`
 	LastSeq *uint64 `json:"last_seq"`
 	Epoch   *uint64 `json:"epoch"`
+	// Lag is how many log entries the node is behind its group's primary;
+	// nil unless both answered.
+	Lag *uint64 `json:"lag"`
 }
 
 // Node states and roles as shown in NodeStatusRow.
@@ -255,14 +258,17 @@ func BuildStatus(meta coord.ClusterMeta, table *coord.SlotTable, groups []*coord
 			if id == g.Primary {
 				role = rolePrimary
 			}
-			s.Nodes = append(s.Nodes, nodeRow(id, g.Name, role, registered, probes))
+			row := nodeRow(id, g.Name, role, registered, probes)
 			seen[id] = true
-			if st, up := liveStatus(probes, id); up && primaryUp && id != g.Primary {
-				lagKnown = true
-				if st.LastSeq < primary.LastSeq {
-					maxLag = max(maxLag, primary.LastSeq-st.LastSeq)
+			if st, up := liveStatus(probes, id); up && primaryUp {
+				lag := primary.LastSeq - min(primary.LastSeq, st.LastSeq)
+				row.Lag = ptr(lag)
+				if id != g.Primary {
+					lagKnown = true
+					maxLag = max(maxLag, lag)
 				}
 			}
+			s.Nodes = append(s.Nodes, row)
 		}
 		if lagKnown {
 			gs.MaxLagEntries = ptr(maxLag)

@@ -82,7 +82,7 @@ func TestBuildStatus(t *testing.T) {
 	}
 
 	wantNodes := []NodeStatusRow{
-		{ID: "n1", Group: "g1", Addr: "127.0.0.1:7001", Role: "primary", State: "up", Keys: u64(500), LastSeq: u64(100), Epoch: u64(3)},
+		{ID: "n1", Group: "g1", Addr: "127.0.0.1:7001", Role: "primary", State: "up", Keys: u64(500), LastSeq: u64(100), Epoch: u64(3), Lag: u64(0)},
 		{ID: "n2", Group: "g1", Addr: "127.0.0.1:7002", Role: "secondary", State: "unreachable: connection refused"},
 		{ID: "n3", Group: "g1", Role: "secondary", State: "not registered"},
 		{ID: "n4", Group: "g2", Addr: "127.0.0.1:7004", Role: "secondary", State: "up", Keys: u64(20), LastSeq: u64(5), Epoch: u64(1)},
@@ -176,7 +176,7 @@ func TestPrintStatusTable(t *testing.T) {
 	for _, cells := range [][]string{
 		{"c1", "127.0.0.1:6001", "leader"},
 		{"g1", "3", "n1", "n1,n2", "n1,n2,n3", "8", "500", "-"},
-		{"n2", "g1", "127.0.0.1:7002", "secondary", "unreachable: connection refused", "-", "-", "-"},
+		{"n2", "g1", "127.0.0.1:7002", "secondary", "unreachable: connection refused", "-", "-", "-", "-"},
 		{"n3", "g1", "-", "secondary", "not registered"},
 	} {
 		if !hasRow(out, cells) {

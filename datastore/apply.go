@@ -120,9 +120,9 @@ func (s *Store) applyOnce() (int, error) {
 	base := s.tail[0].seq
 	from := s.applied + 1 - base
 	to := from
-	var bytes int64
-	for limit := min(s.committed+1-base, uint64(len(s.tail))); to < limit && to-from < maxApplyEntries && bytes < maxApplyBytes; to++ {
-		bytes += int64(len(s.tail[to].value))
+	var size int64
+	for limit := min(s.committed+1-base, uint64(len(s.tail))); to < limit && to-from < maxApplyEntries && size < maxApplyBytes; to++ {
+		size += int64(len(s.tail[to].value))
 	}
 	// Entries up to the committed seq are never overwritten in the tail's
 	// array (truncation and restore stay above it and wait for applyMu), so
@@ -136,7 +136,7 @@ func (s *Store) applyOnce() (int, error) {
 	last := batch[len(batch)-1].seq
 	order := latestInOrder(batch)
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		records := make([]byte, 0, int(bytes)+crcSize*len(batch))
+		records := make([]byte, 0, int(size)+crcSize*len(batch))
 		buckets := make(map[uint16]*bolt.Bucket)
 		for _, i := range order {
 			e := &batch[i]

@@ -93,4 +93,3 @@ func decodeEpochs(name, rec []byte) ([]EpochStart, error) {
 	}
 	return epochs, nil
 }
-

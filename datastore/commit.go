@@ -189,6 +189,14 @@ func (s *Store) refusal(r *request) error {
 func (s *Store) submit(ctx context.Context, r *request) (uint64, error) {
 	r.done = make(chan struct{})
 	s.mu.Lock()
+	hurrying := false
+	defer func() {
+		if hurrying {
+			s.mu.Lock()
+			s.hurry--
+			s.mu.Unlock()
+		}
+	}()
 	for {
 		if err := s.refusal(r); err != nil {
 			s.mu.Unlock()
@@ -196,6 +204,11 @@ func (s *Store) submit(ctx context.Context, r *request) (uint64, error) {
 		}
 		if len(r.entries) == 0 || s.overlayBytes <= s.overMax {
 			break
+		}
+		if !hurrying {
+			hurrying = true
+			s.hurry++
+			s.kickApplier()
 		}
 		ch := s.changed
 		s.mu.Unlock()

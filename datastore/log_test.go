@@ -209,4 +209,3 @@ func TestApplyLogBelowFence(t *testing.T) {
 		t.Fatalf("epoch after newer entry = %d", s.Epoch())
 	}
 }
-

@@ -132,11 +132,11 @@ type Store struct {
 	closed    bool
 	restoring bool
 	failErr   error
-	logState            // written by the committer only
-	durable   uint64    // newest seq fdatasynced
-	committed uint64    // reads and the applier see seqs <= committed
-	target    uint64    // highest seq SetCommitted asked for
-	applied   uint64    // newest seq in bbolt
+	logState         // written by the committer only
+	durable   uint64 // newest seq fdatasynced
+	committed uint64 // reads and the applier see seqs <= committed
+	target    uint64 // highest seq SetCommitted asked for
+	applied   uint64 // newest seq in bbolt
 	// tail holds the newest entries with consecutive seqs, at least all
 	// those above applied; it serves ReadLog and feeds the applier.
 	tail         []entry

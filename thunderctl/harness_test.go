@@ -71,9 +71,12 @@ type proc struct {
 	done chan struct{}
 }
 
-func newTestCluster(t testing.TB) *testCluster {
+func newTestCluster(t testing.TB) *testCluster { return newTestClusterOn(t, "") }
+
+// newTestClusterOn binds ZooKeeper to host ("" for loopback).
+func newTestClusterOn(t testing.TB, host string) *testCluster {
 	t.Helper()
-	tc := &testCluster{t: t, zk: zklocal.StartForTest(t), dir: t.TempDir(), name: "e2e", procs: map[string]*proc{}}
+	tc := &testCluster{t: t, zk: zklocal.StartForTestOn(t, host), dir: t.TempDir(), name: "e2e", procs: map[string]*proc{}}
 	t.Cleanup(func() {
 		tc.mu.Lock()
 		defer tc.mu.Unlock()
@@ -119,14 +122,18 @@ func (tc *testCluster) start(name string, args ...string) *proc {
 	return p
 }
 
-func (tc *testCluster) run(p *proc) {
+func (tc *testCluster) run(p *proc) { tc.runWith(p, thunderctlBin) }
+
+// runWith starts p's arguments with program (thunderctl, or ip for a
+// process in a namespace).
+func (tc *testCluster) runWith(p *proc, program string) {
 	tc.t.Helper()
 	logf, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		tc.t.Fatal(err)
 	}
 	defer logf.Close()
-	p.cmd = exec.Command(thunderctlBin, p.args...)
+	p.cmd = exec.Command(program, p.args...)
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := p.cmd.Start(); err != nil {
