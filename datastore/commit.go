@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime"
 	"syscall"
 )
 
@@ -277,6 +278,9 @@ func (s *Store) runCommitter() {
 			close(r.done)
 			batch[i] = nil
 		}
+		// Let the woken writers queue their next writes before the next
+		// batch is taken: on two cores this makes batches larger.
+		runtime.Gosched()
 	}
 }
 
