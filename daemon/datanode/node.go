@@ -84,8 +84,8 @@ type Node struct {
 	ready  chan struct{}
 	// roleKick asks manageRole to look at the state again.
 	roleKick chan struct{}
-	done   chan struct{}
-	err    error
+	done     chan struct{}
+	err      error
 
 	closeOnce sync.Once
 }

@@ -34,6 +34,7 @@ func (n *Node) manageRole() {
 	r := &role{}
 	defer n.endRole(r)
 	sessionDone := n.cfg.Cluster.Conn().SessionDone()
+	n.reconcileRole(r)
 	for {
 		select {
 		case <-n.ctx.Done():
