@@ -1,11 +1,13 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"math"
 	"math/rand"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -101,7 +103,36 @@ func TestLinearizableAcrossFailover(t *testing.T) {
 	res := porcupine.CheckOperationsTimeout(kvModel, history, 60*time.Second)
 	t.Logf("checked %d operations across the failover: %s", len(history), res)
 	if res == porcupine.Illegal {
+		logShortestIllegal(t, history)
 		t.Fatal("history is not linearizable")
+	}
+}
+
+// logShortestIllegal shows, for each key whose history is not
+// linearizable, the operations leading to the first violation.
+func logShortestIllegal(t *testing.T, history []porcupine.Operation) {
+	byKey := map[string][]porcupine.Operation{}
+	for _, op := range history {
+		k := op.Input.(kvInput).key
+		byKey[k] = append(byKey[k], op)
+	}
+	for k, ops := range byKey {
+		slices.SortFunc(ops, func(a, b porcupine.Operation) int { return cmp.Compare(a.Return, b.Return) })
+		if porcupine.CheckOperations(kvModel, ops) {
+			continue
+		}
+		lo, hi := 1, len(ops)
+		for lo < hi {
+			if mid := (lo + hi) / 2; porcupine.CheckOperations(kvModel, ops[:mid]) {
+				lo = mid + 1
+			} else {
+				hi = mid
+			}
+		}
+		t.Logf("key %s: the first %d operations (by return time) are not linearizable; the last ones:", k, lo)
+		for _, op := range ops[max(0, lo-12):lo] {
+			t.Logf("  client %d call %.3fms return %.3fms %s", op.ClientId, float64(op.Call)/1e6, float64(op.Return)/1e6, kvModel.DescribeOperation(op.Input, op.Output))
+		}
 	}
 }
 

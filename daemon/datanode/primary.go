@@ -29,12 +29,22 @@ type primary struct {
 	cancel context.CancelCauseFunc
 	wg     sync.WaitGroup
 
-	mu        sync.Mutex
-	isr       []string // as last written to ZooKeeper, including this node
-	followers map[string]*follower
-	committed uint64
-	advanced  chan struct{} // closed and replaced when committed moves
-	draining  bool          // a handover stopped admitting writes
+	// recomputeMu orders watermark moves, so the store and the waiters see
+	// them in the same order.
+	recomputeMu sync.Mutex
+	mu          sync.Mutex
+	isr         []string // as last written to ZooKeeper, including this node
+	followers   map[string]*follower
+	committed   uint64
+	advanced    chan struct{} // closed and replaced when committed moves
+	draining    bool          // a handover stopped admitting writes
+
+	// takeover is the log end when this node took the role. Entries up to
+	// it may include writes the previous primary acknowledged, which this
+	// node cannot tell apart, so it serves nothing until the in-sync
+	// replicas hold all of them (Raft's "commit an entry of your own term").
+	takeover uint64
+	ready    chan struct{} // closed once committed >= takeover
 }
 
 // follower is what the primary knows of one member.
@@ -57,7 +67,10 @@ type logSample struct {
 
 func newPrimary(n *Node, epoch uint64, isr []string) *primary {
 	p := &primary{n: n, epoch: epoch, followers: map[string]*follower{}, advanced: make(chan struct{}),
-		isr: slices.Clone(isr), committed: n.store.CommittedSeq()}
+		isr: slices.Clone(isr), committed: n.store.CommittedSeq(), takeover: n.store.LastSeq(), ready: make(chan struct{})}
+	if p.committed >= p.takeover {
+		close(p.ready)
+	}
 	if !slices.Contains(p.isr, n.id) {
 		p.isr = append(p.isr, n.id)
 	}
@@ -97,8 +110,12 @@ func (p *primary) admit() error {
 }
 
 // recompute moves the high watermark to what every in-sync replica holds
-// durably (with acks=1, what this node holds), then wakes the writers.
+// durably (with acks=1, what this node holds), then wakes the writers. The
+// store learns the watermark before any writer is woken, so a client that
+// sees its write acknowledged reads it back.
 func (p *primary) recompute() {
+	p.recomputeMu.Lock()
+	defer p.recomputeMu.Unlock()
 	durable := p.n.store.DurableSeq()
 	p.mu.Lock()
 	hw := durable
@@ -115,11 +132,30 @@ func (p *primary) recompute() {
 		p.mu.Unlock()
 		return
 	}
+	p.mu.Unlock()
+	p.n.store.SetCommitted(hw)
+	p.mu.Lock()
 	p.committed = hw
 	close(p.advanced)
 	p.advanced = make(chan struct{})
+	becameReady := hw >= p.takeover && !isClosed(p.ready)
 	p.mu.Unlock()
-	p.n.store.SetCommitted(hw)
+	if becameReady {
+		close(p.ready)
+		p.n.log.Info("serving: the in-sync replicas hold the whole log taken over", "seq", p.takeover, "epoch", p.epoch)
+	}
+}
+
+// serving reports whether the primary has committed everything it took over.
+func (p *primary) serving() bool { return isClosed(p.ready) }
+
+func isClosed(ch chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }
 
 // waitCommitted blocks until seq is committed (durable on every in-sync

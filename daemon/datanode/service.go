@@ -55,6 +55,9 @@ func (n *Node) route(st *state, slot int, stale bool) *wire.Response {
 	case !st.isPrimary():
 		return &wire.Response{Code: wire.Code_NOT_PRIMARY, OwnerGroup: owner, TableVersion: st.table.Version,
 			Message: fmt.Sprintf("node %s is not the primary of group %s", n.id, n.cfg.Group)}
+	case !st.primary.serving():
+		return &wire.Response{Code: wire.Code_UNAVAILABLE,
+			Message: fmt.Sprintf("node %s is taking over group %s: waiting for the in-sync replicas", n.id, n.cfg.Group)}
 	}
 	return nil
 }
