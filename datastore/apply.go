@@ -13,16 +13,16 @@ import (
 // costs (two fsyncs, page writes) are shared by many entries, small enough
 // that one transaction's dirty pages stay modest.
 const (
-	maxApplyEntries = 250_000
-	maxApplyBytes   = 64 << 20
+	maxApplyEntries = 1_000_000
+	maxApplyBytes   = 128 << 20
 
 	// The applier lets entries accumulate for up to applyDelay unless
 	// minApplyEntries are waiting or a reader asks it to hurry: random keys
 	// dirty most leaf pages whatever the batch size, so fewer, larger
 	// transactions write far less, and their page writes and fsyncs compete
 	// less with the log's fdatasync.
-	minApplyEntries = 100_000
-	applyDelay      = time.Second
+	minApplyEntries = 1_000_000
+	applyDelay      = 10 * time.Second
 )
 
 // kickApplier tells the applier that the committed seq moved.
