@@ -339,10 +339,11 @@ func (c *Client) refresh(ctx context.Context, seenVersion int64) {
 }
 
 // backoff waits before retry attempt n: short at first, since a moved slot
-// is usually served right away, longer while a failover is under way.
+// is usually served right away, then up to 100 ms, so a client notices a
+// new primary within a tenth of a second of it taking over.
 func (c *Client) backoff(ctx context.Context, attempt int) error {
 	d := time.Duration(1<<min(attempt, 8)) * 5 * time.Millisecond
-	d = min(d, 500*time.Millisecond)
+	d = min(d, 100*time.Millisecond)
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {

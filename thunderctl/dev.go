@@ -24,6 +24,7 @@ func devCommand() *cli.Command {
 			&cli.IntFlag{Name: "replicas", Value: 2, Usage: "data nodes per group", EnvVars: []string{"THUNDER_REPLICAS"}},
 			&cli.IntFlag{Name: "coords", Value: 2, Usage: "coordinators", EnvVars: []string{"THUNDER_COORDS"}},
 			&cli.IntFlag{Name: "slots", Value: 1024, Usage: "slot count of a new cluster", EnvVars: []string{"THUNDER_SLOTS"}},
+			&cli.StringFlag{Name: "acks", Value: "all", Usage: "write acknowledgement of the data nodes: all or 1", EnvVars: []string{"THUNDER_ACKS"}},
 			&cli.StringFlag{Name: "ready-file", Usage: "write the `FILE` with the export line once the cluster serves (for scripts)", EnvVars: []string{"THUNDER_READY_FILE"}},
 		},
 		Action: runDev,
@@ -58,6 +59,7 @@ func runDev(c *cli.Context) error {
 	cl, err := devcluster.Start(sctx, devcluster.Config{
 		Binary: self, Dir: dir, Cluster: c.String("cluster"),
 		Groups: c.Int("groups"), Replicas: c.Int("replicas"), Coords: c.Int("coords"), Slots: c.Int("slots"), Logger: log,
+		DataArgs: []string{"--acks", c.String("acks")},
 	})
 	if err != nil {
 		return err

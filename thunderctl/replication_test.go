@@ -5,7 +5,9 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -123,7 +125,8 @@ func (w *writer) waitProgress(t *testing.T, n int, within time.Duration) {
 	}
 }
 
-// longestGap is the longest time without an acknowledged write after since.
+// longestGap is the longest time without an acknowledged write from since
+// on (since counts as the last write before it).
 func (w *writer) longestGap(since time.Time) time.Duration {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -168,7 +171,7 @@ func TestPrimaryKilledLosesNoAcknowledgedWrite(t *testing.T) {
 	w.waitProgress(t, 500, sessionTimeout+10*time.Second)
 	w.halt()
 	t.Logf("failover: %s → %s (epoch %d → %d); longest gap without an acknowledged write: %s (session timeout %s)",
-		g.Primary, ng.Primary, g.Epoch, ng.Epoch, w.longestGap(killedAt.Add(-time.Second)).Round(time.Millisecond), sessionTimeout)
+		g.Primary, ng.Primary, g.Epoch, ng.Epoch, w.longestGap(killedAt).Round(time.Millisecond), sessionTimeout)
 	w.verify(t, c)
 }
 
@@ -247,7 +250,7 @@ func TestGracefulSwitchover(t *testing.T) {
 	ng := tc.waitGroup(cl, "g1", 5*time.Second, func(ng *coord.Group) bool { return ng.Primary != g.Primary })
 	w.waitProgress(t, 500, 5*time.Second)
 	w.halt()
-	gap := w.longestGap(start.Add(-time.Second))
+	gap := w.longestGap(start)
 	t.Logf("switchover %s → %s: longest gap without an acknowledged write %s", g.Primary, ng.Primary, gap.Round(time.Millisecond))
 	if gap > time.Second {
 		t.Errorf("switchover paused writes for %s, want under a second", gap)
@@ -287,4 +290,84 @@ func TestNewSecondaryCatchesUpBySnapshot(t *testing.T) {
 		}
 	}
 	w.verify(t, c)
+}
+
+func TestSigtermOnPrimaryHandsOver(t *testing.T) {
+	tc, cl := startGroup(t, 3)
+	c := tc.client(cl)
+	w := startWriter(c, 16)
+	w.waitProgress(t, 500, 10*time.Second)
+	g := tc.waitGroup(cl, "g1", time.Second, func(*coord.Group) bool { return true })
+	p := tc.procOf(g.Primary)
+	start := time.Now()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	ng := tc.waitGroup(cl, "g1", 5*time.Second, func(ng *coord.Group) bool { return ng.Primary != g.Primary && ng.Primary != "" })
+	// The handover happens before the process deregisters: well inside the
+	// session timeout a failover would need.
+	took := time.Since(start)
+	w.waitProgress(t, 500, 5*time.Second)
+	w.halt()
+	select {
+	case <-p.done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("primary did not exit after SIGTERM")
+	}
+	t.Logf("SIGTERM on %s: %s took over after %s; longest gap without an acknowledged write %s", g.Primary, ng.Primary,
+		took.Round(time.Millisecond), w.longestGap(start).Round(time.Millisecond))
+	if took >= sessionTimeout {
+		t.Errorf("takeover after SIGTERM took %s: that is a failover, not a handover", took)
+	}
+	w.verify(t, c)
+}
+
+func TestReadsFromSecondaries(t *testing.T) {
+	tc, cl := startGroup(t, 3)
+	c := tc.client(cl)
+	ctx := context.Background()
+	if err := c.Put(ctx, []byte("stale-ok"), []byte("v1")); err != nil {
+		t.Fatal(err)
+	}
+	// Secondaries make the write visible once the primary's watermark
+	// reaches them (a heartbeat at most).
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		out, stderr, code := tc.cli(nil, "--read-from", "secondary", "get", "stale-ok")
+		if code == 0 && out == "v1\n" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("read from a secondary: exit %d %q %s", code, out, stderr)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if _, stderr, code := tc.cli(nil, "--read-from", "bogus", "get", "stale-ok"); code != exitUsage {
+		t.Fatalf("--read-from bogus: exit %d %s", code, stderr)
+	}
+}
+
+func TestMinInsyncRefusesWrites(t *testing.T) {
+	tc := newTestCluster(t)
+	tc.coordinator("coord-1")
+	tc.dataNode("data-1", "g1", "--max-lag", "500ms", "--min-insync", "2")
+	tc.dataNode("data-2", "g1", "--max-lag", "500ms", "--min-insync", "2")
+	cl := tc.coordCluster()
+	tc.waitServing(cl, 30*time.Second)
+	g := tc.waitGroup(cl, "g1", 30*time.Second, func(g *coord.Group) bool { return len(g.ISR) == 2 })
+	c := tc.client(cl)
+	ctx := context.Background()
+	if err := c.Put(ctx, []byte("k"), []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	secondary := g.ISR[slices.IndexFunc(g.ISR, func(id string) bool { return id != g.Primary })]
+	tc.sigkill(tc.procOf(secondary))
+	tc.waitGroup(cl, "g1", 10*time.Second, func(g *coord.Group) bool { return len(g.ISR) == 1 })
+	_, stderr, code := tc.cli(nil, "--timeout", "1s", "put", "k2", "v")
+	if code != exitFailed || !strings.Contains(stderr, "min-insync") {
+		t.Fatalf("put with too few in-sync replicas: exit %d, %s", code, stderr)
+	}
+	if out, _, code := tc.cli(nil, "get", "k"); code != 0 || out != "v\n" {
+		t.Fatalf("reads must go on: exit %d %q", code, out)
+	}
 }

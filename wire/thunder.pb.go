@@ -1134,7 +1134,11 @@ type Hello struct {
 	CommittedSeq uint64 `protobuf:"varint,6,opt,name=committed_seq,json=committedSeq,proto3" json:"committed_seq,omitempty"`
 	// epochs is the follower's epoch map, so the primary can find where the
 	// two logs diverge (REPLICATION-NOTES #3).
-	Epochs        []*EpochStart `protobuf:"bytes,7,rep,name=epochs,proto3" json:"epochs,omitempty"`
+	Epochs []*EpochStart `protobuf:"bytes,7,rep,name=epochs,proto3" json:"epochs,omitempty"`
+	// durable_seq is how much of its log the follower has synced; where the
+	// logs agree it counts as acknowledged at once, so a new primary need not
+	// wait for fresh writes (which it refuses until then) to learn it.
+	DurableSeq    uint64 `protobuf:"varint,8,opt,name=durable_seq,json=durableSeq,proto3" json:"durable_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1216,6 +1220,13 @@ func (x *Hello) GetEpochs() []*EpochStart {
 		return x.Epochs
 	}
 	return nil
+}
+
+func (x *Hello) GetDurableSeq() uint64 {
+	if x != nil {
+		return x.DurableSeq
+	}
+	return 0
 }
 
 type Ack struct {
@@ -2121,7 +2132,7 @@ const file_thunder_proto_rawDesc = "" +
 	"\x0fFollowerMessage\x120\n" +
 	"\x05hello\x18\x01 \x01(\v2\x18.thunderyurts.wire.HelloH\x00R\x05hello\x12*\n" +
 	"\x03ack\x18\x02 \x01(\v2\x16.thunderyurts.wire.AckH\x00R\x03ackB\x06\n" +
-	"\x04body\"\xe2\x01\n" +
+	"\x04body\"\x83\x02\n" +
 	"\x05Hello\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x12\x17\n" +
 	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x12\x14\n" +
@@ -2130,7 +2141,9 @@ const file_thunder_proto_rawDesc = "" +
 	"\n" +
 	"last_epoch\x18\x05 \x01(\x04R\tlastEpoch\x12#\n" +
 	"\rcommitted_seq\x18\x06 \x01(\x04R\fcommittedSeq\x125\n" +
-	"\x06epochs\x18\a \x03(\v2\x1d.thunderyurts.wire.EpochStartR\x06epochs\"&\n" +
+	"\x06epochs\x18\a \x03(\v2\x1d.thunderyurts.wire.EpochStartR\x06epochs\x12\x1f\n" +
+	"\vdurable_seq\x18\b \x01(\x04R\n" +
+	"durableSeq\"&\n" +
 	"\x03Ack\x12\x1f\n" +
 	"\vdurable_seq\x18\x01 \x01(\x04R\n" +
 	"durableSeq\"\x9a\x03\n" +

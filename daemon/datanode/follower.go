@@ -46,7 +46,7 @@ func (n *Node) followOnce(ctx context.Context, primaryID string, epoch uint64) e
 	if err != nil {
 		return fmt.Errorf("open replication stream: %w", err)
 	}
-	hello := &wire.Hello{Group: n.cfg.Group, NodeId: n.id, Epoch: epoch, LastSeq: n.store.LastSeq(), CommittedSeq: n.store.CommittedSeq()}
+	hello := &wire.Hello{Group: n.cfg.Group, NodeId: n.id, Epoch: epoch, LastSeq: n.store.LastSeq(), CommittedSeq: n.store.CommittedSeq(), DurableSeq: n.store.DurableSeq()}
 	for _, e := range n.store.Epochs() {
 		hello.Epochs = append(hello.Epochs, &wire.EpochStart{Epoch: e.Epoch, StartSeq: e.StartSeq})
 	}

@@ -362,7 +362,7 @@ func (n *Node) Close() error {
 		if st := n.state.Load(); st != nil && st.primary != nil && n.ctx.Err() == nil {
 			p := st.primary
 			ctx, cancel := context.WithTimeout(n.ctx, 6*time.Second)
-			if _, err := p.handover(ctx, ""); err != nil {
+			if _, err := p.handover(ctx, "", true); err != nil {
 				n.log.Info("no handover before shutdown", "reason", err)
 			}
 			cancel()

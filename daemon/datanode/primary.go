@@ -336,7 +336,10 @@ func startPoint(store *datastore.Store, hello *wire.Hello) (next uint64, truncat
 // whole log, then switch in one compare-and-set that bumps the epoch. Writes
 // admitted before the drain either reach the target and are acknowledged,
 // or fail with the role's end and are never acknowledged.
-func (p *primary) handover(ctx context.Context, to string) (*wire.HandoverReply, error) {
+//
+// A leaving primary (shutting down) also takes itself out of the in-sync
+// set in the same compare-and-set, so its successor does not wait for it.
+func (p *primary) handover(ctx context.Context, to string, leaving bool) (*wire.HandoverReply, error) {
 	start := time.Now()
 	p.mu.Lock()
 	if to == "" {
@@ -383,6 +386,9 @@ func (p *primary) handover(ctx context.Context, to string) (*wire.HandoverReply,
 		}
 		g.Primary = to
 		g.Epoch++
+		if leaving {
+			g.ISR = slices.DeleteFunc(slices.Clone(g.ISR), func(id string) bool { return id == p.n.id })
+		}
 		return nil
 	})
 	if err != nil {

@@ -117,6 +117,9 @@ func (sh *shipper) run(ctx context.Context, hello *wire.Hello) error {
 		if err := sh.send(&wire.PrimaryMessage{Body: &wire.PrimaryMessage_Truncate{Truncate: &wire.Truncate{After: next - 1}}}); err != nil {
 			return err
 		}
+	default:
+		// The follower's log equals this one up to next-1.
+		sh.p.acked(sh.follower, min(hello.DurableSeq, next-1))
 	}
 	return sh.shipLog(ctx, next)
 }

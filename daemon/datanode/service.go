@@ -275,5 +275,5 @@ func (s *service) Handover(ctx context.Context, req *wire.HandoverRequest) (*wir
 	case req.Epoch != 0 && req.Epoch != p.epoch:
 		return nil, fmt.Errorf("group %s is at epoch %d, not %d", s.n.cfg.Group, p.epoch, req.Epoch)
 	}
-	return p.handover(ctx, req.To)
+	return p.handover(ctx, req.To, false)
 }

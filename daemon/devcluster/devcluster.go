@@ -37,6 +37,8 @@ type Config struct {
 	Groups, Replicas, Coords int
 	// Slots is the slot count of a new cluster; 0 → 1024.
 	Slots int
+	// DataArgs are extra flags for every `serve data`.
+	DataArgs []string
 	// Logger receives the cluster's events; nil → slog.Default().
 	Logger *slog.Logger
 }
@@ -107,7 +109,8 @@ func (c *Cluster) startDaemons() error {
 		for r := 1; r <= c.cfg.Replicas; r++ {
 			p := &Process{Name: fmt.Sprintf("data-g%d-%d", g, r), Role: "data"}
 			p.Dir = filepath.Join(c.cfg.Dir, p.Name)
-			if err := c.spawn(p, "serve", "data", "--group", fmt.Sprintf("g%d", g), "--dir", p.Dir); err != nil {
+			args := append([]string{"serve", "data", "--group", fmt.Sprintf("g%d", g), "--dir", p.Dir}, c.cfg.DataArgs...)
+			if err := c.spawn(p, args...); err != nil {
 				return err
 			}
 		}
