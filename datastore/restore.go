@@ -1,6 +1,7 @@
 package datastore
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -341,7 +342,7 @@ func (r *Restorer) Finish(seq uint64, epochs []EpochStart) error {
 		return err
 	}
 	epochs = slices.Clone(epochs)
-	slices.SortFunc(epochs, func(a, b EpochStart) int { return compareU64(a.Epoch, b.Epoch) })
+	slices.SortFunc(epochs, func(a, b EpochStart) int { return cmp.Compare(a.Epoch, b.Epoch) })
 	return r.end(seq, clampEpochs(epochs, seq+1), false)
 }
 

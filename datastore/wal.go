@@ -2,6 +2,7 @@ package datastore
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -133,18 +134,8 @@ func listSegments(dir string) ([]segment, error) {
 		}
 		segs = append(segs, segment{first: first, path: filepath.Join(dir, name)})
 	}
-	slices.SortFunc(segs, func(a, b segment) int { return compareU64(a.first, b.first) })
+	slices.SortFunc(segs, func(a, b segment) int { return cmp.Compare(a.first, b.first) })
 	return segs, nil
-}
-
-func compareU64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // errTorn reports a damaged record; segmentReader.next returns it wrapped

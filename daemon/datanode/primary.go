@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -288,18 +289,8 @@ func (p *primary) followerStatus() (isr []string, out []*wire.FollowerStatus) {
 	for _, f := range p.followers {
 		out = append(out, &wire.FollowerStatus{Id: f.id, AckedSeq: f.acked, Connected: f.connected, InSync: slices.Contains(p.isr, f.id)})
 	}
-	slices.SortFunc(out, func(a, b *wire.FollowerStatus) int { return compareStrings(a.Id, b.Id) })
+	slices.SortFunc(out, func(a, b *wire.FollowerStatus) int { return strings.Compare(a.Id, b.Id) })
 	return slices.Clone(p.isr), out
-}
-
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // startPoint decides where a follower's log continues from the primary's:
