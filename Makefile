@@ -9,7 +9,7 @@ PROTOC_GEN_GO_VERSION   := v1.36.12
 PROTOC_GEN_DRPC_VERSION := v1.0.0
 # Packages whose tests run under the race detector: everything with
 # goroutines of its own. The end-to-end tests in thunderctl run real
-# processes and are run without it.
+# processes, the daemons among them built with it.
 RACE_PKGS := ./datastore/... ./coord/... ./client/... ./daemon/... ./admin/... ./wire/...
 
 .PHONY: all deps build test lint unit e2e proto demo bench clean
@@ -44,8 +44,13 @@ lint:
 unit:
 	$(GO) test -race -count=1 -timeout 10m $(RACE_PKGS)
 
+# The daemons run with the race detector (GORACE makes a race fatal and the
+# tests read the daemons' logs for it); the CLI runs are many and short and
+# use the plain build.
 e2e: build
-	THUNDERCTL_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 15m ./thunderctl/...
+	$(GO) build -race -o $(BIN)-race ./thunderctl
+	GORACE=halt_on_error=1 THUNDERCTL_BIN=$(CURDIR)/$(BIN) THUNDERCTL_DAEMON_BIN=$(CURDIR)/$(BIN)-race \
+		$(GO) test -count=1 -timeout 15m ./thunderctl/...
 
 ## proto: regenerate the committed wire code from wire/thunder.proto.
 proto: deps

@@ -22,9 +22,10 @@ import (
 )
 
 // The end-to-end tests run the real thunderctl binary against a real
-// ZooKeeper. `make e2e` passes the binary in THUNDERCTL_BIN; otherwise
-// TestMain builds one.
-var thunderctlBin string
+// ZooKeeper. `make e2e` passes the binary in THUNDERCTL_BIN, and a build
+// with the race detector for the daemons in THUNDERCTL_DAEMON_BIN (the
+// many short CLI runs use the plain one); otherwise TestMain builds one.
+var thunderctlBin, daemonBin string
 
 func TestMain(m *testing.M) {
 	thunderctlBin = os.Getenv("THUNDERCTL_BIN")
@@ -42,6 +43,9 @@ func TestMain(m *testing.M) {
 			fmt.Fprintf(os.Stderr, "build thunderctl: %v\n%s", err, out)
 			os.Exit(1)
 		}
+	}
+	if daemonBin = os.Getenv("THUNDERCTL_DAEMON_BIN"); daemonBin == "" {
+		daemonBin = thunderctlBin
 	}
 	code := m.Run()
 	cleanup()
@@ -83,6 +87,11 @@ func newTestClusterOn(t testing.TB, host string) *testCluster {
 		for _, p := range tc.procs {
 			tc.kill(p)
 		}
+		for _, p := range tc.procs {
+			if b, err := os.ReadFile(p.log); err == nil && bytes.Contains(b, []byte("WARNING: DATA RACE")) {
+				t.Errorf("%s hit a data race:\n%s", p.name, b)
+			}
+		}
 		if t.Failed() {
 			for _, p := range tc.procs {
 				if b, err := os.ReadFile(p.log); err == nil {
@@ -122,7 +131,7 @@ func (tc *testCluster) start(name string, args ...string) *proc {
 	return p
 }
 
-func (tc *testCluster) run(p *proc) { tc.runWith(p, thunderctlBin) }
+func (tc *testCluster) run(p *proc) { tc.runWith(p, daemonBin) }
 
 // runWith starts p's arguments with program (thunderctl, or ip for a
 // process in a namespace).

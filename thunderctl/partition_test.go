@@ -121,7 +121,7 @@ func (tc *testCluster) startIn(ns *netns, name string, args ...string) *proc {
 	p := &proc{name: name, addr: fmt.Sprintf("%s:%d", ns.innerIP, 20000+rand.Intn(20000)), log: tc.dir + "/" + name + ".log"}
 	p.args = append(append([]string{}, args...), "--listen", p.addr, "--zk", tc.zk.Addr(), "--cluster", tc.name,
 		"--session-timeout", sessionTimeout.String())
-	p.args = append([]string{"netns", "exec", ns.name, thunderctlBin}, p.args...)
+	p.args = append([]string{"netns", "exec", ns.name, daemonBin}, p.args...)
 	tc.runWith(p, "ip")
 	return p
 }
