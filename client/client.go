@@ -97,6 +97,7 @@ type Client struct {
 
 	pipesMu sync.Mutex
 	pipes   map[string]*pipe
+	dialing map[string]*dial
 	closed  bool
 }
 
@@ -118,7 +119,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	c := &Client{cfg: cfg, pipes: make(map[string]*pipe)}
+	c := &Client{cfg: cfg, pipes: make(map[string]*pipe), dialing: make(map[string]*dial)}
 	rt, err := cfg.Routes.Routes(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("read routes: %w", err)
@@ -289,23 +290,61 @@ func isDialError(err error) bool {
 	return errors.As(err, &de)
 }
 
+// pipe returns the pipe to addr, dialing it if needed. One dial per node
+// runs at a time and others wait for it, but a node that does not answer
+// never holds up requests to other nodes.
 func (c *Client) pipe(ctx context.Context, addr string) (*pipe, error) {
-	c.pipesMu.Lock()
-	defer c.pipesMu.Unlock()
-	if c.closed {
-		return nil, ErrClosed
-	}
-	if p, ok := c.pipes[addr]; ok && !p.closed() {
+	for {
+		c.pipesMu.Lock()
+		if c.closed {
+			c.pipesMu.Unlock()
+			return nil, ErrClosed
+		}
+		if p, ok := c.pipes[addr]; ok && !p.closed() {
+			c.pipesMu.Unlock()
+			return p, nil
+		}
+		if d, ok := c.dialing[addr]; ok {
+			c.pipesMu.Unlock()
+			select {
+			case <-d.done:
+				if d.err != nil {
+					return nil, d.err
+				}
+				continue
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		d := &dial{done: make(chan struct{})}
+		c.dialing[addr] = d
+		c.pipesMu.Unlock()
+
+		p, err := dialPipe(ctx, addr, c.cfg.StreamsPerNode, c.cfg.DialTimeout)
+		c.pipesMu.Lock()
+		delete(c.dialing, addr)
+		switch {
+		case err != nil:
+			d.err = &dialError{err}
+		case c.closed:
+			p.close(ErrClosed)
+			d.err = ErrClosed
+		default:
+			c.pipes[addr] = p
+		}
+		c.pipesMu.Unlock()
+		close(d.done)
+		if d.err != nil {
+			return nil, d.err
+		}
 		return p, nil
 	}
-	// Dialing under the lock keeps one pipe per node; dials are short and
-	// bounded by DialTimeout.
-	p, err := dialPipe(ctx, addr, c.cfg.StreamsPerNode, c.cfg.DialTimeout)
-	if err != nil {
-		return nil, &dialError{err}
-	}
-	c.pipes[addr] = p
-	return p, nil
+}
+
+// dial is a connection attempt in progress that other callers wait for.
+type dial struct {
+	done chan struct{}
+	err  error
 }
 
 func (c *Client) dropPipe(p *pipe) {
