@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/thunderyurts/thunderyurts/coord"
@@ -28,7 +29,10 @@ type FailoverResult struct {
 	// the most advanced member that answered (forced only): acknowledged
 	// writes among them are lost.
 	MayLose uint64 `json:"may_lose_entries,omitempty"`
-	Warning string `json:"warning,omitempty"`
+	// Unknown lists the members that could not be asked (forced only):
+	// whatever they hold beyond the promoted node is lost too.
+	Unknown []string `json:"unknown_members,omitempty"`
+	Warning string   `json:"warning,omitempty"`
 }
 
 // ErrNoSuchMember: --to names a node that is not a member of the group.
@@ -74,13 +78,19 @@ func Failover(ctx context.Context, c *coord.Cluster, group, to string, force boo
 	res := &FailoverResult{Group: group, OldPrimary: g.Primary, NewPrimary: to, Forced: true}
 	var target, best uint64
 	for _, id := range g.Members {
-		if a, ok := addr[id]; ok && nodeStatus != nil {
-			if st, err := nodeStatus(ctx, a); err == nil {
-				best = max(best, st.LastSeq)
-				if id == to {
-					target = st.LastSeq
-				}
-			}
+		a, ok := addr[id]
+		if !ok || nodeStatus == nil {
+			res.Unknown = append(res.Unknown, id)
+			continue
+		}
+		st, err := nodeStatus(ctx, a)
+		if err != nil {
+			res.Unknown = append(res.Unknown, id)
+			continue
+		}
+		best = max(best, st.LastSeq)
+		if id == to {
+			target = st.LastSeq
 		}
 	}
 	res.MayLose = best - min(best, target)
@@ -107,6 +117,9 @@ func PrintFailover(w io.Writer, r *FailoverResult, f Format) error {
 		if r.Forced {
 			ew.printf("forced: %s is now primary of group %s (epoch %d, was %s)\n", r.NewPrimary, r.Group, r.Epoch, orElse(r.OldPrimary, unknownCell))
 			ew.printf("it lacks %d log entries the most advanced reachable member has; acknowledged writes among them are lost\n", r.MayLose)
+			if len(r.Unknown) > 0 {
+				ew.printf("could not ask %s (down or unregistered): what they hold beyond it is lost as well\n", strings.Join(r.Unknown, ", "))
+			}
 			if r.Warning != "" {
 				ew.printf("warning: %s\n", r.Warning)
 			}

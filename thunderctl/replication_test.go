@@ -371,3 +371,37 @@ func TestMinInsyncRefusesWrites(t *testing.T) {
 		t.Fatalf("reads must go on: exit %d %q", code, out)
 	}
 }
+
+func TestForcedFailoverWithNoInSyncMemberAlive(t *testing.T) {
+	tc, cl := startGroup(t, 2)
+	c := tc.client(cl)
+	ctx := context.Background()
+	g := tc.waitGroup(cl, "g1", time.Second, func(*coord.Group) bool { return true })
+	secondaryID := g.ISR[slices.IndexFunc(g.ISR, func(id string) bool { return id != g.Primary })]
+	secondary := tc.procOf(secondaryID)
+	tc.sigkill(secondary)
+	tc.waitGroup(cl, "g1", 10*time.Second, func(g *coord.Group) bool { return !slices.Contains(g.ISR, secondaryID) })
+	for i := 0; i < 50; i++ {
+		if err := c.Put(ctx, []byte(fmt.Sprintf("only-on-primary-%d", i)), []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tc.sigkill(tc.procOf(g.Primary))
+	tc.restart(secondary)
+	// The only live member is out of sync: the group waits for an operator.
+	time.Sleep(sessionTimeout + time.Second)
+	if cur := tc.waitGroup(cl, "g1", time.Second, func(*coord.Group) bool { return true }); cur.Primary != g.Primary {
+		t.Fatalf("an out-of-sync member was promoted without --force: %+v", cur)
+	}
+	out, stderr, code := tc.cli(nil, "admin", "failover", "--group", "g1", "--to", secondaryID, "--force")
+	if code != 0 || !strings.Contains(out, "forced") {
+		t.Fatalf("forced failover: exit %d\n%s%s", code, out, stderr)
+	}
+	t.Logf("%s", out)
+	if err := c.Put(ctx, []byte("after-force"), []byte("v")); err != nil {
+		t.Fatalf("write after a forced failover: %v", err)
+	}
+	if _, stderr, code := tc.cli(nil, "admin", "failover", "--group", "g1", "--to", "nobody"); code != exitUsage {
+		t.Fatalf("failover to a non-member: exit %d %s", code, stderr)
+	}
+}
