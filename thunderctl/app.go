@@ -111,11 +111,13 @@ func globalFlags() []cli.Flag {
 func applyInheritedAndFile(c *cli.Context) error {
 	explicit := map[string]bool{}
 	for _, name := range c.LocalFlagNames() {
-		explicit[name] = true
+		if !fromEnv(c, name) {
+			explicit[name] = true
+		}
 	}
 	for _, anc := range c.Lineage()[1:] {
 		for _, name := range anc.LocalFlagNames() {
-			if explicit[name] || !hasFlag(c.Command, name) {
+			if explicit[name] || !hasFlag(c.Command, name) || fromEnv(anc, name) {
 				continue
 			}
 			if err := c.Set(name, fmt.Sprint(anc.Value(name))); err != nil {
@@ -157,9 +159,20 @@ func hasFlag(cmd *cli.Command, name string) bool {
 	return false
 }
 
+func envName(flag string) string {
+	return "THUNDER_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
 func envSet(flag string) bool {
-	_, ok := os.LookupEnv("THUNDER_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_")))
+	_, ok := os.LookupEnv(envName(flag))
 	return ok
+}
+
+// fromEnv reports whether c's value of flag came from the environment
+// rather than the command line: urfave/cli counts both as set.
+func fromEnv(c *cli.Context, flag string) bool {
+	v, ok := os.LookupEnv(envName(flag))
+	return ok && fmt.Sprint(c.Value(flag)) == v
 }
 
 // readConfigFile reads `flag = value` lines; # starts a comment.

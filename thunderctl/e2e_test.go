@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -335,4 +336,41 @@ func TestBadInput(t *testing.T) {
 		t.Errorf("dead zookeeper: exit %d after %s, want 1 quickly (stderr %q)", code, time.Since(start), stderr)
 	}
 	oneLineError("dead zookeeper", stderr)
+}
+
+// TestConfigPrecedence: a flag (before or after the command) wins over the
+// environment, which wins over the config file. A dead ZooKeeper address
+// shows which one was used.
+func TestConfigPrecedence(t *testing.T) {
+	conf := t.TempDir() + "/thunder.conf"
+	if err := os.WriteFile(conf, []byte("# test\nzk = 127.0.0.1:1\ntimeout = 1s\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	used := func(env string, args ...string) string {
+		t.Helper()
+		if env == "" {
+			os.Unsetenv("THUNDER_ZK")
+		} else {
+			t.Setenv("THUNDER_ZK", env)
+		}
+		_, stderr, code := runCLI(t, nil, args...)
+		if code != exitFailed {
+			t.Fatalf("%v: exit %d (%s)", args, code, stderr)
+		}
+		return stderr
+	}
+	for _, tc := range []struct {
+		env  string
+		args []string
+		want string
+	}{
+		{"", []string{"--config", conf, "get", "k"}, "127.0.0.1:1 "},
+		{"127.0.0.1:2", []string{"--config", conf, "get", "k"}, "127.0.0.1:2 "},
+		{"127.0.0.1:2", []string{"--config", conf, "--zk", "127.0.0.1:3", "get", "k"}, "127.0.0.1:3 "},
+		{"127.0.0.1:2", []string{"--config", conf, "get", "--zk", "127.0.0.1:4", "k"}, "127.0.0.1:4 "},
+	} {
+		if got := used(tc.env, tc.args...); !strings.Contains(got, tc.want) {
+			t.Errorf("THUNDER_ZK=%q %v used the wrong ZooKeeper: %s", tc.env, tc.args, got)
+		}
+	}
 }
