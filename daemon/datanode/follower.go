@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"storj.io/drpc/drpcconn"
@@ -55,7 +56,28 @@ func (n *Node) followOnce(ctx context.Context, primaryID string, epoch uint64) e
 	}
 	n.log.Info("following primary", "primary", primaryID, "addr", addr, "epoch", epoch, "last_seq", hello.LastSeq)
 	f := &applier{n: n, rpc: rpc, epoch: epoch, msgs: make(chan *wire.PrimaryMessage, 64)}
+	f.heard.Store(time.Now().UnixNano())
 	var wg sync.WaitGroup
+	// A primary sends at least a heartbeat every 200 ms; a stream silent
+	// for much longer is dead even if TCP does not know it yet.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-sctx.Done():
+				return
+			case <-tick.C:
+				if time.Since(time.Unix(0, f.heard.Load())) > silentStream {
+					n.log.Warn("replication stream silent; reconnecting", "primary", primaryID, "silent_for", silentStream)
+					cancel()
+					return
+				}
+			}
+		}
+	}()
 	wg.Add(1)
 	recvErr := make(chan error, 1)
 	go func() {
@@ -95,7 +117,12 @@ type applier struct {
 	epoch    uint64
 	msgs     chan *wire.PrimaryMessage
 	restorer *datastore.Restorer
+	heard    atomic.Int64 // unix nanos of the last message received or applied
 }
+
+// silentStream is how long a follower waits without any message before it
+// drops the stream and reconnects.
+const silentStream = 10 * time.Second
 
 func (f *applier) receive(ctx context.Context) error {
 	for {
@@ -103,6 +130,7 @@ func (f *applier) receive(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		f.heard.Store(time.Now().UnixNano())
 		if msg.Epoch < f.epoch {
 			// Fencing: never accept anything from an older epoch.
 			return fmt.Errorf("refusing stream of epoch %d: the group is at epoch %d", msg.Epoch, f.epoch)
@@ -138,10 +166,13 @@ func (f *applier) apply(ctx context.Context) error {
 			}
 		}
 		entries = entries[:0]
+		// The watermark is taken from entry messages only: one that comes
+		// with a truncation or a snapshot describes the log after it, and
+		// must not make this node's diverged entries visible first.
 		var committed uint64
 		for _, m := range batch {
-			committed = m.Committed
 			if m.GetEntries() != nil {
+				committed = m.Committed
 				entries = f.collect(m, entries)
 				continue
 			}
@@ -157,6 +188,9 @@ func (f *applier) apply(ctx context.Context) error {
 		if err := f.appendEntries(ctx, entries, committed); err != nil {
 			return err
 		}
+		// Progress here counts as life too: while a large restore is
+		// applied, the receiver waits for room and hears nothing.
+		f.heard.Store(time.Now().UnixNano())
 	}
 	return nil
 }

@@ -167,7 +167,8 @@ func (n *Node) start(ctx context.Context) error {
 	go func() {
 		defer n.wg.Done()
 		if err := srv.Serve(n.ctx, n.lis); err != nil && n.ctx.Err() == nil {
-			n.fail(fmt.Errorf("data service stopped: %w", err))
+			// fail waits for this goroutine: run it apart.
+			go n.fail(fmt.Errorf("data service stopped: %w", err))
 		}
 	}()
 	if n.cfg.HTTP != "" {
@@ -182,6 +183,10 @@ func (n *Node) start(ctx context.Context) error {
 	if err := n.register(ctx, info); err != nil {
 		return err
 	}
+	// Act on a role only once registered: a restarted primary that led
+	// before its old registration expired would be deposed while serving.
+	n.wg.Add(1)
+	go func() { defer n.wg.Done(); n.manageRole() }()
 	close(n.ready)
 	n.log.Info("data node started", "addr", n.addr, "dir", n.cfg.Dir, "slots", meta.Slots)
 	return nil
@@ -245,8 +250,7 @@ func (n *Node) follow() error {
 		return fmt.Errorf("watch group %s: %w", n.cfg.Group, err)
 	}
 	n.state.Store(&state{table: table, group: group, sessionOK: true})
-	n.wg.Add(3)
-	go func() { defer n.wg.Done(); n.manageRole() }()
+	n.wg.Add(2)
 	go func() {
 		defer n.wg.Done()
 		keepWatching(n, "slot table", tableCh, n.cfg.Cluster.WatchSlotTable,

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/thunderyurts/thunderyurts/coord"
@@ -38,7 +39,7 @@ type primary struct {
 	followers   map[string]*follower
 	committed   uint64
 	advanced    chan struct{} // closed and replaced when committed moves
-	draining    bool          // a handover stopped admitting writes
+	draining    atomic.Bool   // a handover stopped serving
 
 	// takeover is the log end when this node took the role. Entries up to
 	// it may include writes the previous primary acknowledged, which this
@@ -59,6 +60,10 @@ type follower struct {
 	caughtUpAt time.Time
 	samples    []logSample
 	stream     int // generation of the attached stream, to detach the right one
+	// joining is set while a compare-and-set adds the follower to the ISR:
+	// the watermark waits for it from the decision on, so it cannot enter
+	// the ISR lacking a write acknowledged meanwhile (Kafka's maximal ISR).
+	joining bool
 }
 
 type logSample struct {
@@ -102,7 +107,7 @@ func (p *primary) admit() error {
 	switch {
 	case p.ctx.Err() != nil:
 		return fmt.Errorf("%w: %w", wire.ErrUnavailable, errDeposed)
-	case p.draining:
+	case p.draining.Load():
 		return fmt.Errorf("%w: handing over the primary role", wire.ErrNotPrimary)
 	case len(p.isr) < p.n.cfg.MinInsync:
 		return fmt.Errorf("%w: %d in-sync replica(s) of group %s, --min-insync is %d", wire.ErrUnavailable, len(p.isr), p.n.cfg.Group, p.n.cfg.MinInsync)
@@ -117,6 +122,9 @@ func (p *primary) admit() error {
 func (p *primary) recompute() {
 	p.recomputeMu.Lock()
 	defer p.recomputeMu.Unlock()
+	if p.ctx.Err() != nil {
+		return // the store may already follow another primary
+	}
 	durable := p.n.store.DurableSeq()
 	p.mu.Lock()
 	hw := durable
@@ -127,6 +135,16 @@ func (p *primary) recompute() {
 			} else if id != p.n.id {
 				hw = 0
 			}
+		}
+		for _, f := range p.followers {
+			if f.joining {
+				hw = min(hw, f.acked)
+			}
+		}
+		if len(p.isr) < p.n.cfg.MinInsync {
+			// Too few replicas hold the writes: refuse rather than
+			// acknowledge them with weaker durability (waitCommitted).
+			hw = p.committed
 		}
 	}
 	if hw <= p.committed {
@@ -148,7 +166,11 @@ func (p *primary) recompute() {
 }
 
 // serving reports whether the primary has committed everything it took over.
-func (p *primary) serving() bool { return isClosed(p.ready) }
+// A primary whose role ended or that is handing over serves nothing, even
+// before the node's state forgets it.
+func (p *primary) serving() bool {
+	return isClosed(p.ready) && p.ctx.Err() == nil && !p.draining.Load()
+}
 
 func isClosed(ch chan struct{}) bool {
 	select {
@@ -165,9 +187,14 @@ func (p *primary) waitCommitted(ctx context.Context, seq uint64) error {
 	for {
 		p.mu.Lock()
 		done, advanced := p.committed >= seq, p.advanced
+		isr := len(p.isr)
 		p.mu.Unlock()
 		if done {
 			return nil
+		}
+		if p.n.cfg.Acks != AcksOne && isr < p.n.cfg.MinInsync {
+			return fmt.Errorf("%w: %d in-sync replica(s) of group %s, --min-insync is %d; the write may or may not be kept",
+				wire.ErrUnavailable, isr, p.n.cfg.Group, p.n.cfg.MinInsync)
 		}
 		select {
 		case <-advanced:
@@ -236,12 +263,15 @@ func (p *primary) maintainISR() {
 			if len(f.samples) > 1000 {
 				f.samples = f.samples[len(f.samples)-1000:]
 			}
-			lagging := !f.connected || now.Sub(f.caughtUpAt) > p.n.cfg.MaxLag
+			// A member that has not connected yet in this epoch has MaxLag
+			// from the takeover to do so.
+			lagging := (f.stream > 0 && !f.connected) || now.Sub(f.caughtUpAt) > p.n.cfg.MaxLag
 			inISR := slices.Contains(p.isr, f.id)
 			switch {
 			case inISR && lagging:
 				drop = append(drop, f.id)
-			case !inISR && !lagging && f.acked >= p.committed:
+			case !inISR && !lagging && f.connected && f.acked >= p.committed:
+				f.joining = true
 				add = append(add, f.id)
 			}
 		}
@@ -253,6 +283,15 @@ func (p *primary) maintainISR() {
 }
 
 func (p *primary) changeISR(drop, add []string) {
+	defer func() {
+		p.mu.Lock()
+		for _, id := range add {
+			if f := p.followers[id]; f != nil {
+				f.joining = false
+			}
+		}
+		p.mu.Unlock()
+	}()
 	g, err := p.n.cfg.Cluster.UpdateGroup(p.ctx, p.n.cfg.Group, func(g *coord.Group) error {
 		if g.Epoch != p.epoch || g.Primary != p.n.id {
 			return errDeposed
@@ -356,12 +395,10 @@ func (p *primary) handover(ctx context.Context, to string, leaving bool) (*wire.
 		p.mu.Unlock()
 		return nil, fmt.Errorf("member %s is not in sync (ISR %v); catch it up first or use --force", to, p.isr)
 	}
-	p.draining = true
+	p.draining.Store(true)
 	p.mu.Unlock()
 	fail := func(err error) (*wire.HandoverReply, error) {
-		p.mu.Lock()
-		p.draining = false
-		p.mu.Unlock()
+		p.draining.Store(false)
 		return nil, err
 	}
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)

@@ -59,8 +59,14 @@ func (s *service) Replicate(rpc wire.DRPCData_ReplicateStream) error {
 	sh := &shipper{n: n, p: p, rpc: rpc, follower: hello.NodeId}
 	err = sh.run(ctx, hello)
 	cancel()
-	if ackErr := <-acks; err == nil && ctx.Err() == nil {
-		err = ackErr
+	// readAcks ends when the stream closes, after this returns; waiting for
+	// it here would wait for a follower that has nothing more to say.
+	select {
+	case ackErr := <-acks:
+		if err == nil && ctx.Err() == nil {
+			err = ackErr
+		}
+	default:
 	}
 	n.log.Info("follower detached", "follower", hello.NodeId, "err", err)
 	if p.ctx.Err() != nil {
@@ -121,7 +127,18 @@ func (sh *shipper) run(ctx context.Context, hello *wire.Hello) error {
 		// The follower's log equals this one up to next-1.
 		sh.p.acked(sh.follower, min(hello.DurableSeq, next-1))
 	}
-	return sh.shipLog(ctx, next)
+	for {
+		err := sh.shipLog(ctx, next)
+		if !errors.Is(err, datastore.ErrLogTrimmed) {
+			return err
+		}
+		// The follower fell further behind than the log is kept.
+		seq, err := sh.sendSnapshot(ctx)
+		if err != nil {
+			return fmt.Errorf("snapshot for %s: %w", sh.follower, err)
+		}
+		next = seq + 1
+	}
 }
 
 // shipLog sends entries from next on as they are written (before this

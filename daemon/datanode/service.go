@@ -57,7 +57,7 @@ func (n *Node) route(st *state, slot int, stale bool) *wire.Response {
 			Message: fmt.Sprintf("node %s is not the primary of group %s", n.id, n.cfg.Group)}
 	case !st.primary.serving():
 		return &wire.Response{Code: wire.Code_UNAVAILABLE,
-			Message: fmt.Sprintf("node %s is taking over group %s: waiting for the in-sync replicas", n.id, n.cfg.Group)}
+			Message: fmt.Sprintf("node %s is taking over or handing over group %s", n.id, n.cfg.Group)}
 	}
 	return nil
 }
