@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -223,6 +224,10 @@ func TestOldPrimaryRejoinsAndCatchesUp(t *testing.T) {
 	w.waitProgress(t, 1000, sessionTimeout+10*time.Second)
 	tc.restart(old)
 	tc.waitGroup(cl, "g1", 30*time.Second, func(ng *coord.Group) bool { return slices.Contains(ng.ISR, g.Primary) })
+	if b, err := os.ReadFile(old.log); err == nil {
+		t.Logf("the old primary truncated entries: %v; restored a snapshot: %v",
+			bytes.Contains(b, []byte("truncating entries the new primary does not have")), bytes.Contains(b, []byte("snapshot restored")))
+	}
 	w.waitProgress(t, 300, 10*time.Second)
 	w.halt()
 	// Hand the role back to the old primary: it must hold every
