@@ -342,7 +342,7 @@ func (s *Store) commit(batch []*request) {
 	if len(buf) == 0 {
 		return // only no-op epoch changes and refusals
 	}
-	if err := s.writeLog(buf); err != nil {
+	if _, err := s.wal.Write(buf); err != nil {
 		s.failStop(batch, "write log", err)
 		return
 	}
@@ -418,28 +418,6 @@ func (s *Store) encode(st *logState, r *request, buf []byte) []byte {
 	return buf
 }
 
-// writeLog writes buf at the end of the active segment's records, first
-// extending the zeros ahead of them when buf would pass them.
-func (s *Store) writeLog(buf []byte) error {
-	end := s.walSize + int64(len(buf))
-	for s.walAlloc < end {
-		n := min(int64(len(zeros)), max(preallocAhead, end-s.walAlloc))
-		if _, err := s.wal.WriteAt(zeros[:n], s.walAlloc); err != nil {
-			return err
-		}
-		s.walAlloc += n
-	}
-	_, err := s.wal.WriteAt(buf, s.walSize)
-	return err
-}
-
-// preallocAhead is how far the zeros run ahead of the log: each extension
-// changes the file size (one journal commit) once per this many bytes.
-const preallocAhead = 4 << 20
-
-// zeros is what the log is preallocated with.
-var zeros = make([]byte, 1<<20)
-
 func (s *Store) sync() error {
 	if s.noSync {
 		return nil
@@ -494,7 +472,7 @@ func (s *Store) rollIfFull() error {
 	}
 	next := s.last + 1
 	path := segmentPath(s.walDir, next)
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
@@ -503,7 +481,7 @@ func (s *Store) rollIfFull() error {
 		return err
 	}
 	old := s.wal
-	s.wal, s.walSize, s.walAlloc = f, 0, 0
+	s.wal, s.walSize = f, 0
 	if err := old.Close(); err != nil {
 		s.log.Warn("datastore closing log segment", "err", err)
 	}

@@ -150,13 +150,8 @@ type Store struct {
 
 	// Owned by the committer goroutine (and by Open before it starts).
 	wal     *os.File
-	walSize int64 // bytes of records in the active segment
-	// walAlloc is the active segment's file size: the log is written over
-	// zeros written ahead of it, so that appending a batch does not change
-	// the file's size and its fdatasync need not commit the filesystem
-	// journal (which three replicas on one disk would otherwise queue on).
-	walAlloc int64
-	walBuf   []byte
+	walSize int64
+	walBuf  []byte
 
 	applyMu sync.Mutex // held by an apply cycle; excludes it from truncation and restore
 	commits atomic.Uint64
@@ -514,16 +509,11 @@ func (s *Store) recoverLog() error {
 	}
 	s.segments = segs
 	active := &segs[len(segs)-1]
-	f, err := os.OpenFile(active.path, os.O_WRONLY|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(active.path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
-	fi, err := f.Stat()
-	if err != nil {
-		_ = f.Close()
-		return err
-	}
-	s.wal, s.walAlloc = f, fi.Size()
+	s.wal = f
 	if active.size == 0 {
 		if err := syncDir(s.walDir); err != nil {
 			return err
@@ -534,7 +524,7 @@ func (s *Store) recoverLog() error {
 }
 
 func (s *Store) recoverSegment(seg *segment, newest bool, prev *uint64) error {
-	sr, err := openSegment(seg.path, -1)
+	sr, err := openSegment(seg.path)
 	if err != nil {
 		return err
 	}
