@@ -55,13 +55,7 @@ func (s *Store) runApplier() {
 			}
 			n, err := s.applyOnce()
 			if err != nil {
-				s.mu.Lock()
-				if s.failErr == nil {
-					s.failErr = fmt.Errorf("apply log to %s: %w: %w", dataFile, ErrFailed, err)
-				}
-				s.notifyLocked()
-				s.mu.Unlock()
-				s.log.Error("datastore applier failed, refusing writes", "err", err)
+				_ = s.setFailed("apply log to "+dataFile, err)
 				return
 			}
 			if n == 0 {

@@ -427,15 +427,7 @@ func (s *Store) sync() error {
 
 // failStop makes the store refuse every later write, and fails the batch.
 func (s *Store) failStop(batch []*request, what string, err error) {
-	err = fmt.Errorf("%s in %s: %w: %w", what, s.walDir, ErrFailed, err)
-	s.log.Error("datastore failed, refusing writes", "err", err)
-	s.mu.Lock()
-	if s.failErr == nil {
-		s.failErr = err
-	}
-	s.notifyLocked()
-	s.mu.Unlock()
-	failAll(batch, err)
+	failAll(batch, s.setFailed(what+" in "+s.walDir, err))
 }
 
 func failAll(batch []*request, err error) {

@@ -173,8 +173,8 @@ func (s *Store) cutLog(segs []segment, i int, off int64) error {
 	return syncDir(s.walDir)
 }
 
-// setFailed makes the store fail-stop after a failed log rewrite and
-// returns the error to report.
+// setFailed makes the store fail-stop — every later write is refused —
+// and returns the error to report.
 func (s *Store) setFailed(what string, err error) error {
 	err = fmt.Errorf("%s: %w: %w", what, ErrFailed, err)
 	s.log.Error("datastore failed, refusing writes", "err", err)
