@@ -31,7 +31,23 @@ type request struct {
 
 	lastSeq uint64
 	err     error
-	done    chan struct{} // closed by the committer
+	done    chan struct{} // closed by the committer, for a waiting caller
+	// notify, for an asynchronous caller, is called by the committer
+	// instead of closing done.
+	notify func(lastSeq uint64, err error)
+}
+
+// finish hands r's outcome to its caller.
+func (r *request) finish() {
+	if r.notify == nil {
+		close(r.done)
+		return
+	}
+	if r.err != nil {
+		r.notify(0, r.err)
+	} else {
+		r.notify(r.lastSeq, nil)
+	}
 }
 
 // Mutation is one change for Write: Value is stored under Key in Slot, or,
@@ -78,11 +94,39 @@ func (s *Store) Write(ctx context.Context, muts []Mutation) (lastSeq uint64, err
 		}
 		return s.last, nil
 	}
+	r, err := s.writeRequest(muts)
+	if err != nil {
+		return 0, err
+	}
+	return s.submit(ctx, r)
+}
+
+// WriteAsync is Write without the wait for durability: once the mutations
+// are validated and queued it returns, and the committer later calls done
+// with what Write would have returned. done runs on the committer
+// goroutine, so it must be quick and must not call into the Store's write
+// path. When WriteAsync returns an error (invalid mutations, ctx ended
+// while the overlay was over its limit, a closed or failed store), done is
+// not called. muts must not be empty.
+func (s *Store) WriteAsync(ctx context.Context, muts []Mutation, done func(lastSeq uint64, err error)) error {
+	if len(muts) == 0 {
+		return fmt.Errorf("write: no mutations")
+	}
+	r, err := s.writeRequest(muts)
+	if err != nil {
+		return err
+	}
+	r.notify = done
+	return s.enqueue(ctx, r)
+}
+
+// writeRequest validates muts and copies them into a request.
+func (s *Store) writeRequest(muts []Mutation) (*request, error) {
 	size := 0
 	for i := range muts {
 		m := &muts[i]
 		if err := s.validate(m.Slot, m.Key, m.Value, m.Delete); err != nil {
-			return 0, fmt.Errorf("write: mutation %d (slot %d, key %s): %w", i, m.Slot, keyForError(m.Key), err)
+			return nil, fmt.Errorf("write: mutation %d (slot %d, key %s): %w", i, m.Slot, keyForError(m.Key), err)
 		}
 		size += len(m.Key)
 		if !m.Delete {
@@ -99,7 +143,7 @@ func (s *Store) Write(ctx context.Context, muts []Mutation) (lastSeq uint64, err
 			r.entries[i].value, buf = carve(buf, m.Value)
 		}
 	}
-	return s.submit(ctx, r)
+	return r, nil
 }
 
 // carve appends b to buf and returns the copy, capped so that appending to
@@ -150,25 +194,60 @@ func (s *Store) ApplyLog(ctx context.Context, entries []LogEntry) error {
 		}
 		return nil
 	}
-	r := &request{kind: kindApply, entries: make([]entry, len(entries))}
-	for i := range entries {
-		e := &entries[i]
-		if e.Seq == 0 || e.Seq != entries[0].Seq+uint64(i) {
-			return fmt.Errorf("apply log: entry %d has seq %d after seq %d: %w", i, e.Seq, entries[0].Seq+uint64(i)-1, ErrLogGap)
-		}
-		if i > 0 && e.Epoch < entries[i-1].Epoch {
-			return fmt.Errorf("apply log: seq %d has epoch %d after epoch %d: %w", e.Seq, e.Epoch, entries[i-1].Epoch, ErrStaleEpoch)
-		}
-		if err := s.validate(e.Slot, e.Key, e.Value, e.Delete); err != nil {
-			return fmt.Errorf("apply log: seq %d (slot %d, key %s): %w", e.Seq, e.Slot, keyForError(e.Key), err)
-		}
-		r.entries[i] = newEntry(uint16(e.Slot), e.Delete, e.Key, e.Value)
-		r.entries[i].seq, r.entries[i].epoch = e.Seq, e.Epoch
+	r, err := s.applyRequest(entries)
+	if err != nil {
+		return err
 	}
 	if _, err := s.submit(ctx, r); err != nil {
 		return fmt.Errorf("apply log at seq %d: %w", entries[0].Seq, err)
 	}
 	return nil
+}
+
+// ApplyLogAsync is ApplyLog without the wait, as WriteAsync is to Write:
+// the committer calls done with the outcome (lastSeq is the last entry's
+// Seq). Calls from one goroutine are appended in the order made, so a
+// follower can queue the next entries while the previous ones are synced.
+// entries must not be empty.
+func (s *Store) ApplyLogAsync(ctx context.Context, entries []LogEntry, done func(lastSeq uint64, err error)) error {
+	if len(entries) == 0 {
+		return fmt.Errorf("apply log: no entries")
+	}
+	r, err := s.applyRequest(entries)
+	if err != nil {
+		return err
+	}
+	first := entries[0].Seq
+	r.notify = func(lastSeq uint64, err error) {
+		if err != nil {
+			err = fmt.Errorf("apply log at seq %d: %w", first, err)
+		}
+		done(lastSeq, err)
+	}
+	if err := s.enqueue(ctx, r); err != nil {
+		return fmt.Errorf("apply log at seq %d: %w", first, err)
+	}
+	return nil
+}
+
+// applyRequest validates entries and copies them into a request.
+func (s *Store) applyRequest(entries []LogEntry) (*request, error) {
+	r := &request{kind: kindApply, entries: make([]entry, len(entries))}
+	for i := range entries {
+		e := &entries[i]
+		if e.Seq == 0 || e.Seq != entries[0].Seq+uint64(i) {
+			return nil, fmt.Errorf("apply log: entry %d has seq %d after seq %d: %w", i, e.Seq, entries[0].Seq+uint64(i)-1, ErrLogGap)
+		}
+		if i > 0 && e.Epoch < entries[i-1].Epoch {
+			return nil, fmt.Errorf("apply log: seq %d has epoch %d after epoch %d: %w", e.Seq, e.Epoch, entries[i-1].Epoch, ErrStaleEpoch)
+		}
+		if err := s.validate(e.Slot, e.Key, e.Value, e.Delete); err != nil {
+			return nil, fmt.Errorf("apply log: seq %d (slot %d, key %s): %w", e.Seq, e.Slot, keyForError(e.Key), err)
+		}
+		r.entries[i] = newEntry(uint16(e.Slot), e.Delete, e.Key, e.Value)
+		r.entries[i].seq, r.entries[i].epoch = e.Seq, e.Epoch
+	}
+	return r, nil
 }
 
 // refusal returns why r cannot be queued now, if it cannot. s.mu must be
@@ -186,9 +265,32 @@ func (s *Store) refusal(r *request) error {
 }
 
 // submit queues r for the committer and waits for its result or for ctx.
-// Data requests wait first while the overlay is over its limit.
 func (s *Store) submit(ctx context.Context, r *request) (uint64, error) {
 	r.done = make(chan struct{})
+	if err := s.enqueue(ctx, r); err != nil {
+		return 0, err
+	}
+	select {
+	case <-r.done:
+	case <-ctx.Done():
+		select {
+		case <-r.done:
+		default:
+			return 0, ctx.Err()
+		}
+	}
+	if r.err != nil {
+		return 0, r.err
+	}
+	return r.lastSeq, nil
+}
+
+// enqueue queues r for the committer. Data requests wait first while the
+// overlay is over its limit.
+func (s *Store) enqueue(ctx context.Context, r *request) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	hurrying := false
 	defer func() {
@@ -201,7 +303,7 @@ func (s *Store) submit(ctx context.Context, r *request) (uint64, error) {
 	for {
 		if err := s.refusal(r); err != nil {
 			s.mu.Unlock()
-			return 0, err
+			return err
 		}
 		if len(r.entries) == 0 || s.overlayBytes <= s.overMax {
 			break
@@ -216,7 +318,7 @@ func (s *Store) submit(ctx context.Context, r *request) (uint64, error) {
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return 0, ctx.Err()
+			return ctx.Err()
 		}
 		s.mu.Lock()
 	}
@@ -226,20 +328,7 @@ func (s *Store) submit(ctx context.Context, r *request) (uint64, error) {
 	case s.wake <- struct{}{}:
 	default: // the committer is already due to look at the queue
 	}
-
-	select {
-	case <-r.done:
-	case <-ctx.Done():
-		select {
-		case <-r.done:
-		default:
-			return 0, ctx.Err()
-		}
-	}
-	if r.err != nil {
-		return 0, r.err
-	}
-	return r.lastSeq, nil
+	return nil
 }
 
 // runCommitter is the single goroutine that writes the log. It is owned by
@@ -256,7 +345,7 @@ func (s *Store) runCommitter() {
 			s.mu.Unlock()
 			for _, r := range queue {
 				r.err = ErrClosed
-				close(r.done)
+				r.finish()
 			}
 			return
 		}
@@ -275,7 +364,7 @@ func (s *Store) runCommitter() {
 			s.commit(batch)
 		}
 		for i, r := range batch {
-			close(r.done)
+			r.finish()
 			batch[i] = nil
 		}
 		// Let the woken writers queue their next writes before the next

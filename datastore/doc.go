@@ -8,7 +8,9 @@
 // goroutine takes everything queued, assigns sequence numbers, encodes it
 // into one buffer, writes it with one write and one fdatasync, wakes the
 // callers and immediately takes what queued meanwhile, so the batch size
-// follows the load and no timer delays a lone write. Entries are readable
+// follows the load and no timer delays a lone write. WriteAsync and
+// ApplyLogAsync queue the same way but return at once; the committer then
+// calls back, so a server need not park a goroutine per request. Entries are readable
 // by ReadLog as soon as they are written, before their fdatasync returns,
 // so a replicating primary ships them while it fsyncs.
 //
