@@ -3,6 +3,7 @@ package datastore
 import (
 	"bytes"
 	"fmt"
+	"runtime"
 	"slices"
 	"time"
 
@@ -23,6 +24,9 @@ const (
 	// less with the log's fdatasync.
 	minApplyEntries = 1_000_000
 	applyDelay      = 10 * time.Second
+
+	// yieldEvery is how many puts the applier makes between yields.
+	yieldEvery = 256
 )
 
 // kickApplier tells the applier that the committed seq moved.
@@ -58,7 +62,11 @@ func (s *Store) runApplier() {
 				_ = s.setFailed("apply log to "+dataFile, err)
 				return
 			}
-			if n == 0 {
+			// What was committed during a transaction waits for the next
+			// round, unless it is a large batch already or a reader
+			// hurries: chasing the log in small transactions would cost two
+			// fsyncs of the data file each.
+			if n == 0 || !s.applyDue() {
 				break
 			}
 		}
@@ -71,10 +79,7 @@ func (s *Store) waitForApplyBatch() bool {
 	timer := time.NewTimer(applyDelay)
 	defer timer.Stop()
 	for {
-		s.mu.RLock()
-		enough := s.committed-s.applied >= minApplyEntries || s.hurry > 0
-		s.mu.RUnlock()
-		if enough {
+		if s.applyDue() {
 			return true
 		}
 		select {
@@ -85,6 +90,14 @@ func (s *Store) waitForApplyBatch() bool {
 		case <-s.applyWake:
 		}
 	}
+}
+
+// applyDue reports whether a large batch is committed or a reader hurries
+// the applier.
+func (s *Store) applyDue() bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.committed-s.applied >= minApplyEntries || s.hurry > 0
 }
 
 // hurryApplier makes the applier skip its batching delay while fn runs.
@@ -132,7 +145,12 @@ func (s *Store) applyOnce() (int, error) {
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		records := make([]byte, 0, int(size)+crcSize*len(batch))
 		buckets := make(map[uint16]*bolt.Bucket)
-		for _, i := range order {
+		for j, i := range order {
+			if j%yieldEvery == yieldEvery-1 {
+				// Two cores: without yielding, requests runnable on the
+				// other core's queue wait out a whole time slice.
+				runtime.Gosched()
+			}
 			e := &batch[i]
 			b, err := slotBucketForWrite(tx, buckets, e.slot)
 			if err != nil {
@@ -162,25 +180,39 @@ func (s *Store) applyOnce() (int, error) {
 	s.applies.Add(1)
 	s.mu.Lock()
 	s.applied = last
-	var kb []byte
-	for i := range batch {
-		e := &batch[i]
-		kb = overlayKey(kb[:0], e.slot, e.key)
-		vs := s.overlay[string(kb)]
-		if len(vs) > 0 && vs[0].seq == e.seq {
-			if len(vs) == 1 {
-				delete(s.overlay, string(kb))
-			} else {
-				s.overlay[string(kb)] = slices.Delete(vs, 0, 1)
-			}
-		}
-		s.overlayBytes -= e.cost()
-	}
-	s.trimTailLocked()
-	s.notifyLocked()
 	s.mu.Unlock()
+	// The overlay gives up the applied versions a chunk at a time: one
+	// transaction may hold a million entries, and writers and readers need
+	// s.mu in between. A version still in the overlay after it was applied
+	// reads the same as bbolt, so the chunks need not be atomic.
+	var kb []byte
+	for start := 0; start < len(batch); start += overlayChunk {
+		s.mu.Lock()
+		for i := start; i < min(start+overlayChunk, len(batch)); i++ {
+			e := &batch[i]
+			kb = overlayKey(kb[:0], e.slot, e.key)
+			vs := s.overlay[string(kb)]
+			if len(vs) > 0 && vs[0].seq == e.seq {
+				if len(vs) == 1 {
+					delete(s.overlay, string(kb))
+				} else {
+					s.overlay[string(kb)] = slices.Delete(vs, 0, 1)
+				}
+			}
+			s.overlayBytes -= e.cost()
+		}
+		if start+overlayChunk >= len(batch) {
+			s.trimTailLocked()
+			s.notifyLocked()
+		}
+		s.mu.Unlock()
+	}
 	return len(batch), nil
 }
+
+// overlayChunk bounds the entries removed from the overlay under one hold
+// of s.mu (a few hundred microseconds).
+const overlayChunk = 512
 
 // latestInOrder returns the indexes of the batch's entries sorted by slot
 // and key, keeping only the newest entry of each key: overwritten versions
