@@ -7,6 +7,8 @@
 // slot in the node's current slot table; otherwise the node answers MOVED
 // (naming the owner and the table version) or NOT_PRIMARY, and the client
 // refreshes its routes. Writes of every batch that arrives while the previous
-// commit runs share one transaction and one fsync, so an acknowledged write
-// is on disk.
+// commit runs share one log write and one fdatasync, so an acknowledged write
+// is on disk; no goroutine waits per request: each request stream has one
+// replier that answers, in one message, every write the high watermark has
+// passed.
 package datanode

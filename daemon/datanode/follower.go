@@ -55,41 +55,17 @@ func (n *Node) followOnce(ctx context.Context, primaryID string, epoch uint64) e
 		return err
 	}
 	n.log.Info("following primary", "primary", primaryID, "addr", addr, "epoch", epoch, "last_seq", hello.LastSeq)
-	f := &applier{n: n, rpc: rpc, epoch: epoch, msgs: make(chan *wire.PrimaryMessage, 64)}
+	f := &applier{n: n, rpc: rpc, epoch: epoch, cancel: cancel, progressed: make(chan struct{}, 1)}
 	f.heard.Store(time.Now().UnixNano())
 	var wg sync.WaitGroup
-	// A primary sends at least a heartbeat every 200 ms; a stream silent
-	// for much longer is dead even if TCP does not know it yet.
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		tick := time.NewTicker(time.Second)
-		defer tick.Stop()
-		for {
-			select {
-			case <-sctx.Done():
-				return
-			case <-tick.C:
-				if time.Since(time.Unix(0, f.heard.Load())) > silentStream {
-					n.log.Warn("replication stream silent; reconnecting", "primary", primaryID, "silent_for", silentStream)
-					cancel()
-					return
-				}
-			}
-		}
-	}()
-	wg.Add(1)
-	recvErr := make(chan error, 1)
-	go func() {
-		defer wg.Done()
-		defer close(f.msgs)
-		recvErr <- f.receive(sctx)
-	}()
-	err = f.apply(sctx)
+	wg.Add(2)
+	go func() { defer wg.Done(); f.watchSilence(sctx, primaryID) }()
+	go func() { defer wg.Done(); f.acknowledge(sctx) }()
+	err = f.receive(sctx)
 	cancel()
 	wg.Wait()
-	if err == nil {
-		err = <-recvErr
+	if failed := f.failed(); failed != nil {
+		err = failed
 	}
 	return err
 }
@@ -108,26 +84,86 @@ func (n *Node) addrOf(ctx context.Context, id string) (string, error) {
 	return "", fmt.Errorf("primary %s is not registered", id)
 }
 
-// applier applies one replication stream. A receiver goroutine reads
-// messages so that the next ones arrive while the current batch is being
-// made durable; the applier takes all that arrived as one append.
+// applier applies one replication stream. The receiving goroutine queues
+// each batch of entries for the store's group commit without waiting for
+// it, so entries that arrive while the previous ones are being synced join
+// the next fdatasync at once; a second goroutine acknowledges whatever has
+// become durable, one message for all of it.
 type applier struct {
 	n        *Node
 	rpc      wire.DRPCData_ReplicateClient
 	epoch    uint64
-	msgs     chan *wire.PrimaryMessage
+	cancel   context.CancelFunc
 	restorer *datastore.Restorer
 	heard    atomic.Int64 // unix nanos of the last message received or applied
+
+	inflight   sync.WaitGroup // queued appends not yet durable
+	progressed chan struct{}  // an append finished: time to acknowledge
+	// committed is the primary's watermark from the newest entries message.
+	// Only entries messages set it: one that comes with a truncation or a
+	// snapshot describes the log after it, and must not make this node's
+	// diverged entries visible first.
+	committed atomic.Uint64
+	failMu    sync.Mutex
+	failErr   error
 }
 
 // silentStream is how long a follower waits without any message before it
 // drops the stream and reconnects.
 const silentStream = 10 * time.Second
 
+// watchSilence drops the stream when the primary has been silent for too
+// long: a primary sends at least a heartbeat every 200 ms, so a silent
+// stream is dead even if TCP does not know it yet.
+func (f *applier) watchSilence(ctx context.Context, primaryID string) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			if time.Since(time.Unix(0, f.heard.Load())) > silentStream {
+				f.n.log.Warn("replication stream silent; reconnecting", "primary", primaryID, "silent_for", silentStream)
+				f.cancel()
+				return
+			}
+		}
+	}
+}
+
+// fail records the first error of an asynchronous append and ends the stream.
+func (f *applier) fail(err error) {
+	f.failMu.Lock()
+	if f.failErr == nil {
+		f.failErr = err
+	}
+	f.failMu.Unlock()
+	f.cancel()
+}
+
+func (f *applier) failed() error {
+	f.failMu.Lock()
+	defer f.failMu.Unlock()
+	return f.failErr
+}
+
+// receive reads and applies the primary's messages in order until the
+// stream ends. Before a control message (truncation, snapshot) it waits for
+// the appends queued before it.
 func (f *applier) receive(ctx context.Context) error {
+	defer func() {
+		f.inflight.Wait()
+		if f.restorer != nil {
+			f.restorer.Abort()
+		}
+	}()
 	for {
 		msg, err := f.rpc.Recv()
 		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
 			return err
 		}
 		f.heard.Store(time.Now().UnixNano())
@@ -135,89 +171,83 @@ func (f *applier) receive(ctx context.Context) error {
 			// Fencing: never accept anything from an older epoch.
 			return fmt.Errorf("refusing stream of epoch %d: the group is at epoch %d", msg.Epoch, f.epoch)
 		}
-		select {
-		case f.msgs <- msg:
-		case <-ctx.Done():
-			return nil
+		if body := msg.GetEntries(); body != nil {
+			if err := f.appendEntries(ctx, body.Entries, msg.Committed); err != nil {
+				return err
+			}
+			continue
+		}
+		f.inflight.Wait()
+		if err := f.failed(); err != nil {
+			return err
+		}
+		if err := f.control(ctx, msg); err != nil {
+			return err
 		}
 	}
 }
 
-func (f *applier) apply(ctx context.Context) error {
-	defer func() {
-		if f.restorer != nil {
-			f.restorer.Abort()
+// appendEntries queues entries for the group commit and records the
+// primary's watermark; an empty message only carries the watermark.
+func (f *applier) appendEntries(ctx context.Context, in []*wire.LogEntry, committed uint64) error {
+	if f.restorer != nil {
+		return errors.New("log entries during a snapshot")
+	}
+	store := f.n.store
+	f.committed.Store(committed)
+	if len(in) == 0 {
+		store.SetCommitted(min(committed, store.DurableSeq()))
+		return nil
+	}
+	entries := make([]datastore.LogEntry, len(in))
+	for i, e := range in {
+		entries[i] = datastore.LogEntry{Seq: e.Seq, Epoch: e.Epoch, Slot: int(e.Slot), Key: e.Key, Value: e.Value, Delete: e.Delete}
+	}
+	f.inflight.Add(1)
+	err := store.ApplyLogAsync(ctx, entries, func(_ uint64, err error) {
+		defer f.inflight.Done()
+		if err != nil {
+			f.fail(fmt.Errorf("append %d entries from %d: %w", len(entries), entries[0].Seq, err))
+			return
 		}
-	}()
-	var batch []*wire.PrimaryMessage
-	var entries []datastore.LogEntry
-	for msg := range f.msgs {
-		batch = append(batch[:0], msg)
-	drain:
-		for len(batch) < 64 {
-			select {
-			case more, ok := <-f.msgs:
-				if !ok {
-					break drain
-				}
-				batch = append(batch, more)
-			default:
-				break drain
-			}
+		select {
+		case f.progressed <- struct{}{}:
+		default: // an acknowledgement is due already
 		}
-		entries = entries[:0]
-		// The watermark is taken from entry messages only: one that comes
-		// with a truncation or a snapshot describes the log after it, and
-		// must not make this node's diverged entries visible first.
-		var committed uint64
-		for _, m := range batch {
-			if m.GetEntries() != nil {
-				committed = m.Committed
-				entries = f.collect(m, entries)
-				continue
-			}
-			// A control message applies after the entries before it.
-			if err := f.appendEntries(ctx, entries, committed); err != nil {
-				return err
-			}
-			entries = entries[:0]
-			if err := f.control(ctx, m); err != nil {
-				return err
-			}
+	})
+	if err != nil {
+		f.inflight.Done()
+		return fmt.Errorf("append %d entries from %d: %w", len(entries), entries[0].Seq, err)
+	}
+	return nil
+}
+
+// acknowledge tells the primary how far this node's log is durable each
+// time appends finish, and makes visible what the primary has committed.
+func (f *applier) acknowledge(ctx context.Context) {
+	store := f.n.store
+	var acked uint64
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-f.progressed:
 		}
-		if err := f.appendEntries(ctx, entries, committed); err != nil {
-			return err
+		// The watermark is read before the durable position: a watermark
+		// from after a truncation then never meets a position from before.
+		committed := f.committed.Load()
+		durable := store.DurableSeq()
+		if durable > acked {
+			if err := f.ack(durable); err != nil {
+				f.fail(err)
+				return
+			}
+			acked = durable
 		}
-		// Progress here counts as life too: while a large restore is
-		// applied, the receiver waits for room and hears nothing.
+		store.SetCommitted(min(committed, durable))
+		// Progress counts as life too: a long append is not silence.
 		f.heard.Store(time.Now().UnixNano())
 	}
-	return nil
-}
-
-func (f *applier) collect(msg *wire.PrimaryMessage, entries []datastore.LogEntry) []datastore.LogEntry {
-	for _, e := range msg.GetEntries().GetEntries() {
-		entries = append(entries, datastore.LogEntry{Seq: e.Seq, Epoch: e.Epoch, Slot: int(e.Slot), Key: e.Key, Value: e.Value, Delete: e.Delete})
-	}
-	return entries
-}
-
-// appendEntries makes entries durable, acknowledges them, and makes
-// visible what the primary has committed.
-func (f *applier) appendEntries(ctx context.Context, entries []datastore.LogEntry, committed uint64) error {
-	store := f.n.store
-	if len(entries) > 0 {
-		if err := store.ApplyLog(ctx, entries); err != nil {
-			return fmt.Errorf("append %d entries from %d: %w", len(entries), entries[0].Seq, err)
-		}
-		if err := f.ack(store.DurableSeq()); err != nil {
-			return err
-		}
-	}
-	if f.restorer == nil {
-		store.SetCommitted(min(committed, store.DurableSeq()))
-	}
-	return nil
 }
 
 func (f *applier) ack(seq uint64) error {

@@ -38,7 +38,7 @@ type primary struct {
 	isr         []string // as last written to ZooKeeper, including this node
 	followers   map[string]*follower
 	committed   uint64
-	advanced    chan struct{} // closed and replaced when committed moves
+	advanced    chan struct{} // closed and replaced when committed or the ISR moves
 	draining    atomic.Bool   // a handover stopped serving
 
 	// takeover is the log end when this node took the role. Entries up to
@@ -155,14 +155,19 @@ func (p *primary) recompute() {
 	p.n.store.SetCommitted(hw)
 	p.mu.Lock()
 	p.committed = hw
-	close(p.advanced)
-	p.advanced = make(chan struct{})
+	p.signalLocked()
 	becameReady := hw >= p.takeover && !isClosed(p.ready)
 	p.mu.Unlock()
 	if becameReady {
 		close(p.ready)
 		p.n.log.Info("serving: the in-sync replicas hold the whole log taken over", "seq", p.takeover, "epoch", p.epoch)
 	}
+}
+
+// signalLocked wakes everyone waiting on advanced. p.mu must be held.
+func (p *primary) signalLocked() {
+	close(p.advanced)
+	p.advanced = make(chan struct{})
 }
 
 // serving reports whether the primary has committed everything it took over.
@@ -181,29 +186,23 @@ func isClosed(ch chan struct{}) bool {
 	}
 }
 
-// waitCommitted blocks until seq is committed (durable on every in-sync
-// replica), the role ends, or ctx ends.
-func (p *primary) waitCommitted(ctx context.Context, seq uint64) error {
-	for {
-		p.mu.Lock()
-		done, advanced := p.committed >= seq, p.advanced
-		isr := len(p.isr)
-		p.mu.Unlock()
-		if done {
-			return nil
-		}
-		if p.n.cfg.Acks != AcksOne && isr < p.n.cfg.MinInsync {
-			return fmt.Errorf("%w: %d in-sync replica(s) of group %s, --min-insync is %d; the write may or may not be kept",
-				wire.ErrUnavailable, isr, p.n.cfg.Group, p.n.cfg.MinInsync)
-		}
-		select {
-		case <-advanced:
-		case <-p.ctx.Done():
-			return fmt.Errorf("%w: %w before the write reached the in-sync replicas", wire.ErrUnavailable, errDeposed)
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+// outcome tells a writer of entries up to seq whether they are committed
+// (durable on every in-sync replica), whether they can no longer be (the
+// role ended, or too few replicas are in sync; either way the write may or
+// may not be kept), or else the channel to wait on before asking again.
+func (p *primary) outcome(seq uint64) (done bool, advanced <-chan struct{}, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.committed >= seq:
+		return true, nil, nil
+	case p.ctx.Err() != nil:
+		return false, nil, fmt.Errorf("%w: %w before the write reached the in-sync replicas", wire.ErrUnavailable, errDeposed)
+	case p.n.cfg.Acks != AcksOne && len(p.isr) < p.n.cfg.MinInsync:
+		return false, nil, fmt.Errorf("%w: %d in-sync replica(s) of group %s, --min-insync is %d; the write may or may not be kept",
+			wire.ErrUnavailable, len(p.isr), p.n.cfg.Group, p.n.cfg.MinInsync)
 	}
+	return false, p.advanced, nil
 }
 
 // attach registers a follower's new stream and returns its generation.
@@ -316,6 +315,8 @@ func (p *primary) changeISR(drop, add []string) {
 	}
 	p.mu.Lock()
 	p.isr = slices.Clone(g.ISR)
+	// Writers waiting for the watermark learn of a set now too small.
+	p.signalLocked()
 	p.mu.Unlock()
 	p.n.log.Info("in-sync replicas changed", "isr", g.ISR, "dropped", drop, "added", add, "epoch", p.epoch)
 	p.recompute()

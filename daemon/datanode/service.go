@@ -63,40 +63,37 @@ func (n *Node) route(st *state, slot int, stale bool) *wire.Response {
 }
 
 // Stream serves one long-lived request stream. Reads of a batch are answered
-// from one read transaction at once; its writes join the group commit and
-// are answered when durable, while the next batches are already read.
-// Replies leave in batches of whatever is ready.
+// from one read transaction at once; its writes are queued for the group
+// commit without waiting, and answered when committed, while the next
+// batches are already read. Replies leave in batches of whatever is ready.
 func (s *service) Stream(rpc wire.DRPCData_StreamStream) error {
 	ctx := rpc.Context()
-	out := make(chan []*wire.Response, 1024)
+	r := &replier{wake: make(chan struct{}, 1)}
 	sent := make(chan error, 1)
-	go func() { sent <- replyLoop(rpc, out) }()
-	var writes sync.WaitGroup
-	var err error
+	go func() { sent <- r.run(ctx, rpc) }()
 	for {
-		var batch *wire.Batch
-		if batch, err = rpc.Recv(); err != nil {
+		batch, err := rpc.Recv()
+		if err != nil {
 			break
 		}
 		s.n.metrics.batches.Add(1)
-		s.handle(ctx, batch, out, &writes)
+		s.handle(ctx, batch, r)
 	}
-	writes.Wait()
-	close(out)
-	if sendErr := <-sent; sendErr != nil && ctx.Err() == nil {
-		return sendErr
+	r.close()
+	if err := <-sent; err != nil && ctx.Err() == nil {
+		return err
 	}
 	return nil
 }
 
-func (s *service) handle(ctx context.Context, batch *wire.Batch, out chan<- []*wire.Response, writes *sync.WaitGroup) {
+func (s *service) handle(ctx context.Context, batch *wire.Batch, r *replier) {
 	n := s.n
 	st := n.state.Load()
 	slots := len(st.table.Owners)
 	replies := make([]*wire.Response, 0, len(batch.Requests))
 	var gets []*wire.Request
 	var refs []datastore.KeyRef
-	var puts []*wire.Request
+	var putIDs []uint64
 	var muts []datastore.Mutation
 	for _, req := range batch.Requests {
 		if err := n.store.Validate(req.Key, req.Value); err != nil {
@@ -114,14 +111,14 @@ func (s *service) handle(ctx context.Context, batch *wire.Batch, out chan<- []*w
 			gets = append(gets, req)
 			refs = append(refs, datastore.KeyRef{Slot: slot, Key: req.Key})
 		case wire.Op_PUT, wire.Op_DELETE:
-			puts = append(puts, req)
+			putIDs = append(putIDs, req.Id)
 			muts = append(muts, datastore.Mutation{Slot: slot, Key: req.Key, Value: req.Value, Delete: req.Op == wire.Op_DELETE})
 		default:
 			replies = append(replies, errResponse(req.Id, fmt.Errorf("%w: unknown op %d", wire.ErrInvalidArgument, req.Op)))
 		}
 	}
 	n.metrics.gets.Add(uint64(len(gets)))
-	n.metrics.writes.Add(uint64(len(puts)))
+	n.metrics.writes.Add(uint64(len(putIDs)))
 	for i, res := range n.store.GetMany(refs) {
 		if res.Err != nil {
 			replies = append(replies, errResponse(gets[i].Id, res.Err))
@@ -129,52 +126,160 @@ func (s *service) handle(ctx context.Context, batch *wire.Batch, out chan<- []*w
 		}
 		replies = append(replies, &wire.Response{Id: gets[i].Id, Value: res.Value})
 	}
-	if len(replies) > 0 {
-		out <- replies
-	}
-	if len(muts) == 0 {
-		return
-	}
-	writes.Add(1)
-	go func() {
-		defer writes.Done()
-		err := n.write(ctx, st.primary, muts)
-		done := make([]*wire.Response, len(puts))
-		for i, req := range puts {
-			if err != nil {
-				done[i] = errResponse(req.Id, err)
-			} else {
-				done[i] = &wire.Response{Id: req.Id}
+	if len(muts) > 0 {
+		if err := n.write(ctx, st.primary, muts, putIDs, r); err != nil {
+			for _, id := range putIDs {
+				replies = append(replies, errResponse(id, err))
 			}
 		}
-		out <- done
-	}()
+	}
+	r.ready(replies)
 }
 
-// replyLoop sends every reply ready when the previous send finished as one
-// BatchReply. After a send error it keeps draining so producers never block.
-func replyLoop(rpc wire.DRPCData_StreamStream, out <-chan []*wire.Response) error {
-	var sendErr error
+// write queues muts for the group commit; once durable on this node, the
+// replier answers them when every in-sync replica has them too (or at once,
+// with --acks 1). An error means the write was refused and nothing queued.
+func (n *Node) write(ctx context.Context, p *primary, muts []datastore.Mutation, ids []uint64, r *replier) error {
+	if err := p.admit(); err != nil {
+		return err
+	}
+	r.queued()
+	err := n.store.WriteAsync(ctx, muts, func(seq uint64, err error) {
+		if errors.Is(err, datastore.ErrFailed) {
+			// Fail-stop: a primary that cannot write its log steps down by
+			// exiting, so its group fails over.
+			go n.fail(err)
+		}
+		if err == nil {
+			p.recompute()
+		}
+		r.written(p, seq, ids, err)
+	})
+	if err != nil {
+		r.written(nil, 0, nil, nil)
+	}
+	return err
+}
+
+// replier collects one stream's answers and sends, each time, all that are
+// ready as one BatchReply: reads at once, writes once committed. One
+// goroutine waits for the watermark on behalf of every write of the stream.
+type replier struct {
+	mu       sync.Mutex
+	out      []*wire.Response
+	waiting  []pendingWrite // durable here, waiting for the watermark
+	inflight int            // queued in the store, not yet durable
+	closing  bool
+	wake     chan struct{}
+}
+
+// pendingWrite is one batch's writes, durable on the primary up to seq.
+type pendingWrite struct {
+	p   *primary
+	seq uint64
+	ids []uint64
+}
+
+func (r *replier) signal() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (r *replier) ready(replies []*wire.Response) {
+	if len(replies) == 0 {
+		return
+	}
+	r.mu.Lock()
+	r.out = append(r.out, replies...)
+	r.mu.Unlock()
+	r.signal()
+}
+
+func (r *replier) queued() {
+	r.mu.Lock()
+	r.inflight++
+	r.mu.Unlock()
+}
+
+// written records the store's outcome of a queued write; a nil p only
+// takes back a queued() whose write was refused.
+func (r *replier) written(p *primary, seq uint64, ids []uint64, err error) {
+	r.mu.Lock()
+	r.inflight--
+	switch {
+	case p == nil:
+	case err != nil:
+		for _, id := range ids {
+			r.out = append(r.out, errResponse(id, err))
+		}
+	default:
+		r.waiting = append(r.waiting, pendingWrite{p: p, seq: seq, ids: ids})
+	}
+	r.mu.Unlock()
+	r.signal()
+}
+
+// close tells the replier no more requests come; run returns once every
+// queued write is answered.
+func (r *replier) close() {
+	r.mu.Lock()
+	r.closing = true
+	r.mu.Unlock()
+	r.signal()
+}
+
+// run sends replies until the stream ends, or until it is closed and has
+// nothing left to answer.
+func (r *replier) run(ctx context.Context, rpc wire.DRPCData_StreamStream) error {
 	reply := &wire.BatchReply{}
-	for first := range out {
-		reply.Responses = append(reply.Responses[:0], first...)
-	drain:
-		for {
-			select {
-			case more, ok := <-out:
-				if !ok {
-					break drain
+	for {
+		r.mu.Lock()
+		reply.Responses = append(reply.Responses[:0], r.out...)
+		clear(r.out)
+		r.out = r.out[:0]
+		var wait, deposed <-chan struct{}
+		keep := r.waiting[:0]
+		for _, w := range r.waiting {
+			done, advanced, err := w.p.outcome(w.seq)
+			switch {
+			case err != nil:
+				for _, id := range w.ids {
+					reply.Responses = append(reply.Responses, errResponse(id, err))
 				}
-				reply.Responses = append(reply.Responses, more...)
+			case done:
+				for _, id := range w.ids {
+					reply.Responses = append(reply.Responses, &wire.Response{Id: id})
+				}
 			default:
-				break drain
+				keep = append(keep, w)
+				if wait == nil {
+					wait, deposed = advanced, w.p.ctx.Done()
+				}
 			}
 		}
-		if sendErr == nil {
-			sendErr = rpc.Send(reply)
+		clear(r.waiting[len(keep):])
+		r.waiting = keep
+		finished := r.closing && r.inflight == 0 && len(r.waiting) == 0
+		r.mu.Unlock()
+		if len(reply.Responses) > 0 {
+			if err := rpc.Send(reply); err != nil {
+				return err
+			}
+			continue
+		}
+		if finished {
+			return nil
+		}
+		select {
+		case <-r.wake:
+		case <-wait:
+		case <-deposed:
+		case <-ctx.Done():
+			return nil
 		}
 	}
-	return sendErr
 }
 
 // Scan serves one page of a group's keys in [start, end).
@@ -210,25 +315,6 @@ func (s *service) Scan(ctx context.Context, req *wire.ScanRequest) (*wire.ScanRe
 		reply.Items[i] = &wire.KeyValue{Key: kv.Key, Value: kv.Value}
 	}
 	return reply, nil
-}
-
-// write makes muts durable on this node, then waits until every in-sync
-// replica has them too (or only this node, with --acks 1).
-func (n *Node) write(ctx context.Context, p *primary, muts []datastore.Mutation) error {
-	if err := p.admit(); err != nil {
-		return err
-	}
-	seq, err := n.store.Write(ctx, muts)
-	if errors.Is(err, datastore.ErrFailed) {
-		// Fail-stop: a primary that cannot write its log steps down by
-		// exiting, so its group fails over.
-		go n.fail(err)
-	}
-	if err != nil {
-		return err
-	}
-	p.recompute()
-	return p.waitCommitted(ctx, seq)
 }
 
 // Status reports the node's role, log positions and, on a primary, its
