@@ -111,7 +111,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		cfg.Timeout = 5 * time.Second
 	}
 	if cfg.StreamsPerNode <= 0 {
-		cfg.StreamsPerNode = 2
+		cfg.StreamsPerNode = 1
 	}
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = 2 * time.Second
@@ -195,7 +195,7 @@ func ValidateKey(key []byte) error {
 
 func (c *Client) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
 	if _, ok := ctx.Deadline(); ok {
-		return context.WithCancel(ctx)
+		return ctx, func() {}
 	}
 	return context.WithTimeout(ctx, c.cfg.Timeout)
 }

@@ -3,11 +3,9 @@ package main
 import (
 	"context"
 	"os"
-	"time"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/thunderyurts/thunderyurts/client"
 	"github.com/thunderyurts/thunderyurts/client/bench"
 )
 
@@ -50,29 +48,12 @@ func benchCommand() *cli.Command {
 				return err
 			}
 			defer closeClient()
-			res, err := bench.Run(ctx, timeoutKV{kv, c.Duration("timeout")}, cfg)
+			// The client bounds each operation by --timeout.
+			res, err := bench.Run(ctx, kv, cfg)
 			if err != nil {
 				return usageOr(err, bench.ErrInvalidConfig)
 			}
 			return bench.Print(c.App.Writer, res, format == "json")
 		},
 	}
-}
-
-// timeoutKV bounds each benchmark operation by --timeout.
-type timeoutKV struct {
-	kv      *client.Client
-	timeout time.Duration
-}
-
-func (t timeoutKV) Get(ctx context.Context, key []byte) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, t.timeout)
-	defer cancel()
-	return t.kv.Get(ctx, key)
-}
-
-func (t timeoutKV) Put(ctx context.Context, key, value []byte) error {
-	ctx, cancel := context.WithTimeout(ctx, t.timeout)
-	defer cancel()
-	return t.kv.Put(ctx, key, value)
 }
