@@ -44,7 +44,8 @@ type Config struct {
 	// Timeout bounds each operation whose context has no deadline; 0 → 5s.
 	Timeout time.Duration
 	// StreamsPerNode is how many long-lived streams carry requests to one
-	// node; 0 → 2. More streams let a node decode batches in parallel.
+	// node; 0 → 1. One stream makes the largest batches (fewest system calls
+	// per request); more let a node decode batches in parallel.
 	StreamsPerNode int
 	// DialTimeout bounds one connection attempt; 0 → 2s.
 	DialTimeout time.Duration
