@@ -104,8 +104,14 @@ type applier struct {
 	// snapshot describes the log after it, and must not make this node's
 	// diverged entries visible first.
 	committed atomic.Uint64
-	failMu    sync.Mutex
-	failErr   error
+	// appended is the end of what this stream has made durable here (or
+	// what a truncation or snapshot left). The store's DurableSeq may be
+	// further on with entries the new primary does not have, whose append
+	// in this stream is about to fail; they must never be acknowledged or
+	// committed.
+	appended atomic.Uint64
+	failMu   sync.Mutex
+	failErr  error
 }
 
 // silentStream is how long a follower waits without any message before it
@@ -124,8 +130,7 @@ func (f *applier) watchSilence(ctx context.Context, primaryID string) {
 			return
 		case <-tick.C:
 			if time.Since(time.Unix(0, f.heard.Load())) > silentStream {
-				f.n.log.Warn("replication stream silent; reconnecting", "primary", primaryID, "silent_for", silentStream)
-				f.cancel()
+				f.fail(fmt.Errorf("primary %s silent for %s", primaryID, silentStream))
 				return
 			}
 		}
@@ -190,26 +195,29 @@ func (f *applier) receive(ctx context.Context) error {
 // appendEntries queues entries for the group commit and records the
 // primary's watermark; an empty message only carries the watermark.
 func (f *applier) appendEntries(ctx context.Context, in []*wire.LogEntry, committed uint64) error {
-	if f.restorer != nil {
-		return errors.New("log entries during a snapshot")
-	}
 	store := f.n.store
 	f.committed.Store(committed)
+	// Also before queueing: the queueing may wait for the applier, which
+	// applies only what is known to be committed.
+	f.commit()
 	if len(in) == 0 {
-		store.SetCommitted(min(committed, store.DurableSeq()))
 		return nil
+	}
+	if f.restorer != nil {
+		return errors.New("log entries during a snapshot")
 	}
 	entries := make([]datastore.LogEntry, len(in))
 	for i, e := range in {
 		entries[i] = datastore.LogEntry{Seq: e.Seq, Epoch: e.Epoch, Slot: int(e.Slot), Key: e.Key, Value: e.Value, Delete: e.Delete}
 	}
 	f.inflight.Add(1)
-	err := store.ApplyLogAsync(ctx, entries, func(_ uint64, err error) {
+	err := store.ApplyLogAsync(ctx, entries, func(last uint64, err error) {
 		defer f.inflight.Done()
 		if err != nil {
 			f.fail(fmt.Errorf("append %d entries from %d: %w", len(entries), entries[0].Seq, err))
 			return
 		}
+		f.appended.Store(last)
 		select {
 		case f.progressed <- struct{}{}:
 		default: // an acknowledgement is due already
@@ -225,7 +233,6 @@ func (f *applier) appendEntries(ctx context.Context, in []*wire.LogEntry, commit
 // acknowledge tells the primary how far this node's log is durable each
 // time appends finish, and makes visible what the primary has committed.
 func (f *applier) acknowledge(ctx context.Context) {
-	store := f.n.store
 	var acked uint64
 	for {
 		select {
@@ -233,20 +240,27 @@ func (f *applier) acknowledge(ctx context.Context) {
 			return
 		case <-f.progressed:
 		}
-		// The watermark is read before the durable position: a watermark
-		// from after a truncation then never meets a position from before.
-		committed := f.committed.Load()
-		durable := store.DurableSeq()
-		if durable > acked {
-			if err := f.ack(durable); err != nil {
+		if appended := f.appended.Load(); appended > acked {
+			if err := f.ack(appended); err != nil {
 				f.fail(err)
 				return
 			}
-			acked = durable
+			acked = appended
 		}
-		store.SetCommitted(min(committed, durable))
+		f.commit()
 		// Progress counts as life too: a long append is not silence.
 		f.heard.Store(time.Now().UnixNano())
+	}
+}
+
+// commit makes visible what the primary has committed and this stream has
+// appended. The watermark is read before the position: a watermark from
+// after a truncation then never meets a position from before it.
+func (f *applier) commit() {
+	committed := f.committed.Load()
+	appended := f.appended.Load()
+	if f.failed() == nil {
+		f.n.store.SetCommitted(min(committed, appended))
 	}
 }
 
@@ -263,6 +277,7 @@ func (f *applier) control(ctx context.Context, msg *wire.PrimaryMessage) error {
 		if err := store.TruncateAfter(ctx, body.Truncate.After); err != nil {
 			return fmt.Errorf("truncate after %d: %w", body.Truncate.After, err)
 		}
+		f.appended.Store(store.DurableSeq())
 		return f.ack(store.DurableSeq())
 	case *wire.PrimaryMessage_SnapshotBegin:
 		f.n.log.Info("receiving snapshot from the primary")
@@ -294,6 +309,7 @@ func (f *applier) control(ctx context.Context, msg *wire.PrimaryMessage) error {
 			return fmt.Errorf("finish restore at %d: %w", body.SnapshotEnd.Seq, err)
 		}
 		f.n.log.Info("snapshot restored", "seq", body.SnapshotEnd.Seq)
+		f.appended.Store(store.DurableSeq())
 		return f.ack(store.DurableSeq())
 	}
 	return nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/thunderyurts/thunderyurts/coord"
 	"github.com/thunderyurts/thunderyurts/datastore"
@@ -240,8 +241,16 @@ func (r *replier) run(ctx context.Context, rpc wire.DRPCData_StreamStream) error
 		clear(r.out)
 		r.out = r.out[:0]
 		var wait, deposed <-chan struct{}
+		var first *primary
+		mixed := false // waiting writes of more than one primary role
 		keep := r.waiting[:0]
 		for _, w := range r.waiting {
+			if w.p == first {
+				// A role makes its writes durable in order: nothing after
+				// its first uncommitted write is committed either.
+				keep = append(keep, w)
+				continue
+			}
 			done, advanced, err := w.p.outcome(w.seq)
 			switch {
 			case err != nil:
@@ -254,9 +263,10 @@ func (r *replier) run(ctx context.Context, rpc wire.DRPCData_StreamStream) error
 				}
 			default:
 				keep = append(keep, w)
-				if wait == nil {
-					wait, deposed = advanced, w.p.ctx.Done()
+				if first == nil {
+					first, wait, deposed = w.p, advanced, w.p.ctx.Done()
 				}
+				mixed = mixed || w.p != first
 			}
 		}
 		clear(r.waiting[len(keep):])
@@ -264,7 +274,9 @@ func (r *replier) run(ctx context.Context, rpc wire.DRPCData_StreamStream) error
 		finished := r.closing && r.inflight == 0 && len(r.waiting) == 0
 		r.mu.Unlock()
 		if len(reply.Responses) > 0 {
-			if err := rpc.Send(reply); err != nil {
+			err := rpc.Send(reply)
+			clear(reply.Responses) // let the values go
+			if err != nil {
 				return err
 			}
 			continue
@@ -272,12 +284,24 @@ func (r *replier) run(ctx context.Context, rpc wire.DRPCData_StreamStream) error
 		if finished {
 			return nil
 		}
+		// Only the first role's channels are watched; writes left from
+		// another role (a role change mid-stream) are looked at again soon.
+		var poll <-chan time.Time
+		var timer *time.Timer
+		if mixed {
+			timer = time.NewTimer(10 * time.Millisecond)
+			poll = timer.C
+		}
 		select {
 		case <-r.wake:
 		case <-wait:
 		case <-deposed:
+		case <-poll:
 		case <-ctx.Done():
 			return nil
+		}
+		if timer != nil {
+			timer.Stop()
 		}
 	}
 }
