@@ -69,10 +69,18 @@ func (n *Node) route(st *state, slot int, stale bool) *wire.Response {
 // batches are already read. Replies leave in batches of whatever is ready.
 func (s *service) Stream(rpc wire.DRPCData_StreamStream) error {
 	ctx := rpc.Context()
-	r := &replier{wake: make(chan struct{}, 1)}
+	r := &replier{wake: make(chan struct{}, 1), room: make(chan struct{}, 1), stopped: make(chan struct{})}
 	sent := make(chan error, 1)
-	go func() { sent <- r.run(ctx, rpc) }()
+	go func() {
+		defer close(r.stopped)
+		sent <- r.run(ctx, rpc)
+	}()
 	for {
+		// A client that does not read its replies stops being read
+		// from, rather than making this node hold them all.
+		if !r.waitRoom(ctx) {
+			break
+		}
 		batch, err := rpc.Recv()
 		if err != nil {
 			break
@@ -172,6 +180,33 @@ type replier struct {
 	inflight int            // queued in the store, not yet durable
 	closing  bool
 	wake     chan struct{}
+	room     chan struct{} // out was taken for sending
+	stopped  chan struct{} // closed when run returns
+}
+
+// maxQueuedReplies bounds the replies queued on a stream for a client that
+// reads them slower than it sends requests; with those in the send under
+// way, a stream holds at most about twice as many.
+const maxQueuedReplies = 64 << 10
+
+// waitRoom waits until the replies queued for sending are under
+// maxQueuedReplies; false when the stream ended meanwhile.
+func (r *replier) waitRoom(ctx context.Context) bool {
+	for {
+		r.mu.Lock()
+		full := len(r.out) >= maxQueuedReplies
+		r.mu.Unlock()
+		if !full {
+			return true
+		}
+		select {
+		case <-r.room:
+		case <-r.stopped:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
 }
 
 // pendingWrite is one batch's writes, durable on the primary up to seq.
@@ -240,6 +275,10 @@ func (r *replier) run(ctx context.Context, rpc wire.DRPCData_StreamStream) error
 		reply.Responses = append(reply.Responses[:0], r.out...)
 		clear(r.out)
 		r.out = r.out[:0]
+		select {
+		case r.room <- struct{}{}:
+		default:
+		}
 		var wait, deposed <-chan struct{}
 		var first *primary
 		mixed := false // waiting writes of more than one primary role
