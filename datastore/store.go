@@ -39,6 +39,12 @@ const (
 	// Snapshot.
 	initialMmapSize = 1 << 30
 
+	// pageSize of a new data file (an existing one keeps its own). Each
+	// apply round rewrites most leaf pages; 16 KiB pages mean a quarter of
+	// the pages to split, write and free, and measured ~20 % less CPU per
+	// round than 4 KiB (200,000 puts over 100,000 keys: ~315 ms vs ~390 ms).
+	pageSize = 16 << 10
+
 	dataFile = "data.db"
 	lockFile = "LOCK"
 )
@@ -278,6 +284,7 @@ func (s *Store) open(slots int) error {
 		NoFreelistSync:  true,
 		FreelistType:    bolt.FreelistMapType,
 		InitialMmapSize: initialMmapSize,
+		PageSize:        pageSize,
 	})
 	if err != nil {
 		return err
