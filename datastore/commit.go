@@ -431,7 +431,7 @@ func (s *Store) commit(batch []*request) {
 	if len(buf) == 0 {
 		return // only no-op epoch changes and refusals
 	}
-	if _, err := s.wal.Write(buf); err != nil {
+	if err := s.writeLog(buf); err != nil {
 		s.failStop(batch, "write log", err)
 		return
 	}
@@ -507,6 +507,13 @@ func (s *Store) encode(st *logState, r *request, buf []byte) []byte {
 	return buf
 }
 
+// writeLog writes buf after the active segment's records: over the zeros
+// of a spare segment, or past the end of a segment that had none.
+func (s *Store) writeLog(buf []byte) error {
+	_, err := s.wal.WriteAt(buf, s.walSize)
+	return err
+}
+
 func (s *Store) sync() error {
 	if s.noSync {
 		return nil
@@ -549,20 +556,34 @@ func overlayKey(dst []byte, slot uint16, key []byte) []byte {
 // fsynced already: every batch is.
 func (s *Store) rollIfFull() error {
 	if s.walSize < s.segSize {
-		return nil
+		// A segment that grows as it is written asks for a spare as soon as
+		// it holds a little (a store under write load moves onto zeros
+		// early; an idle one never writes a spare) and moves to it when
+		// it is ready; a spare asks for the next one at half its size.
+		early := s.walGrows && s.walSize >= s.segSize/64
+		if early || s.walSize >= s.segSize/2 {
+			s.spares.request()
+		}
+		if !early || len(s.spares.ready) == 0 {
+			return nil
+		}
 	}
 	next := s.last + 1
 	path := segmentPath(s.walDir, next)
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o644)
-	if err != nil {
-		return err
+	f, _ := s.spares.take(path)
+	grows := f == nil
+	if grows {
+		var err error
+		if f, err = os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644); err != nil {
+			return err
+		}
 	}
 	if err := syncDir(s.walDir); err != nil {
 		_ = f.Close()
 		return err
 	}
 	old := s.wal
-	s.wal, s.walSize = f, 0
+	s.wal, s.walSize, s.walGrows = f, 0, grows
 	if err := old.Close(); err != nil {
 		s.log.Warn("datastore closing log segment", "err", err)
 	}

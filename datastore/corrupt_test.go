@@ -2,6 +2,7 @@ package datastore
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -115,11 +116,7 @@ func TestCorruptLogRecord(t *testing.T) {
 func TestTornTail(t *testing.T) {
 	dir := writeThree(t)
 	seg := onlySegment(t, dir)
-	fi, err := os.Stat(seg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(seg, fi.Size()-3); err != nil {
+	if err := os.Truncate(seg, recordsEnd(t, seg)-3); err != nil {
 		t.Fatal(err)
 	}
 	s := openStore(t, dir, Options{})
@@ -141,5 +138,53 @@ func TestKeyForErrorTruncates(t *testing.T) {
 	got := keyForError(bytes.Repeat([]byte{0xff}, 4096))
 	if len(got) > 400 || !strings.Contains(got, "4096 bytes") {
 		t.Fatalf("key rendered as %d chars: %.80s", len(got), got)
+	}
+}
+
+// recordsEnd is where a segment's records end and the zeros written ahead
+// of them begin.
+func recordsEnd(t *testing.T, path string) int64 {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := len(b)
+	for end > 0 && b[end-1] == 0 {
+		end--
+	}
+	return int64(end)
+}
+
+// TestTornTailBeforeZeros: a crash that left the end of the last record
+// unwritten inside the zeros written ahead of the log drops that record.
+func TestTornTailBeforeZeros(t *testing.T) {
+	dir := writeThree(t)
+	seg := onlySegment(t, dir)
+	end := recordsEnd(t, seg)
+	f, err := os.OpenFile(seg, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(make([]byte, 5), end-5); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	s := openStore(t, dir, Options{})
+	if s.LastSeq() != 2 {
+		t.Fatalf("after a torn last record: last %d, want 2", s.LastSeq())
+	}
+	if _, err := s.Write(context.Background(), []Mutation{{Slot: 1, Key: []byte("after"), Value: []byte("v")}}); err != nil {
+		t.Fatal(err)
+	}
+	if s.LastSeq() != 3 {
+		t.Fatalf("write after recovery got seq %d, want 3", s.LastSeq())
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, dir, Options{})
+	if s.LastSeq() != 3 || mustGet(t, s, 1, "after") != "v" {
+		t.Fatalf("after reopening: last %d", s.LastSeq())
 	}
 }

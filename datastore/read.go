@@ -409,7 +409,7 @@ func readSegments(segs []segment, from, stop uint64, limit int) ([]LogEntry, err
 	}
 	var out []LogEntry
 	for ; i < len(segs); i++ {
-		sr, err := openSegment(segs[i].path)
+		sr, err := openSegment(segs[i].path, segs[i].size)
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("seq %d: segment %s deleted: %w", from, segs[i].path, ErrLogTrimmed)
 		}

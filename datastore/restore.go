@@ -122,7 +122,7 @@ func (s *Store) dropNewestVersionLocked(e *entry) {
 // cutPoint finds the offset of the first record after seq in seg, and the
 // highest seq of the records before it.
 func cutPoint(seg segment, seq uint64) (off int64, kept uint64, err error) {
-	sr, err := openSegment(seg.path)
+	sr, err := openSegment(seg.path, seg.size)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -157,7 +157,7 @@ func (s *Store) cutLog(segs []segment, i int, off int64) error {
 				return err
 			}
 		}
-		f, err := os.OpenFile(segs[i].path, os.O_WRONLY|os.O_APPEND, 0)
+		f, err := os.OpenFile(segs[i].path, os.O_WRONLY, 0)
 		if err != nil {
 			return err
 		}
@@ -166,7 +166,7 @@ func (s *Store) cutLog(segs []segment, i int, off int64) error {
 	if err := s.wal.Truncate(off); err != nil {
 		return err
 	}
-	s.walSize = off
+	s.walSize, s.walGrows = off, true
 	if err := s.sync(); err != nil {
 		return err
 	}
@@ -393,7 +393,7 @@ func (r *Restorer) end(seq uint64, epochs []EpochStart, wipe bool) error {
 // restartLog runs on the committer: the log starts over after seq.
 func (s *Store) restartLog(seq, epoch uint64, epochs []EpochStart) error {
 	path := segmentPath(s.walDir, seq+1)
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o644)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return s.setFailed("restore: create log", err)
 	}
@@ -401,7 +401,7 @@ func (s *Store) restartLog(seq, epoch uint64, epochs []EpochStart) error {
 		_ = f.Close()
 		return s.setFailed("restore: create log", err)
 	}
-	s.wal, s.walSize = f, 0
+	s.wal, s.walSize, s.walGrows = f, 0, true
 	s.mu.Lock()
 	s.logState = logState{last: seq, epoch: epoch, logEpoch: epochAt(epochs, seq), epochs: epochs}
 	s.durable, s.committed, s.applied, s.target = seq, seq, seq, seq

@@ -156,8 +156,11 @@ type Store struct {
 
 	// Owned by the committer goroutine (and by Open before it starts).
 	wal     *os.File
-	walSize int64
+	walSize int64 // bytes of records in the active segment (zeros of a spare may follow)
 	walBuf  []byte
+	// walGrows: the active segment is not a spare; each batch extends it.
+	walGrows bool
+	spares   *spares
 
 	applyMu sync.Mutex // held by an apply cycle; excludes it from truncation and restore
 	commits atomic.Uint64
@@ -228,6 +231,12 @@ func Open(dir string, opts Options) (*Store, error) {
 		}
 		return nil, fmt.Errorf("datastore: open %s: %w", dir, err)
 	}
+	sp, err := startSpares(s.walDir, s.segSize, s.noSync, s.log)
+	if err != nil {
+		_ = s.release()
+		return nil, fmt.Errorf("datastore: open %s: %w", dir, err)
+	}
+	s.spares = sp
 	go s.runCommitter()
 	go s.runApplier()
 	s.kickApplier()
@@ -516,11 +525,16 @@ func (s *Store) recoverLog() error {
 	}
 	s.segments = segs
 	active := &segs[len(segs)-1]
-	f, err := os.OpenFile(active.path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	f, err := os.OpenFile(active.path, os.O_WRONLY|os.O_CREATE, 0o644)
 	if err != nil {
 		return err
 	}
-	s.wal = f
+	fi, err := f.Stat()
+	if err != nil {
+		_ = f.Close()
+		return err
+	}
+	s.wal, s.walGrows = f, fi.Size() <= active.size
 	if active.size == 0 {
 		if err := syncDir(s.walDir); err != nil {
 			return err
@@ -531,7 +545,7 @@ func (s *Store) recoverLog() error {
 }
 
 func (s *Store) recoverSegment(seg *segment, newest bool, prev *uint64) error {
-	sr, err := openSegment(seg.path)
+	sr, err := openSegment(seg.path, -1)
 	if err != nil {
 		return err
 	}
@@ -640,6 +654,7 @@ func (s *Store) Close() error {
 		close(s.stop)
 		<-s.committerDone
 		<-s.applierDone
+		s.spares.close()
 		if err := s.release(); err != nil {
 			s.closeErr = fmt.Errorf("datastore: close %s: %w", s.dir, err)
 		}

@@ -168,7 +168,10 @@ type segmentReader struct {
 	buf  []byte
 }
 
-func openSegment(path string) (*segmentReader, error) {
+// openSegment opens a segment for reading its records. size is how many
+// bytes of records it holds (the rest are the zeros written ahead of the
+// log); a negative size reads up to the end of the file, as recovery does.
+func openSegment(path string, size int64) (*segmentReader, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -178,7 +181,10 @@ func openSegment(path string) (*segmentReader, error) {
 		_ = f.Close()
 		return nil, err
 	}
-	return &segmentReader{path: path, f: f, r: bufio.NewReaderSize(f, 1<<20), size: fi.Size()}, nil
+	if size < 0 || size > fi.Size() {
+		size = fi.Size()
+	}
+	return &segmentReader{path: path, f: f, r: bufio.NewReaderSize(io.LimitReader(f, size), 1<<20), size: size}, nil
 }
 
 func (sr *segmentReader) close() { _ = sr.f.Close() }
@@ -198,6 +204,10 @@ func (sr *segmentReader) next() (record, error) {
 		return record{}, fmt.Errorf("log %s offset %d: %w", sr.path, sr.off, err)
 	}
 	length := int64(binary.BigEndian.Uint32(hdr[:]))
+	if hdr == ([recHeader]byte{}) && sr.zerosFrom(sr.off) {
+		// The zeros written ahead of the log: its clean end.
+		return record{}, io.EOF
+	}
 	if length < recFixed || length > maxPayload {
 		return record{}, sr.damaged(fmt.Sprintf("record length %d", length), false)
 	}
@@ -214,7 +224,8 @@ func (sr *segmentReader) next() (record, error) {
 	rec, ok := decodePayload(p, binary.BigEndian.Uint32(hdr[4:]))
 	if !ok {
 		e := sr.damaged("checksum mismatch", false)
-		e.atEOF = e.atEOF || sr.off+recHeader+length == sr.size
+		// Nothing but zeros after it: the last write was torn.
+		e.atEOF = e.atEOF || sr.zerosFrom(sr.off+recHeader+length)
 		return record{}, e
 	}
 	sr.off += recHeader + length

@@ -1,0 +1,153 @@
+package datastore
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"syscall"
+)
+
+// A spare is the next log segment, made ready in the background while the
+// active one fills: a file under a temporary name, filled with zeros and
+// fsynced. Batches written over those zeros change neither the file's size
+// nor its block map, so each group commit's fdatasync writes the data blocks
+// alone: one disk write instead of data plus inode, and no new page-cache
+// pages for the write to allocate. (Measured on this project's machine kind:
+// about a third less CPU per fdatasync; three replicas share one disk.)
+const (
+	spareGlob = "spare-*.tmp"
+	zeroChunk = 1 << 20 // bytes written and flushed at a time, so a spare never queues a long flush ahead of a commit
+)
+
+var errSpareStopped = errors.New("datastore: spare preparation stopped")
+
+// spares owns the goroutine that prepares spare segments.
+type spares struct {
+	dir    string
+	size   int64
+	noSync bool
+	log    *slog.Logger
+	want   chan struct{} // cap 1: the committer asks for the next spare
+	ready  chan *os.File // cap 1: a prepared spare
+	stop   chan struct{}
+	done   chan struct{}
+}
+
+// startSpares removes spares a previous process left behind and starts the
+// preparing goroutine; stopSpares stops it.
+func startSpares(dir string, segSize int64, noSync bool, log *slog.Logger) (*spares, error) {
+	old, err := filepath.Glob(filepath.Join(dir, spareGlob))
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range old {
+		if err := os.Remove(p); err != nil {
+			return nil, fmt.Errorf("remove old spare segment: %w", err)
+		}
+	}
+	sp := &spares{
+		dir: dir, size: segSize + segSize/64, // room for the batch that crosses the segment size noSync: noSync, log: log,
+		want: make(chan struct{}, 1), ready: make(chan *os.File, 1),
+		stop: make(chan struct{}), done: make(chan struct{}),
+	}
+	go sp.run()
+	return sp, nil
+}
+
+func (sp *spares) run() {
+	defer close(sp.done)
+	for {
+		select {
+		case <-sp.stop:
+			return
+		case <-sp.want:
+		}
+		f, err := sp.prepare()
+		if errors.Is(err, errSpareStopped) {
+			return
+		}
+		if err != nil {
+			// The log still works without a spare: the next segment grows
+			// as it is written.
+			sp.log.Warn("datastore could not prepare the next log segment", "dir", sp.dir, "err", err)
+			continue
+		}
+		select {
+		case sp.ready <- f:
+		case <-sp.stop:
+			discardSpare(f)
+			return
+		}
+	}
+}
+
+func (sp *spares) prepare() (*os.File, error) {
+	f, err := os.CreateTemp(sp.dir, spareGlob)
+	if err != nil {
+		return nil, err
+	}
+	for off := int64(0); off < sp.size; off += zeroChunk {
+		select {
+		case <-sp.stop:
+			discardSpare(f)
+			return nil, errSpareStopped
+		default:
+		}
+		if _, err := f.WriteAt(zeros[:min(zeroChunk, sp.size-off)], off); err != nil {
+			discardSpare(f)
+			return nil, err
+		}
+		if !sp.noSync {
+			if err := syscall.Fdatasync(int(f.Fd())); err != nil {
+				discardSpare(f)
+				return nil, err
+			}
+		}
+	}
+	return f, nil
+}
+
+// request asks for a spare unless one is asked for or ready; it never blocks.
+func (sp *spares) request() {
+	select {
+	case sp.want <- struct{}{}:
+	default:
+	}
+}
+
+// take returns a prepared spare renamed to path and its size, or nil when
+// none is ready (or the rename failed; the caller then creates path itself).
+func (sp *spares) take(path string) (*os.File, int64) {
+	select {
+	case f := <-sp.ready:
+		if err := os.Rename(f.Name(), path); err != nil {
+			sp.log.Warn("datastore could not use a spare log segment", "file", f.Name(), "err", err)
+			discardSpare(f)
+			return nil, 0
+		}
+		return f, sp.size
+	default:
+		return nil, 0
+	}
+}
+
+// close stops the goroutine and deletes a spare that was not used.
+func (sp *spares) close() {
+	close(sp.stop)
+	<-sp.done
+	select {
+	case f := <-sp.ready:
+		discardSpare(f)
+	default:
+	}
+}
+
+func discardSpare(f *os.File) {
+	_ = f.Close()
+	_ = os.Remove(f.Name())
+}
+
+// zeros is what spares and the log's growth past them are written with.
+var zeros = make([]byte, zeroChunk)
