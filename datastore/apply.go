@@ -120,30 +120,27 @@ func (s *Store) applyOnce() (int, error) {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
 	s.mu.RLock()
-	if s.restoring || s.closed || s.applied >= s.committed || len(s.tail) == 0 {
+	if s.restoring || s.closed || s.applied >= s.committed || s.tail.len() == 0 {
 		s.mu.RUnlock()
 		return 0, nil
 	}
-	base := s.tail[0].seq
-	from := s.applied + 1 - base
+	base := s.tail.firstSeq()
+	from := int(s.applied + 1 - base)
 	to := from
 	var size int64
-	for limit := min(s.committed+1-base, uint64(len(s.tail))); to < limit && to-from < maxApplyEntries && size < maxApplyBytes; to++ {
-		size += int64(len(s.tail[to].value))
+	for limit := min(int(s.committed+1-base), s.tail.len()); to < limit && to-from < maxApplyEntries && size < maxApplyBytes; to++ {
+		size += int64(len(s.tail.at(to).value))
 	}
-	// Entries up to the committed seq are never overwritten in the tail's
-	// array (truncation and restore stay above it and wait for applyMu), so
-	// the slice stays valid after the lock is dropped.
-	batch := s.tail[from:to:to]
+	batch := s.tail.view(from, to)
 	epoch, epochs := s.epoch, s.epochs
 	s.mu.RUnlock()
 	if s.hooks.beforeApply != nil {
 		s.hooks.beforeApply()
 	}
-	last := batch[len(batch)-1].seq
-	order := latestInOrder(batch)
+	last := batch.at(batch.len() - 1).seq
+	order := latestInOrder(&batch)
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		records := make([]byte, 0, int(size)+crcSize*len(batch))
+		records := make([]byte, 0, int(size)+crcSize*len(order))
 		buckets := make(map[uint16]*bolt.Bucket)
 		for j, i := range order {
 			if j%yieldEvery == yieldEvery-1 {
@@ -151,7 +148,7 @@ func (s *Store) applyOnce() (int, error) {
 				// other core's queue wait out a whole time slice.
 				runtime.Gosched()
 			}
-			e := &batch[i]
+			e := batch.at(int(i))
 			b, err := slotBucketForWrite(tx, buckets, e.slot)
 			if err != nil {
 				return err
@@ -175,55 +172,53 @@ func (s *Store) applyOnce() (int, error) {
 		return putEpochs(tx, epoch, epochs)
 	})
 	if err != nil {
-		return 0, fmt.Errorf("seqs %d..%d: %w", batch[0].seq, last, err)
+		return 0, fmt.Errorf("seqs %d..%d: %w", batch.at(0).seq, last, err)
 	}
 	s.applies.Add(1)
 	s.mu.Lock()
 	s.applied = last
 	s.mu.Unlock()
-	// The overlay gives up the applied versions a chunk at a time: one
+	// The overlay forgets the applied entries a chunk at a time: one
 	// transaction may hold a million entries, and writers and readers need
-	// s.mu in between. A version still in the overlay after it was applied
-	// reads the same as bbolt, so the chunks need not be atomic.
-	var kb []byte
-	for start := 0; start < len(batch); start += overlayChunk {
+	// s.mu in between. Lookups stop at the applied seq, so an applied entry
+	// still indexed reads as not there, and bbolt answers.
+	for start := 0; start < len(order); start += overlayChunk {
 		s.mu.Lock()
-		for i := start; i < min(start+overlayChunk, len(batch)); i++ {
-			e := &batch[i]
-			kb = overlayKey(kb[:0], e.slot, e.key)
-			vs := s.overlay[string(kb)]
-			if len(vs) > 0 && vs[0].seq == e.seq {
-				if len(vs) == 1 {
-					delete(s.overlay, string(kb))
-				} else {
-					s.overlay[string(kb)] = slices.Delete(vs, 0, 1)
-				}
-			}
-			s.overlayBytes -= e.cost()
-		}
-		if start+overlayChunk >= len(batch) {
-			s.trimTailLocked()
-			s.notifyLocked()
+		for _, i := range order[start:min(start+overlayChunk, len(order))] {
+			s.forgetAppliedLocked(batch.at(int(i)))
 		}
 		s.mu.Unlock()
 	}
-	return len(batch), nil
+	s.mu.Lock()
+	s.overlayBytes -= batchCost(&batch)
+	s.trimTailLocked()
+	s.notifyLocked()
+	s.mu.Unlock()
+	return batch.len(), nil
 }
 
-// overlayChunk bounds the entries removed from the overlay under one hold
-// of s.mu (a few hundred microseconds).
-const overlayChunk = 512
+// overlayChunk bounds the entries the overlay forgets under one hold of
+// s.mu (a few hundred microseconds).
+const overlayChunk = 4096
+
+func batchCost(v *tailView) int64 {
+	var c int64
+	for i := range v.len() {
+		c += v.at(i).cost()
+	}
+	return c
+}
 
 // latestInOrder returns the indexes of the batch's entries sorted by slot
 // and key, keeping only the newest entry of each key: overwritten versions
 // need no bbolt work, and ordered puts touch each page once in turn.
-func latestInOrder(batch []entry) []int32 {
-	order := make([]int32, len(batch))
+func latestInOrder(batch *tailView) []int32 {
+	order := make([]int32, batch.len())
 	for i := range order {
 		order[i] = int32(i)
 	}
 	slices.SortFunc(order, func(a, b int32) int {
-		x, y := &batch[a], &batch[b]
+		x, y := batch.at(int(a)), batch.at(int(b))
 		if x.slot != y.slot {
 			return int(x.slot) - int(y.slot)
 		}
@@ -235,8 +230,8 @@ func latestInOrder(batch []entry) []int32 {
 	out := order[:0]
 	for j, i := range order {
 		if j+1 < len(order) {
-			next := &batch[order[j+1]]
-			if next.slot == batch[i].slot && bytes.Equal(next.key, batch[i].key) {
+			next, e := batch.at(int(order[j+1])), batch.at(int(i))
+			if next.slot == e.slot && bytes.Equal(next.key, e.key) {
 				continue
 			}
 		}
@@ -249,15 +244,11 @@ func latestInOrder(batch []entry) []int32 {
 // its byte budget; ReadLog reads them from the segment files from then on.
 func (s *Store) trimTailLocked() {
 	n := 0
-	for n < len(s.tail) && s.tailBytes > s.tailMax && s.tail[n].seq <= s.applied {
-		s.tailBytes -= s.tail[n].cost()
+	for n < s.tail.len() && s.tailBytes > s.tailMax && s.tail.at(n).seq <= s.applied {
+		s.tailBytes -= s.tail.at(n).cost()
 		n++
 	}
-	if n == 0 {
-		return
-	}
-	clear(s.tail[:n]) // let the entries' buffers go
-	s.tail = s.tail[n:]
+	s.tail.dropFront(n)
 }
 
 func slotBucketForWrite(tx *bolt.Tx, cache map[uint16]*bolt.Bucket, slot uint16) (*bolt.Bucket, error) {

@@ -534,23 +534,6 @@ func failAll(batch []*request, err error) {
 	}
 }
 
-// publishLocked adds a written entry to the tail and the overlay. s.mu must
-// be held for writing.
-func (s *Store) publishLocked(e entry) {
-	s.tail = append(s.tail, e)
-	c := e.cost()
-	s.tailBytes += c
-	s.overlayBytes += c
-	k := overlayKey(nil, e.slot, e.key)
-	s.overlay[string(k)] = append(s.overlay[string(k)], version{seq: e.seq, del: e.del, value: e.value})
-}
-
-// overlayKey is the overlay map key: the slot (2 bytes) and the key.
-func overlayKey(dst []byte, slot uint16, key []byte) []byte {
-	dst = append(dst, byte(slot>>8), byte(slot))
-	return append(dst, key...)
-}
-
 // rollIfFull starts a new segment once the active one reached the segment
 // size, then deletes segments no longer needed. The active segment is
 // fsynced already: every batch is.

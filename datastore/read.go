@@ -119,18 +119,6 @@ func (s *Store) Get(slot int, key []byte) ([]byte, error) {
 	return r.Value, r.Err
 }
 
-// lookupOverlay returns the newest version of the key at or below
-// committed. s.mu must be held.
-func (s *Store) lookupOverlay(kb []byte, committed uint64) (version, bool) {
-	vs := s.overlay[string(kb)]
-	for i := len(vs) - 1; i >= 0; i-- {
-		if vs[i].seq <= committed {
-			return vs[i], true
-		}
-	}
-	return version{}, false
-}
-
 // GetMany looks up every ref as of one committed seq, so the results are
 // from one instant, and returns one result per ref in the same order. The
 // values are copied into one shared allocation. It never waits for the
@@ -139,7 +127,6 @@ func (s *Store) GetMany(refs []KeyRef) []GetResult {
 	out := make([]GetResult, len(refs))
 	fromFile := make([]bool, len(refs))
 	pending := 0
-	var kb []byte
 	s.mu.RLock()
 	if s.closed {
 		s.mu.RUnlock()
@@ -154,12 +141,11 @@ func (s *Store) GetMany(refs []KeyRef) []GetResult {
 			continue
 		}
 		if len(s.overlay) > 0 {
-			kb = overlayKey(kb[:0], uint16(ref.Slot), ref.Key)
-			if v, ok := s.lookupOverlay(kb, s.committed); ok {
-				if v.del {
+			if e := s.lookupOverlayLocked(uint16(ref.Slot), ref.Key, s.committed); e != nil {
+				if e.del {
 					out[i].Err = ErrNotFound
 				} else {
-					out[i].Value = v.value
+					out[i].Value = e.value
 				}
 				continue
 			}
@@ -352,8 +338,8 @@ func (s *Store) ReadLog(from uint64, limit int) ([]LogEntry, error) {
 		return nil, fmt.Errorf("read log: %w", ErrClosed)
 	}
 	tailFirst := s.last + 1
-	if len(s.tail) > 0 {
-		tailFirst = s.tail[0].seq
+	if s.tail.len() > 0 {
+		tailFirst = s.tail.firstSeq()
 	}
 	segs := slices.Clone(s.segments)
 	s.mu.RUnlock()
@@ -366,10 +352,9 @@ func (s *Store) ReadLog(from uint64, limit int) ([]LogEntry, error) {
 	}
 	if limit <= 0 || len(out) < limit {
 		s.mu.RLock()
-		if len(s.tail) > 0 && from >= s.tail[0].seq {
-			i := from - s.tail[0].seq
-			for ; i < uint64(len(s.tail)) && (limit <= 0 || len(out) < limit); i++ {
-				out = append(out, s.tail[i].logEntry())
+		if s.tail.len() > 0 && from >= s.tail.firstSeq() {
+			for i := int(from - s.tail.firstSeq()); i < s.tail.len() && (limit <= 0 || len(out) < limit); i++ {
+				out = append(out, s.tail.at(i).logEntry())
 			}
 		} else if from < s.last+1 && len(out) == 0 {
 			// The tail moved past from between the two looks: rare, and

@@ -78,16 +78,17 @@ func (s *Store) truncateAfter(seq uint64) error {
 		return s.setFailed("truncate: cut log", err)
 	}
 	s.mu.Lock()
-	n := len(s.tail)
-	for n > 0 && s.tail[n-1].seq > seq {
-		n--
-		e := &s.tail[n]
-		s.dropNewestVersionLocked(e)
+	dropped := 0
+	for ; dropped < s.tail.len(); dropped++ {
+		e := s.tail.at(s.tail.len() - 1 - dropped)
+		if e.seq <= seq {
+			break
+		}
+		s.dropNewestLocked(e)
 		s.tailBytes -= e.cost()
 		s.overlayBytes -= e.cost()
 	}
-	clear(s.tail[n:])
-	s.tail = s.tail[:n]
+	s.tail.dropBack(dropped)
 	s.last = seq
 	s.epochs = clampEpochs(s.epochs, seq+1)
 	s.logEpoch = epochAt(s.epochs, seq)
@@ -102,21 +103,6 @@ func (s *Store) truncateAfter(seq uint64) error {
 	}
 	s.log.Info("datastore truncated log", "after_seq", seq, "file", segs[i].path, "offset", off)
 	return nil
-}
-
-// dropNewestVersionLocked removes e's version from the overlay; e is the
-// newest entry of the tail, so its version is the last of its key's list.
-func (s *Store) dropNewestVersionLocked(e *entry) {
-	k := string(overlayKey(nil, e.slot, e.key))
-	vs := s.overlay[k]
-	if len(vs) == 0 || vs[len(vs)-1].seq != e.seq {
-		return
-	}
-	if len(vs) == 1 {
-		delete(s.overlay, k)
-		return
-	}
-	s.overlay[k] = vs[:len(vs)-1]
 }
 
 // cutPoint finds the offset of the first record after seq in seg, and the
@@ -257,8 +243,9 @@ func (s *Store) discardAll() error {
 		return s.setFailed("restore: delete log", err)
 	}
 	s.mu.Lock()
-	s.tail, s.tailBytes = nil, 0
-	s.overlay, s.overlayBytes = make(map[string][]version), 0
+	s.tail.reset()
+	s.tailBytes = 0
+	s.overlay, s.overlayBytes = make(map[uint64]uint64), 0
 	s.logState = logState{epoch: s.epoch}
 	s.durable, s.committed, s.applied, s.target = 0, 0, 0, 0
 	s.segments = nil

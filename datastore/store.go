@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"log/slog"
 	"math"
@@ -103,13 +104,8 @@ type hooks struct {
 	beforeSync func()
 	// beforeApply runs on the applier before each bbolt transaction.
 	beforeApply func()
-}
-
-// version is one not-yet-applied value of a key in the overlay.
-type version struct {
-	seq   uint64
-	del   bool
-	value []byte
+	// keyHash replaces the overlay's hash (tests make keys collide).
+	keyHash func(slot uint16, key []byte) uint64
 }
 
 // Store is one open datastore directory. Its methods are safe for
@@ -145,10 +141,11 @@ type Store struct {
 	applied   uint64 // newest seq in bbolt
 	// tail holds the newest entries with consecutive seqs, at least all
 	// those above applied; it serves ReadLog and feeds the applier.
-	tail         []entry
+	tail         tailLog
 	tailBytes    int64
-	overlay      map[string][]version
-	overlayBytes int64 // cost of the unapplied entries
+	overlay      map[uint64]uint64 // see overlay.go
+	overlayBytes int64             // cost of the unapplied entries
+	hashSeed     maphash.Seed
 	segments     []segment
 	pins         map[uint64]int // Snapshot retention pins by applied seq
 	hurry        int            // readers waiting for the applier
@@ -212,7 +209,8 @@ func Open(dir string, opts Options) (*Store, error) {
 		overMax:       opts.overlayLimit,
 		hooks:         opts.hooks,
 		log:           opts.Logger,
-		overlay:       make(map[string][]version),
+		overlay:       make(map[uint64]uint64),
+		hashSeed:      maphash.MakeSeed(),
 		pins:          make(map[uint64]int),
 		changed:       make(chan struct{}),
 		wake:          make(chan struct{}, 1),

@@ -43,6 +43,8 @@ type entry struct {
 	del   bool
 	key   []byte
 	value []byte
+	hash  uint64 // overlay hash of slot and key
+	prev  uint64 // seq of the previous unapplied entry with the same hash; 0: none
 }
 
 // entryOverhead approximates the memory an entry costs besides its key and
