@@ -2,6 +2,7 @@ package datastore
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
 	"runtime"
 	"slices"
@@ -142,13 +143,12 @@ func (s *Store) applyOnce() (int, error) {
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		records := make([]byte, 0, int(size)+crcSize*len(order))
 		buckets := make(map[uint16]*bolt.Bucket)
-		for j, i := range order {
+		for j, e := range order {
 			if j%yieldEvery == yieldEvery-1 {
 				// Two cores: without yielding, requests runnable on the
 				// other core's queue wait out a whole time slice.
 				runtime.Gosched()
 			}
-			e := batch.at(int(i))
 			b, err := slotBucketForWrite(tx, buckets, e.slot)
 			if err != nil {
 				return err
@@ -184,8 +184,8 @@ func (s *Store) applyOnce() (int, error) {
 	// still indexed reads as not there, and bbolt answers.
 	for start := 0; start < len(order); start += overlayChunk {
 		s.mu.Lock()
-		for _, i := range order[start:min(start+overlayChunk, len(order))] {
-			s.forgetAppliedLocked(batch.at(int(i)))
+		for _, e := range order[start:min(start+overlayChunk, len(order))] {
+			s.forgetAppliedLocked(e)
 		}
 		s.mu.Unlock()
 	}
@@ -209,35 +209,51 @@ func batchCost(v *tailView) int64 {
 	return c
 }
 
-// latestInOrder returns the indexes of the batch's entries sorted by slot
-// and key, keeping only the newest entry of each key: overwritten versions
-// need no bbolt work, and ordered puts touch each page once in turn.
-func latestInOrder(batch *tailView) []int32 {
-	order := make([]int32, batch.len())
-	for i := range order {
-		order[i] = int32(i)
+// latestInOrder returns the batch's entries sorted by slot and key,
+// keeping only the newest entry of each key: overwritten versions need no
+// bbolt work, and ordered puts touch each page once in turn. An entry's
+// overlay chain names the previous entry with its hash, which is nearly
+// always the previous version of its key: those are dropped before the
+// sort, and equal keys left over (hash collisions) after it.
+func latestInOrder(batch *tailView) []*entry {
+	first := batch.at(0).seq
+	superseded := make([]bool, batch.len())
+	kept := batch.len()
+	for i := range batch.len() {
+		e := batch.at(i)
+		if e.prev < first {
+			continue
+		}
+		if p := batch.at(int(e.prev - first)); p.slot == e.slot && bytes.Equal(p.key, e.key) {
+			superseded[e.prev-first] = true
+			kept--
+		}
 	}
-	slices.SortFunc(order, func(a, b int32) int {
-		x, y := batch.at(int(a)), batch.at(int(b))
-		if x.slot != y.slot {
-			return int(x.slot) - int(y.slot)
+	out := make([]*entry, 0, kept)
+	for i, sup := range superseded {
+		if !sup {
+			out = append(out, batch.at(i))
 		}
-		if c := bytes.Compare(x.key, y.key); c != 0 {
-			return c
-		}
-		return int(a - b) // seq order, as the batch is in seq order
-	})
-	out := order[:0]
-	for j, i := range order {
-		if j+1 < len(order) {
-			next, e := batch.at(int(order[j+1])), batch.at(int(i))
-			if next.slot == e.slot && bytes.Equal(next.key, e.key) {
-				continue
-			}
-		}
-		out = append(out, i)
 	}
-	return out
+	slices.SortFunc(out, compareKeySeq)
+	latest := out[:0]
+	for j, e := range out {
+		if j+1 < len(out) && out[j+1].slot == e.slot && bytes.Equal(out[j+1].key, e.key) {
+			continue
+		}
+		latest = append(latest, e)
+	}
+	return latest
+}
+
+func compareKeySeq(x, y *entry) int {
+	if x.slot != y.slot {
+		return int(x.slot) - int(y.slot)
+	}
+	if c := bytes.Compare(x.key, y.key); c != 0 {
+		return c
+	}
+	return cmp.Compare(x.seq, y.seq)
 }
 
 // trimTailLocked drops the oldest applied entries while the tail is over
