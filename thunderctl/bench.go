@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"runtime"
 
 	"github.com/urfave/cli/v2"
 
@@ -22,6 +24,8 @@ func benchCommand() *cli.Command {
 			&cli.IntFlag{Name: "key-size", Value: def.KeySize, Usage: "key size in bytes", EnvVars: []string{"THUNDER_KEY_SIZE"}},
 			&cli.IntFlag{Name: "keys", Value: def.Keys, Usage: "key space", EnvVars: []string{"THUNDER_KEYS"}},
 			&cli.IntFlag{Name: "reads", Value: def.ReadPercent, Usage: "share of reads, in `PERCENT`", EnvVars: []string{"THUNDER_READS"}},
+			&cli.IntFlag{Name: "procs", Value: 1, Usage: "cores (GOMAXPROCS) the load generator runs on; 0 = all. One, like redis-benchmark: " +
+				"on a machine it shares with the cluster it takes less CPU from the servers it measures, and its clients' requests leave in fewer, larger batches", EnvVars: []string{"THUNDER_PROCS"}},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
@@ -30,6 +34,12 @@ func benchCommand() *cli.Command {
 			format, err := outputFormat(c)
 			if err != nil {
 				return err
+			}
+			switch procs := c.Int("procs"); {
+			case procs < 0:
+				return usagef(fmt.Sprintf("--procs must be 0 (all cores) or more, not %d", procs))
+			case procs > 0:
+				runtime.GOMAXPROCS(procs)
 			}
 			cfg := bench.Config{
 				Clients: c.Int("clients"), Ops: c.Int("ops"), Duration: c.Duration("duration"),
