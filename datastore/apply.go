@@ -138,6 +138,7 @@ func (s *Store) applyOnce() (int, error) {
 	if s.hooks.beforeApply != nil {
 		s.hooks.beforeApply()
 	}
+	start := time.Now()
 	last := batch.at(batch.len() - 1).seq
 	order := latestInOrder(&batch)
 	err := s.db.Update(func(tx *bolt.Tx) error {
@@ -175,6 +176,7 @@ func (s *Store) applyOnce() (int, error) {
 		return 0, fmt.Errorf("seqs %d..%d: %w", batch.at(0).seq, last, err)
 	}
 	s.applies.Add(1)
+	s.log.Debug("datastore applied", "entries", batch.len(), "keys", len(order), "last_seq", last, "took", time.Since(start))
 	s.mu.Lock()
 	s.applied = last
 	s.mu.Unlock()

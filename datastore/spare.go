@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+	"time"
 )
 
 // A spare is the next log segment, made ready in the background while the
@@ -48,7 +49,8 @@ func startSpares(dir string, segSize int64, noSync bool, log *slog.Logger) (*spa
 		}
 	}
 	sp := &spares{
-		dir: dir, size: segSize + segSize/64, // room for the batch that crosses the segment size noSync: noSync, log: log,
+		// The slack leaves room for the batch that crosses the segment size.
+		dir: dir, size: segSize + segSize/64, noSync: noSync, log: log,
 		want: make(chan struct{}, 1), ready: make(chan *os.File, 1),
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
@@ -64,6 +66,7 @@ func (sp *spares) run() {
 			return
 		case <-sp.want:
 		}
+		start := time.Now()
 		f, err := sp.prepare()
 		if errors.Is(err, errSpareStopped) {
 			return
@@ -74,6 +77,7 @@ func (sp *spares) run() {
 			sp.log.Warn("datastore could not prepare the next log segment", "dir", sp.dir, "err", err)
 			continue
 		}
+		sp.log.Debug("datastore prepared spare log segment", "bytes", sp.size, "took", time.Since(start))
 		select {
 		case sp.ready <- f:
 		case <-sp.stop:

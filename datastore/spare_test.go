@@ -90,3 +90,27 @@ func waitFor(tb testing.TB, what string, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestSpareFailure: when a spare cannot be made (here its directory is
+// gone) the preparer logs it and goes on; no spare is offered.
+func TestSpareFailure(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "wal")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sp, err := startSpares(dir, 4096, true, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(dir); err != nil {
+		t.Fatal(err)
+	}
+	sp.request()
+	waitFor(t, "the failed request to be taken", func() bool { return len(sp.want) == 0 })
+	sp.request() // served after the first attempt failed
+	waitFor(t, "the second request to be taken", func() bool { return len(sp.want) == 0 })
+	if f, _ := sp.take(filepath.Join(t.TempDir(), "x")); f != nil {
+		t.Fatalf("a spare was offered: %s", f.Name())
+	}
+	sp.close()
+}
