@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -29,6 +30,29 @@ const (
 	// yieldEvery is how many puts the applier makes between yields.
 	yieldEvery = 256
 )
+
+// backgroundNice is the scheduling priority (nice value) of the thread
+// that writes an apply transaction: below the request path's threads in
+// this and every other process, as compaction threads are in RocksDB.
+const backgroundNice = 10
+
+// onBackgroundThread runs fn on an OS thread of its own at backgroundNice
+// and returns its result. The transaction is CPU work of its own (hundreds
+// of milliseconds every applyDelay on each replica); at normal priority it
+// took the cores from the log's commits and the replication round trips,
+// whose latency is what clients wait on. The goroutine exits still locked
+// to its thread, so Go ends the thread with it: the lowered priority never
+// reaches other work, and raising it again (which needs privileges) is
+// never needed. Setting the priority is best effort.
+func onBackgroundThread(fn func() error) error {
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		_ = syscall.Setpriority(syscall.PRIO_PROCESS, syscall.Gettid(), backgroundNice)
+		done <- fn()
+	}()
+	return <-done
+}
 
 // kickApplier tells the applier that the committed seq moved.
 func (s *Store) kickApplier() {
@@ -141,36 +165,38 @@ func (s *Store) applyOnce() (int, error) {
 	start := time.Now()
 	last := batch.at(batch.len() - 1).seq
 	order := latestInOrder(&batch)
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		records := make([]byte, 0, int(size)+crcSize*len(order))
-		buckets := make(map[uint16]*bolt.Bucket)
-		for j, e := range order {
-			if j%yieldEvery == yieldEvery-1 {
-				// Two cores: without yielding, requests runnable on the
-				// other core's queue wait out a whole time slice.
-				runtime.Gosched()
+	err := onBackgroundThread(func() error {
+		return s.db.Update(func(tx *bolt.Tx) error {
+			records := make([]byte, 0, int(size)+crcSize*len(order))
+			buckets := make(map[uint16]*bolt.Bucket)
+			for j, e := range order {
+				if j%yieldEvery == yieldEvery-1 {
+					// Two cores: without yielding, requests runnable on the
+					// other core's queue wait out a whole time slice.
+					runtime.Gosched()
+				}
+				b, err := slotBucketForWrite(tx, buckets, e.slot)
+				if err != nil {
+					return err
+				}
+				if e.del {
+					err = b.Delete(e.key)
+				} else {
+					n := recordSize(len(e.value))
+					records = records[:len(records)+n]
+					rec := records[len(records)-n:]
+					encodeRecord(rec, e.key, e.value)
+					err = b.Put(e.key, rec)
+				}
+				if err != nil {
+					return fmt.Errorf("seq %d slot %d key %s: %w", e.seq, e.slot, keyForError(e.key), err)
+				}
 			}
-			b, err := slotBucketForWrite(tx, buckets, e.slot)
-			if err != nil {
+			if err := putMeta(tx, metaApplied, last); err != nil {
 				return err
 			}
-			if e.del {
-				err = b.Delete(e.key)
-			} else {
-				n := recordSize(len(e.value))
-				records = records[:len(records)+n]
-				rec := records[len(records)-n:]
-				encodeRecord(rec, e.key, e.value)
-				err = b.Put(e.key, rec)
-			}
-			if err != nil {
-				return fmt.Errorf("seq %d slot %d key %s: %w", e.seq, e.slot, keyForError(e.key), err)
-			}
-		}
-		if err := putMeta(tx, metaApplied, last); err != nil {
-			return err
-		}
-		return putEpochs(tx, epoch, epochs)
+			return putEpochs(tx, epoch, epochs)
+		})
 	})
 	if err != nil {
 		return 0, fmt.Errorf("seqs %d..%d: %w", batch.at(0).seq, last, err)

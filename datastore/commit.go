@@ -538,18 +538,16 @@ func failAll(batch []*request, err error) {
 // size, then deletes segments no longer needed. The active segment is
 // fsynced already: every batch is.
 func (s *Store) rollIfFull() error {
-	if s.walSize < s.segSize {
-		// A segment that grows as it is written asks for a spare as soon as
-		// it holds a little (a store under write load moves onto zeros
-		// early; an idle one never writes a spare) and moves to it when
-		// it is ready; a spare asks for the next one at half its size.
-		early := s.walGrows && s.walSize >= s.segSize/64
-		if early || s.walSize >= s.segSize/2 {
-			s.spares.request()
-		}
-		if !early || len(s.spares.ready) == 0 {
-			return nil
-		}
+	// A segment in use asks for the next spare once it holds a little (an
+	// idle store never writes one), so the spare can be written slowly. A
+	// segment that grows as it is written gives way to a spare as soon as
+	// one is ready.
+	if s.walSize < s.segSize/64 {
+		return nil
+	}
+	s.spares.request()
+	if s.walSize < s.segSize && !(s.walGrows && len(s.spares.ready) > 0) {
+		return nil
 	}
 	next := s.last + 1
 	path := segmentPath(s.walDir, next)

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -19,7 +20,13 @@ import (
 // about a third less CPU per fdatasync; three replicas share one disk.)
 const (
 	spareGlob = "spare-*.tmp"
-	zeroChunk = 1 << 20 // bytes written and flushed at a time, so a spare never queues a long flush ahead of a commit
+	// A spare is written zeroChunk at a time, each chunk flushed and
+	// followed by zeroPause: a long flush queued on the disk ahead of a
+	// commit's fdatasync delays every write waiting on that commit, so the
+	// zeros trickle out (a 64 MiB spare takes about three seconds, and is
+	// asked for as soon as the segment before it is in use).
+	zeroChunk = 256 << 10
+	zeroPause = 10 * time.Millisecond
 )
 
 var errSpareStopped = errors.New("datastore: spare preparation stopped")
@@ -32,8 +39,11 @@ type spares struct {
 	log    *slog.Logger
 	want   chan struct{} // cap 1: the committer asks for the next spare
 	ready  chan *os.File // cap 1: a prepared spare
-	stop   chan struct{}
-	done   chan struct{}
+	// asked: a spare is asked for, being prepared or ready; cleared when
+	// it is taken or its preparation failed.
+	asked atomic.Bool
+	stop  chan struct{}
+	done  chan struct{}
 }
 
 // startSpares removes spares a previous process left behind and starts the
@@ -75,6 +85,7 @@ func (sp *spares) run() {
 			// The log still works without a spare: the next segment grows
 			// as it is written.
 			sp.log.Warn("datastore could not prepare the next log segment", "dir", sp.dir, "err", err)
+			sp.asked.Store(false)
 			continue
 		}
 		sp.log.Debug("datastore prepared spare log segment", "bytes", sp.size, "took", time.Since(start))
@@ -92,12 +103,14 @@ func (sp *spares) prepare() (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
+	pause := time.NewTimer(0)
+	defer pause.Stop()
 	for off := int64(0); off < sp.size; off += zeroChunk {
 		select {
 		case <-sp.stop:
 			discardSpare(f)
 			return nil, errSpareStopped
-		default:
+		case <-pause.C:
 		}
 		if _, err := f.WriteAt(zeros[:min(zeroChunk, sp.size-off)], off); err != nil {
 			discardSpare(f)
@@ -109,15 +122,16 @@ func (sp *spares) prepare() (*os.File, error) {
 				return nil, err
 			}
 		}
+		pause.Reset(zeroPause)
 	}
 	return f, nil
 }
 
-// request asks for a spare unless one is asked for or ready; it never blocks.
+// request asks for a spare unless one is asked for or ready; it never
+// blocks, and costs one atomic load when there is nothing to do.
 func (sp *spares) request() {
-	select {
-	case sp.want <- struct{}{}:
-	default:
+	if !sp.asked.Load() && sp.asked.CompareAndSwap(false, true) {
+		sp.want <- struct{}{}
 	}
 }
 
@@ -126,6 +140,7 @@ func (sp *spares) request() {
 func (sp *spares) take(path string) (*os.File, int64) {
 	select {
 	case f := <-sp.ready:
+		sp.asked.Store(false)
 		if err := os.Rename(f.Name(), path); err != nil {
 			sp.log.Warn("datastore could not use a spare log segment", "file", f.Name(), "err", err)
 			discardSpare(f)

@@ -9,8 +9,8 @@ import (
 )
 
 // TestSpareSegments: a segment that grows as it is written gives way to a
-// zeroed spare as soon as one is ready; a spare asks for the next one at
-// half its size and is followed by it; a reopened store finds every entry
+// zeroed spare as soon as one is ready; a spare in use asks for the next
+// one and is followed by it; a reopened store finds every entry
 // and goes on writing after the last record, not after the zeros. Spares do
 // not outlive the store, and a crash's leftover spare is removed at open.
 func TestSpareSegments(t *testing.T) {
@@ -37,10 +37,7 @@ func TestSpareSegments(t *testing.T) {
 	if len(s.segments) != 2 || activeSize() != spareSize || s.walGrows {
 		t.Fatalf("%d segments, the active one %d bytes; want 2, the spare's %d bytes", len(s.segments), activeSize(), spareSize)
 	}
-	for s.walSize < segSize/2+1 {
-		put()
-	}
-	put() // asks for the next spare
+	put() // the spare, holding a record, asks for the next one
 	waitFor(t, "a second spare segment", func() bool { return len(s.spares.ready) == 1 })
 	for len(s.segments) < 3 {
 		put()
