@@ -31,19 +31,16 @@ const (
 	yieldEvery = 256
 )
 
-// backgroundNice is the scheduling priority (nice value) of the thread
-// that writes an apply transaction: below the request path's threads in
-// this and every other process, as compaction threads are in RocksDB.
-const backgroundNice = 10
-
-// onBackgroundThread runs fn on an OS thread of its own at backgroundNice
-// and returns its result. The transaction is CPU work of its own (hundreds
-// of milliseconds every applyDelay on each replica); at normal priority it
-// took the cores from the log's commits and the replication round trips,
-// whose latency is what clients wait on. The goroutine exits still locked
-// to its thread, so Go ends the thread with it: the lowered priority never
-// reaches other work, and raising it again (which needs privileges) is
-// never needed. Setting the priority is best effort.
+// onBackgroundThread runs fn on an OS thread of its own at nice
+// backgroundNice and returns its result. An apply transaction is hundreds of
+// milliseconds of CPU every applyDelay on each replica; at normal priority
+// it took the cores from the log's commits and the replication round trips,
+// whose latency clients wait on. Like a compaction thread in RocksDB it now
+// yields to them. (SCHED_IDLE measured no better, and a thread starved that
+// hard delays the Go runtime's stop-the-world phases: one took 10 ms.) The
+// goroutine exits still locked to its thread, so Go ends the thread with it:
+// the priority never reaches other work, and raising it again (which needs
+// privileges) is never needed. Setting the priority is best effort.
 func onBackgroundThread(fn func() error) error {
 	done := make(chan error, 1)
 	go func() {
@@ -53,6 +50,10 @@ func onBackgroundThread(fn func() error) error {
 	}()
 	return <-done
 }
+
+// backgroundNice is the nice value of the thread that writes an apply
+// transaction (CFS weight 110 against 1024 at nice 0).
+const backgroundNice = 10
 
 // kickApplier tells the applier that the committed seq moved.
 func (s *Store) kickApplier() {
@@ -151,23 +152,35 @@ func (s *Store) applyOnce() (int, error) {
 	}
 	base := s.tail.firstSeq()
 	from := int(s.applied + 1 - base)
-	to := from
-	var size int64
-	for limit := min(int(s.committed+1-base), s.tail.len()); to < limit && to-from < maxApplyEntries && size < maxApplyBytes; to++ {
-		size += int64(len(s.tail.at(to).value))
-	}
-	batch := s.tail.view(from, to)
+	batch := s.tail.view(from, min(int(s.committed+1-base), s.tail.len(), from+maxApplyEntries))
 	epoch, epochs := s.epoch, s.epochs
 	s.mu.RUnlock()
+	// The byte bound is applied outside the lock: walking half a million
+	// entries under it held the committer up for milliseconds.
+	var size, cost int64
+	n := 0
+	for ; n < batch.len() && size < maxApplyBytes; n++ {
+		e := batch.at(n)
+		size += int64(len(e.value))
+		cost += e.cost()
+	}
+	batch.n = n
 	if s.hooks.beforeApply != nil {
 		s.hooks.beforeApply()
 	}
 	start := time.Now()
 	last := batch.at(batch.len() - 1).seq
-	order := latestInOrder(&batch)
+	var order []*entry
 	err := onBackgroundThread(func() error {
+		order = latestInOrder(&batch)
+		need := 0
+		for _, e := range order {
+			if !e.del {
+				need += recordSize(len(e.value))
+			}
+		}
 		return s.db.Update(func(tx *bolt.Tx) error {
-			records := make([]byte, 0, int(size)+crcSize*len(order))
+			records := make([]byte, 0, need)
 			buckets := make(map[uint16]*bolt.Bucket)
 			for j, e := range order {
 				if j%yieldEvery == yieldEvery-1 {
@@ -218,24 +231,20 @@ func (s *Store) applyOnce() (int, error) {
 		s.mu.Unlock()
 	}
 	s.mu.Lock()
-	s.overlayBytes -= batchCost(&batch)
-	s.trimTailLocked()
+	s.overlayBytes -= cost
 	s.notifyLocked()
 	s.mu.Unlock()
+	for more := true; more; {
+		s.mu.Lock()
+		more = s.trimTailLocked(tailChunkLen)
+		s.mu.Unlock()
+	}
 	return batch.len(), nil
 }
 
 // overlayChunk bounds the entries the overlay forgets under one hold of
 // s.mu (a few hundred microseconds).
-const overlayChunk = 4096
-
-func batchCost(v *tailView) int64 {
-	var c int64
-	for i := range v.len() {
-		c += v.at(i).cost()
-	}
-	return c
-}
+const overlayChunk = 1024
 
 // latestInOrder returns the batch's entries sorted by slot and key,
 // keeping only the newest entry of each key: overwritten versions need no
@@ -284,15 +293,19 @@ func compareKeySeq(x, y *entry) int {
 	return cmp.Compare(x.seq, y.seq)
 }
 
-// trimTailLocked drops the oldest applied entries while the tail is over
-// its byte budget; ReadLog reads them from the segment files from then on.
-func (s *Store) trimTailLocked() {
+// trimTailLocked drops up to limit of the oldest applied entries while the
+// tail is over its byte budget, and reports whether more are to go;
+// ReadLog reads them from the segment files from then on. The caller
+// drops the lock between calls: clearing a round's entries at once held
+// the committer up for milliseconds.
+func (s *Store) trimTailLocked(limit int) bool {
 	n := 0
-	for n < s.tail.len() && s.tailBytes > s.tailMax && s.tail.at(n).seq <= s.applied {
+	for n < limit && n < s.tail.len() && s.tailBytes > s.tailMax && s.tail.at(n).seq <= s.applied {
 		s.tailBytes -= s.tail.at(n).cost()
 		n++
 	}
 	s.tail.dropFront(n)
+	return n == limit
 }
 
 func slotBucketForWrite(tx *bolt.Tx, cache map[uint16]*bolt.Bucket, slot uint16) (*bolt.Bucket, error) {
