@@ -206,13 +206,33 @@ func (c *Client) do(ctx context.Context, op wire.Op, key, value []byte) (*wire.R
 	if err := ValidateKey(key); err != nil {
 		return nil, fail(err)
 	}
-	ctx, cancel := c.withTimeout(ctx)
-	defer cancel()
+	// The request gets no context of its own while it goes well: its
+	// deadline travels with the call and the pipe's sweeper enforces it (a
+	// context per request, with its timer and its registration in the
+	// caller's context, was a sixth of the load generator's CPU). Whatever
+	// waits on the slow path (a refresh, a backoff, a dial) gets one.
+	deadline, bounded := ctx.Deadline()
+	if !bounded {
+		deadline = time.Now().Add(c.cfg.Timeout)
+	}
+	var cancel context.CancelFunc
+	defer func() {
+		if cancel != nil {
+			cancel()
+		}
+	}()
+	bound := func() {
+		if !bounded {
+			ctx, cancel = context.WithDeadline(ctx, deadline)
+			bounded = true
+		}
+	}
 	stale := op == wire.Op_GET && c.cfg.ReadFrom != ReadPrimary
 	req := &wire.Request{Op: op, Key: key, Value: value, StaleOk: stale}
 	var lastErr error
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 {
+			bound()
 			if err := c.backoff(ctx, attempt); err != nil {
 				return nil, fail(fmt.Errorf("%w: %w (gave up: %w)", ErrUnavailable, lastErr, err))
 			}
@@ -225,22 +245,27 @@ func (c *Client) do(ctx context.Context, op wire.Op, key, value []byte) (*wire.R
 			addr = c.readAddr(g, attempt)
 		}
 		if !ok || addr == "" {
+			bound()
 			lastErr = fmt.Errorf("slot %d has no reachable primary (group %q)", slot, g.Name)
 			c.refresh(ctx, rt.Table.Version)
 			continue
 		}
-		resp, err := c.send(ctx, addr, req)
+		resp, err := c.send(ctx, addr, req, deadline)
 		if err == nil {
 			err = wire.ErrorOf(resp.Code, resp.Message, resp.OwnerGroup, resp.TableVersion)
+		}
+		if err != nil {
+			bound()
 		}
 		switch {
 		case err == nil:
 			return resp, nil
-		case errors.Is(err, ctx.Err()) && ctx.Err() != nil:
-			if lastErr == nil {
-				lastErr = err
+		case errors.Is(err, errCallTimedOut), errors.Is(err, ctx.Err()) && ctx.Err() != nil:
+			cause := ctx.Err()
+			if cause == nil {
+				cause = context.DeadlineExceeded
 			}
-			return nil, fail(fmt.Errorf("%w: slot %d at %s (group %s): %w", ErrUnavailable, slot, addr, g.Name, ctx.Err()))
+			return nil, fail(fmt.Errorf("%w: slot %d at %s (group %s): %w", ErrUnavailable, slot, addr, g.Name, cause))
 		case errors.Is(err, wire.ErrMoved):
 			lastErr = fmt.Errorf("slot %d %w", slot, err)
 			c.refresh(ctx, max(rt.Table.Version, resp.TableVersion-1))
@@ -269,12 +294,12 @@ func (c *Client) readAddr(g coord.GroupRoute, attempt int) string {
 }
 
 // send hands req to the pipe for addr, dialing one if needed.
-func (c *Client) send(ctx context.Context, addr string, req *wire.Request) (*wire.Response, error) {
-	p, err := c.pipe(ctx, addr)
+func (c *Client) send(ctx context.Context, addr string, req *wire.Request, deadline time.Time) (*wire.Response, error) {
+	p, err := c.pipe(ctx, addr, deadline)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := p.do(ctx, req)
+	resp, err := p.do(ctx, req, deadline)
 	if err != nil && p.closed() {
 		c.dropPipe(p)
 	}
@@ -294,7 +319,7 @@ func isDialError(err error) bool {
 // pipe returns the pipe to addr, dialing it if needed. One dial per node
 // runs at a time and others wait for it, but a node that does not answer
 // never holds up requests to other nodes.
-func (c *Client) pipe(ctx context.Context, addr string) (*pipe, error) {
+func (c *Client) pipe(ctx context.Context, addr string, deadline time.Time) (*pipe, error) {
 	for {
 		c.pipesMu.Lock()
 		if c.closed {
@@ -304,6 +329,11 @@ func (c *Client) pipe(ctx context.Context, addr string) (*pipe, error) {
 		if p, ok := c.pipes[addr]; ok && !p.closed() {
 			c.pipesMu.Unlock()
 			return p, nil
+		}
+		if _, ok := ctx.Deadline(); !ok {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithDeadline(ctx, deadline)
+			defer cancel()
 		}
 		if d, ok := c.dialing[addr]; ok {
 			c.pipesMu.Unlock()
@@ -321,7 +351,7 @@ func (c *Client) pipe(ctx context.Context, addr string) (*pipe, error) {
 		c.dialing[addr] = d
 		c.pipesMu.Unlock()
 
-		p, err := dialPipe(ctx, addr, c.cfg.StreamsPerNode, c.cfg.DialTimeout)
+		p, err := dialPipe(ctx, addr, c.cfg.StreamsPerNode, c.cfg.DialTimeout, c.cfg.Timeout)
 		c.pipesMu.Lock()
 		delete(c.dialing, addr)
 		switch {

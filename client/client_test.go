@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -219,5 +220,48 @@ func TestUnreachablePrimaryFailsWithinTimeout(t *testing.T) {
 	}
 	if routes.reads < 2 {
 		t.Fatalf("client never refreshed its routes while the primary was unreachable")
+	}
+}
+
+// TestSilentNodeFailsWithinTimeout: a node that takes requests and never
+// answers fails a request at the client's timeout, with a context that has
+// no deadline of its own (the pipe's sweeper, not a timer per request,
+// enforces it).
+func TestSilentNodeFailsWithinTimeout(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { _ = conn.Close() })
+			go func() { _, _ = io.Copy(io.Discard, conn) }()
+		}
+	}()
+	owners := make([]string, 8)
+	for i := range owners {
+		owners[i] = "g1"
+	}
+	rt := &coord.RouteTable{
+		Table:  &coord.SlotTable{Version: 1, Owners: owners},
+		Groups: map[string]coord.GroupRoute{"g1": {Name: "g1", Primary: "n1", PrimaryAddr: ln.Addr().String()}},
+	}
+	c, err := client.New(context.Background(), client.Config{Routes: &staticRoutes{rt: rt}, Timeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	start := time.Now()
+	err = c.Put(context.Background(), []byte("k"), []byte("v"))
+	if !errors.Is(err, client.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("put to a silent node: %v", err)
+	}
+	if took := time.Since(start); took < 250*time.Millisecond || took > 2*time.Second {
+		t.Fatalf("put to a silent node failed after %s with a 300ms timeout", took)
 	}
 }

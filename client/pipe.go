@@ -7,6 +7,7 @@ import (
 	"net"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"storj.io/drpc/drpcconn"
@@ -25,12 +26,16 @@ const maxBatchBytes = 16 << 20
 // hold back the replies of the ones queued after it for long.
 const maxBatchRequests = 1024
 
+// errCallTimedOut: no answer came before the call's deadline.
+var errCallTimedOut = fmt.Errorf("no answer in time: %w", context.DeadlineExceeded)
+
 // call is one request waiting for its answer.
 type call struct {
-	req  *wire.Request
-	resp *wire.Response
-	err  error
-	done chan struct{}
+	req      *wire.Request
+	resp     *wire.Response
+	err      error
+	done     chan struct{}
+	deadline time.Time // zero: none
 }
 
 // pipe multiplexes the requests for one node over a few long-lived Stream
@@ -38,14 +43,17 @@ type call struct {
 // leaves in the next batch. When one stream breaks the whole pipe is closed;
 // the client then dials a new one.
 type pipe struct {
-	addr   string
-	queue  chan *call
-	ctx    context.Context
-	cancel context.CancelCauseFunc
-	wg     sync.WaitGroup
+	addr    string
+	queue   chan *call
+	ctx     context.Context
+	cancel  context.CancelCauseFunc
+	wg      sync.WaitGroup
+	streams []*stream
 }
 
-func dialPipe(ctx context.Context, addr string, streams int, dialTimeout time.Duration) (*pipe, error) {
+// dialPipe connects streams streams to addr. A send that blocks for longer
+// than stuckAfter closes the pipe: the node stopped reading.
+func dialPipe(ctx context.Context, addr string, streams int, dialTimeout, stuckAfter time.Duration) (*pipe, error) {
 	pctx, cancel := context.WithCancelCause(context.Background())
 	p := &pipe{addr: addr, queue: make(chan *call, 4096), ctx: pctx, cancel: cancel}
 	for i := 0; i < streams; i++ {
@@ -54,10 +62,13 @@ func dialPipe(ctx context.Context, addr string, streams int, dialTimeout time.Du
 			p.close(err)
 			return nil, err
 		}
+		p.streams = append(p.streams, s)
 		p.wg.Add(2)
 		go func() { defer p.wg.Done(); p.sendLoop(s) }()
 		go func() { defer p.wg.Done(); p.recvLoop(s) }()
 	}
+	p.wg.Add(1)
+	go func() { defer p.wg.Done(); p.sweep(stuckAfter) }()
 	return p, nil
 }
 
@@ -67,6 +78,42 @@ type stream struct {
 	mu      sync.Mutex
 	pending map[uint64]*call
 	nextID  uint64
+	// sendingSince is when the send in progress began (unix nanos), 0
+	// between sends.
+	sendingSince atomic.Int64
+}
+
+// sweepEvery is how often a pipe fails the calls past their deadline.
+const sweepEvery = 10 * time.Millisecond
+
+// sweep fails the calls whose deadline passed while they waited for an
+// answer, and closes the pipe when a send is stuck, until the pipe closes.
+// One sweeper per pipe replaces a timer per request.
+func (p *pipe) sweep(stuckAfter time.Duration) {
+	t := time.NewTicker(sweepEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case now := <-t.C:
+			for _, s := range p.streams {
+				if since := s.sendingSince.Load(); since != 0 && now.Sub(time.Unix(0, since)) > stuckAfter {
+					p.close(fmt.Errorf("send blocked for over %v", stuckAfter))
+					return
+				}
+				s.mu.Lock()
+				for id, c := range s.pending {
+					if !c.deadline.IsZero() && now.After(c.deadline) {
+						delete(s.pending, id)
+						c.err = errCallTimedOut
+						close(c.done)
+					}
+				}
+				s.mu.Unlock()
+			}
+		}
+	}
 }
 
 func openStream(dialCtx, pipeCtx context.Context, addr string, dialTimeout time.Duration) (*stream, error) {
@@ -84,15 +131,20 @@ func openStream(dialCtx, pipeCtx context.Context, addr string, dialTimeout time.
 	return &stream{conn: conn, rpc: rpc, pending: make(map[uint64]*call)}, nil
 }
 
-// do queues req and waits for its answer, the pipe's end or ctx.
-func (p *pipe) do(ctx context.Context, req *wire.Request) (*wire.Response, error) {
-	c := &call{req: req, done: make(chan struct{})}
+// do queues req and waits for its answer, the pipe's end, ctx or deadline
+// (zero: none), whichever comes first.
+func (p *pipe) do(ctx context.Context, req *wire.Request, deadline time.Time) (*wire.Response, error) {
+	c := &call{req: req, done: make(chan struct{}), deadline: deadline}
 	select {
 	case p.queue <- c:
-	case <-p.ctx.Done():
-		return nil, p.closedErr()
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	default: // the queue is full
+		select {
+		case p.queue <- c:
+		case <-p.ctx.Done():
+			return nil, p.closedErr()
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
 	select {
 	case <-c.done:
@@ -138,7 +190,10 @@ func (p *pipe) sendLoop(s *stream) {
 			batch.Requests = append(batch.Requests, c.req)
 		}
 		s.mu.Unlock()
-		if err := s.rpc.Send(batch); err != nil {
+		s.sendingSince.Store(time.Now().UnixNano())
+		err := s.rpc.Send(batch)
+		s.sendingSince.Store(0)
+		if err != nil {
 			p.close(fmt.Errorf("send: %w", err))
 			return
 		}
