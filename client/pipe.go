@@ -49,13 +49,16 @@ type pipe struct {
 	cancel  context.CancelCauseFunc
 	wg      sync.WaitGroup
 	streams []*stream
+	born    time.Time // sendingSince counts from here (monotonic)
 }
 
 // dialPipe connects streams streams to addr. A send that blocks for longer
-// than stuckAfter closes the pipe: the node stopped reading.
+// than stuckAfter (at least minStuck) closes the pipe: the node stopped
+// reading, and requests queued behind the send would otherwise wait for it
+// past their deadlines.
 func dialPipe(ctx context.Context, addr string, streams int, dialTimeout, stuckAfter time.Duration) (*pipe, error) {
 	pctx, cancel := context.WithCancelCause(context.Background())
-	p := &pipe{addr: addr, queue: make(chan *call, 4096), ctx: pctx, cancel: cancel}
+	p := &pipe{addr: addr, queue: make(chan *call, 4096), ctx: pctx, cancel: cancel, born: time.Now()}
 	for i := 0; i < streams; i++ {
 		s, err := openStream(ctx, pctx, addr, dialTimeout)
 		if err != nil {
@@ -78,27 +81,35 @@ type stream struct {
 	mu      sync.Mutex
 	pending map[uint64]*call
 	nextID  uint64
-	// sendingSince is when the send in progress began (unix nanos), 0
-	// between sends.
+	// sendingSince is when the send in progress began, in nanoseconds
+	// since the pipe's birth plus one; 0 between sends.
 	sendingSince atomic.Int64
 }
 
 // sweepEvery is how often a pipe fails the calls past their deadline.
 const sweepEvery = 10 * time.Millisecond
 
+// minStuck is the shortest blocked send that closes a pipe: a large batch
+// on a slow link may take a while.
+const minStuck = 10 * time.Second
+
+func (p *pipe) sinceBirth() time.Duration { return time.Since(p.born) }
+
 // sweep fails the calls whose deadline passed while they waited for an
 // answer, and closes the pipe when a send is stuck, until the pipe closes.
 // One sweeper per pipe replaces a timer per request.
 func (p *pipe) sweep(stuckAfter time.Duration) {
+	stuckAfter = max(stuckAfter, minStuck)
 	t := time.NewTicker(sweepEvery)
 	defer t.Stop()
 	for {
 		select {
 		case <-p.ctx.Done():
 			return
-		case now := <-t.C:
+		case <-t.C:
+			now := time.Now()
 			for _, s := range p.streams {
-				if since := s.sendingSince.Load(); since != 0 && now.Sub(time.Unix(0, since)) > stuckAfter {
+				if since := s.sendingSince.Load(); since != 0 && p.sinceBirth()-time.Duration(since-1) > stuckAfter {
 					p.close(fmt.Errorf("send blocked for over %v", stuckAfter))
 					return
 				}
@@ -190,7 +201,7 @@ func (p *pipe) sendLoop(s *stream) {
 			batch.Requests = append(batch.Requests, c.req)
 		}
 		s.mu.Unlock()
-		s.sendingSince.Store(time.Now().UnixNano())
+		s.sendingSince.Store(int64(p.sinceBirth()) + 1)
 		err := s.rpc.Send(batch)
 		s.sendingSince.Store(0)
 		if err != nil {

@@ -542,7 +542,7 @@ func (s *Store) rollIfFull() error {
 	// idle store never writes one), so the spare can be written slowly. A
 	// segment that grows as it is written gives way to a spare as soon as
 	// one is ready.
-	if s.walSize < s.segSize/64 {
+	if s.walSize == 0 || s.walSize < s.segSize/64 {
 		return nil
 	}
 	s.spares.request()
@@ -551,7 +551,7 @@ func (s *Store) rollIfFull() error {
 	}
 	next := s.last + 1
 	path := segmentPath(s.walDir, next)
-	f, _ := s.spares.take(path)
+	f := s.spares.take(path)
 	grows := f == nil
 	if grows {
 		var err error

@@ -27,6 +27,12 @@ const (
 	// asked for as soon as the segment before it is in use).
 	zeroChunk = 256 << 10
 	zeroPause = 10 * time.Millisecond
+
+	// spareRetry is how long requests are ignored after a spare failed.
+	spareRetry = 30 * time.Second
+	// spareMinFree: a spare is made only while the disk has this many
+	// spares' worth of free space, so it never takes the last of it.
+	spareMinFree = 4
 )
 
 var errSpareStopped = errors.New("datastore: spare preparation stopped")
@@ -83,8 +89,15 @@ func (sp *spares) run() {
 		}
 		if err != nil {
 			// The log still works without a spare: the next segment grows
-			// as it is written.
-			sp.log.Warn("datastore could not prepare the next log segment", "dir", sp.dir, "err", err)
+			// as it is written. Requests are ignored for a while: retrying
+			// at once on a nearly full disk would keep filling it with
+			// zeros that the log's own writes may need.
+			sp.log.Warn("datastore could not prepare the next log segment; retrying later", "dir", sp.dir, "retry_in", spareRetry, "err", err)
+			select {
+			case <-sp.stop:
+				return
+			case <-time.After(spareRetry):
+			}
 			sp.asked.Store(false)
 			continue
 		}
@@ -99,6 +112,13 @@ func (sp *spares) run() {
 }
 
 func (sp *spares) prepare() (*os.File, error) {
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(sp.dir, &fs); err != nil {
+		return nil, err
+	}
+	if free := int64(fs.Bavail) * fs.Bsize; free < spareMinFree*sp.size {
+		return nil, fmt.Errorf("%d MiB free, a spare needs %d MiB and leaves room for %d more", free>>20, sp.size>>20, (spareMinFree-1)*sp.size>>20)
+	}
 	f, err := os.CreateTemp(sp.dir, spareGlob)
 	if err != nil {
 		return nil, err
@@ -135,20 +155,24 @@ func (sp *spares) request() {
 	}
 }
 
-// take returns a prepared spare renamed to path and its size, or nil when
-// none is ready (or the rename failed; the caller then creates path itself).
-func (sp *spares) take(path string) (*os.File, int64) {
+// take returns a prepared spare moved to path, or nil when none is ready
+// (or the move failed; the caller then creates path itself). The move never
+// replaces an existing file.
+func (sp *spares) take(path string) *os.File {
 	select {
 	case f := <-sp.ready:
 		sp.asked.Store(false)
-		if err := os.Rename(f.Name(), path); err != nil {
+		if err := os.Link(f.Name(), path); err != nil {
 			sp.log.Warn("datastore could not use a spare log segment", "file", f.Name(), "err", err)
 			discardSpare(f)
-			return nil, 0
+			return nil
 		}
-		return f, sp.size
+		if err := os.Remove(f.Name()); err != nil {
+			sp.log.Warn("datastore could not remove a spare's temporary name", "file", f.Name(), "err", err)
+		}
+		return f
 	default:
-		return nil, 0
+		return nil
 	}
 }
 
@@ -168,5 +192,5 @@ func discardSpare(f *os.File) {
 	_ = os.Remove(f.Name())
 }
 
-// zeros is what spares and the log's growth past them are written with.
+// zeros is what spares are written with.
 var zeros = make([]byte, zeroChunk)
