@@ -154,6 +154,12 @@ func (s *Store) applyOnce() (int, error) {
 	from := int(s.applied + 1 - base)
 	batch := s.tail.view(from, min(int(s.committed+1-base), s.tail.len(), from+maxApplyEntries))
 	epoch, epochs := s.epoch, s.epochs
+	// A reader waiting for this round (a scan, a snapshot for a new
+	// secondary) is waiting on it now: then it runs at normal priority.
+	run := onBackgroundThread
+	if s.hurry > 0 {
+		run = func(fn func() error) error { return fn() }
+	}
 	s.mu.RUnlock()
 	// The byte bound is applied outside the lock: walking half a million
 	// entries under it held the committer up for milliseconds.
@@ -171,7 +177,7 @@ func (s *Store) applyOnce() (int, error) {
 	start := time.Now()
 	last := batch.at(batch.len() - 1).seq
 	var order []*entry
-	err := onBackgroundThread(func() error {
+	err := run(func() error {
 		order = latestInOrder(&batch)
 		need := 0
 		for _, e := range order {
