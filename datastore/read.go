@@ -48,7 +48,7 @@ type Stats struct {
 	FirstLogSeq  uint64 // Seq of the oldest entry ReadLog can return; 0 when the log holds none
 	Epoch        uint64
 	FileBytes    int64  // size of the bbolt file
-	WALBytes     int64  // size of the write-ahead-log segments
+	WALBytes     int64  // disk space of the write-ahead-log segments, the zeros ahead of the newest records included
 	Commits      uint64 // log group commits since Open; writes per commit show the batching
 	Applies      uint64 // applier transactions since Open
 }
