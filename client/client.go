@@ -231,8 +231,7 @@ func (c *Client) do(ctx context.Context, op wire.Op, key, value []byte) (*wire.R
 	req := &wire.Request{Op: op, Key: key, Value: value, StaleOk: stale}
 	var lastErr error
 	for attempt := 0; ; attempt++ {
-		if attempt > 0 {
-			bound()
+		if attempt > 0 { // every failed attempt has bound ctx already
 			if err := c.backoff(ctx, attempt); err != nil {
 				return nil, fail(fmt.Errorf("%w: %w (gave up: %w)", ErrUnavailable, lastErr, err))
 			}
