@@ -63,7 +63,7 @@ func (s *Store) Epochs() []EpochStart {
 }
 
 // EpochEnd answers a following node's question "where does my epoch end in
-// your log?" (REPLICATION-NOTES #3, Kafka's OffsetsForLeaderEpoch): for the
+// your log?" (docs/replication.md, "Catch-up"; Kafka's OffsetsForLeaderEpoch): for the
 // largest epoch in the map that is <= epoch it returns that epoch and the
 // sequence number just past its last entry, that is the start of the next
 // epoch in the map or LastSeq()+1. ok is false when the map holds no such

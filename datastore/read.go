@@ -482,7 +482,7 @@ func (s *Store) Stats() (Stats, error) {
 // slot in the given order and in key order within a slot, all from one
 // bbolt read transaction, and returns the applied seq that transaction reflects: the
 // copy plus the log entries after that seq reproduce the store exactly
-// (REPLICATION-NOTES #6). The caller then ships the log from seq+1 with
+// (docs/replication.md, "Catch-up"). The caller then ships the log from seq+1 with
 // ReadLog; while Snapshot runs, the log segments holding those entries are
 // pinned (not deleted), but after it returns they are kept only as
 // Options.LogRetention says, so the caller should start reading promptly.

@@ -21,7 +21,7 @@ const (
 )
 
 // TruncateAfter removes the log entries after seq, as a follower does when
-// its log diverged from its new primary's (REPLICATION-NOTES #3): the log
+// its log diverged from its new primary's (docs/replication.md, "Catch-up"): the log
 // file is cut at the record boundary and fsynced, later segments are
 // deleted, and the entries leave memory too. Epochs that started after seq
 // stay in the epoch map as empty epochs starting at seq+1, and Epoch() does

@@ -28,7 +28,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	return exitCodeOf(err)
 }
 
-// oneLine keeps an error to the one line SPEC.md promises.
+// oneLine keeps an error to the one line the exit-code contract promises (README, "Exit codes").
 func oneLine(err error) string {
 	return strings.Join(strings.Fields(err.Error()), " ")
 }

@@ -6,7 +6,7 @@ import (
 	"github.com/thunderyurts/thunderyurts/client"
 )
 
-// Exit codes, as SPEC.md documents them.
+// Exit codes, as the README documents them.
 const (
 	exitOK       = 0 // success
 	exitFailed   = 1 // the operation failed: unavailable, timed out, refused

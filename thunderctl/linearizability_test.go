@@ -29,7 +29,7 @@ type kvOutput struct {
 }
 
 // kvModel is a register per key; puts that failed may have happened, so
-// they are recorded as never returning (REPLICATION-NOTES #7).
+// they are recorded as never returning (docs/replication.md, "Timeouts and indeterminate writes").
 var kvModel = porcupine.Model{
 	Partition: func(history []porcupine.Operation) [][]porcupine.Operation {
 		byKey := map[string][]porcupine.Operation{}

@@ -1133,7 +1133,7 @@ type Hello struct {
 	LastEpoch    uint64 `protobuf:"varint,5,opt,name=last_epoch,json=lastEpoch,proto3" json:"last_epoch,omitempty"`
 	CommittedSeq uint64 `protobuf:"varint,6,opt,name=committed_seq,json=committedSeq,proto3" json:"committed_seq,omitempty"`
 	// epochs is the follower's epoch map, so the primary can find where the
-	// two logs diverge (REPLICATION-NOTES #3).
+	// two logs diverge (docs/replication.md, "Catch-up").
 	Epochs []*EpochStart `protobuf:"bytes,7,rep,name=epochs,proto3" json:"epochs,omitempty"`
 	// durable_seq is how much of its log the follower has synced; where the
 	// logs agree it counts as acknowledged at once, so a new primary need not

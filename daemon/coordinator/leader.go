@@ -67,7 +67,7 @@ func (l *leader) reconcile(ctx context.Context, nodes []coord.NodeInfo) {
 // failover promotes, for every group whose primary's registration is gone
 // (its ZooKeeper session expired, so it has stopped serving), the live
 // in-sync member with the longest log, bumping the epoch in the same
-// compare-and-set (REPLICATION-NOTES #2). A group with no live in-sync
+// compare-and-set (docs/replication.md, "Failover"). A group with no live in-sync
 // member stays without a writable primary until one returns or an operator
 // forces a promotion.
 func (l *leader) failover(ctx context.Context, nodes []coord.NodeInfo) {

@@ -239,7 +239,7 @@ func (p *primary) acked(id string, seq uint64) {
 
 // maintainISR drops members that lag or left from the in-sync set, and
 // adds back those that caught up, always through a compare-and-set that
-// checks this node still leads this epoch (REPLICATION-NOTES #1, #4).
+// checks this node still leads this epoch (docs/replication.md, "When a write is acknowledged" and "Fencing").
 func (p *primary) maintainISR() {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()

@@ -185,7 +185,7 @@ func (sh *shipper) shipLog(ctx context.Context, next uint64) error {
 }
 
 // sendSnapshot streams a consistent copy of every slot, taken from one read
-// transaction while writes go on (REPLICATION-NOTES #6), and returns the
+// transaction while writes go on (docs/replication.md, "Catch-up"), and returns the
 // log position it reflects.
 func (sh *shipper) sendSnapshot(ctx context.Context) (uint64, error) {
 	start := time.Now()

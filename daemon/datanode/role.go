@@ -28,7 +28,7 @@ func (n *Node) kickRole() {
 
 // manageRole makes the node act on its group's state: lead when ZooKeeper
 // names it primary, follow the primary otherwise, and act as nothing the
-// moment its session is in doubt (REPLICATION-NOTES #5) until it has read
+// moment its session is in doubt (docs/replication.md, "Fencing") until it has read
 // the group again on a live session.
 func (n *Node) manageRole() {
 	r := &role{}
