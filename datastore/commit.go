@@ -3,6 +3,7 @@ package datastore
 import (
 	"context"
 	"fmt"
+	"hash/crc32"
 	"runtime"
 )
 
@@ -425,10 +426,16 @@ func (s *Store) commit(batch []*request) {
 	for _, r := range batch {
 		buf = s.encode(&st, r, buf)
 	}
-	s.walBuf = buf
 	if len(buf) == 0 {
+		s.walBuf = buf
 		return // only no-op epoch changes and refusals
 	}
+	m := commitMark{bytes: int64(len(buf)), crc: crc32.Checksum(buf, castagnoli), last: st.last}
+	if st.last > s.last {
+		m.first = s.last + 1
+	}
+	buf = appendCommit(buf, m)
+	s.walBuf = buf
 	if err := s.writeLog(buf); err != nil {
 		s.failStop(batch, "write log", err)
 		return

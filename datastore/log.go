@@ -1,13 +1,10 @@
 package datastore
 
 import (
-	"bufio"
 	"cmp"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"os"
 	"path/filepath"
@@ -19,20 +16,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// Write-ahead-log record layout: length(4) | crc32c(4) | payload, where the
-// payload is seq(8) | epoch(8) | type(1) | slot(2) | key length(4) | key |
-// value and length counts the payload only.
 const (
-	recHeader  = 8
-	recFixed   = 8 + 8 + 1 + 2 + 4
-	maxPayload = recFixed + maxMaxKeySize + maxMaxValueSize
-
-	recPut    = 1
-	recDelete = 2
-	// recEpoch marks that the epoch in the record starts at seq+1. It uses
-	// no sequence number of its own: ReadLog and ApplyLog see only data.
-	recEpoch = 3
-
 	defaultSegmentSize = 64 << 20
 	walDir             = "wal"
 	segmentExt         = ".log"
@@ -59,52 +43,6 @@ func (e *entry) cost() int64 { return int64(len(e.key) + len(e.value) + entryOve
 
 func (e *entry) logEntry() LogEntry {
 	return LogEntry{Seq: e.seq, Epoch: e.epoch, Slot: int(e.slot), Key: e.key, Value: e.value, Delete: e.del}
-}
-
-// record is one decoded WAL record; key and value alias the read buffer.
-type record struct {
-	typ   byte
-	seq   uint64
-	epoch uint64
-	slot  uint16
-	key   []byte
-	value []byte
-}
-
-func appendRecord(dst []byte, typ byte, seq, epoch uint64, slot uint16, key, value []byte) []byte {
-	dst = binary.BigEndian.AppendUint32(dst, uint32(recFixed+len(key)+len(value)))
-	crcAt := len(dst)
-	dst = append(dst, 0, 0, 0, 0)
-	start := len(dst)
-	dst = binary.BigEndian.AppendUint64(dst, seq)
-	dst = binary.BigEndian.AppendUint64(dst, epoch)
-	dst = append(dst, typ)
-	dst = binary.BigEndian.AppendUint16(dst, slot)
-	dst = binary.BigEndian.AppendUint32(dst, uint32(len(key)))
-	dst = append(dst, key...)
-	dst = append(dst, value...)
-	binary.BigEndian.PutUint32(dst[crcAt:], crc32.Checksum(dst[start:], castagnoli))
-	return dst
-}
-
-// decodePayload checks and decodes a payload whose checksum is want.
-func decodePayload(p []byte, want uint32) (record, bool) {
-	if len(p) < recFixed || crc32.Checksum(p, castagnoli) != want {
-		return record{}, false
-	}
-	r := record{
-		seq:   binary.BigEndian.Uint64(p),
-		epoch: binary.BigEndian.Uint64(p[8:]),
-		typ:   p[16],
-		slot:  binary.BigEndian.Uint16(p[17:]),
-	}
-	keyLen := uint64(binary.BigEndian.Uint32(p[19:]))
-	if keyLen > uint64(len(p)-recFixed) || r.typ < recPut || r.typ > recEpoch {
-		return record{}, false
-	}
-	r.key = p[recFixed : recFixed+keyLen]
-	r.value = p[recFixed+keyLen:]
-	return r, true
 }
 
 // segment is one WAL file. first comes from its name: the seq of the first
@@ -142,127 +80,6 @@ func listSegments(dir string) ([]segment, error) {
 	}
 	slices.SortFunc(segs, func(a, b segment) int { return cmp.Compare(a.first, b.first) })
 	return segs, nil
-}
-
-// errTorn reports a damaged record; segmentReader.next returns it wrapped
-// with ErrCorrupt, and Open decides whether the damage is a torn tail.
-type tornError struct {
-	path   string
-	offset int64
-	why    string
-	// extendsPastEOF is true when the record's header claims more bytes
-	// than the file holds: the write was cut off by a crash.
-	extendsPastEOF bool
-	// atEOF is true when the damaged record ends exactly at the end of the
-	// file, or everything from it to the end is zero bytes.
-	atEOF bool
-}
-
-func (e *tornError) Error() string {
-	return fmt.Sprintf("log %s offset %d: %s", e.path, e.offset, e.why)
-}
-
-func (e *tornError) Unwrap() error { return ErrCorrupt }
-
-// segmentReader reads records from one segment file in order.
-type segmentReader struct {
-	path string
-	f    *os.File
-	r    *bufio.Reader
-	size int64
-	off  int64 // offset of the next record
-	buf  []byte
-}
-
-// openSegment opens a segment for reading its records. size is how many
-// bytes of records it holds (the rest are the zeros written ahead of the
-// log); a negative size reads up to the end of the file, as recovery does.
-func openSegment(path string, size int64) (*segmentReader, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		_ = f.Close()
-		return nil, err
-	}
-	if size < 0 || size > fi.Size() {
-		size = fi.Size()
-	}
-	return &segmentReader{path: path, f: f, r: bufio.NewReaderSize(io.LimitReader(f, size), 1<<20), size: size}, nil
-}
-
-func (sr *segmentReader) close() { _ = sr.f.Close() }
-
-// next returns the next record, io.EOF at a clean end of the file, or a
-// *tornError. The record's key and value are valid until the next call.
-func (sr *segmentReader) next() (record, error) {
-	var hdr [recHeader]byte
-	n, err := io.ReadFull(sr.r, hdr[:])
-	if err == io.EOF {
-		return record{}, io.EOF
-	}
-	if errors.Is(err, io.ErrUnexpectedEOF) {
-		return record{}, sr.damaged(fmt.Sprintf("header cut off after %d bytes", n), true)
-	}
-	if err != nil {
-		return record{}, fmt.Errorf("log %s offset %d: %w", sr.path, sr.off, err)
-	}
-	length := int64(binary.BigEndian.Uint32(hdr[:]))
-	if hdr == ([recHeader]byte{}) && sr.zerosFrom(sr.off) {
-		// The zeros written ahead of the log: its clean end.
-		return record{}, io.EOF
-	}
-	if length < recFixed || length > maxPayload {
-		return record{}, sr.damaged(fmt.Sprintf("record length %d", length), false)
-	}
-	if sr.off+recHeader+length > sr.size {
-		return record{}, sr.damaged(fmt.Sprintf("record of %d bytes cut off by the end of the file", length), true)
-	}
-	if int64(cap(sr.buf)) < length {
-		sr.buf = make([]byte, length)
-	}
-	p := sr.buf[:length]
-	if _, err := io.ReadFull(sr.r, p); err != nil {
-		return record{}, fmt.Errorf("log %s offset %d: %w", sr.path, sr.off, err)
-	}
-	rec, ok := decodePayload(p, binary.BigEndian.Uint32(hdr[4:]))
-	if !ok {
-		e := sr.damaged("checksum mismatch", false)
-		// Nothing but zeros after it: the last write was torn.
-		e.atEOF = e.atEOF || sr.zerosFrom(sr.off+recHeader+length)
-		return record{}, e
-	}
-	sr.off += recHeader + length
-	return rec, nil
-}
-
-// damaged builds the error for a bad record at sr.off, checking whether
-// only zero bytes follow it (a crash can leave a zero-filled end).
-func (sr *segmentReader) damaged(why string, pastEOF bool) *tornError {
-	e := &tornError{path: sr.path, offset: sr.off, why: why, extendsPastEOF: pastEOF}
-	if !pastEOF {
-		e.atEOF = sr.zerosFrom(sr.off)
-	}
-	return e
-}
-
-func (sr *segmentReader) zerosFrom(off int64) bool {
-	buf := make([]byte, 64<<10)
-	for off < sr.size {
-		n, err := sr.f.ReadAt(buf[:min(int64(len(buf)), sr.size-off)], off)
-		for _, b := range buf[:n] {
-			if b != 0 {
-				return false
-			}
-		}
-		if err != nil && n == 0 {
-			return false
-		}
-		off += int64(n)
-	}
-	return true
 }
 
 // syncDir makes a file creation, rename or removal in dir durable.
@@ -473,7 +290,7 @@ func readSegment(sr *segmentReader, from, stop uint64, limit int, out *[]LogEntr
 		if err != nil {
 			return false, err
 		}
-		if rec.typ == recEpoch || rec.seq < from {
+		if rec.typ == recEpoch || rec.typ == recCommit || rec.seq < from {
 			continue
 		}
 		if rec.seq >= stop || limit > 0 && len(*out) >= limit {
@@ -536,11 +353,12 @@ func (s *Store) truncateAfter(seq uint64) error {
 	for i > 0 && segs[i].first > seq+1 {
 		i--
 	}
-	off, kept, err := cutPoint(segs[i], seq)
+	off, kept, closing, err := cutPoint(segs[i], seq)
 	if err != nil {
 		return s.setFailed("truncate: find cut point", err)
 	}
-	if err := s.cutLog(segs, i, off); err != nil {
+	size, err := s.cutLog(segs, i, off, closing)
+	if err != nil {
 		return s.setFailed("truncate: cut log", err)
 	}
 	s.mu.Lock()
@@ -558,7 +376,7 @@ func (s *Store) truncateAfter(seq uint64) error {
 	s.last = seq
 	s.epochs = clampEpochs(s.epochs, seq+1)
 	s.logEpoch = epochAt(s.epochs, seq)
-	segs[i].last, segs[i].size = kept, off
+	segs[i].last, segs[i].size = kept, size
 	s.segments = segs[:i+1]
 	epoch, epochs := s.epoch, s.epochs
 	s.notifyLocked()
@@ -571,58 +389,68 @@ func (s *Store) truncateAfter(seq uint64) error {
 	return nil
 }
 
-// cutPoint finds the offset of the first record after seq in seg, and the
-// highest seq of the records before it.
-func cutPoint(seg segment, seq uint64) (off int64, kept uint64, err error) {
+// cutPoint finds where to cut seg so that only its records up to seq are
+// kept: the offset of the first record after seq, the highest seq kept,
+// and, when the cut falls inside a commit, the commit record that closes
+// the kept part of that commit (nil otherwise).
+func cutPoint(seg segment, seq uint64) (off int64, kept uint64, closing []byte, err error) {
 	sr, err := openSegment(seg.path, seg.size)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, nil, err
 	}
 	defer sr.close()
 	kept = seg.first - 1
 	for {
-		at := sr.off
+		at, open := sr.off, sr.openCommit()
 		rec, err := sr.next()
-		if err == io.EOF {
-			return at, kept, nil
+		if err != nil && err != io.EOF {
+			return 0, 0, nil, err
 		}
-		if err != nil {
-			return 0, 0, err
-		}
-		if rec.seq > seq {
-			return at, kept, nil
+		if err == io.EOF || rec.seq > seq {
+			if open.bytes > 0 {
+				if open.first == 0 {
+					open.last = kept
+				}
+				closing = appendCommit(nil, open)
+			}
+			return at, kept, closing, nil
 		}
 		kept = max(kept, rec.seq)
 	}
 }
 
-// cutLog truncates segment i at off, deletes the segments after it and
-// makes it the active segment.
-func (s *Store) cutLog(segs []segment, i int, off int64) error {
+// cutLog truncates segment i at off, appends closing (the commit record
+// of a commit cut in two), deletes the segments after it and makes it the
+// active segment; it returns the segment's new size.
+func (s *Store) cutLog(segs []segment, i int, off int64, closing []byte) (int64, error) {
 	if i != len(segs)-1 {
 		if err := s.wal.Close(); err != nil {
-			return err
+			return 0, err
 		}
 		s.wal = nil
 		for _, seg := range segs[i+1:] {
 			if err := os.Remove(seg.path); err != nil {
-				return err
+				return 0, err
 			}
 		}
 		f, err := os.OpenFile(segs[i].path, os.O_WRONLY, 0)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		s.wal = f
 	}
 	if err := s.wal.Truncate(off); err != nil {
-		return err
+		return 0, err
 	}
-	s.walSize, s.walGrows = off, true
+	if _, err := s.wal.WriteAt(closing, off); err != nil {
+		return 0, err
+	}
+	size := off + int64(len(closing))
+	s.walSize, s.walGrows = size, true
 	if err := s.sync(); err != nil {
-		return err
+		return 0, err
 	}
-	return syncDir(s.walDir)
+	return size, syncDir(s.walDir)
 }
 
 // removeSegments deletes every log file.

@@ -143,8 +143,16 @@ func (s *Store) readMeta(tx *bolt.Tx, slots int) error {
 	if err != nil {
 		return err
 	}
-	if version != formatVersion {
-		return fmt.Errorf("format version %d, this build reads %d: %w", version, formatVersion, ErrFormat)
+	switch version {
+	case formatVersion:
+	case formatVersionV1Log:
+		// The log's v1 records stay readable; what is written from now on
+		// is v2, which older builds must not try to read.
+		if err := putMeta(tx, metaVersion, formatVersion); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("format version %d, this build reads %d and %d: %w", version, formatVersionV1Log, formatVersion, ErrFormat)
 	}
 	stored, err := metaU64(tx, metaSlots)
 	if err != nil {

@@ -1,7 +1,6 @@
 package datastore
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -48,36 +47,77 @@ func (s *Store) recoverLog() error {
 	return nil
 }
 
+// recoverSegment replays one segment's records, a commit at a time: the
+// records of a commit are replayed once its commit record matched them.
+// Damage that looks like a torn write and is followed by no valid commit
+// record is the final commit of the newest segment, cut short by a crash
+// before its fdatasync returned, so never acknowledged: it is cut off with
+// a warning. Any other damage is refused with ErrCorrupt, naming file and
+// offset: everything up to the last commit record may have been
+// acknowledged.
 func (s *Store) recoverSegment(seg *segment, newest bool, prev *uint64) error {
 	sr, err := openSegment(seg.path, -1)
 	if err != nil {
 		return err
 	}
 	defer sr.close()
+	type pendingRecord struct {
+		at  int64
+		rec record
+	}
+	var pending []pendingRecord
 	for {
 		at := sr.off
 		rec, err := sr.next()
 		if err == io.EOF {
 			break
 		}
-		var torn *tornError
-		if errors.As(err, &torn) && newest && (torn.extendsPastEOF || torn.atEOF) {
-			s.log.Warn("datastore truncating torn log tail", "file", seg.path, "offset", torn.offset,
-				"dropped_bytes", sr.size-torn.offset, "why", torn.why)
-			if err := truncateFile(seg.path, torn.offset, s.noSync); err != nil {
+		if err != nil {
+			dataEnd, torn, refused := sr.finalTorn(err, newest)
+			if !torn {
+				return refused
+			}
+			// An applied entry was committed, hence acknowledged.
+			for _, p := range pending {
+				if p.rec.typ != recEpoch && p.rec.seq <= s.applied {
+					return fmt.Errorf("%w; its commit holds seq %d, which %s has applied", err, p.rec.seq, dataFile)
+				}
+			}
+			s.log.Warn("datastore dropping the torn final commit of the log (its fdatasync never returned, so it was never acknowledged)",
+				"file", seg.path, "offset", sr.commitStart, "why", err, "dropped_bytes", max(dataEnd-sr.commitStart, 0),
+				"dropped_records", len(pending))
+			if err := truncateFile(seg.path, sr.commitStart, s.noSync); err != nil {
 				return err
 			}
 			break
 		}
-		if err != nil {
-			return err
+		if sr.inCommit() {
+			// Keep what replay needs until the commit record vouches for it.
+			if rec.typ == recEpoch || rec.seq <= s.applied {
+				rec.key, rec.value = nil, nil
+			} else {
+				e := newEntry(rec.slot, rec.typ == recDelete, rec.key, rec.value)
+				rec.key, rec.value = e.key, e.value
+			}
+			pending = append(pending, pendingRecord{at, rec})
+			continue
+		}
+		for _, p := range pending {
+			if err := s.replay(p.rec, prev); err != nil {
+				return fmt.Errorf("log %s offset %d: %w", seg.path, p.at, err)
+			}
+			seg.last = max(seg.last, p.rec.seq)
+		}
+		pending = pending[:0]
+		if rec.typ == recCommit {
+			continue
 		}
 		if err := s.replay(rec, prev); err != nil {
 			return fmt.Errorf("log %s offset %d: %w", seg.path, at, err)
 		}
 		seg.last = max(seg.last, rec.seq)
 	}
-	seg.size = sr.off
+	seg.size = sr.commitStart
 	return nil
 }
 

@@ -18,7 +18,10 @@ import (
 )
 
 const (
-	formatVersion = 2
+	// formatVersion 3 writes the log in record format v2 (record.go);
+	// version 2 stores, whose logs hold v1 records, are upgraded on Open.
+	formatVersion      = 3
+	formatVersionV1Log = 2
 
 	defaultMaxKeySize   = 4096
 	defaultMaxValueSize = 4 << 20
@@ -275,7 +278,8 @@ func (s *Store) open(slots int) error {
 	if err := s.acquireLock(); err != nil {
 		return err
 	}
-	db, err := bolt.Open(filepath.Join(s.dir, dataFile), 0o600, &bolt.Options{
+	path := filepath.Join(s.dir, dataFile)
+	db, err := openDataFile(path, &bolt.Options{
 		Timeout:         lockTimeout,
 		NoSync:          s.noSync,
 		NoFreelistSync:  true,
@@ -287,7 +291,7 @@ func (s *Store) open(slots int) error {
 		return err
 	}
 	s.db = db
-	if err := s.loadMeta(slots); err != nil {
+	if err := guardBolt(path, func() error { return s.loadMeta(slots) }); err != nil {
 		return err
 	}
 	if err := s.recoverLog(); err != nil {
