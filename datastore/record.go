@@ -1,10 +1,10 @@
 package datastore
 
 import (
-	"errors"
 	"bufio"
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
