@@ -217,3 +217,29 @@ func TestLogTrimming(t *testing.T) {
 		t.Fatalf("after reopen last %d", s.LastSeq())
 	}
 }
+
+// TestTruncateInsideCommit: a cut inside a commit closes the kept part
+// with a commit record, so a reopen keeps those entries.
+func TestTruncateInsideCommit(t *testing.T) {
+	s, dir := newManual(t, Options{NoSync: true})
+	var muts []Mutation
+	for i := range 5 {
+		muts = append(muts, Mutation{Slot: 3, Key: fmt.Appendf(nil, "k%d", i), Value: []byte("v")})
+	}
+	if _, err := s.Write(testCtx(t), muts); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.TruncateAfter(testCtx(t), 3); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, dir, Options{})
+	if s.LastSeq() != 3 {
+		t.Fatalf("after reopen: last %d, want 3", s.LastSeq())
+	}
+	for i := range 3 {
+		mustGet(t, s, 3, fmt.Sprintf("k%d", i))
+	}
+}
