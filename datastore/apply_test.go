@@ -4,8 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -37,9 +41,10 @@ func TestLatestInOrder(t *testing.T) {
 
 func TestScanWithLaggingApplier(t *testing.T) {
 	var mu sync.Mutex
-	opts := Options{NoSync: true, hooks: hooks{beforeApply: func() {
+	opts := Options{NoSync: true, hooks: hooks{beforeApply: func() error {
 		mu.Lock() // held by the test while the applier must lag
 		defer mu.Unlock()
+		return nil
 	}}}
 	s, _ := newStore(t, opts)
 	mu.Lock()
@@ -69,5 +74,83 @@ func TestScanWithLaggingApplier(t *testing.T) {
 	kvs, err := s.Scan(testCtx(t), []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}, nil, nil, 0)
 	if err != nil || len(kvs) != 2000 {
 		t.Fatalf("scan = %d pairs, %v", len(kvs), err)
+	}
+}
+
+// TestApplyFailureReopen: a failed apply transaction fails the store
+// visibly (Failed, Err, writes refused, a waiting Scan returns), Close
+// works, and a reopen recovers every acknowledged write from the log.
+func TestApplyFailureReopen(t *testing.T) {
+	var fail atomic.Bool
+	opts := Options{Slots: 16, NoSync: true, hooks: hooks{beforeApply: func() error {
+		if fail.Load() {
+			return errors.New("injected apply failure")
+		}
+		return nil
+	}}}
+	dir := filepath.Join(t.TempDir(), "s")
+	s := openStore(t, dir, opts)
+	for i := range 50 {
+		mustPut(t, s, i%16, fmt.Sprintf("k%d", i), "v")
+	}
+	waitApplied(t, s)
+	fail.Store(true)
+	for i := 50; i < 100; i++ {
+		mustPut(t, s, i%16, fmt.Sprintf("k%d", i), "v")
+	}
+	if _, err := s.Scan(testCtx(t), []int{1}, nil, nil, 0); !errors.Is(err, ErrFailed) {
+		t.Fatalf("scan waiting on a failed applier: %v", err)
+	}
+	select {
+	case <-s.Failed():
+	case <-testCtx(t).Done():
+		t.Fatal("Failed not closed")
+	}
+	if err := s.Err(); !errors.Is(err, ErrFailed) || !strings.Contains(err.Error(), "injected") {
+		t.Fatalf("Err() = %v", err)
+	}
+	if _, err := s.Write(testCtx(t), []Mutation{{Slot: 1, Key: []byte("x")}}); !errors.Is(err, ErrFailed) {
+		t.Fatalf("write on a failed store: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("close a failed store: %v", err)
+	}
+	opts.hooks = hooks{}
+	s = openStore(t, dir, opts)
+	if s.Err() != nil {
+		t.Fatalf("reopened store: %v", s.Err())
+	}
+	for i := range 100 {
+		mustGet(t, s, i%16, fmt.Sprintf("k%d", i))
+	}
+	waitApplied(t, s)
+}
+
+// TestApplyRetriesWhenDiskFull: an apply transaction that fails for lack
+// of space is retried; the store does not fail and catches up.
+func TestApplyRetriesWhenDiskFull(t *testing.T) {
+	var fails atomic.Int32
+	fails.Store(3)
+	opts := Options{NoSync: true, hooks: hooks{applyRetry: 10 * time.Millisecond, beforeApply: func() error {
+		if fails.Add(-1) >= 0 {
+			return fmt.Errorf("write data.db: %w", syscall.ENOSPC)
+		}
+		return nil
+	}}}
+	s, _ := newStore(t, opts)
+	for i := range 20 {
+		mustPut(t, s, 2, fmt.Sprintf("k%d", i), "v")
+	}
+	waitApplied(t, s)
+	if fails.Load() >= 0 {
+		t.Fatalf("applier did not meet the full disk: %d failures left", fails.Load())
+	}
+	if s.Err() != nil || s.AppliedSeq() != s.LastSeq() {
+		t.Fatalf("after the disk had room again: err %v, applied %d of %d", s.Err(), s.AppliedSeq(), s.LastSeq())
+	}
+	select {
+	case <-s.Failed():
+		t.Fatal("store failed")
+	default:
 	}
 }

@@ -393,19 +393,11 @@ func (s *Store) takeBatch(batch []*request) []*request {
 }
 
 func (s *Store) runCall(r *request) {
-	if err := s.failed(); err != nil && !r.restore {
+	if err := s.Err(); err != nil && !r.restore {
 		r.err = err
 		return
 	}
 	r.err = r.call()
-}
-
-// failed returns the fail-stop error, if any. Only the committer sets it,
-// so the committer may call this without s.mu; others hold it.
-func (s *Store) failed() error {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.failErr
 }
 
 // commit writes one batch to the log and stores each request's result.
@@ -413,7 +405,7 @@ func (s *Store) failed() error {
 // without affecting the others; a failed write or fdatasync fails them all
 // and the store.
 func (s *Store) commit(batch []*request) {
-	if err := s.failed(); err != nil {
+	if err := s.Err(); err != nil {
 		failAll(batch, err)
 		return
 	}
@@ -533,8 +525,26 @@ func (s *Store) setFailed(what string, err error) error {
 	s.mu.Lock()
 	if s.failErr == nil {
 		s.failErr = err
+		close(s.failed)
 	}
 	s.notifyLocked()
 	s.mu.Unlock()
 	return err
+}
+
+// Failed returns a channel that is closed when the store fails: a write or
+// fdatasync of the log, a log rewrite (TruncateAfter, Restore) or a commit
+// of the applied state failed. From then on every write is refused with
+// ErrFailed (Err says why) while reads still work; nothing heals it but
+// Close and Open, which recovers every acknowledged write from the log. A
+// node watches this channel to step down and reopen its store. The applier
+// does not fail the store when the disk is full: it retries (see
+// Options).
+func (s *Store) Failed() <-chan struct{} { return s.failed }
+
+// Err returns why the store failed (wrapping ErrFailed), or nil.
+func (s *Store) Err() error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.failErr
 }

@@ -41,7 +41,7 @@ func (s *Store) view(fn func(tx *bolt.Tx) error) error {
 	if closed {
 		return ErrClosed
 	}
-	err := s.db.View(fn)
+	err := guardBolt(s.dataPath(), func() error { return s.db.View(fn) })
 	if errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
 		return ErrClosed
 	}
@@ -142,15 +142,21 @@ func (s *Store) GetMany(refs []KeyRef) []GetResult {
 		defer func() { _ = tx.Rollback() }()
 	}
 	total := 0
-	lastSlot, b := -1, (*bolt.Bucket)(nil)
-	for i, ref := range refs {
-		if fromFile[i] {
-			if ref.Slot != lastSlot {
-				lastSlot, b = ref.Slot, slotBucket(tx, ref.Slot)
+	err = guardBolt(s.dataPath(), func() error {
+		lastSlot, b := -1, (*bolt.Bucket)(nil)
+		for i, ref := range refs {
+			if fromFile[i] {
+				if ref.Slot != lastSlot {
+					lastSlot, b = ref.Slot, slotBucket(tx, ref.Slot)
+				}
+				out[i].Value, out[i].Err = lookup(b, ref.Slot, ref.Key)
 			}
-			out[i].Value, out[i].Err = lookup(b, ref.Slot, ref.Key)
+			total += len(out[i].Value)
 		}
-		total += len(out[i].Value)
+		return nil
+	})
+	if err != nil {
+		return failResults(out, err)
 	}
 	p := newPacker(total)
 	for i := range out {
@@ -281,6 +287,14 @@ func (s *Store) waitApplied(ctx context.Context, seq uint64) error {
 		return nil
 	}
 	return s.hurryApplier(func() error {
-		return s.waitFor(ctx, func() bool { return s.applied >= seq })
+		var stopped error
+		err := s.waitFor(ctx, func() bool {
+			stopped = s.applyErr
+			return s.applied >= seq || stopped != nil
+		})
+		if err == nil && stopped != nil && s.AppliedSeq() < seq {
+			err = stopped
+		}
+		return err
 	})
 }

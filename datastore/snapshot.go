@@ -235,7 +235,7 @@ func (s *Store) update(fn func(tx *bolt.Tx) error) error {
 	if closed {
 		return ErrClosed
 	}
-	err := s.db.Update(fn)
+	err := guardBolt(s.dataPath(), func() error { return s.db.Update(fn) })
 	if errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
 		return ErrClosed
 	}
@@ -293,6 +293,11 @@ func (r *Restorer) end(seq uint64, epochs []EpochStart, wipe bool) error {
 		}
 		return tx.Bucket(bucketMeta).Delete(metaRestoring)
 	})
+	if err != nil && !errors.Is(err, ErrClosed) {
+		// The store stays restoring, refusing writes: only a reopen (which
+		// discards the unfinished restore) gets it going again.
+		err = s.setFailed("restore: finish", err)
+	}
 	if err != nil {
 		return fmt.Errorf("restore: finish at seq %d: %w", seq, err)
 	}

@@ -95,8 +95,11 @@ type hooks struct {
 	// beforeSync runs on the committer after a batch is written and
 	// published to ReadLog, before its fdatasync.
 	beforeSync func()
-	// beforeApply runs on the applier before each bbolt transaction.
-	beforeApply func()
+	// beforeApply runs on the applier before each bbolt transaction; an
+	// error fails the transaction.
+	beforeApply func() error
+	// applyRetry replaces applyRetryDelay.
+	applyRetry time.Duration
 	// keyHash replaces the overlay's hash (tests make keys collide).
 	keyHash func(slot uint16, key []byte) uint64
 }
@@ -127,11 +130,13 @@ type Store struct {
 	closed    bool
 	restoring bool
 	failErr   error
-	logState         // written by the committer only
-	durable   uint64 // newest seq fdatasynced
-	committed uint64 // reads and the applier see seqs <= committed
-	target    uint64 // highest seq SetCommitted asked for
-	applied   uint64 // newest seq in bbolt
+	failed    chan struct{} // closed when failErr is set
+	applyErr  error         // why the applier stopped
+	logState                // written by the committer only
+	durable   uint64        // newest seq fdatasynced
+	committed uint64        // reads and the applier see seqs <= committed
+	target    uint64        // highest seq SetCommitted asked for
+	applied   uint64        // newest seq in bbolt
 	// tail holds the newest entries with consecutive seqs, at least all
 	// those above applied; it serves ReadLog and feeds the applier.
 	tail         tailLog
@@ -206,6 +211,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		hashSeed:      maphash.MakeSeed(),
 		pins:          make(map[uint64]int),
 		changed:       make(chan struct{}),
+		failed:        make(chan struct{}),
 		wake:          make(chan struct{}, 1),
 		applyWake:     make(chan struct{}, 1),
 		stop:          make(chan struct{}),
@@ -308,6 +314,9 @@ func (s *Store) open(slots int) error {
 	s.trimSegments()
 	return nil
 }
+
+// dataPath is the path of the bbolt file.
+func (s *Store) dataPath() string { return filepath.Join(s.dir, dataFile) }
 
 // acquireLock takes an exclusive flock on DIR/LOCK, retrying until
 // lockTimeout; the kernel drops it when the process dies.
