@@ -1,11 +1,14 @@
 package datastore
 
 import (
+	"encoding/binary"
 	"errors"
+	"hash/fnv"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -16,6 +19,9 @@ import (
 // (it trusts page headers); a panic and bbolt's own complaints about the
 // file become one ErrCorrupt error naming it.
 func openDataFile(path string, opts *bolt.Options) (db *bolt.DB, err error) {
+	if err := checkPageTree(path); err != nil {
+		return nil, err
+	}
 	err = guardBolt(path, func() error {
 		db, err = bolt.Open(path, 0o600, opts)
 		return err
@@ -189,4 +195,166 @@ func SetAside(dir string) (string, error) {
 		return "", fmt.Errorf("datastore: set aside %s: %w", dir, err)
 	}
 	return dest, nil
+}
+
+// bbolt's on-disk layout, as far as checkPageTree reads it (little-endian
+// on every platform this runs on).
+const (
+	boltMagic       = 0xED0CDAED
+	boltVersion     = 2
+	boltPageHeader  = 16 // id (8) | flags (2) | count (2) | overflow (4)
+	boltElement     = 16 // branch: pos, key size, child id; leaf: flags, pos, key size, value size
+	boltBranch      = 0x01
+	boltLeaf        = 0x02
+	boltBucketValue = 0x01
+	boltBucketHead  = 16 // root page id (8) | sequence (8), then an inline page if root is 0
+)
+
+// checkPageTree walks the page tree of the bbolt file at path as bbolt's
+// Open does to rebuild its free list, checking what bbolt trusts there:
+// page ids and types, element bounds, child pages inside the file, no page
+// reached twice. bbolt panics on such damage, on a goroutine of its own
+// where no recover can catch it; this walk turns it into ErrCorrupt. It
+// reads each page header and element array once (a fraction of what the
+// free-list rebuild that follows costs) and leaves damaged meta pages to
+// bbolt, which reports them as errors. A missing or empty file passes.
+func checkPageTree(path string) error {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer func() { _ = f.Close() }()
+	fi, err := f.Stat()
+	if err != nil || fi.Size() == 0 {
+		return err
+	}
+	data, err := syscall.Mmap(int(f.Fd()), 0, int(fi.Size()), syscall.PROT_READ, syscall.MAP_SHARED)
+	if err != nil {
+		return fmt.Errorf("map %s: %w", path, err)
+	}
+	defer func() { _ = syscall.Munmap(data) }()
+	w := pageWalker{data: data, seen: make(map[uint64]bool)}
+	root, ok := w.meta()
+	if !ok {
+		return nil
+	}
+	if err := w.walk(root); err != nil {
+		return fmt.Errorf("data file %s is damaged: %w: %w", path, err, ErrCorrupt)
+	}
+	return nil
+}
+
+type pageWalker struct {
+	data  []byte
+	ps    uint64 // page size
+	pages uint64 // the file's page count according to its meta page
+	seen  map[uint64]bool
+}
+
+// meta picks the meta page bbolt will use (the valid one with the higher
+// transaction id) and returns the root bucket's page.
+func (w *pageWalker) meta() (root uint64, ok bool) {
+	var txid uint64
+	for i := range 2 {
+		ps := uint64(pageSize)
+		if i == 1 {
+			if w.ps == 0 {
+				return 0, false
+			}
+			ps = w.ps
+		}
+		off := uint64(i)*ps + boltPageHeader
+		if off+64 > uint64(len(w.data)) {
+			continue
+		}
+		m := w.data[off : off+64]
+		h := fnv.New64a()
+		_, _ = h.Write(m[:56])
+		le := binary.LittleEndian
+		if le.Uint32(m) != boltMagic || le.Uint32(m[4:]) != boltVersion || le.Uint64(m[56:]) != h.Sum64() {
+			continue
+		}
+		if i == 0 {
+			w.ps = uint64(le.Uint32(m[8:]))
+		}
+		if !ok || le.Uint64(m[48:]) > txid {
+			root, w.pages, txid, ok = le.Uint64(m[16:]), le.Uint64(m[40:]), le.Uint64(m[48:]), true
+		}
+	}
+	return root, ok && w.ps >= 1024
+}
+
+func (w *pageWalker) walk(id uint64) error {
+	if id < 2 || id >= w.pages {
+		return fmt.Errorf("page %d outside the file's %d pages", id, w.pages)
+	}
+	if w.seen[id] {
+		return fmt.Errorf("page %d reached twice", id)
+	}
+	w.seen[id] = true
+	off := id * w.ps
+	if off+boltPageHeader > uint64(len(w.data)) {
+		return fmt.Errorf("page %d past the end of the file", id)
+	}
+	p := w.data[off:]
+	if got := binary.LittleEndian.Uint64(p); got != id {
+		return fmt.Errorf("page %d has id %d", id, got)
+	}
+	size := (1 + uint64(binary.LittleEndian.Uint32(p[12:]))) * w.ps
+	if off+size > uint64(len(w.data)) {
+		return fmt.Errorf("page %d of %d bytes runs past the end of the file", id, size)
+	}
+	return w.node(id, p[:size])
+}
+
+// node checks one branch or leaf page (p holds it whole; an inline
+// bucket's page has id 0) and walks its children.
+func (w *pageWalker) node(id uint64, p []byte) error {
+	le := binary.LittleEndian
+	if len(p) < boltPageHeader {
+		return fmt.Errorf("page %d: %d bytes", id, len(p))
+	}
+	flags, count := le.Uint16(p[8:]), uint64(le.Uint16(p[10:]))
+	if flags != boltBranch && flags != boltLeaf {
+		return fmt.Errorf("page %d has type %#x", id, flags)
+	}
+	if boltPageHeader+count*boltElement > uint64(len(p)) {
+		return fmt.Errorf("page %d: %d elements do not fit", id, count)
+	}
+	for i := range count {
+		at := boltPageHeader + i*boltElement
+		e := p[at:]
+		if flags == boltBranch {
+			pos, ksize := uint64(le.Uint32(e)), uint64(le.Uint32(e[4:]))
+			if at+pos+ksize > uint64(len(p)) {
+				return fmt.Errorf("page %d element %d out of bounds", id, i)
+			}
+			if err := w.walk(le.Uint64(e[8:])); err != nil {
+				return err
+			}
+			continue
+		}
+		eflags, pos, ksize, vsize := le.Uint32(e), uint64(le.Uint32(e[4:])), uint64(le.Uint32(e[8:])), uint64(le.Uint32(e[12:]))
+		if at+pos+ksize+vsize > uint64(len(p)) {
+			return fmt.Errorf("page %d element %d out of bounds", id, i)
+		}
+		if eflags&boltBucketValue == 0 {
+			continue
+		}
+		v := p[at+pos+ksize : at+pos+ksize+vsize]
+		if len(v) < boltBucketHead {
+			return fmt.Errorf("page %d element %d: bucket header of %d bytes", id, i, len(v))
+		}
+		if root := le.Uint64(v); root != 0 {
+			if err := w.walk(root); err != nil {
+				return err
+			}
+		} else if err := w.node(0, v[boltBucketHead:]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
