@@ -3,8 +3,8 @@ package datastore
 import (
 	"encoding/binary"
 	"errors"
-	"hash/fnv"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"os"
 	"path/filepath"
