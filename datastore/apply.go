@@ -211,7 +211,7 @@ func (s *Store) applyOnce() (int, error) {
 				need += recordSize(len(e.value))
 			}
 		}
-		return guardBolt(s.dataPath(), func() error {
+		return guardBolt(s.dataPath, func() error {
 			return s.db.Update(func(tx *bolt.Tx) error {
 				records := make([]byte, 0, need)
 				buckets := make(map[uint16]*bolt.Bucket)

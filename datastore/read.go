@@ -41,7 +41,7 @@ func (s *Store) view(fn func(tx *bolt.Tx) error) error {
 	if closed {
 		return ErrClosed
 	}
-	err := guardBolt(s.dataPath(), func() error { return s.db.View(fn) })
+	err := guardBolt(s.dataPath, func() error { return s.db.View(fn) })
 	if errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
 		return ErrClosed
 	}
@@ -141,20 +141,7 @@ func (s *Store) GetMany(refs []KeyRef) []GetResult {
 		// A read-only transaction has nothing to roll back but its lock.
 		defer func() { _ = tx.Rollback() }()
 	}
-	total := 0
-	err = guardBolt(s.dataPath(), func() error {
-		lastSlot, b := -1, (*bolt.Bucket)(nil)
-		for i, ref := range refs {
-			if fromFile[i] {
-				if ref.Slot != lastSlot {
-					lastSlot, b = ref.Slot, slotBucket(tx, ref.Slot)
-				}
-				out[i].Value, out[i].Err = lookup(b, ref.Slot, ref.Key)
-			}
-			total += len(out[i].Value)
-		}
-		return nil
-	})
+	total, err := s.lookupFile(tx, refs, fromFile, out)
 	if err != nil {
 		return failResults(out, err)
 	}
@@ -165,6 +152,23 @@ func (s *Store) GetMany(refs []KeyRef) []GetResult {
 		}
 	}
 	return out
+}
+
+// lookupFile looks up in tx the refs marked fromFile, storing the results
+// in out (values aliasing the mmap), and returns the bytes of all values.
+func (s *Store) lookupFile(tx *bolt.Tx, refs []KeyRef, fromFile []bool, out []GetResult) (total int, err error) {
+	defer recoverBolt(s.dataPath, &err)
+	lastSlot, b := -1, (*bolt.Bucket)(nil)
+	for i, ref := range refs {
+		if fromFile[i] {
+			if ref.Slot != lastSlot {
+				lastSlot, b = ref.Slot, slotBucket(tx, ref.Slot)
+			}
+			out[i].Value, out[i].Err = lookup(b, ref.Slot, ref.Key)
+		}
+		total += len(out[i].Value)
+	}
+	return total, nil
 }
 
 func failResults(out []GetResult, err error) []GetResult {

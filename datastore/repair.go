@@ -41,12 +41,16 @@ func openDataFile(path string, opts *bolt.Options) (db *bolt.DB, err error) {
 // ErrCorrupt error naming the file. bbolt rolls the transaction back as the
 // panic unwinds.
 func guardBolt(path string, fn func() error) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("data file %s is damaged (bbolt: %v): %w", path, r, ErrCorrupt)
-		}
-	}()
+	defer recoverBolt(path, &err)
 	return fn()
+}
+
+// recoverBolt is guardBolt for a function that defers it itself (which
+// costs no closure).
+func recoverBolt(path string, err *error) {
+	if r := recover(); r != nil {
+		*err = fmt.Errorf("data file %s is damaged (bbolt: %v): %w", path, r, ErrCorrupt)
+	}
 }
 
 // Verify checks the store in dir without changing it: the bbolt file's

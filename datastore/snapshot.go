@@ -235,7 +235,7 @@ func (s *Store) update(fn func(tx *bolt.Tx) error) error {
 	if closed {
 		return ErrClosed
 	}
-	err := guardBolt(s.dataPath(), func() error { return s.db.Update(fn) })
+	err := guardBolt(s.dataPath, func() error { return s.db.Update(fn) })
 	if errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
 		return ErrClosed
 	}

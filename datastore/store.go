@@ -110,6 +110,7 @@ type hooks struct {
 type Store struct {
 	dir       string
 	walDir    string
+	dataPath  string // the bbolt file
 	db        *bolt.DB
 	lock      *os.File
 	slots     int
@@ -197,6 +198,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	s := &Store{
 		dir:           dir,
 		walDir:        filepath.Join(dir, walDir),
+		dataPath:      filepath.Join(dir, dataFile),
 		maxKey:        opts.MaxKeySize,
 		maxValue:      opts.MaxValueSize,
 		noSync:        opts.NoSync,
@@ -284,8 +286,7 @@ func (s *Store) open(slots int) error {
 	if err := s.acquireLock(); err != nil {
 		return err
 	}
-	path := filepath.Join(s.dir, dataFile)
-	db, err := openDataFile(path, &bolt.Options{
+	db, err := openDataFile(s.dataPath, &bolt.Options{
 		Timeout:         lockTimeout,
 		NoSync:          s.noSync,
 		NoFreelistSync:  true,
@@ -297,7 +298,7 @@ func (s *Store) open(slots int) error {
 		return err
 	}
 	s.db = db
-	if err := guardBolt(path, func() error { return s.loadMeta(slots) }); err != nil {
+	if err := guardBolt(s.dataPath, func() error { return s.loadMeta(slots) }); err != nil {
 		return err
 	}
 	if err := s.recoverLog(); err != nil {
@@ -314,9 +315,6 @@ func (s *Store) open(slots int) error {
 	s.trimSegments()
 	return nil
 }
-
-// dataPath is the path of the bbolt file.
-func (s *Store) dataPath() string { return filepath.Join(s.dir, dataFile) }
 
 // acquireLock takes an exclusive flock on DIR/LOCK, retrying until
 // lockTimeout; the kernel drops it when the process dies.
