@@ -538,8 +538,9 @@ func (s *Store) setFailed(what string, err error) error {
 // ErrFailed (Err says why) while reads still work; nothing heals it but
 // Close and Open, which recovers every acknowledged write from the log. A
 // node watches this channel to step down and reopen its store. The applier
-// does not fail the store when the disk is full: it retries (see
-// Options).
+// does not fail the store when the disk is full: bbolt rolls its
+// transaction back and the applier retries every few seconds, so the store
+// heals by itself once space is freed.
 func (s *Store) Failed() <-chan struct{} { return s.failed }
 
 // Err returns why the store failed (wrapping ErrFailed), or nil.
