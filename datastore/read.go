@@ -34,14 +34,21 @@ type KV struct {
 }
 
 // view runs fn in a read transaction and reports a closed store as ErrClosed.
-func (s *Store) view(fn func(tx *bolt.Tx) error) error {
+func (s *Store) view(fn func(tx *bolt.Tx) error) error { return s.inTx(s.db.View, fn) }
+
+// update runs fn in a write transaction unless the store is closed.
+func (s *Store) update(fn func(tx *bolt.Tx) error) error { return s.inTx(s.db.Update, fn) }
+
+// inTx runs fn in a transaction of run (s.db.View or s.db.Update), turning
+// a closed store into ErrClosed and a bbolt panic into ErrCorrupt.
+func (s *Store) inTx(run func(func(*bolt.Tx) error) error, fn func(tx *bolt.Tx) error) error {
 	s.mu.RLock()
 	closed := s.closed
 	s.mu.RUnlock()
 	if closed {
 		return ErrClosed
 	}
-	err := guardBolt(s.dataPath, func() error { return s.db.View(fn) })
+	err := guardBolt(s.dataPath, func() error { return run(fn) })
 	if errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
 		return ErrClosed
 	}

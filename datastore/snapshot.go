@@ -10,7 +10,6 @@ import (
 	"slices"
 
 	bolt "go.etcd.io/bbolt"
-	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // Snapshot waits until the applier has applied everything committed when
@@ -225,21 +224,6 @@ func (r *Restorer) flush() error {
 		return fmt.Errorf("restore: %w", err)
 	}
 	return nil
-}
-
-// update runs fn in a write transaction unless the store is closed.
-func (s *Store) update(fn func(tx *bolt.Tx) error) error {
-	s.mu.RLock()
-	closed := s.closed
-	s.mu.RUnlock()
-	if closed {
-		return ErrClosed
-	}
-	err := guardBolt(s.dataPath, func() error { return s.db.Update(fn) })
-	if errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
-		return ErrClosed
-	}
-	return err
 }
 
 // Finish completes the restore: the store holds the snapshot taken at seq,
