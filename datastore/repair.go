@@ -219,9 +219,10 @@ const (
 // page ids and types, element bounds, child pages inside the file, no page
 // reached twice. bbolt panics on such damage, on a goroutine of its own
 // where no recover can catch it; this walk turns it into ErrCorrupt. It
-// reads each page header and element array once (a fraction of what the
-// free-list rebuild that follows costs) and leaves damaged meta pages to
-// bbolt, which reports them as errors. A missing or empty file passes.
+// reads each page header and element array once (measured about as long as
+// the free-list rebuild that follows: 0.2-0.4 s for a 518 MiB file) and
+// leaves damaged meta pages to bbolt, which reports them as errors. A
+// missing or empty file passes.
 func checkPageTree(path string) error {
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
