@@ -188,9 +188,10 @@ func (e *lockedError) Is(target error) bool { return target == ErrLocked }
 // durable but not known acknowledged.
 //
 // Errors: ErrBadOptions, ErrSlotsMismatch, ErrLocked, ErrFormat, ErrCorrupt
-// (meta records, a damaged log record other than a torn tail of the newest
-// segment, or a log that does not continue the applied state), and I/O or
-// bbolt errors.
+// (a damaged data.db page or meta record, damage to the log other than a
+// torn final commit, or a log that does not continue the applied state;
+// one line naming the file and offset, see SetAside for the way out), and
+// I/O or bbolt errors.
 func Open(dir string, opts Options) (*Store, error) {
 	if err := checkOptions(&opts); err != nil {
 		return nil, fmt.Errorf("datastore: open %s: %w", dir, err)
