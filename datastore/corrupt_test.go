@@ -350,3 +350,75 @@ func TestLogCorruption(t *testing.T) {
 		}
 	}
 }
+
+// TestOlderSegmentDamage: only the newest segment can end in a torn
+// commit; the same damage in an older one is refused, while zeros after an
+// older segment's last commit (a spare's) are its clean end.
+func TestOlderSegmentDamage(t *testing.T) {
+	build := func(t *testing.T) (dir string, segs []segment) {
+		dir = filepath.Join(t.TempDir(), "s")
+		s, err := Open(dir, Options{Slots: 16, NoSync: true, Logger: discard(), segmentSize: 4096})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 100 {
+			mustPut(t, s, i%16, fmt.Sprintf("k%03d", i), strings.Repeat("v", 200))
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		segs, err = listSegments(filepath.Join(dir, walDir))
+		if err != nil || len(segs) < 3 {
+			t.Fatalf("%d segments, %v", len(segs), err)
+		}
+		return dir, segs
+	}
+	for _, tc := range []struct {
+		name   string
+		damage func(t *testing.T, path string)
+		opens  bool
+	}{
+		{"cut mid-record", func(t *testing.T, path string) {
+			fi, _ := os.Stat(path)
+			if err := os.Truncate(path, fi.Size()-100); err != nil {
+				t.Fatal(err)
+			}
+		}, false},
+		{"last sector zeroed", func(t *testing.T, path string) {
+			fi, _ := os.Stat(path)
+			from := (fi.Size() - 1) &^ (sectorSize - 1)
+			writeAt(t, path, from, make([]byte, fi.Size()-from))
+		}, false},
+		{"zeros after the last commit", func(t *testing.T, path string) {
+			fi, _ := os.Stat(path)
+			writeAt(t, path, fi.Size(), make([]byte, 64<<10))
+		}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir, segs := build(t)
+			older := segs[len(segs)-2].path
+			tc.damage(t, older)
+			s, err := Open(dir, Options{AutoCommit: true, Logger: testLogger(t)})
+			if !tc.opens {
+				if err == nil {
+					s.Close()
+					t.Fatal("damaged older segment opened")
+				}
+				if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), older) {
+					t.Fatalf("open: %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if s.LastSeq() != 100 {
+				t.Fatalf("last seq %d", s.LastSeq())
+			}
+			for i := range 100 {
+				mustGet(t, s, i%16, fmt.Sprintf("k%03d", i))
+			}
+		})
+	}
+}
