@@ -3,9 +3,12 @@ package datastore
 import (
 	"bytes"
 	"cmp"
+	"errors"
 	"fmt"
+	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -26,6 +29,10 @@ const (
 	// less with the log's fdatasync.
 	minApplyEntries = 1_000_000
 	applyDelay      = 10 * time.Second
+
+	// applyRetryDelay is how long the applier waits after the disk was
+	// full before it tries again.
+	applyRetryDelay = 5 * time.Second
 
 	// yieldEvery is how many puts the applier makes between yields.
 	yieldEvery = 256
@@ -84,8 +91,25 @@ func (s *Store) runApplier() {
 			default:
 			}
 			n, err := s.applyOnce()
+			if err != nil && isNoSpace(err) {
+				// Entries wait in the log and the overlay; writes go on until
+				// the overlay is full, and everything heals once space is
+				// freed. A failed bbolt commit is rolled back whole.
+				retry := cmp.Or(s.hooks.applyRetry, applyRetryDelay)
+				s.log.Warn("datastore cannot apply the log, disk full; retrying", "file", filepath.Join(s.dir, dataFile), "retry_in", retry, "err", err)
+				select {
+				case <-s.stop:
+					return
+				case <-time.After(retry):
+				}
+				continue
+			}
 			if err != nil {
-				_ = s.setFailed("apply log to "+dataFile, err)
+				err = s.setFailed("apply log to "+dataFile, err)
+				s.mu.Lock()
+				s.applyErr = err
+				s.notifyLocked()
+				s.mu.Unlock()
 				return
 			}
 			// What was committed during a transaction waits for the next
@@ -172,7 +196,9 @@ func (s *Store) applyOnce() (int, error) {
 	}
 	batch.n = n
 	if s.hooks.beforeApply != nil {
-		s.hooks.beforeApply()
+		if err := s.hooks.beforeApply(); err != nil {
+			return 0, err
+		}
 	}
 	start := time.Now()
 	last := batch.at(batch.len() - 1).seq
@@ -185,36 +211,38 @@ func (s *Store) applyOnce() (int, error) {
 				need += recordSize(len(e.value))
 			}
 		}
-		return s.db.Update(func(tx *bolt.Tx) error {
-			records := make([]byte, 0, need)
-			buckets := make(map[uint16]*bolt.Bucket)
-			for j, e := range order {
-				if j%yieldEvery == yieldEvery-1 {
-					// Two cores: without yielding, requests runnable on the
-					// other core's queue wait out a whole time slice.
-					runtime.Gosched()
+		return guardBolt(s.dataPath, func() error {
+			return s.db.Update(func(tx *bolt.Tx) error {
+				records := make([]byte, 0, need)
+				buckets := make(map[uint16]*bolt.Bucket)
+				for j, e := range order {
+					if j%yieldEvery == yieldEvery-1 {
+						// Two cores: without yielding, requests runnable on the
+						// other core's queue wait out a whole time slice.
+						runtime.Gosched()
+					}
+					b, err := slotBucketForWrite(tx, buckets, e.slot)
+					if err != nil {
+						return err
+					}
+					if e.del {
+						err = b.Delete(e.key)
+					} else {
+						n := recordSize(len(e.value))
+						records = records[:len(records)+n]
+						rec := records[len(records)-n:]
+						encodeRecord(rec, e.key, e.value)
+						err = b.Put(e.key, rec)
+					}
+					if err != nil {
+						return fmt.Errorf("seq %d slot %d key %s: %w", e.seq, e.slot, keyForError(e.key), err)
+					}
 				}
-				b, err := slotBucketForWrite(tx, buckets, e.slot)
-				if err != nil {
+				if err := putMeta(tx, metaApplied, last); err != nil {
 					return err
 				}
-				if e.del {
-					err = b.Delete(e.key)
-				} else {
-					n := recordSize(len(e.value))
-					records = records[:len(records)+n]
-					rec := records[len(records)-n:]
-					encodeRecord(rec, e.key, e.value)
-					err = b.Put(e.key, rec)
-				}
-				if err != nil {
-					return fmt.Errorf("seq %d slot %d key %s: %w", e.seq, e.slot, keyForError(e.key), err)
-				}
-			}
-			if err := putMeta(tx, metaApplied, last); err != nil {
-				return err
-			}
-			return putEpochs(tx, epoch, epochs)
+				return putEpochs(tx, epoch, epochs)
+			})
 		})
 	})
 	if err != nil {
@@ -246,6 +274,13 @@ func (s *Store) applyOnce() (int, error) {
 		s.mu.Unlock()
 	}
 	return batch.len(), nil
+}
+
+// isNoSpace reports whether err says the disk or quota is full (bbolt
+// loses the error chain when it grows its file, hence the text).
+func isNoSpace(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) ||
+		strings.Contains(err.Error(), syscall.ENOSPC.Error())
 }
 
 // overlayChunk bounds the entries the overlay forgets under one hold of
