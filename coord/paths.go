@@ -32,7 +32,7 @@ func nodePath(cluster, id string) string     { return JoinPath(nodesDir(cluster)
 
 // checkName validates a cluster, group or node name, which becomes one path
 // element; the error wraps ErrInvalid and says what kind of name it was.
-func checkName(kind, name string) error {
+func CheckName(kind, name string) error {
 	if err := validName(name); err != nil {
 		return fmt.Errorf("%w: %s name %q: %w", ErrInvalid, kind, name, err)
 	}
