@@ -266,3 +266,15 @@ func TestUsageHelp(t *testing.T) {
 		}
 	}
 }
+
+// TestUsageConfigExample: the documented example config file is accepted.
+func TestUsageConfigExample(t *testing.T) {
+	example, err := filepath.Abs("../docs/thunder.conf.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := runThunderctl(t, nil, "--config", example, "version")
+	if r.code != exitOK || r.stderr != "" {
+		t.Errorf("--config %s: exit %d, stderr %q", example, r.code, r.stderr)
+	}
+}
