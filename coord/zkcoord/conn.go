@@ -30,6 +30,11 @@ type Options struct {
 	// Logger receives session events (info, warn) and the ZooKeeper client
 	// library's own messages (debug). nil means slog.Default().
 	Logger *slog.Logger
+	// FailFast makes Dial give up as soon as every server has refused the
+	// connection (nothing listens there), instead of retrying until its
+	// context ends: right for a command a person waits on, not for a daemon
+	// that may start before ZooKeeper does.
+	FailFast bool
 }
 
 // Conn is a coord.Conn on ZooKeeper. It reconnects by itself; a session the
@@ -55,7 +60,8 @@ var _ coord.Conn = (*Conn)(nil)
 
 // Dial connects to the ZooKeeper ensemble servers ("host:port,host:port",
 // optionally followed by a chroot path "/prefix" that is created if missing)
-// and waits for a session. If no server gives one before ctx ends it gives up
+// and waits for a session. If no server gives one before ctx ends (or, with
+// Options.FailFast, once every server refused the connection) it gives up
 // (the ZooKeeper client alone would retry forever) and returns an error
 // matching coord.ErrUnavailable that names the servers and the last dial
 // error. A malformed servers string gives coord.ErrInvalid.
@@ -80,6 +86,10 @@ func Dial(ctx context.Context, servers string, opts Options) (*Conn, error) {
 	if c.log == nil {
 		c.log = slog.Default()
 	}
+	var refused <-chan struct{}
+	if opts.FailFast {
+		refused = c.net.watchRefusals(len(hosts))
+	}
 	zc, _, err := zk.Connect(hosts, c.timeout,
 		zk.WithDialer(c.net.dial),
 		zk.WithHostProvider(c.hosts),
@@ -92,6 +102,9 @@ func Dial(ctx context.Context, servers string, opts Options) (*Conn, error) {
 	c.zk = zc
 	select {
 	case <-c.first:
+	case <-refused:
+		zc.Close()
+		return nil, &unreachableError{servers: servers, cause: c.net.lastError()}
 	case <-ctx.Done():
 		zc.Close()
 		cause := c.net.lastError()

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/thunderyurts/thunderyurts/coord"
@@ -28,6 +29,20 @@ type netFaults struct {
 	sid     int64
 	passwd  []byte
 	server  string // where the session was established
+
+	// Dials refused in a row, and how many make every server (the client
+	// tries them in turn) refuse: then allRefused is signalled.
+	refused, servers int
+	allRefused       chan struct{}
+}
+
+// watchRefusals returns a channel signalled when servers dials in a row have
+// been refused.
+func (f *netFaults) watchRefusals(servers int) <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.servers, f.allRefused = servers, make(chan struct{}, 1)
+	return f.allRefused
 }
 
 func (f *netFaults) dial(network, addr string, timeout time.Duration) (net.Conn, error) {
@@ -60,9 +75,19 @@ func (f *netFaults) dial(network, addr string, timeout time.Duration) (net.Conn,
 	}
 	if err != nil {
 		f.lastErr = err
+		f.refused++
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			f.refused = 0
+		}
+		if f.allRefused != nil && f.refused >= f.servers {
+			select {
+			case f.allRefused <- struct{}{}:
+			default:
+			}
+		}
 		return nil, err
 	}
-	f.lastErr = nil
+	f.lastErr, f.refused = nil, 0
 	f.live = &sniffConn{Conn: nc, f: f, server: addr}
 	return f.live, nil
 }
