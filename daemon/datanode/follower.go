@@ -21,7 +21,10 @@ import (
 func (n *Node) followLoop(ctx context.Context, primaryID string, epoch uint64) {
 	for ctx.Err() == nil {
 		err := n.followOnce(ctx, primaryID, epoch)
-		if ctx.Err() != nil {
+		// A failed store ends following for good: the role manager
+		// reopens it (recoverStore) and follows again.
+		n.noteStoreErr(err)
+		if ctx.Err() != nil || errors.Is(err, datastore.ErrFailed) {
 			return
 		}
 		n.log.Warn("replication stream ended; reconnecting", "primary", primaryID, "epoch", epoch, "err", err)
@@ -47,8 +50,8 @@ func (n *Node) followOnce(ctx context.Context, primaryID string, epoch uint64) e
 	if err != nil {
 		return fmt.Errorf("open replication stream: %w", err)
 	}
-	hello := &wire.Hello{Group: n.cfg.Group, NodeId: n.id, Epoch: epoch, LastSeq: n.store.LastSeq(), CommittedSeq: n.store.CommittedSeq(), DurableSeq: n.store.DurableSeq()}
-	for _, e := range n.store.Epochs() {
+	hello := &wire.Hello{Group: n.cfg.Group, NodeId: n.id, Epoch: epoch, LastSeq: n.store().LastSeq(), CommittedSeq: n.store().CommittedSeq(), DurableSeq: n.store().DurableSeq()}
+	for _, e := range n.store().Epochs() {
 		hello.Epochs = append(hello.Epochs, &wire.EpochStart{Epoch: e.Epoch, StartSeq: e.StartSeq})
 	}
 	if err := rpc.Send(&wire.FollowerMessage{Body: &wire.FollowerMessage_Hello{Hello: hello}}); err != nil {
@@ -195,7 +198,7 @@ func (f *applier) receive(ctx context.Context) error {
 // appendEntries queues entries for the group commit and records the
 // primary's watermark; an empty message only carries the watermark.
 func (f *applier) appendEntries(ctx context.Context, in []*wire.LogEntry, committed uint64) error {
-	store := f.n.store
+	store := f.n.store()
 	f.committed.Store(committed)
 	// Also before queueing: the queueing may wait for the applier, which
 	// applies only what is known to be committed.
@@ -260,7 +263,7 @@ func (f *applier) commit() {
 	committed := f.committed.Load()
 	appended := f.appended.Load()
 	if f.failed() == nil {
-		f.n.store.SetCommitted(min(committed, appended))
+		f.n.store().SetCommitted(min(committed, appended))
 	}
 }
 
@@ -270,7 +273,7 @@ func (f *applier) ack(seq uint64) error {
 
 // control handles the messages that are not log entries.
 func (f *applier) control(ctx context.Context, msg *wire.PrimaryMessage) error {
-	store := f.n.store
+	store := f.n.store()
 	switch body := msg.Body.(type) {
 	case *wire.PrimaryMessage_Truncate:
 		f.n.log.Info("truncating entries the new primary does not have", "after", body.Truncate.After, "last_seq", store.LastSeq())

@@ -70,10 +70,13 @@ type Node struct {
 	cfg   Config
 	id    string
 	log   *slog.Logger
-	store *datastore.Store
-	lis   net.Listener
-	http  *ops.Server
-	addr  string
+	slots int
+	// db is the open store; it is replaced when a failed store is reopened
+	// (storefail.go). Read it with store().
+	db   atomic.Pointer[datastore.Store]
+	lis  net.Listener
+	http *ops.Server
+	addr string
 
 	state   atomic.Pointer[state]
 	metrics *metrics
@@ -93,11 +96,14 @@ type Node struct {
 // state is what the node knows from ZooKeeper — who owns each slot, its
 // group — and the role it acts on: primary is set only while this node
 // leads its group in the group's current epoch with a live session.
+// storeErr is set from the moment the store fails until it is reopened; the
+// node serves nothing meanwhile.
 type state struct {
 	table     *coord.SlotTable
 	group     *coord.Group
 	sessionOK bool
 	primary   *primary
+	storeErr  error
 }
 
 func (s *state) isPrimary() bool { return s.primary != nil }
@@ -137,12 +143,12 @@ func (n *Node) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	n.store, err = datastore.Open(filepath.Join(n.cfg.Dir, "store"), datastore.Options{
-		Slots: meta.Slots, MaxValueSize: n.cfg.MaxValueSize, Logger: n.log,
-	})
+	n.slots = meta.Slots
+	store, err := n.openStore()
 	if err != nil {
-		return fmt.Errorf("open store: %w", err)
+		return err
 	}
+	n.db.Store(store)
 	n.metrics = newMetrics(n)
 	if err := n.cfg.Cluster.EnsureGroup(ctx, n.cfg.Group); err != nil {
 		return fmt.Errorf("create group %s: %w", n.cfg.Group, err)
@@ -317,13 +323,31 @@ func epochOf(g *coord.Group) uint64 {
 	return g.Epoch
 }
 
+// openStore opens the node's store.
+func (n *Node) openStore() (*datastore.Store, error) {
+	s, err := datastore.Open(filepath.Join(n.cfg.Dir, "store"), datastore.Options{
+		Slots: n.slots, MaxValueSize: n.cfg.MaxValueSize, Logger: n.log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	return s, nil
+}
+
+// store is the node's current store.
+func (n *Node) store() *datastore.Store { return n.db.Load() }
+
 func (n *Node) readyErr() error {
 	select {
 	case <-n.ready:
 	default:
 		return errors.New("starting")
 	}
-	if !n.state.Load().isPrimary() {
+	st := n.state.Load()
+	if s := storeState(st); s != "" {
+		return errors.New(s)
+	}
+	if !st.isPrimary() {
 		return errors.New("not the primary of group " + n.cfg.Group)
 	}
 	return nil
@@ -385,8 +409,8 @@ func (n *Node) shutdown() {
 	if n.http != nil {
 		_ = n.http.Close()
 	}
-	if n.store != nil {
-		if err := n.store.Close(); err != nil && n.err == nil {
+	if s := n.store(); s != nil {
+		if err := s.Close(); err != nil && n.err == nil {
 			n.err = err
 		}
 	}

@@ -17,6 +17,8 @@ type role struct {
 	followEpoch  uint64
 	stopFollower context.CancelFunc
 	followerDone sync.WaitGroup
+
+	storeRetry storeRetry
 }
 
 func (n *Node) kickRole() {
@@ -88,6 +90,8 @@ func (n *Node) reconcileRole(r *role) {
 	st := n.state.Load()
 	g := st.group
 	switch {
+	case st.storeErr != nil:
+		n.recoverStore(r)
 	case !st.sessionOK || g == nil:
 		n.endRole(r)
 	case g.Primary == n.id:
@@ -115,8 +119,8 @@ func (n *Node) reconcileRole(r *role) {
 // it had shipped but not synced; it must not write more in the same epoch,
 // so it first moves the group to a new one.
 func (n *Node) lead(r *role, g *coord.Group) {
-	if n.store.Epoch() >= g.Epoch {
-		next := max(n.store.Epoch(), g.Epoch) + 1
+	if n.store().Epoch() >= g.Epoch {
+		next := max(n.store().Epoch(), g.Epoch) + 1
 		_, err := n.cfg.Cluster.UpdateGroup(n.ctx, n.cfg.Group, func(cur *coord.Group) error {
 			if cur.Primary != n.id || cur.Epoch != g.Epoch {
 				return coord.ErrNoChange
@@ -131,14 +135,23 @@ func (n *Node) lead(r *role, g *coord.Group) {
 		// The group watch brings the new epoch and another reconcile.
 		return
 	}
+	// The role belongs to the session it was read in; a primary serves
+	// only while that session's lease holds.
+	session := n.cfg.Cluster.Conn().Lease().Session
+	if session == 0 {
+		n.log.Info("not leading until ZooKeeper has confirmed the session", "epoch", g.Epoch)
+		n.retryRoleLater()
+		return
+	}
 	ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
 	defer cancel()
-	if err := n.store.SetEpoch(ctx, g.Epoch); err != nil {
+	if err := n.store().SetEpoch(ctx, g.Epoch); err != nil {
+		n.noteStoreErr(err)
 		n.log.Error("could not persist the new epoch; not leading", "epoch", g.Epoch, "err", err)
 		n.retryRoleLater()
 		return
 	}
-	p := newPrimary(n, g.Epoch, g.ISR)
+	p := newPrimary(n, g.Epoch, g.ISR, session)
 	r.primary = p
 	installed := false
 	n.update(func(s *state) {
@@ -152,7 +165,7 @@ func (n *Node) lead(r *role, g *coord.Group) {
 		n.kickRole()
 		return
 	}
-	n.log.Info("leading", "epoch", g.Epoch, "isr", g.ISR, "last_seq", n.store.LastSeq())
+	n.log.Info("leading", "epoch", g.Epoch, "isr", g.ISR, "last_seq", n.store().LastSeq())
 }
 
 func (n *Node) retryRoleLater() {

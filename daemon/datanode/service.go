@@ -48,6 +48,9 @@ func (n *Node) route(st *state, slot int, stale bool) *wire.Response {
 	case owner != n.cfg.Group:
 		return &wire.Response{Code: wire.Code_MOVED, OwnerGroup: owner, TableVersion: st.table.Version,
 			Message: fmt.Sprintf("slot %d moved to group %s (slot table v%d)", slot, owner, st.table.Version)}
+	case st.storeErr != nil:
+		return &wire.Response{Code: wire.Code_UNAVAILABLE,
+			Message: fmt.Sprintf("node %s: %s", n.id, storeState(st))}
 	case !st.sessionOK:
 		return &wire.Response{Code: wire.Code_UNAVAILABLE,
 			Message: fmt.Sprintf("node %s lost its ZooKeeper session; it serves again once its role is known", n.id)}
@@ -100,21 +103,25 @@ func (s *service) handle(ctx context.Context, batch *wire.Batch, r *replier) {
 	st := n.state.Load()
 	slots := len(st.table.Owners)
 	replies := make([]*wire.Response, 0, len(batch.Requests))
+	store := n.store()
 	var gets []*wire.Request
 	var refs []datastore.KeyRef
 	var putIDs []uint64
 	var muts []datastore.Mutation
+	leased := false // some request needs the primary's lease
 	for _, req := range batch.Requests {
-		if err := n.store.Validate(req.Key, req.Value); err != nil {
+		if err := store.Validate(req.Key, req.Value); err != nil {
 			replies = append(replies, errResponse(req.Id, err))
 			continue
 		}
 		slot := coord.SlotOf(req.Key, slots)
-		if refusal := n.route(st, slot, req.StaleOk && req.Op == wire.Op_GET); refusal != nil {
+		stale := req.StaleOk && req.Op == wire.Op_GET
+		if refusal := n.route(st, slot, stale); refusal != nil {
 			refusal.Id = req.Id
 			replies = append(replies, refusal)
 			continue
 		}
+		leased = leased || !stale
 		switch req.Op {
 		case wire.Op_GET:
 			gets = append(gets, req)
@@ -128,14 +135,29 @@ func (s *service) handle(ctx context.Context, batch *wire.Batch, r *replier) {
 	}
 	n.metrics.gets.Add(uint64(len(gets)))
 	n.metrics.writes.Add(uint64(len(putIDs)))
-	for i, res := range n.store.GetMany(refs) {
-		if res.Err != nil {
-			replies = append(replies, errResponse(gets[i].Id, res.Err))
-			continue
-		}
-		replies = append(replies, &wire.Response{Id: gets[i].Id, Value: res.Value})
+	results := store.GetMany(refs)
+	// The lease is checked after the reads: had it expired before them, it
+	// is expired now too, however long this goroutine was paused in between
+	// (docs/replication.md, "Fencing").
+	var lease error
+	if leased {
+		lease = st.primary.leaseErr()
 	}
-	if len(muts) > 0 {
+	for i, res := range results {
+		switch {
+		case lease != nil && !gets[i].StaleOk:
+			replies = append(replies, errResponse(gets[i].Id, lease))
+		case res.Err != nil:
+			replies = append(replies, errResponse(gets[i].Id, res.Err))
+		default:
+			replies = append(replies, &wire.Response{Id: gets[i].Id, Value: res.Value})
+		}
+	}
+	if len(muts) > 0 && lease != nil {
+		for _, id := range putIDs {
+			replies = append(replies, errResponse(id, lease))
+		}
+	} else if len(muts) > 0 {
 		if err := n.write(ctx, st.primary, muts, putIDs, r); err != nil {
 			for _, id := range putIDs {
 				replies = append(replies, errResponse(id, err))
@@ -153,18 +175,15 @@ func (n *Node) write(ctx context.Context, p *primary, muts []datastore.Mutation,
 		return err
 	}
 	r.queued()
-	err := n.store.WriteAsync(ctx, muts, func(seq uint64, err error) {
-		if errors.Is(err, datastore.ErrFailed) {
-			// Fail-stop: a primary that cannot write its log steps down by
-			// exiting, so its group fails over.
-			go n.fail(err)
-		}
+	err := n.store().WriteAsync(ctx, muts, func(seq uint64, err error) {
 		if err == nil {
 			p.recompute()
 		}
+		n.noteStoreErr(err)
 		r.written(p, seq, ids, err)
 	})
 	if err != nil {
+		n.noteStoreErr(err)
 		r.written(nil, 0, nil, nil)
 	}
 	return err
@@ -365,7 +384,10 @@ func (s *service) Scan(ctx context.Context, req *wire.ScanRequest) (*wire.ScanRe
 	if limit <= 0 || limit > 10000 {
 		limit = 10000
 	}
-	kvs, err := n.store.Scan(ctx, slots, req.Start, req.End, limit+1)
+	kvs, err := n.store().Scan(ctx, slots, req.Start, req.End, limit+1)
+	if err == nil && len(slots) > 0 {
+		err = st.primary.leaseErr() // after the read, as in handle
+	}
 	if err != nil {
 		return &wire.ScanReply{Code: codeOf(err), Message: err.Error()}, nil
 	}
@@ -385,13 +407,19 @@ func (s *service) Scan(ctx context.Context, req *wire.ScanRequest) (*wire.ScanRe
 func (s *service) Status(ctx context.Context, _ *wire.NodeStatusRequest) (*wire.NodeStatus, error) {
 	n := s.n
 	st := n.state.Load()
-	stats, err := n.store.Stats()
-	if err != nil {
+	store := n.store()
+	out := &wire.NodeStatus{Id: n.id, Group: n.cfg.Group, Role: "secondary", State: storeState(st),
+		Epoch: epochOf(st.group), TableVersion: st.table.Version, CommittedSeq: store.CommittedSeq(), LastEpoch: lastEpoch(store)}
+	stats, err := store.Stats()
+	switch {
+	case err == nil:
+		out.Keys, out.LastSeq, out.FileBytes = stats.Keys, stats.LastSeq, stats.FileBytes
+	case st.storeErr == nil:
 		return nil, fmt.Errorf("store stats: %w", err)
+	default:
+		// A failed store may be closed already: report what is known.
+		out.LastSeq = store.LastSeq()
 	}
-	out := &wire.NodeStatus{Id: n.id, Group: n.cfg.Group, Role: "secondary", Keys: stats.Keys, LastSeq: stats.LastSeq,
-		Epoch: epochOf(st.group), FileBytes: stats.FileBytes, TableVersion: st.table.Version,
-		CommittedSeq: n.store.CommittedSeq(), LastEpoch: lastEpoch(n.store)}
 	switch {
 	case !st.sessionOK:
 		out.Role = "unknown"
@@ -421,8 +449,9 @@ func (s *service) Handover(ctx context.Context, req *wire.HandoverRequest) (*wir
 	switch {
 	case p == nil:
 		return nil, fmt.Errorf("node %s is not the primary of group %s", s.n.id, s.n.cfg.Group)
-	case req.Epoch != 0 && req.Epoch != p.epoch:
-		return nil, fmt.Errorf("group %s is at epoch %d, not %d", s.n.cfg.Group, p.epoch, req.Epoch)
+	case req.Epoch != p.epoch:
+		// A request for another epoch was meant for another primary.
+		return nil, fmt.Errorf("group %s is at epoch %d, not %d: read the group again", s.n.cfg.Group, p.epoch, req.Epoch)
 	}
 	return p.handover(ctx, req.To, false)
 }
