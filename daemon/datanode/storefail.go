@@ -96,7 +96,8 @@ func (n *Node) recoverStore(r *role) {
 // else is known to hold every acknowledged write, and the node leads again
 // (in a new epoch) once its store is back.
 func (n *Node) resign(p *primary) {
-	p.stop(errStoreFailed)
+	// The node stopped serving when its store failed; the members'
+	// streams are looked at before the role's end closes them.
 	acked := map[string]uint64{}
 	p.mu.Lock()
 	for id, f := range p.followers {
@@ -105,6 +106,7 @@ func (n *Node) resign(p *primary) {
 		}
 	}
 	p.mu.Unlock()
+	p.stop(errStoreFailed)
 	ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
 	defer cancel()
 	var to string
