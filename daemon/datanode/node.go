@@ -77,6 +77,8 @@ type Node struct {
 	lis  net.Listener
 	http *ops.Server
 	addr string
+	// startedAt is in the node's registration, to tell it from others'.
+	startedAt time.Time
 
 	state   atomic.Pointer[state]
 	metrics *metrics
@@ -182,17 +184,22 @@ func (n *Node) start(ctx context.Context) error {
 			return err
 		}
 	}
-	info := coord.NodeInfo{ID: n.id, Group: n.cfg.Group, Addr: n.addr, StartedAt: time.Now().UTC()}
+	n.startedAt = time.Now().UTC().Round(0)
+	info := coord.NodeInfo{ID: n.id, Group: n.cfg.Group, Addr: n.addr, StartedAt: n.startedAt}
 	if n.http != nil {
 		info.HTTP = n.http.Addr()
 	}
+	session := n.cfg.Cluster.Conn().Lease().Session
 	if err := n.register(ctx, info); err != nil {
 		return err
+	}
+	if n.cfg.Cluster.Conn().Lease().Session != session {
+		session = 0 // registered in some session: lead finds out which
 	}
 	// Act on a role only once registered: a restarted primary that led
 	// before its old registration expired would be deposed while serving.
 	n.wg.Add(1)
-	go func() { defer n.wg.Done(); n.manageRole() }()
+	go func() { defer n.wg.Done(); n.manageRole(session) }()
 	close(n.ready)
 	n.log.Info("data node started", "addr", n.addr, "dir", n.cfg.Dir, "slots", meta.Slots)
 	return nil
