@@ -155,7 +155,7 @@ func (n *Node) start(ctx context.Context) error {
 	if err := n.cfg.Cluster.EnsureGroup(ctx, n.cfg.Group); err != nil {
 		return fmt.Errorf("create group %s: %w", n.cfg.Group, err)
 	}
-	if err := n.follow(); err != nil {
+	if err := n.watchCluster(); err != nil {
 		return err
 	}
 	n.lis, err = net.Listen("tcp", n.cfg.Listen)
@@ -251,9 +251,9 @@ func (n *Node) waitForCluster(ctx context.Context) (coord.ClusterMeta, error) {
 	}
 }
 
-// follow loads the slot table and group state and keeps them current with
+// watchCluster loads the slot table and group state and keeps them current with
 // watches, re-watching after every interruption.
-func (n *Node) follow() error {
+func (n *Node) watchCluster() error {
 	table, tableCh, err := n.cfg.Cluster.WatchSlotTable(n.ctx)
 	if err != nil {
 		return fmt.Errorf("watch slot table: %w", err)

@@ -20,7 +20,7 @@ import (
 var errDeposed = errors.New("no longer the primary")
 
 // primary is the replication side of a node while it leads its group for
-// one epoch: it tracks each follower's acknowledged position, computes the
+// one epoch: it tracks each member's acknowledged position, computes the
 // high watermark (what every in-sync replica has made durable), keeps the
 // in-sync set current in ZooKeeper, and wakes writers whose entries are
 // committed.
@@ -39,7 +39,7 @@ type primary struct {
 	recomputeMu sync.Mutex
 	mu          sync.Mutex
 	isr         []string // as last written to ZooKeeper, including this node
-	followers   map[string]*follower
+	members     map[string]*member
 	committed   uint64
 	advanced    chan struct{} // closed and replaced when committed or the ISR moves
 	draining    atomic.Bool   // a handover stopped serving
@@ -52,12 +52,12 @@ type primary struct {
 	ready    chan struct{} // closed once committed >= takeover
 }
 
-// follower is what the primary knows of one member.
-type follower struct {
+// member is what the primary knows of one member of its group.
+type member struct {
 	id        string
-	acked     uint64 // durable on the follower
+	acked     uint64 // durable on the member
 	connected bool
-	// caughtUpAt is when the follower last held everything the primary had
+	// caughtUpAt is when the member last held everything the primary had
 	// at that time; its lag is measured from it (Kafka's
 	// replica.lag.time.max.ms).
 	caughtUpAt time.Time
@@ -68,7 +68,7 @@ type follower struct {
 	// earlier stream of this role shipped (see attach).
 	sent    *atomic.Uint64
 	shipped uint64
-	// joining is set while a compare-and-set adds the follower to the ISR:
+	// joining is set while a compare-and-set adds the member to the ISR:
 	// the watermark waits for it from the decision on, so it cannot enter
 	// the ISR lacking a write acknowledged meanwhile (Kafka's maximal ISR).
 	joining bool
@@ -80,7 +80,7 @@ type logSample struct {
 }
 
 func newPrimary(n *Node, epoch uint64, isr []string, session int64) *primary {
-	p := &primary{n: n, epoch: epoch, session: session, followers: map[string]*follower{}, advanced: make(chan struct{}),
+	p := &primary{n: n, epoch: epoch, session: session, members: map[string]*member{}, advanced: make(chan struct{}),
 		isr: slices.Clone(isr), committed: n.store().CommittedSeq(), takeover: n.store().LastSeq(), ready: make(chan struct{})}
 	if p.committed >= p.takeover {
 		close(p.ready)
@@ -92,7 +92,7 @@ func newPrimary(n *Node, epoch uint64, isr []string, session int64) *primary {
 	for _, id := range p.isr {
 		if id != n.id {
 			// ISR members get the lag bound to connect before they are dropped.
-			p.followers[id] = &follower{id: id, caughtUpAt: now}
+			p.members[id] = &member{id: id, caughtUpAt: now}
 		}
 	}
 	p.ctx, p.cancel = context.WithCancelCause(n.ctx)
@@ -102,7 +102,7 @@ func newPrimary(n *Node, epoch uint64, isr []string, session int64) *primary {
 	return p
 }
 
-// stop ends the role: writers still waiting fail, followers' streams close.
+// stop ends the role: writers still waiting fail, members' streams close.
 func (p *primary) stop(cause error) {
 	p.cancel(cause)
 	p.wg.Wait()
@@ -138,13 +138,13 @@ func (p *primary) recompute() {
 	hw := durable
 	if p.n.cfg.Acks != AcksOne {
 		for _, id := range p.isr {
-			if f := p.followers[id]; id != p.n.id && f != nil {
+			if f := p.members[id]; id != p.n.id && f != nil {
 				hw = min(hw, f.acked)
 			} else if id != p.n.id {
 				hw = 0
 			}
 		}
-		for _, f := range p.followers {
+		for _, f := range p.members {
 			if f.joining {
 				hw = min(hw, f.acked)
 			}
@@ -249,10 +249,10 @@ func (p *primary) outcome(seq uint64) (done bool, advanced <-chan struct{}, err 
 func (p *primary) attach(id string, close func(), sent *atomic.Uint64) (stream int, vouched uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	f := p.followers[id]
+	f := p.members[id]
 	if f == nil {
-		f = &follower{id: id}
-		p.followers[id] = f
+		f = &member{id: id}
+		p.members[id] = f
 	}
 	if f.connected {
 		f.closeOld()
@@ -267,17 +267,17 @@ func (p *primary) attach(id string, close func(), sent *atomic.Uint64) (stream i
 func (p *primary) detach(id string, stream int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if f := p.followers[id]; f != nil && f.stream == stream {
+	if f := p.members[id]; f != nil && f.stream == stream {
 		f.shipped = max(f.shipped, f.sent.Load())
 		f.connected, f.closeOld, f.sent = false, nil, nil
 	}
 }
 
-// acked records that follower id holds the log up to seq durably, as its
+// acked records that member id holds the log up to seq durably, as its
 // stream of generation stream says; a replaced stream no longer counts.
 func (p *primary) acked(id string, stream int, seq uint64) {
 	p.mu.Lock()
-	if f := p.followers[id]; f != nil && f.stream == stream && seq > f.acked {
+	if f := p.members[id]; f != nil && f.stream == stream && seq > f.acked {
 		f.acked = seq
 	}
 	p.mu.Unlock()
@@ -300,7 +300,7 @@ func (p *primary) maintainISR() {
 		last := p.n.store().LastSeq()
 		var drop, add []string
 		p.mu.Lock()
-		for _, f := range p.followers {
+		for _, f := range p.members {
 			f.samples = append(f.samples, logSample{seq: last, at: now})
 			for len(f.samples) > 0 && f.acked >= f.samples[0].seq {
 				f.caughtUpAt = f.samples[0].at
@@ -332,7 +332,7 @@ func (p *primary) changeISR(drop, add []string) {
 	defer func() {
 		p.mu.Lock()
 		for _, id := range add {
-			if f := p.followers[id]; f != nil {
+			if f := p.members[id]; f != nil {
 				f.joining = false
 			}
 		}
@@ -373,7 +373,7 @@ func (p *primary) changeISR(drop, add []string) {
 func (p *primary) followerStatus() (isr []string, out []*wire.FollowerStatus) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, f := range p.followers {
+	for _, f := range p.members {
 		out = append(out, &wire.FollowerStatus{Id: f.id, AckedSeq: f.acked, Connected: f.connected, InSync: slices.Contains(p.isr, f.id)})
 	}
 	slices.SortFunc(out, func(a, b *wire.FollowerStatus) int { return strings.Compare(a.Id, b.Id) })
@@ -421,8 +421,8 @@ func (p *primary) handover(ctx context.Context, to string, leaving bool) (*wire.
 	start := time.Now()
 	p.mu.Lock()
 	if to == "" {
-		var best *follower
-		for _, f := range p.followers {
+		var best *member
+		for _, f := range p.members {
 			if f.connected && slices.Contains(p.isr, f.id) && (best == nil || f.acked > best.acked) {
 				best = f
 			}
@@ -431,7 +431,7 @@ func (p *primary) handover(ctx context.Context, to string, leaving bool) (*wire.
 			to = best.id
 		}
 	}
-	target := p.followers[to]
+	target := p.members[to]
 	switch {
 	case to == "":
 		p.mu.Unlock()

@@ -269,7 +269,7 @@ func (sh *shipper) sendSnapshot(ctx context.Context) (uint64, error) {
 func (p *primary) ackedOf(id string) uint64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if f := p.followers[id]; f != nil {
+	if f := p.members[id]; f != nil {
 		return f.acked
 	}
 	return 0

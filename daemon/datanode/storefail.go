@@ -100,7 +100,7 @@ func (n *Node) resign(p *primary) {
 	// streams are looked at before the role's end closes them.
 	acked := map[string]uint64{}
 	p.mu.Lock()
-	for id, f := range p.followers {
+	for id, f := range p.members {
 		if f.connected {
 			acked[id] = f.acked
 		}
