@@ -54,6 +54,10 @@ type Conn struct {
 	firstOnce sync.Once
 	closed    atomic.Bool
 	closeOnce sync.Once
+	// lease is the newest confirmation of the session (renewLease).
+	lease     atomic.Pointer[coord.SessionLease]
+	stop      chan struct{} // closed by Close: renewLease returns
+	renewDone chan struct{}
 }
 
 var _ coord.Conn = (*Conn)(nil)
@@ -71,14 +75,16 @@ func Dial(ctx context.Context, servers string, opts Options) (*Conn, error) {
 		return nil, err
 	}
 	c := &Conn{
-		servers: servers,
-		chroot:  chroot,
-		timeout: opts.SessionTimeout,
-		log:     opts.Logger,
-		net:     &netFaults{},
-		hosts:   &hostList{},
-		session: notify.NewSession(),
-		first:   make(chan struct{}),
+		servers:   servers,
+		chroot:    chroot,
+		timeout:   opts.SessionTimeout,
+		log:       opts.Logger,
+		net:       &netFaults{},
+		hosts:     &hostList{},
+		session:   notify.NewSession(),
+		first:     make(chan struct{}),
+		stop:      make(chan struct{}),
+		renewDone: make(chan struct{}),
 	}
 	if c.timeout <= 0 {
 		c.timeout = DefaultSessionTimeout
@@ -113,6 +119,7 @@ func Dial(ctx context.Context, servers string, opts Options) (*Conn, error) {
 		}
 		return nil, &unreachableError{servers: servers, cause: cause, ctxErr: ctx.Err()}
 	}
+	go c.renewLease()
 	if chroot != "" {
 		if err := c.ensurePath(ctx, chroot); err != nil {
 			c.Close()
@@ -394,7 +401,9 @@ func (c *Conn) Close() error {
 	c.closeOnce.Do(func() {
 		c.closed.Store(true)
 		c.session.Close()
+		close(c.stop)
 		c.zk.Close()
+		<-c.renewDone
 		c.log.Info("zookeeper connection closed", "servers", c.servers)
 	})
 	return nil
