@@ -3,12 +3,9 @@ package datastore
 import (
 	"bytes"
 	"cmp"
-	"errors"
 	"fmt"
-	"path/filepath"
 	"runtime"
 	"slices"
-	"strings"
 	"syscall"
 	"time"
 
@@ -29,10 +26,6 @@ const (
 	// less with the log's fdatasync.
 	minApplyEntries = 1_000_000
 	applyDelay      = 10 * time.Second
-
-	// applyRetryDelay is how long the applier waits after the disk was
-	// full before it tries again.
-	applyRetryDelay = 5 * time.Second
 
 	// yieldEvery is how many puts the applier makes between yields.
 	yieldEvery = 256
@@ -91,19 +84,6 @@ func (s *Store) runApplier() {
 			default:
 			}
 			n, err := s.applyOnce()
-			if err != nil && isNoSpace(err) {
-				// Entries wait in the log and the overlay; writes go on until
-				// the overlay is full, and everything heals once space is
-				// freed. A failed bbolt commit is rolled back whole.
-				retry := cmp.Or(s.hooks.applyRetry, applyRetryDelay)
-				s.log.Warn("datastore cannot apply the log, disk full; retrying", "file", filepath.Join(s.dir, dataFile), "retry_in", retry, "err", err)
-				select {
-				case <-s.stop:
-					return
-				case <-time.After(retry):
-				}
-				continue
-			}
 			if err != nil {
 				err = s.setFailed("apply log to "+dataFile, err)
 				s.mu.Lock()
@@ -274,13 +254,6 @@ func (s *Store) applyOnce() (int, error) {
 		s.mu.Unlock()
 	}
 	return batch.len(), nil
-}
-
-// isNoSpace reports whether err says the disk or quota is full (bbolt
-// loses the error chain when it grows its file, hence the text).
-func isNoSpace(err error) bool {
-	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) ||
-		strings.Contains(err.Error(), syscall.ENOSPC.Error())
 }
 
 // overlayChunk bounds the entries the overlay forgets under one hold of

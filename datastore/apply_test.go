@@ -9,7 +9,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -126,31 +125,3 @@ func TestApplyFailureReopen(t *testing.T) {
 	waitApplied(t, s)
 }
 
-// TestApplyRetriesWhenDiskFull: an apply transaction that fails for lack
-// of space is retried; the store does not fail and catches up.
-func TestApplyRetriesWhenDiskFull(t *testing.T) {
-	var fails atomic.Int32
-	fails.Store(3)
-	opts := Options{NoSync: true, hooks: hooks{applyRetry: 10 * time.Millisecond, beforeApply: func() error {
-		if fails.Add(-1) >= 0 {
-			return fmt.Errorf("write data.db: %w", syscall.ENOSPC)
-		}
-		return nil
-	}}}
-	s, _ := newStore(t, opts)
-	for i := range 20 {
-		mustPut(t, s, 2, fmt.Sprintf("k%d", i), "v")
-	}
-	waitApplied(t, s)
-	if fails.Load() >= 0 {
-		t.Fatalf("applier did not meet the full disk: %d failures left", fails.Load())
-	}
-	if s.Err() != nil || s.AppliedSeq() != s.LastSeq() {
-		t.Fatalf("after the disk had room again: err %v, applied %d of %d", s.Err(), s.AppliedSeq(), s.LastSeq())
-	}
-	select {
-	case <-s.Failed():
-		t.Fatal("store failed")
-	default:
-	}
-}

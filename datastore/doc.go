@@ -22,7 +22,7 @@
 // in the same transaction. Scan waits for the applier, then reads bbolt.
 // Open replays the log above the applied seq. A failed log write or
 // fdatasync, log rewrite or bbolt commit makes the store fail-stop
-// (ErrFailed, Store.Failed); a full disk only makes the applier retry.
+// (ErrFailed, Store.Failed), a full disk included: the node reopens it.
 // Verify checks a closed store through; SetAside moves a damaged one's
 // files aside so the node can rebuild it from its replica group.
 //

@@ -71,7 +71,7 @@ var (
 	// ErrFailed is returned by every write (Write, ApplyLog, SetEpoch,
 	// TruncateAfter, Restore) once a write or fdatasync of the write-ahead
 	// log, a log rewrite or a commit of the applied state has failed (see
-	// Store.Failed; a full disk under the applier is retried instead): the
+	// Store.Failed; a full disk under the applier too): the
 	// store is then fail-stop, because after a failed fsync nobody knows what
 	// reached the disk, and reusing sequence numbers could fork the log.
 	// Reads still work; the node must be closed and reopened (a primary

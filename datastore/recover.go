@@ -22,6 +22,12 @@ func (s *Store) recoverLog() error {
 		if err := s.recoverSegment(seg, i == len(segs)-1, &prev); err != nil {
 			return err
 		}
+		// A segment was full when the next one began: one that ends early
+		// lost records at its end (zeros read as its clean end).
+		if i+1 < len(segs) && seg.last+1 < segs[i+1].first {
+			return fmt.Errorf("log %s offset %d: ends at seq %d but the next segment begins at seq %d: %w",
+				seg.path, seg.size, seg.last, segs[i+1].first, ErrCorrupt)
+		}
 	}
 	if len(segs) == 0 {
 		segs = append(segs, segment{first: s.last + 1, last: s.last, path: segmentPath(s.walDir, s.last+1)})

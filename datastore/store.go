@@ -98,8 +98,6 @@ type hooks struct {
 	// beforeApply runs on the applier before each bbolt transaction; an
 	// error fails the transaction.
 	beforeApply func() error
-	// applyRetry replaces applyRetryDelay.
-	applyRetry time.Duration
 	// keyHash replaces the overlay's hash (tests make keys collide).
 	keyHash func(slot uint16, key []byte) uint64
 }

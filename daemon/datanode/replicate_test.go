@@ -88,6 +88,18 @@ func TestReplicateTrustsOnlyWhatItSent(t *testing.T) {
 	committed := a.store().CommittedSeq()
 
 	first := openFake(t, a.Addr(), &wire.Hello{Group: "g1", NodeId: b.ID(), Epoch: epoch})
+	// The two streams arrive on two connections: the second is opened only
+	// once the first is attached, so which one is older is certain.
+	eventually(t, "first stream attached", func() bool {
+		p := a.state.Load().primary
+		if p == nil {
+			return false
+		}
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		m := p.members[b.ID()]
+		return m != nil && m.connected
+	})
 	second := openFake(t, a.Addr(), &wire.Hello{Group: "g1", NodeId: b.ID(), Epoch: epoch})
 	if err := first.ended(t, "older stream of the same member"); err == nil {
 		t.Fatal("older stream ended without an error")

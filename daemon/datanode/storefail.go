@@ -47,6 +47,22 @@ func (n *Node) noteStoreErr(err error) {
 	}
 }
 
+// useStore makes s the node's store and watches it, so a failure on a path
+// no request waits on (the applier's, on a full disk) stops the node
+// serving at once too.
+func (n *Node) useStore(s *datastore.Store) {
+	n.db.Store(s)
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		select {
+		case <-s.Failed():
+			n.noteStoreErr(s.Err())
+		case <-n.ctx.Done():
+		}
+	}()
+}
+
 // storeRetry is the role manager's backoff for reopening a failed store.
 type storeRetry struct {
 	delay    time.Duration
@@ -78,7 +94,7 @@ func (n *Node) recoverStore(r *role) {
 		rt.delay = min(2*rt.delay, storeRetryMax)
 		s, err := n.openStore()
 		if err == nil {
-			n.db.Store(s)
+			n.useStore(s)
 			rt.openedAt = time.Now()
 			n.update(func(st *state) { st.storeErr = nil })
 			n.log.Info("store reopened", "last_seq", s.LastSeq(), "committed_seq", s.CommittedSeq())
