@@ -11,7 +11,9 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/thunderyurts/thunderyurts/client"
 	"github.com/thunderyurts/thunderyurts/coord"
+	"github.com/thunderyurts/thunderyurts/daemon"
 	"github.com/thunderyurts/thunderyurts/daemon/coordinator"
 	"github.com/thunderyurts/thunderyurts/daemon/datanode"
 )
@@ -60,14 +62,9 @@ func daemonFlags(listen string) []cli.Flag {
 	}
 }
 
-type daemon interface {
-	Done() <-chan struct{}
-	Close() error
-}
-
 // runDaemon starts a daemon and serves until it stops or a signal comes: the
 // first SIGTERM/SIGINT stops it gracefully, a second exits at once.
-func runDaemon(c *cli.Context, start func(ctx context.Context, log *slog.Logger, cluster *coord.Cluster) (daemon, error)) error {
+func runDaemon(c *cli.Context, start func(ctx context.Context, log *slog.Logger, cluster *coord.Cluster) (daemon.Daemon, error)) error {
 	log, err := newLogger(c, slog.LevelDebug)
 	if err != nil {
 		return err
@@ -95,7 +92,7 @@ func runDaemon(c *cli.Context, start func(ctx context.Context, log *slog.Logger,
 	}
 	select {
 	case <-d.Done():
-		return d.Close()
+		return d.Err()
 	case <-ctx.Done():
 	}
 	log.Info("shutting down; a second signal exits at once")
@@ -115,11 +112,11 @@ func serveCoord(c *cli.Context) error {
 	if c.NArg() > 0 {
 		return usagef("serve coord takes no arguments")
 	}
-	return runDaemon(c, func(ctx context.Context, log *slog.Logger, cluster *coord.Cluster) (daemon, error) {
+	return runDaemon(c, func(ctx context.Context, log *slog.Logger, cluster *coord.Cluster) (daemon.Daemon, error) {
 		return coordinator.Start(ctx, coordinator.Config{
 			Cluster: cluster, Listen: c.String("listen"), HTTP: c.String("http"),
 			Slots: c.Int("slots"), ReplicationFactor: c.Int("replication-factor"),
-			AssignDelay: c.Duration("assign-delay"), Logger: log,
+			AssignDelay: c.Duration("assign-delay"), NodeStatus: client.NodeStatus, Logger: log,
 		})
 	})
 }
@@ -137,7 +134,7 @@ func serveData(c *cli.Context) error {
 	default:
 		return usagef(fmt.Sprintf("--acks %q: want all or 1", c.String("acks")))
 	}
-	return runDaemon(c, func(ctx context.Context, log *slog.Logger, cluster *coord.Cluster) (daemon, error) {
+	return runDaemon(c, func(ctx context.Context, log *slog.Logger, cluster *coord.Cluster) (daemon.Daemon, error) {
 		// A data node started before any coordinator waits for the cluster
 		// to be created, bounded so a typo in --cluster does not hang forever.
 		sctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
