@@ -18,7 +18,6 @@ import (
 	"github.com/thunderyurts/thunderyurts/coord"
 	"github.com/thunderyurts/thunderyurts/coord/zkcoord"
 	"github.com/thunderyurts/thunderyurts/coord/zklocal"
-	"github.com/thunderyurts/thunderyurts/daemon/devcluster"
 )
 
 // The end-to-end tests run the real thunderctl binary against a real
@@ -220,7 +219,7 @@ func (tc *testCluster) waitServing(cl *coord.Cluster, within time.Duration) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		rt, err := cl.Routes(ctx)
 		cancel()
-		if err == nil && devcluster.Serving(rt) {
+		if err == nil && rt.Serving() {
 			return
 		}
 		time.Sleep(100 * time.Millisecond)

@@ -172,7 +172,7 @@ func (c *Cluster) waitServing(ctx context.Context) error {
 			default:
 			}
 		}
-		if rt, err := cl.Routes(ctx); err == nil && Serving(rt) {
+		if rt, err := cl.Routes(ctx); err == nil && rt.Serving() {
 			return nil
 		}
 		select {
@@ -181,17 +181,6 @@ func (c *Cluster) waitServing(ctx context.Context) error {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-}
-
-// Serving reports whether every slot in rt has an owner with a registered primary.
-func Serving(rt *coord.RouteTable) bool {
-	for slot := range rt.Table.Owners {
-		g, ok := rt.GroupOf(slot)
-		if !ok || g.PrimaryAddr == "" {
-			return false
-		}
-	}
-	return len(rt.Table.Owners) > 0
 }
 
 // Stop stops the daemons with SIGTERM (SIGKILL after 10 s), then ZooKeeper.
