@@ -393,4 +393,3 @@ func (b *logBuffer) tail(lines int) string {
 	}
 	return strings.Join(parts, "\n")
 }
-
