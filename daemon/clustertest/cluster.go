@@ -306,8 +306,8 @@ func (c *Cluster) Restart(name string) {
 	}
 }
 
-// Partition makes dRPC between members a and b fail (one of them a data
-// node) until Heal.
+// Partition makes dRPC between members a and b (one of them a data node)
+// a black hole until Heal: connections hang, requests time out.
 func (c *Cluster) Partition(a, b string) { c.setCut(a, b, true) }
 
 // Heal ends a Partition.

@@ -14,7 +14,8 @@
 //     over its role and keeps its directory — and its session ends.
 //   - Restart: a killed or stopped member starts again (same directory and
 //     address for a data node) with a new session.
-//   - Partition / Heal: dRPC between two members fails. Every member reads
+//   - Partition / Heal: dRPC between two members is lost (connections
+//     hang, as in a real partition; healing resets them). Every member reads
 //     every data node's address through its own session, and the cluster
 //     rewrites it there to a loopback proxy for that pair of members, so a
 //     partition cuts exactly that pair: follower to primary, coordinator

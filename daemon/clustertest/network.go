@@ -3,7 +3,6 @@ package clustertest
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net"
 	"strings"
 	"sync"
@@ -49,8 +48,11 @@ func pairOf(a, b string) pair {
 	return pair{a, b}
 }
 
-// proxy forwards one member's connections to one data node, unless the
-// two are partitioned.
+// proxy forwards one member's connections to one data node. While the two
+// are partitioned it is a black hole, as a real partition is: connections
+// stay open and what is sent is lost, so each side notices only by its
+// own timeouts. Healing closes the connections that lived through the
+// partition, so both sides reconnect at once.
 type proxy struct {
 	lis    net.Listener
 	target string
@@ -58,7 +60,7 @@ type proxy struct {
 
 	mu    sync.Mutex
 	cut   bool
-	conns map[net.Conn]struct{}
+	conns map[net.Conn]bool // open connections; true: lived through a partition
 	wg    sync.WaitGroup
 }
 
@@ -67,7 +69,7 @@ func newProxy(target string, link pair) (*proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &proxy{lis: lis, target: target, link: link, conns: map[net.Conn]struct{}{}}
+	p := &proxy{lis: lis, target: target, link: link, conns: map[net.Conn]bool{}}
 	p.wg.Add(1)
 	go func() { defer p.wg.Done(); p.serve() }()
 	return p, nil
@@ -81,51 +83,72 @@ func (p *proxy) serve() {
 		if err != nil {
 			return
 		}
+		p.mu.Lock()
+		cut := p.cut
+		p.conns[in] = cut
+		p.mu.Unlock()
+		if cut {
+			// Nothing reaches the target: swallow what comes until healed.
+			p.wg.Add(1)
+			go func() { defer p.wg.Done(); p.pipe(nil, in) }()
+			continue
+		}
 		out, err := net.Dial("tcp", p.target)
 		if err != nil {
-			in.Close()
+			p.drop(in)
 			continue
 		}
-		if !p.track(in, out) {
-			continue
-		}
+		p.mu.Lock()
+		p.conns[out] = false
+		p.mu.Unlock()
 		p.wg.Add(2)
 		go func() { defer p.wg.Done(); p.pipe(out, in) }()
 		go func() { defer p.wg.Done(); p.pipe(in, out) }()
 	}
 }
 
-// track registers a connection pair, or closes it when the link is cut.
-func (p *proxy) track(in, out net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cut {
-		in.Close()
-		out.Close()
-		return false
+// pipe copies src to dst (dst nil: nowhere) until either closes, dropping
+// what arrives while the link is cut.
+func (p *proxy) pipe(dst, src net.Conn) {
+	defer p.drop(src)
+	if dst != nil {
+		defer p.drop(dst)
 	}
-	p.conns[in], p.conns[out] = struct{}{}, struct{}{}
-	return true
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && dst != nil {
+			p.mu.Lock()
+			cut := p.cut
+			p.mu.Unlock()
+			if !cut {
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
-func (p *proxy) pipe(dst, src net.Conn) {
-	_, _ = io.Copy(dst, src)
-	dst.Close()
-	src.Close()
+func (p *proxy) drop(c net.Conn) {
+	c.Close()
 	p.mu.Lock()
-	delete(p.conns, dst)
-	delete(p.conns, src)
+	delete(p.conns, c)
 	p.mu.Unlock()
 }
 
-// setCut cuts the link (closing what is open, refusing what comes) or
-// restores it.
+// setCut cuts the link or heals it.
 func (p *proxy) setCut(cut bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.cut = cut
-	if cut {
-		for c := range p.conns {
+	for c := range p.conns {
+		if cut {
+			p.conns[c] = true
+		} else if p.conns[c] {
 			c.Close()
 		}
 	}
@@ -133,6 +156,10 @@ func (p *proxy) setCut(cut bool) {
 
 func (p *proxy) close() {
 	p.lis.Close()
-	p.setCut(true)
+	p.mu.Lock()
+	for c := range p.conns {
+		c.Close()
+	}
+	p.mu.Unlock()
 	p.wg.Wait()
 }
