@@ -219,9 +219,11 @@ func TestLeaderLosingSessionMidDecisionActsOnNothing(t *testing.T) {
 		mu.Unlock()
 		if first {
 			// A slow node: its answer, true when it was asked, comes
-			// after the leader lost its session.
+			// after the leader lost its session and knows it (its
+			// leadership context ended; the probe's own timeout is 1s).
 			close(entered)
 			<-release
+			<-ctx.Done()
 		}
 		return st, err
 	}
