@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
-	"net"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -17,6 +16,7 @@ import (
 	"github.com/thunderyurts/thunderyurts/daemon"
 	"github.com/thunderyurts/thunderyurts/daemon/coordinator"
 	"github.com/thunderyurts/thunderyurts/daemon/datanode"
+	"github.com/thunderyurts/thunderyurts/daemon/procs"
 )
 
 var (
@@ -121,60 +121,54 @@ func (c *Cluster) StartCoordinator(name string) *coordinator.Coordinator {
 	c.t.Helper()
 	m := &member{name: name}
 	c.add(m)
-	c.startCoordinator(m)
+	c.start(m)
 	return m.coord
-}
-
-func (c *Cluster) startCoordinator(m *member) {
-	c.t.Helper()
-	conn, cl := c.connect(m.name)
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-	defer cancel()
-	co, err := coordinator.Start(ctx, coordinator.Config{
-		Cluster: cl, ID: m.name, Listen: "127.0.0.1:0", Slots: c.opts.Slots, ReplicationFactor: c.opts.ReplicationFactor,
-		AssignDelay: c.opts.AssignDelay, NodeStatus: client.NodeStatus, Logger: c.log.With("member", m.name),
-	})
-	if err != nil {
-		conn.Close()
-		c.t.Fatalf("start coordinator %s: %v", m.name, err)
-	}
-	c.mu.Lock()
-	m.conn, m.coord = conn, co
-	c.mu.Unlock()
 }
 
 // StartNode starts a data node named name in group.
 func (c *Cluster) StartNode(name, group string) *datanode.Node {
 	c.t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	// The node binds the port itself; a restart binds it again, so the
+	// address the cluster knows stays the same.
+	addr, err := procs.FreeAddr()
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	// The node binds the port itself; a restart binds it again, so the
-	// address the cluster knows stays the same.
-	addr := lis.Addr().String()
-	lis.Close()
 	m := &member{name: name, group: group, dir: filepath.Join(c.dir, name), addr: addr}
 	c.add(m)
-	c.startNode(m)
+	c.start(m)
 	return m.node
 }
 
-func (c *Cluster) startNode(m *member) {
+// start runs m's coordinator or data node on a new session.
+func (c *Cluster) start(m *member) {
 	c.t.Helper()
 	conn, cl := c.connect(m.name)
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
-	n, err := datanode.Start(ctx, datanode.Config{
-		Cluster: cl, Group: m.group, Listen: m.addr, Dir: m.dir, Logger: c.log.With("member", m.name),
-		Acks: c.opts.Acks, MinInsync: c.opts.MinInsync, MaxLag: c.opts.MaxLag,
-	})
+	log := c.log.With("member", m.name)
+	var (
+		co  *coordinator.Coordinator
+		n   *datanode.Node
+		err error
+	)
+	if m.dir == "" {
+		co, err = coordinator.Start(ctx, coordinator.Config{
+			Cluster: cl, ID: m.name, Listen: "127.0.0.1:0", Slots: c.opts.Slots, ReplicationFactor: c.opts.ReplicationFactor,
+			AssignDelay: c.opts.AssignDelay, NodeStatus: client.NodeStatus, Logger: log,
+		})
+	} else {
+		n, err = datanode.Start(ctx, datanode.Config{
+			Cluster: cl, Group: m.group, Listen: m.addr, Dir: m.dir, Logger: log,
+			Acks: c.opts.Acks, MinInsync: c.opts.MinInsync, MaxLag: c.opts.MaxLag,
+		})
+	}
 	if err != nil {
 		conn.Close()
-		c.t.Fatalf("start data node %s: %v", m.name, err)
+		c.t.Fatalf("start %s: %v", m.name, err)
 	}
 	c.mu.Lock()
-	m.conn, m.node = conn, n
+	m.conn, m.coord, m.node = conn, co, n
 	c.mu.Unlock()
 }
 
@@ -262,23 +256,23 @@ func (c *Cluster) Reconnect(name string) { c.member(name).conn.SetUnavailable(fa
 // it back.
 func (c *Cluster) Kill(name string) {
 	c.t.Helper()
-	m := c.member(name)
-	m.conn.SetUnavailable(true)
-	if d := m.daemon(); d != nil {
-		_ = d.Close()
-	}
-	m.conn.Close()
-	c.mu.Lock()
-	m.conn, m.coord, m.node = nil, nil, nil
-	c.mu.Unlock()
+	c.stop(name, false)
 }
 
 // Stop stops the member gracefully (a primary hands over first).
 func (c *Cluster) Stop(name string) {
 	c.t.Helper()
+	c.stop(name, true)
+}
+
+func (c *Cluster) stop(name string, graceful bool) {
+	c.t.Helper()
 	m := c.member(name)
+	if !graceful {
+		m.conn.SetUnavailable(true)
+	}
 	if d := m.daemon(); d != nil {
-		if err := d.Close(); err != nil {
+		if err := d.Close(); err != nil && graceful {
 			c.t.Errorf("stop %s: %v", name, err)
 		}
 	}
@@ -299,10 +293,8 @@ func (c *Cluster) Restart(name string) {
 		c.t.Fatalf("clustertest: no member %s", name)
 	case m.conn != nil:
 		c.t.Fatalf("clustertest: %s is running", name)
-	case m.dir != "":
-		c.startNode(m)
 	default:
-		c.startCoordinator(m)
+		c.start(m)
 	}
 }
 

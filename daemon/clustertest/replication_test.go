@@ -165,3 +165,23 @@ func TestSwitchover(t *testing.T) {
 	put(t, cli, keys("b", 50)...)
 	mustGet(t, cli, append(keys("a", 50), keys("b", 50)...)...)
 }
+
+// A primary stopped gracefully hands its role over before it leaves, in
+// one compare-and-set that also takes it out of the in-sync set. With no
+// coordinator running, nothing else could move the role.
+func TestStoppedPrimaryHandsOver(t *testing.T) {
+	c := group(t, 3, clustertest.Options{})
+	cli := c.Client()
+	put(t, cli, keys("a", 50)...)
+	p := c.Primary("g1")
+	id := c.Node(p).ID()
+	before := c.WaitGroup("g1", func(*coord.Group) bool { return true })
+	c.Kill("c1")
+	c.Stop(p)
+	after := c.WaitGroup("g1", func(g *coord.Group) bool { return g.Primary != id })
+	if after.Epoch != before.Epoch+1 || slices.Contains(after.ISR, id) {
+		t.Fatalf("after stopping the primary %+v; want a successor at epoch %d and %s out of the ISR", after, before.Epoch+1, id)
+	}
+	put(t, cli, keys("b", 50)...)
+	mustGet(t, cli, append(keys("a", 50), keys("b", 50)...)...)
+}
