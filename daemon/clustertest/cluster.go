@@ -270,6 +270,14 @@ func (c *Cluster) stop(name string, graceful bool) {
 	m := c.member(name)
 	if !graceful {
 		m.conn.SetUnavailable(true)
+		if m.node != nil {
+			// Close would hand a primary role over: let the node see its
+			// session in doubt and drop the role first.
+			c.Eventually(name+" drops its role", func(ctx context.Context) bool {
+				st, err := client.NodeStatus(ctx, m.addr)
+				return err == nil && st.Role != "primary"
+			})
+		}
 	}
 	if d := m.daemon(); d != nil {
 		if err := d.Close(); err != nil && graceful {
