@@ -60,13 +60,14 @@ type Cluster struct {
 
 // member is one coordinator, data node or client of the cluster.
 type member struct {
-	name  string
-	group string // data nodes only
-	dir   string // data nodes only
-	addr  string // data nodes only: the real listen address, kept across restarts
-	conn  *memcoord.Conn
-	coord *coordinator.Coordinator
-	node  *datanode.Node
+	name   string
+	group  string // data nodes only
+	dir    string // data nodes only
+	addr   string // data nodes only: the real listen address, kept across restarts
+	client bool
+	conn   *memcoord.Conn
+	coord  *coordinator.Coordinator
+	node   *datanode.Node
 }
 
 func (m *member) daemon() daemon.Daemon {
@@ -218,12 +219,12 @@ func (c *Cluster) NameOf(id string) string {
 // fault touches.
 func (c *Cluster) Coord() *coord.Cluster { return c.observer }
 
-// Client returns a client of the cluster, itself the member "client" (so
-// it can be partitioned from nodes); t.Cleanup closes it.
+// Client returns the cluster's client (one per cluster), itself the member
+// "client" so it can be partitioned from nodes; t.Cleanup closes it.
 func (c *Cluster) Client() *client.Client {
 	c.t.Helper()
 	const name = "client"
-	m := &member{name: name}
+	m := &member{name: name, client: true}
 	c.add(m)
 	conn, cl := c.connect(name)
 	c.mu.Lock()
@@ -301,6 +302,8 @@ func (c *Cluster) Restart(name string) {
 		c.t.Fatalf("clustertest: no member %s", name)
 	case m.conn != nil:
 		c.t.Fatalf("clustertest: %s is running", name)
+	case m.client:
+		c.t.Fatalf("clustertest: the client is not restarted; make a new cluster")
 	default:
 		c.start(m)
 	}
