@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -295,5 +296,25 @@ func TestRacingLeadersPromoteOnce(t *testing.T) {
 	}
 	if ng.Epoch != g.Epoch+1 || (ng.Primary != "a" && ng.Primary != "b") {
 		t.Fatalf("after two racing failovers %+v; want one promotion, to epoch %d", ng, g.Epoch+1)
+	}
+}
+
+// A coordinator whose routing service stops fails as a whole: Done closes
+// and Err says why, so its supervisor does not keep a coordinator that
+// answers no one.
+func TestRouteServiceFailureStopsCoordinator(t *testing.T) {
+	f := newFakeCluster(t)
+	c, _ := f.coordinator("c1", nil)
+	c.lis.Close() // the listener dies under the running service
+	select {
+	case <-c.Done():
+	case <-time.After(waitFor):
+		t.Fatal("the coordinator kept running without its routing service")
+	}
+	if err := c.Err(); err == nil || !strings.Contains(err.Error(), "route service stopped") {
+		t.Fatalf("Err() = %v; want the route service's failure", err)
+	}
+	if err := c.Close(); err != c.Err() {
+		t.Fatalf("Close() = %v; want Err() %v", err, c.Err())
 	}
 }
