@@ -194,9 +194,6 @@ func (c *Cluster) member(name string) *member {
 	return m
 }
 
-// Coordinator returns the running coordinator named name.
-func (c *Cluster) Coordinator(name string) *coordinator.Coordinator { return c.member(name).coord }
-
 // Node returns the running data node named name.
 func (c *Cluster) Node(name string) *datanode.Node { return c.member(name).node }
 
