@@ -28,14 +28,14 @@ func TestResumedPrimaryServesNoStaleRead(t *testing.T) {
 
 	g := tc.waitGroup(cl, "g1", time.Second, func(*coord.Group) bool { return true })
 	old := tc.procOf(g.Primary)
-	if err := old.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+	if err := old.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
 	resumed := false
 	resume := func() {
 		if !resumed {
 			resumed = true
-			_ = old.cmd.Process.Signal(syscall.SIGCONT)
+			_ = old.Signal(syscall.SIGCONT)
 		}
 	}
 	defer resume()

@@ -12,7 +12,9 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/thunderyurts/thunderyurts/client"
 	"github.com/thunderyurts/thunderyurts/coord"
+	"github.com/thunderyurts/thunderyurts/daemon"
 	"github.com/thunderyurts/thunderyurts/daemon/coordinator"
 	"github.com/thunderyurts/thunderyurts/daemon/datanode"
 )
@@ -68,14 +70,9 @@ const (
 	maxReplicas = 16
 )
 
-type daemon interface {
-	Done() <-chan struct{}
-	Close() error
-}
-
 // runDaemon starts a daemon and serves until it stops or a signal comes: the
 // first SIGTERM/SIGINT stops it gracefully, a second exits at once.
-func runDaemon(c *cli.Context, start func(ctx context.Context, log *slog.Logger, cluster *coord.Cluster) (daemon, error)) error {
+func runDaemon(c *cli.Context, start func(ctx context.Context, log *slog.Logger, cluster *coord.Cluster) (daemon.Daemon, error)) error {
 	log := newLogger(c, slog.LevelInfo)
 	b := readBuildInfo()
 	log.Info("starting "+commandPath(c), "version", b.Version, "commit", b.Commit, "date", b.Date, "modified", b.Modified)
@@ -102,7 +99,7 @@ func runDaemon(c *cli.Context, start func(ctx context.Context, log *slog.Logger,
 	}
 	select {
 	case <-d.Done():
-		return d.Close()
+		return d.Err()
 	case <-ctx.Done():
 	}
 	log.Info("shutting down; a second signal exits at once")
@@ -119,11 +116,11 @@ func runDaemon(c *cli.Context, start func(ctx context.Context, log *slog.Logger,
 }
 
 func serveCoord(c *cli.Context) error {
-	return runDaemon(c, func(ctx context.Context, log *slog.Logger, cluster *coord.Cluster) (daemon, error) {
+	return runDaemon(c, func(ctx context.Context, log *slog.Logger, cluster *coord.Cluster) (daemon.Daemon, error) {
 		return coordinator.Start(ctx, coordinator.Config{
 			Cluster: cluster, Listen: c.String("listen"), HTTP: c.String("http"),
 			Slots: c.Int("slots"), ReplicationFactor: c.Int("replication-factor"),
-			AssignDelay: c.Duration("assign-delay"), Logger: log,
+			AssignDelay: c.Duration("assign-delay"), NodeStatus: client.NodeStatus, Logger: log,
 		})
 	})
 }
@@ -145,7 +142,7 @@ func checkAcks(s string) error {
 
 func serveData(c *cli.Context) error {
 	acks, _ := parseAcks(c.String("acks")) // checked by the flag
-	return runDaemon(c, func(ctx context.Context, log *slog.Logger, cluster *coord.Cluster) (daemon, error) {
+	return runDaemon(c, func(ctx context.Context, log *slog.Logger, cluster *coord.Cluster) (daemon.Daemon, error) {
 		// A data node started before any coordinator waits for the cluster
 		// to be created, bounded so a typo in --cluster does not hang forever.
 		sctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
