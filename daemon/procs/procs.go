@@ -7,9 +7,11 @@ package procs
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -132,12 +134,20 @@ func StopAll(ps []*Proc, grace time.Duration) error {
 	return errors.Join(errs...)
 }
 
-// FreeAddr picks a loopback port nothing listens on right now.
+// FreeAddr picks a loopback port nothing listens on right now, below
+// Linux's default ephemeral range (32768–60999): a port the kernel hands
+// out for outgoing connections could be taken by one between the pick and
+// the bind, or while a restarted daemon is down.
 func FreeAddr() (string, error) {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("pick a free port: %w", err)
+	var err error
+	for range 100 {
+		var lis net.Listener
+		port := 20000 + rand.IntN(32768-20000)
+		if lis, err = net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port))); err == nil {
+			addr := lis.Addr().String()
+			lis.Close()
+			return addr, nil
+		}
 	}
-	defer lis.Close()
-	return lis.Addr().String(), nil
+	return "", fmt.Errorf("pick a free port: %w", err)
 }
