@@ -124,4 +124,3 @@ func TestApplyFailureReopen(t *testing.T) {
 	}
 	waitApplied(t, s)
 }
-
