@@ -62,7 +62,8 @@ type Config struct {
 	// linearizable), ReadSecondary or ReadAny (spread over the group's
 	// members; a secondary may return a stale value or miss a recent write).
 	ReadFrom ReadFrom
-	// Logger receives one line per routing change; nil → discard.
+	// Logger receives one line per routing change and per connection the
+	// keepalive closes; nil → discard.
 	Logger *slog.Logger
 }
 
@@ -382,10 +383,17 @@ func (c *Client) pipe(ctx context.Context, addr string, deadline time.Time) (*pi
 		}
 		d := &dial{done: make(chan struct{})}
 		c.dialing[addr] = d
+		cfg := pipeConfig{streams: c.cfg.StreamsPerNode, dialTimeout: c.cfg.DialTimeout,
+			stuckAfter: c.cfg.Timeout, suspect: c.silent[addr], onSuspect: c.wakeWatch}
 		c.pipesMu.Unlock()
+		if cfg.suspect {
+			// A node cut off by a partition does not refuse a dial, it
+			// lets it hang: give it no longer than a ping, so the caller
+			// soon re-reads the routes.
+			cfg.dialTimeout = min(cfg.dialTimeout, silentAfter)
+		}
 
-		p, err := dialPipe(ctx, addr, pipeConfig{streams: c.cfg.StreamsPerNode, dialTimeout: c.cfg.DialTimeout,
-			stuckAfter: c.cfg.Timeout, suspect: c.silent[addr], onSuspect: c.wakeWatch})
+		p, err := dialPipe(ctx, addr, cfg)
 		c.pipesMu.Lock()
 		delete(c.dialing, addr)
 		switch {
@@ -427,6 +435,7 @@ func (c *Client) forgetLocked(p *pipe) {
 		delete(c.pipes, p.addr)
 		if p.silent() {
 			c.silent[p.addr] = true
+			c.cfg.Logger.Debug("node stopped answering; connection closed", "node", p.addr)
 		}
 	}
 }
