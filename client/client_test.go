@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -209,28 +208,11 @@ func TestUnreachablePrimaryFailsWithinTimeout(t *testing.T) {
 // no deadline of its own (the pipe's sweeper, not a timer per request,
 // enforces it).
 func TestSilentNodeFailsWithinTimeout(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { _ = conn.Close() })
-			go func() { _, _ = io.Copy(io.Discard, conn) }()
-		}
-	}()
-	c, err := client.New(context.Background(), client.Config{Routes: &staticRoutes{rt: routesTo(ln.Addr().String())}, Timeout: 300 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
+	n := startFakeNode(t)
+	n.freeze()
+	c := newClientTimeout(t, &staticRoutes{rt: routesTo(n.addr)}, 300*time.Millisecond)
 	start := time.Now()
-	err = c.Put(context.Background(), []byte("k"), []byte("v"))
+	err := c.Put(context.Background(), []byte("k"), []byte("v"))
 	if !errors.Is(err, client.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("put to a silent node: %v", err)
 	}
