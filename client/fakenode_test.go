@@ -23,12 +23,14 @@ type fakeNode struct {
 	wire.DRPCDataUnimplementedServer
 	addr string
 
-	mu       sync.Mutex
-	data     map[string][]byte
-	gate     chan struct{} // closed unless frozen
-	deaf     bool
-	refuse   wire.Code    // OK: serve
-	opened   atomic.Int64 // streams
+	mu     sync.Mutex
+	data   map[string][]byte
+	gate   chan struct{} // closed unless frozen
+	deaf   bool
+	refuse wire.Code // OK: serve
+	// Data streams: the streams that carried a request for a key (the
+	// client pings on a stream of its own).
+	opened   atomic.Int64
 	ended    atomic.Int64
 	received atomic.Int64 // requests for a key
 }
@@ -100,8 +102,12 @@ func (n *fakeNode) value(key string) ([]byte, bool) {
 // Stream keeps reading while frozen, as the kernel of a stopped process
 // keeps taking bytes, so it sees the client close the connection.
 func (n *fakeNode) Stream(rpc wire.DRPCData_StreamStream) error {
-	n.opened.Add(1)
-	defer n.ended.Add(1)
+	var data atomic.Bool
+	defer func() {
+		if data.Load() {
+			n.ended.Add(1)
+		}
+	}()
 	ctx := rpc.Context()
 	var mu sync.Mutex
 	var queue []*wire.Batch
@@ -115,6 +121,9 @@ func (n *fakeNode) Stream(rpc wire.DRPCData_StreamStream) error {
 			for _, req := range batch.Requests {
 				if len(req.Key) > 0 {
 					n.received.Add(1)
+					if !data.Swap(true) {
+						n.opened.Add(1)
+					}
 				}
 			}
 			mu.Lock()

@@ -36,11 +36,11 @@ var errCallTimedOut = fmt.Errorf("no answer in time: %w", context.DeadlineExceed
 var errNodeSilent = errors.New("node stopped answering")
 
 // The keepalive: a pipe that has heard nothing from its node for
-// keepaliveAfter sends a ping, and so does a suspect pipe at once. A ping
-// unanswered for suspectAfter makes the pipe suspect (the client polls the
-// routes), and for silentAfter closes it: its requests are retried, on the
-// new primary once the routes name one. A busy pipe hears replies all the
-// time and sends no pings; an idle one sends one a second.
+// keepaliveAfter sends a ping (pingLoop), and so does a suspect pipe at
+// once. A ping unanswered for suspectAfter makes the pipe suspect (the
+// client polls the routes), and for silentAfter closes it: its requests are
+// retried, on the new primary once the routes name one. A busy pipe hears
+// replies all the time and sends no pings; an idle one sends one a second.
 const (
 	keepaliveAfter = time.Second
 	suspectAfter   = 250 * time.Millisecond
@@ -74,6 +74,7 @@ type pipe struct {
 	// the node answers a ping.
 	suspect   atomic.Bool
 	onSuspect func()
+	pings     chan struct{} // wakes pingLoop
 }
 
 // pipeConfig says how to connect a pipe and what it tells its client.
@@ -93,7 +94,8 @@ type pipeConfig struct {
 // dialPipe connects cfg.streams streams to addr.
 func dialPipe(ctx context.Context, addr string, cfg pipeConfig) (*pipe, error) {
 	pctx, cancel := context.WithCancelCause(context.Background())
-	p := &pipe{addr: addr, queue: make(chan *call, 4096), ctx: pctx, cancel: cancel, born: time.Now(), onSuspect: cfg.onSuspect}
+	p := &pipe{addr: addr, queue: make(chan *call, 4096), ctx: pctx, cancel: cancel, born: time.Now(),
+		onSuspect: cfg.onSuspect, pings: make(chan struct{}, 1)}
 	for i := 0; i < cfg.streams; i++ {
 		s, err := openStream(ctx, pctx, addr, cfg.dialTimeout)
 		if err != nil {
@@ -108,8 +110,9 @@ func dialPipe(ctx context.Context, addr string, cfg pipeConfig) (*pipe, error) {
 	if cfg.suspect {
 		p.markSuspect()
 	}
-	p.wg.Add(1)
+	p.wg.Add(2)
 	go func() { defer p.wg.Done(); p.sweep(cfg.stuckAfter) }()
+	go func() { defer p.wg.Done(); p.pingLoop(cfg.dialTimeout) }()
 	return p, nil
 }
 
@@ -201,15 +204,51 @@ func (p *pipe) keepalive(ka *keepalive) error {
 	if now-heard < keepaliveAfter && !p.suspect.Load() {
 		return nil
 	}
-	// The ping is a GET of the empty key: every node answers it at once
-	// with INVALID_ARGUMENT, before routing and without touching its store.
-	// When the queue is full the pipe is busy and any reply will do.
 	select {
-	case p.queue <- &call{req: &wire.Request{Op: wire.Op_GET}, done: make(chan struct{})}:
-	default:
+	case p.pings <- struct{}{}:
+	default: // the previous ping is still under way
 	}
 	ka.pinging, ka.sentAt = true, now
 	return nil
+}
+
+// pingLoop sends the keepalive's pings, each a GET of the empty key that
+// every node answers at once with INVALID_ARGUMENT (before routing, without
+// touching its store), and records the replies in heard. The pings travel
+// on a stream and connection of their own, dialed at the first ping: on
+// the data streams they would wait behind large batches, and a node slow to
+// get through those would pass for a silent one.
+func (p *pipe) pingLoop(dialTimeout time.Duration) {
+	ping := &wire.Batch{Requests: []*wire.Request{{Op: wire.Op_GET}}}
+	var s *stream
+	defer func() {
+		if s != nil {
+			_ = s.conn.Close()
+		}
+	}()
+	for {
+		select {
+		case <-p.pings:
+		case <-p.ctx.Done():
+			return
+		}
+		if s == nil {
+			var err error
+			if s, err = openStream(p.ctx, p.ctx, p.addr, dialTimeout); err != nil {
+				continue // no reply: the sweeper judges
+			}
+		}
+		err := s.rpc.Send(ping)
+		if err == nil {
+			_, err = s.rpc.Recv()
+		}
+		if err != nil {
+			_ = s.conn.Close()
+			s = nil
+			continue
+		}
+		p.heard.Store(int64(p.sinceBirth()))
+	}
 }
 
 // markSuspect makes the pipe suspect and tells the client, once per episode.
