@@ -27,6 +27,12 @@ var (
 	ErrClosed = errors.New("client closed")
 )
 
+// DefaultTimeout bounds an operation when neither its context nor
+// Config.Timeout does. A failover with the default 6 s ZooKeeper session
+// timeout takes 6–7 s; 10 s lets the operations caught in one retry on the
+// new primary and succeed.
+const DefaultTimeout = 10 * time.Second
+
 // MaxKeySize is the largest key the cluster accepts (SPEC: 1 to 4096 bytes).
 // Values are checked by the nodes, whose limit is configurable.
 const MaxKeySize = 4096
@@ -41,7 +47,10 @@ type RouteSource interface {
 type Config struct {
 	// Routes supplies the slot table and the groups' primaries. Required.
 	Routes RouteSource
-	// Timeout bounds each operation whose context has no deadline; 0 → 5s.
+	// Timeout bounds each operation whose context has no deadline; 0 →
+	// DefaultTimeout. Keep it above the cluster's failover time (the
+	// ZooKeeper session timeout plus about a second), or a failover can
+	// surface as ErrUnavailable.
 	Timeout time.Duration
 	// StreamsPerNode is how many long-lived streams carry requests to one
 	// node; 0 → 1. One stream makes the largest batches (fewest system calls
@@ -53,7 +62,8 @@ type Config struct {
 	// linearizable), ReadSecondary or ReadAny (spread over the group's
 	// members; a secondary may return a stale value or miss a recent write).
 	ReadFrom ReadFrom
-	// Logger receives one line per routing change; nil → discard.
+	// Logger receives one line per routing change and per connection the
+	// keepalive closes; nil → discard.
 	Logger *slog.Logger
 }
 
@@ -99,7 +109,14 @@ type Client struct {
 	pipesMu sync.Mutex
 	pipes   map[string]*pipe
 	dialing map[string]*dial
-	closed  bool
+	// silent holds the nodes whose last pipe the keepalive closed; the next
+	// pipe to one starts suspect.
+	silent map[string]bool
+	closed bool
+
+	suspects chan struct{} // wakes watch: a pipe became suspect
+	stop     context.CancelFunc
+	bg       sync.WaitGroup
 }
 
 // New returns a client that has read the routes once; it fails if they
@@ -109,7 +126,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		return nil, errors.New("client: Config.Routes is required")
 	}
 	if cfg.Timeout <= 0 {
-		cfg.Timeout = 5 * time.Second
+		cfg.Timeout = DefaultTimeout
 	}
 	if cfg.StreamsPerNode <= 0 {
 		cfg.StreamsPerNode = 1
@@ -120,18 +137,25 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	c := &Client{cfg: cfg, pipes: make(map[string]*pipe), dialing: make(map[string]*dial)}
+	c := &Client{cfg: cfg, pipes: make(map[string]*pipe), dialing: make(map[string]*dial),
+		silent: make(map[string]bool), suspects: make(chan struct{}, 1)}
 	rt, err := cfg.Routes.Routes(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("read routes: %w", err)
 	}
 	c.routes.Store(rt)
 	c.lastRefresh = time.Now()
+	wctx, stop := context.WithCancel(context.Background())
+	c.stop = stop
+	c.bg.Add(1)
+	go func() { defer c.bg.Done(); c.watch(wctx) }()
 	return c, nil
 }
 
 // Close closes every connection; calls in flight fail.
 func (c *Client) Close() error {
+	c.stop()
+	c.bg.Wait()
 	c.pipesMu.Lock()
 	c.closed = true
 	pipes := c.pipes
@@ -301,8 +325,14 @@ func (c *Client) send(ctx context.Context, addr string, req *wire.Request, deadl
 		return nil, err
 	}
 	resp, err := p.do(ctx, req, deadline)
-	if err != nil && p.closed() {
+	switch {
+	case err == nil:
+	case p.closed():
 		c.dropPipe(p)
+	case errors.Is(err, context.DeadlineExceeded):
+		// The node may be stopped or cut off: find out, and look for a
+		// new primary meanwhile.
+		p.markSuspect()
 	}
 	return resp, err
 }
@@ -327,9 +357,12 @@ func (c *Client) pipe(ctx context.Context, addr string, deadline time.Time) (*pi
 			c.pipesMu.Unlock()
 			return nil, ErrClosed
 		}
-		if p, ok := c.pipes[addr]; ok && !p.closed() {
-			c.pipesMu.Unlock()
-			return p, nil
+		if p, ok := c.pipes[addr]; ok {
+			if !p.closed() {
+				c.pipesMu.Unlock()
+				return p, nil
+			}
+			c.forgetLocked(p)
 		}
 		if _, ok := ctx.Deadline(); !ok {
 			var cancel context.CancelFunc
@@ -350,9 +383,17 @@ func (c *Client) pipe(ctx context.Context, addr string, deadline time.Time) (*pi
 		}
 		d := &dial{done: make(chan struct{})}
 		c.dialing[addr] = d
+		cfg := pipeConfig{streams: c.cfg.StreamsPerNode, dialTimeout: c.cfg.DialTimeout,
+			stuckAfter: c.cfg.Timeout, suspect: c.silent[addr], onSuspect: c.wakeWatch}
 		c.pipesMu.Unlock()
+		if cfg.suspect {
+			// A node cut off by a partition does not refuse a dial, it
+			// lets it hang: give it no longer than a ping, so the caller
+			// soon re-reads the routes.
+			cfg.dialTimeout = min(cfg.dialTimeout, silentAfter)
+		}
 
-		p, err := dialPipe(ctx, addr, c.cfg.StreamsPerNode, c.cfg.DialTimeout, c.cfg.Timeout)
+		p, err := dialPipe(ctx, addr, cfg)
 		c.pipesMu.Lock()
 		delete(c.dialing, addr)
 		switch {
@@ -363,6 +404,7 @@ func (c *Client) pipe(ctx context.Context, addr string, deadline time.Time) (*pi
 			d.err = ErrClosed
 		default:
 			c.pipes[addr] = p
+			delete(c.silent, addr)
 		}
 		c.pipesMu.Unlock()
 		close(d.done)
@@ -381,11 +423,21 @@ type dial struct {
 
 func (c *Client) dropPipe(p *pipe) {
 	c.pipesMu.Lock()
-	if c.pipes[p.addr] == p {
-		delete(c.pipes, p.addr)
-	}
+	c.forgetLocked(p)
 	c.pipesMu.Unlock()
 	go p.wait()
+}
+
+// forgetLocked removes the closed pipe p, remembering whether its node went
+// silent.
+func (c *Client) forgetLocked(p *pipe) {
+	if c.pipes[p.addr] == p {
+		delete(c.pipes, p.addr)
+		if p.silent() {
+			c.silent[p.addr] = true
+			c.cfg.Logger.Debug("node stopped answering; connection closed", "node", p.addr)
+		}
+	}
 }
 
 // refresh reloads the routes unless another caller already did since the
@@ -407,6 +459,73 @@ func (c *Client) refresh(ctx context.Context, seenVersion int64) {
 	if old.Table.Version != rt.Table.Version {
 		c.cfg.Logger.Debug("routes refreshed", "from_version", old.Table.Version, "to_version", rt.Table.Version)
 	}
+	c.closeDeposed(rt)
+}
+
+// closeDeposed closes the suspect pipes to nodes that rt names as no
+// group's primary: the requests waiting on them are retried on the new
+// primary now rather than when the keepalive gives up.
+func (c *Client) closeDeposed(rt *coord.RouteTable) {
+	primaries := make(map[string]bool, len(rt.Groups))
+	for _, g := range rt.Groups {
+		primaries[g.PrimaryAddr] = true
+	}
+	c.pipesMu.Lock()
+	defer c.pipesMu.Unlock()
+	for addr, p := range c.pipes {
+		if p.suspect.Load() && !primaries[addr] {
+			p.close(fmt.Errorf("%s is suspect and no longer a primary", addr))
+		}
+	}
+}
+
+// suspectPoll is how often the routes are read while a pipe is suspect.
+const suspectPoll = 100 * time.Millisecond
+
+// watch reads the routes whenever a pipe becomes suspect, and then every
+// suspectPoll while one is, until ctx ends: the requests caught on a node
+// that stopped answering move as soon as the routes name its successor,
+// even though none of them is retrying.
+func (c *Client) watch(ctx context.Context) {
+	for {
+		select {
+		case <-c.suspects:
+		case <-ctx.Done():
+			return
+		}
+		for {
+			rctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
+			c.refresh(rctx, c.routes.Load().Table.Version)
+			cancel()
+			if !c.anySuspect() {
+				break
+			}
+			select {
+			case <-time.After(suspectPoll):
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
+}
+
+// wakeWatch is every pipe's onSuspect.
+func (c *Client) wakeWatch() {
+	select {
+	case c.suspects <- struct{}{}:
+	default:
+	}
+}
+
+func (c *Client) anySuspect() bool {
+	c.pipesMu.Lock()
+	defer c.pipesMu.Unlock()
+	for _, p := range c.pipes {
+		if p.suspect.Load() && !p.closed() {
+			return true
+		}
+	}
+	return false
 }
 
 // backoff waits before retry attempt n: short at first, since a moved slot

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -123,17 +122,6 @@ func TestInvalidInputIsRefusedBeforeSending(t *testing.T) {
 	}
 }
 
-// staticRoutes serves a fixed route table, counting reads.
-type staticRoutes struct {
-	rt    *coord.RouteTable
-	reads int
-}
-
-func (s *staticRoutes) Routes(context.Context) (*coord.RouteTable, error) {
-	s.reads++
-	return s.rt, nil
-}
-
 // countingRoutes passes reads through to the cluster, counting them.
 type countingRoutes struct {
 	cl    *coord.Cluster
@@ -198,15 +186,7 @@ func TestFollowsMovedSlots(t *testing.T) {
 }
 
 func TestUnreachablePrimaryFailsWithinTimeout(t *testing.T) {
-	owners := make([]string, 8)
-	for i := range owners {
-		owners[i] = "g1"
-	}
-	rt := &coord.RouteTable{
-		Table:  &coord.SlotTable{Version: 1, Owners: owners},
-		Groups: map[string]coord.GroupRoute{"g1": {Name: "g1", Primary: "n1", PrimaryAddr: "127.0.0.1:1"}},
-	}
-	routes := &staticRoutes{rt: rt}
+	routes := &staticRoutes{rt: routesTo("127.0.0.1:1")}
 	c := newClient(t, routes)
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
@@ -218,7 +198,7 @@ func TestUnreachablePrimaryFailsWithinTimeout(t *testing.T) {
 	if time.Since(start) > 2*time.Second {
 		t.Fatalf("put to a dead node took %s with a 500ms deadline", time.Since(start))
 	}
-	if routes.reads < 2 {
+	if routes.count() < 2 {
 		t.Fatalf("client never refreshed its routes while the primary was unreachable")
 	}
 }
@@ -228,36 +208,11 @@ func TestUnreachablePrimaryFailsWithinTimeout(t *testing.T) {
 // no deadline of its own (the pipe's sweeper, not a timer per request,
 // enforces it).
 func TestSilentNodeFailsWithinTimeout(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { _ = conn.Close() })
-			go func() { _, _ = io.Copy(io.Discard, conn) }()
-		}
-	}()
-	owners := make([]string, 8)
-	for i := range owners {
-		owners[i] = "g1"
-	}
-	rt := &coord.RouteTable{
-		Table:  &coord.SlotTable{Version: 1, Owners: owners},
-		Groups: map[string]coord.GroupRoute{"g1": {Name: "g1", Primary: "n1", PrimaryAddr: ln.Addr().String()}},
-	}
-	c, err := client.New(context.Background(), client.Config{Routes: &staticRoutes{rt: rt}, Timeout: 300 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
+	n := startFakeNode(t)
+	n.freeze()
+	c := newClientTimeout(t, &staticRoutes{rt: routesTo(n.addr)}, 300*time.Millisecond)
 	start := time.Now()
-	err = c.Put(context.Background(), []byte("k"), []byte("v"))
+	err := c.Put(context.Background(), []byte("k"), []byte("v"))
 	if !errors.Is(err, client.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("put to a silent node: %v", err)
 	}

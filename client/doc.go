@@ -8,7 +8,17 @@
 // together in batches over a few long-lived streams, so many requests share
 // each round trip. On a "moved" answer, a node that is no longer primary, or
 // a broken connection, the client refreshes the routes and retries until the
-// operation's deadline (Config.Timeout when the context has none).
+// operation's deadline (Config.Timeout when the context has none;
+// DefaultTimeout, 10 s, outlasts a failover with the default ZooKeeper
+// session timeout).
+//
+// A keepalive finds nodes that stop answering without closing their
+// connections (a stopped process, a partition): a connection that hears
+// nothing for a second is pinged and closed if the ping gets no reply within
+// another second. A request that times out, or a late ping, makes its
+// connection suspect; while one is, the client re-reads the routes every
+// 100 ms and moves the requests waiting on a node that is no longer primary
+// to the new one.
 //
 //	conn, _ := zkcoord.Dial(ctx, "127.0.0.1:2181", zkcoord.Options{})
 //	c, err := client.New(ctx, client.Config{Routes: coord.NewCluster(conn, "default")})
@@ -19,5 +29,6 @@
 //	if errors.Is(err, client.ErrNotFound) { ... }
 //
 // A Put or Delete that fails with a timeout or a lost connection may still
-// have been applied: retrying it is safe, as both are idempotent.
+// have been applied, and one that succeeds may have been sent more than
+// once: retrying is safe, as both are idempotent.
 package client

@@ -29,6 +29,24 @@ const maxBatchRequests = 1024
 // errCallTimedOut: no answer came before the call's deadline.
 var errCallTimedOut = fmt.Errorf("no answer in time: %w", context.DeadlineExceeded)
 
+// errNodeSilent closes a pipe whose node answered nothing, not even a
+// keepalive, for too long: the process is stopped or the network between
+// is cut. The kernel of a stopped process still acknowledges TCP, so only
+// an answer from the node itself tells.
+var errNodeSilent = errors.New("node stopped answering")
+
+// The keepalive: a pipe that has heard nothing from its node for
+// keepaliveAfter sends a ping (pingLoop), and so does a suspect pipe at
+// once. A ping unanswered for suspectAfter makes the pipe suspect (the
+// client polls the routes), and for silentAfter closes it: its requests are
+// retried, on the new primary once the routes name one. A busy pipe hears
+// replies all the time and sends no pings; an idle one sends one a second.
+const (
+	keepaliveAfter = time.Second
+	suspectAfter   = 250 * time.Millisecond
+	silentAfter    = time.Second
+)
+
 // call is one request waiting for its answer.
 type call struct {
 	req      *wire.Request
@@ -49,18 +67,37 @@ type pipe struct {
 	cancel  context.CancelCauseFunc
 	wg      sync.WaitGroup
 	streams []*stream
-	born    time.Time // sendingSince counts from here (monotonic)
+	born    time.Time // sendingSince and heard count from here (monotonic)
+	// heard is when the last reply arrived, in nanoseconds since birth.
+	heard atomic.Int64
+	// suspect: a request timed out or a ping went unanswered; cleared when
+	// the node answers a ping.
+	suspect   atomic.Bool
+	onSuspect func()
+	pings     chan struct{} // wakes pingLoop
 }
 
-// dialPipe connects streams streams to addr. A send that blocks for longer
-// than stuckAfter (at least minStuck) closes the pipe: the node stopped
-// reading, and requests queued behind the send would otherwise wait for it
-// past their deadlines.
-func dialPipe(ctx context.Context, addr string, streams int, dialTimeout, stuckAfter time.Duration) (*pipe, error) {
+// pipeConfig says how to connect a pipe and what it tells its client.
+type pipeConfig struct {
+	streams     int
+	dialTimeout time.Duration
+	// A send that blocks for longer than stuckAfter (at least minStuck)
+	// closes the pipe: the node stopped reading, and requests queued behind
+	// the send would otherwise wait for it past their deadlines.
+	stuckAfter time.Duration
+	// suspect starts the pipe suspect: the node's previous pipe went silent.
+	suspect bool
+	// onSuspect is called whenever the pipe becomes suspect.
+	onSuspect func()
+}
+
+// dialPipe connects cfg.streams streams to addr.
+func dialPipe(ctx context.Context, addr string, cfg pipeConfig) (*pipe, error) {
 	pctx, cancel := context.WithCancelCause(context.Background())
-	p := &pipe{addr: addr, queue: make(chan *call, 4096), ctx: pctx, cancel: cancel, born: time.Now()}
-	for i := 0; i < streams; i++ {
-		s, err := openStream(ctx, pctx, addr, dialTimeout)
+	p := &pipe{addr: addr, queue: make(chan *call, 4096), ctx: pctx, cancel: cancel, born: time.Now(),
+		onSuspect: cfg.onSuspect, pings: make(chan struct{}, 1)}
+	for i := 0; i < cfg.streams; i++ {
+		s, err := openStream(ctx, pctx, addr, cfg.dialTimeout)
 		if err != nil {
 			p.close(err)
 			return nil, err
@@ -70,8 +107,12 @@ func dialPipe(ctx context.Context, addr string, streams int, dialTimeout, stuckA
 		go func() { defer p.wg.Done(); p.sendLoop(s) }()
 		go func() { defer p.wg.Done(); p.recvLoop(s) }()
 	}
-	p.wg.Add(1)
-	go func() { defer p.wg.Done(); p.sweep(stuckAfter) }()
+	if cfg.suspect {
+		p.markSuspect()
+	}
+	p.wg.Add(2)
+	go func() { defer p.wg.Done(); p.sweep(cfg.stuckAfter) }()
+	go func() { defer p.wg.Done(); p.pingLoop(cfg.dialTimeout) }()
 	return p, nil
 }
 
@@ -96,17 +137,23 @@ const minStuck = 10 * time.Second
 func (p *pipe) sinceBirth() time.Duration { return time.Since(p.born) }
 
 // sweep fails the calls whose deadline passed while they waited for an
-// answer, and closes the pipe when a send is stuck, until the pipe closes.
-// One sweeper per pipe replaces a timer per request.
+// answer, runs the keepalive, and closes the pipe when a send is stuck or
+// the node went silent, until the pipe closes. One sweeper per pipe
+// replaces a timer per request.
 func (p *pipe) sweep(stuckAfter time.Duration) {
 	stuckAfter = max(stuckAfter, minStuck)
 	t := time.NewTicker(sweepEvery)
 	defer t.Stop()
+	var ka keepalive
 	for {
 		select {
 		case <-p.ctx.Done():
 			return
 		case <-t.C:
+			if err := p.keepalive(&ka); err != nil {
+				p.close(err)
+				return
+			}
 			now := time.Now()
 			for _, s := range p.streams {
 				if since := s.sendingSince.Load(); since != 0 && p.sinceBirth()-time.Duration(since-1) > stuckAfter {
@@ -126,6 +173,93 @@ func (p *pipe) sweep(stuckAfter time.Duration) {
 		}
 	}
 }
+
+// keepalive is the sweeper's record of its ping in flight.
+type keepalive struct {
+	pinging bool
+	sentAt  time.Duration // since the pipe's birth
+}
+
+// keepalive pings a node that has been quiet for keepaliveAfter, or at once
+// when the pipe is suspect; any reply after the ping answers it. It returns
+// errNodeSilent when a ping stays unanswered for silentAfter.
+func (p *pipe) keepalive(ka *keepalive) error {
+	now := p.sinceBirth()
+	heard := time.Duration(p.heard.Load())
+	if ka.pinging {
+		waited := now - ka.sentAt
+		switch {
+		case heard > ka.sentAt:
+			ka.pinging = false
+			p.suspect.Store(false)
+		case waited >= silentAfter:
+			return fmt.Errorf("%w: no reply to a keepalive in %v", errNodeSilent, silentAfter)
+		case waited >= suspectAfter:
+			p.markSuspect()
+			return nil
+		default:
+			return nil
+		}
+	}
+	if now-heard < keepaliveAfter && !p.suspect.Load() {
+		return nil
+	}
+	select {
+	case p.pings <- struct{}{}:
+	default: // the previous ping is still under way
+	}
+	ka.pinging, ka.sentAt = true, now
+	return nil
+}
+
+// pingLoop sends the keepalive's pings, each a GET of the empty key that
+// every node answers at once with INVALID_ARGUMENT (before routing, without
+// touching its store), and records the replies in heard. The pings travel
+// on a stream and connection of their own, dialed at the first ping: on
+// the data streams they would wait behind large batches, and a node slow to
+// get through those would pass for a silent one.
+func (p *pipe) pingLoop(dialTimeout time.Duration) {
+	ping := &wire.Batch{Requests: []*wire.Request{{Op: wire.Op_GET}}}
+	var s *stream
+	defer func() {
+		if s != nil {
+			_ = s.conn.Close()
+		}
+	}()
+	for {
+		select {
+		case <-p.pings:
+		case <-p.ctx.Done():
+			return
+		}
+		if s == nil {
+			var err error
+			if s, err = openStream(p.ctx, p.ctx, p.addr, dialTimeout); err != nil {
+				continue // no reply: the sweeper judges
+			}
+		}
+		err := s.rpc.Send(ping)
+		if err == nil {
+			_, err = s.rpc.Recv()
+		}
+		if err != nil {
+			_ = s.conn.Close()
+			s = nil
+			continue
+		}
+		p.heard.Store(int64(p.sinceBirth()))
+	}
+}
+
+// markSuspect makes the pipe suspect and tells the client, once per episode.
+func (p *pipe) markSuspect() {
+	if p.suspect.CompareAndSwap(false, true) {
+		p.onSuspect()
+	}
+}
+
+// silent reports whether the keepalive closed the pipe.
+func (p *pipe) silent() bool { return errors.Is(context.Cause(p.ctx), errNodeSilent) }
 
 func openStream(dialCtx, pipeCtx context.Context, addr string, dialTimeout time.Duration) (*stream, error) {
 	d := net.Dialer{Timeout: dialTimeout}
@@ -250,6 +384,7 @@ func (p *pipe) recvLoop(s *stream) {
 			_ = s.conn.Close()
 			return
 		}
+		p.heard.Store(int64(p.sinceBirth()))
 		s.mu.Lock()
 		for _, resp := range reply.Responses {
 			if c, ok := s.pending[resp.Id]; ok {

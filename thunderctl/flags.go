@@ -91,7 +91,7 @@ func shortDuration(d time.Duration) string {
 // Global flags, defined on the app and on every leaf command so they work
 // before or after the command name.
 func globalFlags() []cli.Flag {
-	timeout := durationFlag("timeout", 5*time.Second, time.Millisecond, 24*time.Hour, "per-command timeout")
+	timeout := durationFlag("timeout", client.DefaultTimeout, time.Millisecond, 24*time.Hour, "per-command timeout")
 	output := stringFlag("output", "table", "listing format: table or json", checkOutput)
 	output.Aliases = []string{"o"}
 	return []cli.Flag{
