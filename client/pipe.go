@@ -212,14 +212,15 @@ func (p *pipe) keepalive(ka *keepalive) error {
 	return nil
 }
 
-// pingLoop sends the keepalive's pings, each a GET of the empty key that
-// every node answers at once with INVALID_ARGUMENT (before routing, without
-// touching its store), and records the replies in heard. The pings travel
+// pingLoop sends the keepalive's pings, each a PING request that a node
+// answers at once (before routing, without touching its store; a node
+// older than PING refuses it as a GET of the empty key, as quickly), and
+// records the replies in heard. The pings travel
 // on a stream and connection of their own, dialed at the first ping: on
 // the data streams they would wait behind large batches, and a node slow to
 // get through those would pass for a silent one.
 func (p *pipe) pingLoop(dialTimeout time.Duration) {
-	ping := &wire.Batch{Requests: []*wire.Request{{Op: wire.Op_GET}}}
+	ping := &wire.Batch{Requests: []*wire.Request{{Op: wire.Op_PING}}}
 	var s *stream
 	defer func() {
 		if s != nil {
