@@ -158,7 +158,7 @@ func TestPingAnsweredByEveryRole(t *testing.T) {
 	b := c.startNode(nodeDir(t, "b"), nil, nil)
 	c.waitServing(a, b)
 	for _, n := range []*Node{a, b} {
-		if r := call(t, n.Addr(), patience, &wire.Request{Id: 7, Op: wire.Op_PING})[0]; r.Code != wire.Code_OK || r.Id != 7 {
+		if r := call(t, n.Addr(), patience, &wire.Request{Op: wire.Op_PING})[0]; r.Code != wire.Code_OK {
 			t.Fatalf("ping to %s: %v %q", n.ID(), r.Code, r.Message)
 		}
 	}
