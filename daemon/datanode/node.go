@@ -115,7 +115,8 @@ func (s *state) isPrimary() bool { return s.primary != nil }
 var ErrNoCluster = errors.New("datanode: cluster does not exist (start a coordinator first)")
 
 // Start opens the store, binds the listener, registers the node and returns;
-// the node then serves until Close or ctx ends.
+// ctx bounds only the start. The node then serves until Close, or until it
+// fails (Done closes, Err says why).
 func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.Group == "" || cfg.Listen == "" || cfg.Dir == "" || cfg.Cluster == nil {
 		return nil, errors.New("datanode: group, listen address and data directory are required")

@@ -449,8 +449,12 @@ func (p *primary) handover(ctx context.Context, to string, leaving bool) (*wire.
 		p.draining.Store(false)
 		return nil, err
 	}
+	// The wait ends with the role too: a primary that lost its session
+	// has nothing left to hand over.
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
+	stop := context.AfterFunc(p.ctx, cancel)
+	defer stop()
 	for p.ackedOf(to) < p.n.store().LastSeq() {
 		if err := sleepCtx(wctx, time.Millisecond); err != nil {
 			return fail(fmt.Errorf("member %s did not catch up (at %d of %d): %w", to, p.ackedOf(to), p.n.store().LastSeq(), err))
