@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"time"
 
 	"storj.io/drpc/drpcconn"
@@ -50,12 +49,11 @@ func fetchRoutes(ctx context.Context, addr string) (*wire.Routes, error) {
 // dialConn opens a connection for unary calls that are too rare to pool:
 // routes, scans, status.
 func dialConn(ctx context.Context, addr string, timeout time.Duration) (*drpcconn.Conn, error) {
-	d := net.Dialer{Timeout: timeout}
-	raw, err := d.DialContext(ctx, "tcp", addr)
+	conn, err := wire.Dial(ctx, addr, timeout)
 	if err != nil {
-		return nil, &dialError{fmt.Errorf("dial %s: %w", addr, err)}
+		return nil, &dialError{err}
 	}
-	return drpcconn.NewWithOptions(raw, drpcconn.Options{Manager: wire.ManagerOptions()}), nil
+	return conn, nil
 }
 
 // RouteTableFromWire converts a coordinator's answer into a route table.

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"storj.io/drpc/drpcmux"
-	"storj.io/drpc/drpcserver"
 
 	"github.com/thunderyurts/thunderyurts/coord"
 	"github.com/thunderyurts/thunderyurts/daemon/ops"
@@ -113,11 +112,12 @@ func (c *Coordinator) start(ctx context.Context) error {
 	if err := wire.DRPCRegisterRoute(mux, &routeService{cluster: c.cfg.Cluster}); err != nil {
 		return fmt.Errorf("register route service: %w", err)
 	}
-	srv := drpcserver.NewWithOptions(mux, drpcserver.Options{Manager: wire.ManagerOptions()})
+	// Calls here are small: a route request is empty.
+	sopts := wire.ServerOptions{MaxMessageBytes: 1 << 20, Logger: c.log}
 	c.wg.Add(2)
 	go func() {
 		defer c.wg.Done()
-		if err := srv.Serve(c.ctx, c.lis); err != nil && c.ctx.Err() == nil {
+		if err := wire.Serve(c.ctx, c.lis, mux, sopts); err != nil && c.ctx.Err() == nil {
 			c.log.Error("route service stopped", "err", err)
 		}
 	}()
