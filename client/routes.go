@@ -10,6 +10,7 @@ import (
 
 	"github.com/thunderyurts/thunderyurts/coord"
 	"github.com/thunderyurts/thunderyurts/wire"
+	"github.com/thunderyurts/thunderyurts/wire/routewire"
 )
 
 // CoordinatorRoutes reads routes from the coordinators at addrs, trying
@@ -26,7 +27,7 @@ func (addrs coordinatorRoutes) Routes(ctx context.Context) (*coord.RouteTable, e
 	for _, addr := range addrs {
 		routes, err := fetchRoutes(ctx, addr)
 		if err == nil {
-			return RouteTableFromWire(routes), nil
+			return routewire.ToTable(routes), nil
 		}
 		errs = append(errs, err)
 	}
@@ -54,26 +55,4 @@ func dialConn(ctx context.Context, addr string, timeout time.Duration) (*drpccon
 		return nil, &dialError{err}
 	}
 	return conn, nil
-}
-
-// RouteTableFromWire converts a coordinator's answer into a route table.
-func RouteTableFromWire(r *wire.Routes) *coord.RouteTable {
-	owners := make([]string, r.Slots)
-	for _, rg := range r.Ranges {
-		for s := rg.From; s <= rg.To && int(s) < len(owners); s++ {
-			owners[s] = rg.Group
-		}
-	}
-	rt := &coord.RouteTable{
-		Table:  &coord.SlotTable{Version: r.Version, Owners: owners},
-		Groups: make(map[string]coord.GroupRoute, len(r.Groups)),
-	}
-	for _, g := range r.Groups {
-		gr := coord.GroupRoute{Name: g.Name, Epoch: g.Epoch, Primary: g.Primary, PrimaryAddr: g.PrimaryAddr}
-		for _, m := range g.Members {
-			gr.Members = append(gr.Members, coord.NodeRoute{ID: m.Id, Addr: m.Addr})
-		}
-		rt.Groups[g.Name] = gr
-	}
-	return rt
 }

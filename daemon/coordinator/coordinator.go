@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"github.com/thunderyurts/thunderyurts/coord"
 	"github.com/thunderyurts/thunderyurts/daemon/ops"
 	"github.com/thunderyurts/thunderyurts/wire"
+	"github.com/thunderyurts/thunderyurts/wire/routewire"
 )
 
 // Config configures a coordinator. Cluster and Listen are required.
@@ -222,26 +222,5 @@ func (r *routeService) GetRoutes(ctx context.Context, _ *wire.RoutesRequest) (*w
 	if err != nil {
 		return nil, fmt.Errorf("read routes: %w", err)
 	}
-	return routesToWire(rt), nil
-}
-
-func routesToWire(rt *coord.RouteTable) *wire.Routes {
-	out := &wire.Routes{Version: rt.Table.Version, Slots: uint32(len(rt.Table.Owners))}
-	for _, rg := range rt.Table.Ranges() {
-		out.Ranges = append(out.Ranges, &wire.SlotRange{From: uint32(rg.From), To: uint32(rg.To), Group: rg.Group})
-	}
-	names := make([]string, 0, len(rt.Groups))
-	for name := range rt.Groups {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	for _, name := range names {
-		g := rt.Groups[name]
-		wg := &wire.GroupRoute{Name: g.Name, Epoch: g.Epoch, Primary: g.Primary, PrimaryAddr: g.PrimaryAddr}
-		for _, m := range g.Members {
-			wg.Members = append(wg.Members, &wire.NodeRoute{Id: m.ID, Addr: m.Addr})
-		}
-		out.Groups = append(out.Groups, wg)
-	}
-	return out
+	return routewire.FromTable(rt), nil
 }
