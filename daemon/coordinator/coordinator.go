@@ -14,6 +14,7 @@ import (
 
 	"github.com/thunderyurts/thunderyurts/coord"
 	"github.com/thunderyurts/thunderyurts/daemon/ops"
+	"github.com/thunderyurts/thunderyurts/internal/clock"
 	"github.com/thunderyurts/thunderyurts/wire"
 	"github.com/thunderyurts/thunderyurts/wire/routewire"
 )
@@ -149,7 +150,7 @@ func (c *Coordinator) campaign() {
 		cand, err := c.cfg.Cluster.CampaignCoordinator(c.ctx, info)
 		if err != nil {
 			c.log.Warn("campaign failed, retrying", "err", err)
-			c.sleep(time.Second)
+			_ = clock.Sleep(c.ctx, time.Second)
 			continue
 		}
 		leaderCtx, err := cand.WaitForLeadership(c.ctx)
@@ -158,7 +159,7 @@ func (c *Coordinator) campaign() {
 				c.log.Warn("election interrupted, campaigning again", "err", err)
 			}
 			c.resign(cand)
-			c.sleep(200 * time.Millisecond)
+			_ = clock.Sleep(c.ctx, 200*time.Millisecond)
 			continue
 		}
 		c.leading.Store(true)
@@ -175,13 +176,6 @@ func (c *Coordinator) resign(cand *coord.Candidate) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	_ = cand.Resign(ctx)
-}
-
-func (c *Coordinator) sleep(d time.Duration) {
-	select {
-	case <-c.ctx.Done():
-	case <-time.After(d):
-	}
 }
 
 // Leading reports whether this coordinator is the leader now.

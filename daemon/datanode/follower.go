@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/thunderyurts/thunderyurts/datastore"
+	"github.com/thunderyurts/thunderyurts/internal/clock"
 	"github.com/thunderyurts/thunderyurts/wire"
 )
 
@@ -22,7 +23,7 @@ func (n *Node) followLoop(ctx context.Context, primaryID string, epoch uint64) {
 			return
 		}
 		n.log.Warn("replication stream ended; reconnecting", "primary", primaryID, "epoch", epoch, "err", err)
-		_ = sleepCtx(ctx, 200*time.Millisecond)
+		_ = clock.Sleep(ctx, 200*time.Millisecond)
 	}
 }
 
