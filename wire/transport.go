@@ -117,24 +117,20 @@ type ServerOptions struct {
 }
 
 func (o *ServerOptions) setDefaults() {
-	setDefault := func(v *int, d int) {
-		if *v <= 0 {
-			*v = d
-		}
-	}
-	setDuration := func(v *time.Duration, d time.Duration) {
-		if *v <= 0 {
-			*v = d
-		}
-	}
-	setDefault(&o.MaxMessageBytes, MaxMessageBytes)
-	setDefault(&o.MaxConns, DefaultMaxConns)
-	setDuration(&o.HandshakeTimeout, DefaultHandshakeTimeout)
-	setDuration(&o.FrameTimeout, DefaultFrameTimeout)
-	setDuration(&o.IdleTimeout, DefaultIdleTimeout)
-	setDuration(&o.WriteTimeout, DefaultWriteTimeout)
+	orDefault(&o.MaxMessageBytes, MaxMessageBytes)
+	orDefault(&o.MaxConns, DefaultMaxConns)
+	orDefault(&o.HandshakeTimeout, DefaultHandshakeTimeout)
+	orDefault(&o.FrameTimeout, DefaultFrameTimeout)
+	orDefault(&o.IdleTimeout, DefaultIdleTimeout)
+	orDefault(&o.WriteTimeout, DefaultWriteTimeout)
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+func orDefault[T int | time.Duration](v *T, d T) {
+	if *v <= 0 {
+		*v = d
 	}
 }
 

@@ -35,6 +35,20 @@ func waitClosed(t *testing.T, c net.Conn, patience time.Duration) {
 	}
 }
 
+// send dials addr and writes req; the connection closes at cleanup.
+func send(t *testing.T, addr, req string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 func TestServerSetsLimits(t *testing.T) {
 	l := httpLimits{readHeader: 1 * time.Second, read: 2 * time.Second, write: 3 * time.Second, idle: 4 * time.Second}
 	srv := serveWith(t, l).srv
@@ -49,26 +63,12 @@ func TestServerClosesSlowAndIdleClients(t *testing.T) {
 	long := time.Minute
 	t.Run("half-sent header", func(t *testing.T) {
 		s := serveWith(t, httpLimits{readHeader: 300 * time.Millisecond, read: long, write: long, idle: long})
-		c, err := net.Dial("tcp", s.Addr())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n"); err != nil {
-			t.Fatal(err)
-		}
+		c := send(t, s.Addr(), "GET /healthz HTTP/1.1\r\nHost: x\r\n")
 		waitClosed(t, c, 10*time.Second)
 	})
 	t.Run("idle keep-alive", func(t *testing.T) {
 		s := serveWith(t, httpLimits{readHeader: long, read: long, write: long, idle: 300 * time.Millisecond})
-		c, err := net.Dial("tcp", s.Addr())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
-			t.Fatal(err)
-		}
+		c := send(t, s.Addr(), "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
 		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 		if err != nil {
 			t.Fatal(err)
