@@ -54,8 +54,9 @@ const binaryMaxVarintLen64 = 10
 // guardedConn follows the dRPC frames its peer sends to enforce the
 // listener's limits before dRPC buffers anything: a frame larger than
 // maxFrameBytes or a message larger than MaxMessageBytes cuts the
-// connection at its header, and read deadlines bound how long the first
-// frame, and any frame once begun, may take. Between frames there is no
+// connection at its header, and read deadlines bound how long reads wait
+// for the first frame, and for the rest of any frame once begun. Between
+// frames there is no
 // read deadline: an idle call is legitimate, and dRPC's inactivity timeout
 // closes a connection idle between calls.
 type guardedConn struct {
@@ -68,7 +69,10 @@ type guardedConn struct {
 	hdrLen       int    // header bytes of the current frame seen so far
 	remaining    uint64 // data bytes of the current frame still to come
 	frameDone    bool   // the current frame ends its message
-	frameStarted time.Time
+	// frameWaited is how long reads waited for the current frame's bytes:
+	// only the peer's slowness counts, not the time the reader was held up
+	// by the handler between reads.
+	frameWaited  time.Duration
 	readDeadline time.Time // the deadline last set
 	msgID        drpcwire.ID
 	msgBytes     uint64
@@ -92,12 +96,14 @@ func (c *guardedConn) Read(p []byte) (int, error) {
 	if c.err != nil {
 		return 0, c.err
 	}
+	now := time.Now()
+	midFrame := c.hdrLen > 0 || c.remaining > 0
 	var deadline time.Time
 	switch {
 	case !c.handshakeBy.IsZero():
 		deadline = c.handshakeBy
-	case c.hdrLen > 0 || c.remaining > 0:
-		deadline = c.frameStarted.Add(c.opts.FrameTimeout)
+	case midFrame:
+		deadline = now.Add(c.opts.FrameTimeout - c.frameWaited)
 	}
 	if !deadline.Equal(c.readDeadline) {
 		if err := c.Conn.SetReadDeadline(deadline); err != nil {
@@ -106,6 +112,9 @@ func (c *guardedConn) Read(p []byte) (int, error) {
 		c.readDeadline = deadline
 	}
 	n, err := c.Conn.Read(p)
+	if midFrame {
+		c.frameWaited += time.Since(now)
+	}
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		what := "a frame begun"
 		if !c.handshakeBy.IsZero() {
@@ -137,7 +146,6 @@ func (c *guardedConn) cut(err error) error {
 
 // follow advances the frame state over b, the next bytes from the peer.
 func (c *guardedConn) follow(b []byte) error {
-	now := time.Now()
 	for len(b) > 0 {
 		if c.remaining > 0 {
 			k := min(uint64(len(b)), c.remaining)
@@ -149,7 +157,7 @@ func (c *guardedConn) follow(b []byte) error {
 			continue
 		}
 		if c.hdrLen == 0 {
-			c.frameStarted = now
+			c.frameWaited = 0
 		}
 		c.hdr[c.hdrLen] = b[0]
 		c.hdrLen++

@@ -26,11 +26,15 @@ func (rawEncoding) Unmarshal(buf []byte, msg drpc.Message) error {
 	return nil
 }
 
-// echo answers every message of a call with the same bytes.
+// echo answers every message of a call with the same bytes; on "/slow" it
+// takes its time over the first one.
 type echo struct{}
 
 func (echo) HandleRPC(stream drpc.Stream, rpc string) error {
-	for {
+	for i := 0; ; i++ {
+		if rpc == "/slow" && i == 1 {
+			time.Sleep(time.Second)
+		}
 		var b []byte
 		if err := stream.MsgRecv(&b, rawEncoding{}); err != nil {
 			if errors.Is(err, io.EOF) {
@@ -249,6 +253,31 @@ func TestServeKeepsIdleStreams(t *testing.T) {
 		var got []byte
 		if err := stream.MsgRecv(&got, rawEncoding{}); err != nil || string(got) != "still there" {
 			t.Fatalf("answer after idling: %q, %v", got, err)
+		}
+	}
+}
+
+// A server busy with one message stops reading the next, maybe half-way
+// through a frame; that wait is not the peer's slowness.
+func TestServeFrameTimeoutCountsOnlyThePeer(t *testing.T) {
+	addr := serve(t, ServerOptions{FrameTimeout: 200 * time.Millisecond})
+	conn := dialTest(t, addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stream, err := conn.NewStream(ctx, "/slow", rawEncoding{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := [][]byte{[]byte("first"), []byte("second"), bytes.Repeat([]byte{1}, 1<<20)}
+	for _, msg := range msgs {
+		if err := stream.MsgSend(&msg, rawEncoding{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, msg := range msgs {
+		var got []byte
+		if err := stream.MsgRecv(&got, rawEncoding{}); err != nil || !bytes.Equal(got, msg) {
+			t.Fatalf("echo of %d bytes: %d bytes, %v", len(msg), len(got), err)
 		}
 	}
 }
