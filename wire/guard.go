@@ -64,11 +64,11 @@ type guardedConn struct {
 	opts ServerOptions
 
 	// Read-side state, used only by the one goroutine dRPC reads with.
-	handshakeBy  time.Time // zero once the first frame arrived
-	hdr          [maxFrameHeader]byte
-	hdrLen       int    // header bytes of the current frame seen so far
-	remaining    uint64 // data bytes of the current frame still to come
-	frameDone    bool   // the current frame ends its message
+	handshakeBy time.Time // zero once the first frame arrived
+	hdr         [maxFrameHeader]byte
+	hdrLen      int    // header bytes of the current frame seen so far
+	remaining   uint64 // data bytes of the current frame still to come
+	frameDone   bool   // the current frame ends its message
 	// frameWaited is how long reads waited for the current frame's bytes:
 	// only the peer's slowness counts, not the time the reader was held up
 	// by the handler between reads.
