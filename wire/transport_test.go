@@ -79,6 +79,20 @@ func dialTest(t *testing.T, addr string) *drpcconn.Conn {
 	return conn
 }
 
+// openStream starts a call of rpc on a new connection to addr; it ends
+// with the test, after at most 10 s.
+func openStream(t *testing.T, addr, rpc string) drpc.Stream {
+	t.Helper()
+	conn := dialTest(t, addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	stream, err := conn.NewStream(ctx, rpc, rawEncoding{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return stream
+}
+
 func call(ctx context.Context, conn *drpcconn.Conn, msg []byte) ([]byte, error) {
 	var out []byte
 	err := conn.Invoke(ctx, "/echo", rawEncoding{}, &msg, &out)
@@ -232,14 +246,7 @@ func TestServeClosesSilentAndHalfSentConnections(t *testing.T) {
 
 func TestServeKeepsIdleStreams(t *testing.T) {
 	opts := ServerOptions{HandshakeTimeout: 100 * time.Millisecond, FrameTimeout: 100 * time.Millisecond, IdleTimeout: 100 * time.Millisecond}
-	addr := serve(t, opts)
-	conn := dialTest(t, addr)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	stream, err := conn.NewStream(ctx, "/echo", rawEncoding{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	stream := openStream(t, serve(t, opts), "/echo")
 	// Like client pipes and replication streams, the call starts at once
 	// (a first receive flushes the invocation) and then idles.
 	for i := 0; i < 3; i++ {
@@ -260,14 +267,7 @@ func TestServeKeepsIdleStreams(t *testing.T) {
 // A server busy with one message stops reading the next, maybe half-way
 // through a frame; that wait is not the peer's slowness.
 func TestServeFrameTimeoutCountsOnlyThePeer(t *testing.T) {
-	addr := serve(t, ServerOptions{FrameTimeout: 200 * time.Millisecond})
-	conn := dialTest(t, addr)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	stream, err := conn.NewStream(ctx, "/slow", rawEncoding{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	stream := openStream(t, serve(t, ServerOptions{FrameTimeout: 200 * time.Millisecond}), "/slow")
 	msgs := [][]byte{[]byte("first"), []byte("second"), bytes.Repeat([]byte{1}, 1<<20)}
 	for _, msg := range msgs {
 		if err := stream.MsgSend(&msg, rawEncoding{}); err != nil {
