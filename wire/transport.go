@@ -96,14 +96,19 @@ type ServerOptions struct {
 	// MaxMessageBytes bounds one message; a peer sending a larger one is
 	// disconnected. Default MaxMessageBytes.
 	MaxMessageBytes int
+	// MaxBufferedBytes bounds the bytes of large messages (past their
+	// first MiB) the listener's connections buffer together; a message
+	// that finds none free for FrameTimeout closes its connection. Default
+	// four messages of MaxMessageBytes.
+	MaxBufferedBytes int
 	// MaxConns bounds the open connections; further ones are closed as soon
 	// as they are accepted. Default DefaultMaxConns.
 	MaxConns int
 	// HandshakeTimeout is how long a new connection may take to deliver its
 	// first complete frame.
 	HandshakeTimeout time.Duration
-	// FrameTimeout is how long a frame, once begun, may take to arrive
-	// whole: it closes slow and half-sent connections.
+	// FrameTimeout is how long the server waits for the next bytes of a
+	// message once begun: it closes slow and half-sent connections.
 	FrameTimeout time.Duration
 	// IdleTimeout closes a connection that has no call in progress for this
 	// long. A call in progress, such as an open stream with no traffic, is
@@ -118,6 +123,9 @@ type ServerOptions struct {
 
 func (o *ServerOptions) setDefaults() {
 	orDefault(&o.MaxMessageBytes, MaxMessageBytes)
+	orDefault(&o.MaxBufferedBytes, 4*o.MaxMessageBytes)
+	// Any one message must be able to get the budget it needs.
+	o.MaxBufferedBytes = max(o.MaxBufferedBytes, o.MaxMessageBytes)
 	orDefault(&o.MaxConns, DefaultMaxConns)
 	orDefault(&o.HandshakeTimeout, DefaultHandshakeTimeout)
 	orDefault(&o.FrameTimeout, DefaultFrameTimeout)

@@ -204,6 +204,87 @@ func TestServeCutsOversizedMessages(t *testing.T) {
 	waitClosed(t, raw, 10*time.Second)
 }
 
+func TestServeBoundsLargeMessagesTogether(t *testing.T) {
+	addr := serve(t, ServerOptions{MaxMessageBytes: 8 << 20, MaxBufferedBytes: 8 << 20, FrameTimeout: 2 * time.Second})
+	before := heapAlloc()
+	const conns = 16
+	frame := append(frameHeader(1, drpcwire.KindMessage, 64<<10, false), make([]byte, 64<<10)...)
+	raws := make([]net.Conn, conns)
+	sent := make(chan struct{}, conns)
+	for i := range raws {
+		raw, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = raw.Close() })
+		raws[i] = raw
+		go func() {
+			defer func() { sent <- struct{}{} }()
+			_ = raw.SetWriteDeadline(time.Now().Add(20 * time.Second))
+			for i := 0; i < 127; i++ { // just under 8 MiB, never finished
+				if _, err := raw.Write(frame); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	// Without the shared bound every peer's bytes are buffered by now.
+	for i, patience := 0, time.After(2*time.Second); i < conns; i++ {
+		select {
+		case <-sent:
+		case <-patience:
+			i = conns
+		}
+	}
+	if grew := int64(heapAlloc()) - int64(before); grew > 64<<20 {
+		t.Errorf("heap grew by %d MiB for %d peers sending 8 MiB each, 8 MiB shared bound", grew>>20, conns)
+	}
+	// Small calls need no budget and go through meanwhile.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := call(ctx, dialTest(t, addr), []byte("small")); err != nil {
+		t.Fatalf("small call during the flood: %v", err)
+	}
+	// Peers that wait for budget, and those that stopped half-way, are cut.
+	for _, raw := range raws {
+		waitClosed(t, raw, 20*time.Second)
+	}
+}
+
+// Budget taken for a large message comes back when the connection closes
+// or, like dRPC's buffer, after a run of small messages.
+func TestServeGivesBudgetBack(t *testing.T) {
+	addr := serve(t, ServerOptions{MaxMessageBytes: 7 << 19, MaxBufferedBytes: 7 << 19, FrameTimeout: 2 * time.Second}) // room for one 3 MiB message, not two
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	big := make([]byte, 3<<20)
+	closed := dialTest(t, addr)
+	if _, err := call(ctx, closed, big); err != nil {
+		t.Fatal(err)
+	}
+	_ = closed.Close()
+	busy := dialTest(t, addr)
+	// The server sees the close asynchronously; allow it a moment.
+	for start := time.Now(); ; {
+		_, err := call(ctx, busy, big)
+		if err == nil {
+			break
+		}
+		if time.Since(start) > 10*time.Second {
+			t.Fatalf("large call after the holder closed: %v", err)
+		}
+		busy = dialTest(t, addr)
+	}
+	for i := 0; i < 11; i++ {
+		if _, err := call(ctx, busy, []byte("small")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := call(ctx, dialTest(t, addr), big); err != nil {
+		t.Fatalf("large call after the holder's run of small ones: %v", err)
+	}
+}
+
 func TestServeClosesSilentAndHalfSentConnections(t *testing.T) {
 	opts := ServerOptions{HandshakeTimeout: 300 * time.Millisecond, FrameTimeout: 300 * time.Millisecond, IdleTimeout: 300 * time.Millisecond}
 	addr := serve(t, opts)
