@@ -99,7 +99,7 @@ type ServerOptions struct {
 	// MaxBufferedBytes bounds the bytes of large messages (past their
 	// first MiB) the listener's connections buffer together; a message
 	// that finds none free for FrameTimeout closes its connection. Default
-	// four messages of MaxMessageBytes.
+	// two messages of MaxMessageBytes.
 	MaxBufferedBytes int
 	// MaxConns bounds the open connections; further ones are closed as soon
 	// as they are accepted. Default DefaultMaxConns.
@@ -123,7 +123,7 @@ type ServerOptions struct {
 
 func (o *ServerOptions) setDefaults() {
 	orDefault(&o.MaxMessageBytes, MaxMessageBytes)
-	orDefault(&o.MaxBufferedBytes, 4*o.MaxMessageBytes)
+	orDefault(&o.MaxBufferedBytes, 2*o.MaxMessageBytes)
 	// Any one message must be able to get the budget it needs.
 	o.MaxBufferedBytes = max(o.MaxBufferedBytes, o.MaxMessageBytes)
 	orDefault(&o.MaxConns, DefaultMaxConns)
