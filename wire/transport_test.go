@@ -93,6 +93,17 @@ func openStream(t *testing.T, addr, rpc string) drpc.Stream {
 	return stream
 }
 
+// dialRaw opens a plain TCP connection to addr, closed at cleanup.
+func dialRaw(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	raw, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = raw.Close() })
+	return raw
+}
+
 func call(ctx context.Context, conn *drpcconn.Conn, msg []byte) ([]byte, error) {
 	var out []byte
 	err := conn.Invoke(ctx, "/echo", rawEncoding{}, &msg, &out)
@@ -143,11 +154,7 @@ func TestServeCutsClaimsOfHugeFrames(t *testing.T) {
 	var wg sync.WaitGroup
 	raws := make([]net.Conn, conns)
 	for i := range raws {
-		raw, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = raw.Close() })
+		raw := dialRaw(t, addr)
 		raws[i] = raw
 		wg.Add(1)
 		go func() {
@@ -187,11 +194,7 @@ func TestServeCutsOversizedMessages(t *testing.T) {
 	}
 
 	// The same on the raw wire: 64 KiB frames of one message never ending.
-	raw, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
+	raw := dialRaw(t, addr)
 	go func() {
 		frame := append(frameHeader(1, drpcwire.KindMessage, 64<<10, false), make([]byte, 64<<10)...)
 		_ = raw.SetWriteDeadline(time.Now().Add(10 * time.Second))
@@ -212,11 +215,7 @@ func TestServeBoundsLargeMessagesTogether(t *testing.T) {
 	raws := make([]net.Conn, conns)
 	sent := make(chan struct{}, conns)
 	for i := range raws {
-		raw, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = raw.Close() })
+		raw := dialRaw(t, addr)
 		raws[i] = raw
 		go func() {
 			defer func() { sent <- struct{}{} }()
@@ -290,19 +289,11 @@ func TestServeClosesSilentAndHalfSentConnections(t *testing.T) {
 	addr := serve(t, opts)
 
 	t.Run("silent", func(t *testing.T) {
-		raw, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer raw.Close()
+		raw := dialRaw(t, addr)
 		waitClosed(t, raw, 10*time.Second)
 	})
 	t.Run("half-sent frame", func(t *testing.T) {
-		raw, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer raw.Close()
+		raw := dialRaw(t, addr)
 		// A whole first frame, so only the frame timeout can apply.
 		first := append(frameHeader(1, drpcwire.KindInvoke, 5, true), "/echo"...)
 		if _, err := raw.Write(append(first, append(frameHeader(1, drpcwire.KindMessage, 100, true), "ten bytes."...)...)); err != nil {
