@@ -78,7 +78,8 @@ type NodeStatusRow struct {
 	// Role is "primary" or "secondary" for group members, "unassigned" for
 	// a registered node its group does not list.
 	Role string `json:"role"`
-	// State is "up" (the node answered), "unreachable: <error>",
+	// State is "up" (the node answered), what keeps it from serving when it
+	// says ("store-failed: <error>"), "unreachable: <error>",
 	// "registered" (alive in ZooKeeper, not asked) or "not registered" (a
 	// member without a live ZooKeeper session).
 	State string `json:"state"`
@@ -363,6 +364,9 @@ func nodeRow(id, group, role string, registered map[string]coord.NodeInfo, probe
 		row.State = "unreachable: " + p.Err.Error()
 	default:
 		row.State = stateUp
+		if p.Status.State != "" {
+			row.State = p.Status.State // e.g. store-failed: <error>
+		}
 		row.Keys, row.LastSeq, row.Epoch = ptr(p.Status.Keys), ptr(p.Status.LastSeq), ptr(p.Status.Epoch)
 	}
 	return row

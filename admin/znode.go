@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path"
 	"slices"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/thunderyurts/thunderyurts/coord"
@@ -27,6 +29,26 @@ type Znode struct {
 	Data json.RawMessage `json:"data,omitempty"`
 	// Children are in name order; nil when not read.
 	Children []*Znode `json:"children,omitempty"`
+}
+
+// ZnodePath resolves p, relative to cluster's root znode (a leading slash
+// changes nothing: "/groups" is "groups"), to an absolute path. A path that
+// would leave the cluster's namespace ("../..") is an error wrapping
+// coord.ErrInvalid, as are a bad cluster name and path elements ZooKeeper
+// refuses.
+func ZnodePath(cluster, p string) (string, error) {
+	if err := coord.CheckName("cluster", cluster); err != nil {
+		return "", err
+	}
+	root := coord.ClusterPath(cluster)
+	abs := path.Join(root, p)
+	if abs != root && !strings.HasPrefix(abs, root+"/") {
+		return "", fmt.Errorf("%w: path %q leaves the cluster's namespace %s", coord.ErrInvalid, p, root)
+	}
+	if err := coord.ValidatePath(abs); err != nil {
+		return "", err
+	}
+	return abs, nil
 }
 
 // ReadZnodes reads the znode at p (an absolute ZooKeeper path; the caller

@@ -118,3 +118,30 @@ func TestPrintZnodes(t *testing.T) {
 		t.Error("JSON output truncated the data")
 	}
 }
+
+func TestZnodePath(t *testing.T) {
+	root := coord.ClusterPath("c1")
+	for p, want := range map[string]string{
+		"":                root,
+		"/":               root,
+		"groups":          root + "/groups",
+		"/groups/g1/":     root + "/groups/g1",
+		"groups/../slots": root + "/slots",
+	} {
+		if got, err := ZnodePath("c1", p); err != nil || got != want {
+			t.Errorf("ZnodePath(c1, %q) = %q, %v; want %q", p, got, err, want)
+		}
+	}
+	for _, tc := range []struct{ cluster, p string }{
+		{"c1", "/../../zookeeper"},
+		{"c1", ".."},
+		{"c1", "../c2/slots"},
+		{"c1", "groups/\x01"},
+		{"a/b", ""},
+		{"..", ""},
+	} {
+		if got, err := ZnodePath(tc.cluster, tc.p); !errors.Is(err, coord.ErrInvalid) {
+			t.Errorf("ZnodePath(%q, %q) = %q, %v; want ErrInvalid", tc.cluster, tc.p, got, err)
+		}
+	}
+}

@@ -229,7 +229,6 @@ func (c *Client) do(ctx context.Context, op wire.Op, key, value []byte) (*wire.R
 		}
 	}
 	stale := op == wire.Op_GET && c.cfg.ReadFrom != ReadPrimary
-	req := &wire.Request{Op: op, Key: key, Value: value, StaleOk: stale}
 	var lastErr error
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 { // every failed attempt has bound ctx already
@@ -250,6 +249,9 @@ func (c *Client) do(ctx context.Context, op wire.Op, key, value []byte) (*wire.R
 			c.refresh(ctx, rt.Table.Version)
 			continue
 		}
+		// A request of its own per attempt: a pipe that failed this call
+		// may still be sending the previous one (and setting its id).
+		req := &wire.Request{Op: op, Key: key, Value: value, StaleOk: stale}
 		resp, err := c.send(ctx, addr, req, deadline)
 		if err == nil {
 			err = wire.ErrorOf(resp.Code, resp.Message, resp.OwnerGroup, resp.TableVersion)

@@ -28,7 +28,7 @@ func inProcessCluster(t *testing.T, groups ...string) (*coord.Cluster, map[strin
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	cl := coord.NewCluster(memcoord.New().Connect(), "test")
-	co, err := coordinator.Start(ctx, coordinator.Config{Cluster: cl, Listen: "127.0.0.1:0", Slots: 32, ReplicationFactor: 1, AssignDelay: 10 * time.Millisecond, Logger: log})
+	co, err := coordinator.Start(ctx, coordinator.Config{Cluster: cl, Listen: "127.0.0.1:0", Slots: 32, ReplicationFactor: 1, AssignDelay: 10 * time.Millisecond, NodeStatus: client.NodeStatus, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,7 +33,7 @@ type Cluster struct {
 // NewCluster returns the view of cluster name over conn. An invalid name is
 // reported (ErrInvalid) by every method.
 func NewCluster(conn Conn, name string) *Cluster {
-	return &Cluster{conn: conn, name: name, log: slog.Default(), err: checkName("cluster", name)}
+	return &Cluster{conn: conn, name: name, log: slog.Default(), err: CheckName("cluster", name)}
 }
 
 // WithLogger returns a copy of c that logs (node re-registrations) to log

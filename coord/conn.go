@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 )
 
 // Version is the version of a node's data, for compare-and-set: every write of
@@ -59,9 +60,30 @@ type Conn interface {
 	// Each call after that returns the channel of the next session. After
 	// Close the channel is closed.
 	SessionDone() <-chan struct{}
+	// Lease returns the newest proof that the current session is alive (see
+	// SessionLease); the zero value while there is no session and after
+	// Close. It never blocks: implementations confirm the session in the
+	// background, about every sixth of the session timeout.
+	Lease() SessionLease
 	// Close ends the session (its ephemeral nodes go away) and releases the
 	// connection; later calls fail with ErrClosed. Close is idempotent.
 	Close() error
+}
+
+// SessionLease is proof that a session was alive: the service answered, in
+// session Session, a request sent at Sent (the local clock, with its
+// monotonic reading). The service expires a session no sooner than Timeout
+// after it last heard from it, so nothing that waits for the session's end
+// (its ephemeral nodes' deletion, a successor's election) happens before
+// Sent+Timeout, measured on a clock that runs at the rate of the local one.
+// A holder of a session-bound right who checks Sent against the monotonic
+// clock, with a margin for clock drift, stops in time even if its process
+// was paused and none of its goroutines ran (docs/replication.md,
+// "Fencing").
+type SessionLease struct {
+	Session int64 // id of the session; 0: no session
+	Sent    time.Time
+	Timeout time.Duration // the session timeout the service granted
 }
 
 // WatchData is one event of Conn.Watch. The zero value is an event for a node

@@ -110,5 +110,5 @@ func (c *Cluster) checkGroup(name string) error {
 	if c.err != nil {
 		return c.err
 	}
-	return checkName("group", name)
+	return CheckName("group", name)
 }

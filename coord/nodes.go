@@ -36,7 +36,7 @@ func (c *Cluster) RegisterNode(ctx context.Context, info NodeInfo) error {
 	if c.err != nil {
 		return c.err
 	}
-	if err := checkName("node", info.ID); err != nil {
+	if err := CheckName("node", info.ID); err != nil {
 		return err
 	}
 	if _, err := c.Meta(ctx); err != nil {

@@ -30,9 +30,11 @@ func coordinatorsDir(cluster string) string { return ClusterPath(cluster) + "/co
 func groupPath(cluster, group string) string { return JoinPath(groupsDir(cluster), group) }
 func nodePath(cluster, id string) string     { return JoinPath(nodesDir(cluster), id) }
 
-// checkName validates a cluster, group or node name, which becomes one path
+// CheckName validates a cluster, group or node name, which becomes one path
 // element; the error wraps ErrInvalid and says what kind of name it was.
-func checkName(kind, name string) error {
+// Everything that takes a name checks it; callers use it to refuse a bad
+// name before they connect.
+func CheckName(kind, name string) error {
 	if err := validName(name); err != nil {
 		return fmt.Errorf("%w: %s name %q: %w", ErrInvalid, kind, name, err)
 	}

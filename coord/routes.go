@@ -70,3 +70,16 @@ func (r *RouteTable) GroupOf(slot int) (GroupRoute, bool) {
 	g, ok := r.Groups[owner]
 	return g, ok
 }
+
+// Serving reports whether every slot has an owner with a registered primary.
+func (r *RouteTable) Serving() bool {
+	if r.Table == nil || len(r.Table.Owners) == 0 {
+		return false
+	}
+	for slot := range r.Table.Owners {
+		if g, ok := r.GroupOf(slot); !ok || g.PrimaryAddr == "" {
+			return false
+		}
+	}
+	return true
+}

@@ -85,7 +85,11 @@ func (s *Store) runApplier() {
 			}
 			n, err := s.applyOnce()
 			if err != nil {
-				_ = s.setFailed("apply log to "+dataFile, err)
+				err = s.setFailed("apply log to "+dataFile, err)
+				s.mu.Lock()
+				s.applyErr = err
+				s.notifyLocked()
+				s.mu.Unlock()
 				return
 			}
 			// What was committed during a transaction waits for the next
@@ -172,7 +176,9 @@ func (s *Store) applyOnce() (int, error) {
 	}
 	batch.n = n
 	if s.hooks.beforeApply != nil {
-		s.hooks.beforeApply()
+		if err := s.hooks.beforeApply(); err != nil {
+			return 0, err
+		}
 	}
 	start := time.Now()
 	last := batch.at(batch.len() - 1).seq
@@ -185,36 +191,38 @@ func (s *Store) applyOnce() (int, error) {
 				need += recordSize(len(e.value))
 			}
 		}
-		return s.db.Update(func(tx *bolt.Tx) error {
-			records := make([]byte, 0, need)
-			buckets := make(map[uint16]*bolt.Bucket)
-			for j, e := range order {
-				if j%yieldEvery == yieldEvery-1 {
-					// Two cores: without yielding, requests runnable on the
-					// other core's queue wait out a whole time slice.
-					runtime.Gosched()
+		return guardBolt(s.dataPath, func() error {
+			return s.db.Update(func(tx *bolt.Tx) error {
+				records := make([]byte, 0, need)
+				buckets := make(map[uint16]*bolt.Bucket)
+				for j, e := range order {
+					if j%yieldEvery == yieldEvery-1 {
+						// Two cores: without yielding, requests runnable on the
+						// other core's queue wait out a whole time slice.
+						runtime.Gosched()
+					}
+					b, err := slotBucketForWrite(tx, buckets, e.slot)
+					if err != nil {
+						return err
+					}
+					if e.del {
+						err = b.Delete(e.key)
+					} else {
+						n := recordSize(len(e.value))
+						records = records[:len(records)+n]
+						rec := records[len(records)-n:]
+						encodeRecord(rec, e.key, e.value)
+						err = b.Put(e.key, rec)
+					}
+					if err != nil {
+						return fmt.Errorf("seq %d slot %d key %s: %w", e.seq, e.slot, keyForError(e.key), err)
+					}
 				}
-				b, err := slotBucketForWrite(tx, buckets, e.slot)
-				if err != nil {
+				if err := putMeta(tx, metaApplied, last); err != nil {
 					return err
 				}
-				if e.del {
-					err = b.Delete(e.key)
-				} else {
-					n := recordSize(len(e.value))
-					records = records[:len(records)+n]
-					rec := records[len(records)-n:]
-					encodeRecord(rec, e.key, e.value)
-					err = b.Put(e.key, rec)
-				}
-				if err != nil {
-					return fmt.Errorf("seq %d slot %d key %s: %w", e.seq, e.slot, keyForError(e.key), err)
-				}
-			}
-			if err := putMeta(tx, metaApplied, last); err != nil {
-				return err
-			}
-			return putEpochs(tx, epoch, epochs)
+				return putEpochs(tx, epoch, epochs)
+			})
 		})
 	})
 	if err != nil {

@@ -2,7 +2,6 @@ package datastore
 
 import (
 	"encoding/binary"
-	"fmt"
 	"hash/crc32"
 )
 
@@ -11,8 +10,6 @@ import (
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 const crcSize = 4
-
-var bucketMeta = []byte("meta")
 
 // slotBucketName is "s" followed by the slot as 2 bytes big-endian.
 func slotBucketName(slot int) [3]byte {
@@ -47,49 +44,4 @@ func openRecord(key, rec []byte) ([]byte, bool) {
 	value := rec[crcSize:]
 	c := crc32.Update(crc32.Checksum(key, castagnoli), castagnoli, value)
 	return value, c == binary.BigEndian.Uint32(rec)
-}
-
-// Meta records reuse the value record format with the meta key as the key.
-
-func encodeMetaU64(name []byte, v uint64) []byte {
-	var payload [8]byte
-	binary.BigEndian.PutUint64(payload[:], v)
-	rec := make([]byte, recordSize(len(payload)))
-	encodeRecord(rec, name, payload[:])
-	return rec
-}
-
-func decodeMetaU64(name, rec []byte) (uint64, error) {
-	v, ok := openRecord(name, rec)
-	if !ok || len(v) != 8 {
-		return 0, fmt.Errorf("meta record %s: %w", name, ErrCorrupt)
-	}
-	return binary.BigEndian.Uint64(v), nil
-}
-
-// encodeEpochs stores the epoch map as consecutive (epoch, start seq) pairs.
-func encodeEpochs(name []byte, epochs []EpochStart) []byte {
-	payload := make([]byte, 16*len(epochs))
-	for i, e := range epochs {
-		binary.BigEndian.PutUint64(payload[16*i:], e.Epoch)
-		binary.BigEndian.PutUint64(payload[16*i+8:], e.StartSeq)
-	}
-	rec := make([]byte, recordSize(len(payload)))
-	encodeRecord(rec, name, payload)
-	return rec
-}
-
-func decodeEpochs(name, rec []byte) ([]EpochStart, error) {
-	v, ok := openRecord(name, rec)
-	if !ok || len(v)%16 != 0 {
-		return nil, fmt.Errorf("meta record %s: %w", name, ErrCorrupt)
-	}
-	epochs := make([]EpochStart, len(v)/16)
-	for i := range epochs {
-		epochs[i] = EpochStart{
-			Epoch:    binary.BigEndian.Uint64(v[16*i:]),
-			StartSeq: binary.BigEndian.Uint64(v[16*i+8:]),
-		}
-	}
-	return epochs, nil
 }

@@ -3,9 +3,8 @@ package datastore
 import (
 	"context"
 	"fmt"
-	"os"
+	"hash/crc32"
 	"runtime"
-	"syscall"
 )
 
 type requestKind uint8
@@ -394,19 +393,11 @@ func (s *Store) takeBatch(batch []*request) []*request {
 }
 
 func (s *Store) runCall(r *request) {
-	if err := s.failed(); err != nil && !r.restore {
+	if err := s.Err(); err != nil && !r.restore {
 		r.err = err
 		return
 	}
 	r.err = r.call()
-}
-
-// failed returns the fail-stop error, if any. Only the committer sets it,
-// so the committer may call this without s.mu; others hold it.
-func (s *Store) failed() error {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.failErr
 }
 
 // commit writes one batch to the log and stores each request's result.
@@ -414,7 +405,7 @@ func (s *Store) failed() error {
 // without affecting the others; a failed write or fdatasync fails them all
 // and the store.
 func (s *Store) commit(batch []*request) {
-	if err := s.failed(); err != nil {
+	if err := s.Err(); err != nil {
 		failAll(batch, err)
 		return
 	}
@@ -427,10 +418,16 @@ func (s *Store) commit(batch []*request) {
 	for _, r := range batch {
 		buf = s.encode(&st, r, buf)
 	}
-	s.walBuf = buf
 	if len(buf) == 0 {
+		s.walBuf = buf
 		return // only no-op epoch changes and refusals
 	}
+	m := commitMark{bytes: int64(len(buf)), crc: crc32.Checksum(buf, castagnoli), last: st.last}
+	if st.last > s.last {
+		m.first = s.last + 1
+	}
+	buf = appendCommit(buf, m)
+	s.walBuf = buf
 	if err := s.writeLog(buf); err != nil {
 		s.failStop(batch, "write log", err)
 		return
@@ -507,20 +504,6 @@ func (s *Store) encode(st *logState, r *request, buf []byte) []byte {
 	return buf
 }
 
-// writeLog writes buf after the active segment's records: over the zeros
-// of a spare segment, or past the end of a segment that had none.
-func (s *Store) writeLog(buf []byte) error {
-	_, err := s.wal.WriteAt(buf, s.walSize)
-	return err
-}
-
-func (s *Store) sync() error {
-	if s.noSync {
-		return nil
-	}
-	return syscall.Fdatasync(int(s.wal.Fd()))
-}
-
 // failStop makes the store refuse every later write, and fails the batch.
 func (s *Store) failStop(batch []*request, what string, err error) {
 	failAll(batch, s.setFailed(what+" in "+s.walDir, err))
@@ -534,74 +517,35 @@ func failAll(batch []*request, err error) {
 	}
 }
 
-// rollIfFull starts a new segment once the active one reached the segment
-// size, then deletes segments no longer needed. The active segment is
-// fsynced already: every batch is.
-func (s *Store) rollIfFull() error {
-	// A segment in use asks for the next spare once it holds a little (an
-	// idle store never writes one), so the spare can be written slowly. A
-	// segment that grows as it is written gives way to a spare as soon as
-	// one is ready.
-	if s.walSize == 0 || s.walSize < s.segSize/64 {
-		return nil
-	}
-	s.spares.request()
-	if s.walSize < s.segSize && !(s.walGrows && len(s.spares.ready) > 0) {
-		return nil
-	}
-	next := s.last + 1
-	path := segmentPath(s.walDir, next)
-	f := s.spares.take(path)
-	grows := f == nil
-	if grows {
-		var err error
-		if f, err = os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644); err != nil {
-			return err
-		}
-	}
-	if err := syncDir(s.walDir); err != nil {
-		_ = f.Close()
-		return err
-	}
-	old := s.wal
-	s.wal, s.walSize, s.walGrows = f, 0, grows
-	if err := old.Close(); err != nil {
-		s.log.Warn("datastore closing log segment", "err", err)
-	}
+// setFailed makes the store fail-stop — every later write is refused —
+// and returns the error to report.
+func (s *Store) setFailed(what string, err error) error {
+	err = fmt.Errorf("%s: %w: %w", what, ErrFailed, err)
+	s.log.Error("datastore failed, refusing writes", "err", err)
 	s.mu.Lock()
-	s.segments = append(s.segments, segment{first: next, last: s.last, path: path})
+	if s.failErr == nil {
+		s.failErr = err
+		close(s.failed)
+	}
+	s.notifyLocked()
 	s.mu.Unlock()
-	s.log.Debug("datastore rolled log segment", "file", path)
-	s.trimSegments()
-	return nil
+	return err
 }
 
-// trimSegments deletes the oldest segments whose records are all older
-// than applied, than the retention and than any Snapshot pin. The active
-// segment is never deleted.
-func (s *Store) trimSegments() {
-	s.mu.Lock()
-	keep := s.applied
-	if s.last > s.retention {
-		keep = min(keep, s.last-s.retention)
-	} else {
-		keep = 0
-	}
-	for pin := range s.pins {
-		keep = min(keep, pin)
-	}
-	n := 0
-	for n < len(s.segments)-1 && s.segments[n].last < keep {
-		n++
-	}
-	gone := append([]segment(nil), s.segments[:n]...)
-	s.segments = append(s.segments[:0:0], s.segments[n:]...)
-	s.mu.Unlock()
-	for _, seg := range gone {
-		if err := os.Remove(seg.path); err != nil {
-			s.log.Warn("datastore deleting log segment", "file", seg.path, "err", err)
-			continue
-		}
-		s.log.Info("datastore deleted log segment", "file", seg.path, "last_seq", seg.last)
-	}
+// Failed returns a channel that is closed when the store fails: a write or
+// fdatasync of the log, a log rewrite (TruncateAfter, Restore) or a commit
+// of the applied state failed. From then on every write is refused with
+// ErrFailed (Err says why) while reads still work; nothing heals it but
+// Close and Open, which recovers every acknowledged write from the log. A
+// node watches this channel to step down and reopen its store. The applier
+// does not fail the store when the disk is full: bbolt rolls its
+// transaction back and the applier retries every few seconds, so the store
+// heals by itself once space is freed.
+func (s *Store) Failed() <-chan struct{} { return s.failed }
+
+// Err returns why the store failed (wrapping ErrFailed), or nil.
+func (s *Store) Err() error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.failErr
 }

@@ -2,8 +2,9 @@ package datastore
 
 import (
 	"bytes"
-	"context"
 	"errors"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -80,60 +81,6 @@ func TestCorruptValue(t *testing.T) {
 	}
 }
 
-// writeThree writes three entries, the middle one holding the canary,
-// without committing them (so Open must replay all three), and closes.
-func writeThree(t *testing.T) string {
-	t.Helper()
-	dir := filepath.Join(t.TempDir(), "s")
-	s, err := Open(dir, Options{Slots: 16, NoSync: true, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, v := range []string{"first", canary, "third"} {
-		if _, err := s.Write(testCtx(t), []Mutation{{Slot: 7, Key: []byte(v[:5]), Value: []byte(v)}}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
-
-func TestCorruptLogRecord(t *testing.T) {
-	dir := writeThree(t)
-	seg := onlySegment(t, dir)
-	flipIn(t, seg)
-	_, err := Open(dir, Options{Logger: testLogger(t)})
-	if !errors.Is(err, ErrCorrupt) {
-		t.Fatalf("open with a corrupt middle record: %v", err)
-	}
-	if msg := err.Error(); !strings.Contains(msg, seg) || !strings.Contains(msg, "offset") {
-		t.Fatalf("error does not name file and offset: %q", msg)
-	}
-}
-
-func TestTornTail(t *testing.T) {
-	dir := writeThree(t)
-	seg := onlySegment(t, dir)
-	if err := os.Truncate(seg, recordsEnd(t, seg)-3); err != nil {
-		t.Fatal(err)
-	}
-	s := openStore(t, dir, Options{})
-	if s.LastSeq() != 2 || s.CommittedSeq() != 2 {
-		t.Fatalf("after torn tail: last %d committed %d, want 2", s.LastSeq(), s.CommittedSeq())
-	}
-	if got := mustGet(t, s, 7, "CANAR"); got != canary {
-		t.Fatalf("second entry = %q", got)
-	}
-	if _, err := s.Get(7, []byte("third")); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("torn entry: %v", err)
-	}
-	if seq := mustPut(t, s, 1, "next", "v"); seq != 3 {
-		t.Fatalf("next seq %d, want 3", seq)
-	}
-}
-
 func TestKeyForErrorTruncates(t *testing.T) {
 	got := keyForError(bytes.Repeat([]byte{0xff}, 4096))
 	if len(got) > 400 || !strings.Contains(got, "4096 bytes") {
@@ -141,50 +88,337 @@ func TestKeyForErrorTruncates(t *testing.T) {
 	}
 }
 
-// recordsEnd is where a segment's records end and the zeros written ahead
-// of them begin.
-func recordsEnd(t *testing.T, path string) int64 {
+// ackedWrite is one mutation whose Write returned.
+type ackedWrite struct {
+	seq   uint64
+	slot  int
+	key   string
+	value string
+}
+
+// logRecord is one record of a segment as the corruption tests see it.
+type logRecord struct {
+	off, end int64
+	typ      byte
+}
+
+// buildLog writes 120 acknowledged commits of 1 to 3 mutations, the last
+// of three 900-byte values, without committing them (nothing is applied,
+// so every write lives in the log alone), and closes the store. With
+// zeroed, the segment ends in zeros as a prepared spare segment does.
+func buildLog(t *testing.T, zeroed bool) (dir string, acked []ackedWrite) {
+	t.Helper()
+	dir = filepath.Join(t.TempDir(), "s")
+	s, err := Open(dir, Options{Slots: 16, NoSync: true, Logger: discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const commits = 120
+	for i := range commits {
+		n, size := 1+i%3, 50+(i*37)%850
+		if i == commits-1 {
+			n, size = 3, 900
+		}
+		var muts []Mutation
+		for j := range n {
+			key := fmt.Sprintf("k%03d-%d", i, j)
+			muts = append(muts, Mutation{Slot: (i + j) % 16, Key: []byte(key), Value: bytes.Repeat([]byte{byte('a' + (i+j)%26)}, size)})
+		}
+		last, err := s.Write(testCtx(t), muts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for j, m := range muts {
+			acked = append(acked, ackedWrite{last - uint64(n-1-j), m.Slot, string(m.Key), string(m.Value)})
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if zeroed {
+		f, err := os.OpenFile(onlySegment(t, dir), os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Write(make([]byte, 256<<10)); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir, acked
+}
+
+// readLayout lists the records of a segment.
+func readLayout(t *testing.T, path string) []logRecord {
+	t.Helper()
+	sr, err := openSegment(path, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sr.close()
+	var recs []logRecord
+	for {
+		at := sr.off
+		rec, err := sr.next()
+		if err == io.EOF {
+			return recs
+		}
+		if err != nil {
+			t.Fatalf("undamaged log: %v", err)
+		}
+		recs = append(recs, logRecord{off: at, end: sr.off, typ: rec.typ})
+	}
+}
+
+// commitRecords returns the indexes of the commit records in recs.
+func commitRecords(recs []logRecord) []int {
+	var out []int
+	for i, r := range recs {
+		if r.typ == recCommit {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+func flipByte(t *testing.T, path string, off int64, mask byte) {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	end := len(b)
-	for end > 0 && b[end-1] == 0 {
-		end--
+	b[off] ^= mask
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
 	}
-	return int64(end)
 }
 
-// TestTornTailBeforeZeros: a crash that left the end of the last record
-// unwritten inside the zeros written ahead of the log drops that record.
-func TestTornTailBeforeZeros(t *testing.T) {
-	dir := writeThree(t)
-	seg := onlySegment(t, dir)
-	end := recordsEnd(t, seg)
-	f, err := os.OpenFile(seg, os.O_WRONLY, 0)
+func writeAt(t *testing.T, path string, off int64, data []byte) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.WriteAt(make([]byte, 5), end-5); err != nil {
+	if _, err := f.WriteAt(data, off); err != nil {
 		t.Fatal(err)
 	}
-	f.Close()
-	s := openStore(t, dir, Options{})
-	if s.LastSeq() != 2 {
-		t.Fatalf("after a torn last record: last %d, want 2", s.LastSeq())
-	}
-	if _, err := s.Write(context.Background(), []Mutation{{Slot: 1, Key: []byte("after"), Value: []byte("v")}}); err != nil {
+	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if s.LastSeq() != 3 {
-		t.Fatalf("write after recovery got seq %d, want 3", s.LastSeq())
+}
+
+// TestLogCorruption is the corruption suite of the write-ahead log: every
+// case either opens with every acknowledged write present, or refuses with
+// one line naming the file and offset; a torn final commit (simulated by
+// damage a crash can cause to the last, unacknowledged commit) is dropped.
+func TestLogCorruption(t *testing.T) {
+	// Each case damages the segment; recs are its records, commits the
+	// indexes of its commit records.
+	type damage func(t *testing.T, seg string, recs []logRecord, commits []int)
+	// dataIn returns the first data record of the n'th commit from the end
+	// (1: the final commit).
+	dataIn := func(recs []logRecord, commits []int, n int) logRecord {
+		start := 0
+		if i := len(commits) - 1 - n; i >= 0 {
+			start = commits[i] + 1
+		}
+		return recs[start]
 	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
+	finalStart := func(recs []logRecord, commits []int) int64 { return recs[commits[len(commits)-2]].end }
+	flipData := func(n int, at int64, mask byte) damage {
+		return func(t *testing.T, seg string, recs []logRecord, commits []int) {
+			flipByte(t, seg, dataIn(recs, commits, n).off+at, mask)
+		}
 	}
-	s = openStore(t, dir, Options{})
-	if s.LastSeq() != 3 || mustGet(t, s, 1, "after") != "v" {
-		t.Fatalf("after reopening: last %d", s.LastSeq())
+	flipCommit := func(n int, at int64, mask byte) damage {
+		return func(t *testing.T, seg string, recs []logRecord, commits []int) {
+			flipByte(t, seg, recs[commits[len(commits)-n]].off+at, mask)
+		}
+	}
+	const mid = 60
+	cases := []struct {
+		name string
+		damage
+		torn bool // the final commit is dropped; else Open must refuse
+	}{
+		{"length high bit mid-segment", flipData(mid, 1, 0x80), false},
+		{"length low bit mid-segment", flipData(mid, 4, 0x01), false},
+		{"payload checksum mid-segment", flipData(mid, 6, 0x10), false},
+		{"header checksum mid-segment", flipData(mid, 11, 0x02), false},
+		{"payload mid-segment", flipData(mid, recHeader+30, 0x04), false},
+		{"tag mid-segment", flipData(mid, 0, 0x80), false},
+		{"length high bit near the tail", flipData(3, 1, 0x80), false},
+		{"payload near the tail", flipData(2, recHeader+40, 0x01), false},
+		{"length in the final commit", flipData(1, 2, 0x40), false},
+		{"payload in the final commit", flipData(1, recHeader+500, 0x01), false},
+		{"commit record length, final", flipCommit(1, 3, 0x01), false},
+		{"commit record payload, final", flipCommit(1, recHeader+30, 0x01), false},
+		{"commit record checksum, mid-segment", flipCommit(mid, 7, 0x01), false},
+		{"zeroed page inside the last commits", func(t *testing.T, seg string, recs []logRecord, commits []int) {
+			page := (recs[commits[len(commits)-15]].end + 4095) &^ 4095
+			if page+4096 > recs[commits[len(commits)-2]].off {
+				t.Fatalf("last commits too small for the test: page %d", page)
+			}
+			writeAt(t, seg, page, make([]byte, 4096))
+		}, false},
+		{"zeros then data, commit record present", func(t *testing.T, seg string, recs []logRecord, commits []int) {
+			writeAt(t, seg, (finalStart(recs, commits)+sectorSize)&^(sectorSize-1), make([]byte, sectorSize))
+		}, false},
+		{"garbage appended", func(t *testing.T, seg string, recs []logRecord, commits []int) {
+			writeAt(t, seg, recs[len(recs)-1].end, []byte("this is not a log record, just some garbage"))
+		}, false},
+		{"final commit cut by the end of the file", func(t *testing.T, seg string, recs []logRecord, commits []int) {
+			if err := os.Truncate(seg, finalStart(recs, commits)+1500); err != nil {
+				t.Fatal(err)
+			}
+		}, true},
+		{"final commit record cut off", func(t *testing.T, seg string, recs []logRecord, commits []int) {
+			if err := os.Truncate(seg, recs[len(recs)-1].end-3); err != nil {
+				t.Fatal(err)
+			}
+		}, true},
+		{"final commit's last sectors unwritten", func(t *testing.T, seg string, recs []logRecord, commits []int) {
+			from := (finalStart(recs, commits) + 2*sectorSize) &^ (sectorSize - 1)
+			writeAt(t, seg, from, make([]byte, recs[len(recs)-1].end-from))
+		}, true},
+		{"final commit's first sector unwritten", func(t *testing.T, seg string, recs []logRecord, commits []int) {
+			// Zeros from the commit's start to the next sector boundary
+			// and the sector after: zeros, then data, then zeros.
+			start := finalStart(recs, commits)
+			next := (start + sectorSize) &^ (sectorSize - 1)
+			writeAt(t, seg, start, make([]byte, next+sectorSize-start))
+			last := recs[len(recs)-1]
+			from := last.off &^ (sectorSize - 1)
+			writeAt(t, seg, from, make([]byte, last.end-from))
+		}, true},
+		{"records without a commit record appended", func(t *testing.T, seg string, recs []logRecord, commits []int) {
+			extra := appendRecord(nil, recPut, 9999, 0, 1, []byte("x"), []byte("y"))
+			writeAt(t, seg, recs[len(recs)-1].end, extra)
+		}, false},
+	}
+	for _, zeroed := range []bool{false, true} {
+		for _, tc := range cases {
+			t.Run(fmt.Sprintf("%s/zeroed=%v", tc.name, zeroed), func(t *testing.T) {
+				dir, acked := buildLog(t, zeroed)
+				seg := onlySegment(t, dir)
+				recs := readLayout(t, seg)
+				commits := commitRecords(recs)
+				tc.damage(t, seg, recs, commits)
+				refuses := !tc.torn && !strings.HasPrefix(tc.name, "records without")
+				s, err := Open(dir, Options{AutoCommit: true, Logger: testLogger(t)})
+				if refuses {
+					if err == nil {
+						s.Close()
+						t.Fatalf("damaged log opened")
+					}
+					msg := err.Error()
+					if !errors.Is(err, ErrCorrupt) || !strings.Contains(msg, seg) || !strings.Contains(msg, "offset") || strings.Contains(msg, "\n") {
+						t.Fatalf("want one line naming %s and an offset, wrapping ErrCorrupt; got %q", seg, msg)
+					}
+					return
+				}
+				if err != nil {
+					t.Fatalf("open: %v", err)
+				}
+				defer s.Close()
+				want := acked
+				if tc.torn {
+					want = acked[:len(acked)-3] // the final commit's three writes
+				}
+				if s.LastSeq() != want[len(want)-1].seq {
+					t.Fatalf("last seq %d, want %d", s.LastSeq(), want[len(want)-1].seq)
+				}
+				for _, w := range want {
+					if got, err := s.Get(w.slot, []byte(w.key)); err != nil || string(got) != w.value {
+						t.Fatalf("seq %d key %s: %d bytes, %v", w.seq, w.key, len(got), err)
+					}
+				}
+				// The log goes on where the kept part ends, and reopens.
+				if seq := mustPut(t, s, 1, "after", "v"); seq != s.LastSeq() || seq != want[len(want)-1].seq+1 {
+					t.Fatalf("write after recovery got seq %d", seq)
+				}
+				if err := s.Close(); err != nil {
+					t.Fatal(err)
+				}
+				s = openStore(t, dir, Options{})
+				if mustGet(t, s, 1, "after") != "v" {
+					t.Fatal("write after recovery lost")
+				}
+			})
+		}
+	}
+}
+
+// TestOlderSegmentDamage: only the newest segment can end in a torn
+// commit; the same damage in an older one is refused, while zeros after an
+// older segment's last commit (a spare's) are its clean end.
+func TestOlderSegmentDamage(t *testing.T) {
+	build := func(t *testing.T) (dir string, segs []segment) {
+		dir = filepath.Join(t.TempDir(), "s")
+		s, err := Open(dir, Options{Slots: 16, NoSync: true, Logger: discard(), segmentSize: 4096})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 100 {
+			mustPut(t, s, i%16, fmt.Sprintf("k%03d", i), strings.Repeat("v", 200))
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		segs, err = listSegments(filepath.Join(dir, walDir))
+		if err != nil || len(segs) < 3 {
+			t.Fatalf("%d segments, %v", len(segs), err)
+		}
+		return dir, segs
+	}
+	for _, tc := range []struct {
+		name   string
+		damage func(t *testing.T, path string)
+		opens  bool
+	}{
+		{"cut mid-record", func(t *testing.T, path string) {
+			fi, _ := os.Stat(path)
+			if err := os.Truncate(path, fi.Size()-100); err != nil {
+				t.Fatal(err)
+			}
+		}, false},
+		{"last sector zeroed", func(t *testing.T, path string) {
+			fi, _ := os.Stat(path)
+			from := (fi.Size() - 1) &^ (sectorSize - 1)
+			writeAt(t, path, from, make([]byte, fi.Size()-from))
+		}, false},
+		{"zeros after the last commit", func(t *testing.T, path string) {
+			fi, _ := os.Stat(path)
+			writeAt(t, path, fi.Size(), make([]byte, 64<<10))
+		}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir, segs := build(t)
+			older := segs[len(segs)-2].path
+			tc.damage(t, older)
+			s, err := Open(dir, Options{AutoCommit: true, Logger: testLogger(t)})
+			if !tc.opens {
+				if err == nil {
+					s.Close()
+					t.Fatal("damaged older segment opened")
+				}
+				if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), older) {
+					t.Fatalf("open: %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if s.LastSeq() != 100 {
+				t.Fatalf("last seq %d", s.LastSeq())
+			}
+			for i := range 100 {
+				mustGet(t, s, i%16, fmt.Sprintf("k%03d", i))
+			}
+		})
 	}
 }

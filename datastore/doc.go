@@ -21,23 +21,33 @@
 // transactions, off the acknowledgement path, and records the applied seq
 // in the same transaction. Scan waits for the applier, then reads bbolt.
 // Open replays the log above the applied seq. A failed log write or
-// fdatasync makes the store fail-stop (ErrFailed).
+// fdatasync, log rewrite or bbolt commit makes the store fail-stop
+// (ErrFailed, Store.Failed), a full disk included: the node reopens it.
+// Verify checks a closed store through; SetAside moves a damaged one's
+// files aside so the node can rebuild it from its replica group.
 //
 // # Directory layout
 //
 //   - LOCK: flocked by the process that has the store open.
 //   - wal/<first seq, 20 digits>.log: log segments, rolled at about 64 MiB.
-//     A record is length (4) | crc32c of the payload (4) | payload, the
+//     A record (format v2) is tag 0xD2 (1) | length (4) | crc32c of the
+//     payload (4) | crc32c of the 9 header bytes before it (4) | payload, the
 //     payload being seq (8) | epoch (8) | type (1: put, 2: delete, 3: epoch
-//     marker) | slot (2) | key length (4) | key | value, all big-endian. An
-//     epoch marker says its epoch starts at seq+1 and takes no sequence
-//     number. Only a damaged record at the end of the newest segment (a
-//     crash during a write) is dropped on Open; any other is ErrCorrupt.
-//     Segments whose entries are all applied and older than
-//     Options.LogRetention are deleted.
+//     marker, 4: commit) | slot (2) | key length (4) | key | value, all
+//     big-endian. An epoch marker says its epoch starts at seq+1 and takes no
+//     sequence number. Each commit (one write and fdatasync) ends with a
+//     commit record whose value is the commit's byte count (8) | their
+//     crc32c (4) | its first data seq, 0 if none (8) | "TYCM"; a commit is
+//     replayed only when its commit record matches it. Open drops only a torn
+//     final commit of the newest segment (damage a crash can leave: missing
+//     bytes or zeroed sectors, with no valid commit record after it); any
+//     other damage is ErrCorrupt naming file and offset. v1 records (length
+//     (4) | crc32c (4) | payload, first byte at most 0x40) written by format
+//     version 2 stay readable, each its own commit. Segments whose entries
+//     are all applied and older than Options.LogRetention are deleted.
 //   - data.db, a bbolt file: bucket "meta" with the records "version"
-//     (format version, 2), "slots", "applied" (seq of the newest applied
-//     entry), "epoch" (highest epoch seen), each an 8-byte big-endian
+//     (format version, 3; 2 is upgraded on Open), "slots", "applied" (seq
+//     of the newest applied entry), "epoch" (highest epoch seen), each an 8-byte big-endian
 //     number, "epochs" (the epoch map: pairs of 8-byte epoch and start seq)
 //     and, during a Restore, "restoring"; and one bucket per slot that has
 //     held a key, named "s" + 2-byte big-endian slot, holding the slot's

@@ -15,8 +15,9 @@ var (
 	// ErrCorrupt is returned when a stored record (a value, a write-ahead-log
 	// record or a meta record) fails its CRC32C check or cannot be decoded.
 	// The data of such a record is never returned. The error names the slot
-	// and key, or the log file and offset. Open returns it for a damaged log
-	// record anywhere but at the tail of the newest segment.
+	// and key, or the file and offset. Open returns it for damage to the log
+	// other than a torn final commit, and for a damaged bbolt file (a page,
+	// the meta pages); Verify for any damage it finds.
 	ErrCorrupt = errors.New("datastore: corrupt record")
 
 	// ErrEmptyKey is returned by Validate, Write and ApplyLog for a zero-length
@@ -68,11 +69,13 @@ var (
 	ErrBadOptions = errors.New("datastore: bad options")
 
 	// ErrFailed is returned by every write (Write, ApplyLog, SetEpoch,
-	// TruncateAfter, Restore) once a write or fdatasync of the write-ahead log
-	// or a commit of the applied state has failed: the store is then
-	// fail-stop, because after a failed fsync nobody knows what reached the
-	// disk, and reusing sequence numbers could fork the log. Reads still work;
-	// the node must be closed and reopened (a primary steps down).
+	// TruncateAfter, Restore) once a write or fdatasync of the write-ahead
+	// log, a log rewrite or a commit of the applied state has failed (see
+	// Store.Failed; a full disk under the applier too): the
+	// store is then fail-stop, because after a failed fsync nobody knows what
+	// reached the disk, and reusing sequence numbers could fork the log.
+	// Reads still work; the node must be closed and reopened (a primary
+	// steps down).
 	ErrFailed = errors.New("datastore: store failed, writes refused")
 
 	// ErrTruncateCommitted is returned by TruncateAfter when asked to remove

@@ -92,3 +92,26 @@ func waitApplied(tb testing.TB, s *Store) {
 		tb.Fatalf("wait for applied seq %d: %v", want, err)
 	}
 }
+
+// dump returns every key/value of every slot, for comparing two stores.
+func dump(t testing.TB, s *Store) []KV {
+	t.Helper()
+	slots := make([]int, s.Slots())
+	for i := range slots {
+		slots[i] = i
+	}
+	kvs, err := s.Scan(testCtx(t), slots, nil, nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kvs
+}
+
+func newManual(t *testing.T, opts Options) (*Store, string) {
+	t.Helper()
+	if opts.Slots == 0 {
+		opts.Slots = 16
+	}
+	dir := filepath.Join(t.TempDir(), "s")
+	return openManual(t, dir, opts), dir
+}

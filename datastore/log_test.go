@@ -1,114 +1,15 @@
 package datastore
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"reflect"
 	"slices"
+	"sync"
 	"testing"
+	"time"
 )
-
-func TestEpochMapPersists(t *testing.T) {
-	s, path := newStore(t, Options{NoSync: true})
-	ctx := testCtx(t)
-	mustPut(t, s, 0, "a", "1")
-	mustPut(t, s, 0, "b", "2")
-	if err := s.SetEpoch(ctx, 3); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.SetEpoch(ctx, 3); err != nil {
-		t.Fatalf("setting the same epoch again: %v", err)
-	}
-	if err := s.SetEpoch(ctx, 2); !errors.Is(err, ErrStaleEpoch) {
-		t.Fatalf("older epoch: %v", err)
-	}
-	mustPut(t, s, 0, "c", "3")
-	if err := s.SetEpoch(ctx, 7); err != nil {
-		t.Fatal(err)
-	}
-	want := []EpochStart{{0, 1}, {3, 3}, {7, 4}}
-	if got := s.Epochs(); !slices.Equal(got, want) {
-		t.Fatalf("epochs = %v, want %v", got, want)
-	}
-	entries, err := s.ReadLog(1, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if epochs := []uint64{entries[0].Epoch, entries[1].Epoch, entries[2].Epoch}; !slices.Equal(epochs, []uint64{0, 0, 3}) {
-		t.Fatalf("entry epochs = %v", epochs)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-
-	s = openStore(t, path, Options{})
-	if got := s.Epochs(); !slices.Equal(got, want) || s.Epoch() != 7 {
-		t.Fatalf("after reopen: epoch %d map %v", s.Epoch(), got)
-	}
-	ends := []struct{ ask, found, end uint64 }{{0, 0, 3}, {2, 0, 3}, {3, 3, 4}, {5, 3, 4}, {7, 7, 4}, {9, 7, 4}}
-	for _, e := range ends {
-		found, end, ok := s.EpochEnd(e.ask)
-		if !ok || found != e.found || end != e.end {
-			t.Errorf("EpochEnd(%d) = %d, %d, %v; want %d, %d", e.ask, found, end, ok, e.found, e.end)
-		}
-	}
-	if got := mustPut(t, s, 0, "d", "4"); got != 4 {
-		t.Fatalf("seq = %d", got)
-	}
-	if e, _ := s.ReadLog(4, 1); e[0].Epoch != 7 {
-		t.Fatalf("write after reopen has epoch %d", e[0].Epoch)
-	}
-	if _, end, _ := s.EpochEnd(7); end != 5 {
-		t.Fatalf("EpochEnd(7) end = %d, want 5", end)
-	}
-}
-
-func TestEpochEndEmpty(t *testing.T) {
-	s, _ := newStore(t, Options{NoSync: true})
-	if _, _, ok := s.EpochEnd(3); ok {
-		t.Fatal("EpochEnd on an empty map reported ok")
-	}
-}
-
-func TestWithEntryEpoch(t *testing.T) {
-	cases := []struct {
-		name   string
-		in     []EpochStart
-		seq, e uint64
-		want   []EpochStart
-	}{
-		{"first entry", nil, 1, 0, []EpochStart{{0, 1}}},
-		{"same epoch", []EpochStart{{2, 1}}, 9, 2, []EpochStart{{2, 1}}},
-		{"new epoch", []EpochStart{{2, 1}}, 9, 4, []EpochStart{{2, 1}, {4, 9}}},
-		// A follower fenced to epoch 5 at seq 10 still receives epoch 4 entries.
-		{"catch up below fence", []EpochStart{{3, 1}, {5, 10}}, 10, 4, []EpochStart{{3, 1}, {4, 10}, {5, 11}}},
-		{"catch up in known epoch", []EpochStart{{3, 1}, {5, 10}}, 10, 3, []EpochStart{{3, 1}, {5, 11}}},
-	}
-	for _, c := range cases {
-		in := slices.Clone(c.in)
-		got := withEntryEpoch(in, c.seq, c.e)
-		if !slices.Equal(got, c.want) {
-			t.Errorf("%s: got %v, want %v", c.name, got, c.want)
-		}
-		if !slices.Equal(in, c.in) {
-			t.Errorf("%s: input modified", c.name)
-		}
-	}
-}
-
-// dump returns every key/value of every slot, for comparing two stores.
-func dump(t testing.TB, s *Store) []KV {
-	t.Helper()
-	slots := make([]int, s.Slots())
-	for i := range slots {
-		slots[i] = i
-	}
-	kvs, err := s.Scan(testCtx(t), slots, nil, nil, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return kvs
-}
 
 func TestReadLogApplyLogRoundTrip(t *testing.T) {
 	primary, _ := newStore(t, Options{NoSync: true})
@@ -183,29 +84,162 @@ func TestReadLogApplyLogRoundTrip(t *testing.T) {
 	}
 }
 
-// A follower fenced to a new epoch before it caught up on the old one keeps
-// a map that says where each epoch really starts in its log.
-func TestApplyLogBelowFence(t *testing.T) {
-	s, _ := newStore(t, Options{NoSync: true})
+func TestReadLogBeforeFsync(t *testing.T) {
+	release := make(chan struct{})
+	var once sync.Once
+	synced := make(chan struct{}, 1)
+	hooksOn := make(chan struct{})
+	opts := Options{NoSync: true, hooks: hooks{beforeSync: func() {
+		select {
+		case <-hooksOn:
+			once.Do(func() { synced <- struct{}{}; <-release })
+		default:
+		}
+	}}}
+	s, _ := newManual(t, opts)
+	close(hooksOn)
 	ctx := testCtx(t)
-	if err := s.SetEpoch(ctx, 5); err != nil {
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Write(ctx, []Mutation{{Slot: 2, Key: []byte("a"), Value: []byte("b")}})
+		done <- err
+	}()
+	if err := s.WaitLog(ctx, 0); err != nil {
 		t.Fatal(err)
 	}
-	entries := []LogEntry{
-		{Seq: 1, Epoch: 3, Slot: 1, Key: []byte("a")},
-		{Seq: 2, Epoch: 4, Slot: 1, Key: []byte("b")},
+	<-synced
+	entries, err := s.ReadLog(1, 0)
+	if err != nil || len(entries) != 1 || string(entries[0].Key) != "a" {
+		t.Fatalf("read log before fsync: %v, %v", entries, err)
 	}
-	if err := s.ApplyLog(ctx, entries); err != nil {
+	if s.DurableSeq() != 0 || s.LastSeq() != 1 {
+		t.Fatalf("durable %d last %d while fsync is held", s.DurableSeq(), s.LastSeq())
+	}
+	close(release)
+	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	want := []EpochStart{{3, 1}, {4, 2}, {5, 3}}
-	if got := s.Epochs(); !slices.Equal(got, want) || s.Epoch() != 5 {
-		t.Fatalf("epoch %d map %v, want 5 %v", s.Epoch(), got, want)
+	if s.DurableSeq() != 1 {
+		t.Fatalf("durable %d after write", s.DurableSeq())
 	}
-	if err := s.ApplyLog(ctx, []LogEntry{{Seq: 3, Epoch: 6, Slot: 1, Key: []byte("c")}}); err != nil {
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	if err := s.WaitLog(wctx, 1); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("WaitLog past the end: %v", err)
+	}
+}
+
+func TestTruncateAfter(t *testing.T) {
+	s, dir := newManual(t, Options{NoSync: true, segmentSize: 200})
+	ctx := testCtx(t)
+	for i := range 10 {
+		mustPut(t, s, 3, fmt.Sprintf("k%d", i), "old")
+	}
+	s.SetCommitted(4)
+	if err := s.SetEpoch(ctx, 2); err != nil {
 		t.Fatal(err)
 	}
-	if s.Epoch() != 6 {
-		t.Fatalf("epoch after newer entry = %d", s.Epoch())
+	if err := s.TruncateAfter(ctx, 3); !errors.Is(err, ErrTruncateCommitted) {
+		t.Fatalf("truncate below committed: %v", err)
+	}
+	if err := s.TruncateAfter(ctx, 6); err != nil {
+		t.Fatal(err)
+	}
+	if s.LastSeq() != 6 || s.DurableSeq() != 6 {
+		t.Fatalf("after truncate: last %d durable %d", s.LastSeq(), s.DurableSeq())
+	}
+	if want := []EpochStart{{0, 1}, {2, 7}}; !slices.Equal(s.Epochs(), want) || s.Epoch() != 2 {
+		t.Fatalf("epochs %v epoch %d, want %v", s.Epochs(), s.Epoch(), want)
+	}
+	entries, err := s.ReadLog(1, 0)
+	if err != nil || len(entries) != 6 {
+		t.Fatalf("log after truncate: %d entries, %v", len(entries), err)
+	}
+	// New entries continue at 7; the truncated versions are gone.
+	if err := s.ApplyLog(ctx, []LogEntry{{Seq: 7, Epoch: 2, Slot: 3, Key: []byte("k9"), Value: []byte("new")}}); err != nil {
+		t.Fatal(err)
+	}
+	s.SetCommitted(7)
+	if _, err := s.Get(3, []byte("k7")); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("truncated key: %v", err)
+	}
+	if got := mustGet(t, s, 3, "k9"); got != "new" {
+		t.Fatalf("k9 = %q", got)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openManual(t, dir, Options{})
+	if s.LastSeq() != 7 || !slices.Equal(s.Epochs(), []EpochStart{{0, 1}, {2, 7}}) {
+		t.Fatalf("after reopen: last %d epochs %v", s.LastSeq(), s.Epochs())
+	}
+	s.SetCommitted(7)
+	if got := mustGet(t, s, 3, "k9"); got != "new" {
+		t.Fatalf("k9 after reopen = %q", got)
+	}
+	if _, err := s.Get(3, []byte("k8")); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("truncated key after reopen: %v", err)
+	}
+}
+
+func TestLogTrimming(t *testing.T) {
+	s, dir := newStore(t, Options{NoSync: true, LogRetention: 10, segmentSize: 300, tailBytes: 1})
+	for i := range 100 {
+		mustPut(t, s, 0, fmt.Sprintf("%03d", i), "value")
+		waitApplied(t, s)
+	}
+	st, err := s.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.FirstLogSeq < 60 || st.FirstLogSeq > 91 || st.LastSeq != 100 || st.WALBytes <= 0 || st.AppliedSeq != 100 {
+		t.Fatalf("stats %+v", st)
+	}
+	if _, err := s.ReadLog(st.FirstLogSeq-1, 0); !errors.Is(err, ErrLogTrimmed) {
+		t.Fatalf("read trimmed: %v", err)
+	}
+	// Old entries come from the segment files (the tail keeps almost nothing).
+	entries, err := s.ReadLog(st.FirstLogSeq, 0)
+	if err != nil || len(entries) != int(101-st.FirstLogSeq) || entries[len(entries)-1].Seq != 100 {
+		t.Fatalf("read kept: %d entries, %v", len(entries), err)
+	}
+	if entries, err := s.ReadLog(95, 3); err != nil || len(entries) != 3 || entries[0].Seq != 95 || string(entries[0].Key) != "094" {
+		t.Fatalf("read 95..97: %v, %v", entries, err)
+	}
+	if entries, err := s.ReadLog(101, 0); err != nil || len(entries) != 0 {
+		t.Fatalf("read past the end: %v, %v", entries, err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, dir, Options{LogRetention: 10, segmentSize: 300})
+	if s.LastSeq() != 100 || mustGet(t, s, 0, "099") != "value" {
+		t.Fatalf("after reopen last %d", s.LastSeq())
+	}
+}
+
+// TestTruncateInsideCommit: a cut inside a commit closes the kept part
+// with a commit record, so a reopen keeps those entries.
+func TestTruncateInsideCommit(t *testing.T) {
+	s, dir := newManual(t, Options{NoSync: true})
+	var muts []Mutation
+	for i := range 5 {
+		muts = append(muts, Mutation{Slot: 3, Key: fmt.Appendf(nil, "k%d", i), Value: []byte("v")})
+	}
+	if _, err := s.Write(testCtx(t), muts); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.TruncateAfter(testCtx(t), 3); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, dir, Options{})
+	if s.LastSeq() != 3 {
+		t.Fatalf("after reopen: last %d, want 3", s.LastSeq())
+	}
+	for i := range 3 {
+		mustGet(t, s, 3, fmt.Sprintf("k%d", i))
 	}
 }

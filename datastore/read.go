@@ -5,9 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"os"
-	"path/filepath"
 	"slices"
 
 	bolt "go.etcd.io/bbolt"
@@ -36,32 +33,22 @@ type KV struct {
 	Value []byte
 }
 
-// Stats describes the store at one instant. The zero value means an empty
-// store.
-type Stats struct {
-	Keys         uint64         // keys in the applied state (bbolt); excludes the unapplied overlay
-	KeysPerSlot  map[int]uint64 // likewise; only slots holding keys
-	LastSeq      uint64
-	DurableSeq   uint64
-	CommittedSeq uint64
-	AppliedSeq   uint64
-	FirstLogSeq  uint64 // Seq of the oldest entry ReadLog can return; 0 when the log holds none
-	Epoch        uint64
-	FileBytes    int64  // size of the bbolt file
-	WALBytes     int64  // disk space of the write-ahead-log segments, the zeros ahead of the newest records included
-	Commits      uint64 // log group commits since Open; writes per commit show the batching
-	Applies      uint64 // applier transactions since Open
-}
-
 // view runs fn in a read transaction and reports a closed store as ErrClosed.
-func (s *Store) view(fn func(tx *bolt.Tx) error) error {
+func (s *Store) view(fn func(tx *bolt.Tx) error) error { return s.inTx(s.db.View, fn) }
+
+// update runs fn in a write transaction unless the store is closed.
+func (s *Store) update(fn func(tx *bolt.Tx) error) error { return s.inTx(s.db.Update, fn) }
+
+// inTx runs fn in a transaction of run (s.db.View or s.db.Update), turning
+// a closed store into ErrClosed and a bbolt panic into ErrCorrupt.
+func (s *Store) inTx(run func(func(*bolt.Tx) error) error, fn func(tx *bolt.Tx) error) error {
 	s.mu.RLock()
 	closed := s.closed
 	s.mu.RUnlock()
 	if closed {
 		return ErrClosed
 	}
-	err := s.db.View(fn)
+	err := guardBolt(s.dataPath, func() error { return run(fn) })
 	if errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
 		return ErrClosed
 	}
@@ -79,13 +66,6 @@ func (p *packer) copy(b []byte) []byte {
 	off := len(p.buf)
 	p.buf = append(p.buf, b...)
 	return p.buf[off:len(p.buf):len(p.buf)]
-}
-
-func (s *Store) checkKey(slot int, key []byte) error {
-	if err := s.checkSlot(slot); err != nil {
-		return err
-	}
-	return s.checkKV(key, nil, true)
 }
 
 // lookup returns the stored value of key, aliasing the mmap.
@@ -168,7 +148,23 @@ func (s *Store) GetMany(refs []KeyRef) []GetResult {
 		// A read-only transaction has nothing to roll back but its lock.
 		defer func() { _ = tx.Rollback() }()
 	}
-	total := 0
+	total, err := s.lookupFile(tx, refs, fromFile, out)
+	if err != nil {
+		return failResults(out, err)
+	}
+	p := newPacker(total)
+	for i := range out {
+		if out[i].Err == nil {
+			out[i].Value = p.copy(out[i].Value)
+		}
+	}
+	return out
+}
+
+// lookupFile looks up in tx the refs marked fromFile, storing the results
+// in out (values aliasing the mmap), and returns the bytes of all values.
+func (s *Store) lookupFile(tx *bolt.Tx, refs []KeyRef, fromFile []bool, out []GetResult) (total int, err error) {
+	defer recoverBolt(s.dataPath, &err)
 	lastSlot, b := -1, (*bolt.Bucket)(nil)
 	for i, ref := range refs {
 		if fromFile[i] {
@@ -179,13 +175,7 @@ func (s *Store) GetMany(refs []KeyRef) []GetResult {
 		}
 		total += len(out[i].Value)
 	}
-	p := newPacker(total)
-	for i := range out {
-		if out[i].Err == nil {
-			out[i].Value = p.copy(out[i].Value)
-		}
-	}
-	return out
+	return total, nil
 }
 
 func failResults(out []GetResult, err error) []GetResult {
@@ -308,252 +298,14 @@ func (s *Store) waitApplied(ctx context.Context, seq uint64) error {
 		return nil
 	}
 	return s.hurryApplier(func() error {
-		return s.waitFor(ctx, func() bool { return s.applied >= seq })
+		var stopped error
+		err := s.waitFor(ctx, func() bool {
+			stopped = s.applyErr
+			return s.applied >= seq || stopped != nil
+		})
+		if err == nil && stopped != nil && s.AppliedSeq() < seq {
+			err = stopped
+		}
+		return err
 	})
-}
-
-// WaitLog returns nil once LastSeq() > after, that is once an entry after
-// after has been written (maybe not yet fsynced), so a primary can ship it
-// while it fsyncs. Errors: ctx.Err(), ErrClosed.
-func (s *Store) WaitLog(ctx context.Context, after uint64) error {
-	return s.waitFor(ctx, func() bool { return s.last > after })
-}
-
-// ReadLog returns the log entries with Seq >= from in order, at most limit of
-// them (limit <= 0: all), as copies the caller owns; none when from is past
-// LastSeq(). A from of 0 counts as 1. Entries are readable as soon as the
-// committer has written them, before their fdatasync returns (compare
-// DurableSeq). Recent entries (about the last 64 MiB, and all unapplied
-// ones) come from memory, older ones from the segment files.
-//
-// Errors: ErrLogTrimmed when entries at or after from have been deleted or
-// predate a Restore (the reader needs a Snapshot), ErrCorrupt naming file
-// and offset, ErrClosed.
-func (s *Store) ReadLog(from uint64, limit int) ([]LogEntry, error) {
-	from = max(from, 1)
-	var out []LogEntry
-	s.mu.RLock()
-	if s.closed {
-		s.mu.RUnlock()
-		return nil, fmt.Errorf("read log: %w", ErrClosed)
-	}
-	tailFirst := s.last + 1
-	if s.tail.len() > 0 {
-		tailFirst = s.tail.firstSeq()
-	}
-	segs := slices.Clone(s.segments)
-	s.mu.RUnlock()
-	if from < tailFirst {
-		var err error
-		if out, err = readSegments(segs, from, tailFirst, limit); err != nil {
-			return nil, fmt.Errorf("read log: %w", err)
-		}
-		from += uint64(len(out))
-	}
-	if limit <= 0 || len(out) < limit {
-		s.mu.RLock()
-		if s.tail.len() > 0 && from >= s.tail.firstSeq() {
-			for i := int(from - s.tail.firstSeq()); i < s.tail.len() && (limit <= 0 || len(out) < limit); i++ {
-				out = append(out, s.tail.at(i).logEntry())
-			}
-		} else if from < s.last+1 && len(out) == 0 {
-			// The tail moved past from between the two looks: rare, and
-			// the reader simply asks again.
-			s.mu.RUnlock()
-			return s.ReadLog(from, limit)
-		}
-		s.mu.RUnlock()
-	}
-	total := 0
-	for i := range out {
-		total += len(out[i].Key) + len(out[i].Value)
-	}
-	p := newPacker(total)
-	for i := range out {
-		out[i].Key, out[i].Value = p.copy(out[i].Key), p.copy(out[i].Value)
-		if out[i].Delete {
-			out[i].Value = nil
-		}
-	}
-	return out, nil
-}
-
-// readSegments reads data entries with from <= seq < stop from the
-// segment files.
-func readSegments(segs []segment, from, stop uint64, limit int) ([]LogEntry, error) {
-	if len(segs) == 0 || from < segs[0].first {
-		oldest := uint64(0)
-		if len(segs) > 0 {
-			oldest = segs[0].first
-		}
-		return nil, fmt.Errorf("seq %d: oldest kept entry is seq %d: %w", from, oldest, ErrLogTrimmed)
-	}
-	i := 0
-	for i+1 < len(segs) && segs[i+1].first <= from {
-		i++
-	}
-	var out []LogEntry
-	for ; i < len(segs); i++ {
-		sr, err := openSegment(segs[i].path, segs[i].size)
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("seq %d: segment %s deleted: %w", from, segs[i].path, ErrLogTrimmed)
-		}
-		if err != nil {
-			return nil, err
-		}
-		done, err := readSegment(sr, from, stop, limit, &out)
-		sr.close()
-		if err != nil || done {
-			return out, err
-		}
-	}
-	return out, nil
-}
-
-// readSegment appends the wanted entries of one segment to out and reports
-// whether the reading is done (stop or limit reached).
-func readSegment(sr *segmentReader, from, stop uint64, limit int, out *[]LogEntry) (bool, error) {
-	for {
-		rec, err := sr.next()
-		if err == io.EOF {
-			return false, nil
-		}
-		if err != nil {
-			return false, err
-		}
-		if rec.typ == recEpoch || rec.seq < from {
-			continue
-		}
-		if rec.seq >= stop || limit > 0 && len(*out) >= limit {
-			return true, nil
-		}
-		// Keys and values alias the reader's buffer until the next record.
-		e := newEntry(rec.slot, rec.typ == recDelete, rec.key, rec.value)
-		e.seq, e.epoch = rec.seq, rec.epoch
-		*out = append(*out, e.logEntry())
-	}
-}
-
-// Stats counts the keys of every slot in the applied state (walking each
-// slot's pages, so it costs time in proportion to the file size) and
-// reports the log positions. Errors: ErrCorrupt (meta records), ErrClosed,
-// and stat errors of the files.
-func (s *Store) Stats() (Stats, error) {
-	st := Stats{KeysPerSlot: make(map[int]uint64), Commits: s.commits.Load(), Applies: s.applies.Load()}
-	s.mu.RLock()
-	st.LastSeq, st.DurableSeq, st.CommittedSeq, st.AppliedSeq, st.Epoch = s.last, s.durable, s.committed, s.applied, s.epoch
-	segs := slices.Clone(s.segments)
-	if len(segs) > 0 && segs[0].first <= s.last {
-		st.FirstLogSeq = segs[0].first
-	}
-	s.mu.RUnlock()
-	err := s.view(func(tx *bolt.Tx) error {
-		c := tx.Cursor()
-		for k, v := c.First(); k != nil; k, v = c.Next() {
-			slot, ok := slotOfBucketName(k)
-			if !ok || v != nil {
-				continue
-			}
-			if n := uint64(tx.Bucket(k).Stats().KeyN); n > 0 {
-				st.KeysPerSlot[slot] = n
-				st.Keys += n
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return Stats{}, fmt.Errorf("stats: %w", err)
-	}
-	fi, err := os.Stat(filepath.Join(s.dir, dataFile))
-	if err != nil {
-		return Stats{}, fmt.Errorf("stats: %w", err)
-	}
-	st.FileBytes = fi.Size()
-	for _, seg := range segs {
-		if fi, err := os.Stat(seg.path); err == nil {
-			st.WALBytes += fi.Size()
-		}
-	}
-	return st, nil
-}
-
-// Snapshot waits until the applier has applied everything committed when
-// it was called, then calls fn for every key of the given slots, slot by
-// slot in the given order and in key order within a slot, all from one
-// bbolt read transaction, and returns the applied seq that transaction reflects: the
-// copy plus the log entries after that seq reproduce the store exactly
-// (docs/replication.md, "Catch-up"). The caller then ships the log from seq+1 with
-// ReadLog; while Snapshot runs, the log segments holding those entries are
-// pinned (not deleted), but after it returns they are kept only as
-// Options.LogRetention says, so the caller should start reading promptly.
-// key and value alias the file and are valid only until fn returns. The
-// read transaction also keeps the pages it reads from being reused; the
-// file grows meanwhile.
-//
-// Errors: the first error of fn, ctx.Err() (while waiting, and checked
-// every 1024 keys),
-// ErrBadSlot, ErrCorrupt (naming slot and key; fn has then seen only the
-// keys before it), ErrRestoring, ErrClosed.
-func (s *Store) Snapshot(ctx context.Context, slots []int, fn func(slot int, key, value []byte) error) (seq uint64, err error) {
-	for _, slot := range slots {
-		if err := s.checkSlot(slot); err != nil {
-			return 0, fmt.Errorf("snapshot: %w", err)
-		}
-	}
-	s.mu.Lock()
-	if s.closed || s.restoring {
-		err := ErrClosed
-		if !s.closed {
-			err = ErrRestoring
-		}
-		s.mu.Unlock()
-		return 0, fmt.Errorf("snapshot: %w", err)
-	}
-	pin, want := s.applied, s.committed
-	s.pins[pin]++
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		if s.pins[pin]--; s.pins[pin] == 0 {
-			delete(s.pins, pin)
-		}
-		s.mu.Unlock()
-	}()
-	if err := s.waitApplied(ctx, want); err != nil {
-		return 0, fmt.Errorf("snapshot: wait for the applier to reach seq %d: %w", want, err)
-	}
-	err = s.view(func(tx *bolt.Tx) error {
-		applied, err := metaU64(tx, metaApplied)
-		if err != nil {
-			return err
-		}
-		seq = applied
-		n := 0
-		for _, slot := range slots {
-			b := slotBucket(tx, slot)
-			if b == nil {
-				continue
-			}
-			c := b.Cursor()
-			for k, rec := c.First(); k != nil; k, rec = c.Next() {
-				if n++; n%1024 == 0 {
-					if err := ctx.Err(); err != nil {
-						return err
-					}
-				}
-				v, ok := openRecord(k, rec)
-				if !ok {
-					return corruptRecord(slot, k, "checksum mismatch")
-				}
-				if err := fn(slot, k, v); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return 0, fmt.Errorf("snapshot: %w", err)
-	}
-	return seq, nil
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
-	"io"
 	"log/slog"
 	"math"
 	"os"
@@ -19,7 +18,10 @@ import (
 )
 
 const (
-	formatVersion = 2
+	// formatVersion 3 writes the log in record format v2 (record.go);
+	// version 2 stores, whose logs hold v1 records, are upgraded on Open.
+	formatVersion      = 3
+	formatVersionV1Log = 2
 
 	defaultMaxKeySize   = 4096
 	defaultMaxValueSize = 4 << 20
@@ -52,15 +54,6 @@ const (
 
 // lockTimeout bounds how long Open waits for another process's lock.
 var lockTimeout = time.Second
-
-var (
-	metaVersion   = []byte("version")
-	metaSlots     = []byte("slots")
-	metaEpoch     = []byte("epoch")
-	metaApplied   = []byte("applied")
-	metaEpochs    = []byte("epochs")
-	metaRestoring = []byte("restoring")
-)
 
 // Options configure Open. The zero value is usable to reopen an existing
 // store; a new store needs Slots.
@@ -102,8 +95,9 @@ type hooks struct {
 	// beforeSync runs on the committer after a batch is written and
 	// published to ReadLog, before its fdatasync.
 	beforeSync func()
-	// beforeApply runs on the applier before each bbolt transaction.
-	beforeApply func()
+	// beforeApply runs on the applier before each bbolt transaction; an
+	// error fails the transaction.
+	beforeApply func() error
 	// keyHash replaces the overlay's hash (tests make keys collide).
 	keyHash func(slot uint16, key []byte) uint64
 }
@@ -114,6 +108,7 @@ type hooks struct {
 type Store struct {
 	dir       string
 	walDir    string
+	dataPath  string // the bbolt file
 	db        *bolt.DB
 	lock      *os.File
 	slots     int
@@ -134,11 +129,13 @@ type Store struct {
 	closed    bool
 	restoring bool
 	failErr   error
-	logState         // written by the committer only
-	durable   uint64 // newest seq fdatasynced
-	committed uint64 // reads and the applier see seqs <= committed
-	target    uint64 // highest seq SetCommitted asked for
-	applied   uint64 // newest seq in bbolt
+	failed    chan struct{} // closed when failErr is set
+	applyErr  error         // why the applier stopped
+	logState                // written by the committer only
+	durable   uint64        // newest seq fdatasynced
+	committed uint64        // reads and the applier see seqs <= committed
+	target    uint64        // highest seq SetCommitted asked for
+	applied   uint64        // newest seq in bbolt
 	// tail holds the newest entries with consecutive seqs, at least all
 	// those above applied; it serves ReadLog and feeds the applier.
 	tail         tailLog
@@ -189,9 +186,10 @@ func (e *lockedError) Is(target error) bool { return target == ErrLocked }
 // durable but not known acknowledged.
 //
 // Errors: ErrBadOptions, ErrSlotsMismatch, ErrLocked, ErrFormat, ErrCorrupt
-// (meta records, a damaged log record other than a torn tail of the newest
-// segment, or a log that does not continue the applied state), and I/O or
-// bbolt errors.
+// (a damaged data.db page or meta record, damage to the log other than a
+// torn final commit, or a log that does not continue the applied state;
+// one line naming the file and offset, see SetAside for the way out), and
+// I/O or bbolt errors.
 func Open(dir string, opts Options) (*Store, error) {
 	if err := checkOptions(&opts); err != nil {
 		return nil, fmt.Errorf("datastore: open %s: %w", dir, err)
@@ -199,6 +197,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	s := &Store{
 		dir:           dir,
 		walDir:        filepath.Join(dir, walDir),
+		dataPath:      filepath.Join(dir, dataFile),
 		maxKey:        opts.MaxKeySize,
 		maxValue:      opts.MaxValueSize,
 		noSync:        opts.NoSync,
@@ -213,6 +212,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		hashSeed:      maphash.MakeSeed(),
 		pins:          make(map[uint64]int),
 		changed:       make(chan struct{}),
+		failed:        make(chan struct{}),
 		wake:          make(chan struct{}, 1),
 		applyWake:     make(chan struct{}, 1),
 		stop:          make(chan struct{}),
@@ -285,7 +285,7 @@ func (s *Store) open(slots int) error {
 	if err := s.acquireLock(); err != nil {
 		return err
 	}
-	db, err := bolt.Open(filepath.Join(s.dir, dataFile), 0o600, &bolt.Options{
+	db, err := openDataFile(s.dataPath, &bolt.Options{
 		Timeout:         lockTimeout,
 		NoSync:          s.noSync,
 		NoFreelistSync:  true,
@@ -297,7 +297,7 @@ func (s *Store) open(slots int) error {
 		return err
 	}
 	s.db = db
-	if err := s.loadMeta(slots); err != nil {
+	if err := guardBolt(s.dataPath, func() error { return s.loadMeta(slots) }); err != nil {
 		return err
 	}
 	if err := s.recoverLog(); err != nil {
@@ -356,285 +356,6 @@ func (s *Store) release() error {
 		errs = append(errs, s.lock.Close())
 	}
 	return errors.Join(errs...)
-}
-
-// loadMeta reads the meta records, creating them in a new store, and
-// finishes a restore that a crash interrupted by discarding its data and
-// log: the flag is cleared only after the log files are gone, so a crash
-// in between repeats the discard rather than replaying the old log.
-func (s *Store) loadMeta(slots int) error {
-	discard := false
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		if tx.Bucket(bucketMeta) == nil {
-			if err := s.create(tx, slots); err != nil {
-				return err
-			}
-		}
-		if err := s.readMeta(tx, slots); err != nil {
-			return err
-		}
-		if tx.Bucket(bucketMeta).Get(metaRestoring) == nil {
-			return nil
-		}
-		discard = true
-		s.applied = 0
-		if err := wipeSlots(tx); err != nil {
-			return err
-		}
-		return putMeta(tx, metaApplied, 0)
-	})
-	if err != nil || !discard {
-		return err
-	}
-	s.log.Warn("datastore discarded an unfinished restore", "dir", s.dir)
-	if err := s.removeSegments(); err != nil {
-		return err
-	}
-	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Delete(metaRestoring) })
-}
-
-func (s *Store) create(tx *bolt.Tx, slots int) error {
-	if slots == 0 {
-		return fmt.Errorf("new store needs Options.Slots: %w", ErrBadOptions)
-	}
-	// A bbolt file without our meta bucket but with other buckets is some
-	// other program's data: refuse rather than mix ours into it.
-	if k, _ := tx.Cursor().First(); k != nil {
-		return fmt.Errorf("bucket %q present but no meta bucket: %w", k, ErrFormat)
-	}
-	if _, err := tx.CreateBucket(bucketMeta); err != nil {
-		return err
-	}
-	for _, p := range []struct {
-		name []byte
-		v    uint64
-	}{{metaVersion, formatVersion}, {metaSlots, uint64(slots)}, {metaEpoch, 0}, {metaApplied, 0}} {
-		if err := putMeta(tx, p.name, p.v); err != nil {
-			return err
-		}
-	}
-	return tx.Bucket(bucketMeta).Put(metaEpochs, encodeEpochs(metaEpochs, nil))
-}
-
-func putMeta(tx *bolt.Tx, name []byte, v uint64) error {
-	if err := tx.Bucket(bucketMeta).Put(name, encodeMetaU64(name, v)); err != nil {
-		return fmt.Errorf("meta %s: %w", name, err)
-	}
-	return nil
-}
-
-// putEpochs persists the epoch state.
-func putEpochs(tx *bolt.Tx, epoch uint64, epochs []EpochStart) error {
-	if err := putMeta(tx, metaEpoch, epoch); err != nil {
-		return err
-	}
-	if err := tx.Bucket(bucketMeta).Put(metaEpochs, encodeEpochs(metaEpochs, epochs)); err != nil {
-		return fmt.Errorf("meta %s: %w", metaEpochs, err)
-	}
-	return nil
-}
-
-func (s *Store) readMeta(tx *bolt.Tx, slots int) error {
-	version, err := metaU64(tx, metaVersion)
-	if err != nil {
-		return err
-	}
-	if version != formatVersion {
-		return fmt.Errorf("format version %d, this build reads %d: %w", version, formatVersion, ErrFormat)
-	}
-	stored, err := metaU64(tx, metaSlots)
-	if err != nil {
-		return err
-	}
-	if slots != 0 && uint64(slots) != stored {
-		return fmt.Errorf("store has %d slots, options say %d: %w", stored, slots, ErrSlotsMismatch)
-	}
-	if stored == 0 || stored > maxSlots {
-		return fmt.Errorf("meta record slots is %d: %w", stored, ErrCorrupt)
-	}
-	if s.epoch, err = metaU64(tx, metaEpoch); err != nil {
-		return err
-	}
-	if s.applied, err = metaU64(tx, metaApplied); err != nil {
-		return err
-	}
-	if s.epochs, err = decodeEpochs(metaEpochs, tx.Bucket(bucketMeta).Get(metaEpochs)); err != nil {
-		return err
-	}
-	s.slots = int(stored)
-	return nil
-}
-
-// metaU64 reads and checks one numeric meta record.
-func metaU64(tx *bolt.Tx, name []byte) (uint64, error) {
-	return decodeMetaU64(name, tx.Bucket(bucketMeta).Get(name))
-}
-
-// wipeSlots deletes every slot bucket.
-func wipeSlots(tx *bolt.Tx) error {
-	var names [][]byte
-	c := tx.Cursor()
-	for k, v := c.First(); k != nil; k, v = c.Next() {
-		if _, ok := slotOfBucketName(k); ok && v == nil {
-			names = append(names, k)
-		}
-	}
-	for _, name := range names {
-		if err := tx.DeleteBucket(name); err != nil {
-			return fmt.Errorf("delete bucket %q: %w", name, err)
-		}
-	}
-	return nil
-}
-
-// removeSegments deletes every log file.
-func (s *Store) removeSegments() error {
-	segs, err := listSegments(s.walDir)
-	if err != nil {
-		return err
-	}
-	for _, seg := range segs {
-		if err := os.Remove(seg.path); err != nil {
-			return err
-		}
-	}
-	return syncDir(s.walDir)
-}
-
-// recoverLog scans the log: it checks every record, truncates a torn tail
-// of the newest segment, rebuilds tail, overlay and epoch state from the
-// entries above applied, and opens the newest segment for appending.
-func (s *Store) recoverLog() error {
-	segs, err := listSegments(s.walDir)
-	if err != nil {
-		return err
-	}
-	s.last = s.applied
-	var prev uint64 // seq of the previous data record; 0 before the first
-	for i := range segs {
-		seg := &segs[i]
-		seg.last = seg.first - 1
-		if err := s.recoverSegment(seg, i == len(segs)-1, &prev); err != nil {
-			return err
-		}
-	}
-	if len(segs) == 0 {
-		segs = append(segs, segment{first: s.last + 1, last: s.last, path: segmentPath(s.walDir, s.last+1)})
-	}
-	s.segments = segs
-	active := &segs[len(segs)-1]
-	f, err := os.OpenFile(active.path, os.O_WRONLY|os.O_CREATE, 0o644)
-	if err != nil {
-		return err
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		_ = f.Close()
-		return err
-	}
-	s.wal, s.walGrows = f, fi.Size() <= active.size
-	if active.size == 0 {
-		if err := syncDir(s.walDir); err != nil {
-			return err
-		}
-	}
-	s.walSize = active.size
-	return nil
-}
-
-func (s *Store) recoverSegment(seg *segment, newest bool, prev *uint64) error {
-	sr, err := openSegment(seg.path, -1)
-	if err != nil {
-		return err
-	}
-	defer sr.close()
-	for {
-		at := sr.off
-		rec, err := sr.next()
-		if err == io.EOF {
-			break
-		}
-		var torn *tornError
-		if errors.As(err, &torn) && newest && (torn.extendsPastEOF || torn.atEOF) {
-			s.log.Warn("datastore truncating torn log tail", "file", seg.path, "offset", torn.offset,
-				"dropped_bytes", sr.size-torn.offset, "why", torn.why)
-			if err := truncateFile(seg.path, torn.offset, s.noSync); err != nil {
-				return err
-			}
-			break
-		}
-		if err != nil {
-			return err
-		}
-		if err := s.replay(rec, prev); err != nil {
-			return fmt.Errorf("log %s offset %d: %w", seg.path, at, err)
-		}
-		seg.last = max(seg.last, rec.seq)
-	}
-	seg.size = sr.off
-	return nil
-}
-
-// replay applies one recovered record to the in-memory state: records at
-// or below applied are only checked, epoch markers are replayed always
-// (they are idempotent), data entries above applied go to tail and overlay.
-func (s *Store) replay(rec record, prev *uint64) error {
-	if rec.typ == recEpoch {
-		if *prev != 0 && rec.seq != *prev {
-			return fmt.Errorf("epoch marker at seq %d after seq %d: %w", rec.seq, *prev, ErrCorrupt)
-		}
-		s.markEpoch(rec.epoch, rec.seq)
-		return nil
-	}
-	if *prev != 0 && rec.seq != *prev+1 {
-		return fmt.Errorf("seq %d follows seq %d: %w", rec.seq, *prev, ErrCorrupt)
-	}
-	*prev = rec.seq
-	if int(rec.slot) >= s.slots {
-		return fmt.Errorf("seq %d slot %d of %d: %w", rec.seq, rec.slot, s.slots, ErrCorrupt)
-	}
-	if rec.seq <= s.applied {
-		return nil
-	}
-	if rec.seq != s.last+1 {
-		return fmt.Errorf("seq %d but the applied state ends at seq %d: %w", rec.seq, s.last, ErrCorrupt)
-	}
-	e := newEntry(rec.slot, rec.typ == recDelete, rec.key, rec.value)
-	e.seq, e.epoch = rec.seq, rec.epoch
-	s.appendEntry(e.seq, e.epoch)
-	s.publishLocked(e)
-	return nil
-}
-
-// newEntry copies key and value into one allocation.
-func newEntry(slot uint16, del bool, key, value []byte) entry {
-	if del {
-		value = nil
-	}
-	buf := make([]byte, len(key)+len(value))
-	copy(buf, key)
-	copy(buf[len(key):], value)
-	e := entry{slot: slot, del: del, key: buf[:len(key):len(key)]}
-	if !del {
-		e.value = buf[len(key):]
-	}
-	return e
-}
-
-// truncateFile cuts path to size bytes and makes that durable.
-func truncateFile(path string, size int64, noSync bool) error {
-	f, err := os.OpenFile(path, os.O_WRONLY, 0)
-	if err != nil {
-		return err
-	}
-	err = f.Truncate(size)
-	if err == nil && !noSync {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // Close stops the committer after the batch in progress (failing writes
@@ -752,38 +473,4 @@ func (s *Store) advanceCommittedLocked() {
 		s.notifyLocked()
 		s.kickApplier()
 	}
-}
-
-// Validate runs the checks Write does on one key and value, so a server can
-// refuse a request before queueing it. Errors: ErrEmptyKey, ErrKeyTooLarge,
-// ErrValueTooLarge, each wrapped with the sizes.
-func (s *Store) Validate(key, value []byte) error {
-	return s.checkKV(key, value, false)
-}
-
-func (s *Store) validate(slot int, key, value []byte, del bool) error {
-	if err := s.checkSlot(slot); err != nil {
-		return err
-	}
-	return s.checkKV(key, value, del)
-}
-
-func (s *Store) checkSlot(slot int) error {
-	if slot < 0 || slot >= s.slots {
-		return fmt.Errorf("slot %d outside [0, %d): %w", slot, s.slots, ErrBadSlot)
-	}
-	return nil
-}
-
-func (s *Store) checkKV(key, value []byte, del bool) error {
-	if len(key) == 0 {
-		return ErrEmptyKey
-	}
-	if len(key) > s.maxKey {
-		return fmt.Errorf("key of %d bytes, limit %d: %w", len(key), s.maxKey, ErrKeyTooLarge)
-	}
-	if !del && len(value) > s.maxValue {
-		return fmt.Errorf("value of %d bytes, limit %d: %w", len(value), s.maxValue, ErrValueTooLarge)
-	}
-	return nil
 }

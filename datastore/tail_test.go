@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"math/rand"
-	"slices"
 	"testing"
 )
 
@@ -125,30 +124,5 @@ func TestOverlayCollisions(t *testing.T) {
 	}
 	if _, err := s.Get(1, []byte("b")); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("after apply, deleted b: %v", err)
-	}
-}
-
-// TestLatestInOrder: one entry per slot and key, the newest, in slot and
-// key order, also when keys share a hash (A and B below) or a slot differs.
-func TestLatestInOrder(t *testing.T) {
-	var tl tailLog
-	for _, e := range []entry{
-		{seq: 10, slot: 1, key: []byte("A"), prev: 0},
-		{seq: 11, slot: 1, key: []byte("B"), prev: 10},
-		{seq: 12, slot: 1, key: []byte("A"), prev: 11},
-		{seq: 13, slot: 1, key: []byte("C"), prev: 0},
-		{seq: 14, slot: 1, key: []byte("C"), prev: 13},
-		{seq: 15, slot: 2, key: []byte("A"), prev: 12},
-		{seq: 16, slot: 1, key: []byte("C"), prev: 14},
-	} {
-		tl.push(e)
-	}
-	v := tl.view(0, tl.len())
-	var got []uint64
-	for _, e := range latestInOrder(&v) {
-		got = append(got, e.seq)
-	}
-	if want := []uint64{12, 11, 16, 15}; !slices.Equal(got, want) {
-		t.Fatalf("latest in order: seqs %v, want %v", got, want)
 	}
 }

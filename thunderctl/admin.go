@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"path"
-	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -24,7 +22,7 @@ func adminCommand() *cli.Command {
 				Name:  "status",
 				Usage: "coordinators, groups, nodes and warnings (-o json for scripts)",
 				Action: func(c *cli.Context) error {
-					return withCluster(c, 0, func(ctx context.Context, cl *coord.Cluster, f admin.Format) error {
+					return withCluster(c, func(ctx context.Context, cl *coord.Cluster, f admin.Format) error {
 						st, err := admin.CollectStatus(ctx, cl, client.NodeStatus)
 						if err != nil {
 							return err
@@ -38,11 +36,17 @@ func adminCommand() *cli.Command {
 				Usage:     "the cluster's znodes with their decoded contents (PATH is relative to the cluster root)",
 				ArgsUsage: "[PATH]",
 				Flags: []cli.Flag{
-					&cli.BoolFlag{Name: "recursive", Aliases: []string{"r"}, Usage: "include every descendant", EnvVars: []string{"THUNDER_RECURSIVE"}},
+					boolFlag("recursive", "include every descendant", "r"),
 				},
 				Action: func(c *cli.Context) error {
-					return withCluster(c, 1, func(ctx context.Context, cl *coord.Cluster, f admin.Format) error {
-						p := path.Join(coord.ClusterPath(cl.Name()), c.Args().First())
+					if c.NArg() > 1 {
+						return usagef("admin zk takes at most one argument: PATH")
+					}
+					p, err := admin.ZnodePath(c.String("cluster"), c.Args().First())
+					if err != nil {
+						return usagef("admin zk: %v", err)
+					}
+					return withCluster(c, func(ctx context.Context, cl *coord.Cluster, f admin.Format) error {
 						z, err := admin.ReadZnodes(ctx, cl.Conn(), p, c.Bool("recursive"))
 						if err != nil {
 							return err
@@ -55,12 +59,12 @@ func adminCommand() *cli.Command {
 				Name:  "failover",
 				Usage: "move a group's primary: graceful by default (no acknowledged write lost), --force promotes a member that may be behind",
 				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "group", Required: true, Usage: "the group `NAME`", EnvVars: []string{"THUNDER_GROUP"}},
-					&cli.StringFlag{Name: "to", Usage: "member `NODE` to promote (graceful: default the most caught-up in-sync member)", EnvVars: []string{"THUNDER_TO"}},
-					&cli.BoolFlag{Name: "force", Usage: "promote --to NODE now, even if it is behind: acknowledged writes it lacks are lost", EnvVars: []string{"THUNDER_FORCE"}},
+					requiredFlag("group", "the group `NAME`", checkGroup),
+					stringFlag("to", "", "member `NODE` to promote (graceful: default the most caught-up in-sync member)", nil),
+					boolFlag("force", "promote --to NODE now, even if it is behind: acknowledged writes it lacks are lost"),
 				},
 				Action: func(c *cli.Context) error {
-					return withCluster(c, 0, func(ctx context.Context, cl *coord.Cluster, f admin.Format) error {
+					return withCluster(c, func(ctx context.Context, cl *coord.Cluster, f admin.Format) error {
 						res, err := admin.Failover(ctx, cl, c.String("group"), c.String("to"), c.Bool("force"), client.NodeStatus, client.Handover)
 						if err != nil {
 							return usageOr(err, admin.ErrNoSuchMember)
@@ -73,7 +77,7 @@ func adminCommand() *cli.Command {
 				Name:  "slots",
 				Usage: "which group owns which slot ranges",
 				Action: func(c *cli.Context) error {
-					return withCluster(c, 0, func(ctx context.Context, cl *coord.Cluster, f admin.Format) error {
+					return withCluster(c, func(ctx context.Context, cl *coord.Cluster, f admin.Format) error {
 						t, _, err := cl.SlotTable(ctx)
 						if err != nil {
 							return err
@@ -86,31 +90,19 @@ func adminCommand() *cli.Command {
 	}
 }
 
-func outputFormat(c *cli.Context) (admin.Format, error) {
-	f, err := admin.ParseFormat(c.String("output"))
-	if err != nil {
-		return "", usagef("-o/--output: " + err.Error())
-	}
-	return f, nil
+// outputFormat is -o/--output, which its flag checked.
+func outputFormat(c *cli.Context) admin.Format {
+	f, _ := admin.ParseFormat(c.String("output"))
+	return f
 }
 
-// withCluster checks the arguments and output format, connects to
-// ZooKeeper and runs fn within --timeout.
-func withCluster(c *cli.Context, maxArgs int, fn func(context.Context, *coord.Cluster, admin.Format) error) error {
-	if c.NArg() > maxArgs {
-		return usagef(fmt.Sprintf("%s takes at most %d argument(s): %s", c.Command.FullName(), maxArgs, strings.TrimSpace(c.Command.ArgsUsage)))
-	}
-	f, err := outputFormat(c)
-	if err != nil {
-		return err
-	}
-	log, err := newLogger(c, slog.LevelError)
-	if err != nil {
-		return err
-	}
+// withCluster connects to ZooKeeper and runs fn within --timeout.
+func withCluster(c *cli.Context, fn func(context.Context, *coord.Cluster, admin.Format) error) error {
+	f := outputFormat(c)
+	log := newLogger(c, slog.LevelError)
 	ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
 	defer cancel()
-	cl, closeConn, err := clusterConn(ctx, c, log, 0)
+	cl, closeConn, err := clusterConn(ctx, c, log, 0, true)
 	if err != nil {
 		return err
 	}

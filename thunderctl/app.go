@@ -1,13 +1,13 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
+	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -23,14 +23,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	app := newApp(stdin, stdout, stderr)
 	err := app.Run(args)
 	if err != nil {
-		fmt.Fprintf(stderr, "thunderctl: %s\n", oneLine(err))
+		fmt.Fprintln(stderr, errorLine(err))
 	}
 	return exitCodeOf(err)
-}
-
-// oneLine keeps an error to the one line the exit-code contract promises (README, "Exit codes").
-func oneLine(err error) string {
-	return strings.Join(strings.Fields(err.Error()), " ")
 }
 
 func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
@@ -40,22 +35,31 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		Reader:    stdin,
 		Writer:    stdout,
 		ErrWriter: stderr,
-		Flags:     globalFlags(),
+		Flags: append(globalFlags(),
+			&cli.BoolFlag{Name: "version", Usage: "print the version, git commit and its date"},
+			cli.HelpFlag),
 		Commands: []*cli.Command{
 			serveCommand(),
 			devCommand(),
 			getCommand(), putCommand(), delCommand(), scanCommand(),
 			benchCommand(),
 			adminCommand(),
+			versionCommand(),
+			helpCommand(),
 		},
 		Description: "Every flag can also be set in the environment as THUNDER_<FLAG> (upper case, - becomes _) " +
 			"or in a config file (--config FILE, lines of flag = value); a flag wins over the environment, " +
 			"which wins over the file. Exit codes: 0 success, 1 the operation failed, 2 bad usage or invalid input, " +
 			"3 key not found.",
-		HideHelpCommand: true,
+		HideHelpCommand: true, // helpCommand replaces it
 		ExitErrHandler:  func(*cli.Context, error) {},
 		OnUsageError:    onUsageError,
-		Action:          unknownCommand,
+		Action: func(c *cli.Context) error {
+			if c.Bool("version") {
+				return printVersion(c)
+			}
+			return unknownCommand(c)
+		},
 	}
 	for _, cmd := range app.Commands {
 		prepare(cmd)
@@ -63,10 +67,13 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 	return app
 }
 
-// prepare gives every command the global flags, the config file, usage
-// errors that exit 2, and an error for unknown subcommands.
+// prepare gives every command usage errors that exit 2 with a hint, an
+// error for unknown subcommands, and, on leaf commands, the global flags,
+// the config file and required flags checked after it, and an error for
+// arguments to a command that takes none (no ArgsUsage).
 func prepare(cmd *cli.Command) {
 	cmd.OnUsageError = onUsageError
+	cmd.HideHelpCommand = true
 	if len(cmd.Subcommands) > 0 {
 		cmd.Action = unknownCommand
 		for _, sub := range cmd.Subcommands {
@@ -75,148 +82,155 @@ func prepare(cmd *cli.Command) {
 		return
 	}
 	cmd.Flags = append(cmd.Flags, globalFlags()...)
-	cmd.Before = applyInheritedAndFile
+	// urfave/cli checks Required flags before Before, so before the config
+	// file could supply them, and prints the whole help page.
+	var required []string
+	for _, f := range cmd.Flags {
+		if sf, ok := f.(*cli.StringFlag); ok && sf.Required {
+			sf.Required = false
+			required = append(required, sf.Name)
+		}
+	}
+	cmd.Before = func(c *cli.Context) error { return completeFlags(c, required) }
+	action := cmd.Action
+	cmd.Action = func(c *cli.Context) error {
+		if cmd.ArgsUsage == "" && c.NArg() > 0 {
+			return usageIn(c, "%s takes no arguments", commandPath(c))
+		}
+		return inCommand(c, action(c))
+	}
 }
 
+// The errors of Go's flag package, which urfave/cli passes on.
+var (
+	badFlagValue  = regexp.MustCompile(`^invalid (?:boolean )?value "(.*)" for (?:flag )?-(\S+): `)
+	undefinedFlag = regexp.MustCompile(`^flag provided but not defined: -+(\S+)`)
+	flagNoValue   = regexp.MustCompile(`^flag needs an argument: -+(\S+)`)
+)
+
+// onUsageError rewrites the flag parser's errors for people: "--timeout 1:
+// want a duration like 1s", not "invalid value "1" for flag -timeout: parse
+// error".
 func onUsageError(c *cli.Context, err error, _ bool) error {
-	return usagef(err.Error() + " (see --help)")
+	msg := err.Error()
+	if m := badFlagValue.FindStringSubmatch(msg); m != nil {
+		want := "invalid value"
+		switch lookupFlag(c, m[2]).(type) {
+		case *cli.DurationFlag:
+			want = "want a duration like 1s"
+		case *cli.IntFlag:
+			want = "want a whole number"
+		case *cli.BoolFlag:
+			want = "want true or false"
+		}
+		return usageIn(c, "--%s %s: %s", m[2], m[1], want)
+	}
+	if m := undefinedFlag.FindStringSubmatch(msg); m != nil {
+		return usageIn(c, "unknown flag --%s", m[1])
+	}
+	if m := flagNoValue.FindStringSubmatch(msg); m != nil {
+		return usageIn(c, "--%s needs a value", m[1])
+	}
+	return usageIn(c, "%s", msg)
 }
 
-func unknownCommand(c *cli.Context) error {
-	if c.NArg() > 0 {
-		return usagef(fmt.Sprintf("unknown command %q (see %s --help)", c.Args().First(), c.Command.FullName()))
+func lookupFlag(c *cli.Context, name string) cli.Flag {
+	flags := c.App.Flags
+	if c.Command != nil {
+		flags = append(slices.Clip(c.Command.Flags), flags...)
 	}
-	_ = cli.ShowSubcommandHelp(c)
-	return usagef("a command is required")
-}
-
-// Global flags, defined on the app and on every leaf command so they work
-// before or after the command name.
-func globalFlags() []cli.Flag {
-	return []cli.Flag{
-		&cli.StringFlag{Name: "zk", Value: "127.0.0.1:2181", Usage: "ZooKeeper connect string `HOST:PORT[,...]`", EnvVars: []string{"THUNDER_ZK"}},
-		&cli.StringFlag{Name: "cluster", Value: "default", Usage: "cluster `NAME`", EnvVars: []string{"THUNDER_CLUSTER"}},
-		&cli.DurationFlag{Name: "timeout", Value: 5 * time.Second, Usage: "per-command timeout", EnvVars: []string{"THUNDER_TIMEOUT"}},
-		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "table", Usage: "listing format: table or json", EnvVars: []string{"THUNDER_OUTPUT"}},
-		&cli.StringFlag{Name: "coord", Usage: "reach the cluster through these coordinators `HOST:PORT[,...]` instead of ZooKeeper", EnvVars: []string{"THUNDER_COORD"}},
-		&cli.StringFlag{Name: "config", Usage: "config `FILE` of flag = value lines", EnvVars: []string{"THUNDER_CONFIG"}},
-		&cli.StringFlag{Name: "read-from", Value: "primary", Usage: "members that answer reads: primary (linearizable), secondary or any (may be stale)", EnvVars: []string{"THUNDER_READ_FROM"}},
-		&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error", EnvVars: []string{"THUNDER_LOG_LEVEL"}},
-	}
-}
-
-// applyInheritedAndFile completes a leaf command's flags: a flag given before
-// the command name counts as given to it, and a flag set neither on the
-// command line nor in the environment takes its value from the config file.
-func applyInheritedAndFile(c *cli.Context) error {
-	explicit := map[string]bool{}
-	for _, name := range c.LocalFlagNames() {
-		if !fromEnv(c, name) {
-			explicit[name] = true
-		}
-	}
-	for _, anc := range c.Lineage()[1:] {
-		for _, name := range anc.LocalFlagNames() {
-			if explicit[name] || !hasFlag(c.Command, name) || fromEnv(anc, name) {
-				continue
-			}
-			if err := c.Set(name, fmt.Sprint(anc.Value(name))); err != nil {
-				return usagef(fmt.Sprintf("flag --%s: %v", name, err))
-			}
-			explicit[name] = true
-		}
-	}
-	path := c.String("config")
-	if path == "" {
-		return nil
-	}
-	values, err := readConfigFile(path)
-	if err != nil {
-		return err
-	}
-	for name, value := range values {
-		if !hasFlag(c.Command, name) {
-			continue
-		}
-		if explicit[name] || envSet(name) {
-			continue
-		}
-		if err := c.Set(name, value); err != nil {
-			return usagef(fmt.Sprintf("config %s: %s: %v", path, name, err))
+	for _, f := range flags {
+		if slices.Contains(f.Names(), name) {
+			return f
 		}
 	}
 	return nil
 }
 
-func hasFlag(cmd *cli.Command, name string) bool {
-	for _, f := range cmd.Flags {
-		for _, n := range f.Names() {
-			if n == name {
-				return true
+func unknownCommand(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return usageIn(c, "unknown command %q", strings.TrimSpace(commandPath(c)+" "+c.Args().First()))
+	}
+	cmds := c.App.Commands
+	if c.Command != nil && len(c.Command.Subcommands) > 0 {
+		cmds = c.Command.Subcommands
+	}
+	var names []string
+	for _, cmd := range cmds {
+		if !cmd.Hidden {
+			names = append(names, cmd.Name)
+		}
+	}
+	return usageIn(c, "a command is required: %s", strings.Join(names, ", "))
+}
+
+// commandPath is c's command as typed after the program name: "serve
+// data", or "" for the program itself.
+func commandPath(c *cli.Context) string {
+	var names []string
+	for _, x := range c.Lineage() {
+		if x.Command != nil && x.Command.Name != c.App.Name {
+			names = append(names, x.Command.Name)
+		}
+	}
+	slices.Reverse(names)
+	return strings.Join(names, " ")
+}
+
+// helpCommand shows the help of the program or of any command, nested ones
+// included (thunderctl help admin zk), and refuses a command that does not
+// exist.
+func helpCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "help",
+		Usage:     "show the help of thunderctl or of a command",
+		ArgsUsage: "[COMMAND...]",
+		Action: func(c *cli.Context) error {
+			args := []string{c.App.Name}
+			cmds := c.App.Commands
+			for _, name := range c.Args().Slice() {
+				i := slices.IndexFunc(cmds, func(cmd *cli.Command) bool { return cmd.HasName(name) })
+				if i < 0 {
+					return &usageError{msg: fmt.Sprintf("no command %q", strings.Join(append(args[1:], name), " ")), help: "thunderctl help"}
+				}
+				args, cmds = append(args, name), cmds[i].Subcommands
 			}
-		}
+			return c.App.Run(append(args, "--help"))
+		},
 	}
-	return false
 }
 
-func envName(flag string) string {
-	return "THUNDER_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
-}
-
-func envSet(flag string) bool {
-	_, ok := os.LookupEnv(envName(flag))
-	return ok
-}
-
-// fromEnv reports whether c's value of flag came from the environment
-// rather than the command line: urfave/cli counts both as set.
-func fromEnv(c *cli.Context, flag string) bool {
-	v, ok := os.LookupEnv(envName(flag))
-	return ok && fmt.Sprint(c.Value(flag)) == v
-}
-
-// readConfigFile reads `flag = value` lines; # starts a comment.
-func readConfigFile(path string) (map[string]string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, usagef(fmt.Sprintf("config file: %v", err))
-	}
-	defer f.Close()
-	values := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for line := 1; sc.Scan(); line++ {
-		text := strings.TrimSpace(sc.Text())
-		if text == "" || strings.HasPrefix(text, "#") {
-			continue
-		}
-		name, value, ok := strings.Cut(text, "=")
-		if !ok {
-			return nil, usagef(fmt.Sprintf("config %s line %d: want flag = value", path, line))
-		}
-		values[strings.TrimSpace(name)] = strings.Trim(strings.TrimSpace(value), `"`)
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
-	}
-	return values, nil
-}
-
-// newLogger writes one key=value line per event to stderr, at --log-level
-// but never below floor: commands that print results keep stderr for
-// warnings and errors.
-func newLogger(c *cli.Context, floor slog.Level) (*slog.Logger, error) {
+func checkLogLevel(v string) error {
 	var level slog.Level
-	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
-		return nil, usagef(fmt.Sprintf("--log-level %q: want debug, info, warn or error", c.String("log-level")))
+	if v != "" && level.UnmarshalText([]byte(v)) != nil {
+		return errors.New("want debug, info, warn or error")
 	}
-	return slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: max(level, floor)})), nil
+	return nil
 }
 
-// clusterConn connects to ZooKeeper within the command's timeout.
-func clusterConn(ctx context.Context, c *cli.Context, log *slog.Logger, sessionTimeout time.Duration) (*coord.Cluster, func(), error) {
+// newLogger writes one line per event to stderr, at --log-level, or at
+// level when it is not set: daemons log their lifecycle, commands that
+// print results keep stderr for their one error line.
+func newLogger(c *cli.Context, level slog.Level) *slog.Logger {
+	if s := c.String("log-level"); s != "" {
+		_ = level.UnmarshalText([]byte(s)) // checked by the flag
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if c.String("log-format") == "json" {
+		return slog.New(slog.NewJSONHandler(c.App.ErrWriter, opts))
+	}
+	return slog.New(slog.NewTextHandler(c.App.ErrWriter, opts))
+}
+
+// clusterConn connects to ZooKeeper within the command's timeout. With
+// failFast it gives up as soon as every server refused the connection.
+func clusterConn(ctx context.Context, c *cli.Context, log *slog.Logger, sessionTimeout time.Duration, failFast bool) (*coord.Cluster, func(), error) {
 	dctx, cancel := context.WithTimeout(ctx, c.Duration("timeout"))
 	defer cancel()
-	conn, err := zkcoord.Dial(dctx, c.String("zk"), zkcoord.Options{SessionTimeout: sessionTimeout, Logger: log})
+	conn, err := zkcoord.Dial(dctx, c.String("zk"), zkcoord.Options{SessionTimeout: sessionTimeout, Logger: log, FailFast: failFast})
+	if errors.Is(err, coord.ErrInvalid) {
+		return nil, nil, usageIn(c, "--zk: %v", err)
+	}
 	if err != nil {
 		return nil, nil, err
 	}
@@ -226,26 +240,19 @@ func clusterConn(ctx context.Context, c *cli.Context, log *slog.Logger, sessionT
 // newClient connects a client through the coordinators (--coord) or
 // ZooKeeper.
 func newClient(ctx context.Context, c *cli.Context) (*client.Client, func(), error) {
-	log, err := newLogger(c, slog.LevelError)
-	if err != nil {
-		return nil, nil, err
-	}
+	log := newLogger(c, slog.LevelError)
 	var routes client.RouteSource
 	closeRoutes := func() {}
 	if coords := c.String("coord"); coords != "" {
 		routes = client.CoordinatorRoutes(strings.Split(coords, ","))
 	} else {
-		cl, closeConn, err := clusterConn(ctx, c, log, 0)
+		cl, closeConn, err := clusterConn(ctx, c, log, 0, true)
 		if err != nil {
 			return nil, nil, err
 		}
 		routes, closeRoutes = cl, closeConn
 	}
-	readFrom, err := client.ParseReadFrom(c.String("read-from"))
-	if err != nil {
-		closeRoutes()
-		return nil, nil, usagef(err.Error())
-	}
+	readFrom, _ := client.ParseReadFrom(c.String("read-from")) // checked by the flag
 	rctx, cancel := context.WithTimeout(ctx, c.Duration("timeout"))
 	defer cancel()
 	kv, err := client.New(rctx, client.Config{Routes: routes, Timeout: c.Duration("timeout"), ReadFrom: readFrom, Logger: log})

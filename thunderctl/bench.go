@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
-	"fmt"
+	"math"
 	"os"
 	"runtime"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/thunderyurts/thunderyurts/client"
 	"github.com/thunderyurts/thunderyurts/client/bench"
 )
 
@@ -17,28 +19,19 @@ func benchCommand() *cli.Command {
 		Name:  "bench",
 		Usage: "load the cluster through the client package and print throughput and latency",
 		Flags: []cli.Flag{
-			&cli.IntFlag{Name: "clients", Value: def.Clients, Usage: "concurrent clients", EnvVars: []string{"THUNDER_CLIENTS"}},
-			&cli.IntFlag{Name: "ops", Value: def.Ops, Usage: "total operations (0 = run for --duration)", EnvVars: []string{"THUNDER_OPS"}},
-			&cli.DurationFlag{Name: "duration", Usage: "stop after this long (0 = run --ops)", EnvVars: []string{"THUNDER_DURATION"}},
-			&cli.IntFlag{Name: "value-size", Value: def.ValueSize, Usage: "value size in bytes", EnvVars: []string{"THUNDER_VALUE_SIZE"}},
-			&cli.IntFlag{Name: "key-size", Value: def.KeySize, Usage: "key size in bytes", EnvVars: []string{"THUNDER_KEY_SIZE"}},
-			&cli.IntFlag{Name: "keys", Value: def.Keys, Usage: "key space", EnvVars: []string{"THUNDER_KEYS"}},
-			&cli.IntFlag{Name: "reads", Value: def.ReadPercent, Usage: "share of reads, in `PERCENT`", EnvVars: []string{"THUNDER_READS"}},
-			&cli.IntFlag{Name: "procs", Value: 1, Usage: "cores (GOMAXPROCS) the load generator runs on; 0 = all. One, like redis-benchmark: " +
-				"on a machine it shares with the cluster it takes less CPU from the servers it measures, and its clients' requests leave in fewer, larger batches", EnvVars: []string{"THUNDER_PROCS"}},
+			intFlag("clients", def.Clients, 1, 100000, "concurrent clients"),
+			intFlag("ops", def.Ops, 0, math.MaxInt, "total operations (0 = run for --duration)"),
+			durationFlag("duration", 0, 0, 7*24*time.Hour, "stop after this long (0 = run --ops)"),
+			intFlag("value-size", def.ValueSize, 0, 32<<20, "value size in bytes"),
+			intFlag("key-size", def.KeySize, 1, client.MaxKeySize, "key size in bytes"),
+			intFlag("keys", def.Keys, 1, math.MaxInt, "key space"),
+			intFlag("reads", def.ReadPercent, 0, 100, "share of reads, in `PERCENT`"),
+			intFlag("procs", 1, 0, 1024, "cores (GOMAXPROCS) the load generator runs on; 0 = all. One, like redis-benchmark: "+
+				"on a machine it shares with the cluster it takes less CPU from the servers it measures, and its clients' requests leave in fewer, larger batches"),
 		},
 		Action: func(c *cli.Context) error {
-			if c.NArg() > 0 {
-				return usagef("bench takes no arguments (see --help)")
-			}
-			format, err := outputFormat(c)
-			if err != nil {
-				return err
-			}
-			switch procs := c.Int("procs"); {
-			case procs < 0:
-				return usagef(fmt.Sprintf("--procs must be 0 (all cores) or more, not %d", procs))
-			case procs > 0:
+			format := outputFormat(c)
+			if procs := c.Int("procs"); procs > 0 {
 				runtime.GOMAXPROCS(procs)
 			}
 			cfg := bench.Config{

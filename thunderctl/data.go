@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -89,18 +91,12 @@ func scanCommand() *cli.Command {
 		Name:  "scan",
 		Usage: "print key<TAB>value lines in key order across the whole cluster",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "prefix", Usage: "only keys starting with `P`", EnvVars: []string{"THUNDER_PREFIX"}},
-			&cli.StringFlag{Name: "start", Usage: "first key `K` (inclusive)", EnvVars: []string{"THUNDER_START"}},
-			&cli.StringFlag{Name: "end", Usage: "stop before key `K` (exclusive)", EnvVars: []string{"THUNDER_END"}},
-			&cli.IntFlag{Name: "limit", Usage: "at most `N` keys (0 = all)", EnvVars: []string{"THUNDER_LIMIT"}},
+			stringFlag("prefix", "", "only keys starting with `P`", nil),
+			stringFlag("start", "", "first key `K` (inclusive)", nil),
+			stringFlag("end", "", "stop before key `K` (exclusive)", nil),
+			intFlag("limit", 0, 0, math.MaxInt, "at most `N` keys (0 = all)"),
 		},
 		Action: func(c *cli.Context) error {
-			if c.NArg() > 0 {
-				return usagef("scan takes no arguments (see --help)")
-			}
-			if c.Int("limit") < 0 {
-				return usagef("--limit must be >= 0")
-			}
 			opts := client.ScanOptions{Prefix: optBytes(c, "prefix"), Start: optBytes(c, "start"), End: optBytes(c, "end"), Limit: c.Int("limit")}
 			return withClient(c, func(ctx context.Context, kv *client.Client) error {
 				w := bufio.NewWriter(c.App.Writer)
@@ -129,7 +125,12 @@ func optBytes(c *cli.Context, name string) []byte {
 // keyArg checks the argument count and the key before any connection is made.
 func keyArg(c *cli.Context, want int) ([]byte, error) {
 	if c.NArg() != want {
-		return nil, usagef(fmt.Sprintf("%s takes %d argument(s): %s (see --help)", c.Command.Name, want, c.Command.ArgsUsage))
+		for _, arg := range c.Args().Slice() {
+			if strings.HasPrefix(arg, "-") && len(arg) > 1 {
+				return nil, usagef("%s takes %d argument(s): %s; flags go before them (%s)", c.Command.Name, want, c.Command.ArgsUsage, arg)
+			}
+		}
+		return nil, usagef("%s takes %d argument(s): %s", c.Command.Name, want, c.Command.ArgsUsage)
 	}
 	key := []byte(c.Args().First())
 	if err := client.ValidateKey(key); err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -19,31 +20,20 @@ func devCommand() *cli.Command {
 		Name:  "dev",
 		Usage: "run a whole local cluster on loopback (ZooKeeper, coordinators, data nodes) until Ctrl-C",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "dir", Value: ".dev", Usage: "`PATH` for ZooKeeper, data and logs (rerun on it to get the same cluster back)", EnvVars: []string{"THUNDER_DIR"}},
-			&cli.IntFlag{Name: "groups", Value: 2, Usage: "replica groups", EnvVars: []string{"THUNDER_GROUPS"}},
-			&cli.IntFlag{Name: "replicas", Value: 2, Usage: "data nodes per group", EnvVars: []string{"THUNDER_REPLICAS"}},
-			&cli.IntFlag{Name: "coords", Value: 2, Usage: "coordinators", EnvVars: []string{"THUNDER_COORDS"}},
-			&cli.IntFlag{Name: "slots", Value: 1024, Usage: "slot count of a new cluster", EnvVars: []string{"THUNDER_SLOTS"}},
-			&cli.StringFlag{Name: "acks", Value: "all", Usage: "write acknowledgement of the data nodes: all or 1", EnvVars: []string{"THUNDER_ACKS"}},
-			&cli.StringFlag{Name: "ready-file", Usage: "write the `FILE` with the export line once the cluster serves (for scripts)", EnvVars: []string{"THUNDER_READY_FILE"}},
+			stringFlag("dir", ".dev", "`PATH` for ZooKeeper, data and logs (rerun on it to get the same cluster back)", nonEmpty),
+			intFlag("groups", 2, 1, maxReplicas, "replica groups"),
+			intFlag("replicas", 2, 1, maxReplicas, "data nodes per group"),
+			intFlag("coords", 2, 1, maxReplicas, "coordinators"),
+			intFlag("slots", 1024, 1, maxSlots, "slot count of a new cluster"),
+			stringFlag("acks", "all", "write acknowledgement of the data nodes: all or 1", checkAcks),
+			stringFlag("ready-file", "", "write the `FILE` with the export line once the cluster serves (for scripts)", nil),
 		},
 		Action: runDev,
 	}
 }
 
 func runDev(c *cli.Context) error {
-	if c.NArg() > 0 {
-		return usagef("dev takes no arguments")
-	}
-	for _, name := range []string{"groups", "replicas", "coords"} {
-		if c.Int(name) < 1 || c.Int(name) > 16 {
-			return usagef(fmt.Sprintf("--%s must be between 1 and 16", name))
-		}
-	}
-	log, err := newLogger(c, 0)
-	if err != nil {
-		return err
-	}
+	log := newLogger(c, slog.LevelInfo)
 	self, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("find own binary: %w", err)

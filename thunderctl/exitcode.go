@@ -2,6 +2,10 @@ package main
 
 import (
 	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/urfave/cli/v2"
 
 	"github.com/thunderyurts/thunderyurts/client"
 )
@@ -14,12 +18,46 @@ const (
 	exitNotFound = 3 // get: key not found
 )
 
-// usageError marks a mistake in the command line itself.
-type usageError struct{ msg string }
+// usageError marks a mistake in the command line itself (or in the
+// environment or config file standing in for it).
+type usageError struct {
+	msg   string
+	help  string // the command that explains the usage: "thunderctl help serve data"
+	cause error
+}
 
 func (e *usageError) Error() string { return e.msg }
+func (e *usageError) Unwrap() error { return e.cause }
 
-func usagef(msg string) error { return &usageError{msg: msg} }
+// usagef is a usage error of the command that runs; inCommand names it.
+func usagef(format string, args ...any) error {
+	return &usageError{msg: fmt.Sprintf(format, args...)}
+}
+
+// usageIn is a usage error of c's command.
+func usageIn(c *cli.Context, format string, args ...any) error {
+	return &usageError{msg: fmt.Sprintf(format, args...), help: helpFor(c)}
+}
+
+// inCommand makes err, returned by c's command, name the command whose help
+// explains it when it is a usage error or invalid input.
+func inCommand(c *cli.Context, err error) error {
+	var ue *usageError
+	switch {
+	case errors.As(err, &ue):
+		if ue.help == "" {
+			ue.help = helpFor(c)
+		}
+	case errors.Is(err, client.ErrInvalidArgument):
+		return &usageError{msg: err.Error(), help: helpFor(c), cause: err}
+	}
+	return err
+}
+
+// helpFor is the help command for c's command.
+func helpFor(c *cli.Context) string {
+	return strings.TrimSpace("thunderctl help " + commandPath(c))
+}
 
 // exitCodeOf maps an error to the exit code a script can rely on.
 func exitCodeOf(err error) int {
@@ -38,7 +76,22 @@ func exitCodeOf(err error) int {
 // usageOr turns err into a usage error when it matches sentinel.
 func usageOr(err, sentinel error) error {
 	if errors.Is(err, sentinel) {
-		return usagef(err.Error())
+		return &usageError{msg: err.Error(), cause: err}
 	}
 	return err
+}
+
+// errorLine is the one line an error gets on stderr (README, "Exit codes"):
+// a usage error ends with where to read the usage.
+func errorLine(err error) string {
+	line := "thunderctl: " + strings.Join(strings.Fields(err.Error()), " ")
+	var ue *usageError
+	if errors.As(err, &ue) {
+		help := ue.help
+		if help == "" {
+			help = "thunderctl help"
+		}
+		line += fmt.Sprintf(" (see '%s')", help)
+	}
+	return line
 }

@@ -3,14 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -19,7 +18,7 @@ import (
 	"github.com/thunderyurts/thunderyurts/coord/zkcoord"
 	"github.com/thunderyurts/thunderyurts/coord/zklocal"
 	"github.com/thunderyurts/thunderyurts/coord/zklocal/zktest"
-	"github.com/thunderyurts/thunderyurts/daemon/devcluster"
+	"github.com/thunderyurts/thunderyurts/daemon/procs"
 )
 
 // The end-to-end tests run the real thunderctl binary against a real
@@ -66,14 +65,11 @@ type testCluster struct {
 	procs map[string]*proc
 }
 
+// proc is one daemon of the cluster.
 type proc struct {
-	name string
+	*procs.Proc
 	dir  string // data directory of a data node
-	args []string
 	addr string
-	log  string
-	cmd  *exec.Cmd
-	done chan struct{}
 }
 
 func newTestCluster(t testing.TB) *testCluster { return newTestClusterOn(t, "") }
@@ -86,17 +82,17 @@ func newTestClusterOn(t testing.TB, host string) *testCluster {
 		tc.mu.Lock()
 		defer tc.mu.Unlock()
 		for _, p := range tc.procs {
-			tc.kill(p)
+			p.Kill()
 		}
 		for _, p := range tc.procs {
-			if b, err := os.ReadFile(p.log); err == nil && bytes.Contains(b, []byte("WARNING: DATA RACE")) {
-				t.Errorf("%s hit a data race:\n%s", p.name, b)
+			if b, err := os.ReadFile(p.Log); err == nil && bytes.Contains(b, []byte("WARNING: DATA RACE")) {
+				t.Errorf("%s hit a data race:\n%s", p.Name, b)
 			}
 		}
 		if t.Failed() {
 			for _, p := range tc.procs {
-				if b, err := os.ReadFile(p.log); err == nil {
-					t.Logf("--- log of %s ---\n%s", p.name, tail(string(b), 40))
+				if b, err := os.ReadFile(p.Log); err == nil {
+					t.Logf("--- log of %s ---\n%s", p.Name, tail(string(b), 40))
 				}
 			}
 		}
@@ -112,47 +108,29 @@ func tail(s string, lines int) string {
 	return strings.Join(parts, "\n")
 }
 
-func freePort(t testing.TB) string {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lis.Close()
-	return lis.Addr().String()
-}
-
 // start runs `thunderctl serve ...` as a child process named name.
 func (tc *testCluster) start(name string, args ...string) *proc {
 	tc.t.Helper()
-	p := &proc{name: name, addr: freePort(tc.t), log: filepath.Join(tc.dir, name+".log")}
-	p.args = append(append([]string{}, args...), "--listen", p.addr, "--zk", tc.zk.Addr(), "--cluster", tc.name,
-		"--session-timeout", sessionTimeout.String())
-	tc.run(p)
-	return p
-}
-
-func (tc *testCluster) run(p *proc) { tc.runWith(p, daemonBin) }
-
-// runWith starts p's arguments with program (thunderctl, or ip for a
-// process in a namespace).
-func (tc *testCluster) runWith(p *proc, program string) {
-	tc.t.Helper()
-	logf, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	addr, err := procs.FreeAddr()
 	if err != nil {
 		tc.t.Fatal(err)
 	}
-	defer logf.Close()
-	p.cmd = exec.Command(program, p.args...)
-	p.cmd.Stdout, p.cmd.Stderr = logf, logf
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := p.cmd.Start(); err != nil {
-		tc.t.Fatalf("start %s: %v", p.name, err)
+	p := &proc{addr: addr}
+	args = append(append([]string{}, args...), "--listen", p.addr, "--zk", tc.zk.Addr(), "--cluster", tc.name,
+		"--session-timeout", sessionTimeout.String())
+	tc.launch(p, name, daemonBin, args...)
+	return p
+}
+
+// launch runs program (thunderctl, or ip for a process in a namespace) as p.
+func (tc *testCluster) launch(p *proc, name, program string, args ...string) {
+	tc.t.Helper()
+	var err error
+	if p.Proc, err = procs.Start(name, program, args, filepath.Join(tc.dir, name+".log")); err != nil {
+		tc.t.Fatal(err)
 	}
-	p.done = make(chan struct{})
-	go func(cmd *exec.Cmd, done chan struct{}) { _ = cmd.Wait(); close(done) }(p.cmd, p.done)
 	tc.mu.Lock()
-	tc.procs[p.name] = p
+	tc.procs[name] = p
 	tc.mu.Unlock()
 }
 
@@ -171,32 +149,38 @@ func (tc *testCluster) dataNode(name, group string, extra ...string) *proc {
 // a node that is still starting to write it.
 func nodeIDOf(t testing.TB, p *proc) string {
 	t.Helper()
-	for i := 0; i < 100; i++ {
-		if b, err := os.ReadFile(filepath.Join(p.dir, "node-id")); err == nil {
-			return strings.TrimSpace(string(b))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("%s has no node id", p.name)
-	return ""
+	var id string
+	eventually(t, 5*time.Second, func() error {
+		b, err := os.ReadFile(filepath.Join(p.dir, "node-id"))
+		id = strings.TrimSpace(string(b))
+		return err
+	})
+	return id
 }
 
 // restart starts p again with the same arguments (same address and dir).
 func (tc *testCluster) restart(p *proc) {
 	tc.t.Helper()
-	tc.run(p)
+	if err := p.Restart(); err != nil {
+		tc.t.Fatal(err)
+	}
 }
 
-// sigkill kills p at once, as a crash would.
-func (tc *testCluster) sigkill(p *proc) {
-	tc.t.Helper()
-	tc.kill(p)
-}
-
-func (tc *testCluster) kill(p *proc) {
-	if p.cmd.Process != nil {
-		_ = p.cmd.Process.Kill()
-		<-p.done
+// eventually polls cond until it returns nil, and fails the test with its
+// last error when that takes longer than within. Every wait of the
+// end-to-end tests goes through it.
+func eventually(t testing.TB, within time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: %v", within, err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -216,17 +200,34 @@ func (tc *testCluster) coordCluster() *coord.Cluster {
 // waitServing waits until every slot has a registered primary.
 func (tc *testCluster) waitServing(cl *coord.Cluster, within time.Duration) {
 	tc.t.Helper()
-	deadline := time.Now().Add(within)
-	for time.Now().Before(deadline) {
+	eventually(tc.t, within, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
 		rt, err := cl.Routes(ctx)
-		cancel()
-		if err == nil && devcluster.Serving(rt) {
-			return
+		if err == nil && !rt.Serving() {
+			err = errors.New("some slot has no registered primary")
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	tc.t.Fatalf("cluster not serving within %s", within)
+		return err
+	})
+}
+
+// waitGroup waits until ok(group) holds and returns that group state.
+func (tc *testCluster) waitGroup(cl *coord.Cluster, name string, within time.Duration, ok func(*coord.Group) bool) *coord.Group {
+	tc.t.Helper()
+	var g *coord.Group
+	eventually(tc.t, within, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		cur, _, err := cl.Group(ctx, name)
+		if err != nil {
+			return err
+		}
+		if g = cur; !ok(g) {
+			return fmt.Errorf("group %s is %+v", name, g)
+		}
+		return nil
+	})
+	return g
 }
 
 func (tc *testCluster) client(cl *coord.Cluster) *client.Client {

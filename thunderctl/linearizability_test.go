@@ -94,7 +94,7 @@ func TestLinearizableAcrossFailover(t *testing.T) {
 	}
 	time.Sleep(2 * time.Second)
 	g := tc.waitGroup(cl, "g1", time.Second, func(*coord.Group) bool { return true })
-	tc.sigkill(tc.procOf(g.Primary))
+	tc.procOf(g.Primary).Kill()
 	tc.waitGroup(cl, "g1", sessionTimeout+10*time.Second, func(ng *coord.Group) bool { return ng.Primary != g.Primary && ng.Primary != "" })
 	time.Sleep(2 * time.Second)
 	close(stop)

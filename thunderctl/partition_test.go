@@ -118,11 +118,10 @@ func TestPartitionedPrimaryCannotAcknowledge(t *testing.T) {
 // startIn runs a thunderctl daemon inside ns, listening on its address.
 func (tc *testCluster) startIn(ns *netns, name string, args ...string) *proc {
 	tc.t.Helper()
-	p := &proc{name: name, addr: fmt.Sprintf("%s:%d", ns.innerIP, 20000+rand.Intn(20000)), log: tc.dir + "/" + name + ".log"}
-	p.args = append(append([]string{}, args...), "--listen", p.addr, "--zk", tc.zk.Addr(), "--cluster", tc.name,
+	p := &proc{addr: fmt.Sprintf("%s:%d", ns.innerIP, 20000+rand.Intn(20000))}
+	args = append(append([]string{"netns", "exec", ns.name, daemonBin}, args...), "--listen", p.addr, "--zk", tc.zk.Addr(), "--cluster", tc.name,
 		"--session-timeout", sessionTimeout.String())
-	p.args = append([]string{"netns", "exec", ns.name, daemonBin}, p.args...)
-	tc.runWith(p, "ip")
+	tc.launch(p, name, "ip", args...)
 	return p
 }
 
@@ -166,17 +165,14 @@ func startInnerWriter(t *testing.T, ns *netns, zk, cluster string) *innerWriter 
 
 func (w *innerWriter) waitAcks(t *testing.T, n int, within time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for time.Now().Before(deadline) {
+	eventually(t, within, func() error {
 		w.mu.Lock()
-		got := len(w.acked)
-		w.mu.Unlock()
-		if got >= n {
-			return
+		defer w.mu.Unlock()
+		if len(w.acked) < n {
+			return fmt.Errorf("inner writer: %d of %d writes acknowledged", len(w.acked), n)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("inner writer: fewer than %d acknowledged writes within %s", n, within)
+		return nil
+	})
 }
 
 func (w *innerWriter) stop() ([]string, time.Time) {

@@ -34,27 +34,6 @@ func (tc *testCluster) replica(name string) *proc {
 	return tc.dataNode(name, "g1", "--max-lag", "1s")
 }
 
-// waitGroup waits until ok(group) holds and returns that group state.
-func (tc *testCluster) waitGroup(cl *coord.Cluster, name string, within time.Duration, ok func(*coord.Group) bool) *coord.Group {
-	tc.t.Helper()
-	deadline := time.Now().Add(within)
-	var g *coord.Group
-	for time.Now().Before(deadline) {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		cur, _, err := cl.Group(ctx, name)
-		cancel()
-		if err == nil {
-			g = cur
-			if ok(g) {
-				return g
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	tc.t.Fatalf("group %s never reached the expected state within %s; last %+v", name, within, g)
-	return nil
-}
-
 // procOf returns the process of node id (its data dir holds the id).
 func (tc *testCluster) procOf(id string) *proc {
 	tc.t.Helper()
@@ -117,13 +96,13 @@ func (w *writer) count() int {
 // waitProgress waits until n more writes were acknowledged.
 func (w *writer) waitProgress(t *testing.T, n int, within time.Duration) {
 	t.Helper()
-	start, deadline := w.count(), time.Now().Add(within)
-	for w.count() < start+n {
-		if time.Now().After(deadline) {
-			t.Fatalf("writes did not resume within %s (%d acknowledged)", within, w.count()-start)
+	start := w.count()
+	eventually(t, within, func() error {
+		if got := w.count() - start; got < n {
+			return fmt.Errorf("writes did not resume (%d of %d acknowledged)", got, n)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // longestGap is the longest time without an acknowledged write from since
@@ -167,7 +146,7 @@ func TestPrimaryKilledLosesNoAcknowledgedWrite(t *testing.T) {
 
 	g := tc.waitGroup(cl, "g1", time.Second, func(*coord.Group) bool { return true })
 	killedAt := time.Now()
-	tc.sigkill(tc.procOf(g.Primary))
+	tc.procOf(g.Primary).Kill()
 	ng := tc.waitGroup(cl, "g1", sessionTimeout+10*time.Second, func(ng *coord.Group) bool { return ng.Primary != g.Primary && ng.Primary != "" })
 	w.waitProgress(t, 500, sessionTimeout+10*time.Second)
 	w.halt()
@@ -184,7 +163,7 @@ func TestSecondaryKilledAndRestarted(t *testing.T) {
 	g := tc.waitGroup(cl, "g1", time.Second, func(*coord.Group) bool { return true })
 	victimID := g.ISR[slices.IndexFunc(g.ISR, func(id string) bool { return id != g.Primary })]
 	victim := tc.procOf(victimID)
-	tc.sigkill(victim)
+	victim.Kill()
 	// The primary drops it from the ISR and writes go on.
 	tc.waitGroup(cl, "g1", 10*time.Second, func(g *coord.Group) bool { return !slices.Contains(g.ISR, victimID) })
 	w.waitProgress(t, 500, 10*time.Second)
@@ -203,7 +182,7 @@ func TestTwoFailoversInARow(t *testing.T) {
 	w.waitProgress(t, 300, 10*time.Second)
 	for round := 1; round <= 2; round++ {
 		g := tc.waitGroup(cl, "g1", 10*time.Second, func(g *coord.Group) bool { return len(g.ISR) >= 4-round })
-		tc.sigkill(tc.procOf(g.Primary))
+		tc.procOf(g.Primary).Kill()
 		ng := tc.waitGroup(cl, "g1", sessionTimeout+10*time.Second, func(ng *coord.Group) bool { return ng.Primary != g.Primary && ng.Primary != "" })
 		t.Logf("round %d: %s → %s, epoch %d", round, g.Primary, ng.Primary, ng.Epoch)
 		w.waitProgress(t, 300, sessionTimeout+10*time.Second)
@@ -219,12 +198,12 @@ func TestOldPrimaryRejoinsAndCatchesUp(t *testing.T) {
 	w.waitProgress(t, 500, 10*time.Second)
 	g := tc.waitGroup(cl, "g1", time.Second, func(*coord.Group) bool { return true })
 	old := tc.procOf(g.Primary)
-	tc.sigkill(old)
+	old.Kill()
 	tc.waitGroup(cl, "g1", sessionTimeout+10*time.Second, func(ng *coord.Group) bool { return ng.Primary != g.Primary && ng.Primary != "" })
 	w.waitProgress(t, 1000, sessionTimeout+10*time.Second)
 	tc.restart(old)
 	tc.waitGroup(cl, "g1", 30*time.Second, func(ng *coord.Group) bool { return slices.Contains(ng.ISR, g.Primary) })
-	if b, err := os.ReadFile(old.log); err == nil {
+	if b, err := os.ReadFile(old.Log); err == nil {
 		t.Logf("the old primary truncated entries: %v; restored a snapshot: %v",
 			bytes.Contains(b, []byte("truncating entries the new primary does not have")), bytes.Contains(b, []byte("snapshot restored")))
 	}
@@ -305,7 +284,7 @@ func TestSigtermOnPrimaryHandsOver(t *testing.T) {
 	g := tc.waitGroup(cl, "g1", time.Second, func(*coord.Group) bool { return true })
 	p := tc.procOf(g.Primary)
 	start := time.Now()
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := p.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	ng := tc.waitGroup(cl, "g1", 5*time.Second, func(ng *coord.Group) bool { return ng.Primary != g.Primary && ng.Primary != "" })
@@ -315,7 +294,7 @@ func TestSigtermOnPrimaryHandsOver(t *testing.T) {
 	w.waitProgress(t, 500, 5*time.Second)
 	w.halt()
 	select {
-	case <-p.done:
+	case <-p.Done():
 	case <-time.After(20 * time.Second):
 		t.Fatal("primary did not exit after SIGTERM")
 	}
@@ -336,17 +315,12 @@ func TestReadsFromSecondaries(t *testing.T) {
 	}
 	// Secondaries make the write visible once the primary's watermark
 	// reaches them (a heartbeat at most).
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		out, stderr, code := tc.cli(nil, "--read-from", "secondary", "get", "stale-ok")
-		if code == 0 && out == "v1\n" {
-			break
+	eventually(t, 5*time.Second, func() error {
+		if out, stderr, code := tc.cli(nil, "--read-from", "secondary", "get", "stale-ok"); code != 0 || out != "v1\n" {
+			return fmt.Errorf("read from a secondary: exit %d %q %s", code, out, stderr)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("read from a secondary: exit %d %q %s", code, out, stderr)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
 	if _, stderr, code := tc.cli(nil, "--read-from", "bogus", "get", "stale-ok"); code != exitUsage {
 		t.Fatalf("--read-from bogus: exit %d %s", code, stderr)
 	}
@@ -366,7 +340,7 @@ func TestMinInsyncRefusesWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	secondary := g.ISR[slices.IndexFunc(g.ISR, func(id string) bool { return id != g.Primary })]
-	tc.sigkill(tc.procOf(secondary))
+	tc.procOf(secondary).Kill()
 	tc.waitGroup(cl, "g1", 10*time.Second, func(g *coord.Group) bool { return len(g.ISR) == 1 })
 	_, stderr, code := tc.cli(nil, "--timeout", "1s", "put", "k2", "v")
 	if code != exitFailed || !strings.Contains(stderr, "min-insync") {
@@ -384,14 +358,14 @@ func TestForcedFailoverWithNoInSyncMemberAlive(t *testing.T) {
 	g := tc.waitGroup(cl, "g1", time.Second, func(*coord.Group) bool { return true })
 	secondaryID := g.ISR[slices.IndexFunc(g.ISR, func(id string) bool { return id != g.Primary })]
 	secondary := tc.procOf(secondaryID)
-	tc.sigkill(secondary)
+	secondary.Kill()
 	tc.waitGroup(cl, "g1", 10*time.Second, func(g *coord.Group) bool { return !slices.Contains(g.ISR, secondaryID) })
 	for i := 0; i < 50; i++ {
 		if err := c.Put(ctx, []byte(fmt.Sprintf("only-on-primary-%d", i)), []byte("v")); err != nil {
 			t.Fatal(err)
 		}
 	}
-	tc.sigkill(tc.procOf(g.Primary))
+	tc.procOf(g.Primary).Kill()
 	tc.restart(secondary)
 	// The only live member is out of sync: the group waits for an operator.
 	time.Sleep(sessionTimeout + time.Second)

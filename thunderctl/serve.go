@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -11,7 +12,9 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/thunderyurts/thunderyurts/client"
 	"github.com/thunderyurts/thunderyurts/coord"
+	"github.com/thunderyurts/thunderyurts/daemon"
 	"github.com/thunderyurts/thunderyurts/daemon/coordinator"
 	"github.com/thunderyurts/thunderyurts/daemon/datanode"
 )
@@ -28,9 +31,9 @@ func serveCommand() *cli.Command {
 				Name:  "coord",
 				Usage: "run a coordinator (the first one creates the cluster)",
 				Flags: append(daemonFlags("127.0.0.1:7000"),
-					&cli.IntFlag{Name: "slots", Value: 1024, Usage: "slot count of a new cluster (fixed once created)", EnvVars: []string{"THUNDER_SLOTS"}},
-					&cli.IntFlag{Name: "replication-factor", Value: 3, Usage: "nodes each group should have", EnvVars: []string{"THUNDER_REPLICATION_FACTOR"}},
-					&cli.DurationFlag{Name: "assign-delay", Value: 2 * time.Second, Usage: "wait after the first data node of a new cluster before spreading slots", EnvVars: []string{"THUNDER_ASSIGN_DELAY"}},
+					intFlag("slots", 1024, 1, maxSlots, "slot count of a new cluster (fixed once created)"),
+					intFlag("replication-factor", 3, 1, maxReplicas, "nodes each group should have"),
+					durationFlag("assign-delay", 2*time.Second, 0, time.Hour, "wait after the first data node of a new cluster before spreading slots"),
 				),
 				Action: serveCoord,
 			},
@@ -38,13 +41,13 @@ func serveCommand() *cli.Command {
 				Name:  "data",
 				Usage: "run a data node of group --group",
 				Flags: append(daemonFlags("127.0.0.1:7100"),
-					&cli.StringFlag{Name: "group", Required: true, Usage: "replica group `NAME` to join (a new name makes a new group)", EnvVars: []string{"THUNDER_GROUP"}},
-					&cli.StringFlag{Name: "dir", Required: true, Usage: "data `PATH` (node id and data file)", EnvVars: []string{"THUNDER_DIR"}},
-					&cli.StringFlag{Name: "advertise", Usage: "address clients dial, when it differs from --listen", EnvVars: []string{"THUNDER_ADVERTISE"}},
-					&cli.IntFlag{Name: "max-value-size", Value: 4 << 20, Usage: "largest value accepted, in bytes", EnvVars: []string{"THUNDER_MAX_VALUE_SIZE"}},
-					&cli.StringFlag{Name: "acks", Value: "all", Usage: "acknowledge a write once durable on every in-sync replica (all) or on the primary alone (1)", EnvVars: []string{"THUNDER_ACKS"}},
-					&cli.IntFlag{Name: "min-insync", Value: 1, Usage: "refuse writes while fewer in-sync replicas (primary included) remain", EnvVars: []string{"THUNDER_MIN_INSYNC"}},
-					&cli.DurationFlag{Name: "max-lag", Value: 2 * time.Second, Usage: "drop a follower from the in-sync set after it has been behind this long", EnvVars: []string{"THUNDER_MAX_LAG"}},
+					requiredFlag("group", "replica group `NAME` to join (a new name makes a new group)", checkGroup),
+					requiredFlag("dir", "data `PATH` (node id and data file)", nonEmpty),
+					stringFlag("advertise", "", "address `HOST:PORT` clients dial, when it differs from --listen", checkOptionalAddr),
+					intFlag("max-value-size", 4<<20, 1, 32<<20, "largest value accepted, in bytes"),
+					stringFlag("acks", "all", "acknowledge a write once durable on every in-sync replica (all) or on the primary alone (1)", checkAcks),
+					intFlag("min-insync", 1, 1, maxReplicas, "refuse writes while fewer in-sync replicas (primary included) remain"),
+					durationFlag("max-lag", 2*time.Second, time.Millisecond, time.Hour, "drop a follower from the in-sync set after it has been behind this long"),
 				),
 				Action: serveData,
 			},
@@ -54,24 +57,25 @@ func serveCommand() *cli.Command {
 
 func daemonFlags(listen string) []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "listen", Value: listen, Usage: "`HOST:PORT` to serve on", EnvVars: []string{"THUNDER_LISTEN"}},
-		&cli.StringFlag{Name: "http", Usage: "`HOST:PORT` for /metrics, /healthz and /readyz", EnvVars: []string{"THUNDER_HTTP"}},
-		&cli.DurationFlag{Name: "session-timeout", Value: 6 * time.Second, Usage: "ZooKeeper session timeout", EnvVars: []string{"THUNDER_SESSION_TIMEOUT"}},
+		stringFlag("listen", listen, "`HOST:PORT` to serve on", checkAddr),
+		stringFlag("http", "", "`HOST:PORT` for /metrics, /healthz and /readyz", checkOptionalAddr),
+		durationFlag("session-timeout", 6*time.Second, time.Second, time.Minute, "ZooKeeper session timeout"),
 	}
 }
 
-type daemon interface {
-	Done() <-chan struct{}
-	Close() error
-}
+// Bounds of the cluster's shape: a slot is a bucket on every node of its
+// group, a replica a stream from the primary.
+const (
+	maxSlots    = 16384
+	maxReplicas = 16
+)
 
 // runDaemon starts a daemon and serves until it stops or a signal comes: the
 // first SIGTERM/SIGINT stops it gracefully, a second exits at once.
-func runDaemon(c *cli.Context, start func(ctx context.Context, log *slog.Logger, cluster *coord.Cluster) (daemon, error)) error {
-	log, err := newLogger(c, slog.LevelDebug)
-	if err != nil {
-		return err
-	}
+func runDaemon(c *cli.Context, start func(ctx context.Context, log *slog.Logger, cluster *coord.Cluster) (daemon.Daemon, error)) error {
+	log := newLogger(c, slog.LevelInfo)
+	b := readBuildInfo()
+	log.Info("starting "+commandPath(c), "version", b.Version, "commit", b.Commit, "date", b.Date, "modified", b.Modified)
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
@@ -84,7 +88,7 @@ func runDaemon(c *cli.Context, start func(ctx context.Context, log *slog.Logger,
 		case <-ctx.Done():
 		}
 	}()
-	cluster, closeConn, err := clusterConn(ctx, c, log, c.Duration("session-timeout"))
+	cluster, closeConn, err := clusterConn(ctx, c, log, c.Duration("session-timeout"), false)
 	if err != nil {
 		return err
 	}
@@ -95,7 +99,7 @@ func runDaemon(c *cli.Context, start func(ctx context.Context, log *slog.Logger,
 	}
 	select {
 	case <-d.Done():
-		return d.Close()
+		return d.Err()
 	case <-ctx.Done():
 	}
 	log.Info("shutting down; a second signal exits at once")
@@ -112,32 +116,33 @@ func runDaemon(c *cli.Context, start func(ctx context.Context, log *slog.Logger,
 }
 
 func serveCoord(c *cli.Context) error {
-	if c.NArg() > 0 {
-		return usagef("serve coord takes no arguments")
-	}
-	return runDaemon(c, func(ctx context.Context, log *slog.Logger, cluster *coord.Cluster) (daemon, error) {
+	return runDaemon(c, func(ctx context.Context, log *slog.Logger, cluster *coord.Cluster) (daemon.Daemon, error) {
 		return coordinator.Start(ctx, coordinator.Config{
 			Cluster: cluster, Listen: c.String("listen"), HTTP: c.String("http"),
 			Slots: c.Int("slots"), ReplicationFactor: c.Int("replication-factor"),
-			AssignDelay: c.Duration("assign-delay"), Logger: log,
+			AssignDelay: c.Duration("assign-delay"), NodeStatus: client.NodeStatus, Logger: log,
 		})
 	})
 }
 
-func serveData(c *cli.Context) error {
-	if c.NArg() > 0 {
-		return usagef("serve data takes no arguments")
-	}
-	var acks datanode.Acks
-	switch c.String("acks") {
+func parseAcks(s string) (datanode.Acks, error) {
+	switch s {
 	case "all":
-		acks = datanode.AcksAll
+		return datanode.AcksAll, nil
 	case "1":
-		acks = datanode.AcksOne
-	default:
-		return usagef(fmt.Sprintf("--acks %q: want all or 1", c.String("acks")))
+		return datanode.AcksOne, nil
 	}
-	return runDaemon(c, func(ctx context.Context, log *slog.Logger, cluster *coord.Cluster) (daemon, error) {
+	return 0, errors.New("want all or 1")
+}
+
+func checkAcks(s string) error {
+	_, err := parseAcks(s)
+	return err
+}
+
+func serveData(c *cli.Context) error {
+	acks, _ := parseAcks(c.String("acks")) // checked by the flag
+	return runDaemon(c, func(ctx context.Context, log *slog.Logger, cluster *coord.Cluster) (daemon.Daemon, error) {
 		// A data node started before any coordinator waits for the cluster
 		// to be created, bounded so a typo in --cluster does not hang forever.
 		sctx, cancel := context.WithTimeout(ctx, 5*time.Minute)

@@ -702,19 +702,22 @@ func (*NodeStatusRequest) Descriptor() ([]byte, []int) {
 }
 
 type NodeStatus struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Group         string                 `protobuf:"bytes,2,opt,name=group,proto3" json:"group,omitempty"`
-	Role          string                 `protobuf:"bytes,3,opt,name=role,proto3" json:"role,omitempty"`
-	Keys          uint64                 `protobuf:"varint,4,opt,name=keys,proto3" json:"keys,omitempty"`
-	LastSeq       uint64                 `protobuf:"varint,5,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
-	Epoch         uint64                 `protobuf:"varint,6,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	FileBytes     int64                  `protobuf:"varint,7,opt,name=file_bytes,json=fileBytes,proto3" json:"file_bytes,omitempty"`
-	TableVersion  int64                  `protobuf:"varint,8,opt,name=table_version,json=tableVersion,proto3" json:"table_version,omitempty"`
-	CommittedSeq  uint64                 `protobuf:"varint,9,opt,name=committed_seq,json=committedSeq,proto3" json:"committed_seq,omitempty"`
-	LastEpoch     uint64                 `protobuf:"varint,10,opt,name=last_epoch,json=lastEpoch,proto3" json:"last_epoch,omitempty"` // epoch of the newest log entry
-	Isr           []string               `protobuf:"bytes,11,rep,name=isr,proto3" json:"isr,omitempty"`                               // the primary's view of the in-sync replicas
-	Followers     []*FollowerStatus      `protobuf:"bytes,12,rep,name=followers,proto3" json:"followers,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Id           string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Group        string                 `protobuf:"bytes,2,opt,name=group,proto3" json:"group,omitempty"`
+	Role         string                 `protobuf:"bytes,3,opt,name=role,proto3" json:"role,omitempty"`
+	Keys         uint64                 `protobuf:"varint,4,opt,name=keys,proto3" json:"keys,omitempty"`
+	LastSeq      uint64                 `protobuf:"varint,5,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
+	Epoch        uint64                 `protobuf:"varint,6,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	FileBytes    int64                  `protobuf:"varint,7,opt,name=file_bytes,json=fileBytes,proto3" json:"file_bytes,omitempty"`
+	TableVersion int64                  `protobuf:"varint,8,opt,name=table_version,json=tableVersion,proto3" json:"table_version,omitempty"`
+	CommittedSeq uint64                 `protobuf:"varint,9,opt,name=committed_seq,json=committedSeq,proto3" json:"committed_seq,omitempty"`
+	LastEpoch    uint64                 `protobuf:"varint,10,opt,name=last_epoch,json=lastEpoch,proto3" json:"last_epoch,omitempty"` // epoch of the newest log entry
+	Isr          []string               `protobuf:"bytes,11,rep,name=isr,proto3" json:"isr,omitempty"`                               // the primary's view of the in-sync replicas
+	Followers    []*FollowerStatus      `protobuf:"bytes,12,rep,name=followers,proto3" json:"followers,omitempty"`
+	// state is empty while the node can serve its role, else why not, e.g.
+	// "store-failed: <error>" while its store is being reopened.
+	State         string `protobuf:"bytes,13,opt,name=state,proto3" json:"state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -831,6 +834,13 @@ func (x *NodeStatus) GetFollowers() []*FollowerStatus {
 		return x.Followers
 	}
 	return nil
+}
+
+func (x *NodeStatus) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
 }
 
 type FollowerStatus struct {
@@ -1039,7 +1049,9 @@ func (x *EpochStart) GetStartSeq() uint64 {
 }
 
 // FollowerMessage flows from a secondary to its primary on Replicate: one
-// Hello, then an Ack after every durable append.
+// Hello, then an Ack after every durable append. Only a member of the group
+// may open the stream, and a member's newer stream closes its older one; an
+// Ack beyond what the primary sent on the stream ends it.
 type FollowerMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Body:
@@ -1707,7 +1719,8 @@ func (x *Entries) GetEntries() []*LogEntry {
 
 type HandoverRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// epoch the caller saw; a primary of another epoch refuses.
+	// epoch is the group's epoch as the caller read it; a primary of any
+	// other epoch (0 included) refuses.
 	Epoch uint64 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	// to is the member to hand over to; empty picks the most caught-up ISR member.
 	To            string `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
@@ -2095,7 +2108,7 @@ const file_thunder_proto_rawDesc = "" +
 	"\rtable_version\x18\x04 \x01(\x03R\ftableVersion\x121\n" +
 	"\x05items\x18\x05 \x03(\v2\x1b.thunderyurts.wire.KeyValueR\x05items\x12\x12\n" +
 	"\x04more\x18\x06 \x01(\bR\x04more\"\x13\n" +
-	"\x11NodeStatusRequest\"\xe6\x02\n" +
+	"\x11NodeStatusRequest\"\xfc\x02\n" +
 	"\n" +
 	"NodeStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
@@ -2112,7 +2125,8 @@ const file_thunder_proto_rawDesc = "" +
 	"last_epoch\x18\n" +
 	" \x01(\x04R\tlastEpoch\x12\x10\n" +
 	"\x03isr\x18\v \x03(\tR\x03isr\x12?\n" +
-	"\tfollowers\x18\f \x03(\v2!.thunderyurts.wire.FollowerStatusR\tfollowers\"t\n" +
+	"\tfollowers\x18\f \x03(\v2!.thunderyurts.wire.FollowerStatusR\tfollowers\x12\x14\n" +
+	"\x05state\x18\r \x01(\tR\x05state\"t\n" +
 	"\x0eFollowerStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tacked_seq\x18\x02 \x01(\x04R\backedSeq\x12\x1c\n" +

@@ -356,3 +356,52 @@ func testClosed(t *testing.T, s *suite) {
 	wantErr(t, err, coord.ErrClosed, "get after close")
 	wantErr(t, c.CreateEphemeral(ctx, p+"x", nil), coord.ErrClosed, "create after close")
 }
+
+// testSessionLease checks the proof of life a lease holder relies on: it is
+// renewed while the session is reachable, never names a moment after the
+// session was cut off, and never carries over to another session.
+func testSessionLease(t *testing.T, s *suite) {
+	ctx, c := testCtx(t), s.newConn(t)
+	renewedAfter := func(at time.Time) coord.SessionLease {
+		t.Helper()
+		var l coord.SessionLease
+		eventually(t, "a lease sent after "+at.Format(time.StampMicro), func() bool {
+			l = c.Lease()
+			return l.Session != 0 && l.Sent.After(at)
+		})
+		if l.Timeout <= 0 {
+			t.Fatalf("lease with timeout %v", l.Timeout)
+		}
+		if l.Sent.After(time.Now()) {
+			t.Fatalf("lease sent in the future: %v", l.Sent)
+		}
+		return l
+	}
+	first := renewedAfter(time.Now())
+
+	done := c.SessionDone()
+	s.faults.SetUnavailable(t, c, true)
+	waitDone(t, done, patience, "session in doubt after the cut")
+	cut := time.Now()
+	for end := time.Now().Add(first.Timeout / 2); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if l := c.Lease(); l.Session != 0 && (l.Sent.After(cut) || l.Session != first.Session) {
+			t.Fatalf("lease %+v while cut off since %v (session %d)", l, cut, first.Session)
+		}
+	}
+	s.faults.SetUnavailable(t, c, false)
+	if l := renewedAfter(cut); l.Session != first.Session {
+		t.Fatalf("a short cut changed the session: %d, then %d", first.Session, l.Session)
+	}
+
+	expired := time.Now()
+	s.faults.ExpireSession(t, c)
+	if l := renewedAfter(expired); l.Session == first.Session {
+		t.Fatalf("new lease names the expired session %d", l.Session)
+	}
+	eventually(t, "conn works after expiry", func() bool { return works(ctx, c) })
+
+	must(t, c.Close(), "close")
+	if l := c.Lease(); l != (coord.SessionLease{}) {
+		t.Fatalf("lease after close: %+v", l)
+	}
+}

@@ -59,6 +59,7 @@ func Run(t *testing.T, newConn func(t *testing.T) coord.Conn, faults Faults) {
 		{"Unavailable", testUnavailable},
 		{"Context", testContext},
 		{"Closed", testClosed},
+		{"SessionLease", testSessionLease},
 		{"Election", testElection},
 		{"ElectionResign", testElectionResign},
 		{"ElectionNodeDeleted", testElectionNodeDeleted},

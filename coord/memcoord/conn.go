@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/thunderyurts/thunderyurts/coord"
 	"github.com/thunderyurts/thunderyurts/coord/internal/notify"
@@ -19,6 +20,7 @@ type Conn struct {
 	// Guarded by srv.mu.
 	id          int64 // current session id
 	unavailable bool
+	cutAt       time.Time // when unavailable began: the session's last sign of life
 	closed      bool
 	watches     map[*watch]struct{}
 }
@@ -40,6 +42,7 @@ func (c *Conn) ExpireSession() {
 	c.srv.removeEphemerals(c.id)
 	c.srv.sessions++
 	c.id = c.srv.sessions
+	c.cutAt = time.Time{} // a new session, not confirmed while cut off
 }
 
 // SetUnavailable cuts the Conn off from the service (true) or reconnects it
@@ -53,6 +56,7 @@ func (c *Conn) SetUnavailable(down bool) {
 	defer c.srv.mu.Unlock()
 	if down && !c.unavailable && !c.closed {
 		c.interrupt(coord.ErrSessionLost)
+		c.cutAt = time.Now()
 	}
 	c.unavailable = down
 }
@@ -228,6 +232,25 @@ func (c *Conn) subscribe(ctx context.Context, w *watch) (*znode, error) {
 
 // SessionDone implements coord.Conn.
 func (c *Conn) SessionDone() <-chan struct{} { return c.session.Done() }
+
+// SessionTimeout is the timeout Lease reports. A memcoord session never
+// expires by itself (see ExpireSession); a test that expires one to stand
+// for a silent client should do so only this long after it went silent.
+const SessionTimeout = 10 * time.Second
+
+// Lease implements coord.Conn. Calls never block, so a reachable session is
+// confirmed as of now; a cut-off one as of the moment it was cut off.
+func (c *Conn) Lease() coord.SessionLease {
+	c.srv.mu.Lock()
+	defer c.srv.mu.Unlock()
+	switch {
+	case c.closed, c.unavailable && c.cutAt.IsZero():
+		return coord.SessionLease{}
+	case c.unavailable:
+		return coord.SessionLease{Session: c.id, Sent: c.cutAt, Timeout: SessionTimeout}
+	}
+	return coord.SessionLease{Session: c.id, Sent: time.Now(), Timeout: SessionTimeout}
+}
 
 // Close implements coord.Conn: the session ends, its ephemeral nodes are
 // deleted and open watches end with coord.ErrClosed.

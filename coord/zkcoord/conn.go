@@ -30,6 +30,11 @@ type Options struct {
 	// Logger receives session events (info, warn) and the ZooKeeper client
 	// library's own messages (debug). nil means slog.Default().
 	Logger *slog.Logger
+	// FailFast makes Dial give up as soon as every server has refused the
+	// connection (nothing listens there), instead of retrying until its
+	// context ends: right for a command a person waits on, not for a daemon
+	// that may start before ZooKeeper does.
+	FailFast bool
 }
 
 // Conn is a coord.Conn on ZooKeeper. It reconnects by itself; a session the
@@ -49,13 +54,18 @@ type Conn struct {
 	firstOnce sync.Once
 	closed    atomic.Bool
 	closeOnce sync.Once
+	// lease is the newest confirmation of the session (renewLease).
+	lease     atomic.Pointer[coord.SessionLease]
+	stop      chan struct{} // closed by Close: renewLease returns
+	renewDone chan struct{}
 }
 
 var _ coord.Conn = (*Conn)(nil)
 
 // Dial connects to the ZooKeeper ensemble servers ("host:port,host:port",
 // optionally followed by a chroot path "/prefix" that is created if missing)
-// and waits for a session. If no server gives one before ctx ends it gives up
+// and waits for a session. If no server gives one before ctx ends (or, with
+// Options.FailFast, once every server refused the connection) it gives up
 // (the ZooKeeper client alone would retry forever) and returns an error
 // matching coord.ErrUnavailable that names the servers and the last dial
 // error. A malformed servers string gives coord.ErrInvalid.
@@ -65,20 +75,26 @@ func Dial(ctx context.Context, servers string, opts Options) (*Conn, error) {
 		return nil, err
 	}
 	c := &Conn{
-		servers: servers,
-		chroot:  chroot,
-		timeout: opts.SessionTimeout,
-		log:     opts.Logger,
-		net:     &netFaults{},
-		hosts:   &hostList{},
-		session: notify.NewSession(),
-		first:   make(chan struct{}),
+		servers:   servers,
+		chroot:    chroot,
+		timeout:   opts.SessionTimeout,
+		log:       opts.Logger,
+		net:       &netFaults{},
+		hosts:     &hostList{},
+		session:   notify.NewSession(),
+		first:     make(chan struct{}),
+		stop:      make(chan struct{}),
+		renewDone: make(chan struct{}),
 	}
 	if c.timeout <= 0 {
 		c.timeout = DefaultSessionTimeout
 	}
 	if c.log == nil {
 		c.log = slog.Default()
+	}
+	var refused <-chan struct{}
+	if opts.FailFast {
+		refused = c.net.watchRefusals(len(hosts))
 	}
 	zc, _, err := zk.Connect(hosts, c.timeout,
 		zk.WithDialer(c.net.dial),
@@ -92,6 +108,9 @@ func Dial(ctx context.Context, servers string, opts Options) (*Conn, error) {
 	c.zk = zc
 	select {
 	case <-c.first:
+	case <-refused:
+		zc.Close()
+		return nil, &unreachableError{servers: servers, cause: c.net.lastError()}
 	case <-ctx.Done():
 		zc.Close()
 		cause := c.net.lastError()
@@ -100,6 +119,7 @@ func Dial(ctx context.Context, servers string, opts Options) (*Conn, error) {
 		}
 		return nil, &unreachableError{servers: servers, cause: cause, ctxErr: ctx.Err()}
 	}
+	go c.renewLease()
 	if chroot != "" {
 		if err := c.ensurePath(ctx, chroot); err != nil {
 			c.Close()
@@ -381,7 +401,9 @@ func (c *Conn) Close() error {
 	c.closeOnce.Do(func() {
 		c.closed.Store(true)
 		c.session.Close()
+		close(c.stop)
 		c.zk.Close()
+		<-c.renewDone
 		c.log.Info("zookeeper connection closed", "servers", c.servers)
 	})
 	return nil

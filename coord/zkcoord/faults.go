@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/thunderyurts/thunderyurts/coord"
@@ -27,7 +28,22 @@ type netFaults struct {
 	lastErr error
 	sid     int64
 	passwd  []byte
-	server  string // where the session was established
+	server  string        // where the session was established
+	granted time.Duration // the session timeout the server granted
+
+	// Dials refused in a row, and how many make every server (the client
+	// tries them in turn) refuse: then allRefused is signalled.
+	refused, servers int
+	allRefused       chan struct{}
+}
+
+// watchRefusals returns a channel signalled when servers dials in a row have
+// been refused.
+func (f *netFaults) watchRefusals(servers int) <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.servers, f.allRefused = servers, make(chan struct{}, 1)
+	return f.allRefused
 }
 
 func (f *netFaults) dial(network, addr string, timeout time.Duration) (net.Conn, error) {
@@ -60,9 +76,19 @@ func (f *netFaults) dial(network, addr string, timeout time.Duration) (net.Conn,
 	}
 	if err != nil {
 		f.lastErr = err
+		f.refused++
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			f.refused = 0
+		}
+		if f.allRefused != nil && f.refused >= f.servers {
+			select {
+			case f.allRefused <- struct{}{}:
+			default:
+			}
+		}
 		return nil, err
 	}
-	f.lastErr = nil
+	f.lastErr, f.refused = nil, 0
 	f.live = &sniffConn{Conn: nc, f: f, server: addr}
 	return f.live, nil
 }
@@ -114,9 +140,12 @@ func (s *sniffConn) Read(p []byte) (int, error) {
 		s.head = append(s.head, p[:n]...)
 		if body, ok := packet(s.head); ok {
 			s.seen, s.head = true, nil
-			sid, passwd := parseConnectResponse(body)
+			sid, passwd, granted := parseConnectResponse(body)
 			s.f.mu.Lock()
 			s.f.sid, s.f.passwd, s.f.server = sid, passwd, s.server
+			if sid != 0 {
+				s.f.granted = granted
+			}
 			s.f.mu.Unlock()
 		}
 	}
@@ -137,16 +166,27 @@ func packet(buf []byte) ([]byte, bool) {
 
 // parseConnectResponse decodes {int32 protocolVersion; int32 timeOut; int64
 // sessionId; buffer passwd}; session 0 means the server refused (expired).
-func parseConnectResponse(body []byte) (sid int64, passwd []byte) {
+// timeOut is the session timeout the server granted, which it may have
+// lowered from the one asked for.
+func parseConnectResponse(body []byte) (sid int64, passwd []byte, granted time.Duration) {
 	if len(body) < 20 {
-		return 0, nil
+		return 0, nil, 0
 	}
+	granted = time.Duration(int32(binary.BigEndian.Uint32(body[4:8]))) * time.Millisecond
 	sid = int64(binary.BigEndian.Uint64(body[8:16]))
 	n := int(int32(binary.BigEndian.Uint32(body[16:20])))
 	if n < 0 || 20+n > len(body) {
-		return sid, nil
+		return sid, nil, granted
 	}
-	return sid, bytes.Clone(body[20 : 20+n])
+	return sid, bytes.Clone(body[20 : 20+n]), granted
+}
+
+// grantedTimeout is the session timeout the server granted last; 0 before
+// the first session.
+func (f *netFaults) grantedTimeout() time.Duration {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.granted
 }
 
 // SetUnavailable cuts the Conn off from ZooKeeper (true): the open TCP
@@ -221,7 +261,7 @@ func closeSession(ctx context.Context, server string, sid int64, passwd []byte, 
 	if err != nil {
 		return err
 	}
-	if got, _ := parseConnectResponse(body); got == 0 {
+	if got, _, _ := parseConnectResponse(body); got == 0 {
 		return nil // already expired
 	}
 	// RequestHeader{int32 xid; int32 type}, type closeSession = -11;

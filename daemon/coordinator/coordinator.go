@@ -13,13 +13,14 @@ import (
 	"storj.io/drpc/drpcmux"
 
 	"github.com/thunderyurts/thunderyurts/coord"
+	"github.com/thunderyurts/thunderyurts/daemon"
 	"github.com/thunderyurts/thunderyurts/daemon/ops"
 	"github.com/thunderyurts/thunderyurts/internal/clock"
 	"github.com/thunderyurts/thunderyurts/wire"
 	"github.com/thunderyurts/thunderyurts/wire/routewire"
 )
 
-// Config configures a coordinator. Cluster and Listen are required.
+// Config configures a coordinator. Cluster, Listen and NodeStatus are required.
 type Config struct {
 	// Cluster is the cluster's coordination state; the coordinator does not close it.
 	Cluster *coord.Cluster
@@ -36,6 +37,10 @@ type Config struct {
 	// a new cluster registers before spreading the slots, so nodes started
 	// together all get a share; 0 → 2s.
 	AssignDelay time.Duration
+	// NodeStatus asks the data node at addr for its log position (the
+	// Data.Status call); failover compares the in-sync members' answers.
+	// Injected so tests can run the coordinator without a network.
+	NodeStatus func(ctx context.Context, addr string) (*wire.NodeStatus, error)
 	// Logger receives the coordinator's events; nil → slog.Default().
 	Logger *slog.Logger
 }
@@ -56,13 +61,18 @@ type Coordinator struct {
 	wg     sync.WaitGroup
 	done   chan struct{}
 	once   sync.Once
+	err    error // why it stopped on its own; set before done closes
 }
 
+var _ daemon.Daemon = (*Coordinator)(nil)
+
 // Start creates the cluster if it does not exist, binds the routing
-// service and joins the leader election.
+// service and joins the leader election; ctx bounds only the start. The
+// coordinator then runs until Close, or until its routing service fails
+// (Done closes, Err says why).
 func Start(ctx context.Context, cfg Config) (*Coordinator, error) {
-	if cfg.Cluster == nil || cfg.Listen == "" {
-		return nil, errors.New("coordinator: cluster and listen address are required")
+	if cfg.Cluster == nil || cfg.Listen == "" || cfg.NodeStatus == nil {
+		return nil, errors.New("coordinator: cluster, listen address and node status probe are required")
 	}
 	if cfg.Slots <= 0 {
 		cfg.Slots = 1024
@@ -115,11 +125,12 @@ func (c *Coordinator) start(ctx context.Context) error {
 	}
 	// Calls here are small: a route request is empty.
 	sopts := wire.ServerOptions{MaxMessageBytes: 1 << 20, Logger: c.log}
-	c.wg.Add(2)
+	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
 		if err := wire.Serve(c.ctx, c.lis, mux, sopts); err != nil && c.ctx.Err() == nil {
-			c.log.Error("route service stopped", "err", err)
+			// fail waits for this goroutine: run it apart.
+			go c.fail(fmt.Errorf("route service stopped: %w", err))
 		}
 	}()
 	c.elected = c.reg.Counter("thunder_coord_elections_won_total", "Times this coordinator became leader.")
@@ -134,6 +145,7 @@ func (c *Coordinator) start(ctx context.Context) error {
 			return err
 		}
 	}
+	c.wg.Add(1)
 	go func() { defer c.wg.Done(); c.campaign() }()
 	c.log.Info("coordinator started", "addr", c.addr, "cluster", meta.Name)
 	return nil
@@ -184,25 +196,49 @@ func (c *Coordinator) Leading() bool { return c.leading.Load() }
 // Addr is the routing service's bound address.
 func (c *Coordinator) Addr() string { return c.addr }
 
-// Done is closed when the coordinator has stopped.
+// Done is closed when the coordinator has stopped, on its own or by Close.
 func (c *Coordinator) Done() <-chan struct{} { return c.done }
 
-// Close stops leading (cancelling the leader's work), leaves the election,
-// stops the routing service and waits for all of it. It is idempotent.
-func (c *Coordinator) Close() error {
+// Err is why the coordinator stopped on its own, or nil.
+func (c *Coordinator) Err() error {
+	select {
+	case <-c.done:
+		return c.err
+	default:
+		return nil
+	}
+}
+
+// fail stops the coordinator because a part of it stopped working: a
+// coordinator that cannot answer routes must not look alive to its
+// supervisor.
+func (c *Coordinator) fail(err error) {
 	c.once.Do(func() {
-		c.cancel()
-		if c.lis != nil {
-			_ = c.lis.Close()
-		}
-		c.wg.Wait()
-		if c.http != nil {
-			_ = c.http.Close()
-		}
-		close(c.done)
-		c.log.Info("coordinator stopped")
+		c.err = err
+		c.log.Error("coordinator failed", "err", err)
+		c.shutdown()
 	})
-	return nil
+}
+
+// Close stops leading (cancelling the leader's work), leaves the election,
+// stops the routing service and waits for all of it. It is idempotent and
+// returns the failure that stopped the coordinator, if one did.
+func (c *Coordinator) Close() error {
+	c.once.Do(c.shutdown)
+	return c.err
+}
+
+func (c *Coordinator) shutdown() {
+	c.cancel()
+	if c.lis != nil {
+		_ = c.lis.Close()
+	}
+	c.wg.Wait()
+	if c.http != nil {
+		_ = c.http.Close()
+	}
+	close(c.done)
+	c.log.Info("coordinator stopped")
 }
 
 // routeService answers GetRoutes from ZooKeeper, so standbys answer too.

@@ -5,7 +5,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/thunderyurts/thunderyurts/client"
 	"github.com/thunderyurts/thunderyurts/coord"
 	"github.com/thunderyurts/thunderyurts/wire"
 )
@@ -132,7 +131,7 @@ func (l *leader) mostCaughtUp(ctx context.Context, g *coord.Group, registered ma
 			continue
 		}
 		sctx, cancel := context.WithTimeout(ctx, time.Second)
-		pos, err := client.NodeStatus(sctx, info.Addr)
+		pos, err := l.c.cfg.NodeStatus(sctx, info.Addr)
 		cancel()
 		if err != nil {
 			l.c.log.Warn("in-sync member did not report its log position", "group", g.Name, "node", id, "err", err)

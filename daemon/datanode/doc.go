@@ -1,14 +1,60 @@
 // Package datanode is the data daemon (`thunderctl serve data`): it keeps
 // one datastore on disk, registers itself in ZooKeeper as a member of its
-// group, follows the slot table and its group's state there, and serves the
-// wire Data service.
+// group, watches the slot table and its group's state there, replicates its
+// group's log, and serves the wire Data service.
+//
+// # Serving
 //
 // A request is served only by the primary of the group that owns the key's
 // slot in the node's current slot table; otherwise the node answers MOVED
 // (naming the owner and the table version) or NOT_PRIMARY, and the client
-// refreshes its routes. Writes of every batch that arrives while the previous
-// commit runs share one log write and one fdatasync, so an acknowledged write
-// is on disk; no goroutine waits per request: each request stream has one
-// replier that answers, in one message, every write the high watermark has
-// passed.
+// refreshes its routes. Writes of every batch that arrive while the previous
+// commit runs share one log write and one fdatasync; no goroutine waits per
+// request: each request stream has one replier that answers, in one
+// message, every read at once and every write the high watermark has
+// passed. A primary answers only while it holds a lease on its ZooKeeper
+// session, checked by the clock on every batch after its reads
+// (docs/replication.md, "Fencing").
+//
+// # The role machine
+//
+// One goroutine (manageRole) makes the node act on its group's znode: it
+// leads when the znode names it primary, follows the named primary
+// otherwise, and acts as nothing while its session is in doubt (until it
+// has read the group again) or while its store has failed (until it has
+// reopened it). Leading starts a primary for one epoch; a new epoch, a lost
+// session, a handover or a failed store ends it.
+//
+// # The primary: ISR and high watermark
+//
+// The primary tracks each member's durable position as its replication
+// stream acknowledges it. The high watermark is what is durable on the
+// primary and on every in-sync replica (the ISR); a write is acknowledged,
+// and becomes visible to reads, once the watermark passes it. The primary
+// drops a member that lags or disconnects from the ISR, and adds back one
+// that caught up, always by a compare-and-set on the group's znode that
+// checks its epoch, and a drop is written before any write the member lacks
+// is acknowledged.
+//
+// # Log shipping and following
+//
+// A secondary follows its primary: it opens a Replicate stream, says where
+// its log ends, and the primary answers with a truncation point or a
+// snapshot when needed, then ships its log as it is written, with the
+// watermark on every message. The secondary's receiver queues each batch
+// for its own group commit without waiting and acknowledges what became
+// durable. Only members may open the stream, and an acknowledgement of
+// more than the stream was sent ends it.
+//
+// # Files
+//
+//	node.go       Config, Start/Close, registration, watching the cluster (watchCluster), node state
+//	role.go       the role machine: lead, follow or nothing
+//	primary.go    the primary of one epoch: members, ISR upkeep, watermark, lease, handover
+//	replicate.go  the primary's side of Replicate: whom it trusts, shipping log and snapshots
+//	follower.go   the secondary's side: followLoop and the receiver that applies a stream
+//	service.go    the Data service: routing, request batches, scans, status, handover
+//	replier.go    one request stream's replies, writes answered as the watermark passes them
+//	storefail.go  a failed store: stepping down, reopening with backoff
+//	metrics.go    the node's Prometheus series
 package datanode

@@ -19,7 +19,10 @@ import (
 func (n *Node) followLoop(ctx context.Context, primaryID string, epoch uint64) {
 	for ctx.Err() == nil {
 		err := n.followOnce(ctx, primaryID, epoch)
-		if ctx.Err() != nil {
+		// A failed store ends following for good: the role manager
+		// reopens it (recoverStore) and follows again.
+		n.noteStoreErr(err)
+		if ctx.Err() != nil || errors.Is(err, datastore.ErrFailed) {
 			return
 		}
 		n.log.Warn("replication stream ended; reconnecting", "primary", primaryID, "epoch", epoch, "err", err)
@@ -43,15 +46,15 @@ func (n *Node) followOnce(ctx context.Context, primaryID string, epoch uint64) e
 	if err != nil {
 		return fmt.Errorf("open replication stream: %w", err)
 	}
-	hello := &wire.Hello{Group: n.cfg.Group, NodeId: n.id, Epoch: epoch, LastSeq: n.store.LastSeq(), CommittedSeq: n.store.CommittedSeq(), DurableSeq: n.store.DurableSeq()}
-	for _, e := range n.store.Epochs() {
+	hello := &wire.Hello{Group: n.cfg.Group, NodeId: n.id, Epoch: epoch, LastSeq: n.store().LastSeq(), CommittedSeq: n.store().CommittedSeq(), DurableSeq: n.store().DurableSeq()}
+	for _, e := range n.store().Epochs() {
 		hello.Epochs = append(hello.Epochs, &wire.EpochStart{Epoch: e.Epoch, StartSeq: e.StartSeq})
 	}
 	if err := rpc.Send(&wire.FollowerMessage{Body: &wire.FollowerMessage_Hello{Hello: hello}}); err != nil {
 		return err
 	}
 	n.log.Info("following primary", "primary", primaryID, "addr", addr, "epoch", epoch, "last_seq", hello.LastSeq)
-	f := &applier{n: n, rpc: rpc, epoch: epoch, cancel: cancel, progressed: make(chan struct{}, 1)}
+	f := &receiver{n: n, rpc: rpc, epoch: epoch, cancel: cancel, progressed: make(chan struct{}, 1)}
 	f.heard.Store(time.Now().UnixNano())
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -80,12 +83,12 @@ func (n *Node) addrOf(ctx context.Context, id string) (string, error) {
 	return "", fmt.Errorf("primary %s is not registered", id)
 }
 
-// applier applies one replication stream. The receiving goroutine queues
+// receiver applies one replication stream. The receiving goroutine queues
 // each batch of entries for the store's group commit without waiting for
 // it, so entries that arrive while the previous ones are being synced join
 // the next fdatasync at once; a second goroutine acknowledges whatever has
 // become durable, one message for all of it.
-type applier struct {
+type receiver struct {
 	n        *Node
 	rpc      wire.DRPCData_ReplicateClient
 	epoch    uint64
@@ -117,7 +120,7 @@ const silentStream = 10 * time.Second
 // watchSilence drops the stream when the primary has been silent for too
 // long: a primary sends at least a heartbeat every 200 ms, so a silent
 // stream is dead even if TCP does not know it yet.
-func (f *applier) watchSilence(ctx context.Context, primaryID string) {
+func (f *receiver) watchSilence(ctx context.Context, primaryID string) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
@@ -134,7 +137,7 @@ func (f *applier) watchSilence(ctx context.Context, primaryID string) {
 }
 
 // fail records the first error of an asynchronous append and ends the stream.
-func (f *applier) fail(err error) {
+func (f *receiver) fail(err error) {
 	f.failMu.Lock()
 	if f.failErr == nil {
 		f.failErr = err
@@ -143,7 +146,7 @@ func (f *applier) fail(err error) {
 	f.cancel()
 }
 
-func (f *applier) failed() error {
+func (f *receiver) failed() error {
 	f.failMu.Lock()
 	defer f.failMu.Unlock()
 	return f.failErr
@@ -152,7 +155,7 @@ func (f *applier) failed() error {
 // receive reads and applies the primary's messages in order until the
 // stream ends. Before a control message (truncation, snapshot) it waits for
 // the appends queued before it.
-func (f *applier) receive(ctx context.Context) error {
+func (f *receiver) receive(ctx context.Context) error {
 	defer func() {
 		f.inflight.Wait()
 		if f.restorer != nil {
@@ -190,11 +193,11 @@ func (f *applier) receive(ctx context.Context) error {
 
 // appendEntries queues entries for the group commit and records the
 // primary's watermark; an empty message only carries the watermark.
-func (f *applier) appendEntries(ctx context.Context, in []*wire.LogEntry, committed uint64) error {
-	store := f.n.store
+func (f *receiver) appendEntries(ctx context.Context, in []*wire.LogEntry, committed uint64) error {
+	store := f.n.store()
 	f.committed.Store(committed)
-	// Also before queueing: the queueing may wait for the applier, which
-	// applies only what is known to be committed.
+	// Also before queueing: the queueing may wait for the store to apply
+	// its log to bbolt, which it does only for what is committed.
 	f.commit()
 	if len(in) == 0 {
 		return nil
@@ -228,7 +231,7 @@ func (f *applier) appendEntries(ctx context.Context, in []*wire.LogEntry, commit
 
 // acknowledge tells the primary how far this node's log is durable each
 // time appends finish, and makes visible what the primary has committed.
-func (f *applier) acknowledge(ctx context.Context) {
+func (f *receiver) acknowledge(ctx context.Context) {
 	var acked uint64
 	for {
 		select {
@@ -252,21 +255,21 @@ func (f *applier) acknowledge(ctx context.Context) {
 // commit makes visible what the primary has committed and this stream has
 // appended. The watermark is read before the position: a watermark from
 // after a truncation then never meets a position from before it.
-func (f *applier) commit() {
+func (f *receiver) commit() {
 	committed := f.committed.Load()
 	appended := f.appended.Load()
 	if f.failed() == nil {
-		f.n.store.SetCommitted(min(committed, appended))
+		f.n.store().SetCommitted(min(committed, appended))
 	}
 }
 
-func (f *applier) ack(seq uint64) error {
+func (f *receiver) ack(seq uint64) error {
 	return f.rpc.Send(&wire.FollowerMessage{Body: &wire.FollowerMessage_Ack{Ack: &wire.Ack{DurableSeq: seq}}})
 }
 
 // control handles the messages that are not log entries.
-func (f *applier) control(ctx context.Context, msg *wire.PrimaryMessage) error {
-	store := f.n.store
+func (f *receiver) control(ctx context.Context, msg *wire.PrimaryMessage) error {
+	store := f.n.store()
 	switch body := msg.Body.(type) {
 	case *wire.PrimaryMessage_Truncate:
 		f.n.log.Info("truncating entries the new primary does not have", "after", body.Truncate.After, "last_seq", store.LastSeq())

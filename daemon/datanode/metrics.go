@@ -21,7 +21,7 @@ func newMetrics(n *Node) *metrics {
 		gets:    reg.Counter("thunder_data_gets_total", "Get requests served by this node as primary."),
 		writes:  reg.Counter("thunder_data_writes_total", "Put and delete requests accepted for commit."),
 	}
-	reg.Gauge("thunder_data_last_seq", "Sequence number of the newest op-log entry.", func() float64 { return float64(n.store.LastSeq()) })
+	reg.Gauge("thunder_data_last_seq", "Sequence number of the newest op-log entry.", func() float64 { return float64(n.store().LastSeq()) })
 	reg.Gauge("thunder_data_is_primary", "1 when this node is its group's primary.", func() float64 {
 		if n.state.Load().isPrimary() {
 			return 1

@@ -69,10 +69,15 @@ type Node struct {
 	cfg   Config
 	id    string
 	log   *slog.Logger
-	store *datastore.Store
-	lis   net.Listener
-	http  *ops.Server
-	addr  string
+	slots int
+	// db is the open store; it is replaced when a failed store is reopened
+	// (storefail.go). Read it with store().
+	db   atomic.Pointer[datastore.Store]
+	lis  net.Listener
+	http *ops.Server
+	addr string
+	// startedAt is in the node's registration, to tell it from others'.
+	startedAt time.Time
 
 	state   atomic.Pointer[state]
 	metrics *metrics
@@ -92,11 +97,14 @@ type Node struct {
 // state is what the node knows from ZooKeeper — who owns each slot, its
 // group — and the role it acts on: primary is set only while this node
 // leads its group in the group's current epoch with a live session.
+// storeErr is set from the moment the store fails until it is reopened; the
+// node serves nothing meanwhile.
 type state struct {
 	table     *coord.SlotTable
 	group     *coord.Group
 	sessionOK bool
 	primary   *primary
+	storeErr  error
 }
 
 func (s *state) isPrimary() bool { return s.primary != nil }
@@ -136,17 +144,17 @@ func (n *Node) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	n.store, err = datastore.Open(filepath.Join(n.cfg.Dir, "store"), datastore.Options{
-		Slots: meta.Slots, MaxValueSize: n.cfg.MaxValueSize, Logger: n.log,
-	})
+	n.slots = meta.Slots
+	store, err := n.openStore()
 	if err != nil {
-		return fmt.Errorf("open store: %w", err)
+		return err
 	}
+	n.useStore(store)
 	n.metrics = newMetrics(n)
 	if err := n.cfg.Cluster.EnsureGroup(ctx, n.cfg.Group); err != nil {
 		return fmt.Errorf("create group %s: %w", n.cfg.Group, err)
 	}
-	if err := n.follow(); err != nil {
+	if err := n.watchCluster(); err != nil {
 		return err
 	}
 	n.lis, err = net.Listen("tcp", n.cfg.Listen)
@@ -161,7 +169,7 @@ func (n *Node) start(ctx context.Context) error {
 	if err := wire.DRPCRegisterData(mux, &service{n: n}); err != nil {
 		return fmt.Errorf("register data service: %w", err)
 	}
-	sopts := wire.ServerOptions{MaxMessageBytes: wire.DataMessageBytes(n.store.MaxValueSize()), Logger: n.log}
+	sopts := wire.ServerOptions{MaxMessageBytes: wire.DataMessageBytes(n.store().MaxValueSize()), Logger: n.log}
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
@@ -175,17 +183,22 @@ func (n *Node) start(ctx context.Context) error {
 			return err
 		}
 	}
-	info := coord.NodeInfo{ID: n.id, Group: n.cfg.Group, Addr: n.addr, StartedAt: time.Now().UTC()}
+	n.startedAt = time.Now().UTC().Round(0)
+	info := coord.NodeInfo{ID: n.id, Group: n.cfg.Group, Addr: n.addr, StartedAt: n.startedAt}
 	if n.http != nil {
 		info.HTTP = n.http.Addr()
 	}
+	session := n.cfg.Cluster.Conn().Lease().Session
 	if err := n.register(ctx, info); err != nil {
 		return err
+	}
+	if n.cfg.Cluster.Conn().Lease().Session != session {
+		session = 0 // registered in some session: lead finds out which
 	}
 	// Act on a role only once registered: a restarted primary that led
 	// before its old registration expired would be deposed while serving.
 	n.wg.Add(1)
-	go func() { defer n.wg.Done(); n.manageRole() }()
+	go func() { defer n.wg.Done(); n.manageRole(session) }()
 	close(n.ready)
 	n.log.Info("data node started", "addr", n.addr, "dir", n.cfg.Dir, "slots", meta.Slots)
 	return nil
@@ -237,9 +250,9 @@ func (n *Node) waitForCluster(ctx context.Context) (coord.ClusterMeta, error) {
 	}
 }
 
-// follow loads the slot table and group state and keeps them current with
+// watchCluster loads the slot table and group state and keeps them current with
 // watches, re-watching after every interruption.
-func (n *Node) follow() error {
+func (n *Node) watchCluster() error {
 	table, tableCh, err := n.cfg.Cluster.WatchSlotTable(n.ctx)
 	if err != nil {
 		return fmt.Errorf("watch slot table: %w", err)
@@ -316,13 +329,31 @@ func epochOf(g *coord.Group) uint64 {
 	return g.Epoch
 }
 
+// openStore opens the node's store.
+func (n *Node) openStore() (*datastore.Store, error) {
+	s, err := datastore.Open(filepath.Join(n.cfg.Dir, "store"), datastore.Options{
+		Slots: n.slots, MaxValueSize: n.cfg.MaxValueSize, Logger: n.log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	return s, nil
+}
+
+// store is the node's current store.
+func (n *Node) store() *datastore.Store { return n.db.Load() }
+
 func (n *Node) readyErr() error {
 	select {
 	case <-n.ready:
 	default:
 		return errors.New("starting")
 	}
-	if !n.state.Load().isPrimary() {
+	st := n.state.Load()
+	if s := storeState(st); s != "" {
+		return errors.New(s)
+	}
+	if !st.isPrimary() {
 		return errors.New("not the primary of group " + n.cfg.Group)
 	}
 	return nil
@@ -384,8 +415,8 @@ func (n *Node) shutdown() {
 	if n.http != nil {
 		_ = n.http.Close()
 	}
-	if n.store != nil {
-		if err := n.store.Close(); err != nil && n.err == nil {
+	if s := n.store(); s != nil {
+		if err := s.Close(); err != nil && n.err == nil {
 			n.err = err
 		}
 	}

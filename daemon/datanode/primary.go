@@ -21,23 +21,26 @@ import (
 var errDeposed = errors.New("no longer the primary")
 
 // primary is the replication side of a node while it leads its group for
-// one epoch: it tracks each follower's acknowledged position, computes the
+// one epoch: it tracks each member's acknowledged position, computes the
 // high watermark (what every in-sync replica has made durable), keeps the
 // in-sync set current in ZooKeeper, and wakes writers whose entries are
 // committed.
 type primary struct {
-	n      *Node
-	epoch  uint64
-	ctx    context.Context
-	cancel context.CancelCauseFunc
-	wg     sync.WaitGroup
+	n     *Node
+	epoch uint64
+	// session is the ZooKeeper session the node leads in; it serves only
+	// while that session's lease holds (leaseErr).
+	session int64
+	ctx     context.Context
+	cancel  context.CancelCauseFunc
+	wg      sync.WaitGroup
 
 	// recomputeMu orders watermark moves, so the store and the waiters see
 	// them in the same order.
 	recomputeMu sync.Mutex
 	mu          sync.Mutex
 	isr         []string // as last written to ZooKeeper, including this node
-	followers   map[string]*follower
+	members     map[string]*member
 	committed   uint64
 	advanced    chan struct{} // closed and replaced when committed or the ISR moves
 	draining    atomic.Bool   // a handover stopped serving
@@ -50,18 +53,23 @@ type primary struct {
 	ready    chan struct{} // closed once committed >= takeover
 }
 
-// follower is what the primary knows of one member.
-type follower struct {
+// member is what the primary knows of one member of its group.
+type member struct {
 	id        string
-	acked     uint64 // durable on the follower
+	acked     uint64 // durable on the member
 	connected bool
-	// caughtUpAt is when the follower last held everything the primary had
+	// caughtUpAt is when the member last held everything the primary had
 	// at that time; its lag is measured from it (Kafka's
 	// replica.lag.time.max.ms).
 	caughtUpAt time.Time
 	samples    []logSample
 	stream     int // generation of the attached stream, to detach the right one
-	// joining is set while a compare-and-set adds the follower to the ISR:
+	closeOld   func()
+	// sent is what the attached stream has shipped; shipped the most any
+	// earlier stream of this role shipped (see attach).
+	sent    *atomic.Uint64
+	shipped uint64
+	// joining is set while a compare-and-set adds the member to the ISR:
 	// the watermark waits for it from the decision on, so it cannot enter
 	// the ISR lacking a write acknowledged meanwhile (Kafka's maximal ISR).
 	joining bool
@@ -72,9 +80,9 @@ type logSample struct {
 	at  time.Time
 }
 
-func newPrimary(n *Node, epoch uint64, isr []string) *primary {
-	p := &primary{n: n, epoch: epoch, followers: map[string]*follower{}, advanced: make(chan struct{}),
-		isr: slices.Clone(isr), committed: n.store.CommittedSeq(), takeover: n.store.LastSeq(), ready: make(chan struct{})}
+func newPrimary(n *Node, epoch uint64, isr []string, session int64) *primary {
+	p := &primary{n: n, epoch: epoch, session: session, members: map[string]*member{}, advanced: make(chan struct{}),
+		isr: slices.Clone(isr), committed: n.store().CommittedSeq(), takeover: n.store().LastSeq(), ready: make(chan struct{})}
 	if p.committed >= p.takeover {
 		close(p.ready)
 	}
@@ -85,7 +93,7 @@ func newPrimary(n *Node, epoch uint64, isr []string) *primary {
 	for _, id := range p.isr {
 		if id != n.id {
 			// ISR members get the lag bound to connect before they are dropped.
-			p.followers[id] = &follower{id: id, caughtUpAt: now}
+			p.members[id] = &member{id: id, caughtUpAt: now}
 		}
 	}
 	p.ctx, p.cancel = context.WithCancelCause(n.ctx)
@@ -95,7 +103,7 @@ func newPrimary(n *Node, epoch uint64, isr []string) *primary {
 	return p
 }
 
-// stop ends the role: writers still waiting fail, followers' streams close.
+// stop ends the role: writers still waiting fail, members' streams close.
 func (p *primary) stop(cause error) {
 	p.cancel(cause)
 	p.wg.Wait()
@@ -126,18 +134,18 @@ func (p *primary) recompute() {
 	if p.ctx.Err() != nil {
 		return // the store may already follow another primary
 	}
-	durable := p.n.store.DurableSeq()
+	durable := p.n.store().DurableSeq()
 	p.mu.Lock()
 	hw := durable
 	if p.n.cfg.Acks != AcksOne {
 		for _, id := range p.isr {
-			if f := p.followers[id]; id != p.n.id && f != nil {
+			if f := p.members[id]; id != p.n.id && f != nil {
 				hw = min(hw, f.acked)
 			} else if id != p.n.id {
 				hw = 0
 			}
 		}
-		for _, f := range p.followers {
+		for _, f := range p.members {
 			if f.joining {
 				hw = min(hw, f.acked)
 			}
@@ -153,7 +161,7 @@ func (p *primary) recompute() {
 		return
 	}
 	p.mu.Unlock()
-	p.n.store.SetCommitted(hw)
+	p.n.store().SetCommitted(hw)
 	p.mu.Lock()
 	p.committed = hw
 	p.signalLocked()
@@ -187,6 +195,30 @@ func isClosed(ch chan struct{}) bool {
 	}
 }
 
+// leaseShare is the part of the session timeout, counted from the send time
+// of the newest request ZooKeeper answered in the primary's session, for
+// which the primary serves: the rest is the margin for the two clocks'
+// rates (docs/replication.md, "Fencing").
+const leaseShare = 2.0 / 3
+
+// leaseErr says why the primary must not answer reads or acknowledge
+// writes right now, or nil while it holds its lease: its ZooKeeper session
+// was confirmed recently enough that the session cannot have expired, so
+// no successor can have been chosen. It reads the monotonic clock at each
+// call, so a process resumed after a pause sees an expired lease at once,
+// before any goroutine of its own noticed anything.
+func (p *primary) leaseErr() error {
+	l := p.n.cfg.Cluster.Conn().Lease()
+	if l.Session != p.session {
+		return fmt.Errorf("%w: node %s no longer has the ZooKeeper session it leads group %s in", wire.ErrNotPrimary, p.n.id, p.n.cfg.Group)
+	}
+	if age := time.Since(l.Sent); age >= time.Duration(float64(l.Timeout)*leaseShare) {
+		return fmt.Errorf("%w: node %s cannot tell whether it still leads group %s: ZooKeeper last confirmed its session %s ago (session timeout %s)",
+			wire.ErrNotPrimary, p.n.id, p.n.cfg.Group, age.Round(time.Millisecond), l.Timeout)
+	}
+	return nil
+}
+
 // outcome tells a writer of entries up to seq whether they are committed
 // (durable on every in-sync replica), whether they can no longer be (the
 // role ended, or too few replicas are in sync; either way the write may or
@@ -196,6 +228,9 @@ func (p *primary) outcome(seq uint64) (done bool, advanced <-chan struct{}, err 
 	defer p.mu.Unlock()
 	switch {
 	case p.committed >= seq:
+		if err := p.leaseErr(); err != nil {
+			return false, nil, fmt.Errorf("%w; the write may or may not be kept", err)
+		}
 		return true, nil, nil
 	case p.ctx.Err() != nil:
 		return false, nil, fmt.Errorf("%w: %w before the write reached the in-sync replicas", wire.ErrUnavailable, errDeposed)
@@ -206,32 +241,44 @@ func (p *primary) outcome(seq uint64) (done bool, advanced <-chan struct{}, err 
 	return false, p.advanced, nil
 }
 
-// attach registers a follower's new stream and returns its generation.
-func (p *primary) attach(id string) int {
+// attach registers a follower's new stream, which reports what it ships in
+// sent, and returns its generation. The member's previous stream, if still
+// open, is closed with the close it gave. vouched is how much of its log a
+// member can hold without this stream: what this role shipped it before,
+// or the log taken over, which it may have from earlier primaries. The
+// follower's own word (Hello) counts only up to there.
+func (p *primary) attach(id string, close func(), sent *atomic.Uint64) (stream int, vouched uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	f := p.followers[id]
+	f := p.members[id]
 	if f == nil {
-		f = &follower{id: id}
-		p.followers[id] = f
+		f = &member{id: id}
+		p.members[id] = f
+	}
+	if f.connected {
+		f.closeOld()
+		f.shipped = max(f.shipped, f.sent.Load())
 	}
 	f.connected = true
 	f.stream++
-	return f.stream
+	f.closeOld, f.sent = close, sent
+	return f.stream, max(p.takeover, f.shipped)
 }
 
 func (p *primary) detach(id string, stream int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if f := p.followers[id]; f != nil && f.stream == stream {
-		f.connected = false
+	if f := p.members[id]; f != nil && f.stream == stream {
+		f.shipped = max(f.shipped, f.sent.Load())
+		f.connected, f.closeOld, f.sent = false, nil, nil
 	}
 }
 
-// acked records that follower id holds the log up to seq durably.
-func (p *primary) acked(id string, seq uint64) {
+// acked records that member id holds the log up to seq durably, as its
+// stream of generation stream says; a replaced stream no longer counts.
+func (p *primary) acked(id string, stream int, seq uint64) {
 	p.mu.Lock()
-	if f := p.followers[id]; f != nil && seq > f.acked {
+	if f := p.members[id]; f != nil && f.stream == stream && seq > f.acked {
 		f.acked = seq
 	}
 	p.mu.Unlock()
@@ -251,10 +298,10 @@ func (p *primary) maintainISR() {
 		case <-tick.C:
 		}
 		now := time.Now()
-		last := p.n.store.LastSeq()
+		last := p.n.store().LastSeq()
 		var drop, add []string
 		p.mu.Lock()
-		for _, f := range p.followers {
+		for _, f := range p.members {
 			f.samples = append(f.samples, logSample{seq: last, at: now})
 			for len(f.samples) > 0 && f.acked >= f.samples[0].seq {
 				f.caughtUpAt = f.samples[0].at
@@ -286,7 +333,7 @@ func (p *primary) changeISR(drop, add []string) {
 	defer func() {
 		p.mu.Lock()
 		for _, id := range add {
-			if f := p.followers[id]; f != nil {
+			if f := p.members[id]; f != nil {
 				f.joining = false
 			}
 		}
@@ -327,7 +374,7 @@ func (p *primary) changeISR(drop, add []string) {
 func (p *primary) followerStatus() (isr []string, out []*wire.FollowerStatus) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, f := range p.followers {
+	for _, f := range p.members {
 		out = append(out, &wire.FollowerStatus{Id: f.id, AckedSeq: f.acked, Connected: f.connected, InSync: slices.Contains(p.isr, f.id)})
 	}
 	slices.SortFunc(out, func(a, b *wire.FollowerStatus) int { return strings.Compare(a.Id, b.Id) })
@@ -375,8 +422,8 @@ func (p *primary) handover(ctx context.Context, to string, leaving bool) (*wire.
 	start := time.Now()
 	p.mu.Lock()
 	if to == "" {
-		var best *follower
-		for _, f := range p.followers {
+		var best *member
+		for _, f := range p.members {
 			if f.connected && slices.Contains(p.isr, f.id) && (best == nil || f.acked > best.acked) {
 				best = f
 			}
@@ -385,7 +432,7 @@ func (p *primary) handover(ctx context.Context, to string, leaving bool) (*wire.
 			to = best.id
 		}
 	}
-	target := p.followers[to]
+	target := p.members[to]
 	switch {
 	case to == "":
 		p.mu.Unlock()
@@ -405,20 +452,16 @@ func (p *primary) handover(ctx context.Context, to string, leaving bool) (*wire.
 	}
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	for p.ackedOf(to) < p.n.store.LastSeq() {
+	for p.ackedOf(to) < p.n.store().LastSeq() {
 		if err := clock.Sleep(wctx, time.Millisecond); err != nil {
-			return fail(fmt.Errorf("member %s did not catch up (at %d of %d): %w", to, p.ackedOf(to), p.n.store.LastSeq(), err))
+			return fail(fmt.Errorf("member %s did not catch up (at %d of %d): %w", to, p.ackedOf(to), p.n.store().LastSeq(), err))
 		}
 	}
 	g, err := p.n.cfg.Cluster.UpdateGroup(ctx, p.n.cfg.Group, func(g *coord.Group) error {
 		if g.Epoch != p.epoch || g.Primary != p.n.id {
 			return errDeposed
 		}
-		g.Primary = to
-		g.Epoch++
-		if leaving {
-			g.ISR = slices.DeleteFunc(slices.Clone(g.ISR), func(id string) bool { return id == p.n.id })
-		}
+		passRole(g, p.n.id, to, leaving)
 		return nil
 	})
 	if err != nil {

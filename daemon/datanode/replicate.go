@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/thunderyurts/thunderyurts/datastore"
@@ -29,7 +31,8 @@ const (
 // the log as it grows, with the high watermark on every message.
 func (s *service) Replicate(rpc wire.DRPCData_ReplicateStream) error {
 	n := s.n
-	p := n.state.Load().primary
+	st := n.state.Load()
+	p := st.primary
 	if p == nil {
 		return fmt.Errorf("node %s is not the primary of group %s", n.id, n.cfg.Group)
 	}
@@ -43,32 +46,37 @@ func (s *service) Replicate(rpc wire.DRPCData_ReplicateStream) error {
 		return errors.New("replicate: the first message must be Hello")
 	case hello.Group != n.cfg.Group:
 		return fmt.Errorf("replicate: node %s is in group %s, not %s", hello.NodeId, hello.Group, n.cfg.Group)
+	case hello.NodeId == n.id || st.group == nil || !slices.Contains(st.group.Members, hello.NodeId):
+		// Only members count towards the watermark.
+		return fmt.Errorf("replicate: node %q is not a member of group %s", hello.NodeId, n.cfg.Group)
 	case hello.Epoch > p.epoch:
 		// The follower knows a newer epoch: this node was deposed.
 		return fmt.Errorf("replicate: stale primary: epoch %d, follower knows %d", p.epoch, hello.Epoch)
 	}
-	ctx, cancel := context.WithCancel(rpc.Context())
-	defer cancel()
-	stop := context.AfterFunc(p.ctx, cancel)
+	ctx, cancel := context.WithCancelCause(rpc.Context())
+	defer cancel(nil)
+	stop := context.AfterFunc(p.ctx, func() { cancel(nil) })
 	defer stop()
-	gen := p.attach(hello.NodeId)
-	defer p.detach(hello.NodeId, gen)
+	sh := &shipper{n: n, p: p, rpc: rpc, follower: hello.NodeId}
+	// A member's newer stream closes this one (a reconnect whose old
+	// connection is not dead yet, or somebody else using its id).
+	sh.stream, sh.vouched = p.attach(hello.NodeId, func() { cancel(errReplaced) }, &sh.sent)
+	defer p.detach(hello.NodeId, sh.stream)
 	n.log.Info("follower attached", "follower", hello.NodeId, "follower_last_seq", hello.LastSeq, "epoch", p.epoch)
 
-	acks := make(chan error, 1)
-	go func() { acks <- readAcks(rpc, p, hello.NodeId) }()
-	sh := &shipper{n: n, p: p, rpc: rpc, follower: hello.NodeId}
+	go func() {
+		if err := sh.readAcks(); ctx.Err() == nil {
+			cancel(err)
+		}
+	}()
 	err = sh.run(ctx, hello)
-	cancel()
+	// The stream's reasons come first: the shipper only saw it end.
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		err = cause
+	}
+	cancel(nil)
 	// readAcks ends when the stream closes, after this returns; waiting for
 	// it here would wait for a follower that has nothing more to say.
-	select {
-	case ackErr := <-acks:
-		if err == nil && ctx.Err() == nil {
-			err = ackErr
-		}
-	default:
-	}
 	n.log.Info("follower detached", "follower", hello.NodeId, "err", err)
 	if p.ctx.Err() != nil {
 		return fmt.Errorf("primary role of epoch %d ended", p.epoch)
@@ -76,16 +84,28 @@ func (s *service) Replicate(rpc wire.DRPCData_ReplicateStream) error {
 	return err
 }
 
-// readAcks records the follower's acknowledgements until the stream ends.
-func readAcks(rpc wire.DRPCData_ReplicateStream, p *primary, id string) error {
+// errReplaced ends a replication stream when its member opened a newer one.
+var errReplaced = errors.New("replicate: the member opened a newer stream")
+
+// readAcks records the follower's acknowledgements until the stream ends. An
+// acknowledgement of more than this stream sent is a protocol error: it
+// ends the stream and never counts.
+func (sh *shipper) readAcks() error {
 	for {
-		msg, err := rpc.Recv()
+		msg, err := sh.rpc.Recv()
 		if err != nil {
 			return err
 		}
-		if ack := msg.GetAck(); ack != nil {
-			p.acked(id, ack.DurableSeq)
+		ack := msg.GetAck()
+		if ack == nil {
+			continue
 		}
+		if sent := sh.sent.Load(); ack.DurableSeq > sent {
+			sh.n.log.Warn("follower acknowledged entries it was never sent; dropping its stream",
+				"follower", sh.follower, "acked", ack.DurableSeq, "sent", sent)
+			return fmt.Errorf("replicate: protocol error: %s acknowledged seq %d, but only %d was sent on this stream", sh.follower, ack.DurableSeq, sent)
+		}
+		sh.p.acked(sh.follower, sh.stream, ack.DurableSeq)
 	}
 }
 
@@ -95,18 +115,25 @@ type shipper struct {
 	p        *primary
 	rpc      wire.DRPCData_ReplicateStream
 	follower string
+	stream   int    // the follower's stream generation (primary.attach)
+	vouched  uint64 // how far the follower's Hello is believed (primary.attach)
+	// sent is the end of the log the follower can hold from this stream:
+	// where its log joined this one (as far as vouched), then what was
+	// shipped. It moves before each send, so an honest acknowledgement
+	// never passes it.
+	sent atomic.Uint64
 }
 
 func (sh *shipper) send(body *wire.PrimaryMessage) error {
 	body.Epoch = sh.p.epoch
-	body.Committed = sh.n.store.CommittedSeq()
+	body.Committed = sh.n.store().CommittedSeq()
 	return sh.rpc.Send(body)
 }
 
 func (sh *shipper) run(ctx context.Context, hello *wire.Hello) error {
-	next, truncate, snapshot := startPoint(sh.n.store, hello)
+	next, truncate, snapshot := startPoint(sh.n.store(), hello)
 	if !snapshot {
-		if _, err := sh.n.store.ReadLog(next, 1); errors.Is(err, datastore.ErrLogTrimmed) {
+		if _, err := sh.n.store().ReadLog(next, 1); errors.Is(err, datastore.ErrLogTrimmed) {
 			snapshot = true
 		} else if err != nil {
 			return err
@@ -121,12 +148,15 @@ func (sh *shipper) run(ctx context.Context, hello *wire.Hello) error {
 		next = seq + 1
 	case truncate:
 		sh.n.log.Info("follower diverged; truncating it", "follower", sh.follower, "after", next-1, "follower_last_seq", hello.LastSeq)
+		sh.sent.Store(min(next-1, sh.vouched))
 		if err := sh.send(&wire.PrimaryMessage{Body: &wire.PrimaryMessage_Truncate{Truncate: &wire.Truncate{After: next - 1}}}); err != nil {
 			return err
 		}
 	default:
-		// The follower's log equals this one up to next-1.
-		sh.p.acked(sh.follower, min(hello.DurableSeq, next-1))
+		// The follower's log equals this one up to next-1, it says.
+		held := min(next-1, sh.vouched)
+		sh.sent.Store(held)
+		sh.p.acked(sh.follower, sh.stream, min(hello.DurableSeq, held))
 	}
 	for {
 		err := sh.shipLog(ctx, next)
@@ -153,13 +183,13 @@ func (sh *shipper) shipLog(ctx context.Context, next uint64) error {
 			}
 			continue
 		}
-		entries, err := sh.n.store.ReadLog(next, shipBatch)
+		entries, err := sh.n.store().ReadLog(next, shipBatch)
 		if err != nil {
 			return fmt.Errorf("read log from %d: %w", next, err)
 		}
 		if len(entries) == 0 {
 			wctx, cancel := context.WithTimeout(ctx, heartbeat)
-			err := sh.n.store.WaitLog(wctx, next-1)
+			err := sh.n.store().WaitLog(wctx, next-1)
 			cancel()
 			switch {
 			case err == nil:
@@ -175,11 +205,12 @@ func (sh *shipper) shipLog(ctx context.Context, next uint64) error {
 		for i, e := range entries {
 			msg.Entries[i] = &wire.LogEntry{Seq: e.Seq, Epoch: e.Epoch, Slot: uint32(e.Slot), Key: e.Key, Value: e.Value, Delete: e.Delete}
 		}
-		if err := sh.send(&wire.PrimaryMessage{Body: &wire.PrimaryMessage_Entries{Entries: msg}}); err != nil {
-			return err
-		}
 		if len(entries) > 0 {
 			next = entries[len(entries)-1].Seq + 1
+			sh.sent.Store(next - 1)
+		}
+		if err := sh.send(&wire.PrimaryMessage{Body: &wire.PrimaryMessage_Entries{Entries: msg}}); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -194,7 +225,7 @@ func (sh *shipper) sendSnapshot(ctx context.Context) (uint64, error) {
 	if err := sh.send(&wire.PrimaryMessage{Body: &wire.PrimaryMessage_SnapshotBegin{SnapshotBegin: &wire.SnapshotBegin{}}}); err != nil {
 		return 0, err
 	}
-	slots := make([]int, sh.n.store.Slots())
+	slots := make([]int, sh.n.store().Slots())
 	for i := range slots {
 		slots[i] = i
 	}
@@ -208,7 +239,7 @@ func (sh *shipper) sendSnapshot(ctx context.Context) (uint64, error) {
 		chunk = &wire.SnapshotChunk{}
 		return err
 	}
-	seq, err := sh.n.store.Snapshot(ctx, slots, func(slot int, key, value []byte) error {
+	seq, err := sh.n.store().Snapshot(ctx, slots, func(slot int, key, value []byte) error {
 		chunk.Records = append(chunk.Records, &wire.SnapshotRecord{Slot: uint32(slot), Key: key, Value: value})
 		records++
 		if len(chunk.Records) >= snapshotChunk {
@@ -223,9 +254,10 @@ func (sh *shipper) sendSnapshot(ctx context.Context) (uint64, error) {
 		return 0, err
 	}
 	end := &wire.SnapshotEnd{Seq: seq}
-	for _, e := range sh.n.store.Epochs() {
+	for _, e := range sh.n.store().Epochs() {
 		end.Epochs = append(end.Epochs, &wire.EpochStart{Epoch: e.Epoch, StartSeq: e.StartSeq})
 	}
+	sh.sent.Store(seq)
 	if err := sh.send(&wire.PrimaryMessage{Body: &wire.PrimaryMessage_SnapshotEnd{SnapshotEnd: end}}); err != nil {
 		return 0, err
 	}
@@ -238,7 +270,7 @@ func (sh *shipper) sendSnapshot(ctx context.Context) (uint64, error) {
 func (p *primary) ackedOf(id string) uint64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if f := p.followers[id]; f != nil {
+	if f := p.members[id]; f != nil {
 		return f.acked
 	}
 	return 0

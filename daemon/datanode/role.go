@@ -2,6 +2,7 @@ package datanode
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -18,6 +19,11 @@ type role struct {
 	followEpoch  uint64
 	stopFollower context.CancelFunc
 	followerDone sync.WaitGroup
+
+	storeRetry storeRetry
+	// leadSession is the ZooKeeper session in which the node was
+	// registered when it started, or last claimed an epoch (see lead).
+	leadSession int64
 }
 
 func (n *Node) kickRole() {
@@ -31,8 +37,8 @@ func (n *Node) kickRole() {
 // names it primary, follow the primary otherwise, and act as nothing the
 // moment its session is in doubt (docs/replication.md, "Fencing") until it has read
 // the group again on a live session.
-func (n *Node) manageRole() {
-	r := &role{}
+func (n *Node) manageRole(registeredSession int64) {
+	r := &role{leadSession: registeredSession}
 	defer n.endRole(r)
 	sessionDone := n.cfg.Cluster.Conn().SessionDone()
 	n.reconcileRole(r)
@@ -89,6 +95,8 @@ func (n *Node) reconcileRole(r *role) {
 	st := n.state.Load()
 	g := st.group
 	switch {
+	case st.storeErr != nil:
+		n.recoverStore(r)
 	case !st.sessionOK || g == nil:
 		n.endRole(r)
 	case g.Primary == n.id:
@@ -111,35 +119,63 @@ func (n *Node) reconcileRole(r *role) {
 	}
 }
 
-// lead takes the primary role for g's epoch. A node whose own log already
-// belongs to that epoch led it before a restart and may have lost entries
-// it had shipped but not synced; it must not write more in the same epoch,
-// so it first moves the group to a new one.
+// lead takes the primary role for g's epoch, in the current ZooKeeper
+// session: the primary serves only while that session's lease holds.
+//
+// Sometimes it first moves the group to a new epoch, and leads when the
+// group watch brings it:
+//   - A node whose own log already belongs to that epoch led it before a
+//     restart and may have lost entries it had shipped but not synced; it
+//     must not write more in the same epoch.
+//   - A node whose session changed since it last claimed an epoch: the
+//     coordinator may have seen its registration gone with the old session
+//     and be about to promote another member over the group state read
+//     here. Once its registration is back in the new session, a new epoch
+//     makes that promotion's compare-and-set fail (docs/replication.md,
+//     "Fencing").
 func (n *Node) lead(r *role, g *coord.Group) {
-	if n.store.Epoch() >= g.Epoch {
-		next := max(n.store.Epoch(), g.Epoch) + 1
+	session := n.cfg.Cluster.Conn().Lease().Session
+	if session == 0 {
+		n.log.Info("not leading until ZooKeeper has confirmed the session", "epoch", g.Epoch)
+		n.retryRoleLater()
+		return
+	}
+	newSession := session != r.leadSession
+	if newSession && !n.registeredIn(session) {
+		n.log.Info("not leading until the node is registered again in its new session", "epoch", g.Epoch)
+		n.retryRoleLater()
+		return
+	}
+	if newSession || n.store().Epoch() >= g.Epoch {
+		next := max(n.store().Epoch(), g.Epoch) + 1
+		claimed := false
 		_, err := n.cfg.Cluster.UpdateGroup(n.ctx, n.cfg.Group, func(cur *coord.Group) error {
-			if cur.Primary != n.id || cur.Epoch != g.Epoch {
+			claimed = cur.Primary == n.id && cur.Epoch == g.Epoch
+			if !claimed {
 				return coord.ErrNoChange
 			}
 			cur.Epoch = next
 			return nil
 		})
-		if err != nil {
+		switch {
+		case err != nil:
 			n.log.Warn("could not start a new epoch", "err", err)
 			n.retryRoleLater()
+		case claimed:
+			r.leadSession = session
 		}
 		// The group watch brings the new epoch and another reconcile.
 		return
 	}
 	ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
 	defer cancel()
-	if err := n.store.SetEpoch(ctx, g.Epoch); err != nil {
+	if err := n.store().SetEpoch(ctx, g.Epoch); err != nil {
+		n.noteStoreErr(err)
 		n.log.Error("could not persist the new epoch; not leading", "epoch", g.Epoch, "err", err)
 		n.retryRoleLater()
 		return
 	}
-	p := newPrimary(n, g.Epoch, g.ISR)
+	p := newPrimary(n, g.Epoch, g.ISR, session)
 	r.primary = p
 	installed := false
 	n.update(func(s *state) {
@@ -153,7 +189,21 @@ func (n *Node) lead(r *role, g *coord.Group) {
 		n.kickRole()
 		return
 	}
-	n.log.Info("leading", "epoch", g.Epoch, "isr", g.ISR, "last_seq", n.store.LastSeq())
+	n.log.Info("leading", "epoch", g.Epoch, "isr", g.ISR, "last_seq", n.store().LastSeq())
+}
+
+// registeredIn says whether the node's registration is in place while
+// ZooKeeper session is current.
+func (n *Node) registeredIn(session int64) bool {
+	ctx, cancel := context.WithTimeout(n.ctx, 2*time.Second)
+	defer cancel()
+	nodes, err := n.cfg.Cluster.Nodes(ctx)
+	if err != nil {
+		return false
+	}
+	i := slices.IndexFunc(nodes, func(info coord.NodeInfo) bool { return info.ID == n.id })
+	return i >= 0 && nodes[i].Addr == n.addr && nodes[i].StartedAt.Equal(n.startedAt) &&
+		n.cfg.Cluster.Conn().Lease().Session == session
 }
 
 func (n *Node) retryRoleLater() {

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
-	"time"
 
 	"github.com/thunderyurts/thunderyurts/coord"
 	"github.com/thunderyurts/thunderyurts/datastore"
@@ -48,6 +46,9 @@ func (n *Node) route(st *state, slot int, stale bool) *wire.Response {
 	case owner != n.cfg.Group:
 		return &wire.Response{Code: wire.Code_MOVED, OwnerGroup: owner, TableVersion: st.table.Version,
 			Message: fmt.Sprintf("slot %d moved to group %s (slot table v%d)", slot, owner, st.table.Version)}
+	case st.storeErr != nil:
+		return &wire.Response{Code: wire.Code_UNAVAILABLE,
+			Message: fmt.Sprintf("node %s: %s", n.id, storeState(st))}
 	case !st.sessionOK:
 		return &wire.Response{Code: wire.Code_UNAVAILABLE,
 			Message: fmt.Sprintf("node %s lost its ZooKeeper session; it serves again once its role is known", n.id)}
@@ -100,21 +101,25 @@ func (s *service) handle(ctx context.Context, batch *wire.Batch, r *replier) {
 	st := n.state.Load()
 	slots := len(st.table.Owners)
 	replies := make([]*wire.Response, 0, len(batch.Requests))
+	store := n.store()
 	var gets []*wire.Request
 	var refs []datastore.KeyRef
 	var putIDs []uint64
 	var muts []datastore.Mutation
+	leased := false // some request needs the primary's lease
 	for _, req := range batch.Requests {
-		if err := n.store.Validate(req.Key, req.Value); err != nil {
+		if err := store.Validate(req.Key, req.Value); err != nil {
 			replies = append(replies, errResponse(req.Id, err))
 			continue
 		}
 		slot := coord.SlotOf(req.Key, slots)
-		if refusal := n.route(st, slot, req.StaleOk && req.Op == wire.Op_GET); refusal != nil {
+		stale := req.StaleOk && req.Op == wire.Op_GET
+		if refusal := n.route(st, slot, stale); refusal != nil {
 			refusal.Id = req.Id
 			replies = append(replies, refusal)
 			continue
 		}
+		leased = leased || !stale
 		switch req.Op {
 		case wire.Op_GET:
 			gets = append(gets, req)
@@ -128,14 +133,29 @@ func (s *service) handle(ctx context.Context, batch *wire.Batch, r *replier) {
 	}
 	n.metrics.gets.Add(uint64(len(gets)))
 	n.metrics.writes.Add(uint64(len(putIDs)))
-	for i, res := range n.store.GetMany(refs) {
-		if res.Err != nil {
-			replies = append(replies, errResponse(gets[i].Id, res.Err))
-			continue
-		}
-		replies = append(replies, &wire.Response{Id: gets[i].Id, Value: res.Value})
+	results := store.GetMany(refs)
+	// The lease is checked after the reads: had it expired before them, it
+	// is expired now too, however long this goroutine was paused in between
+	// (docs/replication.md, "Fencing").
+	var lease error
+	if leased {
+		lease = st.primary.leaseErr()
 	}
-	if len(muts) > 0 {
+	for i, res := range results {
+		switch {
+		case lease != nil && !gets[i].StaleOk:
+			replies = append(replies, errResponse(gets[i].Id, lease))
+		case res.Err != nil:
+			replies = append(replies, errResponse(gets[i].Id, res.Err))
+		default:
+			replies = append(replies, &wire.Response{Id: gets[i].Id, Value: res.Value})
+		}
+	}
+	if len(muts) > 0 && lease != nil {
+		for _, id := range putIDs {
+			replies = append(replies, errResponse(id, lease))
+		}
+	} else if len(muts) > 0 {
 		if err := n.write(ctx, st.primary, muts, putIDs, r); err != nil {
 			for _, id := range putIDs {
 				replies = append(replies, errResponse(id, err))
@@ -153,196 +173,18 @@ func (n *Node) write(ctx context.Context, p *primary, muts []datastore.Mutation,
 		return err
 	}
 	r.queued()
-	err := n.store.WriteAsync(ctx, muts, func(seq uint64, err error) {
-		if errors.Is(err, datastore.ErrFailed) {
-			// Fail-stop: a primary that cannot write its log steps down by
-			// exiting, so its group fails over.
-			go n.fail(err)
-		}
+	err := n.store().WriteAsync(ctx, muts, func(seq uint64, err error) {
 		if err == nil {
 			p.recompute()
 		}
+		n.noteStoreErr(err)
 		r.written(p, seq, ids, err)
 	})
 	if err != nil {
+		n.noteStoreErr(err)
 		r.written(nil, 0, nil, nil)
 	}
 	return err
-}
-
-// replier collects one stream's answers and sends, each time, all that are
-// ready as one BatchReply: reads at once, writes once committed. One
-// goroutine waits for the watermark on behalf of every write of the stream.
-type replier struct {
-	mu       sync.Mutex
-	out      []*wire.Response
-	waiting  []pendingWrite // durable here, waiting for the watermark
-	inflight int            // queued in the store, not yet durable
-	closing  bool
-	wake     chan struct{}
-	room     chan struct{} // out was taken for sending
-	stopped  chan struct{} // closed when run returns
-}
-
-// maxQueuedReplies bounds the replies queued on a stream for a client that
-// reads them slower than it sends requests; with those in the send under
-// way, a stream holds at most about twice as many.
-const maxQueuedReplies = 64 << 10
-
-// waitRoom waits until the replies queued for sending are under
-// maxQueuedReplies; false when the stream ended meanwhile.
-func (r *replier) waitRoom(ctx context.Context) bool {
-	for {
-		r.mu.Lock()
-		full := len(r.out) >= maxQueuedReplies
-		r.mu.Unlock()
-		if !full {
-			return true
-		}
-		select {
-		case <-r.room:
-		case <-r.stopped:
-			return false
-		case <-ctx.Done():
-			return false
-		}
-	}
-}
-
-// pendingWrite is one batch's writes, durable on the primary up to seq.
-type pendingWrite struct {
-	p   *primary
-	seq uint64
-	ids []uint64
-}
-
-func (r *replier) signal() {
-	select {
-	case r.wake <- struct{}{}:
-	default:
-	}
-}
-
-func (r *replier) ready(replies []*wire.Response) {
-	if len(replies) == 0 {
-		return
-	}
-	r.mu.Lock()
-	r.out = append(r.out, replies...)
-	r.mu.Unlock()
-	r.signal()
-}
-
-func (r *replier) queued() {
-	r.mu.Lock()
-	r.inflight++
-	r.mu.Unlock()
-}
-
-// written records the store's outcome of a queued write; a nil p only
-// takes back a queued() whose write was refused.
-func (r *replier) written(p *primary, seq uint64, ids []uint64, err error) {
-	r.mu.Lock()
-	r.inflight--
-	switch {
-	case p == nil:
-	case err != nil:
-		for _, id := range ids {
-			r.out = append(r.out, errResponse(id, err))
-		}
-	default:
-		r.waiting = append(r.waiting, pendingWrite{p: p, seq: seq, ids: ids})
-	}
-	r.mu.Unlock()
-	r.signal()
-}
-
-// close tells the replier no more requests come; run returns once every
-// queued write is answered.
-func (r *replier) close() {
-	r.mu.Lock()
-	r.closing = true
-	r.mu.Unlock()
-	r.signal()
-}
-
-// run sends replies until the stream ends, or until it is closed and has
-// nothing left to answer.
-func (r *replier) run(ctx context.Context, rpc wire.DRPCData_StreamStream) error {
-	reply := &wire.BatchReply{}
-	for {
-		r.mu.Lock()
-		reply.Responses = append(reply.Responses[:0], r.out...)
-		clear(r.out)
-		r.out = r.out[:0]
-		select {
-		case r.room <- struct{}{}:
-		default:
-		}
-		var wait, deposed <-chan struct{}
-		var first *primary
-		mixed := false // waiting writes of more than one primary role
-		keep := r.waiting[:0]
-		for _, w := range r.waiting {
-			if w.p == first {
-				// A role makes its writes durable in order: nothing after
-				// its first uncommitted write is committed either.
-				keep = append(keep, w)
-				continue
-			}
-			done, advanced, err := w.p.outcome(w.seq)
-			switch {
-			case err != nil:
-				for _, id := range w.ids {
-					reply.Responses = append(reply.Responses, errResponse(id, err))
-				}
-			case done:
-				for _, id := range w.ids {
-					reply.Responses = append(reply.Responses, &wire.Response{Id: id})
-				}
-			default:
-				keep = append(keep, w)
-				if first == nil {
-					first, wait, deposed = w.p, advanced, w.p.ctx.Done()
-				}
-				mixed = mixed || w.p != first
-			}
-		}
-		clear(r.waiting[len(keep):])
-		r.waiting = keep
-		finished := r.closing && r.inflight == 0 && len(r.waiting) == 0
-		r.mu.Unlock()
-		if len(reply.Responses) > 0 {
-			err := rpc.Send(reply)
-			clear(reply.Responses) // let the values go
-			if err != nil {
-				return err
-			}
-			continue
-		}
-		if finished {
-			return nil
-		}
-		// Only the first role's channels are watched; writes left from
-		// another role (a role change mid-stream) are looked at again soon.
-		var poll <-chan time.Time
-		var timer *time.Timer
-		if mixed {
-			timer = time.NewTimer(10 * time.Millisecond)
-			poll = timer.C
-		}
-		select {
-		case <-r.wake:
-		case <-wait:
-		case <-deposed:
-		case <-poll:
-		case <-ctx.Done():
-			return nil
-		}
-		if timer != nil {
-			timer.Stop()
-		}
-	}
 }
 
 // Scan serves one page of a group's keys in [start, end).
@@ -365,7 +207,10 @@ func (s *service) Scan(ctx context.Context, req *wire.ScanRequest) (*wire.ScanRe
 	if limit <= 0 || limit > 10000 {
 		limit = 10000
 	}
-	kvs, err := n.store.Scan(ctx, slots, req.Start, req.End, limit+1)
+	kvs, err := n.store().Scan(ctx, slots, req.Start, req.End, limit+1)
+	if err == nil && len(slots) > 0 {
+		err = st.primary.leaseErr() // after the read, as in handle
+	}
 	if err != nil {
 		return &wire.ScanReply{Code: codeOf(err), Message: err.Error()}, nil
 	}
@@ -380,18 +225,24 @@ func (s *service) Scan(ctx context.Context, req *wire.ScanRequest) (*wire.ScanRe
 	return reply, nil
 }
 
-// Status reports the node's role, log positions and, on a primary, its
-// view of the followers.
+// Status reports the node's role, state, log positions and, on a primary,
+// its view of the members.
 func (s *service) Status(ctx context.Context, _ *wire.NodeStatusRequest) (*wire.NodeStatus, error) {
 	n := s.n
 	st := n.state.Load()
-	stats, err := n.store.Stats()
-	if err != nil {
+	store := n.store()
+	out := &wire.NodeStatus{Id: n.id, Group: n.cfg.Group, Role: "secondary", State: storeState(st),
+		Epoch: epochOf(st.group), TableVersion: st.table.Version, CommittedSeq: store.CommittedSeq(), LastEpoch: lastEpoch(store)}
+	stats, err := store.Stats()
+	switch {
+	case err == nil:
+		out.Keys, out.LastSeq, out.FileBytes = stats.Keys, stats.LastSeq, stats.FileBytes
+	case st.storeErr == nil:
 		return nil, fmt.Errorf("store stats: %w", err)
+	default:
+		// A failed store may be closed already: report what is known.
+		out.LastSeq = store.LastSeq()
 	}
-	out := &wire.NodeStatus{Id: n.id, Group: n.cfg.Group, Role: "secondary", Keys: stats.Keys, LastSeq: stats.LastSeq,
-		Epoch: epochOf(st.group), FileBytes: stats.FileBytes, TableVersion: st.table.Version,
-		CommittedSeq: n.store.CommittedSeq(), LastEpoch: lastEpoch(n.store)}
 	switch {
 	case !st.sessionOK:
 		out.Role = "unknown"
@@ -421,8 +272,9 @@ func (s *service) Handover(ctx context.Context, req *wire.HandoverRequest) (*wir
 	switch {
 	case p == nil:
 		return nil, fmt.Errorf("node %s is not the primary of group %s", s.n.id, s.n.cfg.Group)
-	case req.Epoch != 0 && req.Epoch != p.epoch:
-		return nil, fmt.Errorf("group %s is at epoch %d, not %d", s.n.cfg.Group, p.epoch, req.Epoch)
+	case req.Epoch != p.epoch:
+		// A request for another epoch was meant for another primary.
+		return nil, fmt.Errorf("group %s is at epoch %d, not %d: read the group again", s.n.cfg.Group, p.epoch, req.Epoch)
 	}
 	return p.handover(ctx, req.To, false)
 }

@@ -11,17 +11,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/thunderyurts/thunderyurts/coord"
 	"github.com/thunderyurts/thunderyurts/coord/zkcoord"
 	"github.com/thunderyurts/thunderyurts/coord/zklocal"
+	"github.com/thunderyurts/thunderyurts/daemon/procs"
 )
 
 // Config describes the cluster to run.
@@ -43,16 +41,14 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// Process is one daemon of the cluster.
+// Process is one daemon of the cluster; its Name is e.g. "coord-1" or
+// "data-g1-2".
 type Process struct {
-	Name string // e.g. "coord-1", "data-g1-2"
+	*procs.Proc
 	Role string // "coordinator" or "data"
 	Addr string
 	HTTP string
 	Dir  string
-	Log  string
-	cmd  *exec.Cmd
-	done chan struct{}
 }
 
 // Cluster is a running dev cluster.
@@ -99,18 +95,17 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 
 func (c *Cluster) startDaemons() error {
 	for i := 1; i <= c.cfg.Coords; i++ {
-		p := &Process{Name: fmt.Sprintf("coord-%d", i), Role: "coordinator"}
-		if err := c.spawn(p, "serve", "coord", "--slots", strconv.Itoa(c.cfg.Slots), "--assign-delay", "1s",
-			"--replication-factor", strconv.Itoa(c.cfg.Replicas)); err != nil {
+		if err := c.spawn(fmt.Sprintf("coord-%d", i), "coordinator", "", "serve", "coord", "--slots", strconv.Itoa(c.cfg.Slots),
+			"--assign-delay", "1s", "--replication-factor", strconv.Itoa(c.cfg.Replicas)); err != nil {
 			return err
 		}
 	}
 	for g := 1; g <= c.cfg.Groups; g++ {
 		for r := 1; r <= c.cfg.Replicas; r++ {
-			p := &Process{Name: fmt.Sprintf("data-g%d-%d", g, r), Role: "data"}
-			p.Dir = filepath.Join(c.cfg.Dir, p.Name)
-			args := append([]string{"serve", "data", "--group", fmt.Sprintf("g%d", g), "--dir", p.Dir}, c.cfg.DataArgs...)
-			if err := c.spawn(p, args...); err != nil {
+			name := fmt.Sprintf("data-g%d-%d", g, r)
+			dir := filepath.Join(c.cfg.Dir, name)
+			args := append([]string{"serve", "data", "--group", fmt.Sprintf("g%d", g), "--dir", dir}, c.cfg.DataArgs...)
+			if err := c.spawn(name, "data", dir, args...); err != nil {
 				return err
 			}
 		}
@@ -118,41 +113,21 @@ func (c *Cluster) startDaemons() error {
 	return nil
 }
 
-func (c *Cluster) spawn(p *Process, args ...string) error {
+func (c *Cluster) spawn(name, role, dir string, args ...string) error {
+	p := &Process{Role: role, Dir: dir}
 	var err error
-	if p.Addr, err = freeAddr(); err != nil {
+	if p.Addr, err = procs.FreeAddr(); err != nil {
 		return err
 	}
-	if p.HTTP, err = freeAddr(); err != nil {
+	if p.HTTP, err = procs.FreeAddr(); err != nil {
 		return err
 	}
-	p.Log = filepath.Join(c.cfg.Dir, "logs", p.Name+".log")
-	logFile, err := os.OpenFile(p.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return fmt.Errorf("%s log: %w", p.Name, err)
-	}
-	defer logFile.Close()
 	args = append(args, "--listen", p.Addr, "--http", p.HTTP, "--zk", c.zk.Addr(), "--cluster", c.cfg.Cluster)
-	p.cmd = exec.Command(c.cfg.Binary, args...)
-	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := p.cmd.Start(); err != nil {
-		return fmt.Errorf("start %s: %w", p.Name, err)
+	if p.Proc, err = procs.Start(name, c.cfg.Binary, args, filepath.Join(c.cfg.Dir, "logs", name+".log")); err != nil {
+		return err
 	}
-	p.done = make(chan struct{})
-	go func() { _ = p.cmd.Wait(); close(p.done) }()
 	c.Processes = append(c.Processes, p)
 	return nil
-}
-
-// freeAddr picks a loopback port nothing listens on right now.
-func freeAddr() (string, error) {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("pick a free port: %w", err)
-	}
-	defer lis.Close()
-	return lis.Addr().String(), nil
 }
 
 // waitServing waits until every slot has an owner whose primary is
@@ -166,13 +141,11 @@ func (c *Cluster) waitServing(ctx context.Context) error {
 	cl := coord.NewCluster(conn, c.cfg.Cluster)
 	for {
 		for _, p := range c.Processes {
-			select {
-			case <-p.done:
-				return fmt.Errorf("%s exited during start-up (%v); see %s", p.Name, p.cmd.ProcessState, p.Log)
-			default:
+			if state := p.ExitState(); state != "" {
+				return fmt.Errorf("%s exited during start-up (%s); see %s", p.Name, state, p.Log)
 			}
 		}
-		if rt, err := cl.Routes(ctx); err == nil && Serving(rt) {
+		if rt, err := cl.Routes(ctx); err == nil && rt.Serving() {
 			return nil
 		}
 		select {
@@ -183,36 +156,14 @@ func (c *Cluster) waitServing(ctx context.Context) error {
 	}
 }
 
-// Serving reports whether every slot in rt has an owner with a registered primary.
-func Serving(rt *coord.RouteTable) bool {
-	for slot := range rt.Table.Owners {
-		g, ok := rt.GroupOf(slot)
-		if !ok || g.PrimaryAddr == "" {
-			return false
-		}
-	}
-	return len(rt.Table.Owners) > 0
-}
-
 // Stop stops the daemons with SIGTERM (SIGKILL after 10 s), then ZooKeeper.
 func (c *Cluster) Stop() error {
-	for _, p := range c.Processes {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	ps := make([]*procs.Proc, len(c.Processes))
+	for i, p := range c.Processes {
+		ps[i] = p.Proc
 	}
-	var errs []error
-	for _, p := range c.Processes {
-		select {
-		case <-p.done:
-		case <-time.After(10 * time.Second):
-			_ = p.cmd.Process.Kill()
-			<-p.done
-			errs = append(errs, fmt.Errorf("%s did not stop within 10s; killed", p.Name))
-		}
-	}
-	if err := c.zk.Stop(); err != nil {
-		errs = append(errs, err)
-	}
-	return errors.Join(errs...)
+	err := procs.StopAll(ps, 10*time.Second)
+	return errors.Join(err, c.zk.Stop())
 }
 
 // Describe writes how to reach the cluster.

@@ -5,173 +5,99 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"os"
 	"slices"
 
 	bolt "go.etcd.io/bbolt"
-	bolterrors "go.etcd.io/bbolt/errors"
 )
+
+// Snapshot waits until the applier has applied everything committed when
+// it was called, then calls fn for every key of the given slots, slot by
+// slot in the given order and in key order within a slot, all from one
+// bbolt read transaction, and returns the applied seq that transaction reflects: the
+// copy plus the log entries after that seq reproduce the store exactly
+// (docs/replication.md, "Catch-up"). The caller then ships the log from seq+1 with
+// ReadLog; while Snapshot runs, the log segments holding those entries are
+// pinned (not deleted), but after it returns they are kept only as
+// Options.LogRetention says, so the caller should start reading promptly.
+// key and value alias the file and are valid only until fn returns. The
+// read transaction also keeps the pages it reads from being reused; the
+// file grows meanwhile.
+//
+// Errors: the first error of fn, ctx.Err() (while waiting, and checked
+// every 1024 keys),
+// ErrBadSlot, ErrCorrupt (naming slot and key; fn has then seen only the
+// keys before it), ErrRestoring, ErrClosed.
+func (s *Store) Snapshot(ctx context.Context, slots []int, fn func(slot int, key, value []byte) error) (seq uint64, err error) {
+	for _, slot := range slots {
+		if err := s.checkSlot(slot); err != nil {
+			return 0, fmt.Errorf("snapshot: %w", err)
+		}
+	}
+	s.mu.Lock()
+	if s.closed || s.restoring {
+		err := ErrClosed
+		if !s.closed {
+			err = ErrRestoring
+		}
+		s.mu.Unlock()
+		return 0, fmt.Errorf("snapshot: %w", err)
+	}
+	pin, want := s.applied, s.committed
+	s.pins[pin]++
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		if s.pins[pin]--; s.pins[pin] == 0 {
+			delete(s.pins, pin)
+		}
+		s.mu.Unlock()
+	}()
+	if err := s.waitApplied(ctx, want); err != nil {
+		return 0, fmt.Errorf("snapshot: wait for the applier to reach seq %d: %w", want, err)
+	}
+	err = s.view(func(tx *bolt.Tx) error {
+		applied, err := metaU64(tx, metaApplied)
+		if err != nil {
+			return err
+		}
+		seq = applied
+		n := 0
+		for _, slot := range slots {
+			b := slotBucket(tx, slot)
+			if b == nil {
+				continue
+			}
+			c := b.Cursor()
+			for k, rec := c.First(); k != nil; k, rec = c.Next() {
+				if n++; n%1024 == 0 {
+					if err := ctx.Err(); err != nil {
+						return err
+					}
+				}
+				v, ok := openRecord(k, rec)
+				if !ok {
+					return corruptRecord(slot, k, "checksum mismatch")
+				}
+				if err := fn(slot, k, v); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("snapshot: %w", err)
+	}
+	return seq, nil
+}
 
 // Bounds of one restore transaction.
 const (
 	maxRestoreEntries = 50_000
 	maxRestoreBytes   = 32 << 20
 )
-
-// TruncateAfter removes the log entries after seq, as a follower does when
-// its log diverged from its new primary's (docs/replication.md, "Catch-up"): the log
-// file is cut at the record boundary and fsynced, later segments are
-// deleted, and the entries leave memory too. Epochs that started after seq
-// stay in the epoch map as empty epochs starting at seq+1, and Epoch() does
-// not go down, so fencing holds. A seq at or past LastSeq() changes nothing.
-// The truncation is queued with the writes, so writes queued before it are
-// written first.
-//
-// Errors: ErrTruncateCommitted if seq < CommittedSeq() (those entries may be
-// applied and acknowledged); ErrClosed, ErrRestoring, ErrFailed (also when
-// the truncation itself fails to reach the disk); ctx.Err() if ctx ends
-// while it waits (it may still happen).
-func (s *Store) TruncateAfter(ctx context.Context, seq uint64) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	r := &request{kind: kindCall, call: func() error { return s.truncateAfter(seq) }}
-	if _, err := s.submit(ctx, r); err != nil {
-		return fmt.Errorf("truncate log after seq %d: %w", seq, err)
-	}
-	return nil
-}
-
-// truncateAfter runs on the committer, with the applier held off.
-func (s *Store) truncateAfter(seq uint64) error {
-	s.applyMu.Lock()
-	defer s.applyMu.Unlock()
-	s.mu.Lock()
-	if seq < s.committed {
-		err := fmt.Errorf("committed seq is %d: %w", s.committed, ErrTruncateCommitted)
-		s.mu.Unlock()
-		return err
-	}
-	if seq >= s.last {
-		s.mu.Unlock()
-		return nil
-	}
-	// From here SetCommitted cannot commit what is being removed.
-	s.durable = min(s.durable, seq)
-	if !s.auto {
-		s.target = s.committed
-	}
-	segs := slices.Clone(s.segments)
-	s.mu.Unlock()
-
-	i := len(segs) - 1
-	for i > 0 && segs[i].first > seq+1 {
-		i--
-	}
-	off, kept, err := cutPoint(segs[i], seq)
-	if err != nil {
-		return s.setFailed("truncate: find cut point", err)
-	}
-	if err := s.cutLog(segs, i, off); err != nil {
-		return s.setFailed("truncate: cut log", err)
-	}
-	s.mu.Lock()
-	dropped := 0
-	for ; dropped < s.tail.len(); dropped++ {
-		e := s.tail.at(s.tail.len() - 1 - dropped)
-		if e.seq <= seq {
-			break
-		}
-		s.dropNewestLocked(e)
-		s.tailBytes -= e.cost()
-		s.overlayBytes -= e.cost()
-	}
-	s.tail.dropBack(dropped)
-	s.last = seq
-	s.epochs = clampEpochs(s.epochs, seq+1)
-	s.logEpoch = epochAt(s.epochs, seq)
-	segs[i].last, segs[i].size = kept, off
-	s.segments = segs[:i+1]
-	epoch, epochs := s.epoch, s.epochs
-	s.notifyLocked()
-	s.mu.Unlock()
-	err = s.db.Update(func(tx *bolt.Tx) error { return putEpochs(tx, epoch, epochs) })
-	if err != nil {
-		return s.setFailed("truncate: persist epoch map", err)
-	}
-	s.log.Info("datastore truncated log", "after_seq", seq, "file", segs[i].path, "offset", off)
-	return nil
-}
-
-// cutPoint finds the offset of the first record after seq in seg, and the
-// highest seq of the records before it.
-func cutPoint(seg segment, seq uint64) (off int64, kept uint64, err error) {
-	sr, err := openSegment(seg.path, seg.size)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer sr.close()
-	kept = seg.first - 1
-	for {
-		at := sr.off
-		rec, err := sr.next()
-		if err == io.EOF {
-			return at, kept, nil
-		}
-		if err != nil {
-			return 0, 0, err
-		}
-		if rec.seq > seq {
-			return at, kept, nil
-		}
-		kept = max(kept, rec.seq)
-	}
-}
-
-// cutLog truncates segment i at off, deletes the segments after it and
-// makes it the active segment.
-func (s *Store) cutLog(segs []segment, i int, off int64) error {
-	if i != len(segs)-1 {
-		if err := s.wal.Close(); err != nil {
-			return err
-		}
-		s.wal = nil
-		for _, seg := range segs[i+1:] {
-			if err := os.Remove(seg.path); err != nil {
-				return err
-			}
-		}
-		f, err := os.OpenFile(segs[i].path, os.O_WRONLY, 0)
-		if err != nil {
-			return err
-		}
-		s.wal = f
-	}
-	if err := s.wal.Truncate(off); err != nil {
-		return err
-	}
-	s.walSize, s.walGrows = off, true
-	if err := s.sync(); err != nil {
-		return err
-	}
-	return syncDir(s.walDir)
-}
-
-// setFailed makes the store fail-stop — every later write is refused —
-// and returns the error to report.
-func (s *Store) setFailed(what string, err error) error {
-	err = fmt.Errorf("%s: %w: %w", what, ErrFailed, err)
-	s.log.Error("datastore failed, refusing writes", "err", err)
-	s.mu.Lock()
-	if s.failErr == nil {
-		s.failErr = err
-	}
-	s.notifyLocked()
-	s.mu.Unlock()
-	return err
-}
 
 // Restorer loads a snapshot into a store whose data and log Restore
 // discarded. Put the pairs, then Finish with the snapshot's seq and epoch
@@ -300,21 +226,6 @@ func (r *Restorer) flush() error {
 	return nil
 }
 
-// update runs fn in a write transaction unless the store is closed.
-func (s *Store) update(fn func(tx *bolt.Tx) error) error {
-	s.mu.RLock()
-	closed := s.closed
-	s.mu.RUnlock()
-	if closed {
-		return ErrClosed
-	}
-	err := s.db.Update(fn)
-	if errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
-		return ErrClosed
-	}
-	return err
-}
-
 // Finish completes the restore: the store holds the snapshot taken at seq,
 // with the given epoch map (sorted by epoch; start seqs above seq+1 are
 // lowered to seq+1). LastSeq, DurableSeq, CommittedSeq and AppliedSeq all
@@ -366,6 +277,11 @@ func (r *Restorer) end(seq uint64, epochs []EpochStart, wipe bool) error {
 		}
 		return tx.Bucket(bucketMeta).Delete(metaRestoring)
 	})
+	if err != nil && !errors.Is(err, ErrClosed) {
+		// The store stays restoring, refusing writes: only a reopen (which
+		// discards the unfinished restore) gets it going again.
+		err = s.setFailed("restore: finish", err)
+	}
 	if err != nil {
 		return fmt.Errorf("restore: finish at seq %d: %w", seq, err)
 	}

@@ -1,0 +1,150 @@
+package datanode
+
+import (
+	"context"
+	"net"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"storj.io/drpc/drpcconn"
+
+	"github.com/thunderyurts/thunderyurts/coord"
+	"github.com/thunderyurts/thunderyurts/wire"
+)
+
+// fakeFollower opens Replicate to addr directly, as a process that is not a
+// real data node would.
+type fakeFollower struct {
+	rpc    wire.DRPCData_ReplicateClient
+	closed chan error // Recv's error once the primary ends the stream
+}
+
+func openFake(t *testing.T, addr string, hello *wire.Hello) *fakeFollower {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	raw, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := drpcconn.New(raw)
+	t.Cleanup(func() { conn.Close() })
+	rpc, err := wire.NewDRPCDataClient(conn).Replicate(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rpc.Send(&wire.FollowerMessage{Body: &wire.FollowerMessage_Hello{Hello: hello}}); err != nil {
+		t.Fatal(err)
+	}
+	f := &fakeFollower{rpc: rpc, closed: make(chan error, 1)}
+	go func() {
+		for {
+			if _, err := rpc.Recv(); err != nil {
+				f.closed <- err
+				return
+			}
+		}
+	}()
+	return f
+}
+
+func (f *fakeFollower) ended(t *testing.T, what string) error {
+	t.Helper()
+	select {
+	case err := <-f.closed:
+		return err
+	case <-time.After(patience):
+		t.Fatalf("%s: the primary kept the stream open", what)
+		return nil
+	}
+}
+
+// Nobody but a member may feed the watermark: a stream under a stranger's
+// id is refused; a member's newer stream closes its older one; a stream
+// that acknowledges entries it was never sent is dropped, and the
+// acknowledgement counts for nothing — the member does not rejoin the
+// in-sync set and writes stay refused.
+func TestReplicateTrustsOnlyWhatItSent(t *testing.T) {
+	c := newTestCluster(t)
+	a := c.startNode(nodeDir(t, "a"), nil, func(cfg *Config) { cfg.MinInsync = 2 })
+	c.waitGroup("a leads", func(g *coord.Group) bool { return g.Primary == a.ID() })
+	b := c.startNode(nodeDir(t, "b"), nil, nil)
+	c.waitServing(a, b)
+	epoch := c.group().Epoch
+
+	stranger := openFake(t, a.Addr(), &wire.Hello{Group: "g1", NodeId: "n-stranger", Epoch: epoch})
+	if err := stranger.ended(t, "stranger"); !strings.Contains(err.Error(), "not a member") {
+		t.Fatalf("stranger's stream ended with %v", err)
+	}
+
+	// b goes away; with --min-insync 2 the group refuses writes.
+	b.Close()
+	c.waitGroup("b out of the ISR", func(g *coord.Group) bool { return !slices.Contains(g.ISR, b.ID()) })
+	if r := call(t, a.Addr(), patience, put("k", "v"))[0]; r.Code != wire.Code_UNAVAILABLE {
+		t.Fatalf("put with one in-sync replica: %v %s", r.Code, r.Message)
+	}
+	committed := a.store().CommittedSeq()
+
+	first := openFake(t, a.Addr(), &wire.Hello{Group: "g1", NodeId: b.ID(), Epoch: epoch})
+	// The two streams arrive on two connections: the second is opened only
+	// once the first is attached, so which one is older is certain.
+	eventually(t, "first stream attached", func() bool {
+		p := a.state.Load().primary
+		if p == nil {
+			return false
+		}
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		m := p.members[b.ID()]
+		return m != nil && m.connected
+	})
+	second := openFake(t, a.Addr(), &wire.Hello{Group: "g1", NodeId: b.ID(), Epoch: epoch})
+	if err := first.ended(t, "older stream of the same member"); err == nil {
+		t.Fatal("older stream ended without an error")
+	}
+	if err := second.rpc.Send(&wire.FollowerMessage{Body: &wire.FollowerMessage_Ack{Ack: &wire.Ack{DurableSeq: 1 << 62}}}); err != nil {
+		t.Fatal(err)
+	}
+	second.ended(t, "stream acknowledging unsent entries")
+
+	if p := a.state.Load().primary; p == nil || p.ackedOf(b.ID()) > a.store().LastSeq() {
+		t.Fatalf("the bogus acknowledgement counted: acked %d, log ends at %d", p.ackedOf(b.ID()), a.store().LastSeq())
+	}
+	// Give the primary's ISR upkeep (every 100 ms) time to act on a bogus ack.
+	time.Sleep(time.Second)
+	if g := c.group(); slices.Contains(g.ISR, b.ID()) {
+		t.Fatalf("the fake follower joined the in-sync set: %v", g.ISR)
+	}
+	if r := call(t, a.Addr(), patience, put("k", "v"))[0]; r.Code == wire.Code_OK {
+		t.Fatal("a put was acknowledged with only the primary holding it")
+	}
+	if got := a.store().CommittedSeq(); got != committed {
+		t.Fatalf("watermark moved from %d to %d with no real follower", committed, got)
+	}
+}
+
+// Handover names the epoch it was meant for; any other is refused.
+func TestHandoverNeedsTheEpoch(t *testing.T) {
+	c := newTestCluster(t)
+	a := c.startNode(nodeDir(t, "a"), nil, nil)
+	c.waitGroup("a leads", func(g *coord.Group) bool { return g.Primary == a.ID() })
+	b := c.startNode(nodeDir(t, "b"), nil, nil)
+	c.waitServing(a, b)
+	epoch := c.group().Epoch
+	s := &service{n: a}
+	ctx := context.Background()
+	for _, e := range []uint64{0, epoch - 1, epoch + 1} {
+		if _, err := s.Handover(ctx, &wire.HandoverRequest{Epoch: e, To: b.ID()}); err == nil {
+			t.Fatalf("handover for epoch %d accepted at epoch %d", e, epoch)
+		}
+	}
+	if c.group().Primary != a.ID() {
+		t.Fatal("primary changed")
+	}
+	reply, err := s.Handover(ctx, &wire.HandoverRequest{Epoch: epoch, To: b.ID()})
+	if err != nil || reply.NewPrimary != b.ID() {
+		t.Fatalf("handover at the current epoch: %v, %v", reply, err)
+	}
+}

@@ -1,0 +1,184 @@
+package datanode
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/thunderyurts/thunderyurts/wire"
+)
+
+// replier collects one stream's answers and sends, each time, all that are
+// ready as one BatchReply: reads at once, writes once committed. One
+// goroutine waits for the watermark on behalf of every write of the stream.
+type replier struct {
+	mu       sync.Mutex
+	out      []*wire.Response
+	waiting  []pendingWrite // durable here, waiting for the watermark
+	inflight int            // queued in the store, not yet durable
+	closing  bool
+	wake     chan struct{}
+	room     chan struct{} // out was taken for sending
+	stopped  chan struct{} // closed when run returns
+}
+
+// maxQueuedReplies bounds the replies queued on a stream for a client that
+// reads them slower than it sends requests; with those in the send under
+// way, a stream holds at most about twice as many.
+const maxQueuedReplies = 64 << 10
+
+// waitRoom waits until the replies queued for sending are under
+// maxQueuedReplies; false when the stream ended meanwhile.
+func (r *replier) waitRoom(ctx context.Context) bool {
+	for {
+		r.mu.Lock()
+		full := len(r.out) >= maxQueuedReplies
+		r.mu.Unlock()
+		if !full {
+			return true
+		}
+		select {
+		case <-r.room:
+		case <-r.stopped:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// pendingWrite is one batch's writes, durable on the primary up to seq.
+type pendingWrite struct {
+	p   *primary
+	seq uint64
+	ids []uint64
+}
+
+func (r *replier) signal() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (r *replier) ready(replies []*wire.Response) {
+	if len(replies) == 0 {
+		return
+	}
+	r.mu.Lock()
+	r.out = append(r.out, replies...)
+	r.mu.Unlock()
+	r.signal()
+}
+
+func (r *replier) queued() {
+	r.mu.Lock()
+	r.inflight++
+	r.mu.Unlock()
+}
+
+// written records the store's outcome of a queued write; a nil p only
+// takes back a queued() whose write was refused.
+func (r *replier) written(p *primary, seq uint64, ids []uint64, err error) {
+	r.mu.Lock()
+	r.inflight--
+	switch {
+	case p == nil:
+	case err != nil:
+		for _, id := range ids {
+			r.out = append(r.out, errResponse(id, err))
+		}
+	default:
+		r.waiting = append(r.waiting, pendingWrite{p: p, seq: seq, ids: ids})
+	}
+	r.mu.Unlock()
+	r.signal()
+}
+
+// close tells the replier no more requests come; run returns once every
+// queued write is answered.
+func (r *replier) close() {
+	r.mu.Lock()
+	r.closing = true
+	r.mu.Unlock()
+	r.signal()
+}
+
+// run sends replies until the stream ends, or until it is closed and has
+// nothing left to answer.
+func (r *replier) run(ctx context.Context, rpc wire.DRPCData_StreamStream) error {
+	reply := &wire.BatchReply{}
+	for {
+		r.mu.Lock()
+		reply.Responses = append(reply.Responses[:0], r.out...)
+		clear(r.out)
+		r.out = r.out[:0]
+		select {
+		case r.room <- struct{}{}:
+		default:
+		}
+		var wait, deposed <-chan struct{}
+		var first *primary
+		mixed := false // waiting writes of more than one primary role
+		keep := r.waiting[:0]
+		for _, w := range r.waiting {
+			if w.p == first {
+				// A role makes its writes durable in order: nothing after
+				// its first uncommitted write is committed either.
+				keep = append(keep, w)
+				continue
+			}
+			done, advanced, err := w.p.outcome(w.seq)
+			switch {
+			case err != nil:
+				for _, id := range w.ids {
+					reply.Responses = append(reply.Responses, errResponse(id, err))
+				}
+			case done:
+				for _, id := range w.ids {
+					reply.Responses = append(reply.Responses, &wire.Response{Id: id})
+				}
+			default:
+				keep = append(keep, w)
+				if first == nil {
+					first, wait, deposed = w.p, advanced, w.p.ctx.Done()
+				}
+				mixed = mixed || w.p != first
+			}
+		}
+		clear(r.waiting[len(keep):])
+		r.waiting = keep
+		finished := r.closing && r.inflight == 0 && len(r.waiting) == 0
+		r.mu.Unlock()
+		if len(reply.Responses) > 0 {
+			err := rpc.Send(reply)
+			clear(reply.Responses) // let the values go
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		if finished {
+			return nil
+		}
+		// Only the first role's channels are watched; writes left from
+		// another role (a role change mid-stream) are looked at again soon.
+		var poll <-chan time.Time
+		var timer *time.Timer
+		if mixed {
+			timer = time.NewTimer(10 * time.Millisecond)
+			poll = timer.C
+		}
+		select {
+		case <-r.wake:
+		case <-wait:
+		case <-deposed:
+		case <-poll:
+		case <-ctx.Done():
+			return nil
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+	}
+}

@@ -1,0 +1,127 @@
+package datastore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestLatestInOrder: one entry per slot and key, the newest, in slot and
+// key order, also when keys share a hash (A and B below) or a slot differs.
+func TestLatestInOrder(t *testing.T) {
+	var tl tailLog
+	for _, e := range []entry{
+		{seq: 10, slot: 1, key: []byte("A"), prev: 0},
+		{seq: 11, slot: 1, key: []byte("B"), prev: 10},
+		{seq: 12, slot: 1, key: []byte("A"), prev: 11},
+		{seq: 13, slot: 1, key: []byte("C"), prev: 0},
+		{seq: 14, slot: 1, key: []byte("C"), prev: 13},
+		{seq: 15, slot: 2, key: []byte("A"), prev: 12},
+		{seq: 16, slot: 1, key: []byte("C"), prev: 14},
+	} {
+		tl.push(e)
+	}
+	v := tl.view(0, tl.len())
+	var got []uint64
+	for _, e := range latestInOrder(&v) {
+		got = append(got, e.seq)
+	}
+	if want := []uint64{12, 11, 16, 15}; !slices.Equal(got, want) {
+		t.Fatalf("latest in order: seqs %v, want %v", got, want)
+	}
+}
+
+func TestScanWithLaggingApplier(t *testing.T) {
+	var mu sync.Mutex
+	opts := Options{NoSync: true, hooks: hooks{beforeApply: func() error {
+		mu.Lock() // held by the test while the applier must lag
+		defer mu.Unlock()
+		return nil
+	}}}
+	s, _ := newStore(t, opts)
+	mu.Lock()
+	muts := make([]Mutation, 0, 100)
+	for i := range 2000 {
+		muts = append(muts, Mutation{Slot: i % 16, Key: fmt.Appendf(nil, "k%05d", i), Value: []byte("v")})
+		if len(muts) == cap(muts) {
+			if _, err := s.Write(testCtx(t), muts); err != nil {
+				t.Fatal(err)
+			}
+			muts = muts[:0]
+		}
+	}
+	if s.AppliedSeq() != 0 {
+		t.Fatalf("applier ran: applied %d", s.AppliedSeq())
+	}
+	// Gets are served from the overlay without waiting.
+	if got := mustGet(t, s, 7, "k01991"); got != "v" {
+		t.Fatalf("get = %q", got)
+	}
+	ctx, cancel := context.WithTimeout(testCtx(t), 50*time.Millisecond)
+	defer cancel()
+	if _, err := s.Scan(ctx, []int{0}, nil, nil, 0); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("scan with the applier held: %v", err)
+	}
+	mu.Unlock()
+	kvs, err := s.Scan(testCtx(t), []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}, nil, nil, 0)
+	if err != nil || len(kvs) != 2000 {
+		t.Fatalf("scan = %d pairs, %v", len(kvs), err)
+	}
+}
+
+// TestApplyFailureReopen: a failed apply transaction fails the store
+// visibly (Failed, Err, writes refused, a waiting Scan returns), Close
+// works, and a reopen recovers every acknowledged write from the log.
+func TestApplyFailureReopen(t *testing.T) {
+	var fail atomic.Bool
+	opts := Options{Slots: 16, NoSync: true, hooks: hooks{beforeApply: func() error {
+		if fail.Load() {
+			return errors.New("injected apply failure")
+		}
+		return nil
+	}}}
+	dir := filepath.Join(t.TempDir(), "s")
+	s := openStore(t, dir, opts)
+	for i := range 50 {
+		mustPut(t, s, i%16, fmt.Sprintf("k%d", i), "v")
+	}
+	waitApplied(t, s)
+	fail.Store(true)
+	for i := 50; i < 100; i++ {
+		mustPut(t, s, i%16, fmt.Sprintf("k%d", i), "v")
+	}
+	if _, err := s.Scan(testCtx(t), []int{1}, nil, nil, 0); !errors.Is(err, ErrFailed) {
+		t.Fatalf("scan waiting on a failed applier: %v", err)
+	}
+	select {
+	case <-s.Failed():
+	case <-testCtx(t).Done():
+		t.Fatal("Failed not closed")
+	}
+	if err := s.Err(); !errors.Is(err, ErrFailed) || !strings.Contains(err.Error(), "injected") {
+		t.Fatalf("Err() = %v", err)
+	}
+	if _, err := s.Write(testCtx(t), []Mutation{{Slot: 1, Key: []byte("x")}}); !errors.Is(err, ErrFailed) {
+		t.Fatalf("write on a failed store: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("close a failed store: %v", err)
+	}
+	opts.hooks = hooks{}
+	s = openStore(t, dir, opts)
+	if s.Err() != nil {
+		t.Fatalf("reopened store: %v", s.Err())
+	}
+	for i := range 100 {
+		mustGet(t, s, i%16, fmt.Sprintf("k%d", i))
+	}
+	waitApplied(t, s)
+}
+
