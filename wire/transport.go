@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"time"
 
@@ -30,18 +31,18 @@ const MaxBatchRequests = 1024
 const MaxMessageBytes = 64 << 20
 
 // batchOverhead bounds what a Batch adds to its keys and values: per request
-// an id, a slot, an op, a deadline and the tags and lengths of its fields.
+// its id, op and flags, and the tags and lengths of its fields.
 const batchOverhead = MaxBatchRequests * 64
 
 // DataMessageBytes is the message bound a data node with the given largest
 // value sets on its listener: never below MaxMessageBytes, and always large
 // enough for a full Batch whose last value is as large as allowed.
 func DataMessageBytes(maxValueSize int) int {
-	return max(MaxMessageBytes, MaxBatchBytes+maxValueSize+MaxKeyBytes+batchOverhead)
+	return max(MaxMessageBytes, MaxBatchBytes+maxValueSize+maxKeyBytes+batchOverhead)
 }
 
-// MaxKeyBytes is the largest key the cluster accepts.
-const MaxKeyBytes = 4096
+// maxKeyBytes is the largest key the cluster accepts (client.MaxKeySize).
+const maxKeyBytes = 4096
 
 // frameSplit is the frame size both ends cut messages into (dRPC's own
 // default, set here so maxFrameBytes below stays true).
@@ -54,7 +55,7 @@ const maxFrameBytes = 4 * frameSplit
 // maxReplyBytes bounds one message a dialer accepts from a server. Servers
 // are trusted; this only stops a broken one from growing the buffer without
 // end.
-const maxReplyBytes = 1 << 31
+const maxReplyBytes = math.MaxInt32
 
 // DefaultDialTimeout bounds connection set-up when the caller gives none.
 const DefaultDialTimeout = 2 * time.Second
