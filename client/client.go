@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/thunderyurts/thunderyurts/coord"
+	"github.com/thunderyurts/thunderyurts/internal/clock"
 	"github.com/thunderyurts/thunderyurts/wire"
 )
 
@@ -534,14 +535,7 @@ func (c *Client) anySuspect() bool {
 func (c *Client) backoff(ctx context.Context, attempt int) error {
 	d := time.Duration(1<<min(attempt, 8)) * 5 * time.Millisecond
 	d = min(d, 100*time.Millisecond)
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return clock.Sleep(ctx, d)
 }
 
 // quoteKey renders a key for an error message, shortened so a 4 KiB key

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -19,12 +18,13 @@ import (
 // before an answer arrived; the request may or may not have been applied.
 var errPipeClosed = errors.New("connection to node lost")
 
-// maxBatchBytes keeps one Batch well under wire.MaxMessageBytes.
-const maxBatchBytes = 16 << 20
+// maxBatchBytes keeps one Batch within what a data node accepts
+// (wire.DataMessageBytes).
+const maxBatchBytes = wire.MaxBatchBytes
 
 // maxBatchRequests bounds the requests in one Batch so a slow batch does not
 // hold back the replies of the ones queued after it for long.
-const maxBatchRequests = 1024
+const maxBatchRequests = wire.MaxBatchRequests
 
 // errCallTimedOut: no answer came before the call's deadline.
 var errCallTimedOut = fmt.Errorf("no answer in time: %w", context.DeadlineExceeded)
@@ -263,12 +263,10 @@ func (p *pipe) markSuspect() {
 func (p *pipe) silent() bool { return errors.Is(context.Cause(p.ctx), errNodeSilent) }
 
 func openStream(dialCtx, pipeCtx context.Context, addr string, dialTimeout time.Duration) (*stream, error) {
-	d := net.Dialer{Timeout: dialTimeout}
-	raw, err := d.DialContext(dialCtx, "tcp", addr)
+	conn, err := wire.Dial(dialCtx, addr, dialTimeout)
 	if err != nil {
-		return nil, fmt.Errorf("dial %s: %w", addr, err)
+		return nil, err
 	}
-	conn := drpcconn.NewWithOptions(raw, drpcconn.Options{Manager: wire.ManagerOptions()})
 	rpc, err := wire.NewDRPCDataClient(conn).Stream(pipeCtx)
 	if err != nil {
 		_ = conn.Close()

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"storj.io/drpc/drpcmux"
-	"storj.io/drpc/drpcserver"
 
 	"github.com/thunderyurts/thunderyurts/coord"
 	"github.com/thunderyurts/thunderyurts/daemon/ops"
@@ -171,11 +170,11 @@ func (n *Node) start(ctx context.Context) error {
 	if err := wire.DRPCRegisterData(mux, &service{n: n}); err != nil {
 		return fmt.Errorf("register data service: %w", err)
 	}
-	srv := drpcserver.NewWithOptions(mux, drpcserver.Options{Manager: wire.ManagerOptions()})
+	sopts := wire.ServerOptions{MaxMessageBytes: wire.DataMessageBytes(n.store().MaxValueSize()), Logger: n.log}
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		if err := srv.Serve(n.ctx, n.lis); err != nil && n.ctx.Err() == nil {
+		if err := wire.Serve(n.ctx, n.lis, mux, sopts); err != nil && n.ctx.Err() == nil {
 			// fail waits for this goroutine: run it apart.
 			go n.fail(fmt.Errorf("data service stopped: %w", err))
 		}

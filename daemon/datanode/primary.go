@@ -12,6 +12,7 @@ import (
 
 	"github.com/thunderyurts/thunderyurts/coord"
 	"github.com/thunderyurts/thunderyurts/datastore"
+	"github.com/thunderyurts/thunderyurts/internal/clock"
 	"github.com/thunderyurts/thunderyurts/wire"
 )
 
@@ -456,7 +457,7 @@ func (p *primary) handover(ctx context.Context, to string, leaving bool) (*wire.
 	stop := context.AfterFunc(p.ctx, cancel)
 	defer stop()
 	for p.ackedOf(to) < p.n.store().LastSeq() {
-		if err := sleepCtx(wctx, time.Millisecond); err != nil {
+		if err := clock.Sleep(wctx, time.Millisecond); err != nil {
 			return fail(fmt.Errorf("member %s did not catch up (at %d of %d): %w", to, p.ackedOf(to), p.n.store().LastSeq(), err))
 		}
 	}
