@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"storj.io/drpc/drpcmux"
-	"storj.io/drpc/drpcserver"
 
 	"github.com/thunderyurts/thunderyurts/coord"
 	"github.com/thunderyurts/thunderyurts/wire"
@@ -48,10 +47,9 @@ func startFakeNode(t *testing.T) *fakeNode {
 	if err := wire.DRPCRegisterData(mux, n); err != nil {
 		t.Fatal(err)
 	}
-	srv := drpcserver.NewWithOptions(mux, drpcserver.Options{Manager: wire.ManagerOptions()})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); _ = srv.Serve(ctx, ln) }()
+	go func() { defer close(done); _ = wire.Serve(ctx, ln, mux, wire.ServerOptions{}) }()
 	t.Cleanup(func() {
 		n.thaw()
 		cancel()
