@@ -342,7 +342,9 @@ func TestMinInsyncRefusesWrites(t *testing.T) {
 	secondary := g.ISR[slices.IndexFunc(g.ISR, func(id string) bool { return id != g.Primary })]
 	tc.procOf(secondary).Kill()
 	tc.waitGroup(cl, "g1", 10*time.Second, func(g *coord.Group) bool { return len(g.ISR) == 1 })
-	_, stderr, code := tc.cli(nil, "--timeout", "1s", "put", "k2", "v")
+	// The client retries the refusal until its timeout, then reports it;
+	// the timeout leaves a loaded machine time to connect first.
+	_, stderr, code := tc.cli(nil, "--timeout", "4s", "put", "k2", "v")
 	if code != exitFailed || !strings.Contains(stderr, "min-insync") {
 		t.Fatalf("put with too few in-sync replicas: exit %d, %s", code, stderr)
 	}
