@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/thunderyurts/thunderyurts/internal/poll"
 	"testing"
 	"time"
 
@@ -24,13 +25,7 @@ func newClientTimeout(t *testing.T, routes client.RouteSource, timeout time.Dura
 // eventually polls cond until it holds, failing the test after 15 s.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 15s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	poll.Until(t, 15*time.Second, what, cond)
 }
 
 // TestHungPrimaryFailsOverWhenRoutesChange: requests waiting on a primary

@@ -13,9 +13,9 @@ import (
 	"github.com/thunderyurts/thunderyurts/client"
 )
 
-// maxStdinValue bounds what `put KEY -` reads; nodes refuse values above
-// their limit (4 MiB by default) anyway.
-const maxStdinValue = 64 << 20
+// maxStdinValue bounds what `put KEY -` reads: no node takes a larger
+// value, and each refuses values above its own limit (4 MiB by default).
+const maxStdinValue = client.MaxValueSize
 
 func getCommand() *cli.Command {
 	return &cli.Command{

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/thunderyurts/thunderyurts/internal/poll"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -171,17 +172,7 @@ func (tc *testCluster) restart(p *proc) {
 // end-to-end tests goes through it.
 func eventually(t testing.TB, within time.Duration, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %v", within, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	poll.UntilNil(t, within, cond)
 }
 
 // coordCluster opens a ZooKeeper session for the test's own checks.

@@ -3,6 +3,7 @@ package coordtest
 import (
 	"context"
 	"errors"
+	"github.com/thunderyurts/thunderyurts/internal/poll"
 	"log/slog"
 	"strings"
 	"testing"
@@ -102,13 +103,7 @@ func base(t testing.TB) string { return "/coordtest/" + unique(t) }
 // eventually polls cond until it holds, failing the test after patience.
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(patience)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("still not true after %v: %s", patience, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	poll.Until(t, patience, what, cond)
 }
 
 // next waits for the next value on ch; ok is false if ch was closed.

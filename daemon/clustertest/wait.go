@@ -2,6 +2,7 @@ package clustertest
 
 import (
 	"context"
+	"github.com/thunderyurts/thunderyurts/internal/poll"
 	"time"
 
 	"github.com/thunderyurts/thunderyurts/coord"
@@ -11,19 +12,11 @@ import (
 // waitFor.
 func (c *Cluster) Eventually(what string, cond func(ctx context.Context) bool) {
 	c.t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for {
+	poll.Until(c.t, waitFor, what, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		ok := cond(ctx)
-		cancel()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("%s: not within %s", what, waitFor)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		defer cancel()
+		return cond(ctx)
+	})
 }
 
 // WaitGroup waits until ok holds for group's record and returns it.

@@ -2,6 +2,7 @@ package datanode
 
 import (
 	"context"
+	"github.com/thunderyurts/thunderyurts/internal/poll"
 	"io"
 	"log/slog"
 	"net"
@@ -120,13 +121,7 @@ func (c *testCluster) waitServing(n *Node, want ...*Node) {
 
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(patience)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("still not true after %v: %s", patience, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	poll.Until(t, patience, what, cond)
 }
 
 func put(key, value string) *wire.Request {
