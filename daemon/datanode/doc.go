@@ -56,5 +56,6 @@
 //	service.go    the Data service: routing, request batches, scans, status, handover
 //	replier.go    one request stream's replies, writes answered as the watermark passes them
 //	storefail.go  a failed store: stepping down, reopening with backoff
+//	repair.go     a damaged store: leaving the ISR, setting files aside, rebuilding from the group
 //	metrics.go    the node's Prometheus series
 package datanode

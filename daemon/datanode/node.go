@@ -50,6 +50,10 @@ type Config struct {
 	// MaxLag is how long a follower may stay behind before the primary
 	// drops it from the in-sync set; 0 → 2s.
 	MaxLag time.Duration
+	// Repair rebuilds a store that is refused as damaged from the group
+	// instead of failing the start (repair.go); a healthy store opens as
+	// usual.
+	Repair bool
 	// Logger receives the node's events; nil → slog.Default().
 	Logger *slog.Logger
 }
@@ -146,7 +150,7 @@ func (n *Node) start(ctx context.Context) error {
 		return err
 	}
 	n.slots = meta.Slots
-	store, err := n.openStore()
+	store, err := n.openOrRepair(ctx)
 	if err != nil {
 		return err
 	}
