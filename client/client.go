@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/thunderyurts/thunderyurts/coord"
+	"github.com/thunderyurts/thunderyurts/internal/clock"
 	"github.com/thunderyurts/thunderyurts/wire"
 )
 
@@ -33,9 +34,14 @@ var (
 // new primary and succeed.
 const DefaultTimeout = 10 * time.Second
 
-// MaxKeySize is the largest key the cluster accepts (SPEC: 1 to 4096 bytes).
-// Values are checked by the nodes, whose limit is configurable.
+// MaxKeySize is the largest key the cluster accepts (1 to 4096 bytes).
 const MaxKeySize = 4096
+
+// MaxValueSize is the largest value any node can be configured to accept;
+// each node checks its own, smaller limit. A larger value is refused here,
+// before it could push a batch past the message bound of a node's port
+// and cost every request sharing that batch its connection.
+const MaxValueSize = 32 << 20
 
 // RouteSource tells the client where slots live. coord.Cluster reads the
 // routes straight from ZooKeeper; CoordinatorRoutes asks the coordinators.
@@ -229,6 +235,9 @@ func (c *Client) do(ctx context.Context, op wire.Op, key, value []byte) (*wire.R
 	fail := func(err error) error { return fmt.Errorf("%s %s: %w", opName(op), quoteKey(key), err) }
 	if err := ValidateKey(key); err != nil {
 		return nil, fail(err)
+	}
+	if len(value) > MaxValueSize {
+		return nil, fail(fmt.Errorf("%w: value is %d bytes, no node accepts more than %d", ErrInvalidArgument, len(value), MaxValueSize))
 	}
 	// The request gets no context of its own while it goes well: its
 	// deadline travels with the call and the pipe's sweeper enforces it (a
@@ -534,14 +543,7 @@ func (c *Client) anySuspect() bool {
 func (c *Client) backoff(ctx context.Context, attempt int) error {
 	d := time.Duration(1<<min(attempt, 8)) * 5 * time.Millisecond
 	d = min(d, 100*time.Millisecond)
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return clock.Sleep(ctx, d)
 }
 
 // quoteKey renders a key for an error message, shortened so a 4 KiB key

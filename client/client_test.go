@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -116,6 +117,16 @@ func TestInvalidInputIsRefusedBeforeSending(t *testing.T) {
 	}
 	if err := c.Put(ctx, []byte("big"), make([]byte, 4<<20+1)); !errors.Is(err, client.ErrInvalidArgument) {
 		t.Errorf("oversized value: %v", err)
+	}
+	// A value over any node's limit is refused before it is sent: it must
+	// not cost the requests batched with it their connection.
+	other := make(chan error, 1)
+	go func() { other <- c.Put(ctx, []byte("small"), []byte("v")) }()
+	if err := c.Put(ctx, []byte("huge"), make([]byte, client.MaxValueSize+1)); !errors.Is(err, client.ErrInvalidArgument) || !strings.Contains(err.Error(), "no node accepts") {
+		t.Errorf("value over every node's limit: %v", err)
+	}
+	if err := <-other; err != nil {
+		t.Errorf("put batched next to a huge value: %v", err)
 	}
 	if _, err := c.Get(ctx, []byte("big")); !errors.Is(err, client.ErrNotFound) {
 		t.Errorf("oversized value was written: %v", err)

@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"storj.io/drpc/drpcmux"
-	"storj.io/drpc/drpcserver"
 
 	"github.com/thunderyurts/thunderyurts/coord"
 	"github.com/thunderyurts/thunderyurts/wire"
@@ -48,10 +47,9 @@ func startFakeNode(t *testing.T) *fakeNode {
 	if err := wire.DRPCRegisterData(mux, n); err != nil {
 		t.Fatal(err)
 	}
-	srv := drpcserver.NewWithOptions(mux, drpcserver.Options{Manager: wire.ManagerOptions()})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); _ = srv.Serve(ctx, ln) }()
+	go func() { defer close(done); _ = wire.Serve(ctx, ln, mux, wire.ServerOptions{}) }()
 	t.Cleanup(func() {
 		n.thaw()
 		cancel()
@@ -119,7 +117,7 @@ func (n *fakeNode) Stream(rpc wire.DRPCData_StreamStream) error {
 				return
 			}
 			for _, req := range batch.Requests {
-				if len(req.Key) > 0 {
+				if req.Op != wire.Op_PING {
 					n.received.Add(1)
 					if !data.Swap(true) {
 						n.opened.Add(1)
@@ -168,8 +166,7 @@ func (n *fakeNode) answer(batch *wire.Batch) *wire.BatchReply {
 	for _, req := range batch.Requests {
 		resp := &wire.Response{Id: req.Id}
 		switch {
-		case len(req.Key) == 0:
-			resp.Code = wire.Code_INVALID_ARGUMENT
+		case req.Op == wire.Op_PING:
 		case n.deaf:
 			continue
 		case n.refuse != wire.Code_OK:

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -19,12 +18,13 @@ import (
 // before an answer arrived; the request may or may not have been applied.
 var errPipeClosed = errors.New("connection to node lost")
 
-// maxBatchBytes keeps one Batch well under wire.MaxMessageBytes.
-const maxBatchBytes = 16 << 20
+// maxBatchBytes keeps one Batch within what a data node accepts
+// (wire.DataMessageBytes).
+const maxBatchBytes = wire.MaxBatchBytes
 
 // maxBatchRequests bounds the requests in one Batch so a slow batch does not
 // hold back the replies of the ones queued after it for long.
-const maxBatchRequests = 1024
+const maxBatchRequests = wire.MaxBatchRequests
 
 // errCallTimedOut: no answer came before the call's deadline.
 var errCallTimedOut = fmt.Errorf("no answer in time: %w", context.DeadlineExceeded)
@@ -212,14 +212,15 @@ func (p *pipe) keepalive(ka *keepalive) error {
 	return nil
 }
 
-// pingLoop sends the keepalive's pings, each a GET of the empty key that
-// every node answers at once with INVALID_ARGUMENT (before routing, without
-// touching its store), and records the replies in heard. The pings travel
+// pingLoop sends the keepalive's pings, each a PING request that a node
+// answers at once (before routing, without touching its store; a node
+// older than PING refuses it as a GET of the empty key, as quickly), and
+// records the replies in heard. The pings travel
 // on a stream and connection of their own, dialed at the first ping: on
 // the data streams they would wait behind large batches, and a node slow to
 // get through those would pass for a silent one.
 func (p *pipe) pingLoop(dialTimeout time.Duration) {
-	ping := &wire.Batch{Requests: []*wire.Request{{Op: wire.Op_GET}}}
+	ping := &wire.Batch{Requests: []*wire.Request{{Op: wire.Op_PING}}}
 	var s *stream
 	defer func() {
 		if s != nil {
@@ -262,12 +263,10 @@ func (p *pipe) markSuspect() {
 func (p *pipe) silent() bool { return errors.Is(context.Cause(p.ctx), errNodeSilent) }
 
 func openStream(dialCtx, pipeCtx context.Context, addr string, dialTimeout time.Duration) (*stream, error) {
-	d := net.Dialer{Timeout: dialTimeout}
-	raw, err := d.DialContext(dialCtx, "tcp", addr)
+	conn, err := wire.Dial(dialCtx, addr, dialTimeout)
 	if err != nil {
-		return nil, fmt.Errorf("dial %s: %w", addr, err)
+		return nil, err
 	}
-	conn := drpcconn.NewWithOptions(raw, drpcconn.Options{Manager: wire.ManagerOptions()})
 	rpc, err := wire.NewDRPCDataClient(conn).Stream(pipeCtx)
 	if err != nil {
 		_ = conn.Close()

@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"time"
 
 	"storj.io/drpc/drpcconn"
 
 	"github.com/thunderyurts/thunderyurts/coord"
 	"github.com/thunderyurts/thunderyurts/wire"
+	"github.com/thunderyurts/thunderyurts/wire/routewire"
 )
 
 // CoordinatorRoutes reads routes from the coordinators at addrs, trying
@@ -27,7 +27,7 @@ func (addrs coordinatorRoutes) Routes(ctx context.Context) (*coord.RouteTable, e
 	for _, addr := range addrs {
 		routes, err := fetchRoutes(ctx, addr)
 		if err == nil {
-			return RouteTableFromWire(routes), nil
+			return routewire.ToTable(routes), nil
 		}
 		errs = append(errs, err)
 	}
@@ -50,32 +50,9 @@ func fetchRoutes(ctx context.Context, addr string) (*wire.Routes, error) {
 // dialConn opens a connection for unary calls that are too rare to pool:
 // routes, scans, status.
 func dialConn(ctx context.Context, addr string, timeout time.Duration) (*drpcconn.Conn, error) {
-	d := net.Dialer{Timeout: timeout}
-	raw, err := d.DialContext(ctx, "tcp", addr)
+	conn, err := wire.Dial(ctx, addr, timeout)
 	if err != nil {
-		return nil, &dialError{fmt.Errorf("dial %s: %w", addr, err)}
+		return nil, &dialError{err}
 	}
-	return drpcconn.NewWithOptions(raw, drpcconn.Options{Manager: wire.ManagerOptions()}), nil
-}
-
-// RouteTableFromWire converts a coordinator's answer into a route table.
-func RouteTableFromWire(r *wire.Routes) *coord.RouteTable {
-	owners := make([]string, r.Slots)
-	for _, rg := range r.Ranges {
-		for s := rg.From; s <= rg.To && int(s) < len(owners); s++ {
-			owners[s] = rg.Group
-		}
-	}
-	rt := &coord.RouteTable{
-		Table:  &coord.SlotTable{Version: r.Version, Owners: owners},
-		Groups: make(map[string]coord.GroupRoute, len(r.Groups)),
-	}
-	for _, g := range r.Groups {
-		gr := coord.GroupRoute{Name: g.Name, Epoch: g.Epoch, Primary: g.Primary, PrimaryAddr: g.PrimaryAddr}
-		for _, m := range g.Members {
-			gr.Members = append(gr.Members, coord.NodeRoute{ID: m.Id, Addr: m.Addr})
-		}
-		rt.Groups[g.Name] = gr
-	}
-	return rt
+	return conn, nil
 }

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/thunderyurts/thunderyurts/internal/clock"
 )
 
 // Candidate is one participant in a leader election held in a directory: an
@@ -313,14 +315,7 @@ type backoff struct{ next time.Duration }
 func (b *backoff) wait(ctx context.Context) bool {
 	d := max(b.next, 50*time.Millisecond)
 	b.next = min(2*d, 2*time.Second)
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
+	return clock.Sleep(ctx, d) == nil
 }
 
 func (b *backoff) reset() { b.next = 0 }

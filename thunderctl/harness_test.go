@@ -17,6 +17,7 @@ import (
 	"github.com/thunderyurts/thunderyurts/coord"
 	"github.com/thunderyurts/thunderyurts/coord/zkcoord"
 	"github.com/thunderyurts/thunderyurts/coord/zklocal"
+	"github.com/thunderyurts/thunderyurts/coord/zklocal/zktest"
 	"github.com/thunderyurts/thunderyurts/daemon/procs"
 )
 
@@ -76,7 +77,7 @@ func newTestCluster(t testing.TB) *testCluster { return newTestClusterOn(t, "") 
 // newTestClusterOn binds ZooKeeper to host ("" for loopback).
 func newTestClusterOn(t testing.TB, host string) *testCluster {
 	t.Helper()
-	tc := &testCluster{t: t, zk: zklocal.StartForTestOn(t, host), dir: t.TempDir(), name: "e2e", procs: map[string]*proc{}}
+	tc := &testCluster{t: t, zk: zktest.StartOn(t, host), dir: t.TempDir(), name: "e2e", procs: map[string]*proc{}}
 	t.Cleanup(func() {
 		tc.mu.Lock()
 		defer tc.mu.Unlock()

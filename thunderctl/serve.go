@@ -44,7 +44,7 @@ func serveCommand() *cli.Command {
 					requiredFlag("group", "replica group `NAME` to join (a new name makes a new group)", checkGroup),
 					requiredFlag("dir", "data `PATH` (node id and data file)", nonEmpty),
 					stringFlag("advertise", "", "address `HOST:PORT` clients dial, when it differs from --listen", checkOptionalAddr),
-					intFlag("max-value-size", 4<<20, 1, 32<<20, "largest value accepted, in bytes"),
+					intFlag("max-value-size", 4<<20, 1, client.MaxValueSize, "largest value accepted, in bytes"),
 					stringFlag("acks", "all", "acknowledge a write once durable on every in-sync replica (all) or on the primary alone (1)", checkAcks),
 					intFlag("min-insync", 1, 1, maxReplicas, "refuse writes while fewer in-sync replicas (primary included) remain"),
 					durationFlag("max-lag", 2*time.Second, time.Millisecond, time.Hour, "drop a follower from the in-sync set after it has been behind this long"),

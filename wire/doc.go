@@ -8,6 +8,11 @@
 // Coordinators serve Route.GetRoutes, the slot table plus each group's
 // primary address.
 //
+// Every connection is made with Dial and served with Serve, which bound what
+// one peer can make a server hold: connections per listener, frame and
+// message sizes, and how long a peer may stay silent or half-way through a
+// frame (docs/operations.md, "Connection bounds").
+//
 // thunder.pb.go and thunder_drpc.pb.go are generated from thunder.proto by
 // `make proto`; do not edit them.
 package wire

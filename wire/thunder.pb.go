@@ -99,6 +99,9 @@ const (
 	Op_GET    Op = 0
 	Op_PUT    Op = 1
 	Op_DELETE Op = 2
+	// PING is answered OK at once, before validation, routing or the store:
+	// the client's keepalive (key and value are ignored).
+	Op_PING Op = 3
 )
 
 // Enum value maps for Op.
@@ -107,11 +110,13 @@ var (
 		0: "GET",
 		1: "PUT",
 		2: "DELETE",
+		3: "PING",
 	}
 	Op_value = map[string]int32{
 		"GET":    0,
 		"PUT":    1,
 		"DELETE": 2,
+		"PING":   3,
 	}
 )
 
@@ -2216,12 +2221,13 @@ const file_thunder_proto_rawDesc = "" +
 	"\vUNAVAILABLE\x10\x04\x12\v\n" +
 	"\aCORRUPT\x10\x05\x12\x0f\n" +
 	"\vNOT_PRIMARY\x10\x06\x12\f\n" +
-	"\bINTERNAL\x10\a*\"\n" +
+	"\bINTERNAL\x10\a*,\n" +
 	"\x02Op\x12\a\n" +
 	"\x03GET\x10\x00\x12\a\n" +
 	"\x03PUT\x10\x01\x12\n" +
 	"\n" +
-	"\x06DELETE\x10\x022\x8c\x03\n" +
+	"\x06DELETE\x10\x02\x12\b\n" +
+	"\x04PING\x10\x032\x8c\x03\n" +
 	"\x04Data\x12E\n" +
 	"\x06Stream\x12\x18.thunderyurts.wire.Batch\x1a\x1d.thunderyurts.wire.BatchReply(\x010\x01\x12D\n" +
 	"\x04Scan\x12\x1e.thunderyurts.wire.ScanRequest\x1a\x1c.thunderyurts.wire.ScanReply\x12M\n" +

@@ -10,7 +10,7 @@ import (
 
 	"github.com/thunderyurts/thunderyurts/coord"
 	"github.com/thunderyurts/thunderyurts/coord/zkcoord"
-	"github.com/thunderyurts/thunderyurts/coord/zklocal"
+	"github.com/thunderyurts/thunderyurts/coord/zklocal/zktest"
 )
 
 // TestDialFailFast: with FailFast, Dial gives up once every server refused
@@ -42,7 +42,7 @@ func TestDialFailFast(t *testing.T) {
 		t.Errorf("dial took %v: it waited for its context", took)
 	}
 
-	srv := zklocal.StartForTest(t).Addr()
+	srv := zktest.Start(t).Addr()
 	conn, err := zkcoord.Dial(ctx, dead[0]+","+srv, zkcoord.Options{Logger: quiet, FailFast: true})
 	if err != nil {
 		t.Fatalf("dial with one live server of two: %v", err)

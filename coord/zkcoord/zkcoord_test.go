@@ -13,7 +13,7 @@ import (
 	"github.com/thunderyurts/thunderyurts/coord"
 	"github.com/thunderyurts/thunderyurts/coord/coordtest"
 	"github.com/thunderyurts/thunderyurts/coord/zkcoord"
-	"github.com/thunderyurts/thunderyurts/coord/zklocal"
+	"github.com/thunderyurts/thunderyurts/coord/zklocal/zktest"
 )
 
 // sessionTimeout is short so that faults resolve quickly, long enough that a
@@ -50,12 +50,12 @@ func (faults) SetUnavailable(t testing.TB, c coord.Conn, down bool) {
 }
 
 func TestConformance(t *testing.T) {
-	srv := zklocal.StartForTest(t)
+	srv := zktest.Start(t)
 	coordtest.Run(t, func(t *testing.T) coord.Conn { return dial(t, srv.Addr()) }, faults{})
 }
 
 func TestConformanceChroot(t *testing.T) {
-	srv := zklocal.StartForTest(t)
+	srv := zktest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	c := dial(t, srv.Addr()+"/chroot/a")
@@ -112,7 +112,7 @@ func TestDialBadServers(t *testing.T) {
 // TestServerStopEndsSession: when ZooKeeper goes away, SessionDone fires
 // as soon as the client notices, long before the session could expire.
 func TestServerStopEndsSession(t *testing.T) {
-	srv := zklocal.StartForTest(t)
+	srv := zktest.Start(t)
 	c := dial(t, srv.Addr())
 	done := c.SessionDone()
 	if err := srv.Stop(); err != nil {
@@ -131,7 +131,7 @@ func TestServerStopEndsSession(t *testing.T) {
 }
 
 func BenchmarkGet(b *testing.B) {
-	srv := zklocal.StartForTest(b)
+	srv := zktest.Start(b)
 	c := dial(b, srv.Addr())
 	ctx := context.Background()
 	if _, err := c.Create(ctx, "/bench", []byte("value")); err != nil {
@@ -145,7 +145,7 @@ func BenchmarkGet(b *testing.B) {
 }
 
 func BenchmarkUpdateCAS(b *testing.B) {
-	srv := zklocal.StartForTest(b)
+	srv := zktest.Start(b)
 	c := dial(b, srv.Addr())
 	ctx := context.Background()
 	if _, err := c.Create(ctx, "/bench", []byte("value")); err != nil {
@@ -161,7 +161,7 @@ func BenchmarkUpdateCAS(b *testing.B) {
 }
 
 func BenchmarkUpdateSlotTable(b *testing.B) {
-	srv := zklocal.StartForTest(b)
+	srv := zktest.Start(b)
 	cl := coord.NewCluster(dial(b, srv.Addr()), "bench")
 	ctx := context.Background()
 	if _, err := cl.CreateIfMissing(ctx, coord.ClusterMeta{Slots: 1024, ReplicationFactor: 1}); err != nil {

@@ -11,6 +11,6 @@
 //	defer srv.Stop()
 //	conn, err := zkcoord.Dial(ctx, srv.Addr(), zkcoord.Options{})
 //
-// In tests, StartForTest does the same, skips when ZooKeeper is not installed
-// (outside CI) and stops the server at cleanup.
+// In tests, zktest.Start does the same, skips when ZooKeeper is not
+// installed (outside CI) and stops the server at cleanup.
 package zklocal

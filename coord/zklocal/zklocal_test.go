@@ -14,12 +14,13 @@ import (
 
 	"github.com/thunderyurts/thunderyurts/coord/zkcoord"
 	"github.com/thunderyurts/thunderyurts/coord/zklocal"
+	"github.com/thunderyurts/thunderyurts/coord/zklocal/zktest"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 func TestStartStop(t *testing.T) {
-	srv := zklocal.StartForTest(t)
+	srv := zktest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	host, port, err := net.SplitHostPort(srv.Addr())

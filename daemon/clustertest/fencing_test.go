@@ -3,12 +3,9 @@ package clustertest_test
 import (
 	"context"
 	"errors"
-	"net"
 	"sync"
 	"testing"
 	"time"
-
-	"storj.io/drpc/drpcconn"
 
 	"github.com/thunderyurts/thunderyurts/client"
 	"github.com/thunderyurts/thunderyurts/coord"
@@ -130,11 +127,10 @@ func TestPrimaryRefusesFollowerOfNewerEpoch(t *testing.T) {
 	g := c.WaitGroup("g1", func(*coord.Group) bool { return true })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	raw, err := (&net.Dialer{}).DialContext(ctx, "tcp", c.Node(p).Addr())
+	conn, err := wire.Dial(ctx, c.Node(p).Addr(), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn := drpcconn.NewWithOptions(raw, drpcconn.Options{Manager: wire.ManagerOptions()})
 	defer conn.Close()
 	rpc, err := wire.NewDRPCDataClient(conn).Replicate(ctx)
 	if err != nil {

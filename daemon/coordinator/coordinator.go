@@ -6,18 +6,18 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"storj.io/drpc/drpcmux"
-	"storj.io/drpc/drpcserver"
 
 	"github.com/thunderyurts/thunderyurts/coord"
 	"github.com/thunderyurts/thunderyurts/daemon"
 	"github.com/thunderyurts/thunderyurts/daemon/ops"
+	"github.com/thunderyurts/thunderyurts/internal/clock"
 	"github.com/thunderyurts/thunderyurts/wire"
+	"github.com/thunderyurts/thunderyurts/wire/routewire"
 )
 
 // Config configures a coordinator. Cluster, Listen and NodeStatus are required.
@@ -123,11 +123,12 @@ func (c *Coordinator) start(ctx context.Context) error {
 	if err := wire.DRPCRegisterRoute(mux, &routeService{cluster: c.cfg.Cluster}); err != nil {
 		return fmt.Errorf("register route service: %w", err)
 	}
-	srv := drpcserver.NewWithOptions(mux, drpcserver.Options{Manager: wire.ManagerOptions()})
+	// Calls here are small: a route request is empty.
+	sopts := wire.ServerOptions{MaxMessageBytes: 1 << 20, Logger: c.log}
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
-		if err := srv.Serve(c.ctx, c.lis); err != nil && c.ctx.Err() == nil {
+		if err := wire.Serve(c.ctx, c.lis, mux, sopts); err != nil && c.ctx.Err() == nil {
 			// fail waits for this goroutine: run it apart.
 			go c.fail(fmt.Errorf("route service stopped: %w", err))
 		}
@@ -161,7 +162,7 @@ func (c *Coordinator) campaign() {
 		cand, err := c.cfg.Cluster.CampaignCoordinator(c.ctx, info)
 		if err != nil {
 			c.log.Warn("campaign failed, retrying", "err", err)
-			c.sleep(time.Second)
+			_ = clock.Sleep(c.ctx, time.Second)
 			continue
 		}
 		leaderCtx, err := cand.WaitForLeadership(c.ctx)
@@ -170,7 +171,7 @@ func (c *Coordinator) campaign() {
 				c.log.Warn("election interrupted, campaigning again", "err", err)
 			}
 			c.resign(cand)
-			c.sleep(200 * time.Millisecond)
+			_ = clock.Sleep(c.ctx, 200*time.Millisecond)
 			continue
 		}
 		c.leading.Store(true)
@@ -187,13 +188,6 @@ func (c *Coordinator) resign(cand *coord.Candidate) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	_ = cand.Resign(ctx)
-}
-
-func (c *Coordinator) sleep(d time.Duration) {
-	select {
-	case <-c.ctx.Done():
-	case <-time.After(d):
-	}
 }
 
 // Leading reports whether this coordinator is the leader now.
@@ -258,26 +252,5 @@ func (r *routeService) GetRoutes(ctx context.Context, _ *wire.RoutesRequest) (*w
 	if err != nil {
 		return nil, fmt.Errorf("read routes: %w", err)
 	}
-	return routesToWire(rt), nil
-}
-
-func routesToWire(rt *coord.RouteTable) *wire.Routes {
-	out := &wire.Routes{Version: rt.Table.Version, Slots: uint32(len(rt.Table.Owners))}
-	for _, rg := range rt.Table.Ranges() {
-		out.Ranges = append(out.Ranges, &wire.SlotRange{From: uint32(rg.From), To: uint32(rg.To), Group: rg.Group})
-	}
-	names := make([]string, 0, len(rt.Groups))
-	for name := range rt.Groups {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	for _, name := range names {
-		g := rt.Groups[name]
-		wg := &wire.GroupRoute{Name: g.Name, Epoch: g.Epoch, Primary: g.Primary, PrimaryAddr: g.PrimaryAddr}
-		for _, m := range g.Members {
-			wg.Members = append(wg.Members, &wire.NodeRoute{Id: m.ID, Addr: m.Addr})
-		}
-		out.Groups = append(out.Groups, wg)
-	}
-	return out
+	return routewire.FromTable(rt), nil
 }

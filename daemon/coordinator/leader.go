@@ -59,7 +59,7 @@ func (l *leader) reconcile(ctx context.Context, nodes []coord.NodeInfo) {
 	for _, n := range nodes {
 		l.admit(ctx, n)
 	}
-	l.failover(ctx, nodes)
+	l.failover(ctx)
 	l.assignInitialSlots(ctx)
 }
 
@@ -69,15 +69,25 @@ func (l *leader) reconcile(ctx context.Context, nodes []coord.NodeInfo) {
 // compare-and-set (docs/replication.md, "Failover"). A group with no live in-sync
 // member stays without a writable primary until one returns or an operator
 // forces a promotion.
-func (l *leader) failover(ctx context.Context, nodes []coord.NodeInfo) {
+//
+// The registrations are read after the groups, never taken from an older
+// snapshot: a primary whose session was replaced registers again before it
+// moves its group to a new epoch, so a group read showing that epoch is
+// followed by a registration read showing the primary, and the leader
+// cannot depose a primary that holds a valid lease on its new session.
+func (l *leader) failover(ctx context.Context) {
 	cl := l.c.cfg.Cluster
-	registered := map[string]coord.NodeInfo{}
-	for _, n := range nodes {
-		registered[n.ID] = n
-	}
 	groups, err := cl.Groups(ctx)
 	if err != nil {
 		return
+	}
+	nodes, err := cl.Nodes(ctx)
+	if err != nil {
+		return
+	}
+	registered := map[string]coord.NodeInfo{}
+	for _, n := range nodes {
+		registered[n.ID] = n
 	}
 	for _, g := range groups {
 		if g.Primary == "" {

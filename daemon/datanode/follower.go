@@ -4,14 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"storj.io/drpc/drpcconn"
-
 	"github.com/thunderyurts/thunderyurts/datastore"
+	"github.com/thunderyurts/thunderyurts/internal/clock"
 	"github.com/thunderyurts/thunderyurts/wire"
 )
 
@@ -28,7 +26,7 @@ func (n *Node) followLoop(ctx context.Context, primaryID string, epoch uint64) {
 			return
 		}
 		n.log.Warn("replication stream ended; reconnecting", "primary", primaryID, "epoch", epoch, "err", err)
-		_ = sleepCtx(ctx, 200*time.Millisecond)
+		_ = clock.Sleep(ctx, 200*time.Millisecond)
 	}
 }
 
@@ -37,12 +35,10 @@ func (n *Node) followOnce(ctx context.Context, primaryID string, epoch uint64) e
 	if err != nil {
 		return err
 	}
-	d := net.Dialer{Timeout: 2 * time.Second}
-	raw, err := d.DialContext(ctx, "tcp", addr)
+	conn, err := wire.Dial(ctx, addr, 0)
 	if err != nil {
-		return fmt.Errorf("dial primary %s at %s: %w", primaryID, addr, err)
+		return fmt.Errorf("primary %s: %w", primaryID, err)
 	}
-	conn := drpcconn.NewWithOptions(raw, drpcconn.Options{Manager: wire.ManagerOptions()})
 	defer conn.Close()
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"storj.io/drpc/drpcmux"
-	"storj.io/drpc/drpcserver"
 
 	"github.com/thunderyurts/thunderyurts/coord"
 	"github.com/thunderyurts/thunderyurts/daemon/ops"
@@ -119,7 +118,8 @@ func (s *state) isPrimary() bool { return s.primary != nil }
 var ErrNoCluster = errors.New("datanode: cluster does not exist (start a coordinator first)")
 
 // Start opens the store, binds the listener, registers the node and returns;
-// the node then serves until Close or ctx ends.
+// ctx bounds only the start. The node then serves until Close, or until it
+// fails (Done closes, Err says why).
 func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.Group == "" || cfg.Listen == "" || cfg.Dir == "" || cfg.Cluster == nil {
 		return nil, errors.New("datanode: group, listen address and data directory are required")
@@ -174,11 +174,11 @@ func (n *Node) start(ctx context.Context) error {
 	if err := wire.DRPCRegisterData(mux, &service{n: n}); err != nil {
 		return fmt.Errorf("register data service: %w", err)
 	}
-	srv := drpcserver.NewWithOptions(mux, drpcserver.Options{Manager: wire.ManagerOptions()})
+	sopts := wire.ServerOptions{MaxMessageBytes: wire.DataMessageBytes(n.store().MaxValueSize()), Logger: n.log}
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		if err := srv.Serve(n.ctx, n.lis); err != nil && n.ctx.Err() == nil {
+		if err := wire.Serve(n.ctx, n.lis, mux, sopts); err != nil && n.ctx.Err() == nil {
 			// fail waits for this goroutine: run it apart.
 			go n.fail(fmt.Errorf("data service stopped: %w", err))
 		}

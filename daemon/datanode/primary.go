@@ -12,6 +12,7 @@ import (
 
 	"github.com/thunderyurts/thunderyurts/coord"
 	"github.com/thunderyurts/thunderyurts/datastore"
+	"github.com/thunderyurts/thunderyurts/internal/clock"
 	"github.com/thunderyurts/thunderyurts/wire"
 )
 
@@ -449,10 +450,14 @@ func (p *primary) handover(ctx context.Context, to string, leaving bool) (*wire.
 		p.draining.Store(false)
 		return nil, err
 	}
+	// The wait ends with the role too: a primary that lost its session
+	// has nothing left to hand over.
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
+	stop := context.AfterFunc(p.ctx, cancel)
+	defer stop()
 	for p.ackedOf(to) < p.n.store().LastSeq() {
-		if err := sleepCtx(wctx, time.Millisecond); err != nil {
+		if err := clock.Sleep(wctx, time.Millisecond); err != nil {
 			return fail(fmt.Errorf("member %s did not catch up (at %d of %d): %w", to, p.ackedOf(to), p.n.store().LastSeq(), err))
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/thunderyurts/thunderyurts/datastore"
+	"github.com/thunderyurts/thunderyurts/internal/clock"
 	"github.com/thunderyurts/thunderyurts/wire"
 )
 
@@ -177,7 +178,7 @@ func (sh *shipper) run(ctx context.Context, hello *wire.Hello) error {
 func (sh *shipper) shipLog(ctx context.Context, next uint64) error {
 	for ctx.Err() == nil {
 		if next > sh.p.ackedOf(sh.follower)+maxUnacked {
-			if err := sleepCtx(ctx, time.Millisecond); err != nil {
+			if err := clock.Sleep(ctx, time.Millisecond); err != nil {
 				return nil
 			}
 			continue
@@ -273,15 +274,4 @@ func (p *primary) ackedOf(id string) uint64 {
 		return f.acked
 	}
 	return 0
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }

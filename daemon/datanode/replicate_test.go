@@ -148,3 +148,18 @@ func TestHandoverNeedsTheEpoch(t *testing.T) {
 		t.Fatalf("handover at the current epoch: %v, %v", reply, err)
 	}
 }
+
+// A PING is answered OK by any node in any role, before routing: a
+// secondary and a node whose slots are elsewhere answer it too.
+func TestPingAnsweredByEveryRole(t *testing.T) {
+	c := newTestCluster(t)
+	a := c.startNode(nodeDir(t, "a"), nil, nil)
+	c.waitGroup("a leads", func(g *coord.Group) bool { return g.Primary == a.ID() })
+	b := c.startNode(nodeDir(t, "b"), nil, nil)
+	c.waitServing(a, b)
+	for _, n := range []*Node{a, b} {
+		if r := call(t, n.Addr(), patience, &wire.Request{Op: wire.Op_PING})[0]; r.Code != wire.Code_OK {
+			t.Fatalf("ping to %s: %v %q", n.ID(), r.Code, r.Message)
+		}
+	}
+}

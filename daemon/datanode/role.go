@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/thunderyurts/thunderyurts/coord"
+	"github.com/thunderyurts/thunderyurts/internal/clock"
 )
 
 // role is what the node currently acts as; manageRole changes it.
@@ -69,7 +70,7 @@ func (n *Node) awaitSession() <-chan struct{} {
 			n.log.Info("zookeeper session usable again", "epoch", g.Epoch, "primary", g.Primary)
 			return done
 		}
-		_ = sleepCtx(n.ctx, 200*time.Millisecond)
+		_ = clock.Sleep(n.ctx, 200*time.Millisecond)
 	}
 	return nil
 }

@@ -108,6 +108,10 @@ func (s *service) handle(ctx context.Context, batch *wire.Batch, r *replier) {
 	var muts []datastore.Mutation
 	leased := false // some request needs the primary's lease
 	for _, req := range batch.Requests {
+		if req.Op == wire.Op_PING {
+			replies = append(replies, &wire.Response{Id: req.Id})
+			continue
+		}
 		if err := store.Validate(req.Key, req.Value); err != nil {
 			replies = append(replies, errResponse(req.Id, err))
 			continue

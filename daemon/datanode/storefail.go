@@ -9,6 +9,7 @@ import (
 
 	"github.com/thunderyurts/thunderyurts/coord"
 	"github.com/thunderyurts/thunderyurts/datastore"
+	"github.com/thunderyurts/thunderyurts/internal/clock"
 )
 
 // stateStoreFailed begins the state a node whose store failed reports on
@@ -88,7 +89,7 @@ func (n *Node) recoverStore(r *role) {
 	}
 	for {
 		n.log.Info("reopening the store", "in", rt.delay)
-		if sleepCtx(n.ctx, rt.delay) != nil {
+		if clock.Sleep(n.ctx, rt.delay) != nil {
 			return
 		}
 		rt.delay = min(2*rt.delay, storeRetryMax)

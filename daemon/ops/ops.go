@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,6 +74,31 @@ func (r *Registry) WriteText(w io.Writer) error {
 	return nil
 }
 
+// httpLimits bound what one HTTP client can hold; docs/operations.md lists
+// them.
+type httpLimits struct {
+	readHeader, read, write, idle time.Duration
+}
+
+var limits = httpLimits{readHeader: 5 * time.Second, read: 10 * time.Second, write: 30 * time.Second, idle: 2 * time.Minute}
+
+const maxHeaderBytes = 64 << 10
+
+// maxProfileSeconds bounds ?seconds= of a CPU profile or trace. pprof
+// extends the write deadline by what the client asks; this keeps a client
+// from holding a connection open for longer.
+const maxProfileSeconds = 300
+
+func capSeconds(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if secs, err := strconv.Atoi(r.FormValue("seconds")); err == nil && secs > maxProfileSeconds {
+			http.Error(w, fmt.Sprintf("seconds=%d: at most %d", secs, maxProfileSeconds), http.StatusBadRequest)
+			return
+		}
+		h(w, r)
+	}
+}
+
 // Server is a running HTTP endpoint.
 type Server struct {
 	srv  *http.Server
@@ -95,8 +121,8 @@ func Serve(addr string, reg *Registry, ready func() error, log *slog.Logger) (*S
 	// Profiles are served on the operator's HTTP address only, never on the
 	// data port, so they are as reachable as /metrics and no more.
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("/debug/pprof/profile", capSeconds(pprof.Profile))
+	mux.HandleFunc("/debug/pprof/trace", capSeconds(pprof.Trace))
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, "ok\n")
@@ -108,7 +134,16 @@ func Serve(addr string, reg *Registry, ready func() error, log *slog.Logger) (*S
 		}
 		_, _ = io.WriteString(w, "ready\n")
 	})
-	s := &Server{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, addr: lis.Addr().String(), done: make(chan struct{})}
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: limits.readHeader,
+		ReadTimeout:       limits.read,
+		WriteTimeout:      limits.write,
+		IdleTimeout:       limits.idle,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	s := &Server{srv: srv, addr: lis.Addr().String(), done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
 		if err := s.srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -1,4 +1,4 @@
-package zklocal
+package zktest
 
 import (
 	"context"
@@ -8,23 +8,25 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/thunderyurts/thunderyurts/coord/zklocal"
 )
 
-// StartForTest starts a ZooKeeper in a temporary directory of t and stops it
-// at cleanup. When ZooKeeper is not installed the test is skipped, unless
+// Start starts a ZooKeeper in a temporary directory of t and stops it at
+// cleanup. When ZooKeeper is not installed the test is skipped, unless
 // the environment variable CI is set: there a missing ZooKeeper is a failure.
 // Any other failure to start fails the test.
-func StartForTest(t testing.TB) *Server { return StartForTestOn(t, "") }
+func Start(t testing.TB) *zklocal.Server { return StartOn(t, "") }
 
-// StartForTestOn is StartForTest with ZooKeeper bound to host ("" for
+// StartOn is Start with ZooKeeper bound to host ("" for
 // 127.0.0.1), for tests whose nodes live in network namespaces of their own.
-func StartForTestOn(t testing.TB, host string) *Server {
+func StartOn(t testing.TB, host string) *zklocal.Server {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	s, err := Start(ctx, Options{Dir: t.TempDir(), Host: host, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+	s, err := zklocal.Start(ctx, zklocal.Options{Dir: t.TempDir(), Host: host, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
 	if err != nil {
-		if errors.Is(err, ErrNotInstalled) && os.Getenv("CI") == "" {
+		if errors.Is(err, zklocal.ErrNotInstalled) && os.Getenv("CI") == "" {
 			t.Skipf("skipping: %v (with CI set this fails)", err)
 		}
 		t.Fatalf("start zookeeper: %v", err)

@@ -1,0 +1,105 @@
+package ops
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"testing"
+	"time"
+)
+
+// serveWith serves with the given HTTP limits.
+func serveWith(t *testing.T, l httpLimits) *Server {
+	t.Helper()
+	saved := limits
+	limits = l
+	t.Cleanup(func() { limits = saved })
+	s, err := Serve("127.0.0.1:0", NewRegistry(), func() error { return nil }, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// waitClosed fails the test unless the server closes c within patience.
+func waitClosed(t *testing.T, c net.Conn, patience time.Duration) {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(patience))
+	if _, err := io.Copy(io.Discard, c); errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("server kept the connection open for %v", patience)
+	}
+}
+
+// send dials addr and writes req; the connection closes at cleanup.
+func send(t *testing.T, addr, req string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestServerSetsLimits(t *testing.T) {
+	l := httpLimits{readHeader: 1 * time.Second, read: 2 * time.Second, write: 3 * time.Second, idle: 4 * time.Second}
+	srv := serveWith(t, l).srv
+	if srv.ReadHeaderTimeout != l.readHeader || srv.ReadTimeout != l.read || srv.WriteTimeout != l.write || srv.IdleTimeout != l.idle || srv.MaxHeaderBytes != maxHeaderBytes {
+		t.Fatalf("limits not set: header %v read %v write %v idle %v max header %d", srv.ReadHeaderTimeout, srv.ReadTimeout, srv.WriteTimeout, srv.IdleTimeout, srv.MaxHeaderBytes)
+	}
+}
+
+func TestServerClosesSlowAndIdleClients(t *testing.T) {
+	// Each timeout under test is short, the others long, so only it can
+	// close the connection.
+	long := time.Minute
+	t.Run("half-sent header", func(t *testing.T) {
+		s := serveWith(t, httpLimits{readHeader: 300 * time.Millisecond, read: long, write: long, idle: long})
+		c := send(t, s.Addr(), "GET /healthz HTTP/1.1\r\nHost: x\r\n")
+		waitClosed(t, c, 10*time.Second)
+	})
+	t.Run("idle keep-alive", func(t *testing.T) {
+		s := serveWith(t, httpLimits{readHeader: long, read: long, write: long, idle: 300 * time.Millisecond})
+		c := send(t, s.Addr(), "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || resp.Close {
+			t.Fatalf("status %d, close %v: want a kept-alive 200", resp.StatusCode, resp.Close)
+		}
+		waitClosed(t, c, 10*time.Second)
+	})
+}
+
+func TestProfilesOutlastWriteTimeout(t *testing.T) {
+	d := 300 * time.Millisecond
+	s := serveWith(t, httpLimits{readHeader: d, read: d, write: d, idle: d})
+	client := &http.Client{Timeout: 30 * time.Second}
+	resp, err := client.Get("http://" + s.Addr() + "/debug/pprof/profile?seconds=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK || len(body) == 0 {
+		t.Fatalf("1 s profile past a 300 ms write timeout: status %d, %d bytes, err %v", resp.StatusCode, len(body), err)
+	}
+	resp, err = client.Get("http://" + s.Addr() + "/debug/pprof/profile?seconds=100000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("overlong profile: status %d, want 400", resp.StatusCode)
+	}
+}
