@@ -10,6 +10,7 @@ import (
 
 	"github.com/thunderyurts/thunderyurts/coord"
 	"github.com/thunderyurts/thunderyurts/datastore"
+	"github.com/thunderyurts/thunderyurts/internal/clock"
 )
 
 // openOrRepair opens the node's store, or rebuilds it from the group: when
@@ -89,7 +90,7 @@ func (n *Node) leaveISR(ctx context.Context) error {
 			n.log.Warn("the group still names this node primary; waiting for the coordinator to promote an in-sync member", "err", err)
 			logged = true
 		}
-		if err := sleepCtx(ctx, 250*time.Millisecond); err != nil {
+		if err := clock.Sleep(ctx, 250*time.Millisecond); err != nil {
 			return fmt.Errorf("repair: waiting for a failover away from this node: %w", err)
 		}
 	}
