@@ -66,11 +66,11 @@ func TestScanWithLaggingApplier(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(testCtx(t), 50*time.Millisecond)
 	defer cancel()
-	if _, err := s.Scan(ctx, []int{0}, nil, nil, 0); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := s.Scan(ctx, []int{0}, nil, nil, Limit{}); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("scan with the applier held: %v", err)
 	}
 	mu.Unlock()
-	kvs, err := s.Scan(testCtx(t), []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}, nil, nil, 0)
+	kvs, err := s.Scan(testCtx(t), []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}, nil, nil, Limit{})
 	if err != nil || len(kvs) != 2000 {
 		t.Fatalf("scan = %d pairs, %v", len(kvs), err)
 	}
@@ -97,7 +97,7 @@ func TestApplyFailureReopen(t *testing.T) {
 	for i := 50; i < 100; i++ {
 		mustPut(t, s, i%16, fmt.Sprintf("k%d", i), "v")
 	}
-	if _, err := s.Scan(testCtx(t), []int{1}, nil, nil, 0); !errors.Is(err, ErrFailed) {
+	if _, err := s.Scan(testCtx(t), []int{1}, nil, nil, Limit{}); !errors.Is(err, ErrFailed) {
 		t.Fatalf("scan waiting on a failed applier: %v", err)
 	}
 	select {

@@ -162,7 +162,7 @@ func BenchmarkScan(b *testing.B) {
 	total := 0
 	for b.Loop() {
 		var kb [16]byte
-		kvs, err := s.Scan(context.Background(), slots, benchKey(kb[:], rng.Uint64N(keys)), nil, 1000)
+		kvs, err := s.Scan(context.Background(), slots, benchKey(kb[:], rng.Uint64N(keys)), nil, Limit{Entries: 1000})
 		if err != nil {
 			b.Fatal(err)
 		}

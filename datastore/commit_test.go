@@ -115,7 +115,7 @@ func TestApplyLogAsyncPipelined(t *testing.T) {
 	for i := range 100 {
 		mustPut(t, primary, i%16, fmt.Sprintf("k%d", i), fmt.Sprint(i))
 	}
-	entries, err := primary.ReadLog(1, 0)
+	entries, err := primary.ReadLog(1, Limit{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,7 +245,7 @@ func TestCommittedVisibility(t *testing.T) {
 		t.Fatalf("committed went back to %d", s.CommittedSeq())
 	}
 	waitApplied(t, s)
-	if kvs, err := s.Scan(testCtx(t), []int{1}, nil, nil, 0); err != nil || len(kvs) != 1 || string(kvs[0].Value) != "v3" {
+	if kvs, err := s.Scan(testCtx(t), []int{1}, nil, nil, Limit{}); err != nil || len(kvs) != 1 || string(kvs[0].Value) != "v3" {
 		t.Fatalf("scan = %v, %v", kvs, err)
 	}
 }

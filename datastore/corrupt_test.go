@@ -72,11 +72,11 @@ func TestCorruptValue(t *testing.T) {
 	if !errors.Is(res[0].Err, ErrCorrupt) || res[0].Value != nil || res[1].Err != nil {
 		t.Fatalf("GetMany = %+v", res)
 	}
-	if kvs, err := s.Scan(testCtx(t), []int{7}, nil, nil, 0); !errors.Is(err, ErrCorrupt) || kvs != nil {
+	if kvs, err := s.Scan(testCtx(t), []int{7}, nil, nil, Limit{}); !errors.Is(err, ErrCorrupt) || kvs != nil {
 		t.Fatalf("scan over corrupted value: %d pairs, %v", len(kvs), err)
 	}
 	// The log copy is intact.
-	if _, err := s.ReadLog(1, 0); err != nil {
+	if _, err := s.ReadLog(1, Limit{}); err != nil {
 		t.Fatalf("read log: %v", err)
 	}
 }

@@ -114,7 +114,7 @@ func TestCrashRecovery(t *testing.T) {
 	if next != s.LastSeq() || next <= uint64(maxSeq) {
 		t.Fatalf("seq after reopen %d, acknowledged up to %d", next, maxSeq)
 	}
-	entries, err := s.ReadLog(1, 0)
+	entries, err := s.ReadLog(1, Limit{})
 	if err != nil {
 		t.Fatal(err)
 	}

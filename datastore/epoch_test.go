@@ -28,7 +28,7 @@ func TestEpochMapPersists(t *testing.T) {
 	if got := s.Epochs(); !slices.Equal(got, want) {
 		t.Fatalf("epochs = %v, want %v", got, want)
 	}
-	entries, err := s.ReadLog(1, 0)
+	entries, err := s.ReadLog(1, Limit{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +53,7 @@ func TestEpochMapPersists(t *testing.T) {
 	if got := mustPut(t, s, 0, "d", "4"); got != 4 {
 		t.Fatalf("seq = %d", got)
 	}
-	if e, _ := s.ReadLog(4, 1); e[0].Epoch != 7 {
+	if e, _ := s.ReadLog(4, Limit{Entries: 1}); e[0].Epoch != 7 {
 		t.Fatalf("write after reopen has epoch %d", e[0].Epoch)
 	}
 	if _, end, _ := s.EpochEnd(7); end != 5 {

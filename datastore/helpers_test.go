@@ -100,7 +100,7 @@ func dump(t testing.TB, s *Store) []KV {
 	for i := range slots {
 		slots[i] = i
 	}
-	kvs, err := s.Scan(testCtx(t), slots, nil, nil, 0)
+	kvs, err := s.Scan(testCtx(t), slots, nil, nil, Limit{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -188,8 +188,34 @@ func (s *Store) WaitLog(ctx context.Context, after uint64) error {
 	return s.waitFor(ctx, func() bool { return s.last > after })
 }
 
-// ReadLog returns the log entries with Seq >= from in order, at most limit of
-// them (limit <= 0: all), as copies the caller owns; none when from is past
+// Limit bounds what one ReadLog or Scan returns. The zero value is no bound.
+type Limit struct {
+	// Entries is the most entries returned; 0: any number.
+	Entries int
+	// Bytes stops the reading once the keys and values returned reach it
+	// (the entry that crosses it is still returned, so a reader always
+	// makes progress); 0: any size.
+	Bytes int
+}
+
+// logRead is one ReadLog's output and the bound it fills up to.
+type logRead struct {
+	lim   Limit
+	out   []LogEntry
+	bytes int
+}
+
+func (r *logRead) full() bool {
+	return r.lim.Entries > 0 && len(r.out) >= r.lim.Entries || r.lim.Bytes > 0 && r.bytes >= r.lim.Bytes
+}
+
+func (r *logRead) add(e LogEntry) {
+	r.out = append(r.out, e)
+	r.bytes += len(e.Key) + len(e.Value)
+}
+
+// ReadLog returns the log entries with Seq >= from in order, within lim,
+// as copies the caller owns; none when from is past
 // LastSeq(). A from of 0 counts as 1. Entries are readable as soon as the
 // committer has written them, before their fdatasync returns (compare
 // DurableSeq). Recent entries (about the last 64 MiB, and all unapplied
@@ -198,9 +224,9 @@ func (s *Store) WaitLog(ctx context.Context, after uint64) error {
 // Errors: ErrLogTrimmed when entries at or after from have been deleted or
 // predate a Restore (the reader needs a Snapshot), ErrCorrupt naming file
 // and offset, ErrClosed.
-func (s *Store) ReadLog(from uint64, limit int) ([]LogEntry, error) {
+func (s *Store) ReadLog(from uint64, lim Limit) ([]LogEntry, error) {
 	from = max(from, 1)
-	var out []LogEntry
+	r := &logRead{lim: lim}
 	s.mu.RLock()
 	if s.closed {
 		s.mu.RUnlock()
@@ -213,31 +239,27 @@ func (s *Store) ReadLog(from uint64, limit int) ([]LogEntry, error) {
 	segs := slices.Clone(s.segments)
 	s.mu.RUnlock()
 	if from < tailFirst {
-		var err error
-		if out, err = readSegments(segs, from, tailFirst, limit); err != nil {
+		if err := readSegments(segs, from, tailFirst, r); err != nil {
 			return nil, fmt.Errorf("read log: %w", err)
 		}
-		from += uint64(len(out))
+		from += uint64(len(r.out))
 	}
-	if limit <= 0 || len(out) < limit {
+	if !r.full() {
 		s.mu.RLock()
 		if s.tail.len() > 0 && from >= s.tail.firstSeq() {
-			for i := int(from - s.tail.firstSeq()); i < s.tail.len() && (limit <= 0 || len(out) < limit); i++ {
-				out = append(out, s.tail.at(i).logEntry())
+			for i := int(from - s.tail.firstSeq()); i < s.tail.len() && !r.full(); i++ {
+				r.add(s.tail.at(i).logEntry())
 			}
-		} else if from < s.last+1 && len(out) == 0 {
+		} else if from < s.last+1 && len(r.out) == 0 {
 			// The tail moved past from between the two looks: rare, and
 			// the reader simply asks again.
 			s.mu.RUnlock()
-			return s.ReadLog(from, limit)
+			return s.ReadLog(from, lim)
 		}
 		s.mu.RUnlock()
 	}
-	total := 0
-	for i := range out {
-		total += len(out[i].Key) + len(out[i].Value)
-	}
-	p := newPacker(total)
+	out := r.out
+	p := newPacker(r.bytes)
 	for i := range out {
 		out[i].Key, out[i].Value = p.copy(out[i].Key), p.copy(out[i].Value)
 		if out[i].Delete {
@@ -248,40 +270,39 @@ func (s *Store) ReadLog(from uint64, limit int) ([]LogEntry, error) {
 }
 
 // readSegments reads data entries with from <= seq < stop from the
-// segment files.
-func readSegments(segs []segment, from, stop uint64, limit int) ([]LogEntry, error) {
+// segment files into r.
+func readSegments(segs []segment, from, stop uint64, r *logRead) error {
 	if len(segs) == 0 || from < segs[0].first {
 		oldest := uint64(0)
 		if len(segs) > 0 {
 			oldest = segs[0].first
 		}
-		return nil, fmt.Errorf("seq %d: oldest kept entry is seq %d: %w", from, oldest, ErrLogTrimmed)
+		return fmt.Errorf("seq %d: oldest kept entry is seq %d: %w", from, oldest, ErrLogTrimmed)
 	}
 	i := 0
 	for i+1 < len(segs) && segs[i+1].first <= from {
 		i++
 	}
-	var out []LogEntry
 	for ; i < len(segs); i++ {
 		sr, err := openSegment(segs[i].path, segs[i].size)
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("seq %d: segment %s deleted: %w", from, segs[i].path, ErrLogTrimmed)
+			return fmt.Errorf("seq %d: segment %s deleted: %w", from, segs[i].path, ErrLogTrimmed)
 		}
 		if err != nil {
-			return nil, err
+			return err
 		}
-		done, err := readSegment(sr, from, stop, limit, &out)
+		done, err := readSegment(sr, from, stop, r)
 		sr.close()
 		if err != nil || done {
-			return out, err
+			return err
 		}
 	}
-	return out, nil
+	return nil
 }
 
-// readSegment appends the wanted entries of one segment to out and reports
-// whether the reading is done (stop or limit reached).
-func readSegment(sr *segmentReader, from, stop uint64, limit int, out *[]LogEntry) (bool, error) {
+// readSegment adds the wanted entries of one segment to r and reports
+// whether the reading is done (stop or r's bound reached).
+func readSegment(sr *segmentReader, from, stop uint64, r *logRead) (bool, error) {
 	for {
 		rec, err := sr.next()
 		if err == io.EOF {
@@ -293,13 +314,13 @@ func readSegment(sr *segmentReader, from, stop uint64, limit int, out *[]LogEntr
 		if rec.typ == recEpoch || rec.typ == recCommit || rec.seq < from {
 			continue
 		}
-		if rec.seq >= stop || limit > 0 && len(*out) >= limit {
+		if rec.seq >= stop || r.full() {
 			return true, nil
 		}
 		// Keys and values alias the reader's buffer until the next record.
 		e := newEntry(rec.slot, rec.typ == recDelete, rec.key, rec.value)
 		e.seq, e.epoch = rec.seq, rec.epoch
-		*out = append(*out, e.logEntry())
+		r.add(e.logEntry())
 	}
 }
 

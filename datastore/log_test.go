@@ -29,7 +29,7 @@ func TestReadLogApplyLogRoundTrip(t *testing.T) {
 	}
 
 	for from := uint64(1); from <= primary.LastSeq(); {
-		entries, err := primary.ReadLog(from, 7)
+		entries, err := primary.ReadLog(from, Limit{Entries: 7})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -47,8 +47,8 @@ func TestReadLogApplyLogRoundTrip(t *testing.T) {
 	if a, b := dump(t, primary), dump(t, follower); !reflect.DeepEqual(a, b) {
 		t.Fatalf("data differs:\n%v\n%v", a, b)
 	}
-	pl, _ := primary.ReadLog(0, 0)
-	fl, _ := follower.ReadLog(0, 0)
+	pl, _ := primary.ReadLog(0, Limit{})
+	fl, _ := follower.ReadLog(0, Limit{})
 	if !reflect.DeepEqual(pl, fl) {
 		t.Fatal("logs differ")
 	}
@@ -108,7 +108,7 @@ func TestReadLogBeforeFsync(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-synced
-	entries, err := s.ReadLog(1, 0)
+	entries, err := s.ReadLog(1, Limit{})
 	if err != nil || len(entries) != 1 || string(entries[0].Key) != "a" {
 		t.Fatalf("read log before fsync: %v, %v", entries, err)
 	}
@@ -151,7 +151,7 @@ func TestTruncateAfter(t *testing.T) {
 	if want := []EpochStart{{0, 1}, {2, 7}}; !slices.Equal(s.Epochs(), want) || s.Epoch() != 2 {
 		t.Fatalf("epochs %v epoch %d, want %v", s.Epochs(), s.Epoch(), want)
 	}
-	entries, err := s.ReadLog(1, 0)
+	entries, err := s.ReadLog(1, Limit{})
 	if err != nil || len(entries) != 6 {
 		t.Fatalf("log after truncate: %d entries, %v", len(entries), err)
 	}
@@ -195,18 +195,18 @@ func TestLogTrimming(t *testing.T) {
 	if st.FirstLogSeq < 60 || st.FirstLogSeq > 91 || st.LastSeq != 100 || st.WALBytes <= 0 || st.AppliedSeq != 100 {
 		t.Fatalf("stats %+v", st)
 	}
-	if _, err := s.ReadLog(st.FirstLogSeq-1, 0); !errors.Is(err, ErrLogTrimmed) {
+	if _, err := s.ReadLog(st.FirstLogSeq-1, Limit{}); !errors.Is(err, ErrLogTrimmed) {
 		t.Fatalf("read trimmed: %v", err)
 	}
 	// Old entries come from the segment files (the tail keeps almost nothing).
-	entries, err := s.ReadLog(st.FirstLogSeq, 0)
+	entries, err := s.ReadLog(st.FirstLogSeq, Limit{})
 	if err != nil || len(entries) != int(101-st.FirstLogSeq) || entries[len(entries)-1].Seq != 100 {
 		t.Fatalf("read kept: %d entries, %v", len(entries), err)
 	}
-	if entries, err := s.ReadLog(95, 3); err != nil || len(entries) != 3 || entries[0].Seq != 95 || string(entries[0].Key) != "094" {
+	if entries, err := s.ReadLog(95, Limit{Entries: 3}); err != nil || len(entries) != 3 || entries[0].Seq != 95 || string(entries[0].Key) != "094" {
 		t.Fatalf("read 95..97: %v, %v", entries, err)
 	}
-	if entries, err := s.ReadLog(101, 0); err != nil || len(entries) != 0 {
+	if entries, err := s.ReadLog(101, Limit{}); err != nil || len(entries) != 0 {
 		t.Fatalf("read past the end: %v, %v", entries, err)
 	}
 	if err := s.Close(); err != nil {

@@ -222,14 +222,13 @@ func (h mergeHeap) down(i int) {
 }
 
 // Scan returns the keys in [start, end) held in any of the given slots, in
-// byte order, with their values, at most limit of them (limit <= 0: no
-// limit). A nil start scans from the first key; a nil or empty end has no
+// byte order, with their values, within lim. A nil start scans from the first key; a nil or empty end has no
 // upper bound. Scan first waits until the applier has applied everything
 // committed when it was called, then reads the bbolt file alone: all slots
 // in one transaction, merged through one cursor per slot, so only the
 // returned pairs are ever copied. Errors: ErrBadSlot, ErrCorrupt (naming
 // slot and key), ErrClosed, ctx.Err() while waiting.
-func (s *Store) Scan(ctx context.Context, slots []int, start, end []byte, limit int) ([]KV, error) {
+func (s *Store) Scan(ctx context.Context, slots []int, start, end []byte, lim Limit) ([]KV, error) {
 	slots = slices.Clone(slots)
 	slices.Sort(slots)
 	slots = slices.Compact(slots)
@@ -263,7 +262,7 @@ func (s *Store) Scan(ctx context.Context, slots []int, start, end []byte, limit 
 			h.down(i)
 		}
 		total := 0
-		for len(h) > 0 && (limit <= 0 || len(out) < limit) {
+		for len(h) > 0 && (lim.Entries <= 0 || len(out) < lim.Entries) && (lim.Bytes <= 0 || total < lim.Bytes) {
 			top := &h[0]
 			v, ok := openRecord(top.k, top.v)
 			if !ok {

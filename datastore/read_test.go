@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -58,7 +59,7 @@ func TestScan(t *testing.T) {
 		if c.end != "" {
 			end = []byte(c.end)
 		}
-		got, err := s.Scan(ctx, c.slots, start, end, c.limit)
+		got, err := s.Scan(ctx, c.slots, start, end, Limit{Entries: c.limit})
 		if err != nil {
 			t.Fatalf("%s: %v", c.name, err)
 		}
@@ -66,14 +67,14 @@ func TestScan(t *testing.T) {
 			t.Errorf("%s: got %v, want %v", c.name, g, c.want)
 		}
 	}
-	if _, err := s.Scan(ctx, []int{0, 16}, nil, nil, 0); !errors.Is(err, ErrBadSlot) {
+	if _, err := s.Scan(ctx, []int{0, 16}, nil, nil, Limit{}); !errors.Is(err, ErrBadSlot) {
 		t.Fatalf("scan bad slot: %v", err)
 	}
 	// Deleted keys disappear from scans.
 	if _, err := s.Write(ctx, []Mutation{{Slot: 0, Key: []byte("key00"), Delete: true}}); err != nil {
 		t.Fatal(err)
 	}
-	got, err := s.Scan(ctx, []int{0, 1, 2}, nil, nil, 2)
+	got, err := s.Scan(ctx, []int{0, 1, 2}, nil, nil, Limit{Entries: 2})
 	if err != nil || !slices.Equal(keys(got), all[1:3]) {
 		t.Fatalf("scan after delete: %v, %v", keys(got), err)
 	}
@@ -104,5 +105,26 @@ func TestGetMany(t *testing.T) {
 	_ = append(res[0].Value, 'x')
 	if string(res[0].Value) != "A" {
 		t.Fatalf("value changed to %q", res[0].Value)
+	}
+}
+
+// A byte bound stops ReadLog and Scan once the values returned reach it,
+// the crossing entry included, so large values never make one huge answer.
+func TestLimitBytes(t *testing.T) {
+	s, _ := newStore(t, Options{NoSync: true, AutoCommit: true})
+	big := strings.Repeat("v", 1000)
+	for i := range 10 {
+		mustPut(t, s, 0, fmt.Sprintf("k%d", i), big)
+	}
+	entries, err := s.ReadLog(1, Limit{Bytes: 2500})
+	if err != nil || len(entries) != 3 || entries[2].Seq != 3 {
+		t.Fatalf("ReadLog within 2500 bytes: %d entries, %v", len(entries), err)
+	}
+	if entries, err = s.ReadLog(1, Limit{Entries: 2, Bytes: 1 << 20}); err != nil || len(entries) != 2 {
+		t.Fatalf("ReadLog of 2 entries: %d entries, %v", len(entries), err)
+	}
+	kvs, err := s.Scan(testCtx(t), []int{0}, nil, nil, Limit{Bytes: 2500})
+	if err != nil || len(kvs) != 3 || string(kvs[2].Key) != "k2" {
+		t.Fatalf("Scan within 2500 bytes: %d pairs, %v", len(kvs), err)
 	}
 }

@@ -132,7 +132,7 @@ func TestDataFileDamage(t *testing.T) {
 					t.Fatalf("get %s: %q, %v", k, v, err)
 				}
 			}
-			if _, err := s.Scan(testCtx(t), []int{0, 1, 2, 3}, nil, nil, 0); err != nil && !errors.Is(err, ErrCorrupt) {
+			if _, err := s.Scan(testCtx(t), []int{0, 1, 2, 3}, nil, nil, Limit{}); err != nil && !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("scan: %v", err)
 			}
 			if tc.mustClean && bad > 0 {

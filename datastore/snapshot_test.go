@@ -69,12 +69,12 @@ func TestSnapshotRestore(t *testing.T) {
 	if follower.LastSeq() != 30 || follower.CommittedSeq() != 30 || follower.AppliedSeq() != 30 {
 		t.Fatalf("follower at %d/%d/%d", follower.LastSeq(), follower.CommittedSeq(), follower.AppliedSeq())
 	}
-	if _, err := follower.ReadLog(30, 0); !errors.Is(err, ErrLogTrimmed) {
+	if _, err := follower.ReadLog(30, Limit{}); !errors.Is(err, ErrLogTrimmed) {
 		t.Fatalf("read log before the restore point: %v", err)
 	}
 	// The rest of the primary's log continues it.
 	mustPut(t, primary, 5, "after", "snap")
-	entries, err := primary.ReadLog(seq+1, 0)
+	entries, err := primary.ReadLog(seq+1, Limit{})
 	if err != nil {
 		t.Fatal(err)
 	}

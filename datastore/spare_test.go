@@ -71,7 +71,7 @@ func TestSpareSegments(t *testing.T) {
 			t.Fatalf("k%04d = %d bytes", j, len(got))
 		}
 	}
-	entries, err := s.ReadLog(1, 0)
+	entries, err := s.ReadLog(1, Limit{})
 	if err != nil || uint64(len(entries)) != last+1 {
 		t.Fatalf("log holds %d entries (%v), want %d", len(entries), err, last+1)
 	}

@@ -32,7 +32,7 @@ func TestWriteGetDelete(t *testing.T) {
 	if got := mustGet(t, s, 3, "b"); got != "2" {
 		t.Fatalf("get b = %q", got)
 	}
-	entries, err := s.ReadLog(1, 0)
+	entries, err := s.ReadLog(1, Limit{})
 	if err != nil {
 		t.Fatal(err)
 	}

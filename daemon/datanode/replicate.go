@@ -14,15 +14,19 @@ import (
 )
 
 const (
-	// shipBatch bounds the entries of one Entries message.
+	// shipBatch and shipBytes bound one Entries message: its entries, and
+	// its keys and values (plus the one entry that crosses the bound), so a
+	// run of large values never makes a message the follower cannot take.
 	shipBatch = 2048
+	shipBytes = 4 << 20
 	// maxUnacked bounds the entries sent to a follower and not yet
 	// acknowledged: flow control, so a slow follower is not flooded.
 	maxUnacked = 200_000
 	// heartbeat is how often an idle primary tells followers its high
 	// watermark, so they can make the last writes visible.
 	heartbeat = 200 * time.Millisecond
-	// snapshotChunk bounds the records of one SnapshotChunk.
+	// snapshotChunk bounds the records of one SnapshotChunk, and shipBytes
+	// their keys and values.
 	snapshotChunk = 1024
 )
 
@@ -133,7 +137,7 @@ func (sh *shipper) send(body *wire.PrimaryMessage) error {
 func (sh *shipper) run(ctx context.Context, hello *wire.Hello) error {
 	next, truncate, snapshot := startPoint(sh.n.store(), hello)
 	if !snapshot {
-		if _, err := sh.n.store().ReadLog(next, 1); errors.Is(err, datastore.ErrLogTrimmed) {
+		if _, err := sh.n.store().ReadLog(next, datastore.Limit{Entries: 1}); errors.Is(err, datastore.ErrLogTrimmed) {
 			snapshot = true
 		} else if err != nil {
 			return err
@@ -183,7 +187,7 @@ func (sh *shipper) shipLog(ctx context.Context, next uint64) error {
 			}
 			continue
 		}
-		entries, err := sh.n.store().ReadLog(next, shipBatch)
+		entries, err := sh.n.store().ReadLog(next, datastore.Limit{Entries: shipBatch, Bytes: shipBytes})
 		if err != nil {
 			return fmt.Errorf("read log from %d: %w", next, err)
 		}
@@ -230,19 +234,20 @@ func (sh *shipper) sendSnapshot(ctx context.Context) (uint64, error) {
 		slots[i] = i
 	}
 	chunk := &wire.SnapshotChunk{}
-	records := 0
+	records, chunkBytes := 0, 0
 	flush := func() error {
 		if len(chunk.Records) == 0 {
 			return nil
 		}
 		err := sh.send(&wire.PrimaryMessage{Body: &wire.PrimaryMessage_SnapshotChunk{SnapshotChunk: chunk}})
-		chunk = &wire.SnapshotChunk{}
+		chunk, chunkBytes = &wire.SnapshotChunk{}, 0
 		return err
 	}
 	seq, err := sh.n.store().Snapshot(ctx, slots, func(slot int, key, value []byte) error {
 		chunk.Records = append(chunk.Records, &wire.SnapshotRecord{Slot: uint32(slot), Key: key, Value: value})
 		records++
-		if len(chunk.Records) >= snapshotChunk {
+		chunkBytes += len(key) + len(value)
+		if len(chunk.Records) >= snapshotChunk || chunkBytes >= shipBytes {
 			return flush()
 		}
 		return nil

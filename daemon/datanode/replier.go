@@ -151,7 +151,7 @@ func (r *replier) run(ctx context.Context, rpc wire.DRPCData_StreamStream) error
 		finished := r.closing && r.inflight == 0 && len(r.waiting) == 0
 		r.mu.Unlock()
 		if len(reply.Responses) > 0 {
-			err := rpc.Send(reply)
+			err := sendReplies(rpc, reply.Responses)
 			clear(reply.Responses) // let the values go
 			if err != nil {
 				return err
@@ -181,4 +181,22 @@ func (r *replier) run(ctx context.Context, rpc wire.DRPCData_StreamStream) error
 			timer.Stop()
 		}
 	}
+}
+
+// sendReplies sends responses in messages of at most shipBytes of values
+// (plus the one value that crosses it), so many large values read at once
+// never make one message the client cannot take.
+func sendReplies(rpc wire.DRPCData_StreamStream, responses []*wire.Response) error {
+	for len(responses) > 0 {
+		n, size := 0, 0
+		for n < len(responses) && size < shipBytes {
+			size += len(responses[n].Value)
+			n++
+		}
+		if err := rpc.Send(&wire.BatchReply{Responses: responses[:n]}); err != nil {
+			return err
+		}
+		responses = responses[n:]
+	}
+	return nil
 }

@@ -2,6 +2,7 @@ package datanode
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -66,5 +67,32 @@ func TestReplierBoundsQueuedReplies(t *testing.T) {
 	}
 	if total != queued {
 		t.Fatalf("sent %d replies, queued %d", total, queued)
+	}
+}
+
+type recordingStream struct {
+	wire.DRPCData_StreamStream
+	sizes []int
+}
+
+func (s *recordingStream) Send(reply *wire.BatchReply) error {
+	s.sizes = append(s.sizes, len(reply.Responses))
+	return nil
+}
+
+// Replies carrying large values leave in messages of about shipBytes.
+func TestSendRepliesBoundsMessages(t *testing.T) {
+	value := make([]byte, shipBytes/3+1)
+	var responses []*wire.Response
+	for range 7 {
+		responses = append(responses, &wire.Response{Value: value})
+	}
+	responses = append(responses, &wire.Response{}, &wire.Response{})
+	s := &recordingStream{}
+	if err := sendReplies(s, responses); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(s.sizes, []int{3, 3, 3}) {
+		t.Fatalf("messages of %v responses; want [3 3 3]", s.sizes)
 	}
 }

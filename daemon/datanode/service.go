@@ -211,15 +211,21 @@ func (s *service) Scan(ctx context.Context, req *wire.ScanRequest) (*wire.ScanRe
 	if limit <= 0 || limit > 10000 {
 		limit = 10000
 	}
-	kvs, err := n.store().Scan(ctx, slots, req.Start, req.End, limit+1)
+	kvs, err := n.store().Scan(ctx, slots, req.Start, req.End, datastore.Limit{Entries: limit + 1, Bytes: shipBytes})
 	if err == nil && len(slots) > 0 {
 		err = st.primary.leaseErr() // after the read, as in handle
 	}
 	if err != nil {
 		return &wire.ScanReply{Code: codeOf(err), Message: err.Error()}, nil
 	}
-	reply := &wire.ScanReply{More: len(kvs) > limit}
-	if reply.More {
+	// A page cut by its size may have been the last: the client then asks
+	// once more and gets an empty page.
+	size := 0
+	for _, kv := range kvs {
+		size += len(kv.Key) + len(kv.Value)
+	}
+	reply := &wire.ScanReply{More: len(kvs) > limit || size >= shipBytes}
+	if len(kvs) > limit {
 		kvs = kvs[:limit]
 	}
 	reply.Items = make([]*wire.KeyValue, len(kvs))
