@@ -336,7 +336,7 @@ func epochOf(g *coord.Group) uint64 {
 
 // openStore opens the node's store.
 func (n *Node) openStore() (*datastore.Store, error) {
-	s, err := datastore.Open(filepath.Join(n.cfg.Dir, "store"), datastore.Options{
+	s, err := datastore.Open(n.storeDir(), datastore.Options{
 		Slots: n.slots, MaxValueSize: n.cfg.MaxValueSize, Logger: n.log,
 	})
 	if err != nil {
@@ -344,6 +344,9 @@ func (n *Node) openStore() (*datastore.Store, error) {
 	}
 	return s, nil
 }
+
+// storeDir holds the store's files, next to the node's id in Dir.
+func (n *Node) storeDir() string { return filepath.Join(n.cfg.Dir, "store") }
 
 // store is the node's current store.
 func (n *Node) store() *datastore.Store { return n.db.Load() }

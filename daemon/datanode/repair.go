@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"time"
 
@@ -53,8 +52,7 @@ func (n *Node) openOrRepair(ctx context.Context) (*datastore.Store, error) {
 	if err := n.leaveISR(ctx); err != nil {
 		return nil, err
 	}
-	dir := filepath.Join(n.cfg.Dir, "store")
-	aside, err := datastore.SetAside(dir)
+	aside, err := datastore.SetAside(n.storeDir())
 	if err != nil {
 		return nil, fmt.Errorf("repair: %w", err)
 	}
