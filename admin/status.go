@@ -319,6 +319,9 @@ func warnGroup(warn func(string, ...any), g *coord.Group, rf int, registered map
 			warn("group %s member %s is not registered", g.Name, id)
 		}
 	}
+	for _, id := range g.Resync {
+		warn("group %s member %s rebuilds its store from the group at its next start (admin node resync)", g.Name, id)
+	}
 }
 
 // warnSlots adds a warning for slots nobody owns and for slots owned by a

@@ -35,7 +35,7 @@ func sampleCluster() (coord.ClusterMeta, *coord.SlotTable, []*coord.Group, []coo
 	table := &coord.SlotTable{Version: 7, Owners: owners}
 	groups := []*coord.Group{
 		{Name: "g2", Epoch: 1, Members: []string{"n4"}, ISR: []string{"n4"}},
-		{Name: "g1", Epoch: 3, Primary: "n1", Members: []string{"n1", "n2", "n3"}, ISR: []string{"n1", "n2"}},
+		{Name: "g1", Epoch: 3, Primary: "n1", Members: []string{"n1", "n2", "n3"}, ISR: []string{"n1", "n2"}, Resync: []string{"n3"}},
 	}
 	nodes := []coord.NodeInfo{
 		{ID: "n9", Group: "g3", Addr: "127.0.0.1:7009"},
@@ -95,6 +95,7 @@ func TestBuildStatus(t *testing.T) {
 	wantWarnings := []string{
 		"group g1 has 2 of 3 members in sync",
 		"group g1 member n3 is not registered",
+		"group g1 member n3 rebuilds its store from the group at its next start (admin node resync)",
 		"group g2 has 1 member, replication factor is 3",
 		"group g2 has no primary",
 		"node n2 (127.0.0.1:7002) unreachable: connection refused",

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // Group is a replica set's record. The zero value is a group with no members.
@@ -15,6 +16,10 @@ type Group struct {
 	Primary string   `json:"primary"` // node id, "" none
 	Members []string `json:"members"` // node ids
 	ISR     []string `json:"isr"`     // in-sync members, node ids
+	// Resync lists members that rebuild their store from the group at
+	// their next start (admin node resync); each takes itself off once it
+	// has set its files aside.
+	Resync []string `json:"resync,omitempty"`
 }
 
 // Group reads group name and the version to compare-and-set it with;
@@ -111,4 +116,68 @@ func (c *Cluster) checkGroup(name string) error {
 		return c.err
 	}
 	return CheckName("group", name)
+}
+
+// Errors of LeaveISR.
+var (
+	// ErrOnlyInSync: the node is the only in-sync member of its group, so
+	// nobody else is known to hold every acknowledged write.
+	ErrOnlyInSync = errors.New("coord: the only in-sync replica")
+	// ErrIsPrimary: the node is still its group's primary; a failover
+	// must move the role first.
+	ErrIsPrimary = errors.New("coord: still the primary")
+)
+
+// LeaveISR takes node id out of group name's in-sync set so that it may
+// rebuild its store from the group: a node without its data must never be
+// counted in sync, or be promoted. It is one compare-and-set that bumps
+// the epoch when the set changes, so a primary that counted the node stops
+// that epoch's role and leads again with the set as stored; the node
+// rejoins by catching up like any follower. With mark it also adds id to
+// the group's Resync list. Refusals: ErrOnlyInSync when no other member is
+// in sync (its data would be all there is), ErrIsPrimary while it is the
+// primary (the coordinator fails a stopped primary over to an in-sync
+// member). A node already out of sync (and, with mark, already listed)
+// changes nothing.
+func (c *Cluster) LeaveISR(ctx context.Context, name, id string, mark bool) (*Group, error) {
+	return c.UpdateGroup(ctx, name, func(g *Group) error {
+		if !slices.Contains(g.Members, id) {
+			return fmt.Errorf("%w: %s is not a member of group %s (members %v)", ErrInvalid, id, name, g.Members)
+		}
+		others := slices.DeleteFunc(slices.Clone(g.ISR), func(m string) bool { return m == id })
+		inSync := len(others) < len(g.ISR)
+		switch {
+		case inSync && len(others) == 0:
+			return fmt.Errorf("%w: node %s is the only in-sync replica of %s: repairing it would lose every acknowledged write; "+
+				"restore from a backup or use admin failover --force", ErrOnlyInSync, id, name)
+		case g.Primary == id:
+			return fmt.Errorf("%w: node %s is the primary of %s (epoch %d, in sync %v)", ErrIsPrimary, id, name, g.Epoch, g.ISR)
+		}
+		changed := false
+		if inSync {
+			g.ISR = others
+			g.Epoch++
+			changed = true
+		}
+		if mark && !slices.Contains(g.Resync, id) {
+			g.Resync = append(g.Resync, id)
+			changed = true
+		}
+		if !changed {
+			return ErrNoChange
+		}
+		return nil
+	})
+}
+
+// ResyncDone takes node id off group name's Resync list.
+func (c *Cluster) ResyncDone(ctx context.Context, name, id string) error {
+	_, err := c.UpdateGroup(ctx, name, func(g *Group) error {
+		if !slices.Contains(g.Resync, id) {
+			return ErrNoChange
+		}
+		g.Resync = slices.DeleteFunc(g.Resync, func(m string) bool { return m == id })
+		return nil
+	})
+	return err
 }

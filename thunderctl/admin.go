@@ -74,6 +74,29 @@ func adminCommand() *cli.Command {
 				},
 			},
 			{
+				Name:  "node",
+				Usage: "operate on one data node",
+				Subcommands: []*cli.Command{
+					{
+						Name:  "resync",
+						Usage: "make a stopped node rebuild its store from its group's primary at its next start (its files are kept aside)",
+						Flags: []cli.Flag{
+							requiredFlag("node", "the node `ID` (admin status lists them)", nonEmpty),
+							stringFlag("group", "", "the node's group `NAME` (default: the group it is a member of)", checkGroup),
+						},
+						Action: func(c *cli.Context) error {
+							return withCluster(c, func(ctx context.Context, cl *coord.Cluster, f admin.Format) error {
+								res, err := admin.Resync(ctx, cl, c.String("group"), c.String("node"))
+								if err != nil {
+									return usageOr(err, admin.ErrNoSuchMember)
+								}
+								return admin.PrintResync(c.App.Writer, res, f)
+							})
+						},
+					},
+				},
+			},
+			{
 				Name:  "slots",
 				Usage: "which group owns which slot ranges",
 				Action: func(c *cli.Context) error {

@@ -48,6 +48,7 @@ func serveCommand() *cli.Command {
 					stringFlag("acks", "all", "acknowledge a write once durable on every in-sync replica (all) or on the primary alone (1)", checkAcks),
 					intFlag("min-insync", 1, 1, maxReplicas, "refuse writes while fewer in-sync replicas (primary included) remain"),
 					durationFlag("max-lag", 2*time.Second, time.Millisecond, time.Hour, "drop a follower from the in-sync set after it has been behind this long"),
+					boolFlag("repair", "if the store is refused as damaged, set its files aside and rebuild it from the group's primary"),
 				),
 				Action: serveData,
 			},
@@ -150,7 +151,7 @@ func serveData(c *cli.Context) error {
 		return datanode.Start(sctx, datanode.Config{
 			Cluster: cluster, Group: c.String("group"), Listen: c.String("listen"), Advertise: c.String("advertise"),
 			HTTP: c.String("http"), Dir: c.String("dir"), MaxValueSize: c.Int("max-value-size"), Logger: log,
-			Acks: acks, MinInsync: c.Int("min-insync"), MaxLag: c.Duration("max-lag"),
+			Acks: acks, MinInsync: c.Int("min-insync"), MaxLag: c.Duration("max-lag"), Repair: c.Bool("repair"),
 		})
 	})
 }

@@ -144,6 +144,14 @@ func (c *Cluster) StartNode(name, group string) *datanode.Node {
 // start runs m's coordinator or data node on a new session.
 func (c *Cluster) start(m *member) {
 	c.t.Helper()
+	if err := c.tryStart(m, nil); err != nil {
+		c.t.Fatalf("start %s: %v", m.name, err)
+	}
+}
+
+// tryStart is start returning the error; change, if set, adjusts a data
+// node's configuration.
+func (c *Cluster) tryStart(m *member, change func(*datanode.Config)) error {
 	conn, cl := c.connect(m.name)
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
@@ -159,18 +167,23 @@ func (c *Cluster) start(m *member) {
 			AssignDelay: c.opts.AssignDelay, NodeStatus: client.NodeStatus, Logger: log,
 		})
 	} else {
-		n, err = datanode.Start(ctx, datanode.Config{
+		cfg := datanode.Config{
 			Cluster: cl, Group: m.group, Listen: m.addr, Dir: m.dir, Logger: log,
 			Acks: c.opts.Acks, MinInsync: c.opts.MinInsync, MaxLag: c.opts.MaxLag,
-		})
+		}
+		if change != nil {
+			change(&cfg)
+		}
+		n, err = datanode.Start(ctx, cfg)
 	}
 	if err != nil {
 		conn.Close()
-		c.t.Fatalf("start %s: %v", m.name, err)
+		return err
 	}
 	c.mu.Lock()
 	m.conn, m.coord, m.node = conn, co, n
 	c.mu.Unlock()
+	return nil
 }
 
 func (c *Cluster) add(m *member) {
@@ -291,6 +304,15 @@ func (c *Cluster) stop(name string, graceful bool) {
 // Restart starts a killed or stopped coordinator or data node again.
 func (c *Cluster) Restart(name string) {
 	c.t.Helper()
+	if err := c.RestartWith(name, nil); err != nil {
+		c.t.Fatalf("start %s: %v", name, err)
+	}
+}
+
+// RestartWith restarts a killed or stopped data node with its
+// configuration adjusted by change, and returns the error of its start.
+func (c *Cluster) RestartWith(name string, change func(*datanode.Config)) error {
+	c.t.Helper()
 	c.mu.Lock()
 	m, ok := c.members[name]
 	c.mu.Unlock()
@@ -301,9 +323,20 @@ func (c *Cluster) Restart(name string) {
 		c.t.Fatalf("clustertest: %s is running", name)
 	case m.client:
 		c.t.Fatalf("clustertest: the client is not restarted; make a new cluster")
-	default:
-		c.start(m)
 	}
+	return c.tryStart(m, change)
+}
+
+// Dir is data node name's data directory (its store is in Dir/store).
+func (c *Cluster) Dir(name string) string {
+	c.t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m, ok := c.members[name]
+	if !ok || m.dir == "" {
+		c.t.Fatalf("clustertest: no data node %s", name)
+	}
+	return m.dir
 }
 
 // Partition makes dRPC between members a and b (one of them a data node)

@@ -46,6 +46,16 @@
 // durable. Only members may open the stream, and an acknowledgement of
 // more than the stream was sent ends it.
 //
+// # Repair
+//
+// A store refused as damaged at start (with Config.Repair), or a node the
+// group's record lists for a resync, is rebuilt from the group before the
+// node registers: it leaves the ISR by an epoch-bumping compare-and-set
+// (never as the only in-sync member; as the named primary it waits for
+// the coordinator's failover), then sets its files aside, opens an empty
+// store and catches up like a new member (docs/replication.md, "Repairing
+// a damaged replica").
+//
 // # Files
 //
 //	node.go       Config, Start/Close, registration, watching the cluster (watchCluster), node state
@@ -56,5 +66,6 @@
 //	service.go    the Data service: routing, request batches, scans, status, handover
 //	replier.go    one request stream's replies, writes answered as the watermark passes them
 //	storefail.go  a failed store: stepping down, reopening with backoff
+//	repair.go     a damaged store: leaving the ISR, setting files aside, rebuilding from the group
 //	metrics.go    the node's Prometheus series
 package datanode

@@ -49,6 +49,10 @@ type Config struct {
 	// MaxLag is how long a follower may stay behind before the primary
 	// drops it from the in-sync set; 0 → 2s.
 	MaxLag time.Duration
+	// Repair rebuilds a store that is refused as damaged from the group
+	// instead of failing the start (repair.go); a healthy store opens as
+	// usual.
+	Repair bool
 	// Logger receives the node's events; nil → slog.Default().
 	Logger *slog.Logger
 }
@@ -146,7 +150,7 @@ func (n *Node) start(ctx context.Context) error {
 		return err
 	}
 	n.slots = meta.Slots
-	store, err := n.openStore()
+	store, err := n.openOrRepair(ctx)
 	if err != nil {
 		return err
 	}
@@ -332,7 +336,7 @@ func epochOf(g *coord.Group) uint64 {
 
 // openStore opens the node's store.
 func (n *Node) openStore() (*datastore.Store, error) {
-	s, err := datastore.Open(filepath.Join(n.cfg.Dir, "store"), datastore.Options{
+	s, err := datastore.Open(n.storeDir(), datastore.Options{
 		Slots: n.slots, MaxValueSize: n.cfg.MaxValueSize, Logger: n.log,
 	})
 	if err != nil {
@@ -340,6 +344,9 @@ func (n *Node) openStore() (*datastore.Store, error) {
 	}
 	return s, nil
 }
+
+// storeDir holds the store's files, next to the node's id in Dir.
+func (n *Node) storeDir() string { return filepath.Join(n.cfg.Dir, "store") }
 
 // store is the node's current store.
 func (n *Node) store() *datastore.Store { return n.db.Load() }
