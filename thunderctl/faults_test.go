@@ -78,8 +78,9 @@ func TestPartitionedPrimaryClientResumes(t *testing.T) {
 	tc.waitGroup(cl, "g1", 30*time.Second, func(g *coord.Group) bool { return g.Primary == id1 })
 	// The other members listen on the host's side of the link, so the
 	// partitioned node can follow them once the link is back.
-	tc.replicaOn(ns.hostIP, "data-2")
-	tc.replicaOn(ns.hostIP, "data-3")
+	for _, name := range []string{"data-2", "data-3"} {
+		tc.replicaWith(daemonBin, fmt.Sprintf("%s:%d", ns.hostIP, 20000+rand.Intn(12000)), name)
+	}
 	tc.waitGroup(cl, "g1", 30*time.Second, func(g *coord.Group) bool { return len(g.ISR) == 3 })
 	tc.waitServing(cl, 30*time.Second)
 	l := startOpLog(t, tc.client(cl), 8, 8)
@@ -116,11 +117,13 @@ func (ns *netns) heal(t *testing.T) {
 	}
 }
 
-// replicaOn runs a member of g1 listening on host.
-func (tc *testCluster) replicaOn(host, name string) *proc {
+// replicaWith runs a member of g1 from program (the daemon build, or the
+// plain one where the race detector's memory would be in the way)
+// listening on addr.
+func (tc *testCluster) replicaWith(program, addr, name string) *proc {
 	tc.t.Helper()
-	p := &proc{addr: fmt.Sprintf("%s:%d", host, 20000+rand.Intn(12000)), dir: filepath.Join(tc.dir, name)}
-	tc.launch(p, name, daemonBin, "serve", "data", "--group", "g1", "--dir", p.dir, "--max-lag", "1s",
+	p := &proc{addr: addr, dir: filepath.Join(tc.dir, name)}
+	tc.launch(p, name, program, "serve", "data", "--group", "g1", "--dir", p.dir, "--max-lag", "1s",
 		"--listen", p.addr, "--zk", tc.zk.Addr(), "--cluster", tc.name, "--session-timeout", sessionTimeout.String())
 	return p
 }

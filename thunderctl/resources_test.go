@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/thunderyurts/thunderyurts/daemon/procs"
 )
 
 // rssBudget is how much a data node's resident memory may grow over its
@@ -31,8 +33,17 @@ const rssBudget = 200 << 20
 func TestDataNodeBoundsHostilePeers(t *testing.T) {
 	const idleConns = 5000
 	raiseFileLimit(t, idleConns+1000)
-	tc, cl := startGroup(t, 1)
-	node := tc.procsNamed("data-")[0]
+	// The plain build: the race detector's own memory per goroutine would
+	// dwarf the node's.
+	tc := newTestCluster(t)
+	tc.coordinator("coord-1")
+	addr, err := procs.FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := tc.replicaWith(thunderctlBin, addr, "data-1")
+	cl := tc.coordCluster()
+	tc.waitServing(cl, 30*time.Second)
 	pid := pidOf(t, node)
 	c := tc.client(cl)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
