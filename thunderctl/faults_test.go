@@ -87,14 +87,21 @@ func TestPartitionedPrimaryClientResumes(t *testing.T) {
 	for round := 1; round <= rounds; round++ {
 		g := tc.waitGroup(cl, "g1", time.Minute, func(g *coord.Group) bool { return len(g.ISR) == 3 })
 		if g.Primary != id1 {
+			// The role goes back to the node once it is registered again
+			// in its new session: a primary that is not registered is
+			// replaced by the coordinator at once.
+			waitRegistered(t, cl, id1)
 			if _, stderr, code := tc.cli(nil, "admin", "failover", "--group", "g1", "--to", id1); code != 0 {
 				t.Fatalf("round %d: hand the role back to %s: exit %d: %s", round, id1, code, stderr)
 			}
-			tc.waitGroup(cl, "g1", time.Minute, func(g *coord.Group) bool { return g.Primary == id1 && len(g.ISR) == 3 })
+			g = tc.waitGroup(cl, "g1", time.Minute, func(g *coord.Group) bool { return g.Primary == id1 && len(g.ISR) == 3 })
 		}
 		l.waitProgress(t, 50, 20*time.Second)
 		cutAt := time.Now()
 		ns.cut(t)
+		if cur := tc.waitGroup(cl, "g1", time.Second, func(*coord.Group) bool { return true }); cur.Primary != id1 {
+			t.Fatalf("round %d: the primary moved from %s to %s before the cut", round, id1, cur.Primary)
+		}
 		ng := tc.waitGroup(cl, "g1", sessionTimeout+15*time.Second, func(ng *coord.Group) bool { return ng.Primary != id1 && ng.Primary != "" })
 		took := l.waitResumed(t, cutAt, sessionTimeout+15*time.Second)
 		time.Sleep(time.Until(cutAt.Add(sessionTimeout + time.Second)))
@@ -107,6 +114,20 @@ func TestPartitionedPrimaryClientResumes(t *testing.T) {
 	}
 	l.waitProgress(t, 50, 20*time.Second)
 	l.check(t)
+}
+
+// waitRegistered waits until node id is registered in the cluster.
+func waitRegistered(t *testing.T, cl *coord.Cluster, id string) {
+	t.Helper()
+	eventually(t, time.Minute, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		nodes, err := cl.Nodes(ctx)
+		if err == nil && !slices.ContainsFunc(nodes, func(n coord.NodeInfo) bool { return n.ID == id }) {
+			err = fmt.Errorf("node %s is not registered", id)
+		}
+		return err
+	})
 }
 
 // heal joins the namespace to the host again after cut.
