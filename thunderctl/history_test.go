@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -195,10 +196,35 @@ func (l *opLog) check(t *testing.T) {
 	switch res := porcupine.CheckOperationsTimeout(kvModel, l.ops, 3*time.Minute); res {
 	case porcupine.Illegal:
 		logShortestIllegal(t, l.ops)
-		t.Fatal("history is not linearizable")
+		t.Fatalf("history is not linearizable; it began at %s and is in %s", l.start.Format("15:04:05.000"), dumpHistory(t, l.ops))
 	case porcupine.Unknown:
 		t.Fatal("porcupine could not decide within its timeout")
 	}
+}
+
+// dumpHistory writes the history, one operation a line in call order, to
+// a file that outlives the test, and returns its path.
+func dumpHistory(t *testing.T, ops []porcupine.Operation) string {
+	ops = slices.Clone(ops)
+	slices.SortFunc(ops, func(a, b porcupine.Operation) int { return cmp.Compare(a.Call, b.Call) })
+	var b strings.Builder
+	for _, op := range ops {
+		ret := "never"
+		if op.Return != math.MaxInt64 {
+			ret = fmt.Sprintf("%.3fms", float64(op.Return)/1e6)
+		}
+		fmt.Fprintf(&b, "client %d call %.3fms return %s %s\n", op.ClientId, float64(op.Call)/1e6, ret, kvModel.DescribeOperation(op.Input, op.Output))
+	}
+	f, err := os.CreateTemp("", "thunder-history-*.txt")
+	if err == nil {
+		_, err = f.WriteString(b.String())
+		f.Close()
+	}
+	if err != nil {
+		t.Logf("write the history: %v", err)
+		return "no file"
+	}
+	return f.Name()
 }
 
 // staleReads counts reads that returned a value overwritten before they
