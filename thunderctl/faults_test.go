@@ -300,6 +300,6 @@ func TestChaosKills(t *testing.T) {
 	if len(l.failed) > 0 {
 		t.Errorf("%d client calls failed; the first: %s", len(l.failed), l.failed[0])
 	}
-	l.check(t)
 	w.verify(t, c)
+	l.check(t)
 }
