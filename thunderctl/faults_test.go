@@ -44,13 +44,15 @@ func TestFrozenPrimaryClientResumes(t *testing.T) {
 			t.Fatal(err)
 		}
 		ng := tc.waitGroup(cl, "g1", sessionTimeout+15*time.Second, func(ng *coord.Group) bool { return ng.Primary != g.Primary && ng.Primary != "" })
+		promoted := time.Since(frozeAt)
 		took := l.waitResumed(t, frozeAt, sessionTimeout+15*time.Second)
 		// Hold it past the session timeout before it runs again.
 		time.Sleep(time.Until(frozeAt.Add(sessionTimeout + time.Second)))
 		if err := old.Signal(syscall.SIGCONT); err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("round %d: froze %s; %s promoted (epoch %d); client resumed after %s", round, g.Primary, ng.Primary, ng.Epoch, took.Round(time.Millisecond))
+		t.Logf("round %d: froze %s; %s promoted (epoch %d, seen after %s); client resumed after %s",
+			round, g.Primary, ng.Primary, ng.Epoch, promoted.Round(time.Millisecond), took.Round(time.Millisecond))
 		if took > resumeBound {
 			t.Errorf("round %d: the client resumed %s after the freeze, want within %s", round, took.Round(time.Millisecond), resumeBound)
 		}
@@ -103,10 +105,12 @@ func TestPartitionedPrimaryClientResumes(t *testing.T) {
 			t.Fatalf("round %d: the primary moved from %s to %s before the cut", round, id1, cur.Primary)
 		}
 		ng := tc.waitGroup(cl, "g1", sessionTimeout+15*time.Second, func(ng *coord.Group) bool { return ng.Primary != id1 && ng.Primary != "" })
+		promoted := time.Since(cutAt)
 		took := l.waitResumed(t, cutAt, sessionTimeout+15*time.Second)
 		time.Sleep(time.Until(cutAt.Add(sessionTimeout + time.Second)))
 		ns.heal(t)
-		t.Logf("round %d: cut %s off; %s promoted (epoch %d); client resumed after %s", round, id1, ng.Primary, ng.Epoch, took.Round(time.Millisecond))
+		t.Logf("round %d: cut %s off; %s promoted (epoch %d, seen after %s); client resumed after %s",
+			round, id1, ng.Primary, ng.Epoch, promoted.Round(time.Millisecond), took.Round(time.Millisecond))
 		if took > resumeBound {
 			t.Errorf("round %d: the client resumed %s after the cut, want within %s", round, took.Round(time.Millisecond), resumeBound)
 		}
