@@ -70,14 +70,7 @@ func TestFrozenPrimaryClientResumes(t *testing.T) {
 // the node catches up and is made primary again.
 func TestPartitionedPrimaryClientResumes(t *testing.T) {
 	rounds := faultCount(t, "THUNDER_FAULT_ROUNDS", defaultFaultRounds)
-	ns := newNetns(t)
-	tc := newTestClusterOn(t, ns.hostIP)
-	tc.coordinator("coord-1")
-	p1 := tc.startIn(ns, "data-1", "serve", "data", "--group", "g1", "--dir", tc.dir+"/data-1", "--max-lag", "1s")
-	p1.dir = tc.dir + "/data-1"
-	cl := tc.coordCluster()
-	id1 := nodeIDOf(t, p1)
-	tc.waitGroup(cl, "g1", 30*time.Second, func(g *coord.Group) bool { return g.Primary == id1 })
+	ns, tc, cl, id1 := startNamespacedPrimary(t)
 	// The other members listen on the host's side of the link, so the
 	// partitioned node can follow them once the link is back.
 	for _, name := range []string{"data-2", "data-3"} {
