@@ -72,15 +72,7 @@ func (ns *netns) cut(t *testing.T) {
 // writing to it: nothing it acknowledges may be missing from the new
 // primary.
 func TestPartitionedPrimaryCannotAcknowledge(t *testing.T) {
-	ns := newNetns(t)
-	tc := newTestClusterOn(t, ns.hostIP)
-	tc.coordinator("coord-1")
-	// The first node, inside the namespace, becomes primary.
-	p1 := tc.startIn(ns, "data-1", "serve", "data", "--group", "g1", "--dir", tc.dir+"/data-1", "--max-lag", "1s")
-	p1.dir = tc.dir + "/data-1"
-	cl := tc.coordCluster()
-	id1 := nodeIDOf(t, p1)
-	tc.waitGroup(cl, "g1", 30*time.Second, func(g *coord.Group) bool { return g.Primary == id1 })
+	ns, tc, cl, id1 := startNamespacedPrimary(t)
 	tc.replica("data-2")
 	tc.replica("data-3")
 	tc.waitGroup(cl, "g1", 30*time.Second, func(g *coord.Group) bool { return len(g.ISR) == 3 })
@@ -113,6 +105,22 @@ func TestPartitionedPrimaryCannotAcknowledge(t *testing.T) {
 	if err := c.Put(ctx, []byte("after-partition"), []byte("ok")); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// startNamespacedPrimary runs ZooKeeper on the host's side of a new
+// namespace, a coordinator, and a first member of g1 inside the namespace,
+// which becomes primary; it returns that member's id.
+func startNamespacedPrimary(t *testing.T) (*netns, *testCluster, *coord.Cluster, string) {
+	t.Helper()
+	ns := newNetns(t)
+	tc := newTestClusterOn(t, ns.hostIP)
+	tc.coordinator("coord-1")
+	p1 := tc.startIn(ns, "data-1", "serve", "data", "--group", "g1", "--dir", tc.dir+"/data-1", "--max-lag", "1s")
+	p1.dir = tc.dir + "/data-1"
+	cl := tc.coordCluster()
+	id1 := nodeIDOf(t, p1)
+	tc.waitGroup(cl, "g1", 30*time.Second, func(g *coord.Group) bool { return g.Primary == id1 })
+	return ns, tc, cl, id1
 }
 
 // startIn runs a thunderctl daemon inside ns, listening on its address.
