@@ -34,7 +34,7 @@ func Handover(ctx context.Context, addr string, epoch uint64, to string) (*wire.
 	defer conn.Close()
 	reply, err := wire.NewDRPCDataClient(conn).Handover(ctx, &wire.HandoverRequest{Epoch: epoch, To: to})
 	if err != nil {
-		return nil, fmt.Errorf("handover at %s: %w", addr, err)
+		return nil, fmt.Errorf("handover at %s: %w", addr, wire.FromRPC(err))
 	}
 	return reply, nil
 }

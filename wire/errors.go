@@ -3,6 +3,8 @@ package wire
 import (
 	"errors"
 	"fmt"
+
+	"storj.io/drpc/drpcerr"
 )
 
 // Sentinel errors, one per non-OK Code. Errors returned by clients match them
@@ -22,6 +24,9 @@ var (
 	ErrNotPrimary = errors.New("not the primary")
 	// ErrInternal: the node failed in a way the client cannot fix.
 	ErrInternal = errors.New("internal error")
+	// ErrStaleEpoch: a replication or handover request named an epoch the
+	// group is not at; the caller reads the group again.
+	ErrStaleEpoch = errors.New("stale epoch")
 )
 
 var codeErrors = map[Code]error{
@@ -32,6 +37,7 @@ var codeErrors = map[Code]error{
 	Code_CORRUPT:          ErrCorrupt,
 	Code_NOT_PRIMARY:      ErrNotPrimary,
 	Code_INTERNAL:         ErrInternal,
+	Code_STALE_EPOCH:      ErrStaleEpoch,
 }
 
 // Error is a non-OK answer from a node. It matches the sentinel of its Code
@@ -83,4 +89,23 @@ func CodeOf(err error) Code {
 		}
 	}
 	return Code_INTERNAL
+}
+
+// Errorf builds the error a dRPC handler returns for a refusal of the given
+// code (Replicate, Handover): dRPC carries the code to the caller, where
+// FromRPC turns it back into an *Error.
+func Errorf(code Code, format string, args ...any) error {
+	return drpcerr.WithCode(fmt.Errorf(format, args...), uint64(code))
+}
+
+// FromRPC converts an error a dRPC call returned, once, at the caller's
+// edge: a refusal made with Errorf becomes the *Error of its code (so it
+// matches the sentinels with errors.Is); any other error is returned as it
+// is.
+func FromRPC(err error) error {
+	code := Code(drpcerr.Code(err))
+	if _, known := codeErrors[code]; err == nil || !known {
+		return err
+	}
+	return &Error{Code: code, Message: err.Error()}
 }

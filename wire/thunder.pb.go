@@ -40,6 +40,9 @@ const (
 	// NOT_PRIMARY: the node is a member of the owning group but not its primary.
 	Code_NOT_PRIMARY Code = 6
 	Code_INTERNAL    Code = 7
+	// STALE_EPOCH: the request names an epoch the group is no longer (or not
+	// yet) at; read the group again.
+	Code_STALE_EPOCH Code = 8
 )
 
 // Enum value maps for Code.
@@ -53,6 +56,7 @@ var (
 		5: "CORRUPT",
 		6: "NOT_PRIMARY",
 		7: "INTERNAL",
+		8: "STALE_EPOCH",
 	}
 	Code_value = map[string]int32{
 		"OK":               0,
@@ -63,6 +67,7 @@ var (
 		"CORRUPT":          5,
 		"NOT_PRIMARY":      6,
 		"INTERNAL":         7,
+		"STALE_EPOCH":      8,
 	}
 )
 
@@ -2212,7 +2217,7 @@ const file_thunder_proto_rawDesc = "" +
 	"\aversion\x18\x01 \x01(\x03R\aversion\x12\x14\n" +
 	"\x05slots\x18\x02 \x01(\rR\x05slots\x124\n" +
 	"\x06ranges\x18\x03 \x03(\v2\x1c.thunderyurts.wire.SlotRangeR\x06ranges\x125\n" +
-	"\x06groups\x18\x04 \x03(\v2\x1d.thunderyurts.wire.GroupRouteR\x06groups*{\n" +
+	"\x06groups\x18\x04 \x03(\v2\x1d.thunderyurts.wire.GroupRouteR\x06groups*\x8c\x01\n" +
 	"\x04Code\x12\x06\n" +
 	"\x02OK\x10\x00\x12\r\n" +
 	"\tNOT_FOUND\x10\x01\x12\t\n" +
@@ -2221,7 +2226,8 @@ const file_thunder_proto_rawDesc = "" +
 	"\vUNAVAILABLE\x10\x04\x12\v\n" +
 	"\aCORRUPT\x10\x05\x12\x0f\n" +
 	"\vNOT_PRIMARY\x10\x06\x12\f\n" +
-	"\bINTERNAL\x10\a*,\n" +
+	"\bINTERNAL\x10\a\x12\x0f\n" +
+	"\vSTALE_EPOCH\x10\b*,\n" +
 	"\x02Op\x12\a\n" +
 	"\x03GET\x10\x00\x12\a\n" +
 	"\x03PUT\x10\x01\x12\n" +

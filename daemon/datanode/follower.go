@@ -168,7 +168,7 @@ func (f *receiver) receive(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			return err
+			return wire.FromRPC(err)
 		}
 		f.heard.Store(time.Now().UnixNano())
 		if msg.Epoch < f.epoch {

@@ -38,7 +38,7 @@ func (s *service) Replicate(rpc wire.DRPCData_ReplicateStream) error {
 	st := n.state.Load()
 	p := st.primary
 	if p == nil {
-		return fmt.Errorf("node %s is not the primary of group %s", n.id, n.cfg.Group)
+		return wire.Errorf(wire.Code_NOT_PRIMARY, "node %s is not the primary of group %s", n.id, n.cfg.Group)
 	}
 	first, err := rpc.Recv()
 	if err != nil {
@@ -47,15 +47,15 @@ func (s *service) Replicate(rpc wire.DRPCData_ReplicateStream) error {
 	hello := first.GetHello()
 	switch {
 	case hello == nil:
-		return errors.New("replicate: the first message must be Hello")
+		return wire.Errorf(wire.Code_INVALID_ARGUMENT, "replicate: the first message must be Hello")
 	case hello.Group != n.cfg.Group:
-		return fmt.Errorf("replicate: node %s is in group %s, not %s", hello.NodeId, hello.Group, n.cfg.Group)
+		return wire.Errorf(wire.Code_INVALID_ARGUMENT, "replicate: node %s is in group %s, not %s", hello.NodeId, hello.Group, n.cfg.Group)
 	case hello.NodeId == n.id || st.group == nil || !slices.Contains(st.group.Members, hello.NodeId):
 		// Only members count towards the watermark.
-		return fmt.Errorf("replicate: node %q is not a member of group %s", hello.NodeId, n.cfg.Group)
+		return wire.Errorf(wire.Code_INVALID_ARGUMENT, "replicate: node %q is not a member of group %s", hello.NodeId, n.cfg.Group)
 	case hello.Epoch > p.epoch:
 		// The follower knows a newer epoch: this node was deposed.
-		return fmt.Errorf("replicate: stale primary: epoch %d, follower knows %d", p.epoch, hello.Epoch)
+		return wire.Errorf(wire.Code_STALE_EPOCH, "replicate: stale primary: epoch %d, follower knows %d", p.epoch, hello.Epoch)
 	}
 	ctx, cancel := context.WithCancelCause(rpc.Context())
 	defer cancel(nil)
@@ -107,7 +107,7 @@ func (sh *shipper) readAcks() error {
 		if sent := sh.sent.Load(); ack.DurableSeq > sent {
 			sh.n.log.Warn("follower acknowledged entries it was never sent; dropping its stream",
 				"follower", sh.follower, "acked", ack.DurableSeq, "sent", sent)
-			return fmt.Errorf("replicate: protocol error: %s acknowledged seq %d, but only %d was sent on this stream", sh.follower, ack.DurableSeq, sent)
+			return wire.Errorf(wire.Code_INVALID_ARGUMENT, "replicate: protocol error: %s acknowledged seq %d, but only %d was sent on this stream", sh.follower, ack.DurableSeq, sent)
 		}
 		sh.p.acked(sh.follower, sh.stream, ack.DurableSeq)
 	}

@@ -2,6 +2,7 @@ package datanode
 
 import (
 	"context"
+	"errors"
 	"net"
 	"slices"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	"storj.io/drpc/drpcconn"
 
+	"github.com/thunderyurts/thunderyurts/client"
 	"github.com/thunderyurts/thunderyurts/coord"
 	"github.com/thunderyurts/thunderyurts/wire"
 )
@@ -75,7 +77,7 @@ func TestReplicateTrustsOnlyWhatItSent(t *testing.T) {
 	epoch := c.group().Epoch
 
 	stranger := openFake(t, a.Addr(), &wire.Hello{Group: "g1", NodeId: "n-stranger", Epoch: epoch})
-	if err := stranger.ended(t, "stranger"); !strings.Contains(err.Error(), "not a member") {
+	if err := stranger.ended(t, "stranger"); !strings.Contains(err.Error(), "not a member") || !errors.Is(wire.FromRPC(err), wire.ErrInvalidArgument) {
 		t.Fatalf("stranger's stream ended with %v", err)
 	}
 
@@ -136,9 +138,13 @@ func TestHandoverNeedsTheEpoch(t *testing.T) {
 	s := &service{n: a}
 	ctx := context.Background()
 	for _, e := range []uint64{0, epoch - 1, epoch + 1} {
-		if _, err := s.Handover(ctx, &wire.HandoverRequest{Epoch: e, To: b.ID()}); err == nil {
-			t.Fatalf("handover for epoch %d accepted at epoch %d", e, epoch)
+		if _, err := s.Handover(ctx, &wire.HandoverRequest{Epoch: e, To: b.ID()}); !errors.Is(wire.FromRPC(err), wire.ErrStaleEpoch) {
+			t.Fatalf("handover for epoch %d at epoch %d: %v", e, epoch, err)
 		}
+	}
+	// Over the wire, the caller sees the same typed refusal.
+	if _, err := client.Handover(ctx, a.Addr(), epoch+1, b.ID()); !errors.Is(err, wire.ErrStaleEpoch) {
+		t.Fatalf("handover over dRPC for epoch %d: %v", epoch+1, err)
 	}
 	if c.group().Primary != a.ID() {
 		t.Fatal("primary changed")

@@ -281,10 +281,14 @@ func (s *service) Handover(ctx context.Context, req *wire.HandoverRequest) (*wir
 	p := s.n.state.Load().primary
 	switch {
 	case p == nil:
-		return nil, fmt.Errorf("node %s is not the primary of group %s", s.n.id, s.n.cfg.Group)
+		return nil, wire.Errorf(wire.Code_NOT_PRIMARY, "node %s is not the primary of group %s", s.n.id, s.n.cfg.Group)
 	case req.Epoch != p.epoch:
 		// A request for another epoch was meant for another primary.
-		return nil, fmt.Errorf("group %s is at epoch %d, not %d: read the group again", s.n.cfg.Group, p.epoch, req.Epoch)
+		return nil, wire.Errorf(wire.Code_STALE_EPOCH, "group %s is at epoch %d, not %d: read the group again", s.n.cfg.Group, p.epoch, req.Epoch)
 	}
-	return p.handover(ctx, req.To, false)
+	reply, err := p.handover(ctx, req.To, false)
+	if err != nil {
+		return nil, wire.Errorf(wire.Code_UNAVAILABLE, "%v", err)
+	}
+	return reply, nil
 }
