@@ -420,11 +420,21 @@ func startPoint(store *datastore.Store, hello *wire.Hello) (next uint64, truncat
 // set in the same compare-and-set, so its successor does not wait for it.
 func (p *primary) handover(ctx context.Context, to string, leaving bool) (*wire.HandoverReply, error) {
 	start := time.Now()
+	// Only a registered member can lead: the coordinator fails over at once
+	// from a primary whose registration is gone (one whose session was just
+	// replaced registers again a moment later).
+	nodes, err := p.n.cfg.Cluster.Nodes(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read the registered nodes: %w", err)
+	}
+	registered := func(id string) bool {
+		return slices.ContainsFunc(nodes, func(n coord.NodeInfo) bool { return n.ID == id })
+	}
 	p.mu.Lock()
 	if to == "" {
 		var best *member
 		for _, f := range p.members {
-			if f.connected && slices.Contains(p.isr, f.id) && (best == nil || f.acked > best.acked) {
+			if f.connected && registered(f.id) && slices.Contains(p.isr, f.id) && (best == nil || f.acked > best.acked) {
 				best = f
 			}
 		}
@@ -440,6 +450,9 @@ func (p *primary) handover(ctx context.Context, to string, leaving bool) (*wire.
 	case target == nil || !target.connected:
 		p.mu.Unlock()
 		return nil, fmt.Errorf("member %s is not connected to the primary", to)
+	case !registered(to):
+		p.mu.Unlock()
+		return nil, fmt.Errorf("member %s is not registered in ZooKeeper (its session is being replaced); try again in a moment", to)
 	case !slices.Contains(p.isr, to):
 		p.mu.Unlock()
 		return nil, fmt.Errorf("member %s is not in sync (ISR %v); catch it up first or use --force", to, p.isr)

@@ -169,3 +169,31 @@ func TestPingAnsweredByEveryRole(t *testing.T) {
 		}
 	}
 }
+
+// A handover never goes to a member whose registration is gone (its session
+// is being replaced): the coordinator would fail the group over again at
+// once.
+func TestHandoverNeedsARegisteredTarget(t *testing.T) {
+	c := newTestCluster(t)
+	a := c.startNode(nodeDir(t, "a"), nil, nil)
+	c.waitGroup("a leads", func(g *coord.Group) bool { return g.Primary == a.ID() })
+	b := c.startNode(nodeDir(t, "b"), nil, nil)
+	c.waitServing(a, b)
+	epoch := c.group().Epoch
+	ctx := context.Background()
+	raw := c.srv.Connect()
+	defer raw.Close()
+	if err := raw.Delete(ctx, coord.JoinPath(coord.ClusterPath("test")+"/nodes", b.ID()), coord.AnyVersion); err != nil {
+		t.Fatal(err)
+	}
+	s := &service{n: a}
+	if _, err := s.Handover(ctx, &wire.HandoverRequest{Epoch: epoch, To: b.ID()}); err == nil || !strings.Contains(err.Error(), "not registered") {
+		t.Fatalf("handover to an unregistered member: %v", err)
+	}
+	if _, err := s.Handover(ctx, &wire.HandoverRequest{Epoch: epoch}); err == nil {
+		t.Fatal("handover to any member chose an unregistered one")
+	}
+	if g := c.group(); g.Primary != a.ID() || g.Epoch != epoch {
+		t.Fatalf("group changed: %+v", g)
+	}
+}
