@@ -33,13 +33,14 @@ deps:
 build:
 	$(GO) build -o $(BIN) ./thunderctl
 
-## test: gofmt, go vet, unit tests under the race detector, end-to-end tests with real processes and ZooKeeper.
+## test: gofmt, go vet, go mod tidy -diff, unit tests under the race detector, end-to-end tests with real processes and ZooKeeper.
 test: deps build lint unit e2e
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) mod tidy -diff
 
 unit:
 	$(GO) test -race -count=1 -timeout 10m $(RACE_PKGS)
