@@ -129,11 +129,7 @@ func TestReplicateTrustsOnlyWhatItSent(t *testing.T) {
 
 // Handover names the epoch it was meant for; any other is refused.
 func TestHandoverNeedsTheEpoch(t *testing.T) {
-	c := newTestCluster(t)
-	a := c.startNode(nodeDir(t, "a"), nil, nil)
-	c.waitGroup("a leads", func(g *coord.Group) bool { return g.Primary == a.ID() })
-	b := c.startNode(nodeDir(t, "b"), nil, nil)
-	c.waitServing(a, b)
+	c, a, b := startPair(t)
 	epoch := c.group().Epoch
 	s := &service{n: a}
 	ctx := context.Background()
@@ -155,14 +151,10 @@ func TestHandoverNeedsTheEpoch(t *testing.T) {
 	}
 }
 
-// A PING is answered OK by any node in any role, before routing: a
-// secondary and a node whose slots are elsewhere answer it too.
+// A PING is answered OK before routing: the primary and a secondary both
+// answer it.
 func TestPingAnsweredByEveryRole(t *testing.T) {
-	c := newTestCluster(t)
-	a := c.startNode(nodeDir(t, "a"), nil, nil)
-	c.waitGroup("a leads", func(g *coord.Group) bool { return g.Primary == a.ID() })
-	b := c.startNode(nodeDir(t, "b"), nil, nil)
-	c.waitServing(a, b)
+	_, a, b := startPair(t)
 	for _, n := range []*Node{a, b} {
 		if r := call(t, n.Addr(), patience, &wire.Request{Op: wire.Op_PING})[0]; r.Code != wire.Code_OK {
 			t.Fatalf("ping to %s: %v %q", n.ID(), r.Code, r.Message)
@@ -174,11 +166,7 @@ func TestPingAnsweredByEveryRole(t *testing.T) {
 // is being replaced): the coordinator would fail the group over again at
 // once.
 func TestHandoverNeedsARegisteredTarget(t *testing.T) {
-	c := newTestCluster(t)
-	a := c.startNode(nodeDir(t, "a"), nil, nil)
-	c.waitGroup("a leads", func(g *coord.Group) bool { return g.Primary == a.ID() })
-	b := c.startNode(nodeDir(t, "b"), nil, nil)
-	c.waitServing(a, b)
+	c, a, b := startPair(t)
 	epoch := c.group().Epoch
 	ctx := context.Background()
 	raw := c.srv.Connect()
@@ -196,4 +184,15 @@ func TestHandoverNeedsARegisteredTarget(t *testing.T) {
 	if g := c.group(); g.Primary != a.ID() || g.Epoch != epoch {
 		t.Fatalf("group changed: %+v", g)
 	}
+}
+
+// startPair starts a group of two serving nodes: a leads, b follows.
+func startPair(t *testing.T) (c *testCluster, a, b *Node) {
+	t.Helper()
+	c = newTestCluster(t)
+	a = c.startNode(nodeDir(t, "a"), nil, nil)
+	c.waitGroup("a leads", func(g *coord.Group) bool { return g.Primary == a.ID() })
+	b = c.startNode(nodeDir(t, "b"), nil, nil)
+	c.waitServing(a, b)
+	return c, a, b
 }
