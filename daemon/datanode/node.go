@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -351,6 +352,9 @@ func (n *Node) storeDir() string { return filepath.Join(n.cfg.Dir, "store") }
 // store is the node's current store.
 func (n *Node) store() *datastore.Store { return n.db.Load() }
 
+// readyErr is /readyz: nil while the node serves its role, the primary
+// of its group or an in-sync secondary; a secondary still catching up, or
+// out of the in-sync set, is not ready.
 func (n *Node) readyErr() error {
 	select {
 	case <-n.ready:
@@ -361,8 +365,11 @@ func (n *Node) readyErr() error {
 	if s := storeState(st); s != "" {
 		return errors.New(s)
 	}
-	if !st.isPrimary() {
-		return errors.New("not the primary of group " + n.cfg.Group)
+	if st.isPrimary() {
+		return nil
+	}
+	if st.group == nil || !slices.Contains(st.group.ISR, n.id) {
+		return fmt.Errorf("not in sync with the primary of group %s yet", n.cfg.Group)
 	}
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/thunderyurts/thunderyurts/client"
 	"github.com/thunderyurts/thunderyurts/coord"
+	"github.com/thunderyurts/thunderyurts/internal/poll"
 	"github.com/thunderyurts/thunderyurts/wire"
 )
 
@@ -195,4 +196,20 @@ func startPair(t *testing.T) (c *testCluster, a, b *Node) {
 	b = c.startNode(nodeDir(t, "b"), nil, nil)
 	c.waitServing(a, b)
 	return c, a, b
+}
+
+// /readyz: the primary and an in-sync secondary are ready; a secondary out
+// of the in-sync set is not.
+func TestReadyWhileServingItsRole(t *testing.T) {
+	c, a, b := startPair(t)
+	c.waitGroup("b in sync", func(g *coord.Group) bool { return slices.Contains(g.ISR, b.ID()) })
+	poll.Until(t, patience, "both ready", func() bool { return a.readyErr() == nil && b.readyErr() == nil })
+	b.update(func(s *state) {
+		g := *s.group
+		g.ISR = slices.DeleteFunc(slices.Clone(g.ISR), func(id string) bool { return id == b.ID() })
+		s.group = &g
+	})
+	if err := b.readyErr(); err == nil || !strings.Contains(err.Error(), "not in sync") {
+		t.Fatalf("secondary out of the ISR: ready (%v)", err)
+	}
 }
