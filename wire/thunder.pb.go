@@ -2074,6 +2074,171 @@ func (x *Routes) GetGroups() []*GroupRoute {
 	return nil
 }
 
+// DumpRequest asks an in-sync member of a group for one consistent copy of
+// slots, all cut at the same log position.
+type DumpRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Slots []uint32               `protobuf:"varint,1,rep,packed,name=slots,proto3" json:"slots,omitempty"`
+	// min_seq: the copy reflects at least the log up to here (the primary's
+	// committed seq when the backup started), so a secondary first waits to
+	// learn that much is committed.
+	MinSeq        uint64 `protobuf:"varint,2,opt,name=min_seq,json=minSeq,proto3" json:"min_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DumpRequest) Reset() {
+	*x = DumpRequest{}
+	mi := &file_thunder_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DumpRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DumpRequest) ProtoMessage() {}
+
+func (x *DumpRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_thunder_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DumpRequest.ProtoReflect.Descriptor instead.
+func (*DumpRequest) Descriptor() ([]byte, []int) {
+	return file_thunder_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *DumpRequest) GetSlots() []uint32 {
+	if x != nil {
+		return x.Slots
+	}
+	return nil
+}
+
+func (x *DumpRequest) GetMinSeq() uint64 {
+	if x != nil {
+		return x.MinSeq
+	}
+	return 0
+}
+
+// DumpChunk is one message of a Dump: records (slot by slot in the order
+// asked, key order within a slot) in chunks of about 4 MiB, then one last
+// message with end set.
+type DumpChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Records       []*SnapshotRecord      `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	End           *DumpEnd               `protobuf:"bytes,2,opt,name=end,proto3" json:"end,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DumpChunk) Reset() {
+	*x = DumpChunk{}
+	mi := &file_thunder_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DumpChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DumpChunk) ProtoMessage() {}
+
+func (x *DumpChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_thunder_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DumpChunk.ProtoReflect.Descriptor instead.
+func (*DumpChunk) Descriptor() ([]byte, []int) {
+	return file_thunder_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *DumpChunk) GetRecords() []*SnapshotRecord {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+func (x *DumpChunk) GetEnd() *DumpEnd {
+	if x != nil {
+		return x.End
+	}
+	return nil
+}
+
+// DumpEnd: the copy reflects the group's log up to seq, written in epoch.
+type DumpEnd struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Epoch         uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Seq           uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DumpEnd) Reset() {
+	*x = DumpEnd{}
+	mi := &file_thunder_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DumpEnd) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DumpEnd) ProtoMessage() {}
+
+func (x *DumpEnd) ProtoReflect() protoreflect.Message {
+	mi := &file_thunder_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DumpEnd.ProtoReflect.Descriptor instead.
+func (*DumpEnd) Descriptor() ([]byte, []int) {
+	return file_thunder_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *DumpEnd) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *DumpEnd) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
 var File_thunder_proto protoreflect.FileDescriptor
 
 const file_thunder_proto_rawDesc = "" +
@@ -2217,7 +2382,16 @@ const file_thunder_proto_rawDesc = "" +
 	"\aversion\x18\x01 \x01(\x03R\aversion\x12\x14\n" +
 	"\x05slots\x18\x02 \x01(\rR\x05slots\x124\n" +
 	"\x06ranges\x18\x03 \x03(\v2\x1c.thunderyurts.wire.SlotRangeR\x06ranges\x125\n" +
-	"\x06groups\x18\x04 \x03(\v2\x1d.thunderyurts.wire.GroupRouteR\x06groups*\x8c\x01\n" +
+	"\x06groups\x18\x04 \x03(\v2\x1d.thunderyurts.wire.GroupRouteR\x06groups\"<\n" +
+	"\vDumpRequest\x12\x14\n" +
+	"\x05slots\x18\x01 \x03(\rR\x05slots\x12\x17\n" +
+	"\amin_seq\x18\x02 \x01(\x04R\x06minSeq\"v\n" +
+	"\tDumpChunk\x12;\n" +
+	"\arecords\x18\x01 \x03(\v2!.thunderyurts.wire.SnapshotRecordR\arecords\x12,\n" +
+	"\x03end\x18\x02 \x01(\v2\x1a.thunderyurts.wire.DumpEndR\x03end\"1\n" +
+	"\aDumpEnd\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq*\x8c\x01\n" +
 	"\x04Code\x12\x06\n" +
 	"\x02OK\x10\x00\x12\r\n" +
 	"\tNOT_FOUND\x10\x01\x12\t\n" +
@@ -2233,13 +2407,14 @@ const file_thunder_proto_rawDesc = "" +
 	"\x03PUT\x10\x01\x12\n" +
 	"\n" +
 	"\x06DELETE\x10\x02\x12\b\n" +
-	"\x04PING\x10\x032\x8c\x03\n" +
+	"\x04PING\x10\x032\xd4\x03\n" +
 	"\x04Data\x12E\n" +
 	"\x06Stream\x12\x18.thunderyurts.wire.Batch\x1a\x1d.thunderyurts.wire.BatchReply(\x010\x01\x12D\n" +
 	"\x04Scan\x12\x1e.thunderyurts.wire.ScanRequest\x1a\x1c.thunderyurts.wire.ScanReply\x12M\n" +
 	"\x06Status\x12$.thunderyurts.wire.NodeStatusRequest\x1a\x1d.thunderyurts.wire.NodeStatus\x12V\n" +
 	"\tReplicate\x12\".thunderyurts.wire.FollowerMessage\x1a!.thunderyurts.wire.PrimaryMessage(\x010\x01\x12P\n" +
-	"\bHandover\x12\".thunderyurts.wire.HandoverRequest\x1a .thunderyurts.wire.HandoverReply2Q\n" +
+	"\bHandover\x12\".thunderyurts.wire.HandoverRequest\x1a .thunderyurts.wire.HandoverReply\x12F\n" +
+	"\x04Dump\x12\x1e.thunderyurts.wire.DumpRequest\x1a\x1c.thunderyurts.wire.DumpChunk0\x012Q\n" +
 	"\x05Route\x12H\n" +
 	"\tGetRoutes\x12 .thunderyurts.wire.RoutesRequest\x1a\x19.thunderyurts.wire.RoutesB+Z)github.com/thunderyurts/thunderyurts/wireb\x06proto3"
 
@@ -2256,7 +2431,7 @@ func file_thunder_proto_rawDescGZIP() []byte {
 }
 
 var file_thunder_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_thunder_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_thunder_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_thunder_proto_goTypes = []any{
 	(Code)(0),                 // 0: thunderyurts.wire.Code
 	(Op)(0),                   // 1: thunderyurts.wire.Op
@@ -2289,6 +2464,9 @@ var file_thunder_proto_goTypes = []any{
 	(*NodeRoute)(nil),         // 28: thunderyurts.wire.NodeRoute
 	(*GroupRoute)(nil),        // 29: thunderyurts.wire.GroupRoute
 	(*Routes)(nil),            // 30: thunderyurts.wire.Routes
+	(*DumpRequest)(nil),       // 31: thunderyurts.wire.DumpRequest
+	(*DumpChunk)(nil),         // 32: thunderyurts.wire.DumpChunk
+	(*DumpEnd)(nil),           // 33: thunderyurts.wire.DumpEnd
 }
 var file_thunder_proto_depIdxs = []int32{
 	1,  // 0: thunderyurts.wire.Request.op:type_name -> thunderyurts.wire.Op
@@ -2313,23 +2491,27 @@ var file_thunder_proto_depIdxs = []int32{
 	28, // 19: thunderyurts.wire.GroupRoute.members:type_name -> thunderyurts.wire.NodeRoute
 	6,  // 20: thunderyurts.wire.Routes.ranges:type_name -> thunderyurts.wire.SlotRange
 	29, // 21: thunderyurts.wire.Routes.groups:type_name -> thunderyurts.wire.GroupRoute
-	4,  // 22: thunderyurts.wire.Data.Stream:input_type -> thunderyurts.wire.Batch
-	7,  // 23: thunderyurts.wire.Data.Scan:input_type -> thunderyurts.wire.ScanRequest
-	10, // 24: thunderyurts.wire.Data.Status:input_type -> thunderyurts.wire.NodeStatusRequest
-	15, // 25: thunderyurts.wire.Data.Replicate:input_type -> thunderyurts.wire.FollowerMessage
-	25, // 26: thunderyurts.wire.Data.Handover:input_type -> thunderyurts.wire.HandoverRequest
-	27, // 27: thunderyurts.wire.Route.GetRoutes:input_type -> thunderyurts.wire.RoutesRequest
-	5,  // 28: thunderyurts.wire.Data.Stream:output_type -> thunderyurts.wire.BatchReply
-	9,  // 29: thunderyurts.wire.Data.Scan:output_type -> thunderyurts.wire.ScanReply
-	11, // 30: thunderyurts.wire.Data.Status:output_type -> thunderyurts.wire.NodeStatus
-	18, // 31: thunderyurts.wire.Data.Replicate:output_type -> thunderyurts.wire.PrimaryMessage
-	26, // 32: thunderyurts.wire.Data.Handover:output_type -> thunderyurts.wire.HandoverReply
-	30, // 33: thunderyurts.wire.Route.GetRoutes:output_type -> thunderyurts.wire.Routes
-	28, // [28:34] is the sub-list for method output_type
-	22, // [22:28] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	22, // 22: thunderyurts.wire.DumpChunk.records:type_name -> thunderyurts.wire.SnapshotRecord
+	33, // 23: thunderyurts.wire.DumpChunk.end:type_name -> thunderyurts.wire.DumpEnd
+	4,  // 24: thunderyurts.wire.Data.Stream:input_type -> thunderyurts.wire.Batch
+	7,  // 25: thunderyurts.wire.Data.Scan:input_type -> thunderyurts.wire.ScanRequest
+	10, // 26: thunderyurts.wire.Data.Status:input_type -> thunderyurts.wire.NodeStatusRequest
+	15, // 27: thunderyurts.wire.Data.Replicate:input_type -> thunderyurts.wire.FollowerMessage
+	25, // 28: thunderyurts.wire.Data.Handover:input_type -> thunderyurts.wire.HandoverRequest
+	31, // 29: thunderyurts.wire.Data.Dump:input_type -> thunderyurts.wire.DumpRequest
+	27, // 30: thunderyurts.wire.Route.GetRoutes:input_type -> thunderyurts.wire.RoutesRequest
+	5,  // 31: thunderyurts.wire.Data.Stream:output_type -> thunderyurts.wire.BatchReply
+	9,  // 32: thunderyurts.wire.Data.Scan:output_type -> thunderyurts.wire.ScanReply
+	11, // 33: thunderyurts.wire.Data.Status:output_type -> thunderyurts.wire.NodeStatus
+	18, // 34: thunderyurts.wire.Data.Replicate:output_type -> thunderyurts.wire.PrimaryMessage
+	26, // 35: thunderyurts.wire.Data.Handover:output_type -> thunderyurts.wire.HandoverReply
+	32, // 36: thunderyurts.wire.Data.Dump:output_type -> thunderyurts.wire.DumpChunk
+	30, // 37: thunderyurts.wire.Route.GetRoutes:output_type -> thunderyurts.wire.Routes
+	31, // [31:38] is the sub-list for method output_type
+	24, // [24:31] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_thunder_proto_init() }
@@ -2354,7 +2536,7 @@ func file_thunder_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_thunder_proto_rawDesc), len(file_thunder_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   29,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

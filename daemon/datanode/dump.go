@@ -1,0 +1,81 @@
+package datanode
+
+import (
+	"slices"
+	"time"
+
+	"github.com/thunderyurts/thunderyurts/internal/clock"
+	"github.com/thunderyurts/thunderyurts/wire"
+)
+
+// Dump streams one consistent copy of the requested slots for a backup:
+// every slot is read from one read transaction of the store, cut at the
+// same log position, which the last message names (docs/backups.md). Any
+// in-sync member serves it, so a backup need not load the primary. Records
+// leave in chunks of about shipBytes, each sent from inside the snapshot
+// callback: a slow reader slows the copy down instead of making this node
+// hold a whole slot in memory.
+func (s *service) Dump(req *wire.DumpRequest, rpc wire.DRPCData_DumpStream) error {
+	n := s.n
+	ctx := rpc.Context()
+	st := n.state.Load()
+	switch {
+	case st.storeErr != nil:
+		return wire.Errorf(wire.Code_UNAVAILABLE, "dump: node %s: %s", n.id, storeState(st))
+	case !st.sessionOK || st.group == nil:
+		return wire.Errorf(wire.Code_UNAVAILABLE, "dump: node %s does not know its group's state yet", n.id)
+	case !st.isPrimary() && !slices.Contains(st.group.ISR, n.id):
+		return wire.Errorf(wire.Code_UNAVAILABLE, "dump: node %s is not in the in-sync set of group %s", n.id, n.cfg.Group)
+	}
+	slots := make([]int, len(req.Slots))
+	for i, slot := range req.Slots {
+		if owner := st.table.Owner(int(slot)); owner != n.cfg.Group {
+			return wire.Errorf(wire.Code_MOVED, "dump: slot %d is owned by group %q, not %s (slot table v%d)", slot, owner, n.cfg.Group, st.table.Version)
+		}
+		slots[i] = int(slot)
+	}
+	store := n.store()
+	// A secondary learns the commit point from its primary's next message:
+	// wait until it covers what the backup must include.
+	for store.CommittedSeq() < req.MinSeq {
+		if err := clock.Sleep(ctx, 10*time.Millisecond); err != nil {
+			return wire.Errorf(wire.Code_UNAVAILABLE, "dump: node %s waited for seq %d to commit (at %d): %v", n.id, req.MinSeq, store.CommittedSeq(), err)
+		}
+	}
+	start := time.Now()
+	chunk := &wire.DumpChunk{}
+	records, chunkBytes := 0, 0
+	flush := func() error {
+		if len(chunk.Records) == 0 {
+			return nil
+		}
+		err := rpc.Send(chunk)
+		chunk, chunkBytes = &wire.DumpChunk{}, 0
+		return err
+	}
+	seq, err := store.Snapshot(ctx, slots, func(slot int, key, value []byte) error {
+		// key and value alias the file until fn returns; Send encodes
+		// them before it returns, except for the chunk still being filled.
+		rec := &wire.SnapshotRecord{Slot: uint32(slot), Key: slices.Clone(key), Value: slices.Clone(value)}
+		chunk.Records = append(chunk.Records, rec)
+		records++
+		chunkBytes += len(key) + len(value)
+		if chunkBytes >= shipBytes {
+			return flush()
+		}
+		return nil
+	})
+	if err == nil {
+		err = flush()
+	}
+	if err != nil {
+		return wire.Errorf(codeOf(err), "dump: node %s: %v", n.id, err)
+	}
+	end := &wire.DumpEnd{Epoch: epochAt(store.Epochs(), seq), Seq: seq}
+	if err := rpc.Send(&wire.DumpChunk{End: end}); err != nil {
+		return err
+	}
+	n.log.Info("dump sent", "slots", len(slots), "records", records, "epoch", end.Epoch, "seq", seq,
+		"took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
