@@ -35,6 +35,8 @@ type Status struct {
 	Coordinators []CoordinatorStatus `json:"coordinators"`
 	Groups       []GroupStatus       `json:"groups"`
 	Nodes        []NodeStatusRow     `json:"nodes"`
+	// Backups is the backup schedule and its runs.
+	Backups *BackupStatus `json:"backups,omitempty"`
 	// Warnings are one-line findings an operator should act on.
 	Warnings []string `json:"warnings"`
 }
@@ -147,7 +149,15 @@ func CollectStatus(ctx context.Context, c *coord.Cluster, nodeStatus NodeStatusF
 	if err != nil {
 		return fail(err)
 	}
-	return BuildStatus(meta, table, groups, nodes, coordinators, probeNodes(ctx, nodes, nodeStatus)), nil
+	backups, err := c.BackupState(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	st := BuildStatus(meta, table, groups, nodes, coordinators, probeNodes(ctx, nodes, nodeStatus))
+	st.Backups = buildBackupStatus(backups, coordinators, func(format string, args ...any) {
+		st.Warnings = append(st.Warnings, fmt.Sprintf(format, args...))
+	})
+	return st, nil
 }
 
 // probeNodes asks every node with an address for its status in parallel and

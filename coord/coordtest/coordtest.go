@@ -76,6 +76,7 @@ func Run(t *testing.T, newConn func(t *testing.T) coord.Conn, faults Faults) {
 		{"Nodes", testNodes},
 		{"Coordinators", testCoordinators},
 		{"Routes", testRoutes},
+		{"BackupSchedule", testBackupSchedule},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

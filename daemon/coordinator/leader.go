@@ -14,6 +14,11 @@ import (
 // so that nothing is missed between watches.
 func (c *Coordinator) lead(ctx context.Context) {
 	l := &leader{c: c, stranded: map[string]uint64{}}
+	if b := c.cfg.Backups; b != nil {
+		done := make(chan struct{})
+		defer func() { <-done }()
+		go func() { defer close(done); b.Run(ctx) }()
+	}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	var changes <-chan []coord.NodeInfo
