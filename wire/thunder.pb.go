@@ -2131,13 +2131,14 @@ func (x *DumpRequest) GetMinSeq() uint64 {
 	return 0
 }
 
-// DumpChunk is one message of a Dump: records (slot by slot in the order
-// asked, key order within a slot) in chunks of about 4 MiB, then one last
-// message with end set.
+// DumpChunk is one message of a Dump: the first carries the cut, then
+// records follow (slot by slot in the order asked, key order within a
+// slot) in chunks of about 4 MiB; the last has end set.
 type DumpChunk struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Records       []*SnapshotRecord      `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
-	End           *DumpEnd               `protobuf:"bytes,2,opt,name=end,proto3" json:"end,omitempty"`
+	Cut           *DumpCut               `protobuf:"bytes,2,opt,name=cut,proto3" json:"cut,omitempty"`
+	End           bool                   `protobuf:"varint,3,opt,name=end,proto3" json:"end,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2179,15 +2180,22 @@ func (x *DumpChunk) GetRecords() []*SnapshotRecord {
 	return nil
 }
 
-func (x *DumpChunk) GetEnd() *DumpEnd {
+func (x *DumpChunk) GetCut() *DumpCut {
 	if x != nil {
-		return x.End
+		return x.Cut
 	}
 	return nil
 }
 
-// DumpEnd: the copy reflects the group's log up to seq, written in epoch.
-type DumpEnd struct {
+func (x *DumpChunk) GetEnd() bool {
+	if x != nil {
+		return x.End
+	}
+	return false
+}
+
+// DumpCut: the copy reflects the group's log up to seq, written in epoch.
+type DumpCut struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Epoch         uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	Seq           uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
@@ -2195,20 +2203,20 @@ type DumpEnd struct {
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *DumpEnd) Reset() {
-	*x = DumpEnd{}
+func (x *DumpCut) Reset() {
+	*x = DumpCut{}
 	mi := &file_thunder_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *DumpEnd) String() string {
+func (x *DumpCut) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*DumpEnd) ProtoMessage() {}
+func (*DumpCut) ProtoMessage() {}
 
-func (x *DumpEnd) ProtoReflect() protoreflect.Message {
+func (x *DumpCut) ProtoReflect() protoreflect.Message {
 	mi := &file_thunder_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -2220,19 +2228,19 @@ func (x *DumpEnd) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use DumpEnd.ProtoReflect.Descriptor instead.
-func (*DumpEnd) Descriptor() ([]byte, []int) {
+// Deprecated: Use DumpCut.ProtoReflect.Descriptor instead.
+func (*DumpCut) Descriptor() ([]byte, []int) {
 	return file_thunder_proto_rawDescGZIP(), []int{31}
 }
 
-func (x *DumpEnd) GetEpoch() uint64 {
+func (x *DumpCut) GetEpoch() uint64 {
 	if x != nil {
 		return x.Epoch
 	}
 	return 0
 }
 
-func (x *DumpEnd) GetSeq() uint64 {
+func (x *DumpCut) GetSeq() uint64 {
 	if x != nil {
 		return x.Seq
 	}
@@ -2385,11 +2393,12 @@ const file_thunder_proto_rawDesc = "" +
 	"\x06groups\x18\x04 \x03(\v2\x1d.thunderyurts.wire.GroupRouteR\x06groups\"<\n" +
 	"\vDumpRequest\x12\x14\n" +
 	"\x05slots\x18\x01 \x03(\rR\x05slots\x12\x17\n" +
-	"\amin_seq\x18\x02 \x01(\x04R\x06minSeq\"v\n" +
+	"\amin_seq\x18\x02 \x01(\x04R\x06minSeq\"\x88\x01\n" +
 	"\tDumpChunk\x12;\n" +
 	"\arecords\x18\x01 \x03(\v2!.thunderyurts.wire.SnapshotRecordR\arecords\x12,\n" +
-	"\x03end\x18\x02 \x01(\v2\x1a.thunderyurts.wire.DumpEndR\x03end\"1\n" +
-	"\aDumpEnd\x12\x14\n" +
+	"\x03cut\x18\x02 \x01(\v2\x1a.thunderyurts.wire.DumpCutR\x03cut\x12\x10\n" +
+	"\x03end\x18\x03 \x01(\bR\x03end\"1\n" +
+	"\aDumpCut\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq*\x8c\x01\n" +
 	"\x04Code\x12\x06\n" +
@@ -2466,7 +2475,7 @@ var file_thunder_proto_goTypes = []any{
 	(*Routes)(nil),            // 30: thunderyurts.wire.Routes
 	(*DumpRequest)(nil),       // 31: thunderyurts.wire.DumpRequest
 	(*DumpChunk)(nil),         // 32: thunderyurts.wire.DumpChunk
-	(*DumpEnd)(nil),           // 33: thunderyurts.wire.DumpEnd
+	(*DumpCut)(nil),           // 33: thunderyurts.wire.DumpCut
 }
 var file_thunder_proto_depIdxs = []int32{
 	1,  // 0: thunderyurts.wire.Request.op:type_name -> thunderyurts.wire.Op
@@ -2492,7 +2501,7 @@ var file_thunder_proto_depIdxs = []int32{
 	6,  // 20: thunderyurts.wire.Routes.ranges:type_name -> thunderyurts.wire.SlotRange
 	29, // 21: thunderyurts.wire.Routes.groups:type_name -> thunderyurts.wire.GroupRoute
 	22, // 22: thunderyurts.wire.DumpChunk.records:type_name -> thunderyurts.wire.SnapshotRecord
-	33, // 23: thunderyurts.wire.DumpChunk.end:type_name -> thunderyurts.wire.DumpEnd
+	33, // 23: thunderyurts.wire.DumpChunk.cut:type_name -> thunderyurts.wire.DumpCut
 	4,  // 24: thunderyurts.wire.Data.Stream:input_type -> thunderyurts.wire.Batch
 	7,  // 25: thunderyurts.wire.Data.Scan:input_type -> thunderyurts.wire.ScanRequest
 	10, // 26: thunderyurts.wire.Data.Status:input_type -> thunderyurts.wire.NodeStatusRequest

@@ -43,19 +43,21 @@ func (s *service) Dump(req *wire.DumpRequest, rpc wire.DRPCData_DumpStream) erro
 		}
 	}
 	start := time.Now()
+	var cut *wire.DumpCut
 	chunk := &wire.DumpChunk{}
 	records, chunkBytes := 0, 0
 	flush := func() error {
-		if len(chunk.Records) == 0 {
-			return nil
-		}
 		err := rpc.Send(chunk)
 		chunk, chunkBytes = &wire.DumpChunk{}, 0
 		return err
 	}
-	seq, err := store.Snapshot(ctx, slots, func(slot int, key, value []byte) error {
-		// key and value alias the file until fn returns; Send encodes
-		// them before it returns, except for the chunk still being filled.
+	begin := func(seq uint64) error {
+		cut = &wire.DumpCut{Epoch: epochAt(store.Epochs(), seq), Seq: seq}
+		return rpc.Send(&wire.DumpChunk{Cut: cut})
+	}
+	_, err := store.SnapshotCut(ctx, slots, begin, func(slot int, key, value []byte) error {
+		// key and value alias the file until fn returns, and the chunk
+		// being filled outlives that.
 		rec := &wire.SnapshotRecord{Slot: uint32(slot), Key: slices.Clone(key), Value: slices.Clone(value)}
 		chunk.Records = append(chunk.Records, rec)
 		records++
@@ -66,16 +68,13 @@ func (s *service) Dump(req *wire.DumpRequest, rpc wire.DRPCData_DumpStream) erro
 		return nil
 	})
 	if err == nil {
+		chunk.End = true
 		err = flush()
 	}
 	if err != nil {
 		return wire.Errorf(codeOf(err), "dump: node %s: %v", n.id, err)
 	}
-	end := &wire.DumpEnd{Epoch: epochAt(store.Epochs(), seq), Seq: seq}
-	if err := rpc.Send(&wire.DumpChunk{End: end}); err != nil {
-		return err
-	}
-	n.log.Info("dump sent", "slots", len(slots), "records", records, "epoch", end.Epoch, "seq", seq,
+	n.log.Info("dump sent", "slots", len(slots), "records", records, "epoch", cut.Epoch, "seq", cut.Seq,
 		"took", time.Since(start).Round(time.Millisecond))
 	return nil
 }

@@ -43,7 +43,8 @@ func TestDumpFromInSyncSecondary(t *testing.T) {
 	got := map[string][]byte{}
 	var order []int
 	var lastKey []byte
-	cut, err := client.Dump(ctx, b.Addr(), slots, committed, func(slot int, key, value []byte) error {
+	var cut client.DumpCut
+	err := client.Dump(ctx, b.Addr(), slots, committed, func(c client.DumpCut) error { cut = c; return nil }, func(slot int, key, value []byte) error {
 		if len(order) == 0 || order[len(order)-1] != slot {
 			order, lastKey = append(order, slot), nil
 		} else if bytes.Compare(lastKey, key) >= 0 {
@@ -80,7 +81,7 @@ func TestDumpFromInSyncSecondary(t *testing.T) {
 		g.ISR = slices.DeleteFunc(slices.Clone(g.ISR), func(id string) bool { return id == b.ID() })
 		s.group = &g
 	})
-	_, err = client.Dump(ctx, b.Addr(), slots, 0, func(int, []byte, []byte) error { return nil })
+	err = client.Dump(ctx, b.Addr(), slots, 0, func(client.DumpCut) error { return nil }, func(int, []byte, []byte) error { return nil })
 	if err == nil || !strings.Contains(err.Error(), "not in the in-sync set") {
 		t.Fatalf("dump from a member out of the in-sync set: %v", err)
 	}
