@@ -1,0 +1,2 @@
+// Package backup writes, lists, verifies, prunes and reads backups.
+package backup
