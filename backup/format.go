@@ -190,14 +190,17 @@ func (sw *SlotWriter) Close() (SlotSummary, error) {
 // manifest.
 var ErrCorrupt = errors.New("backup is corrupt")
 
-// CorruptError is a damaged slot file: what is wrong and where.
+// CorruptError is a damaged backup file: what is wrong and where.
 type CorruptError struct {
-	File   string // the file's name, as given to NewSlotReader
-	Offset int64  // where the damaged part starts (for truncation: the end)
+	File   string // the file's name: "<backup ID>/slot-0017.tyb" in a backup
+	Offset int64  // where the damaged part starts (for truncation: the end); -1 for the whole file
 	Reason string
 }
 
 func (e *CorruptError) Error() string {
+	if e.Offset < 0 {
+		return fmt.Sprintf("backup file %s: %s", e.File, e.Reason)
+	}
 	return fmt.Sprintf("backup file %s: offset %d: %s", e.File, e.Offset, e.Reason)
 }
 
