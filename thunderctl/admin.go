@@ -96,6 +96,8 @@ func adminCommand() *cli.Command {
 					},
 				},
 			},
+			backupCommand(),
+			restoreCommand(),
 			{
 				Name:  "slots",
 				Usage: "which group owns which slot ranges",

@@ -51,8 +51,9 @@ type Config struct {
 
 // Backups runs scheduled backups (docs/backups.md).
 type Backups interface {
-	// Run runs the schedule until ctx, the leadership, ends.
-	Run(ctx context.Context)
+	// Run runs the schedule until ctx, the leadership, ends; id names this
+	// coordinator in the runs it claims.
+	Run(ctx context.Context, id string)
 	// LastRuns are the newest finished scheduled run and the newest
 	// successful one this process knows of; zero values when none.
 	LastRuns() (last, lastOK coord.BackupRun)

@@ -17,7 +17,7 @@ func (c *Coordinator) lead(ctx context.Context) {
 	if b := c.cfg.Backups; b != nil {
 		done := make(chan struct{})
 		defer func() { <-done }()
-		go func() { defer close(done); b.Run(ctx) }()
+		go func() { defer close(done); b.Run(ctx, c.cfg.ID) }()
 	}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
