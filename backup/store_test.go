@@ -146,3 +146,29 @@ func TestDirStoreFullDisk(t *testing.T) {
 	}
 	putObject(t, s, "set/small", []byte("fits"))
 }
+
+// A directory that vanishes after it was opened is an error, not an empty
+// list of backups.
+func TestDirStoreVanished(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "backups")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s := openStore(t, dir, backup.StoreOptions{})
+	if err := os.Remove(dir); err != nil {
+		t.Fatal(err)
+	}
+	if objs, err := s.List(context.Background(), ""); err == nil || !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("list a vanished directory: %v, %v; want an error", objs, err)
+	}
+	if _, err := backup.List(context.Background(), s); err == nil {
+		t.Fatal("backup.List of a vanished directory: no error")
+	}
+	// Nor is it created again: it may be an unmounted file system.
+	if err := s.Put(context.Background(), "set/slot-0000.tyb", strings.NewReader("x")); err == nil {
+		t.Fatal("put into a vanished directory: no error")
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("the vanished directory was created again: %v", err)
+	}
+}
