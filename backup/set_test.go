@@ -189,7 +189,15 @@ func editObject(t *testing.T, s backup.Store, name string, edit func([]byte) []b
 	putObject(t, s, name, edit(getObject(t, s, name)))
 }
 
+// Each kind of damage, in a directory and in S3.
 func TestVerifyDamage(t *testing.T) {
+	srv := s3test.Start(t, "damage")
+	stores := map[string]func(t *testing.T) backup.Store{
+		"dir": func(t *testing.T) backup.Store { return openStore(t, t.TempDir(), backup.StoreOptions{}) },
+		"s3": func(t *testing.T) backup.Store {
+			return openStore(t, "s3://damage/"+strings.ReplaceAll(t.Name(), " ", "_"), backup.StoreOptions{S3Endpoint: srv.Endpoint})
+		},
+	}
 	headerLen := 36 + 2 + 4 // the test groups' names are 2 bytes
 	for _, tc := range []struct {
 		name   string
@@ -238,29 +246,34 @@ func TestVerifyDamage(t *testing.T) {
 			}
 		}, "", backup.ErrIncomplete},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			store := openStore(t, t.TempDir(), backup.StoreOptions{})
-			id := writeSet(t, store, time.Now())
-			tc.damage(t, store, id)
-			err := backup.Verify(context.Background(), store, id)
-			t.Log(err)
-			if err == nil || !errors.Is(err, tc.is) || strings.Contains(err.Error(), "\n") {
-				t.Fatalf("verify: %v, want one line wrapping %v", err, tc.is)
-			}
-			if want := "backup file " + id + "/" + tc.want; tc.is == backup.ErrCorrupt && !strings.HasPrefix(err.Error(), want) {
-				t.Fatalf("verify:\n got %v\nwant %s…", err, want)
-			}
-			infos, err := backup.List(context.Background(), store)
-			if err != nil || len(infos) != 1 {
-				t.Fatalf("list: %+v, %v", infos, err)
-			}
-			// List reads only the manifest: a backup lists as complete
-			// if that is there and consistent.
-			manifestOK := !strings.Contains(tc.want, "manifest.json") && tc.is != backup.ErrIncomplete
-			if infos[0].Complete != manifestOK {
-				t.Fatalf("listed as complete=%v (%v), want %v", infos[0].Complete, infos[0].Err, manifestOK)
-			}
-		})
+		for kind, newStore := range stores {
+			t.Run(kind+"/"+tc.name, func(t *testing.T) {
+				testVerifyDamage(t, newStore(t), tc.damage, tc.want, tc.is)
+			})
+		}
+	}
+}
+
+func testVerifyDamage(t *testing.T, store backup.Store, damage func(*testing.T, backup.Store, string), wantMsg string, is error) {
+	id := writeSet(t, store, time.Now())
+	damage(t, store, id)
+	err := backup.Verify(context.Background(), store, id)
+	t.Log(err)
+	if err == nil || !errors.Is(err, is) || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("verify: %v, want one line wrapping %v", err, is)
+	}
+	if want := "backup file " + id + "/" + wantMsg; is == backup.ErrCorrupt && !strings.HasPrefix(err.Error(), want) {
+		t.Fatalf("verify:\n got %v\nwant %s…", err, want)
+	}
+	infos, err := backup.List(context.Background(), store)
+	if err != nil || len(infos) != 1 {
+		t.Fatalf("list: %+v, %v", infos, err)
+	}
+	// List reads only the manifest: a backup lists as complete if that is
+	// there and consistent.
+	manifestOK := !strings.Contains(wantMsg, "manifest.json") && is != backup.ErrIncomplete
+	if infos[0].Complete != manifestOK {
+		t.Fatalf("listed as complete=%v (%v), want %v", infos[0].Complete, infos[0].Err, manifestOK)
 	}
 }
 

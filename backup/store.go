@@ -72,30 +72,56 @@ type StoreOptions struct {
 // It checks that the directory or bucket is there, so a typo fails here
 // with a clear error rather than at the first write.
 func OpenStore(ctx context.Context, dest string, opts StoreOptions) (Store, error) {
-	var (
-		s   store
-		err error
-	)
-	switch {
-	case strings.HasPrefix(dest, "s3://"):
-		s, err = openS3(ctx, dest, opts)
-	case strings.HasPrefix(dest, "file://"):
-		u, perr := url.Parse(dest)
-		if perr != nil || (u.Host != "" && u.Host != "localhost") || u.Path == "" {
-			return nil, fmt.Errorf("backup store %s: want file:///absolute/path", dest)
+	d, err := parseDest(dest)
+	if err == nil {
+		var s store
+		if d.dir != "" {
+			s, err = openDir(d.dir)
+		} else {
+			s, err = openS3(ctx, d, opts)
 		}
-		s, err = openDir(u.Path)
-	case strings.Contains(dest, "://"):
-		return nil, fmt.Errorf("backup store %s: unknown scheme (want a directory, file:// or s3://)", dest)
+		if err == nil {
+			return checked{s}, nil
+		}
+	}
+	if dest == "" {
+		dest = `""`
+	}
+	return nil, fmt.Errorf("backup store %s: %w", dest, err)
+}
+
+// destination is a parsed destination: a directory, or a bucket and prefix.
+type destination struct {
+	dir    string // a directory when set, else S3:
+	bucket string
+	prefix string // "" or a valid object name
+}
+
+// parseDest checks the form of dest without touching what it names.
+func parseDest(dest string) (destination, error) {
+	switch {
 	case dest == "":
-		return nil, errors.New("backup store: no destination given")
-	default:
-		s, err = openDir(dest)
+		return destination{}, errors.New("no destination given")
+	case strings.HasPrefix(dest, "s3://"):
+		bucket, prefix, _ := strings.Cut(strings.TrimPrefix(dest, "s3://"), "/")
+		prefix = strings.Trim(prefix, "/")
+		if bucket == "" {
+			return destination{}, errors.New("no bucket (want s3://bucket/prefix)")
+		}
+		if prefix != "" && checkName(prefix) != nil {
+			return destination{}, fmt.Errorf("invalid prefix %q", prefix)
+		}
+		return destination{bucket: bucket, prefix: prefix}, nil
+	case strings.HasPrefix(dest, "file://"):
+		u, err := url.Parse(dest)
+		if err != nil || (u.Host != "" && u.Host != "localhost") || u.Path == "" {
+			return destination{}, errors.New("want file:///absolute/path")
+		}
+		return destination{dir: u.Path}, nil
+	case strings.Contains(dest, "://"):
+		return destination{}, errors.New("unknown scheme (want a directory, file:// or s3://)")
 	}
-	if err != nil {
-		return nil, fmt.Errorf("backup store %s: %w", dest, err)
-	}
-	return checked{s}, nil
+	return destination{dir: dest}, nil
 }
 
 // store is what an implementation provides; checked validates names and

@@ -76,14 +76,15 @@ func (d *dirStore) put(ctx context.Context, name string, r io.Reader) (err error
 	return syncDir(dir)
 }
 
-// mkdirs creates dir and its missing parents under root, fsyncing each
-// parent so the new entries survive a crash.
+// mkdirs creates dir and its missing parents below root (never root
+// itself: a vanished destination is an error), fsyncing each parent so the
+// new entries survive a crash.
 func (d *dirStore) mkdirs(dir string) error {
-	if _, err := os.Stat(dir); err == nil {
-		return nil
+	if _, err := os.Stat(dir); err == nil || dir == d.root {
+		return err
 	}
 	parent := filepath.Dir(dir)
-	if parent != dir && len(parent) >= len(d.root) {
+	if len(parent) > len(d.root) {
 		if err := d.mkdirs(parent); err != nil {
 			return err
 		}
@@ -130,7 +131,9 @@ func (d *dirStore) list(ctx context.Context, prefix string) ([]Object, error) {
 	var objs []Object
 	err := filepath.WalkDir(start, func(p string, e fs.DirEntry, err error) error {
 		if err != nil {
-			if p == start && errors.Is(err, fs.ErrNotExist) {
+			// A prefix naming no directory lists nothing; a vanished root
+			// is an error.
+			if p == start && start != d.root && errors.Is(err, fs.ErrNotExist) {
 				return fs.SkipAll
 			}
 			return err

@@ -3,7 +3,6 @@ package backup
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/url"
@@ -32,21 +31,11 @@ const (
 	awsEndpoint     = "s3.amazonaws.com"
 )
 
-func openS3(ctx context.Context, dest string, opts StoreOptions) (*s3Store, error) {
-	bucket, prefix, _ := strings.Cut(strings.TrimPrefix(dest, "s3://"), "/")
-	prefix = strings.Trim(prefix, "/")
-	if bucket == "" {
-		return nil, errors.New("no bucket (want s3://bucket/prefix)")
-	}
-	if prefix != "" {
-		if err := checkName(prefix); err != nil {
-			return nil, fmt.Errorf("prefix: %w", err)
-		}
-	}
-	s := &s3Store{bucket: bucket, dest: "s3://" + bucket, partSize: defaultPartSize}
-	if prefix != "" {
-		s.prefix = prefix + "/"
-		s.dest += "/" + prefix
+func openS3(ctx context.Context, d destination, opts StoreOptions) (*s3Store, error) {
+	s := &s3Store{bucket: d.bucket, dest: "s3://" + d.bucket, partSize: defaultPartSize}
+	if d.prefix != "" {
+		s.prefix = d.prefix + "/"
+		s.dest += "/" + d.prefix
 	}
 	switch {
 	case opts.S3PartSize == 0:
@@ -91,12 +80,12 @@ func openS3(ctx context.Context, dest string, opts StoreOptions) (*s3Store, erro
 		return nil, fmt.Errorf("S3 client for %s: %w", host, err)
 	}
 	s.client = client
-	ok, err := client.BucketExists(ctx, bucket)
+	ok, err := client.BucketExists(ctx, s.bucket)
 	if err != nil {
-		return nil, fmt.Errorf("bucket %s at %s: %w", bucket, host, s3Error(err))
+		return nil, fmt.Errorf("bucket %s at %s: %w", s.bucket, host, s3Error(err))
 	}
 	if !ok {
-		return nil, fmt.Errorf("bucket %s does not exist at %s", bucket, host)
+		return nil, fmt.Errorf("bucket %s does not exist at %s", s.bucket, host)
 	}
 	return s, nil
 }

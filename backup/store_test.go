@@ -1,6 +1,7 @@
 package backup_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 
 	"github.com/thunderyurts/thunderyurts/backup"
@@ -82,14 +84,14 @@ func TestOpenStoreErrors(t *testing.T) {
 		opts backup.StoreOptions
 		want string
 	}{
-		{"", backup.StoreOptions{}, "backup store: no destination given"},
+		{"", backup.StoreOptions{}, `backup store "": no destination given`},
 		{"/does/not/exist", backup.StoreOptions{}, "backup store /does/not/exist: directory does not exist (create it first)"},
 		{file, backup.StoreOptions{}, "backup store " + file + ": not a directory"},
 		{"file://host/x", backup.StoreOptions{}, "backup store file://host/x: want file:///absolute/path"},
 		{"gs://bucket", backup.StoreOptions{}, "backup store gs://bucket: unknown scheme (want a directory, file:// or s3://)"},
 		{"s3://", backup.StoreOptions{}, "backup store s3://: no bucket (want s3://bucket/prefix)"},
 		{"s3://missing/p", backup.StoreOptions{S3Endpoint: srv.Endpoint}, "backup store s3://missing/p: bucket missing does not exist at " + strings.TrimPrefix(srv.Endpoint, "http://")},
-		{"s3://exists/a/../b", backup.StoreOptions{S3Endpoint: srv.Endpoint}, "invalid object name"},
+		{"s3://exists/a/../b", backup.StoreOptions{S3Endpoint: srv.Endpoint}, `backup store s3://exists/a/../b: invalid prefix "a/../b"`},
 		{"s3://exists", backup.StoreOptions{S3Endpoint: "ftp://x"}, `S3 endpoint "ftp://x": want http(s)://host[:port]`},
 		{"s3://exists", backup.StoreOptions{S3Endpoint: srv.Endpoint, S3PartSize: 1 << 20}, "below S3's minimum of 5 MiB"},
 	} {
@@ -114,5 +116,59 @@ func TestDirStoreUnwritable(t *testing.T) {
 	}
 	if errors.Is(err, backup.ErrNotFound) {
 		t.Fatalf("put: %v is not a missing object", err)
+	}
+}
+
+// A full disk fails the Put, leaves no temporary file behind, keeps the
+// object that was there, and the next Put that fits works.
+func TestDirStoreFullDisk(t *testing.T) {
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=1m"); err != nil {
+		t.Skipf("cannot mount a tmpfs for a full disk: %v", err)
+	}
+	t.Cleanup(func() { _ = syscall.Unmount(dir, syscall.MNT_DETACH) })
+	ctx := context.Background()
+	s := openStore(t, dir, backup.StoreOptions{})
+	putObject(t, s, "set/kept", []byte("old"))
+	big := bytes.Repeat([]byte("x"), 3<<20)
+	for _, name := range []string{"set/big", "set/kept"} {
+		err := s.Put(ctx, name, bytes.NewReader(big))
+		if !errors.Is(err, syscall.ENOSPC) || !strings.HasPrefix(err.Error(), "backup store "+dir+": put "+name+": ") {
+			t.Fatalf("put %s on a full disk: %v", name, err)
+		}
+	}
+	if got := string(getObject(t, s, "set/kept")); got != "old" {
+		t.Fatalf("a failed overwrite left %q", got)
+	}
+	entries, err := os.ReadDir(filepath.Join(dir, "set"))
+	if err != nil || len(entries) != 1 || entries[0].Name() != "kept" {
+		t.Fatalf("the directory holds %v (%v), want only kept", entries, err)
+	}
+	putObject(t, s, "set/small", []byte("fits"))
+}
+
+// A directory that vanishes after it was opened is an error, not an empty
+// list of backups.
+func TestDirStoreVanished(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "backups")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s := openStore(t, dir, backup.StoreOptions{})
+	if err := os.Remove(dir); err != nil {
+		t.Fatal(err)
+	}
+	if objs, err := s.List(context.Background(), ""); err == nil || !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("list a vanished directory: %v, %v; want an error", objs, err)
+	}
+	if _, err := backup.List(context.Background(), s); err == nil {
+		t.Fatal("backup.List of a vanished directory: no error")
+	}
+	// Nor is it created again: it may be an unmounted file system.
+	if err := s.Put(context.Background(), "set/slot-0000.tyb", strings.NewReader("x")); err == nil {
+		t.Fatal("put into a vanished directory: no error")
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("the vanished directory was created again: %v", err)
 	}
 }

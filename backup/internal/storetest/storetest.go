@@ -25,11 +25,11 @@ import (
 
 // LargeSize is the size of the large object the suite streams. Stores that
 // buffer parts should use parts well below it so it takes several.
-const LargeSize = 64 << 20
+const LargeSize = 40 << 20
 
 // maxHeapGrowth bounds the live heap while a large object is written or
 // read: a part buffer or two, never the object.
-const maxHeapGrowth = 28 << 20
+const maxHeapGrowth = 20 << 20
 
 // Run runs the suite. newStore returns a new, empty store each time.
 func Run(t *testing.T, newStore func(t *testing.T) backup.Store) {
