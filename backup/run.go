@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/thunderyurts/thunderyurts/client"
@@ -33,6 +34,9 @@ type Result struct {
 	// Groups is where each group was cut (backups only).
 	Groups map[string]GroupPoint `json:"groups,omitempty"`
 }
+
+// maxClosing bounds the slot files of one copy being stored at once.
+const maxClosing = 16
 
 // cutTimeout bounds how long a member may take to start its copy (a
 // secondary first waits to learn that the primary's commit point is
@@ -81,17 +85,33 @@ func Run(ctx context.Context, cfg RunConfig) (Result, error) {
 	res := Result{ID: set.ID(), Groups: map[string]GroupPoint{}}
 	m := newMeter(len(routes.Table.Owners), cfg.Progress)
 	defer m.close()
+	// The groups are copied at once, each from its own member.
+	gctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
 	for _, g := range groups {
 		slots := slotsOf[g.Name]
 		if len(slots) == 0 {
 			continue
 		}
-		pt, err := copyGroup(ctx, set, g, routes.Groups[g.Name], slots, len(routes.Table.Owners), m)
-		if err != nil {
-			return res, fmt.Errorf("backup %s: group %s: %w", set.ID(), g.Name, err)
-		}
-		res.Groups[g.Name] = pt
-		log.Info("group copied", "backup", set.ID(), "group", g.Name, "node", pt.Node, "epoch", pt.Epoch, "seq", pt.Sequence, "slots", len(slots))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pt, err := copyGroup(gctx, set, g, routes.Groups[g.Name], slots, len(routes.Table.Owners), m)
+			if err != nil {
+				cancel(fmt.Errorf("backup %s: group %s: %w", set.ID(), g.Name, err))
+				return
+			}
+			mu.Lock()
+			res.Groups[g.Name] = pt
+			mu.Unlock()
+			log.Info("group copied", "backup", set.ID(), "group", g.Name, "node", pt.Node, "epoch", pt.Epoch, "seq", pt.Sequence, "slots", len(slots))
+		}()
+	}
+	wg.Wait()
+	if err := context.Cause(gctx); err != nil {
+		return res, err
 	}
 	man := &Manifest{Cluster: meta.Name, SlotCount: len(routes.Table.Owners), SlotTableVersion: routes.Table.Version,
 		Start: start, ToolVersion: cfg.ToolVersion, Groups: res.Groups}
@@ -152,21 +172,40 @@ func copyFrom(ctx context.Context, set *Set, group, id, addr string, slots []int
 	defer slow.Stop()
 	var hdr SlotHeader
 	var cur *slotFeed
+	// Slot files being stored (made durable) while the next ones fill:
+	// small slots would otherwise wait for one fsync each.
+	var closing []*slotFeed
+	settle := func(keep int) error {
+		for len(closing) > keep {
+			f := closing[0]
+			closing = closing[1:]
+			if err := f.wait(); err != nil {
+				return err
+			}
+			m.slots.Add(1)
+		}
+		return nil
+	}
+	defer func() {
+		for _, f := range closing {
+			f.abort(errors.New("copy ended"))
+		}
+	}()
 	next := 0 // index in slots of the next slot to open
-	// advance closes the slot being written and starts the files of the
+	// advance ends the slot being written and starts the files of the
 	// slots up to slot (those between hold no keys).
 	advance := func(slot int) error {
 		for cur == nil || cur.slot != slot {
 			if cur != nil {
-				if err := cur.finish(); err != nil {
+				cur.end()
+				closing, cur = append(closing, cur), nil
+				if err := settle(maxClosing); err != nil {
 					return err
 				}
-				m.slots.Add(1)
-				cur = nil
 			}
 			if next == len(slots) {
 				if slot < 0 {
-					return nil
+					return settle(0)
 				}
 				return fmt.Errorf("node %s sent slot %d out of order", id, slot)
 			}
@@ -250,9 +289,10 @@ func (f *slotFeed) add(key, value []byte) error {
 	}
 }
 
-// finish ends the file and waits until it is stored.
-func (f *slotFeed) finish() error {
-	close(f.recs)
+// end says the file has all its records; wait waits until it is stored.
+func (f *slotFeed) end() { close(f.recs) }
+
+func (f *slotFeed) wait() error {
 	<-f.ended
 	f.cancel(nil)
 	return f.err
