@@ -123,10 +123,19 @@ func outputFormat(c *cli.Context) admin.Format {
 
 // withCluster connects to ZooKeeper and runs fn within --timeout.
 func withCluster(c *cli.Context, fn func(context.Context, *coord.Cluster, admin.Format) error) error {
+	return withClusterUnbounded(c, func(ctx context.Context, cl *coord.Cluster, f admin.Format) error {
+		ctx, cancel := context.WithTimeout(ctx, c.Duration("timeout"))
+		defer cancel()
+		return fn(ctx, cl, f)
+	})
+}
+
+// withClusterUnbounded is withCluster for long runs (backup, restore):
+// --timeout bounds connecting and each step, not fn as a whole.
+func withClusterUnbounded(c *cli.Context, fn func(context.Context, *coord.Cluster, admin.Format) error) error {
 	f := outputFormat(c)
 	log := newLogger(c, slog.LevelError)
-	ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
-	defer cancel()
+	ctx := c.Context
 	cl, closeConn, err := clusterConn(ctx, c, log, 0, true)
 	if err != nil {
 		return err

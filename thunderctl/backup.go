@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -152,7 +151,7 @@ func restoreCommand() *cli.Command {
 		},
 		Action: func(c *cli.Context) error {
 			dest, id, _ := backup.ParseSetRef(c.String("from")) // checked by the flag
-			return withClusterRun(c, func(ctx context.Context, cl *coord.Cluster, f admin.Format) error {
+			return withClusterUnbounded(c, func(ctx context.Context, cl *coord.Cluster, f admin.Format) error {
 				store, err := openStore(ctx, c, dest)
 				if err != nil {
 					return err
@@ -217,30 +216,13 @@ func withStore(c *cli.Context, dest string, fn func(context.Context, backup.Stor
 // withBackupStore connects to the cluster and opens the store named by
 // flag; the run itself is not bounded by --timeout.
 func withBackupStore(c *cli.Context, flag string, fn func(context.Context, *coord.Cluster, backup.Store, admin.Format) error) error {
-	return withClusterRun(c, func(ctx context.Context, cl *coord.Cluster, f admin.Format) error {
+	return withClusterUnbounded(c, func(ctx context.Context, cl *coord.Cluster, f admin.Format) error {
 		store, err := openStore(ctx, c, c.String(flag))
 		if err != nil {
 			return err
 		}
 		return fn(ctx, cl, store, f)
 	})
-}
-
-// withClusterRun is withCluster for long runs: --timeout bounds the
-// connection and each step, not the whole run.
-func withClusterRun(c *cli.Context, fn func(context.Context, *coord.Cluster, admin.Format) error) error {
-	log := newLogger(c, slog.LevelError)
-	ctx := c.Context
-	cl, closeConn, err := clusterConn(ctx, c, log, 0, true)
-	if err != nil {
-		return err
-	}
-	defer closeConn()
-	err = fn(ctx, cl, outputFormat(c))
-	if errors.Is(err, coord.ErrNoCluster) {
-		return fmt.Errorf("cluster %q does not exist in ZooKeeper %s: %w", cl.Name(), c.String("zk"), err)
-	}
-	return usageOr(err, backup.ErrBadSchedule)
 }
 
 func showSchedule(ctx context.Context, c *cli.Context, cl *coord.Cluster, f admin.Format) error {
