@@ -178,7 +178,20 @@ func (s *Scheduler) runOnce(ctx context.Context, sched coord.BackupSchedule) (Re
 	if err := Verify(ctx, store, res.ID); err != nil {
 		return res, fmt.Errorf("verify backup %s: %w", res.ID, err)
 	}
-	removed, err := Prune(ctx, store, sched.Keep, nil)
+	// A backup a scheduled run verified counts as good without being read
+	// again; any other (a manual run's, or one older than the history)
+	// is verified now.
+	verified := map[string]bool{res.ID: true}
+	if runs, err := s.cluster.BackupRuns(ctx); err == nil {
+		for _, r := range runs {
+			if r.OK() {
+				verified[r.ID] = true
+			}
+		}
+	}
+	removed, err := Prune(ctx, store, sched.Keep, func(in Info) bool {
+		return verified[in.ID] || Verify(ctx, store, in.ID) == nil
+	})
 	if err != nil {
 		return res, fmt.Errorf("prune to %d backups: %w", sched.Keep, err)
 	}
