@@ -26,6 +26,8 @@ type Migration struct {
 	Since time.Time `json:"since"`
 	// Error says why the last attempt did not switch; "" none.
 	Error string `json:"error,omitempty"`
+	// RateMBps bounds the copy stream, in MB/s; 0 unbounded.
+	RateMBps float64 `json:"rate_mbps,omitempty"`
 }
 
 // MigrationState is the phase a migration is in.
