@@ -10,7 +10,7 @@ PROTOC_GEN_DRPC_VERSION := v1.0.0
 # Packages whose tests run under the race detector: everything with
 # goroutines of its own. The end-to-end tests in thunderctl run real
 # processes, the daemons among them built with it.
-RACE_PKGS := ./datastore/... ./coord/... ./client/... ./daemon/... ./admin/... ./wire/... ./internal/...
+RACE_PKGS := ./datastore/... ./coord/... ./client/... ./daemon/... ./admin/... ./wire/... ./internal/... ./backup/...
 
 .PHONY: all deps build test lint unit e2e proto demo bench clean
 
