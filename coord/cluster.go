@@ -148,7 +148,7 @@ func (c *Cluster) WatchSlotTable(ctx context.Context) (*SlotTable, <-chan *SlotT
 
 // UpdateSlotTable changes the slot table with fn under compare-and-set,
 // calling fn again on a fresh copy whenever another writer got in first. If
-// fn changed any owner the table's Version goes up by exactly one (whatever
+// fn changed any owner or migration the table's Version goes up by exactly one (whatever
 // fn did to Version); if it changed nothing or returned ErrNoChange nothing is
 // written. fn must not change the number of slots (ErrInvalid). It returns
 // the table as stored.
@@ -164,8 +164,11 @@ func (c *Cluster) UpdateSlotTable(ctx context.Context, fn func(*SlotTable) error
 		if len(t.Owners) != len(before.Owners) {
 			return fmt.Errorf("%w: slot table resized from %d to %d slots", ErrInvalid, len(before.Owners), len(t.Owners))
 		}
+		if err := t.checkMigrations(); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
 		t.Version = before.Version
-		if slices.Equal(t.Owners, before.Owners) {
+		if slices.Equal(t.Owners, before.Owners) && slices.Equal(t.Migrations, before.Migrations) {
 			return ErrNoChange
 		}
 		t.Version++

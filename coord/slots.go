@@ -36,6 +36,8 @@ type SlotTable struct {
 	Version int64
 	// Owners has one entry per slot: the owning group's name, "" unassigned.
 	Owners []string
+	// Migrations are the slot moves in flight (coord.Migration).
+	Migrations []Migration
 }
 
 // SlotRange is a run of consecutive slots with the same owner, To inclusive.
@@ -80,18 +82,25 @@ func (t *SlotTable) Ranges() []SlotRange {
 
 // Clone returns a deep copy.
 func (t *SlotTable) Clone() *SlotTable {
-	return &SlotTable{Version: t.Version, Owners: slices.Clone(t.Owners)}
+	return &SlotTable{Version: t.Version, Owners: slices.Clone(t.Owners), Migrations: slices.Clone(t.Migrations)}
 }
 
 type slotTableJSON struct {
 	Version int64       `json:"version"`
 	Slots   int         `json:"slots"`
 	Ranges  []SlotRange `json:"ranges"`
+	// Migrations is omitted when empty, so tables written before
+	// migrations existed read the same.
+	Migrations []Migration `json:"migrations,omitempty"`
 }
 
-// MarshalJSON encodes the table as ranges.
+// MarshalJSON encodes the table as ranges; a table whose migrations do not
+// fit it is refused, so one is never written.
 func (t *SlotTable) MarshalJSON() ([]byte, error) {
-	return json.Marshal(slotTableJSON{Version: t.Version, Slots: len(t.Owners), Ranges: t.Ranges()})
+	if err := t.checkMigrations(); err != nil {
+		return nil, err
+	}
+	return json.Marshal(slotTableJSON{Version: t.Version, Slots: len(t.Owners), Ranges: t.Ranges(), Migrations: t.Migrations})
 }
 
 // UnmarshalJSON decodes ranges, which must cover slots 0 to slots-1 in order
@@ -116,8 +125,8 @@ func (t *SlotTable) UnmarshalJSON(data []byte) error {
 	if len(owners) != j.Slots {
 		return fmt.Errorf("slot table: ranges cover %d of %d slots", len(owners), j.Slots)
 	}
-	t.Version, t.Owners = j.Version, owners
-	return nil
+	t.Version, t.Owners, t.Migrations = j.Version, owners, j.Migrations
+	return t.checkMigrations()
 }
 
 // SpreadEvenly assigns slots to groups in contiguous blocks whose sizes differ

@@ -149,3 +149,31 @@ func BenchmarkSlotOf(b *testing.B) {
 		coord.SlotOf(key, 1024)
 	}
 }
+
+func TestSlotTableMigrationsRoundTripAndValidate(t *testing.T) {
+	tbl := &coord.SlotTable{Version: 3, Owners: []string{"g1", "g1", "g2", "g2"}}
+	tbl.Migrations = []coord.Migration{{ID: "m1", From: "g1", To: "g3", First: 0, Last: 1, State: coord.MigrationCopy}}
+	data, err := json.Marshal(tbl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back coord.SlotTable
+	if err := json.Unmarshal(data, &back); err != nil {
+		t.Fatal(err)
+	}
+	if m := back.MigrationOf(1); m == nil || m.ID != "m1" || back.MigrationOf(2) != nil {
+		t.Fatalf("round trip lost the migration: %s", data)
+	}
+	for name, m := range map[string]coord.Migration{
+		"not owned by from":       {ID: "m2", From: "g2", To: "g3", First: 0, Last: 0, State: coord.MigrationCopy},
+		"cleanup not owned by to": {ID: "m2", From: "g1", To: "g3", First: 0, Last: 0, State: coord.MigrationCleanup},
+		"out of range":            {ID: "m2", From: "g2", To: "g3", First: 2, Last: 9, State: coord.MigrationCopy},
+		"overlapping":             {ID: "m2", From: "g1", To: "g2", First: 1, Last: 1, State: coord.MigrationCopy},
+	} {
+		bad := tbl.Clone()
+		bad.Migrations = append(bad.Migrations, m)
+		if _, err := json.Marshal(bad); err == nil {
+			t.Errorf("%s: marshalled", name)
+		}
+	}
+}

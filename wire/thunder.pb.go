@@ -727,7 +727,11 @@ type NodeStatus struct {
 	Followers    []*FollowerStatus      `protobuf:"bytes,12,rep,name=followers,proto3" json:"followers,omitempty"`
 	// state is empty while the node can serve its role, else why not, e.g.
 	// "store-failed: <error>" while its store is being reopened.
-	State         string `protobuf:"bytes,13,opt,name=state,proto3" json:"state,omitempty"`
+	State string `protobuf:"bytes,13,opt,name=state,proto3" json:"state,omitempty"`
+	// migrations is this node's part in the slot migrations in flight (as
+	// the source's or the target's primary); the coordinator leader drives
+	// each migration from these reports.
+	Migrations    []*MigrationStatus `protobuf:"bytes,14,rep,name=migrations,proto3" json:"migrations,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -853,6 +857,222 @@ func (x *NodeStatus) GetState() string {
 	return ""
 }
 
+func (x *NodeStatus) GetMigrations() []*MigrationStatus {
+	if x != nil {
+		return x.Migrations
+	}
+	return nil
+}
+
+// MigrationStatus is one primary's report on one migration (coord.Migration).
+type MigrationStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// role is "source" or "target".
+	Role string `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	// phase is what the node is doing: target "copying", "caught-up",
+	// "dropped" (an aborted migration's staged slots are gone); source
+	// "serving", "held" (requests for the slots are being held), "frozen"
+	// (held, and frozen_seq is committed and applied), "dropped" (cleanup
+	// done); "failed" with error set.
+	Phase string `protobuf:"bytes,3,opt,name=phase,proto3" json:"phase,omitempty"`
+	Error string `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	// Target: the source's log position imported so far, counting only what
+	// is committed on the target's in-sync replicas; and the source's high
+	// watermark as last heard, so lag = source_committed - imported_seq.
+	ImportedSeq     uint64 `protobuf:"varint,5,opt,name=imported_seq,json=importedSeq,proto3" json:"imported_seq,omitempty"`
+	SourceCommitted uint64 `protobuf:"varint,6,opt,name=source_committed,json=sourceCommitted,proto3" json:"source_committed,omitempty"`
+	SnapshotDone    bool   `protobuf:"varint,7,opt,name=snapshot_done,json=snapshotDone,proto3" json:"snapshot_done,omitempty"`
+	// Target: keys and bytes copied in this attempt (snapshot plus log).
+	Keys  uint64 `protobuf:"varint,8,opt,name=keys,proto3" json:"keys,omitempty"`
+	Bytes uint64 `protobuf:"varint,9,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	// Source, while held: F, the source's last log seq touching the slots;
+	// reported once the source's watermark and applier have passed it.
+	FrozenSeq uint64 `protobuf:"varint,10,opt,name=frozen_seq,json=frozenSeq,proto3" json:"frozen_seq,omitempty"`
+	// digests: per slot, the source's at frozen_seq, or the target's at
+	// imported_seq (once its applier reached it).
+	Digests       []*SlotDigest `protobuf:"bytes,11,rep,name=digests,proto3" json:"digests,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MigrationStatus) Reset() {
+	*x = MigrationStatus{}
+	mi := &file_thunder_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MigrationStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MigrationStatus) ProtoMessage() {}
+
+func (x *MigrationStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_thunder_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MigrationStatus.ProtoReflect.Descriptor instead.
+func (*MigrationStatus) Descriptor() ([]byte, []int) {
+	return file_thunder_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *MigrationStatus) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *MigrationStatus) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *MigrationStatus) GetPhase() string {
+	if x != nil {
+		return x.Phase
+	}
+	return ""
+}
+
+func (x *MigrationStatus) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *MigrationStatus) GetImportedSeq() uint64 {
+	if x != nil {
+		return x.ImportedSeq
+	}
+	return 0
+}
+
+func (x *MigrationStatus) GetSourceCommitted() uint64 {
+	if x != nil {
+		return x.SourceCommitted
+	}
+	return 0
+}
+
+func (x *MigrationStatus) GetSnapshotDone() bool {
+	if x != nil {
+		return x.SnapshotDone
+	}
+	return false
+}
+
+func (x *MigrationStatus) GetKeys() uint64 {
+	if x != nil {
+		return x.Keys
+	}
+	return 0
+}
+
+func (x *MigrationStatus) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *MigrationStatus) GetFrozenSeq() uint64 {
+	if x != nil {
+		return x.FrozenSeq
+	}
+	return 0
+}
+
+func (x *MigrationStatus) GetDigests() []*SlotDigest {
+	if x != nil {
+		return x.Digests
+	}
+	return nil
+}
+
+// SlotDigest summarises one slot's content: key count, bytes of keys and
+// values, and an order-independent hash of the (key, value) pairs.
+type SlotDigest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Slot          uint32                 `protobuf:"varint,1,opt,name=slot,proto3" json:"slot,omitempty"`
+	Keys          uint64                 `protobuf:"varint,2,opt,name=keys,proto3" json:"keys,omitempty"`
+	Bytes         uint64                 `protobuf:"varint,3,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	Hash          uint64                 `protobuf:"varint,4,opt,name=hash,proto3" json:"hash,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SlotDigest) Reset() {
+	*x = SlotDigest{}
+	mi := &file_thunder_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SlotDigest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SlotDigest) ProtoMessage() {}
+
+func (x *SlotDigest) ProtoReflect() protoreflect.Message {
+	mi := &file_thunder_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SlotDigest.ProtoReflect.Descriptor instead.
+func (*SlotDigest) Descriptor() ([]byte, []int) {
+	return file_thunder_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *SlotDigest) GetSlot() uint32 {
+	if x != nil {
+		return x.Slot
+	}
+	return 0
+}
+
+func (x *SlotDigest) GetKeys() uint64 {
+	if x != nil {
+		return x.Keys
+	}
+	return 0
+}
+
+func (x *SlotDigest) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *SlotDigest) GetHash() uint64 {
+	if x != nil {
+		return x.Hash
+	}
+	return 0
+}
+
 type FollowerStatus struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -865,7 +1085,7 @@ type FollowerStatus struct {
 
 func (x *FollowerStatus) Reset() {
 	*x = FollowerStatus{}
-	mi := &file_thunder_proto_msgTypes[10]
+	mi := &file_thunder_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -877,7 +1097,7 @@ func (x *FollowerStatus) String() string {
 func (*FollowerStatus) ProtoMessage() {}
 
 func (x *FollowerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_thunder_proto_msgTypes[10]
+	mi := &file_thunder_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -890,7 +1110,7 @@ func (x *FollowerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FollowerStatus.ProtoReflect.Descriptor instead.
 func (*FollowerStatus) Descriptor() ([]byte, []int) {
-	return file_thunder_proto_rawDescGZIP(), []int{10}
+	return file_thunder_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *FollowerStatus) GetId() string {
@@ -936,7 +1156,7 @@ type LogEntry struct {
 
 func (x *LogEntry) Reset() {
 	*x = LogEntry{}
-	mi := &file_thunder_proto_msgTypes[11]
+	mi := &file_thunder_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -948,7 +1168,7 @@ func (x *LogEntry) String() string {
 func (*LogEntry) ProtoMessage() {}
 
 func (x *LogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_thunder_proto_msgTypes[11]
+	mi := &file_thunder_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -961,7 +1181,7 @@ func (x *LogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogEntry.ProtoReflect.Descriptor instead.
 func (*LogEntry) Descriptor() ([]byte, []int) {
-	return file_thunder_proto_rawDescGZIP(), []int{11}
+	return file_thunder_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *LogEntry) GetSeq() uint64 {
@@ -1016,7 +1236,7 @@ type EpochStart struct {
 
 func (x *EpochStart) Reset() {
 	*x = EpochStart{}
-	mi := &file_thunder_proto_msgTypes[12]
+	mi := &file_thunder_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1028,7 +1248,7 @@ func (x *EpochStart) String() string {
 func (*EpochStart) ProtoMessage() {}
 
 func (x *EpochStart) ProtoReflect() protoreflect.Message {
-	mi := &file_thunder_proto_msgTypes[12]
+	mi := &file_thunder_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1041,7 +1261,7 @@ func (x *EpochStart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EpochStart.ProtoReflect.Descriptor instead.
 func (*EpochStart) Descriptor() ([]byte, []int) {
-	return file_thunder_proto_rawDescGZIP(), []int{12}
+	return file_thunder_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *EpochStart) GetEpoch() uint64 {
@@ -1075,7 +1295,7 @@ type FollowerMessage struct {
 
 func (x *FollowerMessage) Reset() {
 	*x = FollowerMessage{}
-	mi := &file_thunder_proto_msgTypes[13]
+	mi := &file_thunder_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1087,7 +1307,7 @@ func (x *FollowerMessage) String() string {
 func (*FollowerMessage) ProtoMessage() {}
 
 func (x *FollowerMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_thunder_proto_msgTypes[13]
+	mi := &file_thunder_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1100,7 +1320,7 @@ func (x *FollowerMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FollowerMessage.ProtoReflect.Descriptor instead.
 func (*FollowerMessage) Descriptor() ([]byte, []int) {
-	return file_thunder_proto_rawDescGZIP(), []int{13}
+	return file_thunder_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *FollowerMessage) GetBody() isFollowerMessage_Body {
@@ -1167,7 +1387,7 @@ type Hello struct {
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_thunder_proto_msgTypes[14]
+	mi := &file_thunder_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1179,7 +1399,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_thunder_proto_msgTypes[14]
+	mi := &file_thunder_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1192,7 +1412,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_thunder_proto_rawDescGZIP(), []int{14}
+	return file_thunder_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Hello) GetGroup() string {
@@ -1260,7 +1480,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_thunder_proto_msgTypes[15]
+	mi := &file_thunder_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1272,7 +1492,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_thunder_proto_msgTypes[15]
+	mi := &file_thunder_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1285,7 +1505,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_thunder_proto_rawDescGZIP(), []int{15}
+	return file_thunder_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Ack) GetDurableSeq() uint64 {
@@ -1315,7 +1535,7 @@ type PrimaryMessage struct {
 
 func (x *PrimaryMessage) Reset() {
 	*x = PrimaryMessage{}
-	mi := &file_thunder_proto_msgTypes[16]
+	mi := &file_thunder_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1327,7 +1547,7 @@ func (x *PrimaryMessage) String() string {
 func (*PrimaryMessage) ProtoMessage() {}
 
 func (x *PrimaryMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_thunder_proto_msgTypes[16]
+	mi := &file_thunder_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1340,7 +1560,7 @@ func (x *PrimaryMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrimaryMessage.ProtoReflect.Descriptor instead.
 func (*PrimaryMessage) Descriptor() ([]byte, []int) {
-	return file_thunder_proto_rawDescGZIP(), []int{16}
+	return file_thunder_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PrimaryMessage) GetEpoch() uint64 {
@@ -1454,7 +1674,7 @@ type Truncate struct {
 
 func (x *Truncate) Reset() {
 	*x = Truncate{}
-	mi := &file_thunder_proto_msgTypes[17]
+	mi := &file_thunder_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1466,7 +1686,7 @@ func (x *Truncate) String() string {
 func (*Truncate) ProtoMessage() {}
 
 func (x *Truncate) ProtoReflect() protoreflect.Message {
-	mi := &file_thunder_proto_msgTypes[17]
+	mi := &file_thunder_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1479,7 +1699,7 @@ func (x *Truncate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Truncate.ProtoReflect.Descriptor instead.
 func (*Truncate) Descriptor() ([]byte, []int) {
-	return file_thunder_proto_rawDescGZIP(), []int{17}
+	return file_thunder_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Truncate) GetAfter() uint64 {
@@ -1497,7 +1717,7 @@ type SnapshotBegin struct {
 
 func (x *SnapshotBegin) Reset() {
 	*x = SnapshotBegin{}
-	mi := &file_thunder_proto_msgTypes[18]
+	mi := &file_thunder_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1509,7 +1729,7 @@ func (x *SnapshotBegin) String() string {
 func (*SnapshotBegin) ProtoMessage() {}
 
 func (x *SnapshotBegin) ProtoReflect() protoreflect.Message {
-	mi := &file_thunder_proto_msgTypes[18]
+	mi := &file_thunder_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1522,7 +1742,7 @@ func (x *SnapshotBegin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotBegin.ProtoReflect.Descriptor instead.
 func (*SnapshotBegin) Descriptor() ([]byte, []int) {
-	return file_thunder_proto_rawDescGZIP(), []int{18}
+	return file_thunder_proto_rawDescGZIP(), []int{20}
 }
 
 type SnapshotChunk struct {
@@ -1534,7 +1754,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_thunder_proto_msgTypes[19]
+	mi := &file_thunder_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1546,7 +1766,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_thunder_proto_msgTypes[19]
+	mi := &file_thunder_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1559,7 +1779,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_thunder_proto_rawDescGZIP(), []int{19}
+	return file_thunder_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SnapshotChunk) GetRecords() []*SnapshotRecord {
@@ -1580,7 +1800,7 @@ type SnapshotRecord struct {
 
 func (x *SnapshotRecord) Reset() {
 	*x = SnapshotRecord{}
-	mi := &file_thunder_proto_msgTypes[20]
+	mi := &file_thunder_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1592,7 +1812,7 @@ func (x *SnapshotRecord) String() string {
 func (*SnapshotRecord) ProtoMessage() {}
 
 func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_thunder_proto_msgTypes[20]
+	mi := &file_thunder_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1605,7 +1825,7 @@ func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRecord.ProtoReflect.Descriptor instead.
 func (*SnapshotRecord) Descriptor() ([]byte, []int) {
-	return file_thunder_proto_rawDescGZIP(), []int{20}
+	return file_thunder_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SnapshotRecord) GetSlot() uint32 {
@@ -1641,7 +1861,7 @@ type SnapshotEnd struct {
 
 func (x *SnapshotEnd) Reset() {
 	*x = SnapshotEnd{}
-	mi := &file_thunder_proto_msgTypes[21]
+	mi := &file_thunder_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1653,7 +1873,7 @@ func (x *SnapshotEnd) String() string {
 func (*SnapshotEnd) ProtoMessage() {}
 
 func (x *SnapshotEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_thunder_proto_msgTypes[21]
+	mi := &file_thunder_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1666,7 +1886,7 @@ func (x *SnapshotEnd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotEnd.ProtoReflect.Descriptor instead.
 func (*SnapshotEnd) Descriptor() ([]byte, []int) {
-	return file_thunder_proto_rawDescGZIP(), []int{21}
+	return file_thunder_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SnapshotEnd) GetSeq() uint64 {
@@ -1692,7 +1912,7 @@ type Entries struct {
 
 func (x *Entries) Reset() {
 	*x = Entries{}
-	mi := &file_thunder_proto_msgTypes[22]
+	mi := &file_thunder_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1704,7 +1924,7 @@ func (x *Entries) String() string {
 func (*Entries) ProtoMessage() {}
 
 func (x *Entries) ProtoReflect() protoreflect.Message {
-	mi := &file_thunder_proto_msgTypes[22]
+	mi := &file_thunder_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1717,7 +1937,7 @@ func (x *Entries) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Entries.ProtoReflect.Descriptor instead.
 func (*Entries) Descriptor() ([]byte, []int) {
-	return file_thunder_proto_rawDescGZIP(), []int{22}
+	return file_thunder_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Entries) GetEntries() []*LogEntry {
@@ -1740,7 +1960,7 @@ type HandoverRequest struct {
 
 func (x *HandoverRequest) Reset() {
 	*x = HandoverRequest{}
-	mi := &file_thunder_proto_msgTypes[23]
+	mi := &file_thunder_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1752,7 +1972,7 @@ func (x *HandoverRequest) String() string {
 func (*HandoverRequest) ProtoMessage() {}
 
 func (x *HandoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_thunder_proto_msgTypes[23]
+	mi := &file_thunder_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1765,7 +1985,7 @@ func (x *HandoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandoverRequest.ProtoReflect.Descriptor instead.
 func (*HandoverRequest) Descriptor() ([]byte, []int) {
-	return file_thunder_proto_rawDescGZIP(), []int{23}
+	return file_thunder_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *HandoverRequest) GetEpoch() uint64 {
@@ -1793,7 +2013,7 @@ type HandoverReply struct {
 
 func (x *HandoverReply) Reset() {
 	*x = HandoverReply{}
-	mi := &file_thunder_proto_msgTypes[24]
+	mi := &file_thunder_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1805,7 +2025,7 @@ func (x *HandoverReply) String() string {
 func (*HandoverReply) ProtoMessage() {}
 
 func (x *HandoverReply) ProtoReflect() protoreflect.Message {
-	mi := &file_thunder_proto_msgTypes[24]
+	mi := &file_thunder_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1818,7 +2038,7 @@ func (x *HandoverReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandoverReply.ProtoReflect.Descriptor instead.
 func (*HandoverReply) Descriptor() ([]byte, []int) {
-	return file_thunder_proto_rawDescGZIP(), []int{24}
+	return file_thunder_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *HandoverReply) GetNewPrimary() string {
@@ -1850,7 +2070,7 @@ type RoutesRequest struct {
 
 func (x *RoutesRequest) Reset() {
 	*x = RoutesRequest{}
-	mi := &file_thunder_proto_msgTypes[25]
+	mi := &file_thunder_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1862,7 +2082,7 @@ func (x *RoutesRequest) String() string {
 func (*RoutesRequest) ProtoMessage() {}
 
 func (x *RoutesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_thunder_proto_msgTypes[25]
+	mi := &file_thunder_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1875,7 +2095,7 @@ func (x *RoutesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoutesRequest.ProtoReflect.Descriptor instead.
 func (*RoutesRequest) Descriptor() ([]byte, []int) {
-	return file_thunder_proto_rawDescGZIP(), []int{25}
+	return file_thunder_proto_rawDescGZIP(), []int{27}
 }
 
 type NodeRoute struct {
@@ -1888,7 +2108,7 @@ type NodeRoute struct {
 
 func (x *NodeRoute) Reset() {
 	*x = NodeRoute{}
-	mi := &file_thunder_proto_msgTypes[26]
+	mi := &file_thunder_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1900,7 +2120,7 @@ func (x *NodeRoute) String() string {
 func (*NodeRoute) ProtoMessage() {}
 
 func (x *NodeRoute) ProtoReflect() protoreflect.Message {
-	mi := &file_thunder_proto_msgTypes[26]
+	mi := &file_thunder_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1913,7 +2133,7 @@ func (x *NodeRoute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRoute.ProtoReflect.Descriptor instead.
 func (*NodeRoute) Descriptor() ([]byte, []int) {
-	return file_thunder_proto_rawDescGZIP(), []int{26}
+	return file_thunder_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *NodeRoute) GetId() string {
@@ -1943,7 +2163,7 @@ type GroupRoute struct {
 
 func (x *GroupRoute) Reset() {
 	*x = GroupRoute{}
-	mi := &file_thunder_proto_msgTypes[27]
+	mi := &file_thunder_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1955,7 +2175,7 @@ func (x *GroupRoute) String() string {
 func (*GroupRoute) ProtoMessage() {}
 
 func (x *GroupRoute) ProtoReflect() protoreflect.Message {
-	mi := &file_thunder_proto_msgTypes[27]
+	mi := &file_thunder_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1968,7 +2188,7 @@ func (x *GroupRoute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupRoute.ProtoReflect.Descriptor instead.
 func (*GroupRoute) Descriptor() ([]byte, []int) {
-	return file_thunder_proto_rawDescGZIP(), []int{27}
+	return file_thunder_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GroupRoute) GetName() string {
@@ -2018,7 +2238,7 @@ type Routes struct {
 
 func (x *Routes) Reset() {
 	*x = Routes{}
-	mi := &file_thunder_proto_msgTypes[28]
+	mi := &file_thunder_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2030,7 +2250,7 @@ func (x *Routes) String() string {
 func (*Routes) ProtoMessage() {}
 
 func (x *Routes) ProtoReflect() protoreflect.Message {
-	mi := &file_thunder_proto_msgTypes[28]
+	mi := &file_thunder_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2043,7 +2263,7 @@ func (x *Routes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Routes.ProtoReflect.Descriptor instead.
 func (*Routes) Descriptor() ([]byte, []int) {
-	return file_thunder_proto_rawDescGZIP(), []int{28}
+	return file_thunder_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Routes) GetVersion() int64 {
@@ -2089,7 +2309,7 @@ type DumpRequest struct {
 
 func (x *DumpRequest) Reset() {
 	*x = DumpRequest{}
-	mi := &file_thunder_proto_msgTypes[29]
+	mi := &file_thunder_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2101,7 +2321,7 @@ func (x *DumpRequest) String() string {
 func (*DumpRequest) ProtoMessage() {}
 
 func (x *DumpRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_thunder_proto_msgTypes[29]
+	mi := &file_thunder_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2114,7 +2334,7 @@ func (x *DumpRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DumpRequest.ProtoReflect.Descriptor instead.
 func (*DumpRequest) Descriptor() ([]byte, []int) {
-	return file_thunder_proto_rawDescGZIP(), []int{29}
+	return file_thunder_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *DumpRequest) GetSlots() []uint32 {
@@ -2145,7 +2365,7 @@ type DumpChunk struct {
 
 func (x *DumpChunk) Reset() {
 	*x = DumpChunk{}
-	mi := &file_thunder_proto_msgTypes[30]
+	mi := &file_thunder_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2157,7 +2377,7 @@ func (x *DumpChunk) String() string {
 func (*DumpChunk) ProtoMessage() {}
 
 func (x *DumpChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_thunder_proto_msgTypes[30]
+	mi := &file_thunder_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2170,7 +2390,7 @@ func (x *DumpChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DumpChunk.ProtoReflect.Descriptor instead.
 func (*DumpChunk) Descriptor() ([]byte, []int) {
-	return file_thunder_proto_rawDescGZIP(), []int{30}
+	return file_thunder_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *DumpChunk) GetRecords() []*SnapshotRecord {
@@ -2205,7 +2425,7 @@ type DumpCut struct {
 
 func (x *DumpCut) Reset() {
 	*x = DumpCut{}
-	mi := &file_thunder_proto_msgTypes[31]
+	mi := &file_thunder_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2217,7 +2437,7 @@ func (x *DumpCut) String() string {
 func (*DumpCut) ProtoMessage() {}
 
 func (x *DumpCut) ProtoReflect() protoreflect.Message {
-	mi := &file_thunder_proto_msgTypes[31]
+	mi := &file_thunder_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2230,7 +2450,7 @@ func (x *DumpCut) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DumpCut.ProtoReflect.Descriptor instead.
 func (*DumpCut) Descriptor() ([]byte, []int) {
-	return file_thunder_proto_rawDescGZIP(), []int{31}
+	return file_thunder_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *DumpCut) GetEpoch() uint64 {
@@ -2291,7 +2511,7 @@ const file_thunder_proto_rawDesc = "" +
 	"\rtable_version\x18\x04 \x01(\x03R\ftableVersion\x121\n" +
 	"\x05items\x18\x05 \x03(\v2\x1b.thunderyurts.wire.KeyValueR\x05items\x12\x12\n" +
 	"\x04more\x18\x06 \x01(\bR\x04more\"\x13\n" +
-	"\x11NodeStatusRequest\"\xfc\x02\n" +
+	"\x11NodeStatusRequest\"\xc0\x03\n" +
 	"\n" +
 	"NodeStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
@@ -2309,7 +2529,30 @@ const file_thunder_proto_rawDesc = "" +
 	" \x01(\x04R\tlastEpoch\x12\x10\n" +
 	"\x03isr\x18\v \x03(\tR\x03isr\x12?\n" +
 	"\tfollowers\x18\f \x03(\v2!.thunderyurts.wire.FollowerStatusR\tfollowers\x12\x14\n" +
-	"\x05state\x18\r \x01(\tR\x05state\"t\n" +
+	"\x05state\x18\r \x01(\tR\x05state\x12B\n" +
+	"\n" +
+	"migrations\x18\x0e \x03(\v2\".thunderyurts.wire.MigrationStatusR\n" +
+	"migrations\"\xd6\x02\n" +
+	"\x0fMigrationStatus\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\x12\x14\n" +
+	"\x05phase\x18\x03 \x01(\tR\x05phase\x12\x14\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\x12!\n" +
+	"\fimported_seq\x18\x05 \x01(\x04R\vimportedSeq\x12)\n" +
+	"\x10source_committed\x18\x06 \x01(\x04R\x0fsourceCommitted\x12#\n" +
+	"\rsnapshot_done\x18\a \x01(\bR\fsnapshotDone\x12\x12\n" +
+	"\x04keys\x18\b \x01(\x04R\x04keys\x12\x14\n" +
+	"\x05bytes\x18\t \x01(\x04R\x05bytes\x12\x1d\n" +
+	"\n" +
+	"frozen_seq\x18\n" +
+	" \x01(\x04R\tfrozenSeq\x127\n" +
+	"\adigests\x18\v \x03(\v2\x1d.thunderyurts.wire.SlotDigestR\adigests\"^\n" +
+	"\n" +
+	"SlotDigest\x12\x12\n" +
+	"\x04slot\x18\x01 \x01(\rR\x04slot\x12\x12\n" +
+	"\x04keys\x18\x02 \x01(\x04R\x04keys\x12\x14\n" +
+	"\x05bytes\x18\x03 \x01(\x04R\x05bytes\x12\x12\n" +
+	"\x04hash\x18\x04 \x01(\x04R\x04hash\"t\n" +
 	"\x0eFollowerStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tacked_seq\x18\x02 \x01(\x04R\backedSeq\x12\x1c\n" +
@@ -2440,7 +2683,7 @@ func file_thunder_proto_rawDescGZIP() []byte {
 }
 
 var file_thunder_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_thunder_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_thunder_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_thunder_proto_goTypes = []any{
 	(Code)(0),                 // 0: thunderyurts.wire.Code
 	(Op)(0),                   // 1: thunderyurts.wire.Op
@@ -2454,28 +2697,30 @@ var file_thunder_proto_goTypes = []any{
 	(*ScanReply)(nil),         // 9: thunderyurts.wire.ScanReply
 	(*NodeStatusRequest)(nil), // 10: thunderyurts.wire.NodeStatusRequest
 	(*NodeStatus)(nil),        // 11: thunderyurts.wire.NodeStatus
-	(*FollowerStatus)(nil),    // 12: thunderyurts.wire.FollowerStatus
-	(*LogEntry)(nil),          // 13: thunderyurts.wire.LogEntry
-	(*EpochStart)(nil),        // 14: thunderyurts.wire.EpochStart
-	(*FollowerMessage)(nil),   // 15: thunderyurts.wire.FollowerMessage
-	(*Hello)(nil),             // 16: thunderyurts.wire.Hello
-	(*Ack)(nil),               // 17: thunderyurts.wire.Ack
-	(*PrimaryMessage)(nil),    // 18: thunderyurts.wire.PrimaryMessage
-	(*Truncate)(nil),          // 19: thunderyurts.wire.Truncate
-	(*SnapshotBegin)(nil),     // 20: thunderyurts.wire.SnapshotBegin
-	(*SnapshotChunk)(nil),     // 21: thunderyurts.wire.SnapshotChunk
-	(*SnapshotRecord)(nil),    // 22: thunderyurts.wire.SnapshotRecord
-	(*SnapshotEnd)(nil),       // 23: thunderyurts.wire.SnapshotEnd
-	(*Entries)(nil),           // 24: thunderyurts.wire.Entries
-	(*HandoverRequest)(nil),   // 25: thunderyurts.wire.HandoverRequest
-	(*HandoverReply)(nil),     // 26: thunderyurts.wire.HandoverReply
-	(*RoutesRequest)(nil),     // 27: thunderyurts.wire.RoutesRequest
-	(*NodeRoute)(nil),         // 28: thunderyurts.wire.NodeRoute
-	(*GroupRoute)(nil),        // 29: thunderyurts.wire.GroupRoute
-	(*Routes)(nil),            // 30: thunderyurts.wire.Routes
-	(*DumpRequest)(nil),       // 31: thunderyurts.wire.DumpRequest
-	(*DumpChunk)(nil),         // 32: thunderyurts.wire.DumpChunk
-	(*DumpCut)(nil),           // 33: thunderyurts.wire.DumpCut
+	(*MigrationStatus)(nil),   // 12: thunderyurts.wire.MigrationStatus
+	(*SlotDigest)(nil),        // 13: thunderyurts.wire.SlotDigest
+	(*FollowerStatus)(nil),    // 14: thunderyurts.wire.FollowerStatus
+	(*LogEntry)(nil),          // 15: thunderyurts.wire.LogEntry
+	(*EpochStart)(nil),        // 16: thunderyurts.wire.EpochStart
+	(*FollowerMessage)(nil),   // 17: thunderyurts.wire.FollowerMessage
+	(*Hello)(nil),             // 18: thunderyurts.wire.Hello
+	(*Ack)(nil),               // 19: thunderyurts.wire.Ack
+	(*PrimaryMessage)(nil),    // 20: thunderyurts.wire.PrimaryMessage
+	(*Truncate)(nil),          // 21: thunderyurts.wire.Truncate
+	(*SnapshotBegin)(nil),     // 22: thunderyurts.wire.SnapshotBegin
+	(*SnapshotChunk)(nil),     // 23: thunderyurts.wire.SnapshotChunk
+	(*SnapshotRecord)(nil),    // 24: thunderyurts.wire.SnapshotRecord
+	(*SnapshotEnd)(nil),       // 25: thunderyurts.wire.SnapshotEnd
+	(*Entries)(nil),           // 26: thunderyurts.wire.Entries
+	(*HandoverRequest)(nil),   // 27: thunderyurts.wire.HandoverRequest
+	(*HandoverReply)(nil),     // 28: thunderyurts.wire.HandoverReply
+	(*RoutesRequest)(nil),     // 29: thunderyurts.wire.RoutesRequest
+	(*NodeRoute)(nil),         // 30: thunderyurts.wire.NodeRoute
+	(*GroupRoute)(nil),        // 31: thunderyurts.wire.GroupRoute
+	(*Routes)(nil),            // 32: thunderyurts.wire.Routes
+	(*DumpRequest)(nil),       // 33: thunderyurts.wire.DumpRequest
+	(*DumpChunk)(nil),         // 34: thunderyurts.wire.DumpChunk
+	(*DumpCut)(nil),           // 35: thunderyurts.wire.DumpCut
 }
 var file_thunder_proto_depIdxs = []int32{
 	1,  // 0: thunderyurts.wire.Request.op:type_name -> thunderyurts.wire.Op
@@ -2485,42 +2730,44 @@ var file_thunder_proto_depIdxs = []int32{
 	6,  // 4: thunderyurts.wire.ScanRequest.slots:type_name -> thunderyurts.wire.SlotRange
 	0,  // 5: thunderyurts.wire.ScanReply.code:type_name -> thunderyurts.wire.Code
 	8,  // 6: thunderyurts.wire.ScanReply.items:type_name -> thunderyurts.wire.KeyValue
-	12, // 7: thunderyurts.wire.NodeStatus.followers:type_name -> thunderyurts.wire.FollowerStatus
-	16, // 8: thunderyurts.wire.FollowerMessage.hello:type_name -> thunderyurts.wire.Hello
-	17, // 9: thunderyurts.wire.FollowerMessage.ack:type_name -> thunderyurts.wire.Ack
-	14, // 10: thunderyurts.wire.Hello.epochs:type_name -> thunderyurts.wire.EpochStart
-	19, // 11: thunderyurts.wire.PrimaryMessage.truncate:type_name -> thunderyurts.wire.Truncate
-	20, // 12: thunderyurts.wire.PrimaryMessage.snapshot_begin:type_name -> thunderyurts.wire.SnapshotBegin
-	21, // 13: thunderyurts.wire.PrimaryMessage.snapshot_chunk:type_name -> thunderyurts.wire.SnapshotChunk
-	23, // 14: thunderyurts.wire.PrimaryMessage.snapshot_end:type_name -> thunderyurts.wire.SnapshotEnd
-	24, // 15: thunderyurts.wire.PrimaryMessage.entries:type_name -> thunderyurts.wire.Entries
-	22, // 16: thunderyurts.wire.SnapshotChunk.records:type_name -> thunderyurts.wire.SnapshotRecord
-	14, // 17: thunderyurts.wire.SnapshotEnd.epochs:type_name -> thunderyurts.wire.EpochStart
-	13, // 18: thunderyurts.wire.Entries.entries:type_name -> thunderyurts.wire.LogEntry
-	28, // 19: thunderyurts.wire.GroupRoute.members:type_name -> thunderyurts.wire.NodeRoute
-	6,  // 20: thunderyurts.wire.Routes.ranges:type_name -> thunderyurts.wire.SlotRange
-	29, // 21: thunderyurts.wire.Routes.groups:type_name -> thunderyurts.wire.GroupRoute
-	22, // 22: thunderyurts.wire.DumpChunk.records:type_name -> thunderyurts.wire.SnapshotRecord
-	33, // 23: thunderyurts.wire.DumpChunk.cut:type_name -> thunderyurts.wire.DumpCut
-	4,  // 24: thunderyurts.wire.Data.Stream:input_type -> thunderyurts.wire.Batch
-	7,  // 25: thunderyurts.wire.Data.Scan:input_type -> thunderyurts.wire.ScanRequest
-	10, // 26: thunderyurts.wire.Data.Status:input_type -> thunderyurts.wire.NodeStatusRequest
-	15, // 27: thunderyurts.wire.Data.Replicate:input_type -> thunderyurts.wire.FollowerMessage
-	25, // 28: thunderyurts.wire.Data.Handover:input_type -> thunderyurts.wire.HandoverRequest
-	31, // 29: thunderyurts.wire.Data.Dump:input_type -> thunderyurts.wire.DumpRequest
-	27, // 30: thunderyurts.wire.Route.GetRoutes:input_type -> thunderyurts.wire.RoutesRequest
-	5,  // 31: thunderyurts.wire.Data.Stream:output_type -> thunderyurts.wire.BatchReply
-	9,  // 32: thunderyurts.wire.Data.Scan:output_type -> thunderyurts.wire.ScanReply
-	11, // 33: thunderyurts.wire.Data.Status:output_type -> thunderyurts.wire.NodeStatus
-	18, // 34: thunderyurts.wire.Data.Replicate:output_type -> thunderyurts.wire.PrimaryMessage
-	26, // 35: thunderyurts.wire.Data.Handover:output_type -> thunderyurts.wire.HandoverReply
-	32, // 36: thunderyurts.wire.Data.Dump:output_type -> thunderyurts.wire.DumpChunk
-	30, // 37: thunderyurts.wire.Route.GetRoutes:output_type -> thunderyurts.wire.Routes
-	31, // [31:38] is the sub-list for method output_type
-	24, // [24:31] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	14, // 7: thunderyurts.wire.NodeStatus.followers:type_name -> thunderyurts.wire.FollowerStatus
+	12, // 8: thunderyurts.wire.NodeStatus.migrations:type_name -> thunderyurts.wire.MigrationStatus
+	13, // 9: thunderyurts.wire.MigrationStatus.digests:type_name -> thunderyurts.wire.SlotDigest
+	18, // 10: thunderyurts.wire.FollowerMessage.hello:type_name -> thunderyurts.wire.Hello
+	19, // 11: thunderyurts.wire.FollowerMessage.ack:type_name -> thunderyurts.wire.Ack
+	16, // 12: thunderyurts.wire.Hello.epochs:type_name -> thunderyurts.wire.EpochStart
+	21, // 13: thunderyurts.wire.PrimaryMessage.truncate:type_name -> thunderyurts.wire.Truncate
+	22, // 14: thunderyurts.wire.PrimaryMessage.snapshot_begin:type_name -> thunderyurts.wire.SnapshotBegin
+	23, // 15: thunderyurts.wire.PrimaryMessage.snapshot_chunk:type_name -> thunderyurts.wire.SnapshotChunk
+	25, // 16: thunderyurts.wire.PrimaryMessage.snapshot_end:type_name -> thunderyurts.wire.SnapshotEnd
+	26, // 17: thunderyurts.wire.PrimaryMessage.entries:type_name -> thunderyurts.wire.Entries
+	24, // 18: thunderyurts.wire.SnapshotChunk.records:type_name -> thunderyurts.wire.SnapshotRecord
+	16, // 19: thunderyurts.wire.SnapshotEnd.epochs:type_name -> thunderyurts.wire.EpochStart
+	15, // 20: thunderyurts.wire.Entries.entries:type_name -> thunderyurts.wire.LogEntry
+	30, // 21: thunderyurts.wire.GroupRoute.members:type_name -> thunderyurts.wire.NodeRoute
+	6,  // 22: thunderyurts.wire.Routes.ranges:type_name -> thunderyurts.wire.SlotRange
+	31, // 23: thunderyurts.wire.Routes.groups:type_name -> thunderyurts.wire.GroupRoute
+	24, // 24: thunderyurts.wire.DumpChunk.records:type_name -> thunderyurts.wire.SnapshotRecord
+	35, // 25: thunderyurts.wire.DumpChunk.cut:type_name -> thunderyurts.wire.DumpCut
+	4,  // 26: thunderyurts.wire.Data.Stream:input_type -> thunderyurts.wire.Batch
+	7,  // 27: thunderyurts.wire.Data.Scan:input_type -> thunderyurts.wire.ScanRequest
+	10, // 28: thunderyurts.wire.Data.Status:input_type -> thunderyurts.wire.NodeStatusRequest
+	17, // 29: thunderyurts.wire.Data.Replicate:input_type -> thunderyurts.wire.FollowerMessage
+	27, // 30: thunderyurts.wire.Data.Handover:input_type -> thunderyurts.wire.HandoverRequest
+	33, // 31: thunderyurts.wire.Data.Dump:input_type -> thunderyurts.wire.DumpRequest
+	29, // 32: thunderyurts.wire.Route.GetRoutes:input_type -> thunderyurts.wire.RoutesRequest
+	5,  // 33: thunderyurts.wire.Data.Stream:output_type -> thunderyurts.wire.BatchReply
+	9,  // 34: thunderyurts.wire.Data.Scan:output_type -> thunderyurts.wire.ScanReply
+	11, // 35: thunderyurts.wire.Data.Status:output_type -> thunderyurts.wire.NodeStatus
+	20, // 36: thunderyurts.wire.Data.Replicate:output_type -> thunderyurts.wire.PrimaryMessage
+	28, // 37: thunderyurts.wire.Data.Handover:output_type -> thunderyurts.wire.HandoverReply
+	34, // 38: thunderyurts.wire.Data.Dump:output_type -> thunderyurts.wire.DumpChunk
+	32, // 39: thunderyurts.wire.Route.GetRoutes:output_type -> thunderyurts.wire.Routes
+	33, // [33:40] is the sub-list for method output_type
+	26, // [26:33] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_thunder_proto_init() }
@@ -2528,11 +2775,11 @@ func file_thunder_proto_init() {
 	if File_thunder_proto != nil {
 		return
 	}
-	file_thunder_proto_msgTypes[13].OneofWrappers = []any{
+	file_thunder_proto_msgTypes[15].OneofWrappers = []any{
 		(*FollowerMessage_Hello)(nil),
 		(*FollowerMessage_Ack)(nil),
 	}
-	file_thunder_proto_msgTypes[16].OneofWrappers = []any{
+	file_thunder_proto_msgTypes[18].OneofWrappers = []any{
 		(*PrimaryMessage_Truncate)(nil),
 		(*PrimaryMessage_SnapshotBegin)(nil),
 		(*PrimaryMessage_SnapshotChunk)(nil),
@@ -2545,7 +2792,7 @@ func file_thunder_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_thunder_proto_rawDesc), len(file_thunder_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   32,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
