@@ -136,7 +136,9 @@ func copyGroup(ctx context.Context, set *Set, g *coord.Group, route coord.GroupR
 	}
 	// What the primary has committed now is the least the copy holds:
 	// every write acknowledged before the backup started.
-	st, err := client.NodeStatus(ctx, addr[g.Primary])
+	sctx, cancel := context.WithTimeout(ctx, cutTimeout)
+	st, err := client.NodeStatus(sctx, addr[g.Primary])
+	cancel()
 	if err != nil {
 		return GroupPoint{}, fmt.Errorf("primary %s: %w", g.Primary, err)
 	}

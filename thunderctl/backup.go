@@ -20,6 +20,8 @@ func backupCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "backup",
 		Usage: "back the cluster up to a directory or an S3 bucket, list, verify and schedule backups",
+		Description: "DEST is a directory (/backups or file:///backups) or an S3 bucket (s3://bucket/prefix, credentials from " +
+			"AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY). Example:\n   thunderctl admin backup run --to /backups",
 		Subcommands: []*cli.Command{
 			{
 				Name:  "run",
@@ -80,8 +82,9 @@ func backupCommand() *cli.Command {
 				},
 			},
 			{
-				Name:  "schedule",
-				Usage: "backups the coordinator leader runs by itself, with retention",
+				Name:        "schedule",
+				Usage:       "backups the coordinator leader runs by itself, with retention",
+				Description: "Example:\n   thunderctl admin backup schedule set --cron '@daily' --to /backups --keep 7",
 				Subcommands: []*cli.Command{
 					{
 						Name:  "set",
