@@ -21,6 +21,10 @@ import (
 
 const migSlots = 16
 
+// holdBound is how long a source holds requests before it releases the
+// hold itself.
+const holdBound = time.Second
+
 // twoGroups starts a coordinator, a group g1 of n1, n2 owning every slot,
 // then a group g2 of n3, n4 owning none.
 func twoGroups(t *testing.T) *clustertest.Cluster {
@@ -226,6 +230,8 @@ type writers struct {
 	acked  map[string]string
 	errs   []error
 	writes int
+	// slowest is the longest a write took.
+	slowest time.Duration
 }
 
 func startWriters(t *testing.T, cli *client.Client, keys []string, n int) *writers {
@@ -244,9 +250,12 @@ func startWriters(t *testing.T, cli *client.Client, keys []string, n int) *write
 				for _, k := range mine {
 					v := fmt.Sprintf("%s-r%d", k, round)
 					wctx, wcancel := context.WithTimeout(context.Background(), 15*time.Second)
+					start := time.Now()
 					err := cli.Put(wctx, []byte(k), []byte(v))
+					took := time.Since(start)
 					wcancel()
 					w.mu.Lock()
+					w.slowest = max(w.slowest, took)
 					if err != nil {
 						w.errs = append(w.errs, fmt.Errorf("put %s: %w", k, err))
 					} else {
@@ -285,6 +294,43 @@ func (w *writers) check(cli *client.Client) {
 		}
 	}
 	w.t.Logf("%d acknowledged writes, all read back", w.writes)
+}
+
+// scanner scans prefix over and over, expecting want keys each time.
+type scanner struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	scans  int
+	err    error
+}
+
+func startScanner(cli *client.Client, prefix string, want int) *scanner {
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &scanner{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		for ctx.Err() == nil {
+			n := 0
+			sctx, scancel := context.WithTimeout(context.Background(), 15*time.Second)
+			err := cli.Scan(sctx, client.ScanOptions{Prefix: []byte(prefix)}, func(k, v []byte) error { n++; return nil })
+			scancel()
+			if err == nil && n != want {
+				err = fmt.Errorf("scan %q found %d keys, want %d", prefix, n, want)
+			}
+			if err != nil {
+				s.err = err
+				return
+			}
+			s.scans++
+		}
+	}()
+	return s
+}
+
+func (s *scanner) stop() (int, error) {
+	s.cancel()
+	<-s.done
+	return s.scans, s.err
 }
 
 // keysIn sums what the named data nodes' stores hold in slots.
@@ -327,6 +373,7 @@ func TestMigrationMovesSlots(t *testing.T) {
 	put(t, cli, moving...)
 	put(t, cli, slotKeys("stay", 4, 15, 50)...)
 	w := startWriters(t, cli, slotKeys("w", 0, 3, 40), 4)
+	sc := startScanner(cli, "m-", len(moving))
 	m := coord.Migration{ID: "m1", From: "g1", To: "g2", First: 0, Last: 3}
 	startMigration(t, c, m)
 	src, dst, attempt := freeze(t, c, "m1")
@@ -345,6 +392,9 @@ func TestMigrationMovesSlots(t *testing.T) {
 	removeMigration(t, c, "m1")
 	put(t, cli, slotKeys("after", 0, 3, 20)...)
 	w.check(cli)
+	if scans, err := sc.stop(); err != nil || scans == 0 {
+		t.Fatalf("scans during the migration: %d, %v", scans, err)
+	}
 	mustGet(t, cli, moving...)
 	mustGet(t, cli, slotKeys("after", 0, 3, 20)...)
 	if k := keysIn(t, c, slots, c.Primary("g2")); k < 260 {
@@ -401,6 +451,10 @@ func TestMigrationHoldReleasedBySource(t *testing.T) {
 	// Requests go on after the release.
 	put(t, cli, slotKeys("after", 8, 11, 10)...)
 	w.check(cli)
+	// The writes in flight when the hold began waited for its release.
+	if w.slowest < holdBound/2 {
+		t.Fatalf("the slowest write took %s; the hold should have held one for about %s", w.slowest, holdBound)
+	}
 	removeMigration(t, c, "m3")
 }
 
@@ -443,13 +497,13 @@ func TestMigrationSourceFailover(t *testing.T) {
 	c := twoGroups(t)
 	cli := c.Client()
 	put(t, cli, slotKeys("m", 0, 7, 300)...)
+	w := startWriters(t, cli, slotKeys("w", 0, 7, 20), 2)
 	startMigration(t, c, coord.Migration{ID: "m5", From: "g1", To: "g2", First: 0, Last: 7})
 	waitReport(c, "g2", "m5", phase("caught-up"))
 	old := c.Primary("g1")
 	oldID := c.Node(old).ID()
 	c.Kill(old)
 	c.WaitGroup("g1", func(g *coord.Group) bool { return g.Primary != "" && g.Primary != oldID })
-	w := startWriters(t, cli, slotKeys("w", 0, 7, 20), 2)
 	put(t, cli, slotKeys("during", 0, 7, 50)...)
 	c.Restart(old)
 	src, dst, attempt := freeze(t, c, "m5")

@@ -76,7 +76,9 @@ func (h *holds) admit(ctx context.Context, s *service, batch *wire.Batch, r *rep
 				held = append(held, req)
 				// One batch's held requests all wait for the first hold
 				// they hit; routed again, the others are held anew.
-				into = cmpOr(into, hd)
+				if into == nil {
+					into = hd
+				}
 				continue
 			}
 		}
@@ -89,13 +91,6 @@ func (h *holds) admit(ctx context.Context, s *service, batch *wire.Batch, r *rep
 	into.parked = append(into.parked, parkedBatch{ctx: ctx, svc: s, reqs: held, r: r})
 	s.n.metrics.held.Add(uint64(len(held)))
 	return &wire.Batch{Requests: keep}, h.gate.RUnlock
-}
-
-func cmpOr(a, b *hold) *hold {
-	if a != nil {
-		return a
-	}
-	return b
 }
 
 // holding returns the hold of slot, nil if none. h.mu is held.
