@@ -1143,13 +1143,18 @@ func (x *FollowerStatus) GetInSync() bool {
 
 // LogEntry is one operation of a group's log, as the primary ships it.
 type LogEntry struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
-	Epoch         uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	Slot          uint32                 `protobuf:"varint,3,opt,name=slot,proto3" json:"slot,omitempty"`
-	Key           []byte                 `protobuf:"bytes,4,opt,name=key,proto3" json:"key,omitempty"`
-	Value         []byte                 `protobuf:"bytes,5,opt,name=value,proto3" json:"value,omitempty"`
-	Delete        bool                   `protobuf:"varint,6,opt,name=delete,proto3" json:"delete,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Seq    uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Epoch  uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Slot   uint32                 `protobuf:"varint,3,opt,name=slot,proto3" json:"slot,omitempty"`
+	Key    []byte                 `protobuf:"bytes,4,opt,name=key,proto3" json:"key,omitempty"`
+	Value  []byte                 `protobuf:"bytes,5,opt,name=value,proto3" json:"value,omitempty"`
+	Delete bool                   `protobuf:"varint,6,opt,name=delete,proto3" json:"delete,omitempty"`
+	// drop_slot: the entry removes every key of slot (key and value empty).
+	// mark: the entry stores value as the mark named key, no key of any slot
+	// (slot 0); a slot migration records its progress in marks.
+	DropSlot      bool `protobuf:"varint,20,opt,name=drop_slot,json=dropSlot,proto3" json:"drop_slot,omitempty"`
+	Mark          bool `protobuf:"varint,21,opt,name=mark,proto3" json:"mark,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1222,6 +1227,20 @@ func (x *LogEntry) GetValue() []byte {
 func (x *LogEntry) GetDelete() bool {
 	if x != nil {
 		return x.Delete
+	}
+	return false
+}
+
+func (x *LogEntry) GetDropSlot() bool {
+	if x != nil {
+		return x.DropSlot
+	}
+	return false
+}
+
+func (x *LogEntry) GetMark() bool {
+	if x != nil {
+		return x.Mark
 	}
 	return false
 }
@@ -2384,14 +2403,16 @@ const file_thunder_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tacked_seq\x18\x02 \x01(\x04R\backedSeq\x12\x1c\n" +
 	"\tconnected\x18\x03 \x01(\bR\tconnected\x12\x17\n" +
-	"\ain_sync\x18\x04 \x01(\bR\x06inSync\"\x86\x01\n" +
+	"\ain_sync\x18\x04 \x01(\bR\x06inSync\"\xb7\x01\n" +
 	"\bLogEntry\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x12\n" +
 	"\x04slot\x18\x03 \x01(\rR\x04slot\x12\x10\n" +
 	"\x03key\x18\x04 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x05 \x01(\fR\x05value\x12\x16\n" +
-	"\x06delete\x18\x06 \x01(\bR\x06delete\"?\n" +
+	"\x06delete\x18\x06 \x01(\bR\x06delete\x12\x1b\n" +
+	"\tdrop_slot\x18\x14 \x01(\bR\bdropSlot\x12\x12\n" +
+	"\x04mark\x18\x15 \x01(\bR\x04mark\"?\n" +
 	"\n" +
 	"EpochStart\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x1b\n" +
