@@ -73,7 +73,7 @@ func (imp *importer) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		if wire.CodeOf(err) == wire.Code_NOT_FOUND || !imp.snapshotOK.Load() {
+		if wire.CodeOf(err) == wire.Code_NOT_FOUND || progressed && !imp.snapshotOK.Load() {
 			// The source's log no longer reaches back to the position, or
 			// a snapshot was cut short: copy again from an empty range.
 			imp.resumable, imp.restart = false, true
@@ -170,6 +170,11 @@ func (imp *importer) stream(ctx context.Context, log *slog.Logger) (progressed b
 		silence.Reset(silentSource)
 		if err := imp.apply(sctx, msg); err != nil {
 			return progressed, err
+		}
+		if !progressed {
+			imp.errMu.Lock()
+			imp.lastErr = nil // the report shows errors while they last
+			imp.errMu.Unlock()
 		}
 		progressed = true
 	}
