@@ -1,6 +1,7 @@
 package datanode
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -129,7 +130,8 @@ func (src *migrationSender) sendSnapshot(ctx context.Context) (seq uint64, recor
 		return err
 	}
 	seq, err = src.n.store().Snapshot(ctx, src.m.Slots(), func(slot int, key, value []byte) error {
-		rec := &wire.SnapshotRecord{Slot: uint32(slot), Key: key, Value: value}
+		// key and value are valid only during the call: the chunk keeps copies.
+		rec := &wire.SnapshotRecord{Slot: uint32(slot), Key: bytes.Clone(key), Value: bytes.Clone(value)}
 		if !src.n.mig.corrupt(&rec.Value) {
 			chunk.Records = append(chunk.Records, rec)
 		}
