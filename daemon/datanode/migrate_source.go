@@ -1,7 +1,6 @@
 package datanode
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -124,12 +123,10 @@ func (src *migrationSender) sendSnapshot(ctx context.Context) (seq uint64, recor
 	}}
 	seq, err = src.n.store().Snapshot(ctx, src.m.Slots(), func(slot int, key, value []byte) error {
 		records++
-		// key and value are valid only during the call: the chunk keeps copies.
-		rec := &wire.SnapshotRecord{Slot: uint32(slot), Key: bytes.Clone(key), Value: bytes.Clone(value)}
-		if src.n.mig.corrupt(&rec.Value) {
+		if src.n.mig.corrupt(&value) {
 			return nil
 		}
-		return chunks.add(rec)
+		return chunks.add(slot, key, value)
 	})
 	if err == nil {
 		err = chunks.flush()

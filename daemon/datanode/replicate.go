@@ -239,7 +239,7 @@ func (sh *shipper) sendSnapshot(ctx context.Context) (uint64, error) {
 	}}
 	seq, err := sh.n.store().Snapshot(ctx, slots, func(slot int, key, value []byte) error {
 		records++
-		return chunks.add(&wire.SnapshotRecord{Slot: uint32(slot), Key: key, Value: value})
+		return chunks.add(slot, key, value)
 	})
 	if err == nil {
 		err = chunks.flush()
@@ -282,23 +282,38 @@ func storeLogEntry(e *wire.LogEntry) datastore.LogEntry {
 
 // chunker gathers snapshot records into chunks of at most snapshotChunk
 // records and shipBytes of keys and values (plus the record that crosses
-// it), and hands each to send with its size.
+// it), and hands each to send with its size. It copies keys and values into
+// one buffer per chunk: Store.Snapshot's slices are valid only during its
+// callback, and the last chunk is sent after Snapshot returned.
 type chunker struct {
 	chunk *wire.SnapshotChunk
+	buf   []byte
 	size  int
 	send  func(chunk *wire.SnapshotChunk, size int) error
 }
 
-func (c *chunker) add(rec *wire.SnapshotRecord) error {
+func (c *chunker) add(slot int, key, value []byte) error {
 	if c.chunk == nil {
 		c.chunk = &wire.SnapshotChunk{}
+		c.buf = make([]byte, 0, min(shipBytes, 64<<10))
 	}
-	c.chunk.Records = append(c.chunk.Records, rec)
-	c.size += len(rec.Key) + len(rec.Value)
+	var k, v []byte
+	k, c.buf = carve(c.buf, key)
+	v, c.buf = carve(c.buf, value)
+	c.chunk.Records = append(c.chunk.Records, &wire.SnapshotRecord{Slot: uint32(slot), Key: k, Value: v})
+	c.size += len(key) + len(value)
 	if len(c.chunk.Records) >= snapshotChunk || c.size >= shipBytes {
 		return c.flush()
 	}
 	return nil
+}
+
+// carve appends b to buf and returns the copy, capped so that later appends
+// to buf never write into it, and the grown buf.
+func carve(buf, b []byte) (cp, rest []byte) {
+	off := len(buf)
+	buf = append(buf, b...)
+	return buf[off:len(buf):len(buf)], buf
 }
 
 // flush sends what was gathered, if anything.
@@ -307,6 +322,6 @@ func (c *chunker) flush() error {
 		return nil
 	}
 	chunk, size := c.chunk, c.size
-	c.chunk, c.size = nil, 0
+	c.chunk, c.buf, c.size = nil, nil, 0
 	return c.send(chunk, size)
 }
