@@ -168,16 +168,24 @@ func TestPingAnsweredByEveryRole(t *testing.T) {
 // is being replaced): the coordinator would fail the group over again at
 // once.
 func TestHandoverNeedsARegisteredTarget(t *testing.T) {
-	c, a, b := startPair(t)
+	c := newTestCluster(t)
+	a := c.startNode(nodeDir(t, "a"), nil, nil)
+	c.waitGroup("a leads", func(g *coord.Group) bool { return g.Primary == a.ID() })
+	bConn := c.srv.Connect()
+	b := c.startNode(nodeDir(t, "b"), bConn, nil)
+	c.waitServing(a, b)
 	epoch := c.group().Epoch
 	ctx := context.Background()
-	raw := c.srv.Connect()
-	defer raw.Close()
-	if err := raw.Delete(ctx, coord.JoinPath(coord.ClusterPath("test")+"/nodes", b.ID()), coord.AnyVersion); err != nil {
-		t.Fatal(err)
-	}
+	// b's session ends, so its znode goes and nothing registers it again,
+	// while its replication stream to a stays up for a moment.
+	bConn.Close()
+	poll.Until(t, patience, "b unregistered", func() bool {
+		nodes, err := c.view.Nodes(ctx)
+		return err == nil && !slices.ContainsFunc(nodes, func(n coord.NodeInfo) bool { return n.ID == b.ID() })
+	})
 	s := &service{n: a}
-	if _, err := s.Handover(ctx, &wire.HandoverRequest{Epoch: epoch, To: b.ID()}); err == nil || !strings.Contains(err.Error(), "not registered") {
+	if _, err := s.Handover(ctx, &wire.HandoverRequest{Epoch: epoch, To: b.ID()}); err == nil ||
+		!(strings.Contains(err.Error(), "not registered") || strings.Contains(err.Error(), "not connected")) {
 		t.Fatalf("handover to an unregistered member: %v", err)
 	}
 	if _, err := s.Handover(ctx, &wire.HandoverRequest{Epoch: epoch}); err == nil {
