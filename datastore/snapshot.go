@@ -125,11 +125,12 @@ type Restorer struct {
 // errRestorerDone is returned by a Restorer used after Finish or Abort.
 var errRestorerDone = fmt.Errorf("restorer already finished: %w", ErrClosed)
 
-// Restore discards all local data and the whole log, for a follower that
-// is new or too far behind to catch up from its primary's log, and returns
-// a Restorer to load a snapshot with. Writes, SetEpoch, TruncateAfter and
-// Snapshot are refused with ErrRestoring until the Restorer finishes; reads
-// see the partly loaded data meanwhile. Epoch() is kept (fencing), the
+// Restore discards all local data (marks too: a snapshot carries none) and
+// the whole log, for a follower that is new or too far behind to catch up
+// from its primary's log, and returns a Restorer to load a snapshot with.
+// Writes, SetEpoch, TruncateAfter and Snapshot are refused with
+// ErrRestoring until the Restorer finishes; reads see the partly loaded
+// data meanwhile. Epoch() is kept (fencing), the
 // epoch map and LastSeq, CommittedSeq and AppliedSeq go to 0 until Finish.
 // A crash before Finish leaves an empty store at seq 0 after Open.
 //
@@ -184,6 +185,7 @@ func (s *Store) discardAll() error {
 	s.tail.reset()
 	s.tailBytes = 0
 	s.overlay, s.overlayBytes = make(map[uint64]uint64), 0
+	s.drops = make(map[uint16][]uint64)
 	s.logState = logState{epoch: s.epoch}
 	s.durable, s.committed, s.applied, s.target = 0, 0, 0, 0
 	s.segments = nil
@@ -215,20 +217,14 @@ func (r *Restorer) flush() error {
 		return nil
 	}
 	err := r.s.update(func(tx *bolt.Tx) error {
-		buckets := make(map[uint16]*bolt.Bucket)
+		slots := newSlotsTx(tx)
 		for i := range r.pending {
 			e := &r.pending[i]
-			b, err := slotBucketForWrite(tx, buckets, e.slot)
-			if err != nil {
-				return err
-			}
-			rec := make([]byte, recordSize(len(e.value)))
-			encodeRecord(rec, e.key, e.value)
-			if err := b.Put(e.key, rec); err != nil {
+			if err := slots.put(e.slot, e.key, e.value, make([]byte, recordSize(len(e.value)))); err != nil {
 				return fmt.Errorf("slot %d key %s: %w", e.slot, keyForError(e.key), err)
 			}
 		}
-		return nil
+		return slots.flush()
 	})
 	clear(r.pending)
 	r.pending, r.bytes = r.pending[:0], 0

@@ -43,6 +43,7 @@ type DRPCDataClient interface {
 	Status(ctx context.Context, in *NodeStatusRequest) (*NodeStatus, error)
 	Replicate(ctx context.Context) (DRPCData_ReplicateClient, error)
 	Handover(ctx context.Context, in *HandoverRequest) (*HandoverReply, error)
+	Migrate(ctx context.Context, in *MigrateRequest) (DRPCData_MigrateClient, error)
 	Dump(ctx context.Context, in *DumpRequest) (DRPCData_DumpClient, error)
 }
 
@@ -161,6 +162,46 @@ func (c *drpcDataClient) Handover(ctx context.Context, in *HandoverRequest) (*Ha
 	return out, nil
 }
 
+func (c *drpcDataClient) Migrate(ctx context.Context, in *MigrateRequest) (DRPCData_MigrateClient, error) {
+	stream, err := c.cc.NewStream(ctx, "/thunderyurts.wire.Data/Migrate", drpcEncoding_File_thunder_proto{})
+	if err != nil {
+		return nil, err
+	}
+	x := &drpcData_MigrateClient{stream}
+	if err := x.MsgSend(in, drpcEncoding_File_thunder_proto{}); err != nil {
+		return nil, err
+	}
+	if err := x.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+type DRPCData_MigrateClient interface {
+	drpc.Stream
+	Recv() (*MigrateMessage, error)
+}
+
+type drpcData_MigrateClient struct {
+	drpc.Stream
+}
+
+func (x *drpcData_MigrateClient) GetStream() drpc.Stream {
+	return x.Stream
+}
+
+func (x *drpcData_MigrateClient) Recv() (*MigrateMessage, error) {
+	m := new(MigrateMessage)
+	if err := x.MsgRecv(m, drpcEncoding_File_thunder_proto{}); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (x *drpcData_MigrateClient) RecvMsg(m *MigrateMessage) error {
+	return x.MsgRecv(m, drpcEncoding_File_thunder_proto{})
+}
+
 func (c *drpcDataClient) Dump(ctx context.Context, in *DumpRequest) (DRPCData_DumpClient, error) {
 	stream, err := c.cc.NewStream(ctx, "/thunderyurts.wire.Data/Dump", drpcEncoding_File_thunder_proto{})
 	if err != nil {
@@ -207,6 +248,7 @@ type DRPCDataServer interface {
 	Status(context.Context, *NodeStatusRequest) (*NodeStatus, error)
 	Replicate(DRPCData_ReplicateStream) error
 	Handover(context.Context, *HandoverRequest) (*HandoverReply, error)
+	Migrate(*MigrateRequest, DRPCData_MigrateStream) error
 	Dump(*DumpRequest, DRPCData_DumpStream) error
 }
 
@@ -232,13 +274,17 @@ func (s *DRPCDataUnimplementedServer) Handover(context.Context, *HandoverRequest
 	return nil, drpcerr.WithCode(errors.New("Unimplemented"), drpcerr.Unimplemented)
 }
 
+func (s *DRPCDataUnimplementedServer) Migrate(*MigrateRequest, DRPCData_MigrateStream) error {
+	return drpcerr.WithCode(errors.New("Unimplemented"), drpcerr.Unimplemented)
+}
+
 func (s *DRPCDataUnimplementedServer) Dump(*DumpRequest, DRPCData_DumpStream) error {
 	return drpcerr.WithCode(errors.New("Unimplemented"), drpcerr.Unimplemented)
 }
 
 type DRPCDataDescription struct{}
 
-func (DRPCDataDescription) NumMethods() int { return 6 }
+func (DRPCDataDescription) NumMethods() int { return 7 }
 
 func (DRPCDataDescription) Method(n int) (string, drpc.Encoding, drpc.Receiver, interface{}, bool) {
 	switch n {
@@ -286,6 +332,15 @@ func (DRPCDataDescription) Method(n int) (string, drpc.Encoding, drpc.Receiver, 
 					)
 			}, DRPCDataServer.Handover, true
 	case 5:
+		return "/thunderyurts.wire.Data/Migrate", drpcEncoding_File_thunder_proto{},
+			func(srv interface{}, ctx context.Context, in1, in2 interface{}) (drpc.Message, error) {
+				return nil, srv.(DRPCDataServer).
+					Migrate(
+						in1.(*MigrateRequest),
+						&drpcData_MigrateStream{in2.(drpc.Stream)},
+					)
+			}, DRPCDataServer.Migrate, true
+	case 6:
 		return "/thunderyurts.wire.Data/Dump", drpcEncoding_File_thunder_proto{},
 			func(srv interface{}, ctx context.Context, in1, in2 interface{}) (drpc.Message, error) {
 				return nil, srv.(DRPCDataServer).
@@ -421,6 +476,23 @@ func (x *drpcData_HandoverStream) SendAndClose(m *HandoverReply) error {
 		return err
 	}
 	return x.CloseSend()
+}
+
+type DRPCData_MigrateStream interface {
+	drpc.Stream
+	Send(*MigrateMessage) error
+}
+
+type drpcData_MigrateStream struct {
+	drpc.Stream
+}
+
+func (x *drpcData_MigrateStream) GetStream() drpc.Stream {
+	return x.Stream
+}
+
+func (x *drpcData_MigrateStream) Send(m *MigrateMessage) error {
+	return x.MsgSend(m, drpcEncoding_File_thunder_proto{})
 }
 
 type DRPCData_DumpStream interface {

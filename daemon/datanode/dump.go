@@ -10,7 +10,7 @@ import (
 
 // Dump streams one consistent copy of the requested slots for a backup:
 // every slot is read from one read transaction of the store, cut at the
-// same log position, which the last message names (docs/backups.md). Any
+// same log position, which the first message names (docs/backups.md). Any
 // in-sync member serves it, so a backup need not load the primary. Records
 // leave in chunks of about shipBytes, each sent from inside the snapshot
 // callback: a slow reader slows the copy down instead of making this node
@@ -44,32 +44,23 @@ func (s *service) Dump(req *wire.DumpRequest, rpc wire.DRPCData_DumpStream) erro
 	}
 	start := time.Now()
 	var cut *wire.DumpCut
-	chunk := &wire.DumpChunk{}
-	records, chunkBytes := 0, 0
-	flush := func() error {
-		err := rpc.Send(chunk)
-		chunk, chunkBytes = &wire.DumpChunk{}, 0
-		return err
-	}
+	records := 0
+	chunks := chunker{send: func(chunk *wire.SnapshotChunk, _ int) error {
+		return rpc.Send(&wire.DumpChunk{Records: chunk.Records})
+	}}
 	begin := func(seq uint64) error {
 		cut = &wire.DumpCut{Epoch: epochAt(store.Epochs(), seq), Seq: seq}
 		return rpc.Send(&wire.DumpChunk{Cut: cut})
 	}
 	_, err := store.SnapshotCut(ctx, slots, begin, func(slot int, key, value []byte) error {
-		// key and value alias the file until fn returns, and the chunk
-		// being filled outlives that.
-		rec := &wire.SnapshotRecord{Slot: uint32(slot), Key: slices.Clone(key), Value: slices.Clone(value)}
-		chunk.Records = append(chunk.Records, rec)
 		records++
-		chunkBytes += len(key) + len(value)
-		if chunkBytes >= shipBytes {
-			return flush()
-		}
-		return nil
+		return chunks.add(slot, key, value)
 	})
 	if err == nil {
-		chunk.End = true
-		err = flush()
+		err = chunks.flush()
+	}
+	if err == nil {
+		err = rpc.Send(&wire.DumpChunk{End: true})
 	}
 	if err != nil {
 		return wire.Errorf(codeOf(err), "dump: node %s: %v", n.id, err)

@@ -207,7 +207,7 @@ func (sh *shipper) shipLog(ctx context.Context, next uint64) error {
 		}
 		msg := &wire.Entries{Entries: make([]*wire.LogEntry, len(entries))}
 		for i, e := range entries {
-			msg.Entries[i] = &wire.LogEntry{Seq: e.Seq, Epoch: e.Epoch, Slot: uint32(e.Slot), Key: e.Key, Value: e.Value, Delete: e.Delete}
+			msg.Entries[i] = wireLogEntry(e)
 		}
 		if len(entries) > 0 {
 			next = entries[len(entries)-1].Seq + 1
@@ -233,27 +233,16 @@ func (sh *shipper) sendSnapshot(ctx context.Context) (uint64, error) {
 	for i := range slots {
 		slots[i] = i
 	}
-	chunk := &wire.SnapshotChunk{}
-	records, chunkBytes := 0, 0
-	flush := func() error {
-		if len(chunk.Records) == 0 {
-			return nil
-		}
-		err := sh.send(&wire.PrimaryMessage{Body: &wire.PrimaryMessage_SnapshotChunk{SnapshotChunk: chunk}})
-		chunk, chunkBytes = &wire.SnapshotChunk{}, 0
-		return err
-	}
+	records := 0
+	chunks := chunker{send: func(chunk *wire.SnapshotChunk, _ int) error {
+		return sh.send(&wire.PrimaryMessage{Body: &wire.PrimaryMessage_SnapshotChunk{SnapshotChunk: chunk}})
+	}}
 	seq, err := sh.n.store().Snapshot(ctx, slots, func(slot int, key, value []byte) error {
-		chunk.Records = append(chunk.Records, &wire.SnapshotRecord{Slot: uint32(slot), Key: key, Value: value})
 		records++
-		chunkBytes += len(key) + len(value)
-		if len(chunk.Records) >= snapshotChunk || chunkBytes >= shipBytes {
-			return flush()
-		}
-		return nil
+		return chunks.add(slot, key, value)
 	})
 	if err == nil {
-		err = flush()
+		err = chunks.flush()
 	}
 	if err != nil {
 		return 0, err
@@ -279,4 +268,60 @@ func (p *primary) ackedOf(id string) uint64 {
 		return f.acked
 	}
 	return 0
+}
+
+// wireLogEntry is a log entry as the wire carries it; storeLogEntry the
+// converse.
+func wireLogEntry(e datastore.LogEntry) *wire.LogEntry {
+	return &wire.LogEntry{Seq: e.Seq, Epoch: e.Epoch, Slot: uint32(e.Slot), Key: e.Key, Value: e.Value, Delete: e.Delete, DropSlot: e.Drop, Mark: e.Mark}
+}
+
+func storeLogEntry(e *wire.LogEntry) datastore.LogEntry {
+	return datastore.LogEntry{Seq: e.Seq, Epoch: e.Epoch, Slot: int(e.Slot), Key: e.Key, Value: e.Value, Delete: e.Delete, Drop: e.DropSlot, Mark: e.Mark}
+}
+
+// chunker gathers snapshot records into chunks of at most snapshotChunk
+// records and shipBytes of keys and values (plus the record that crosses
+// it), and hands each to send with its size. It copies keys and values into
+// one buffer per chunk: Store.Snapshot's slices are valid only during its
+// callback, and the last chunk is sent after Snapshot returned.
+type chunker struct {
+	chunk *wire.SnapshotChunk
+	buf   []byte
+	size  int
+	send  func(chunk *wire.SnapshotChunk, size int) error
+}
+
+func (c *chunker) add(slot int, key, value []byte) error {
+	if c.chunk == nil {
+		c.chunk = &wire.SnapshotChunk{}
+		c.buf = make([]byte, 0, min(shipBytes, 64<<10))
+	}
+	var k, v []byte
+	k, c.buf = carve(c.buf, key)
+	v, c.buf = carve(c.buf, value)
+	c.chunk.Records = append(c.chunk.Records, &wire.SnapshotRecord{Slot: uint32(slot), Key: k, Value: v})
+	c.size += len(key) + len(value)
+	if len(c.chunk.Records) >= snapshotChunk || c.size >= shipBytes {
+		return c.flush()
+	}
+	return nil
+}
+
+// carve appends b to buf and returns the copy, capped so that later appends
+// to buf never write into it, and the grown buf.
+func carve(buf, b []byte) (cp, rest []byte) {
+	off := len(buf)
+	buf = append(buf, b...)
+	return buf[off:len(buf):len(buf)], buf
+}
+
+// flush sends what was gathered, if anything.
+func (c *chunker) flush() error {
+	if c.chunk == nil || len(c.chunk.Records) == 0 {
+		return nil
+	}
+	chunk, size := c.chunk, c.size
+	c.chunk, c.buf, c.size = nil, nil, 0
+	return c.send(chunk, size)
 }

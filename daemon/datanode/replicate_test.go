@@ -13,6 +13,7 @@ import (
 
 	"github.com/thunderyurts/thunderyurts/client"
 	"github.com/thunderyurts/thunderyurts/coord"
+	"github.com/thunderyurts/thunderyurts/datastore"
 	"github.com/thunderyurts/thunderyurts/internal/poll"
 	"github.com/thunderyurts/thunderyurts/wire"
 )
@@ -167,16 +168,24 @@ func TestPingAnsweredByEveryRole(t *testing.T) {
 // is being replaced): the coordinator would fail the group over again at
 // once.
 func TestHandoverNeedsARegisteredTarget(t *testing.T) {
-	c, a, b := startPair(t)
+	c := newTestCluster(t)
+	a := c.startNode(nodeDir(t, "a"), nil, nil)
+	c.waitGroup("a leads", func(g *coord.Group) bool { return g.Primary == a.ID() })
+	bConn := c.srv.Connect()
+	b := c.startNode(nodeDir(t, "b"), bConn, nil)
+	c.waitServing(a, b)
 	epoch := c.group().Epoch
 	ctx := context.Background()
-	raw := c.srv.Connect()
-	defer raw.Close()
-	if err := raw.Delete(ctx, coord.JoinPath(coord.ClusterPath("test")+"/nodes", b.ID()), coord.AnyVersion); err != nil {
-		t.Fatal(err)
-	}
+	// b's session ends, so its znode goes and nothing registers it again,
+	// while its replication stream to a stays up for a moment.
+	bConn.Close()
+	poll.Until(t, patience, "b unregistered", func() bool {
+		nodes, err := c.view.Nodes(ctx)
+		return err == nil && !slices.ContainsFunc(nodes, func(n coord.NodeInfo) bool { return n.ID == b.ID() })
+	})
 	s := &service{n: a}
-	if _, err := s.Handover(ctx, &wire.HandoverRequest{Epoch: epoch, To: b.ID()}); err == nil || !strings.Contains(err.Error(), "not registered") {
+	if _, err := s.Handover(ctx, &wire.HandoverRequest{Epoch: epoch, To: b.ID()}); err == nil ||
+		!(strings.Contains(err.Error(), "not registered") || strings.Contains(err.Error(), "not connected")) {
 		t.Fatalf("handover to an unregistered member: %v", err)
 	}
 	if _, err := s.Handover(ctx, &wire.HandoverRequest{Epoch: epoch}); err == nil {
@@ -211,5 +220,46 @@ func TestReadyWhileServingItsRole(t *testing.T) {
 	})
 	if err := b.readyErr(); err == nil || !strings.Contains(err.Error(), "not in sync") {
 		t.Fatalf("secondary out of the ISR: ready (%v)", err)
+	}
+}
+
+// Drops and marks ship to a secondary like any log entry: after the
+// primary drops a key's slot and writes a mark, the secondary has the key
+// gone and the mark set.
+func TestReplicateDropAndMark(t *testing.T) {
+	c, a, b := startPair(t)
+	c.waitGroup("b in sync", func(g *coord.Group) bool { return slices.Contains(g.ISR, b.ID()) })
+	if r := call(t, a.Addr(), patience, put("dropped", "v"))[0]; r.Code != wire.Code_OK {
+		t.Fatalf("put: %v %q", r.Code, r.Message)
+	}
+	slot := coord.SlotOf([]byte("dropped"), a.store().Slots())
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("primary: last %d committed %d; secondary: last %d committed %d",
+				a.store().LastSeq(), a.store().CommittedSeq(), b.store().LastSeq(), b.store().CommittedSeq())
+		}
+	})
+	eventually(t, "the secondary has the put", func() bool {
+		v, err := b.store().Get(slot, []byte("dropped"))
+		return err == nil && string(v) == "v"
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	// Through the primary's commit path: a write beside it would not move
+	// the watermark if the secondary acknowledged before the primary synced.
+	p := a.state.Load().primary
+	if _, err := p.commitWrite(ctx, []datastore.Mutation{{Slot: slot, Drop: true}}); err != nil {
+		t.Fatal(err)
+	}
+	seq, err := p.commitWrite(ctx, []datastore.Mutation{{Mark: true, Key: []byte("migration/m1"), Value: []byte("42")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the secondary commits the drop and the mark", func() bool { return b.store().CommittedSeq() >= seq })
+	if v, err := b.store().Get(slot, []byte("dropped")); !errors.Is(err, datastore.ErrNotFound) {
+		t.Fatalf("secondary's key after the drop: %q, %v", v, err)
+	}
+	if v, err := b.store().Mark(ctx, "migration/m1"); err != nil || string(v) != "42" {
+		t.Fatalf("secondary's mark: %q, %v", v, err)
 	}
 }

@@ -19,6 +19,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/net/netutil"
 )
 
 // Registry holds a daemon's metrics. The zero value is not usable; use
@@ -78,9 +80,12 @@ func (r *Registry) WriteText(w io.Writer) error {
 // them.
 type httpLimits struct {
 	readHeader, read, write, idle time.Duration
+	// conns bounds the open connections; further ones wait in the
+	// listen backlog until one closes, which the timeouts above ensure.
+	conns int
 }
 
-var limits = httpLimits{readHeader: 5 * time.Second, read: 10 * time.Second, write: 30 * time.Second, idle: 2 * time.Minute}
+var limits = httpLimits{readHeader: 5 * time.Second, read: 10 * time.Second, write: 30 * time.Second, idle: 2 * time.Minute, conns: 256}
 
 const maxHeaderBytes = 64 << 10
 
@@ -146,7 +151,7 @@ func Serve(addr string, reg *Registry, ready func() error, log *slog.Logger) (*S
 	s := &Server{srv: srv, addr: lis.Addr().String(), done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
-		if err := s.srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.srv.Serve(netutil.LimitListener(lis, limits.conns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http server stopped", "addr", s.addr, "err", err)
 		}
 	}()

@@ -12,10 +12,13 @@ import (
 	"time"
 )
 
-// serveWith serves with the given HTTP limits.
+// serveWith serves with the given HTTP limits (conns 0: the default).
 func serveWith(t *testing.T, l httpLimits) *Server {
 	t.Helper()
 	saved := limits
+	if l.conns == 0 {
+		l.conns = saved.conns
+	}
 	limits = l
 	t.Cleanup(func() { limits = saved })
 	s, err := Serve("127.0.0.1:0", NewRegistry(), func() error { return nil }, slog.New(slog.DiscardHandler))
@@ -50,7 +53,7 @@ func send(t *testing.T, addr, req string) net.Conn {
 }
 
 func TestServerSetsLimits(t *testing.T) {
-	l := httpLimits{readHeader: 1 * time.Second, read: 2 * time.Second, write: 3 * time.Second, idle: 4 * time.Second}
+	l := httpLimits{readHeader: 1 * time.Second, read: 2 * time.Second, write: 3 * time.Second, idle: 4 * time.Second, conns: 8}
 	srv := serveWith(t, l).srv
 	if srv.ReadHeaderTimeout != l.readHeader || srv.ReadTimeout != l.read || srv.WriteTimeout != l.write || srv.IdleTimeout != l.idle || srv.MaxHeaderBytes != maxHeaderBytes {
 		t.Fatalf("limits not set: header %v read %v write %v idle %v max header %d", srv.ReadHeaderTimeout, srv.ReadTimeout, srv.WriteTimeout, srv.IdleTimeout, srv.MaxHeaderBytes)
@@ -101,5 +104,30 @@ func TestProfilesOutlastWriteTimeout(t *testing.T) {
 	_ = resp.Body.Close()
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Fatalf("overlong profile: status %d, want 400", resp.StatusCode)
+	}
+}
+
+func TestServerBoundsConnections(t *testing.T) {
+	long := time.Minute
+	s := serveWith(t, httpLimits{readHeader: long, read: long, write: long, idle: long, conns: 3})
+	var idle []net.Conn
+	for range 3 {
+		idle = append(idle, send(t, s.Addr(), "GET /healthz HTTP/1.1\r\nHost: x\r\n"))
+	}
+	get := func(patience time.Duration) error {
+		c := send(t, s.Addr(), "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+		_ = c.SetReadDeadline(time.Now().Add(patience))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err == nil {
+			_ = resp.Body.Close()
+		}
+		return err
+	}
+	if err := get(300 * time.Millisecond); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("a fourth connection was served beside three open ones (err %v)", err)
+	}
+	_ = idle[0].Close()
+	if err := get(10 * time.Second); err != nil {
+		t.Fatalf("no connection served after one of the three closed: %v", err)
 	}
 }
