@@ -51,13 +51,27 @@ func (r *request) finish() {
 
 // Mutation is one change for Write: Value is stored under Key in Slot, or,
 // with Delete, the key is removed (Value is ignored). A nil Value stores an
-// empty value. The zero value is invalid (empty key).
+// empty value. Tag, if set, is kept with the entry in the log. The zero
+// value is invalid (empty key).
 type Mutation struct {
 	Slot   int
 	Key    []byte
 	Value  []byte
 	Delete bool
+	Tag    Tag
 }
+
+// Tag names one write of one client: the client's random id and the
+// write's number in that client, the same on every retry of it. The log
+// keeps it with the entry (and ReadLog returns it), so whoever holds the
+// log can tell a retry from a new write. The zero Tag (Client 0) is no tag.
+type Tag struct {
+	Client uint64
+	Seq    uint64
+}
+
+// IsZero reports whether t is no tag.
+func (t Tag) IsZero() bool { return t.Client == 0 }
 
 // Write appends the mutations to the write-ahead log, one entry each,
 // stamped with Epoch(), makes them durable (fdatasync) and returns the
@@ -136,7 +150,7 @@ func (s *Store) writeRequest(muts []Mutation) (*request, error) {
 	buf := make([]byte, 0, size)
 	for i := range muts {
 		m := &muts[i]
-		r.entries[i] = entry{slot: uint16(m.Slot), del: m.Delete}
+		r.entries[i] = entry{slot: uint16(m.Slot), del: m.Delete, tag: m.Tag}
 		r.entries[i].key, buf = carve(buf, m.Key)
 		if !m.Delete {
 			r.entries[i].value, buf = carve(buf, m.Value)
@@ -154,8 +168,9 @@ func carve(buf, b []byte) (cp, rest []byte) {
 }
 
 // LogEntry is one entry of the log: the mutation written at sequence
-// number Seq by the primary of Epoch. For a delete Value is empty. The zero
-// value is not a valid entry (Seq starts at 1).
+// number Seq by the primary of Epoch, with its writer's Tag if it had one.
+// For a delete Value is empty. The zero value is not a valid entry (Seq
+// starts at 1).
 type LogEntry struct {
 	Seq    uint64
 	Epoch  uint64
@@ -163,6 +178,7 @@ type LogEntry struct {
 	Key    []byte
 	Value  []byte
 	Delete bool
+	Tag    Tag
 }
 
 // ApplyLog appends entries received from a primary as they are, with their
@@ -244,7 +260,7 @@ func (s *Store) applyRequest(entries []LogEntry) (*request, error) {
 			return nil, fmt.Errorf("apply log: seq %d (slot %d, key %s): %w", e.Seq, e.Slot, keyForError(e.Key), err)
 		}
 		r.entries[i] = newEntry(uint16(e.Slot), e.Delete, e.Key, e.Value)
-		r.entries[i].seq, r.entries[i].epoch = e.Seq, e.Epoch
+		r.entries[i].seq, r.entries[i].epoch, r.entries[i].tag = e.Seq, e.Epoch, e.Tag
 	}
 	return r, nil
 }
@@ -493,11 +509,7 @@ func (s *Store) encode(st *logState, r *request, buf []byte) []byte {
 	}
 	for i := range r.entries {
 		e := &r.entries[i]
-		typ := byte(recPut)
-		if e.del {
-			typ = recDelete
-		}
-		buf = appendRecord(buf, typ, e.seq, e.epoch, e.slot, e.key, e.value)
+		buf = appendEntryRecord(buf, e)
 		st.appendEntry(e.seq, e.epoch)
 	}
 	r.lastSeq = st.last

@@ -99,10 +99,10 @@ func (s *Store) recoverSegment(seg *segment, newest bool, prev *uint64) error {
 		}
 		if sr.inCommit() {
 			// Keep what replay needs until the commit record vouches for it.
-			if rec.typ == recEpoch || rec.seq <= s.applied {
+			if !rec.isData() || rec.seq <= s.applied {
 				rec.key, rec.value = nil, nil
 			} else {
-				e := newEntry(rec.slot, rec.typ == recDelete, rec.key, rec.value)
+				e := rec.entry()
 				rec.key, rec.value = e.key, e.value
 			}
 			pending = append(pending, pendingRecord{at, rec})
@@ -151,8 +151,7 @@ func (s *Store) replay(rec record, prev *uint64) error {
 	if rec.seq != s.last+1 {
 		return fmt.Errorf("seq %d but the applied state ends at seq %d: %w", rec.seq, s.last, ErrCorrupt)
 	}
-	e := newEntry(rec.slot, rec.typ == recDelete, rec.key, rec.value)
-	e.seq, e.epoch = rec.seq, rec.epoch
+	e := rec.entry()
 	s.appendEntry(e.seq, e.epoch)
 	s.publishLocked(e)
 	return nil
