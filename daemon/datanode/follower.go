@@ -207,7 +207,8 @@ func (f *receiver) appendEntries(ctx context.Context, in []*wire.LogEntry, commi
 	}
 	entries := make([]datastore.LogEntry, len(in))
 	for i, e := range in {
-		entries[i] = datastore.LogEntry{Seq: e.Seq, Epoch: e.Epoch, Slot: int(e.Slot), Key: e.Key, Value: e.Value, Delete: e.Delete}
+		entries[i] = datastore.LogEntry{Seq: e.Seq, Epoch: e.Epoch, Slot: int(e.Slot), Key: e.Key, Value: e.Value, Delete: e.Delete,
+			Tag: datastore.Tag{Client: e.ClientId, Seq: e.ClientSeq}}
 	}
 	f.inflight.Add(1)
 	err := store.ApplyLogAsync(ctx, entries, func(last uint64, err error) {
@@ -216,6 +217,7 @@ func (f *receiver) appendEntries(ctx context.Context, in []*wire.LogEntry, commi
 			f.fail(fmt.Errorf("append %d entries from %d: %w", len(entries), entries[0].Seq, err))
 			return
 		}
+		f.n.dedupe.appended(entries)
 		f.appended.Store(last)
 		select {
 		case f.progressed <- struct{}{}:

@@ -11,6 +11,7 @@ type metrics struct {
 	batches *atomic.Uint64
 	gets    *atomic.Uint64
 	writes  *atomic.Uint64
+	retries *atomic.Uint64
 }
 
 func newMetrics(n *Node) *metrics {
@@ -20,6 +21,7 @@ func newMetrics(n *Node) *metrics {
 		batches: reg.Counter("thunder_data_batches_total", "Request batches received."),
 		gets:    reg.Counter("thunder_data_gets_total", "Get requests served by this node as primary."),
 		writes:  reg.Counter("thunder_data_writes_total", "Put and delete requests accepted for commit."),
+		retries: reg.Counter("thunder_data_write_retries_total", "Retried puts and deletes answered from their first attempt instead of written again."),
 	}
 	reg.Gauge("thunder_data_last_seq", "Sequence number of the newest op-log entry.", func() float64 { return float64(n.store().LastSeq()) })
 	reg.Gauge("thunder_data_is_primary", "1 when this node is its group's primary.", func() float64 {

@@ -207,7 +207,8 @@ func (sh *shipper) shipLog(ctx context.Context, next uint64) error {
 		}
 		msg := &wire.Entries{Entries: make([]*wire.LogEntry, len(entries))}
 		for i, e := range entries {
-			msg.Entries[i] = &wire.LogEntry{Seq: e.Seq, Epoch: e.Epoch, Slot: uint32(e.Slot), Key: e.Key, Value: e.Value, Delete: e.Delete}
+			msg.Entries[i] = &wire.LogEntry{Seq: e.Seq, Epoch: e.Epoch, Slot: uint32(e.Slot), Key: e.Key, Value: e.Value, Delete: e.Delete,
+				ClientId: e.Tag.Client, ClientSeq: e.Tag.Seq}
 		}
 		if len(entries) > 0 {
 			next = entries[len(entries)-1].Seq + 1
