@@ -32,7 +32,7 @@ type fakeNode struct {
 	// client pings on a stream of its own).
 	opened   atomic.Int64
 	ended    atomic.Int64
-	received atomic.Int64 // requests for a key
+	received atomic.Int64    // requests for a key
 	writes   []*wire.Request // every put and delete received, answered or not
 }
 
