@@ -87,6 +87,9 @@ func (rec *record) isData() bool {
 
 func (rec *record) isDelete() bool { return rec.typ == recDelete || rec.typ == recDeleteTagged }
 
+// tagged reports whether records of type typ carry a Tag.
+func tagged(typ byte) bool { return typ == recPutTagged || typ == recDeleteTagged }
+
 // entry copies the data record rec into an entry of its own.
 func (rec *record) entry() entry {
 	e := newEntry(rec.slot, rec.isDelete(), rec.key, rec.value)
@@ -125,7 +128,7 @@ func appendTaggedRecord(dst []byte, typ byte, seq, epoch uint64, slot uint16, ta
 	dst = append(dst, typ)
 	dst = binary.BigEndian.AppendUint16(dst, slot)
 	dst = binary.BigEndian.AppendUint32(dst, uint32(len(key)))
-	if typ == recPutTagged || typ == recDeleteTagged {
+	if tagged(typ) {
 		dst = binary.BigEndian.AppendUint64(dst, tag.Client)
 		dst = binary.BigEndian.AppendUint64(dst, tag.Seq)
 	}
@@ -186,7 +189,7 @@ func decodePayload(p []byte, want uint32) (record, bool) {
 		return record{}, false
 	}
 	fixed := uint64(recFixed)
-	if r.typ == recPutTagged || r.typ == recDeleteTagged {
+	if tagged(r.typ) {
 		if len(p) < recFixed+recTagLen {
 			return record{}, false
 		}

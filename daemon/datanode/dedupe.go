@@ -35,13 +35,15 @@ type dedupe struct {
 	order   []tagged // in log order, oldest first, from head on
 	head    int
 	pending map[datastore.Tag]*inflight
+	born    time.Time // the table's clock starts here (monotonic)
 }
 
-// tagged is one tag in the table and when it was added.
+// tagged is one tag in the table and when it was added, on the table's
+// clock: nothing in the table holds a pointer for the collector to scan.
 type tagged struct {
 	tag datastore.Tag
 	seq uint64
-	at  time.Time
+	at  time.Duration
 }
 
 // inflight is a tagged write queued on this node and not yet in its log;
@@ -54,7 +56,7 @@ type inflight struct {
 }
 
 func newDedupe() *dedupe {
-	return &dedupe{seqs: map[datastore.Tag]uint64{}, pending: map[datastore.Tag]*inflight{}}
+	return &dedupe{seqs: map[datastore.Tag]uint64{}, pending: map[datastore.Tag]*inflight{}, born: time.Now()}
 }
 
 // claim looks tag up. A tag in the log returns its entry's seq (inLog
@@ -112,7 +114,7 @@ func (d *dedupe) written(muts []datastore.Mutation, last uint64, err error) {
 		return // the common case of old clients: no lock to take
 	}
 	var wake []*inflight
-	now := time.Now()
+	now := time.Since(d.born)
 	d.mu.Lock()
 	for i := range muts {
 		tag := muts[i].Tag
@@ -141,7 +143,7 @@ func (d *dedupe) written(muts []datastore.Mutation, last uint64, err error) {
 
 // appended adds the tags of entries this node appended to its log.
 func (d *dedupe) appended(entries []datastore.LogEntry) {
-	now := time.Now()
+	now := time.Since(d.born)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for i := range entries {
@@ -152,16 +154,16 @@ func (d *dedupe) appended(entries []datastore.LogEntry) {
 	d.pruneLocked(now)
 }
 
-func (d *dedupe) addLocked(tag datastore.Tag, seq uint64, now time.Time) {
+func (d *dedupe) addLocked(tag datastore.Tag, seq uint64, now time.Duration) {
 	d.seqs[tag] = seq
 	d.order = append(d.order, tagged{tag: tag, seq: seq, at: now})
 }
 
 // pruneLocked forgets the tags beyond the window.
-func (d *dedupe) pruneLocked(now time.Time) {
+func (d *dedupe) pruneLocked(now time.Duration) {
 	for n := len(d.order) - d.head; n > dedupeMin; n-- {
 		t := d.order[d.head]
-		if n <= dedupeMax && now.Sub(t.at) < dedupeWindow {
+		if n <= dedupeMax && now-t.at < dedupeWindow {
 			break
 		}
 		if d.seqs[t.tag] == t.seq {

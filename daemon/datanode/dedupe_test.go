@@ -141,8 +141,8 @@ func TestDedupeChecksHitsAgainstTheLog(t *testing.T) {
 // and never more than dedupeMax.
 func TestDedupePrunesToItsWindow(t *testing.T) {
 	d := newDedupe()
-	now := time.Now()
-	old := now.Add(-dedupeWindow - time.Second)
+	now := dedupeWindow + time.Minute
+	old := now - dedupeWindow - time.Second
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for i := range uint64(dedupeMin + 100) {
