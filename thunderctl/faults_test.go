@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -293,13 +295,35 @@ func TestChaosKills(t *testing.T) {
 	tc.waitGroup(cl, "g1", time.Minute, func(g *coord.Group) bool { return len(g.ISR) == 3 })
 	l.waitProgress(t, 50, 30*time.Second)
 	w.halt()
-	t.Logf("%d kills, %d of them primaries", kills, primaries)
+	t.Logf("%d kills, %d of them primaries; the nodes answered %d retried writes from their first attempt", kills, primaries, retriesAnswered(t, tc))
 	l.halt()
 	if len(l.failed) > 0 {
 		t.Errorf("%d client calls failed; the first: %s", len(l.failed), l.failed[0])
 	}
 	w.verify(t, c)
 	l.check(t)
+}
+
+// retriesAnswered sums, over the data nodes' logs, the retried writes they
+// answered from their first attempt instead of writing them again.
+func retriesAnswered(t *testing.T, tc *testCluster) int {
+	sum := 0
+	for _, p := range tc.procsNamed("data-") {
+		b, err := os.ReadFile(p.Log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if !strings.Contains(line, "answered retried writes") {
+				continue
+			}
+			if _, after, ok := strings.Cut(line, " writes="); ok {
+				n, _ := strconv.Atoi(strings.Fields(after)[0])
+				sum += n
+			}
+		}
+	}
+	return sum
 }
 
 // TestRetryAcrossFailoverTakesEffectOnce plays the A, B, A case with real
@@ -337,6 +361,9 @@ func TestRetryAcrossFailoverTakesEffectOnce(t *testing.T) {
 	}
 	if string(v) != "B" {
 		t.Fatalf("k = %q after the retry, want the later put's B: the retry took effect again", v)
+	}
+	if n := retriesAnswered(t, tc); n < 1 {
+		t.Fatalf("the nodes say they answered %d retried writes from their first attempt, want at least 1", n)
 	}
 }
 
