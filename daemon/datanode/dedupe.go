@@ -39,7 +39,8 @@ type dedupe struct {
 }
 
 // tagged is one tag in the table and when it was added, on the table's
-// clock: nothing in the table holds a pointer for the collector to scan.
+// clock: the tags, up to a million, hold no pointer for the collector to
+// scan.
 type tagged struct {
 	tag datastore.Tag
 	seq uint64
