@@ -35,6 +35,8 @@ type dedupe struct {
 	seqs    map[datastore.Tag]uint64
 	order   []tagged // in log order, oldest first, from head on
 	head    int
+	// pending holds the claimed tags not yet written; the inflight is made
+	// when a second attempt comes (nil until then: no allocation per write).
 	pending map[datastore.Tag]*inflight
 	born    time.Time // the table's clock starts here (monotonic)
 }
@@ -68,13 +70,17 @@ func newDedupe() *dedupe {
 func (d *dedupe) claim(tag datastore.Tag, inLog func(datastore.Tag, uint64) bool) (seq uint64, first *inflight) {
 	for {
 		d.mu.Lock()
-		if f := d.pending[tag]; f != nil {
+		if f, ok := d.pending[tag]; ok {
+			if f == nil {
+				f = &inflight{}
+				d.pending[tag] = f
+			}
 			d.mu.Unlock()
 			return 0, f
 		}
 		seq, ok := d.seqs[tag]
 		if !ok {
-			d.pending[tag] = &inflight{}
+			d.pending[tag] = nil
 			d.mu.Unlock()
 			return 0, nil
 		}
@@ -120,17 +126,18 @@ func (d *dedupe) written(muts []datastore.Mutation, last uint64, err error) {
 	d.mu.Lock()
 	for i := range muts {
 		tag := muts[i].Tag
-		f := d.pending[tag]
-		if tag.IsZero() || f == nil {
+		f, claimed := d.pending[tag]
+		if tag.IsZero() || !claimed {
 			continue
 		}
 		delete(d.pending, tag)
-		f.done, f.err = true, err
+		var seq uint64
 		if err == nil {
-			f.seq = last - uint64(len(muts)-1-i)
-			d.addLocked(tag, f.seq, now)
+			seq = last - uint64(len(muts)-1-i)
+			d.addLocked(tag, seq, now)
 		}
-		if len(f.waiters) > 0 {
+		if f != nil {
+			f.done, f.seq, f.err = true, seq, err
 			wake = append(wake, f)
 		}
 	}
