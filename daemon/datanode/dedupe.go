@@ -31,10 +31,10 @@ const (
 // entries a truncation removed, or a snapshot replaced, are simply not
 // found.
 type dedupe struct {
-	mu      sync.Mutex
-	seqs    map[datastore.Tag]uint64
-	order   []tagged // in log order, oldest first, from head on
-	head    int
+	mu    sync.Mutex
+	seqs  map[datastore.Tag]uint64
+	order []tagged // in log order, oldest first, from head on
+	head  int
 	// pending holds the claimed tags not yet written; the inflight is made
 	// when a second attempt comes (nil until then: no allocation per write).
 	pending map[datastore.Tag]*inflight
