@@ -193,30 +193,19 @@ func (s *Store) applyOnce() (int, error) {
 		}
 		return guardBolt(s.dataPath, func() error {
 			return s.db.Update(func(tx *bolt.Tx) error {
-				records := make([]byte, 0, need)
-				buckets := make(map[uint16]*bolt.Bucket)
+				w := applyTx{tx: tx, records: make([]byte, 0, need), buckets: make(map[uint16]*bolt.Bucket), stats: newStatsTx(tx)}
 				for j, e := range order {
 					if j%yieldEvery == yieldEvery-1 {
 						// Two cores: without yielding, requests runnable on the
 						// other core's queue wait out a whole time slice.
 						runtime.Gosched()
 					}
-					b, err := slotBucketForWrite(tx, buckets, e.slot)
-					if err != nil {
-						return err
-					}
-					if e.del {
-						err = b.Delete(e.key)
-					} else {
-						n := recordSize(len(e.value))
-						records = records[:len(records)+n]
-						rec := records[len(records)-n:]
-						encodeRecord(rec, e.key, e.value)
-						err = b.Put(e.key, rec)
-					}
-					if err != nil {
+					if err := w.apply(e); err != nil {
 						return fmt.Errorf("seq %d slot %d key %s: %w", e.seq, e.slot, keyForError(e.key), err)
 					}
+				}
+				if err := w.stats.flush(); err != nil {
+					return err
 				}
 				if err := putMeta(tx, metaApplied, last); err != nil {
 					return err
@@ -256,13 +245,55 @@ func (s *Store) applyOnce() (int, error) {
 	return batch.len(), nil
 }
 
+// applyTx is the state of one apply transaction.
+type applyTx struct {
+	tx      *bolt.Tx
+	records []byte // room for the stored records of the puts
+	buckets map[uint16]*bolt.Bucket
+	stats   *statsTx
+	// The last drop applied: entries come slot by slot, a slot's drop
+	// first, and the older entries of its slot went with it.
+	dropSlot uint16
+	dropSeq  uint64
+}
+
+// apply applies one entry of latestInOrder's order.
+func (w *applyTx) apply(e *entry) error {
+	if e.mark {
+		return putMark(w.tx, e.key, e.value)
+	}
+	st, err := w.stats.of(e.slot)
+	if err != nil {
+		return err
+	}
+	switch {
+	case e.drop:
+		w.dropSlot, w.dropSeq = e.slot, e.seq
+		return dropSlot(w.tx, w.buckets, st, e.slot)
+	case e.slot == w.dropSlot && e.seq < w.dropSeq:
+		return nil
+	}
+	b, err := slotBucketForWrite(w.tx, w.buckets, e.slot)
+	if err != nil {
+		return err
+	}
+	if e.del {
+		return deleteKV(b, st, e.key)
+	}
+	n := recordSize(len(e.value))
+	w.records = w.records[:len(w.records)+n]
+	return putKV(b, st, e.key, e.value, w.records[len(w.records)-n:])
+}
+
 // overlayChunk bounds the entries the overlay forgets under one hold of
 // s.mu (a few hundred microseconds).
 const overlayChunk = 1024
 
 // latestInOrder returns the batch's entries sorted by slot and key,
 // keeping only the newest entry of each key: overwritten versions need no
-// bbolt work, and ordered puts touch each page once in turn. An entry's
+// bbolt work, and ordered puts touch each page once in turn. A slot's
+// drops (no key) come before its keys, the newest alone, and marks come
+// last. An entry's
 // overlay chain names the previous entry with its hash, which is nearly
 // always the previous version of its key: those are dropped before the
 // sort, and equal keys left over (hash collisions) after it.
@@ -275,7 +306,7 @@ func latestInOrder(batch *tailView) []*entry {
 		if e.prev < first {
 			continue
 		}
-		if p := batch.at(int(e.prev - first)); p.slot == e.slot && bytes.Equal(p.key, e.key) {
+		if p := batch.at(int(e.prev - first)); sameKey(p, e) {
 			superseded[e.prev-first] = true
 			kept--
 		}
@@ -289,7 +320,7 @@ func latestInOrder(batch *tailView) []*entry {
 	slices.SortFunc(out, compareKeySeq)
 	latest := out[:0]
 	for j, e := range out {
-		if j+1 < len(out) && out[j+1].slot == e.slot && bytes.Equal(out[j+1].key, e.key) {
+		if j+1 < len(out) && sameKey(out[j+1], e) {
 			continue
 		}
 		latest = append(latest, e)
@@ -297,7 +328,19 @@ func latestInOrder(batch *tailView) []*entry {
 	return latest
 }
 
+// sameKey reports whether x and y are versions of one key, one mark or
+// drops of one slot.
+func sameKey(x, y *entry) bool {
+	return x.slot == y.slot && x.mark == y.mark && bytes.Equal(x.key, y.key)
+}
+
 func compareKeySeq(x, y *entry) int {
+	if x.mark != y.mark {
+		if x.mark {
+			return 1
+		}
+		return -1
+	}
 	if x.slot != y.slot {
 		return int(x.slot) - int(y.slot)
 	}

@@ -51,12 +51,18 @@ func (r *request) finish() {
 
 // Mutation is one change for Write: Value is stored under Key in Slot, or,
 // with Delete, the key is removed (Value is ignored). A nil Value stores an
-// empty value. The zero value is invalid (empty key).
+// empty value. With Drop, every key of Slot is removed (Key and Value must
+// be empty). With Mark, Value is stored as the mark named Key (Slot is
+// ignored): a mark is no key of any slot, reads and scans never see it,
+// Store.Mark does. At most one of Delete, Drop and Mark is set. The zero
+// value is invalid (empty key).
 type Mutation struct {
 	Slot   int
 	Key    []byte
 	Value  []byte
 	Delete bool
+	Drop   bool
+	Mark   bool
 }
 
 // Write appends the mutations to the write-ahead log, one entry each,
@@ -124,7 +130,7 @@ func (s *Store) writeRequest(muts []Mutation) (*request, error) {
 	size := 0
 	for i := range muts {
 		m := &muts[i]
-		if err := s.validate(m.Slot, m.Key, m.Value, m.Delete); err != nil {
+		if err := s.validateOp(m.Slot, m.Key, m.Value, m.Delete, m.Drop, m.Mark); err != nil {
 			return nil, fmt.Errorf("write: mutation %d (slot %d, key %s): %w", i, m.Slot, keyForError(m.Key), err)
 		}
 		size += len(m.Key)
@@ -136,7 +142,7 @@ func (s *Store) writeRequest(muts []Mutation) (*request, error) {
 	buf := make([]byte, 0, size)
 	for i := range muts {
 		m := &muts[i]
-		r.entries[i] = entry{slot: uint16(m.Slot), del: m.Delete}
+		r.entries[i] = entry{slot: opSlot(m.Slot, m.Mark), del: m.Delete, drop: m.Drop, mark: m.Mark}
 		r.entries[i].key, buf = carve(buf, m.Key)
 		if !m.Delete {
 			r.entries[i].value, buf = carve(buf, m.Value)
@@ -154,8 +160,9 @@ func carve(buf, b []byte) (cp, rest []byte) {
 }
 
 // LogEntry is one entry of the log: the mutation written at sequence
-// number Seq by the primary of Epoch. For a delete Value is empty. The zero
-// value is not a valid entry (Seq starts at 1).
+// number Seq by the primary of Epoch. For a delete Value is empty; for a
+// Drop (of Slot) Key and Value are; a Mark has Slot 0 (see Mutation). The
+// zero value is not a valid entry (Seq starts at 1).
 type LogEntry struct {
 	Seq    uint64
 	Epoch  uint64
@@ -163,6 +170,8 @@ type LogEntry struct {
 	Key    []byte
 	Value  []byte
 	Delete bool
+	Drop   bool
+	Mark   bool
 }
 
 // ApplyLog appends entries received from a primary as they are, with their
@@ -240,11 +249,12 @@ func (s *Store) applyRequest(entries []LogEntry) (*request, error) {
 		if i > 0 && e.Epoch < entries[i-1].Epoch {
 			return nil, fmt.Errorf("apply log: seq %d has epoch %d after epoch %d: %w", e.Seq, e.Epoch, entries[i-1].Epoch, ErrStaleEpoch)
 		}
-		if err := s.validate(e.Slot, e.Key, e.Value, e.Delete); err != nil {
+		if err := s.validateOp(e.Slot, e.Key, e.Value, e.Delete, e.Drop, e.Mark); err != nil {
 			return nil, fmt.Errorf("apply log: seq %d (slot %d, key %s): %w", e.Seq, e.Slot, keyForError(e.Key), err)
 		}
-		r.entries[i] = newEntry(uint16(e.Slot), e.Delete, e.Key, e.Value)
+		r.entries[i] = newEntry(opSlot(e.Slot, e.Mark), e.Delete, e.Key, e.Value)
 		r.entries[i].seq, r.entries[i].epoch = e.Seq, e.Epoch
+		r.entries[i].drop, r.entries[i].mark = e.Drop, e.Mark
 	}
 	return r, nil
 }
@@ -493,11 +503,7 @@ func (s *Store) encode(st *logState, r *request, buf []byte) []byte {
 	}
 	for i := range r.entries {
 		e := &r.entries[i]
-		typ := byte(recPut)
-		if e.del {
-			typ = recDelete
-		}
-		buf = appendRecord(buf, typ, e.seq, e.epoch, e.slot, e.key, e.value)
+		buf = appendRecord(buf, e.recordType(), e.seq, e.epoch, e.slot, e.key, e.value)
 		st.appendEntry(e.seq, e.epoch)
 	}
 	r.lastSeq = st.last

@@ -33,8 +33,9 @@
 //     A record (format v2) is tag 0xD2 (1) | length (4) | crc32c of the
 //     payload (4) | crc32c of the 9 header bytes before it (4) | payload, the
 //     payload being seq (8) | epoch (8) | type (1: put, 2: delete, 3: epoch
-//     marker, 4: commit) | slot (2) | key length (4) | key | value, all
-//     big-endian. An epoch marker says its epoch starts at seq+1 and takes no
+//     marker, 4: commit, 7: drop slot, 8: mark) | slot (2) | key length (4) |
+//     key | value, all big-endian (a drop has no key or value, a mark has
+//     slot 0 and its name as key). An epoch marker says its epoch starts at seq+1 and takes no
 //     sequence number. Each commit (one write and fdatasync) ends with a
 //     commit record whose value is the commit's byte count (8) | their
 //     crc32c (4) | its first data seq, 0 if none (8) | "TYCM"; a commit is
@@ -46,14 +47,17 @@
 //     version 2 stay readable, each its own commit. Segments whose entries
 //     are all applied and older than Options.LogRetention are deleted.
 //   - data.db, a bbolt file: bucket "meta" with the records "version"
-//     (format version, 3; 2 is upgraded on Open), "slots", "applied" (seq
+//     (format version, 4; 2 and 3 are upgraded on Open), "slots", "applied" (seq
 //     of the newest applied entry), "epoch" (highest epoch seen), each an 8-byte big-endian
 //     number, "epochs" (the epoch map: pairs of 8-byte epoch and start seq)
 //     and, during a Restore, "restoring"; and one bucket per slot that has
 //     held a key, named "s" + 2-byte big-endian slot, holding the slot's
 //     keys, each value stored as crc32c(key || value) (4 bytes) followed by
-//     the value. Meta records use the same format with the record name as
-//     key.
+//     the value; bucket "stats" with each slot's stats (keys, bytes and
+//     hash, see SlotDigest) under its 2-byte big-endian number, kept by the
+//     applier with the data (computed on Open for a store that has none);
+//     bucket "marks" with each mark's value under its name. Meta, stats and
+//     mark records use the same format with their name as key.
 //
 // Castagnoli CRC32C is used (hardware accelerated) for stored records; slot
 // hashing elsewhere uses IEEE CRC32, which is unrelated.

@@ -90,6 +90,11 @@ var (
 	// ErrFormat is returned by Open for a file that is not a datastore file
 	// or was written by an unsupported format version.
 	ErrFormat = errors.New("datastore: unsupported file format")
+
+	// ErrBadMutation is returned by Write and ApplyLog for a mutation that
+	// is more than one of delete, drop and mark, or a drop with a key or
+	// value; nothing is written.
+	ErrBadMutation = errors.New("datastore: invalid mutation")
 )
 
 // keyForError renders a key for an error message: quoted, and truncated so a

@@ -29,6 +29,8 @@ type entry struct {
 	epoch uint64
 	slot  uint16
 	del   bool
+	drop  bool // drops every key of slot; key and value are empty
+	mark  bool // stores value as the mark named key; slot is 0
 	key   []byte
 	value []byte
 	hash  uint64 // overlay hash of slot and key
@@ -42,7 +44,7 @@ const entryOverhead = 160
 func (e *entry) cost() int64 { return int64(len(e.key) + len(e.value) + entryOverhead) }
 
 func (e *entry) logEntry() LogEntry {
-	return LogEntry{Seq: e.seq, Epoch: e.epoch, Slot: int(e.slot), Key: e.key, Value: e.value, Delete: e.del}
+	return LogEntry{Seq: e.seq, Epoch: e.epoch, Slot: int(e.slot), Key: e.key, Value: e.value, Delete: e.del, Drop: e.drop, Mark: e.mark}
 }
 
 // segment is one WAL file. first comes from its name: the seq of the first
@@ -318,8 +320,7 @@ func readSegment(sr *segmentReader, from, stop uint64, r *logRead) (bool, error)
 			return true, nil
 		}
 		// Keys and values alias the reader's buffer until the next record.
-		e := newEntry(rec.slot, rec.typ == recDelete, rec.key, rec.value)
-		e.seq, e.epoch = rec.seq, rec.epoch
+		e := rec.entry()
 		r.add(e.logEntry())
 	}
 }

@@ -1,8 +1,10 @@
 package datastore
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -62,12 +64,14 @@ var (
 	metaRestoring = []byte("restoring")
 )
 
-// loadMeta reads the meta records, creating them in a new store, and
-// finishes a restore that a crash interrupted by discarding its data and
-// log: the flag is cleared only after the log files are gone, so a crash
-// in between repeats the discard rather than replaying the old log.
+// loadMeta reads the meta records, creating them in a new store, computes
+// the slot stats of a store that has none, and finishes a restore that a
+// crash interrupted by discarding its data and log: the flag is cleared
+// only after the log files are gone, so a crash in between repeats the
+// discard rather than replaying the old log.
 func (s *Store) loadMeta(slots int) error {
 	discard := false
+	start := time.Now()
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketMeta) == nil {
 			if err := s.create(tx, slots); err != nil {
@@ -76,6 +80,11 @@ func (s *Store) loadMeta(slots int) error {
 		}
 		if err := s.readMeta(tx, slots); err != nil {
 			return err
+		}
+		if computed, err := ensureStats(tx); err != nil {
+			return fmt.Errorf("compute slot stats: %w", err)
+		} else if computed {
+			s.log.Info("datastore computed the stats of every slot", "dir", s.dir, "took", time.Since(start))
 		}
 		if tx.Bucket(bucketMeta).Get(metaRestoring) == nil {
 			return nil
@@ -106,8 +115,10 @@ func (s *Store) create(tx *bolt.Tx, slots int) error {
 	if k, _ := tx.Cursor().First(); k != nil {
 		return fmt.Errorf("bucket %q present but no meta bucket: %w", k, ErrFormat)
 	}
-	if _, err := tx.CreateBucket(bucketMeta); err != nil {
-		return err
+	for _, name := range [][]byte{bucketMeta, bucketStats} {
+		if _, err := tx.CreateBucket(name); err != nil {
+			return err
+		}
 	}
 	for _, p := range []struct {
 		name []byte
@@ -145,14 +156,16 @@ func (s *Store) readMeta(tx *bolt.Tx, slots int) error {
 	}
 	switch version {
 	case formatVersion:
-	case formatVersionV1Log:
+	case formatVersionV1Log, formatVersionNoStats:
 		// The log's v1 records stay readable; what is written from now on
-		// is v2, which older builds must not try to read.
+		// is v2, which older builds must not try to read, and a version 3
+		// store gets its stats (ensureStats), which older builds would not
+		// keep up to date.
 		if err := putMeta(tx, metaVersion, formatVersion); err != nil {
 			return err
 		}
 	default:
-		return fmt.Errorf("format version %d, this build reads %d and %d: %w", version, formatVersionV1Log, formatVersion, ErrFormat)
+		return fmt.Errorf("format version %d, this build reads %d to %d: %w", version, formatVersionV1Log, formatVersion, ErrFormat)
 	}
 	stored, err := metaU64(tx, metaSlots)
 	if err != nil {
@@ -182,12 +195,12 @@ func metaU64(tx *bolt.Tx, name []byte) (uint64, error) {
 	return decodeMetaU64(name, tx.Bucket(bucketMeta).Get(name))
 }
 
-// wipeSlots deletes every slot bucket.
+// wipeSlots deletes every slot bucket, their stats and the marks.
 func wipeSlots(tx *bolt.Tx) error {
 	var names [][]byte
 	c := tx.Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
-		if _, ok := slotOfBucketName(k); ok && v == nil {
+		if _, ok := slotOfBucketName(k); ok && v == nil || bytes.Equal(k, bucketStats) || bytes.Equal(k, bucketMarks) {
 			names = append(names, k)
 		}
 	}
@@ -196,5 +209,6 @@ func wipeSlots(tx *bolt.Tx) error {
 			return fmt.Errorf("delete bucket %q: %w", name, err)
 		}
 	}
-	return nil
+	_, err := tx.CreateBucket(bucketStats)
+	return err
 }

@@ -120,9 +120,9 @@ func (s *Store) GetMany(refs []KeyRef) []GetResult {
 			out[i].Err = err
 			continue
 		}
-		if len(s.overlay) > 0 {
+		if len(s.overlay) > 0 || len(s.drops) > 0 {
 			if e := s.lookupOverlayLocked(uint16(ref.Slot), ref.Key, s.committed); e != nil {
-				if e.del {
+				if e.del || e.drop {
 					out[i].Err = ErrNotFound
 				} else {
 					out[i].Value = e.value

@@ -16,7 +16,9 @@ import (
 //	tag 0xD2 (1) | length (4) | crc32c of the payload (4) | crc32c of the 9 bytes before it (4) | payload
 //
 // The payload is seq(8) | epoch(8) | type(1) | slot(2) | key length(4) |
-// key | value and length counts the payload only. The header checksum
+// key | value and length counts the payload only. A drop (type 7) has the
+// slot and no key or value; a mark (type 8) has slot 0, the mark's name as
+// key and its value. The header checksum
 // covers the length, so a damaged length is caught before it is believed.
 // Every commit (the records of one write and fdatasync) ends with a commit
 // record whose value is the commit's byte count (8) | crc32c of those
@@ -45,6 +47,10 @@ const (
 	recEpoch = 3
 	// recCommit closes a commit; it uses no sequence number either.
 	recCommit = 4
+	// recDrop removes every key of its slot; recMark stores a mark (see
+	// Mutation). Types 5 and 6 are tagged puts and deletes.
+	recDrop = 7
+	recMark = 8
 
 	commitValue  = 8 + 4 + 8 + 4
 	commitRecord = recHeader + recFixed + commitValue
@@ -63,6 +69,27 @@ type record struct {
 	slot  uint16
 	key   []byte
 	value []byte
+}
+
+// entry copies the data record rec into an entry of its own.
+func (rec *record) entry() entry {
+	e := newEntry(rec.slot, rec.typ == recDelete, rec.key, rec.value)
+	e.seq, e.epoch = rec.seq, rec.epoch
+	e.drop, e.mark = rec.typ == recDrop, rec.typ == recMark
+	return e
+}
+
+// recordType is the type of e's log record.
+func (e *entry) recordType() byte {
+	switch {
+	case e.drop:
+		return recDrop
+	case e.mark:
+		return recMark
+	case e.del:
+		return recDelete
+	}
+	return recPut
 }
 
 // appendRecord appends one v2 record to dst.
@@ -128,7 +155,7 @@ func decodePayload(p []byte, want uint32) (record, bool) {
 		slot:  binary.BigEndian.Uint16(p[17:]),
 	}
 	keyLen := uint64(binary.BigEndian.Uint32(p[19:]))
-	if keyLen > uint64(len(p)-recFixed) || r.typ < recPut || r.typ > recCommit {
+	if keyLen > uint64(len(p)-recFixed) || r.typ < recPut || r.typ > recCommit && r.typ != recDrop && r.typ != recMark {
 		return record{}, false
 	}
 	r.key = p[recFixed : recFixed+keyLen]

@@ -151,8 +151,7 @@ func (s *Store) replay(rec record, prev *uint64) error {
 	if rec.seq != s.last+1 {
 		return fmt.Errorf("seq %d but the applied state ends at seq %d: %w", rec.seq, s.last, ErrCorrupt)
 	}
-	e := newEntry(rec.slot, rec.typ == recDelete, rec.key, rec.value)
-	e.seq, e.epoch = rec.seq, rec.epoch
+	e := rec.entry()
 	s.appendEntry(e.seq, e.epoch)
 	s.publishLocked(e)
 	return nil

@@ -54,9 +54,9 @@ func recoverBolt(path string, err *error) {
 }
 
 // Verify checks the store in dir without changing it: the bbolt file's
-// page structure (bbolt's consistency check), its meta records and the
-// checksum of every stored value, and every write-ahead-log record with its
-// commit. It reads everything, so it takes time in proportion to the
+// page structure (bbolt's consistency check), its meta records, the
+// checksum of every stored value and the stats of every slot, and every
+// write-ahead-log record with its commit. It reads everything, so it takes time in proportion to the
 // store's size; Open does not do this (it reads only the log above the
 // applied seq and the meta records). The store must not be open: Verify
 // takes the directory lock (ErrLocked). A torn final commit, which Open
@@ -106,17 +106,31 @@ func verifyDataFile(path string) error {
 			if _, err := decodeEpochs(metaEpochs, meta.Get(metaEpochs)); err != nil {
 				return fmt.Errorf("data file %s: %w", path, err)
 			}
+			stats := tx.Bucket(bucketStats)
 			return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
 				slot, ok := slotOfBucketName(name)
 				if !ok {
 					return nil
 				}
-				return b.ForEach(func(k, v []byte) error {
+				var st slotStats
+				err := b.ForEach(func(k, v []byte) error {
 					if _, ok := openRecord(k, v); !ok {
 						return fmt.Errorf("data file %s: %w", path, corruptRecord(slot, k, "checksum mismatch"))
 					}
+					st.add(k, storedValue(v))
 					return nil
 				})
+				if err != nil || stats == nil {
+					return err // a store written before stats existed gets them on Open
+				}
+				stored, err := loadSlotStats(stats, uint16(slot))
+				if err != nil {
+					return fmt.Errorf("data file %s: %w", path, err)
+				}
+				if stored != st {
+					return fmt.Errorf("data file %s: stats of slot %d say %+v, its keys %+v: %w", path, slot, stored, st, ErrCorrupt)
+				}
+				return nil
 			})
 		})
 	})

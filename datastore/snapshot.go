@@ -172,6 +172,7 @@ func (s *Store) discardAll() error {
 	s.tail.reset()
 	s.tailBytes = 0
 	s.overlay, s.overlayBytes = make(map[uint64]uint64), 0
+	s.drops = make(map[uint16][]uint64)
 	s.logState = logState{epoch: s.epoch}
 	s.durable, s.committed, s.applied, s.target = 0, 0, 0, 0
 	s.segments = nil
@@ -204,19 +205,22 @@ func (r *Restorer) flush() error {
 	}
 	err := r.s.update(func(tx *bolt.Tx) error {
 		buckets := make(map[uint16]*bolt.Bucket)
+		stats := newStatsTx(tx)
 		for i := range r.pending {
 			e := &r.pending[i]
 			b, err := slotBucketForWrite(tx, buckets, e.slot)
 			if err != nil {
 				return err
 			}
-			rec := make([]byte, recordSize(len(e.value)))
-			encodeRecord(rec, e.key, e.value)
-			if err := b.Put(e.key, rec); err != nil {
+			st, err := stats.of(e.slot)
+			if err != nil {
+				return err
+			}
+			if err := putKV(b, st, e.key, e.value, make([]byte, recordSize(len(e.value)))); err != nil {
 				return fmt.Errorf("slot %d key %s: %w", e.slot, keyForError(e.key), err)
 			}
 		}
-		return nil
+		return stats.flush()
 	})
 	clear(r.pending)
 	r.pending, r.bytes = r.pending[:0], 0

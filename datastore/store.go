@@ -18,10 +18,13 @@ import (
 )
 
 const (
-	// formatVersion 3 writes the log in record format v2 (record.go);
-	// version 2 stores, whose logs hold v1 records, are upgraded on Open.
-	formatVersion      = 3
-	formatVersionV1Log = 2
+	// formatVersion 4 writes the log in record format v2 (record.go),
+	// drops and marks included, and keeps per-slot stats (digest.go);
+	// version 2 stores, whose logs hold v1 records, and version 3 stores,
+	// which have no stats, are upgraded on Open.
+	formatVersion        = 4
+	formatVersionNoStats = 3
+	formatVersionV1Log   = 2
 
 	defaultMaxKeySize   = 4096
 	defaultMaxValueSize = 4 << 20
@@ -140,8 +143,9 @@ type Store struct {
 	// those above applied; it serves ReadLog and feeds the applier.
 	tail         tailLog
 	tailBytes    int64
-	overlay      map[uint64]uint64 // see overlay.go
-	overlayBytes int64             // cost of the unapplied entries
+	overlay      map[uint64]uint64   // see overlay.go
+	drops        map[uint16][]uint64 // seqs of the unapplied drops of each slot, ascending
+	overlayBytes int64               // cost of the unapplied entries
 	hashSeed     maphash.Seed
 	segments     []segment
 	pins         map[uint64]int // Snapshot retention pins by applied seq
@@ -209,6 +213,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		hooks:         opts.hooks,
 		log:           opts.Logger,
 		overlay:       make(map[uint64]uint64),
+		drops:         make(map[uint16][]uint64),
 		hashSeed:      maphash.MakeSeed(),
 		pins:          make(map[uint64]int),
 		changed:       make(chan struct{}),

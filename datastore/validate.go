@@ -25,6 +25,24 @@ func (s *Store) validate(slot int, key, value []byte, del bool) error {
 	return s.checkKV(key, value, del)
 }
 
+// validateOp checks one mutation or log entry: a put or delete as validate
+// does, a drop its slot, a mark its name (the key) and value.
+func (s *Store) validateOp(slot int, key, value []byte, del, drop, mark bool) error {
+	if del && (drop || mark) || drop && mark {
+		return fmt.Errorf("more than one of delete, drop and mark: %w", ErrBadMutation)
+	}
+	switch {
+	case drop:
+		if len(key) != 0 || len(value) != 0 {
+			return fmt.Errorf("a drop of slot %d carries a key or value: %w", slot, ErrBadMutation)
+		}
+		return s.checkSlot(slot)
+	case mark:
+		return s.checkKV(key, value, false)
+	}
+	return s.validate(slot, key, value, del)
+}
+
 func (s *Store) checkSlot(slot int) error {
 	if slot < 0 || slot >= s.slots {
 		return fmt.Errorf("slot %d outside [0, %d): %w", slot, s.slots, ErrBadSlot)

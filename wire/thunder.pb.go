@@ -1143,13 +1143,18 @@ func (x *FollowerStatus) GetInSync() bool {
 
 // LogEntry is one operation of a group's log, as the primary ships it.
 type LogEntry struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
-	Epoch         uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	Slot          uint32                 `protobuf:"varint,3,opt,name=slot,proto3" json:"slot,omitempty"`
-	Key           []byte                 `protobuf:"bytes,4,opt,name=key,proto3" json:"key,omitempty"`
-	Value         []byte                 `protobuf:"bytes,5,opt,name=value,proto3" json:"value,omitempty"`
-	Delete        bool                   `protobuf:"varint,6,opt,name=delete,proto3" json:"delete,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Seq    uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Epoch  uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Slot   uint32                 `protobuf:"varint,3,opt,name=slot,proto3" json:"slot,omitempty"`
+	Key    []byte                 `protobuf:"bytes,4,opt,name=key,proto3" json:"key,omitempty"`
+	Value  []byte                 `protobuf:"bytes,5,opt,name=value,proto3" json:"value,omitempty"`
+	Delete bool                   `protobuf:"varint,6,opt,name=delete,proto3" json:"delete,omitempty"`
+	// drop_slot: the entry removes every key of slot (key and value empty).
+	DropSlot bool `protobuf:"varint,20,opt,name=drop_slot,json=dropSlot,proto3" json:"drop_slot,omitempty"`
+	// mark: the entry stores value under the mark named key, outside every
+	// slot (a position such as a migration's progress, never a key).
+	Mark          bool `protobuf:"varint,21,opt,name=mark,proto3" json:"mark,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1222,6 +1227,20 @@ func (x *LogEntry) GetValue() []byte {
 func (x *LogEntry) GetDelete() bool {
 	if x != nil {
 		return x.Delete
+	}
+	return false
+}
+
+func (x *LogEntry) GetDropSlot() bool {
+	if x != nil {
+		return x.DropSlot
+	}
+	return false
+}
+
+func (x *LogEntry) GetMark() bool {
+	if x != nil {
+		return x.Mark
 	}
 	return false
 }
@@ -2294,6 +2313,368 @@ func (x *Routes) GetGroups() []*GroupRoute {
 	return nil
 }
 
+// MigrateRequest opens the copy of one migration's slots. The source
+// refuses (NOT_PRIMARY, STALE_EPOCH, UNAVAILABLE) unless it is the primary
+// of the migration's source group at source_epoch, serving, and its slot
+// table has the migration in copy or hold; it answers NOT_FOUND when its
+// log no longer holds from_seq (the target then starts the copy again).
+type MigrateRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	MigrationId string                 `protobuf:"bytes,1,opt,name=migration_id,json=migrationId,proto3" json:"migration_id,omitempty"`
+	First       uint32                 `protobuf:"varint,2,opt,name=first,proto3" json:"first,omitempty"`
+	Last        uint32                 `protobuf:"varint,3,opt,name=last,proto3" json:"last,omitempty"`
+	SourceEpoch uint64                 `protobuf:"varint,4,opt,name=source_epoch,json=sourceEpoch,proto3" json:"source_epoch,omitempty"`
+	// from_seq 0 asks for a snapshot first; else the log records from
+	// from_seq on (the position the target imported, plus one).
+	FromSeq       uint64  `protobuf:"varint,5,opt,name=from_seq,json=fromSeq,proto3" json:"from_seq,omitempty"`
+	RateMbps      float64 `protobuf:"fixed64,6,opt,name=rate_mbps,json=rateMbps,proto3" json:"rate_mbps,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MigrateRequest) Reset() {
+	*x = MigrateRequest{}
+	mi := &file_thunder_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MigrateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MigrateRequest) ProtoMessage() {}
+
+func (x *MigrateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_thunder_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MigrateRequest.ProtoReflect.Descriptor instead.
+func (*MigrateRequest) Descriptor() ([]byte, []int) {
+	return file_thunder_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *MigrateRequest) GetMigrationId() string {
+	if x != nil {
+		return x.MigrationId
+	}
+	return ""
+}
+
+func (x *MigrateRequest) GetFirst() uint32 {
+	if x != nil {
+		return x.First
+	}
+	return 0
+}
+
+func (x *MigrateRequest) GetLast() uint32 {
+	if x != nil {
+		return x.Last
+	}
+	return 0
+}
+
+func (x *MigrateRequest) GetSourceEpoch() uint64 {
+	if x != nil {
+		return x.SourceEpoch
+	}
+	return 0
+}
+
+func (x *MigrateRequest) GetFromSeq() uint64 {
+	if x != nil {
+		return x.FromSeq
+	}
+	return 0
+}
+
+func (x *MigrateRequest) GetRateMbps() float64 {
+	if x != nil {
+		return x.RateMbps
+	}
+	return 0
+}
+
+// MigrateMessage is one message of the Migrate stream: snapshot chunks,
+// the snapshot's end, then log records and positions. Positions only ever
+// name what is committed on the source.
+type MigrateMessage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Body:
+	//
+	//	*MigrateMessage_SnapshotChunk
+	//	*MigrateMessage_SnapshotEnd
+	//	*MigrateMessage_Entries
+	//	*MigrateMessage_Position
+	Body          isMigrateMessage_Body `protobuf_oneof:"body"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MigrateMessage) Reset() {
+	*x = MigrateMessage{}
+	mi := &file_thunder_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MigrateMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MigrateMessage) ProtoMessage() {}
+
+func (x *MigrateMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_thunder_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MigrateMessage.ProtoReflect.Descriptor instead.
+func (*MigrateMessage) Descriptor() ([]byte, []int) {
+	return file_thunder_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *MigrateMessage) GetBody() isMigrateMessage_Body {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
+func (x *MigrateMessage) GetSnapshotChunk() *SnapshotChunk {
+	if x != nil {
+		if x, ok := x.Body.(*MigrateMessage_SnapshotChunk); ok {
+			return x.SnapshotChunk
+		}
+	}
+	return nil
+}
+
+func (x *MigrateMessage) GetSnapshotEnd() *MigrateSnapshotEnd {
+	if x != nil {
+		if x, ok := x.Body.(*MigrateMessage_SnapshotEnd); ok {
+			return x.SnapshotEnd
+		}
+	}
+	return nil
+}
+
+func (x *MigrateMessage) GetEntries() *MigrateEntries {
+	if x != nil {
+		if x, ok := x.Body.(*MigrateMessage_Entries); ok {
+			return x.Entries
+		}
+	}
+	return nil
+}
+
+func (x *MigrateMessage) GetPosition() *MigratePosition {
+	if x != nil {
+		if x, ok := x.Body.(*MigrateMessage_Position); ok {
+			return x.Position
+		}
+	}
+	return nil
+}
+
+type isMigrateMessage_Body interface {
+	isMigrateMessage_Body()
+}
+
+type MigrateMessage_SnapshotChunk struct {
+	SnapshotChunk *SnapshotChunk `protobuf:"bytes,1,opt,name=snapshot_chunk,json=snapshotChunk,proto3,oneof"`
+}
+
+type MigrateMessage_SnapshotEnd struct {
+	SnapshotEnd *MigrateSnapshotEnd `protobuf:"bytes,2,opt,name=snapshot_end,json=snapshotEnd,proto3,oneof"`
+}
+
+type MigrateMessage_Entries struct {
+	Entries *MigrateEntries `protobuf:"bytes,3,opt,name=entries,proto3,oneof"`
+}
+
+type MigrateMessage_Position struct {
+	Position *MigratePosition `protobuf:"bytes,4,opt,name=position,proto3,oneof"`
+}
+
+func (*MigrateMessage_SnapshotChunk) isMigrateMessage_Body() {}
+
+func (*MigrateMessage_SnapshotEnd) isMigrateMessage_Body() {}
+
+func (*MigrateMessage_Entries) isMigrateMessage_Body() {}
+
+func (*MigrateMessage_Position) isMigrateMessage_Body() {}
+
+// MigrateSnapshotEnd: the snapshot reflects the source's log up to seq.
+type MigrateSnapshotEnd struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MigrateSnapshotEnd) Reset() {
+	*x = MigrateSnapshotEnd{}
+	mi := &file_thunder_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MigrateSnapshotEnd) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MigrateSnapshotEnd) ProtoMessage() {}
+
+func (x *MigrateSnapshotEnd) ProtoReflect() protoreflect.Message {
+	mi := &file_thunder_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MigrateSnapshotEnd.ProtoReflect.Descriptor instead.
+func (*MigrateSnapshotEnd) Descriptor() ([]byte, []int) {
+	return file_thunder_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *MigrateSnapshotEnd) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+// MigrateEntries is the source's log records of the slots (puts, deletes,
+// slot drops, with their source seq) found scanning its log through source
+// seq through.
+type MigrateEntries struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Records       []*LogEntry            `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	Through       uint64                 `protobuf:"varint,2,opt,name=through,proto3" json:"through,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MigrateEntries) Reset() {
+	*x = MigrateEntries{}
+	mi := &file_thunder_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MigrateEntries) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MigrateEntries) ProtoMessage() {}
+
+func (x *MigrateEntries) ProtoReflect() protoreflect.Message {
+	mi := &file_thunder_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MigrateEntries.ProtoReflect.Descriptor instead.
+func (*MigrateEntries) Descriptor() ([]byte, []int) {
+	return file_thunder_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *MigrateEntries) GetRecords() []*LogEntry {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+func (x *MigrateEntries) GetThrough() uint64 {
+	if x != nil {
+		return x.Through
+	}
+	return 0
+}
+
+// MigratePosition: the source scanned its log through seq through and
+// found nothing more of the slots; committed is its high watermark.
+type MigratePosition struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Through       uint64                 `protobuf:"varint,1,opt,name=through,proto3" json:"through,omitempty"`
+	Committed     uint64                 `protobuf:"varint,2,opt,name=committed,proto3" json:"committed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MigratePosition) Reset() {
+	*x = MigratePosition{}
+	mi := &file_thunder_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MigratePosition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MigratePosition) ProtoMessage() {}
+
+func (x *MigratePosition) ProtoReflect() protoreflect.Message {
+	mi := &file_thunder_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MigratePosition.ProtoReflect.Descriptor instead.
+func (*MigratePosition) Descriptor() ([]byte, []int) {
+	return file_thunder_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *MigratePosition) GetThrough() uint64 {
+	if x != nil {
+		return x.Through
+	}
+	return 0
+}
+
+func (x *MigratePosition) GetCommitted() uint64 {
+	if x != nil {
+		return x.Committed
+	}
+	return 0
+}
+
 var File_thunder_proto protoreflect.FileDescriptor
 
 const file_thunder_proto_rawDesc = "" +
@@ -2384,14 +2765,16 @@ const file_thunder_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tacked_seq\x18\x02 \x01(\x04R\backedSeq\x12\x1c\n" +
 	"\tconnected\x18\x03 \x01(\bR\tconnected\x12\x17\n" +
-	"\ain_sync\x18\x04 \x01(\bR\x06inSync\"\x86\x01\n" +
+	"\ain_sync\x18\x04 \x01(\bR\x06inSync\"\xb7\x01\n" +
 	"\bLogEntry\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x12\n" +
 	"\x04slot\x18\x03 \x01(\rR\x04slot\x12\x10\n" +
 	"\x03key\x18\x04 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x05 \x01(\fR\x05value\x12\x16\n" +
-	"\x06delete\x18\x06 \x01(\bR\x06delete\"?\n" +
+	"\x06delete\x18\x06 \x01(\bR\x06delete\x12\x1b\n" +
+	"\tdrop_slot\x18\x14 \x01(\bR\bdropSlot\x12\x12\n" +
+	"\x04mark\x18\x15 \x01(\bR\x04mark\"?\n" +
 	"\n" +
 	"EpochStart\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x1b\n" +
@@ -2460,7 +2843,28 @@ const file_thunder_proto_rawDesc = "" +
 	"\aversion\x18\x01 \x01(\x03R\aversion\x12\x14\n" +
 	"\x05slots\x18\x02 \x01(\rR\x05slots\x124\n" +
 	"\x06ranges\x18\x03 \x03(\v2\x1c.thunderyurts.wire.SlotRangeR\x06ranges\x125\n" +
-	"\x06groups\x18\x04 \x03(\v2\x1d.thunderyurts.wire.GroupRouteR\x06groups*\x8c\x01\n" +
+	"\x06groups\x18\x04 \x03(\v2\x1d.thunderyurts.wire.GroupRouteR\x06groups\"\xb8\x01\n" +
+	"\x0eMigrateRequest\x12!\n" +
+	"\fmigration_id\x18\x01 \x01(\tR\vmigrationId\x12\x14\n" +
+	"\x05first\x18\x02 \x01(\rR\x05first\x12\x12\n" +
+	"\x04last\x18\x03 \x01(\rR\x04last\x12!\n" +
+	"\fsource_epoch\x18\x04 \x01(\x04R\vsourceEpoch\x12\x19\n" +
+	"\bfrom_seq\x18\x05 \x01(\x04R\afromSeq\x12\x1b\n" +
+	"\trate_mbps\x18\x06 \x01(\x01R\brateMbps\"\xb0\x02\n" +
+	"\x0eMigrateMessage\x12I\n" +
+	"\x0esnapshot_chunk\x18\x01 \x01(\v2 .thunderyurts.wire.SnapshotChunkH\x00R\rsnapshotChunk\x12J\n" +
+	"\fsnapshot_end\x18\x02 \x01(\v2%.thunderyurts.wire.MigrateSnapshotEndH\x00R\vsnapshotEnd\x12=\n" +
+	"\aentries\x18\x03 \x01(\v2!.thunderyurts.wire.MigrateEntriesH\x00R\aentries\x12@\n" +
+	"\bposition\x18\x04 \x01(\v2\".thunderyurts.wire.MigratePositionH\x00R\bpositionB\x06\n" +
+	"\x04body\"&\n" +
+	"\x12MigrateSnapshotEnd\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\"a\n" +
+	"\x0eMigrateEntries\x125\n" +
+	"\arecords\x18\x01 \x03(\v2\x1b.thunderyurts.wire.LogEntryR\arecords\x12\x18\n" +
+	"\athrough\x18\x02 \x01(\x04R\athrough\"I\n" +
+	"\x0fMigratePosition\x12\x18\n" +
+	"\athrough\x18\x01 \x01(\x04R\athrough\x12\x1c\n" +
+	"\tcommitted\x18\x02 \x01(\x04R\tcommitted*\x8c\x01\n" +
 	"\x04Code\x12\x06\n" +
 	"\x02OK\x10\x00\x12\r\n" +
 	"\tNOT_FOUND\x10\x01\x12\t\n" +
@@ -2476,13 +2880,14 @@ const file_thunder_proto_rawDesc = "" +
 	"\x03PUT\x10\x01\x12\n" +
 	"\n" +
 	"\x06DELETE\x10\x02\x12\b\n" +
-	"\x04PING\x10\x032\x8c\x03\n" +
+	"\x04PING\x10\x032\xdf\x03\n" +
 	"\x04Data\x12E\n" +
 	"\x06Stream\x12\x18.thunderyurts.wire.Batch\x1a\x1d.thunderyurts.wire.BatchReply(\x010\x01\x12D\n" +
 	"\x04Scan\x12\x1e.thunderyurts.wire.ScanRequest\x1a\x1c.thunderyurts.wire.ScanReply\x12M\n" +
 	"\x06Status\x12$.thunderyurts.wire.NodeStatusRequest\x1a\x1d.thunderyurts.wire.NodeStatus\x12V\n" +
 	"\tReplicate\x12\".thunderyurts.wire.FollowerMessage\x1a!.thunderyurts.wire.PrimaryMessage(\x010\x01\x12P\n" +
-	"\bHandover\x12\".thunderyurts.wire.HandoverRequest\x1a .thunderyurts.wire.HandoverReply2Q\n" +
+	"\bHandover\x12\".thunderyurts.wire.HandoverRequest\x1a .thunderyurts.wire.HandoverReply\x12Q\n" +
+	"\aMigrate\x12!.thunderyurts.wire.MigrateRequest\x1a!.thunderyurts.wire.MigrateMessage0\x012Q\n" +
 	"\x05Route\x12H\n" +
 	"\tGetRoutes\x12 .thunderyurts.wire.RoutesRequest\x1a\x19.thunderyurts.wire.RoutesB+Z)github.com/thunderyurts/thunderyurts/wireb\x06proto3"
 
@@ -2499,41 +2904,46 @@ func file_thunder_proto_rawDescGZIP() []byte {
 }
 
 var file_thunder_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_thunder_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_thunder_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_thunder_proto_goTypes = []any{
-	(Code)(0),                 // 0: thunderyurts.wire.Code
-	(Op)(0),                   // 1: thunderyurts.wire.Op
-	(*Request)(nil),           // 2: thunderyurts.wire.Request
-	(*Response)(nil),          // 3: thunderyurts.wire.Response
-	(*Batch)(nil),             // 4: thunderyurts.wire.Batch
-	(*BatchReply)(nil),        // 5: thunderyurts.wire.BatchReply
-	(*SlotRange)(nil),         // 6: thunderyurts.wire.SlotRange
-	(*ScanRequest)(nil),       // 7: thunderyurts.wire.ScanRequest
-	(*KeyValue)(nil),          // 8: thunderyurts.wire.KeyValue
-	(*ScanReply)(nil),         // 9: thunderyurts.wire.ScanReply
-	(*NodeStatusRequest)(nil), // 10: thunderyurts.wire.NodeStatusRequest
-	(*NodeStatus)(nil),        // 11: thunderyurts.wire.NodeStatus
-	(*MigrationStatus)(nil),   // 12: thunderyurts.wire.MigrationStatus
-	(*SlotDigest)(nil),        // 13: thunderyurts.wire.SlotDigest
-	(*FollowerStatus)(nil),    // 14: thunderyurts.wire.FollowerStatus
-	(*LogEntry)(nil),          // 15: thunderyurts.wire.LogEntry
-	(*EpochStart)(nil),        // 16: thunderyurts.wire.EpochStart
-	(*FollowerMessage)(nil),   // 17: thunderyurts.wire.FollowerMessage
-	(*Hello)(nil),             // 18: thunderyurts.wire.Hello
-	(*Ack)(nil),               // 19: thunderyurts.wire.Ack
-	(*PrimaryMessage)(nil),    // 20: thunderyurts.wire.PrimaryMessage
-	(*Truncate)(nil),          // 21: thunderyurts.wire.Truncate
-	(*SnapshotBegin)(nil),     // 22: thunderyurts.wire.SnapshotBegin
-	(*SnapshotChunk)(nil),     // 23: thunderyurts.wire.SnapshotChunk
-	(*SnapshotRecord)(nil),    // 24: thunderyurts.wire.SnapshotRecord
-	(*SnapshotEnd)(nil),       // 25: thunderyurts.wire.SnapshotEnd
-	(*Entries)(nil),           // 26: thunderyurts.wire.Entries
-	(*HandoverRequest)(nil),   // 27: thunderyurts.wire.HandoverRequest
-	(*HandoverReply)(nil),     // 28: thunderyurts.wire.HandoverReply
-	(*RoutesRequest)(nil),     // 29: thunderyurts.wire.RoutesRequest
-	(*NodeRoute)(nil),         // 30: thunderyurts.wire.NodeRoute
-	(*GroupRoute)(nil),        // 31: thunderyurts.wire.GroupRoute
-	(*Routes)(nil),            // 32: thunderyurts.wire.Routes
+	(Code)(0),                  // 0: thunderyurts.wire.Code
+	(Op)(0),                    // 1: thunderyurts.wire.Op
+	(*Request)(nil),            // 2: thunderyurts.wire.Request
+	(*Response)(nil),           // 3: thunderyurts.wire.Response
+	(*Batch)(nil),              // 4: thunderyurts.wire.Batch
+	(*BatchReply)(nil),         // 5: thunderyurts.wire.BatchReply
+	(*SlotRange)(nil),          // 6: thunderyurts.wire.SlotRange
+	(*ScanRequest)(nil),        // 7: thunderyurts.wire.ScanRequest
+	(*KeyValue)(nil),           // 8: thunderyurts.wire.KeyValue
+	(*ScanReply)(nil),          // 9: thunderyurts.wire.ScanReply
+	(*NodeStatusRequest)(nil),  // 10: thunderyurts.wire.NodeStatusRequest
+	(*NodeStatus)(nil),         // 11: thunderyurts.wire.NodeStatus
+	(*MigrationStatus)(nil),    // 12: thunderyurts.wire.MigrationStatus
+	(*SlotDigest)(nil),         // 13: thunderyurts.wire.SlotDigest
+	(*FollowerStatus)(nil),     // 14: thunderyurts.wire.FollowerStatus
+	(*LogEntry)(nil),           // 15: thunderyurts.wire.LogEntry
+	(*EpochStart)(nil),         // 16: thunderyurts.wire.EpochStart
+	(*FollowerMessage)(nil),    // 17: thunderyurts.wire.FollowerMessage
+	(*Hello)(nil),              // 18: thunderyurts.wire.Hello
+	(*Ack)(nil),                // 19: thunderyurts.wire.Ack
+	(*PrimaryMessage)(nil),     // 20: thunderyurts.wire.PrimaryMessage
+	(*Truncate)(nil),           // 21: thunderyurts.wire.Truncate
+	(*SnapshotBegin)(nil),      // 22: thunderyurts.wire.SnapshotBegin
+	(*SnapshotChunk)(nil),      // 23: thunderyurts.wire.SnapshotChunk
+	(*SnapshotRecord)(nil),     // 24: thunderyurts.wire.SnapshotRecord
+	(*SnapshotEnd)(nil),        // 25: thunderyurts.wire.SnapshotEnd
+	(*Entries)(nil),            // 26: thunderyurts.wire.Entries
+	(*HandoverRequest)(nil),    // 27: thunderyurts.wire.HandoverRequest
+	(*HandoverReply)(nil),      // 28: thunderyurts.wire.HandoverReply
+	(*RoutesRequest)(nil),      // 29: thunderyurts.wire.RoutesRequest
+	(*NodeRoute)(nil),          // 30: thunderyurts.wire.NodeRoute
+	(*GroupRoute)(nil),         // 31: thunderyurts.wire.GroupRoute
+	(*Routes)(nil),             // 32: thunderyurts.wire.Routes
+	(*MigrateRequest)(nil),     // 33: thunderyurts.wire.MigrateRequest
+	(*MigrateMessage)(nil),     // 34: thunderyurts.wire.MigrateMessage
+	(*MigrateSnapshotEnd)(nil), // 35: thunderyurts.wire.MigrateSnapshotEnd
+	(*MigrateEntries)(nil),     // 36: thunderyurts.wire.MigrateEntries
+	(*MigratePosition)(nil),    // 37: thunderyurts.wire.MigratePosition
 }
 var file_thunder_proto_depIdxs = []int32{
 	1,  // 0: thunderyurts.wire.Request.op:type_name -> thunderyurts.wire.Op
@@ -2560,23 +2970,30 @@ var file_thunder_proto_depIdxs = []int32{
 	30, // 21: thunderyurts.wire.GroupRoute.members:type_name -> thunderyurts.wire.NodeRoute
 	6,  // 22: thunderyurts.wire.Routes.ranges:type_name -> thunderyurts.wire.SlotRange
 	31, // 23: thunderyurts.wire.Routes.groups:type_name -> thunderyurts.wire.GroupRoute
-	4,  // 24: thunderyurts.wire.Data.Stream:input_type -> thunderyurts.wire.Batch
-	7,  // 25: thunderyurts.wire.Data.Scan:input_type -> thunderyurts.wire.ScanRequest
-	10, // 26: thunderyurts.wire.Data.Status:input_type -> thunderyurts.wire.NodeStatusRequest
-	17, // 27: thunderyurts.wire.Data.Replicate:input_type -> thunderyurts.wire.FollowerMessage
-	27, // 28: thunderyurts.wire.Data.Handover:input_type -> thunderyurts.wire.HandoverRequest
-	29, // 29: thunderyurts.wire.Route.GetRoutes:input_type -> thunderyurts.wire.RoutesRequest
-	5,  // 30: thunderyurts.wire.Data.Stream:output_type -> thunderyurts.wire.BatchReply
-	9,  // 31: thunderyurts.wire.Data.Scan:output_type -> thunderyurts.wire.ScanReply
-	11, // 32: thunderyurts.wire.Data.Status:output_type -> thunderyurts.wire.NodeStatus
-	20, // 33: thunderyurts.wire.Data.Replicate:output_type -> thunderyurts.wire.PrimaryMessage
-	28, // 34: thunderyurts.wire.Data.Handover:output_type -> thunderyurts.wire.HandoverReply
-	32, // 35: thunderyurts.wire.Route.GetRoutes:output_type -> thunderyurts.wire.Routes
-	30, // [30:36] is the sub-list for method output_type
-	24, // [24:30] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	23, // 24: thunderyurts.wire.MigrateMessage.snapshot_chunk:type_name -> thunderyurts.wire.SnapshotChunk
+	35, // 25: thunderyurts.wire.MigrateMessage.snapshot_end:type_name -> thunderyurts.wire.MigrateSnapshotEnd
+	36, // 26: thunderyurts.wire.MigrateMessage.entries:type_name -> thunderyurts.wire.MigrateEntries
+	37, // 27: thunderyurts.wire.MigrateMessage.position:type_name -> thunderyurts.wire.MigratePosition
+	15, // 28: thunderyurts.wire.MigrateEntries.records:type_name -> thunderyurts.wire.LogEntry
+	4,  // 29: thunderyurts.wire.Data.Stream:input_type -> thunderyurts.wire.Batch
+	7,  // 30: thunderyurts.wire.Data.Scan:input_type -> thunderyurts.wire.ScanRequest
+	10, // 31: thunderyurts.wire.Data.Status:input_type -> thunderyurts.wire.NodeStatusRequest
+	17, // 32: thunderyurts.wire.Data.Replicate:input_type -> thunderyurts.wire.FollowerMessage
+	27, // 33: thunderyurts.wire.Data.Handover:input_type -> thunderyurts.wire.HandoverRequest
+	33, // 34: thunderyurts.wire.Data.Migrate:input_type -> thunderyurts.wire.MigrateRequest
+	29, // 35: thunderyurts.wire.Route.GetRoutes:input_type -> thunderyurts.wire.RoutesRequest
+	5,  // 36: thunderyurts.wire.Data.Stream:output_type -> thunderyurts.wire.BatchReply
+	9,  // 37: thunderyurts.wire.Data.Scan:output_type -> thunderyurts.wire.ScanReply
+	11, // 38: thunderyurts.wire.Data.Status:output_type -> thunderyurts.wire.NodeStatus
+	20, // 39: thunderyurts.wire.Data.Replicate:output_type -> thunderyurts.wire.PrimaryMessage
+	28, // 40: thunderyurts.wire.Data.Handover:output_type -> thunderyurts.wire.HandoverReply
+	34, // 41: thunderyurts.wire.Data.Migrate:output_type -> thunderyurts.wire.MigrateMessage
+	32, // 42: thunderyurts.wire.Route.GetRoutes:output_type -> thunderyurts.wire.Routes
+	36, // [36:43] is the sub-list for method output_type
+	29, // [29:36] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_thunder_proto_init() }
@@ -2595,13 +3012,19 @@ func file_thunder_proto_init() {
 		(*PrimaryMessage_SnapshotEnd)(nil),
 		(*PrimaryMessage_Entries)(nil),
 	}
+	file_thunder_proto_msgTypes[32].OneofWrappers = []any{
+		(*MigrateMessage_SnapshotChunk)(nil),
+		(*MigrateMessage_SnapshotEnd)(nil),
+		(*MigrateMessage_Entries)(nil),
+		(*MigrateMessage_Position)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_thunder_proto_rawDesc), len(file_thunder_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   31,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -43,6 +43,7 @@ type DRPCDataClient interface {
 	Status(ctx context.Context, in *NodeStatusRequest) (*NodeStatus, error)
 	Replicate(ctx context.Context) (DRPCData_ReplicateClient, error)
 	Handover(ctx context.Context, in *HandoverRequest) (*HandoverReply, error)
+	Migrate(ctx context.Context, in *MigrateRequest) (DRPCData_MigrateClient, error)
 }
 
 type drpcDataClient struct {
@@ -160,12 +161,53 @@ func (c *drpcDataClient) Handover(ctx context.Context, in *HandoverRequest) (*Ha
 	return out, nil
 }
 
+func (c *drpcDataClient) Migrate(ctx context.Context, in *MigrateRequest) (DRPCData_MigrateClient, error) {
+	stream, err := c.cc.NewStream(ctx, "/thunderyurts.wire.Data/Migrate", drpcEncoding_File_thunder_proto{})
+	if err != nil {
+		return nil, err
+	}
+	x := &drpcData_MigrateClient{stream}
+	if err := x.MsgSend(in, drpcEncoding_File_thunder_proto{}); err != nil {
+		return nil, err
+	}
+	if err := x.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+type DRPCData_MigrateClient interface {
+	drpc.Stream
+	Recv() (*MigrateMessage, error)
+}
+
+type drpcData_MigrateClient struct {
+	drpc.Stream
+}
+
+func (x *drpcData_MigrateClient) GetStream() drpc.Stream {
+	return x.Stream
+}
+
+func (x *drpcData_MigrateClient) Recv() (*MigrateMessage, error) {
+	m := new(MigrateMessage)
+	if err := x.MsgRecv(m, drpcEncoding_File_thunder_proto{}); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (x *drpcData_MigrateClient) RecvMsg(m *MigrateMessage) error {
+	return x.MsgRecv(m, drpcEncoding_File_thunder_proto{})
+}
+
 type DRPCDataServer interface {
 	Stream(DRPCData_StreamStream) error
 	Scan(context.Context, *ScanRequest) (*ScanReply, error)
 	Status(context.Context, *NodeStatusRequest) (*NodeStatus, error)
 	Replicate(DRPCData_ReplicateStream) error
 	Handover(context.Context, *HandoverRequest) (*HandoverReply, error)
+	Migrate(*MigrateRequest, DRPCData_MigrateStream) error
 }
 
 type DRPCDataUnimplementedServer struct{}
@@ -190,9 +232,13 @@ func (s *DRPCDataUnimplementedServer) Handover(context.Context, *HandoverRequest
 	return nil, drpcerr.WithCode(errors.New("Unimplemented"), drpcerr.Unimplemented)
 }
 
+func (s *DRPCDataUnimplementedServer) Migrate(*MigrateRequest, DRPCData_MigrateStream) error {
+	return drpcerr.WithCode(errors.New("Unimplemented"), drpcerr.Unimplemented)
+}
+
 type DRPCDataDescription struct{}
 
-func (DRPCDataDescription) NumMethods() int { return 5 }
+func (DRPCDataDescription) NumMethods() int { return 6 }
 
 func (DRPCDataDescription) Method(n int) (string, drpc.Encoding, drpc.Receiver, interface{}, bool) {
 	switch n {
@@ -239,6 +285,15 @@ func (DRPCDataDescription) Method(n int) (string, drpc.Encoding, drpc.Receiver, 
 						in1.(*HandoverRequest),
 					)
 			}, DRPCDataServer.Handover, true
+	case 5:
+		return "/thunderyurts.wire.Data/Migrate", drpcEncoding_File_thunder_proto{},
+			func(srv interface{}, ctx context.Context, in1, in2 interface{}) (drpc.Message, error) {
+				return nil, srv.(DRPCDataServer).
+					Migrate(
+						in1.(*MigrateRequest),
+						&drpcData_MigrateStream{in2.(drpc.Stream)},
+					)
+			}, DRPCDataServer.Migrate, true
 	default:
 		return "", nil, nil, nil, false
 	}
@@ -366,6 +421,23 @@ func (x *drpcData_HandoverStream) SendAndClose(m *HandoverReply) error {
 		return err
 	}
 	return x.CloseSend()
+}
+
+type DRPCData_MigrateStream interface {
+	drpc.Stream
+	Send(*MigrateMessage) error
+}
+
+type drpcData_MigrateStream struct {
+	drpc.Stream
+}
+
+func (x *drpcData_MigrateStream) GetStream() drpc.Stream {
+	return x.Stream
+}
+
+func (x *drpcData_MigrateStream) Send(m *MigrateMessage) error {
+	return x.MsgSend(m, drpcEncoding_File_thunder_proto{})
 }
 
 type DRPCRouteClient interface {

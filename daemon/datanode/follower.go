@@ -207,7 +207,7 @@ func (f *receiver) appendEntries(ctx context.Context, in []*wire.LogEntry, commi
 	}
 	entries := make([]datastore.LogEntry, len(in))
 	for i, e := range in {
-		entries[i] = datastore.LogEntry{Seq: e.Seq, Epoch: e.Epoch, Slot: int(e.Slot), Key: e.Key, Value: e.Value, Delete: e.Delete}
+		entries[i] = storeLogEntry(e)
 	}
 	f.inflight.Add(1)
 	err := store.ApplyLogAsync(ctx, entries, func(last uint64, err error) {

@@ -86,6 +86,8 @@ type Node struct {
 
 	state   atomic.Pointer[state]
 	metrics *metrics
+	// mig is the node's part in slot migrations (migrate.go).
+	mig *migrations
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -138,6 +140,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, id: id, log: cfg.Logger.With("node", id, "group", cfg.Group), ready: make(chan struct{}), done: make(chan struct{}), roleKick: make(chan struct{}, 1)}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.mig = newMigrations(n)
 	if err := n.start(ctx); err != nil {
 		n.Close()
 		return nil, err
@@ -203,8 +206,9 @@ func (n *Node) start(ctx context.Context) error {
 	}
 	// Act on a role only once registered: a restarted primary that led
 	// before its old registration expired would be deposed while serving.
-	n.wg.Add(1)
+	n.wg.Add(2)
 	go func() { defer n.wg.Done(); n.manageRole(session) }()
+	go func() { defer n.wg.Done(); n.mig.run(n.ctx) }()
 	close(n.ready)
 	n.log.Info("data node started", "addr", n.addr, "dir", n.cfg.Dir, "slots", meta.Slots)
 	return nil
@@ -323,6 +327,7 @@ func (n *Node) update(change func(*state)) {
 				n.log.Info("slot table changed", "table_version", next.table.Version)
 			}
 			n.kickRole()
+			n.mig.wake()
 			return
 		}
 	}

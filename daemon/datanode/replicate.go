@@ -207,7 +207,7 @@ func (sh *shipper) shipLog(ctx context.Context, next uint64) error {
 		}
 		msg := &wire.Entries{Entries: make([]*wire.LogEntry, len(entries))}
 		for i, e := range entries {
-			msg.Entries[i] = &wire.LogEntry{Seq: e.Seq, Epoch: e.Epoch, Slot: uint32(e.Slot), Key: e.Key, Value: e.Value, Delete: e.Delete}
+			msg.Entries[i] = wireLogEntry(e)
 		}
 		if len(entries) > 0 {
 			next = entries[len(entries)-1].Seq + 1
@@ -279,4 +279,14 @@ func (p *primary) ackedOf(id string) uint64 {
 		return f.acked
 	}
 	return 0
+}
+
+// wireLogEntry is a log entry as the wire carries it; storeLogEntry the
+// converse.
+func wireLogEntry(e datastore.LogEntry) *wire.LogEntry {
+	return &wire.LogEntry{Seq: e.Seq, Epoch: e.Epoch, Slot: uint32(e.Slot), Key: e.Key, Value: e.Value, Delete: e.Delete, DropSlot: e.Drop, Mark: e.Mark}
+}
+
+func storeLogEntry(e *wire.LogEntry) datastore.LogEntry {
+	return datastore.LogEntry{Seq: e.Seq, Epoch: e.Epoch, Slot: int(e.Slot), Key: e.Key, Value: e.Value, Delete: e.Delete, Drop: e.DropSlot, Mark: e.Mark}
 }

@@ -98,6 +98,9 @@ func (s *service) Stream(rpc wire.DRPCData_StreamStream) error {
 
 func (s *service) handle(ctx context.Context, batch *wire.Batch, r *replier) {
 	n := s.n
+	// Requests for slots of a migration in hold wait (hold.go).
+	batch, admitted := n.mig.holds.admit(ctx, s, batch, r)
+	defer admitted()
 	st := n.state.Load()
 	slots := len(st.table.Owners)
 	replies := make([]*wire.Response, 0, len(batch.Requests))
@@ -194,6 +197,9 @@ func (n *Node) write(ctx context.Context, p *primary, muts []datastore.Mutation,
 // Scan serves one page of a group's keys in [start, end).
 func (s *service) Scan(ctx context.Context, req *wire.ScanRequest) (*wire.ScanReply, error) {
 	n := s.n
+	if err := n.mig.holds.wait(ctx, req.Slots); err != nil {
+		return &wire.ScanReply{Code: codeOf(err), Message: err.Error()}, nil
+	}
 	st := n.state.Load()
 	var slots []int
 	for _, rg := range req.Slots {
@@ -246,7 +252,11 @@ func (s *service) Status(ctx context.Context, _ *wire.NodeStatusRequest) (*wire.
 	stats, err := store.Stats()
 	switch {
 	case err == nil:
-		out.Keys, out.LastSeq, out.FileBytes = stats.Keys, stats.LastSeq, stats.FileBytes
+		out.LastSeq, out.FileBytes = stats.LastSeq, stats.FileBytes
+		// Slots being imported or not yet dropped are not the group's.
+		if out.Keys, err = n.ownedKeys(ctx, st, store); err != nil && st.storeErr == nil {
+			return nil, err
+		}
 	case st.storeErr == nil:
 		return nil, fmt.Errorf("store stats: %w", err)
 	default:
@@ -259,6 +269,7 @@ func (s *service) Status(ctx context.Context, _ *wire.NodeStatusRequest) (*wire.
 	case st.primary != nil:
 		out.Role = "primary"
 		out.Isr, out.Followers = st.primary.followerStatus()
+		out.Migrations = n.mig.report(ctx, st)
 	}
 	return out, nil
 }

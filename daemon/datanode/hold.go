@@ -1,0 +1,292 @@
+package datanode
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/thunderyurts/thunderyurts/coord"
+	"github.com/thunderyurts/thunderyurts/datastore"
+	"github.com/thunderyurts/thunderyurts/wire"
+)
+
+// holdBound is how long the source's primary holds a migration's requests
+// before it releases the hold itself (a compare-and-set of the slot table
+// back to copy): requests wait at most about this long.
+const holdBound = time.Second
+
+// holds are the source primary's holds: while the slot table says a
+// migration from this group is in hold, requests for its slots are queued,
+// neither answered nor refused, until the table changes; then they are
+// routed again against the new table (MOVED after a switch, served after
+// a release). Requests for other slots never wait.
+type holds struct {
+	// gate is held shared by every request batch from before its routing
+	// until its writes are queued in the store, and exclusively while a
+	// hold begins: every write admitted before the hold is then in the log
+	// before the hold's barrier.
+	gate sync.RWMutex
+	mu   sync.Mutex
+	byID map[string]*hold
+	// longest is the longest hold so far, for the metrics.
+	longest time.Duration
+}
+
+// hold is one migration's hold on this primary.
+type hold struct {
+	p        *primary
+	m        coord.Migration
+	started  time.Time
+	released chan struct{} // closed when the hold ends
+	cancel   context.CancelFunc
+	parked   []parkedBatch
+
+	// The frozen report: once the barrier's seq F is committed and applied,
+	// F and the slots' digests there. Under holds.mu.
+	frozenSeq uint64
+	digests   []*wire.SlotDigest
+	err       error
+}
+
+// parkedBatch is the held part of one request batch of a stream.
+type parkedBatch struct {
+	ctx  context.Context
+	svc  *service
+	reqs []*wire.Request
+	r    *replier
+}
+
+// admit takes the held requests out of batch and parks them; the rest is
+// served now. done must be called once the rest is routed and its writes
+// queued.
+func (h *holds) admit(ctx context.Context, s *service, batch *wire.Batch, r *replier) (rest *wire.Batch, done func()) {
+	h.gate.RLock()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.byID) == 0 {
+		return batch, h.gate.RUnlock
+	}
+	slots := s.n.slots
+	var keep, held []*wire.Request
+	var into *hold
+	for _, req := range batch.Requests {
+		if req.Op != wire.Op_PING {
+			if hd := h.holding(coord.SlotOf(req.Key, slots)); hd != nil {
+				held = append(held, req)
+				// One batch's held requests all wait for the first hold
+				// they hit; routed again, the others are held anew.
+				into = cmpOr(into, hd)
+				continue
+			}
+		}
+		keep = append(keep, req)
+	}
+	if len(held) == 0 {
+		return batch, h.gate.RUnlock
+	}
+	r.queued() // the stream's replier waits for them before it ends
+	into.parked = append(into.parked, parkedBatch{ctx: ctx, svc: s, reqs: held, r: r})
+	s.n.metrics.held.Add(uint64(len(held)))
+	return &wire.Batch{Requests: keep}, h.gate.RUnlock
+}
+
+func cmpOr(a, b *hold) *hold {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+// holding returns the hold of slot, nil if none. h.mu is held.
+func (h *holds) holding(slot int) *hold {
+	for _, hd := range h.byID {
+		if hd.m.Has(slot) {
+			return hd
+		}
+	}
+	return nil
+}
+
+// wait blocks while a hold covers any of the ranges (a scan's).
+func (h *holds) wait(ctx context.Context, ranges []*wire.SlotRange) error {
+	for {
+		h.mu.Lock()
+		var hd *hold
+		for _, x := range h.byID {
+			for _, rg := range ranges {
+				if int(rg.From) <= x.m.Last && int(rg.To) >= x.m.First {
+					hd = x
+				}
+			}
+		}
+		h.mu.Unlock()
+		if hd == nil {
+			return nil
+		}
+		select {
+		case <-hd.released:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// reconcile begins the holds st's table asks of this node's primary and
+// ends the others.
+func (h *holds) reconcile(mg *migrations, st *state) {
+	group := mg.n.cfg.Group
+	p := st.primary
+	h.mu.Lock()
+	var ended []*hold
+	for id, hd := range h.byID {
+		m := st.table.Migration(id)
+		if p != hd.p || m == nil || m.From != group || m.State != coord.MigrationHold || m.Attempt != hd.m.Attempt {
+			delete(h.byID, id)
+			ended = append(ended, hd)
+		}
+	}
+	var begin []coord.Migration
+	if p != nil {
+		for _, m := range st.table.Migrations {
+			if m.From == group && m.State == coord.MigrationHold && h.byID[m.ID] == nil {
+				begin = append(begin, m)
+			}
+		}
+	}
+	h.mu.Unlock()
+	for _, hd := range ended {
+		h.release(mg, hd)
+	}
+	for _, m := range begin {
+		h.begin(mg, p, m)
+	}
+}
+
+// begin starts holding m's slots on primary p, then writes the barrier and
+// reports frozen, and releases the hold itself if it lasts past holdBound.
+func (h *holds) begin(mg *migrations, p *primary, m coord.Migration) {
+	ctx, cancel := context.WithCancel(p.ctx)
+	hd := &hold{p: p, m: m, started: time.Now(), released: make(chan struct{}), cancel: cancel}
+	// Wait for the batches being routed: their writes are queued before
+	// the barrier.
+	h.gate.Lock()
+	h.mu.Lock()
+	h.byID[m.ID] = hd
+	h.mu.Unlock()
+	h.gate.Unlock()
+	mg.n.log.Info("holding the requests of a migration's slots", "migration", m.String(), "attempt", m.Attempt)
+	mg.wg.Add(2)
+	go func() { defer mg.wg.Done(); h.freeze(ctx, mg, hd) }()
+	go func() { defer mg.wg.Done(); h.bound(ctx, mg, hd) }()
+}
+
+// release ends a hold that reconcile took out of byID: the held requests
+// are routed again against the node's current state.
+func (h *holds) release(mg *migrations, hd *hold) {
+	hd.cancel()
+	h.mu.Lock()
+	parked := hd.parked
+	hd.parked = nil
+	close(hd.released)
+	held := time.Since(hd.started)
+	h.longest = max(h.longest, held)
+	h.mu.Unlock()
+	n := 0
+	for _, pb := range parked {
+		n += len(pb.reqs)
+		pb.svc.handle(pb.ctx, &wire.Batch{Requests: pb.reqs}, pb.r)
+		pb.r.written(nil, 0, nil, nil) // takes back admit's queued()
+	}
+	mg.n.log.Info("hold ended", "migration", hd.m.String(), "attempt", hd.m.Attempt, "held", held.Round(time.Millisecond), "requests", n)
+}
+
+// freeze writes the hold's barrier through the commit path: every write
+// admitted before the hold has a lower seq. Once the barrier F is committed
+// and applied the slots cannot change any more while the hold lasts, and
+// their digests at F are the report the switch compares.
+func (h *holds) freeze(ctx context.Context, mg *migrations, hd *hold) {
+	barrier := datastore.Mutation{Mark: true, Key: []byte(markName(hd.m.ID) + "/hold"), Value: fmt.Appendf(nil, "%d", hd.m.Attempt)}
+	for backoff := retryMin; ; backoff = min(2*backoff, retryMax) {
+		f, err := hd.p.commitWrite(ctx, []datastore.Mutation{barrier})
+		var digests []datastore.SlotDigest
+		if err == nil {
+			_, digests, err = mg.n.store().SlotDigests(ctx, hd.m.Slots(), f)
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		h.mu.Lock()
+		if hd.err = err; err == nil {
+			hd.frozenSeq, hd.digests = f, wireDigests(digests)
+		}
+		h.mu.Unlock()
+		if err == nil {
+			mg.n.log.Info("migration frozen", "migration", hd.m.String(), "frozen_seq", f)
+			return
+		}
+		mg.n.log.Warn("migration barrier failed; retrying", "migration", hd.m.String(), "err", err)
+		if sleep(ctx, backoff) != nil {
+			return
+		}
+	}
+}
+
+// bound releases the hold past holdBound: only if the table still has
+// this hold (state hold, same attempt), so it can never undo a switch.
+func (h *holds) bound(ctx context.Context, mg *migrations, hd *hold) {
+	if sleep(ctx, holdBound) != nil {
+		return
+	}
+	for ctx.Err() == nil {
+		released := false
+		_, err := mg.n.cfg.Cluster.UpdateSlotTable(ctx, func(t *coord.SlotTable) error {
+			m := t.Migration(hd.m.ID)
+			released = m != nil && m.State == coord.MigrationHold && m.Attempt == hd.m.Attempt
+			if !released {
+				return coord.ErrNoChange
+			}
+			m.State, m.Attempt, m.Since = coord.MigrationCopy, m.Attempt+1, time.Now().UTC()
+			m.Error = fmt.Sprintf("hold ran past %s: the source group %s released it (attempt %d)", holdBound, mg.n.cfg.Group, hd.m.Attempt)
+			return nil
+		})
+		if err == nil {
+			if released {
+				mg.n.log.Warn("hold ran past its bound; released it", "migration", hd.m.String(), "attempt", hd.m.Attempt)
+			}
+			return
+		}
+		mg.n.log.Warn("could not release a hold past its bound; retrying", "migration", hd.m.String(), "err", err)
+		if sleep(ctx, retryMin) != nil {
+			return
+		}
+	}
+}
+
+// report fills a source's report on migration m in hold.
+func (h *holds) report(r *wire.MigrationStatus, p *primary, m coord.Migration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	hd := h.byID[m.ID]
+	if hd == nil || hd.p != p || hd.m.Attempt != m.Attempt {
+		return // not holding yet: still serving
+	}
+	r.Phase = "held"
+	switch {
+	case hd.frozenSeq > 0:
+		r.Phase, r.FrozenSeq, r.Digests = "frozen", hd.frozenSeq, hd.digests
+	case hd.err != nil:
+		r.Error = hd.err.Error()
+	}
+}
+
+// longestHold is the longest hold so far, ended or not.
+func (h *holds) longestHold() time.Duration {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	longest := h.longest
+	for _, hd := range h.byID {
+		longest = max(longest, time.Since(hd.started))
+	}
+	return longest
+}

@@ -1,0 +1,266 @@
+package datanode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/thunderyurts/thunderyurts/coord"
+	"github.com/thunderyurts/thunderyurts/datastore"
+	"github.com/thunderyurts/thunderyurts/wire"
+)
+
+// silentSource is how long the importer waits without any message from
+// the source before it drops the stream and connects again: the source
+// sends a position every positionEvery.
+const silentSource = 10 * time.Second
+
+// importer copies one migration's slots into the target group while its
+// primary role lasts: the source's snapshot and log records become writes
+// of this primary, each batch with the mark migration/<id> set to the
+// source position it brings the copy to, admitted and committed like any
+// write (so the group's in-sync replicas hold them). The slots stay
+// hidden meanwhile: the node answers MOVED for slots its group does not
+// own.
+type importer struct {
+	n *Node
+	p *primary
+	m coord.Migration
+
+	// through is the source position this role imported and committed;
+	// valid when resumable.
+	through    uint64
+	resumable  bool
+	restart    bool // the source cannot resume from through: copy again
+	snapshotOK atomic.Bool
+	// The source's watermark in its newest position message, and in the
+	// one before: caught up means the copy reached the latter.
+	sourceCommitted, prevCommitted atomic.Uint64
+	keys, bytes                    atomic.Uint64
+
+	errMu   sync.Mutex
+	lastErr error
+}
+
+func newImporter(n *Node, p *primary, m coord.Migration) *importer {
+	return &importer{n: n, p: p, m: m}
+}
+
+// run imports until ctx ends (the role ended, or the migration left copy
+// and hold).
+func (imp *importer) run(ctx context.Context) {
+	log := imp.n.log.With("migration", imp.m.String())
+	// Once the role serves, the mark is the position of everything it took
+	// over, committed.
+	select {
+	case <-imp.p.ready:
+	case <-ctx.Done():
+		return
+	}
+	for backoff := retryMin; ctx.Err() == nil; {
+		if !imp.resumable {
+			if err := imp.resume(ctx); err != nil {
+				imp.failed(ctx, log, "starting the import failed", err)
+				backoff = imp.pause(ctx, backoff)
+				continue
+			}
+		}
+		progressed, err := imp.stream(ctx, log)
+		if ctx.Err() != nil {
+			return
+		}
+		if wire.CodeOf(err) == wire.Code_NOT_FOUND || !imp.snapshotOK.Load() {
+			// The source's log no longer reaches back to the position, or
+			// a snapshot was cut short: copy again from an empty range.
+			imp.resumable, imp.restart = false, true
+		}
+		if progressed {
+			backoff = retryMin
+		}
+		imp.failed(ctx, log, "migration stream ended; connecting again", err)
+		backoff = imp.pause(ctx, backoff)
+	}
+}
+
+func (imp *importer) pause(ctx context.Context, backoff time.Duration) time.Duration {
+	_ = sleep(ctx, backoff)
+	return min(2*backoff, retryMax)
+}
+
+func (imp *importer) failed(ctx context.Context, log interface{ Warn(string, ...any) }, what string, err error) {
+	if ctx.Err() != nil || err == nil {
+		return
+	}
+	imp.errMu.Lock()
+	imp.lastErr = err
+	imp.errMu.Unlock()
+	log.Warn(what, "err", err)
+}
+
+// resume reads the committed import position; with none (a fresh
+// attempt), or when the source cannot resume from it, it first drops the
+// slots, so nothing an earlier attempt left can come back.
+func (imp *importer) resume(ctx context.Context) error {
+	if !imp.restart {
+		through, ok, err := importedThrough(ctx, imp.n.store(), imp.m.ID)
+		if err != nil {
+			return fmt.Errorf("read the import position: %w", err)
+		}
+		if ok {
+			imp.through, imp.resumable = through, true
+			imp.snapshotOK.Store(true)
+			imp.n.log.Info("migration import resumes", "migration", imp.m.String(), "through", through)
+			return nil
+		}
+	}
+	if _, err := imp.p.commitWrite(ctx, dropMutations(imp.m, true)); err != nil {
+		return fmt.Errorf("drop the slots before the copy: %w", err)
+	}
+	imp.through, imp.resumable, imp.restart = 0, true, false
+	imp.snapshotOK.Store(false)
+	imp.keys.Store(0)
+	imp.bytes.Store(0)
+	imp.n.log.Info("migration import starts with a snapshot", "migration", imp.m.String())
+	return nil
+}
+
+// stream runs one Migrate stream from the source group's current primary.
+func (imp *importer) stream(ctx context.Context, log interface{ Info(string, ...any) }) (progressed bool, err error) {
+	rt, err := imp.n.cfg.Cluster.Routes(ctx)
+	if err != nil {
+		return false, err
+	}
+	g, ok := rt.Groups[imp.m.From]
+	if !ok || g.PrimaryAddr == "" {
+		return false, fmt.Errorf("source group %s has no registered primary", imp.m.From)
+	}
+	conn, err := wire.Dial(ctx, g.PrimaryAddr, 0)
+	if err != nil {
+		return false, fmt.Errorf("source group %s primary: %w", imp.m.From, err)
+	}
+	defer conn.Close()
+	sctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	silence := time.AfterFunc(silentSource, func() {
+		cancel(fmt.Errorf("source group %s primary silent for %s", imp.m.From, silentSource))
+	})
+	defer silence.Stop()
+	req := &wire.MigrateRequest{MigrationId: imp.m.ID, First: uint32(imp.m.First), Last: uint32(imp.m.Last),
+		SourceEpoch: g.Epoch, RateMbps: imp.m.RateMBps}
+	if imp.snapshotOK.Load() {
+		req.FromSeq = imp.through + 1
+	}
+	rpc, err := wire.NewDRPCDataClient(conn).Migrate(sctx, req)
+	if err != nil {
+		return false, fmt.Errorf("open the migration stream: %w", err)
+	}
+	log.Info("migration stream open", "migration", imp.m.ID, "source", g.PrimaryAddr, "source_epoch", g.Epoch, "from_seq", req.FromSeq)
+	for {
+		msg, err := rpc.Recv()
+		if err != nil {
+			if cause := context.Cause(sctx); cause != nil && ctx.Err() == nil {
+				return progressed, cause
+			}
+			return progressed, wire.FromRPC(err)
+		}
+		silence.Reset(silentSource)
+		if err := imp.apply(sctx, msg); err != nil {
+			return progressed, err
+		}
+		progressed = true
+	}
+}
+
+// apply writes one message of the stream.
+func (imp *importer) apply(ctx context.Context, msg *wire.MigrateMessage) error {
+	var muts []datastore.Mutation
+	through, positioned := uint64(0), false
+	switch body := msg.Body.(type) {
+	case *wire.MigrateMessage_SnapshotChunk:
+		if imp.snapshotOK.Load() {
+			return errors.New("migration stream: snapshot chunk after the snapshot")
+		}
+		for _, r := range body.SnapshotChunk.Records {
+			muts = append(muts, datastore.Mutation{Slot: int(r.Slot), Key: r.Key, Value: r.Value})
+		}
+	case *wire.MigrateMessage_SnapshotEnd:
+		through, positioned = body.SnapshotEnd.Seq, true
+	case *wire.MigrateMessage_Entries:
+		for _, r := range body.Entries.Records {
+			muts = append(muts, datastore.Mutation{Slot: int(r.Slot), Key: r.Key, Value: r.Value, Delete: r.Delete, Drop: r.DropSlot})
+		}
+		through, positioned = body.Entries.Through, true
+	case *wire.MigrateMessage_Position:
+		imp.prevCommitted.Store(imp.sourceCommitted.Load())
+		imp.sourceCommitted.Store(body.Position.Committed)
+		through, positioned = body.Position.Through, body.Position.Through > imp.through
+	}
+	for _, mu := range muts {
+		if !imp.m.Has(mu.Slot) || mu.Mark {
+			return fmt.Errorf("migration stream: a record of slot %d, not one of the migration's", mu.Slot)
+		}
+	}
+	if positioned && !imp.snapshotOK.Load() && msg.GetSnapshotEnd() == nil {
+		return errors.New("migration stream: log records before the snapshot's end")
+	}
+	if positioned {
+		muts = append(muts, markMutation(imp.m.ID, through, true))
+	}
+	if len(muts) == 0 {
+		return nil
+	}
+	if _, err := imp.p.commitWrite(ctx, muts); err != nil {
+		return fmt.Errorf("import: %w", err)
+	}
+	var size uint64
+	for _, mu := range muts {
+		size += uint64(len(mu.Key) + len(mu.Value))
+	}
+	copied := uint64(len(muts))
+	if positioned {
+		copied--
+		imp.through = through
+		imp.snapshotOK.Store(true)
+	}
+	imp.keys.Add(copied)
+	imp.bytes.Add(size)
+	imp.n.metrics.migrateKeys.Add(copied)
+	imp.n.metrics.migrateBytes.Add(size)
+	return nil
+}
+
+// report fills the target's report: the committed import position, the
+// source's watermark, what was copied, and in hold the slots' digests
+// where the import stands (the coordinator compares them once the
+// position reached the source's frozen seq).
+func (imp *importer) report(ctx context.Context, r *wire.MigrationStatus, hold bool) {
+	store := imp.n.store()
+	r.Phase = "copying"
+	r.SnapshotDone = imp.snapshotOK.Load()
+	r.SourceCommitted = imp.sourceCommitted.Load()
+	r.Keys, r.Bytes = imp.keys.Load(), imp.bytes.Load()
+	imp.errMu.Lock()
+	if imp.lastErr != nil {
+		r.Error = imp.lastErr.Error()
+	}
+	imp.errMu.Unlock()
+	through, ok, err := importedThrough(ctx, store, imp.m.ID)
+	if err != nil || !ok {
+		return
+	}
+	r.ImportedSeq = through
+	if prev := imp.prevCommitted.Load(); r.SnapshotDone && prev > 0 && through >= prev {
+		r.Phase = "caught-up"
+	}
+	if !hold {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if _, digests, err := store.SlotDigests(ctx, imp.m.Slots(), store.CommittedSeq()); err == nil {
+		r.Digests = wireDigests(digests)
+	}
+}

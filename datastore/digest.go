@@ -1,0 +1,242 @@
+package datastore
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+
+	"github.com/cespare/xxhash/v2"
+	bolt "go.etcd.io/bbolt"
+)
+
+// Per-slot stats let two stores compare a slot's content without reading
+// it: a slot migration compares source and target this way before it
+// switches the slot's owner. The applier keeps them in the bucket "stats"
+// in the same transaction as the data, so they always describe exactly the
+// applied state: replay, restart and restore need nothing of their own.
+
+// SlotDigest describes one slot's applied content: how many keys it holds,
+// their keys' and values' bytes, and the sum modulo 2^64 over its keys of
+// XXH64 (seed 0) of the key's length (4 bytes, big-endian), the key and the
+// value. The sum does not depend on the order the keys were written in, so
+// two stores holding the same pairs have equal digests however they got
+// them; XXH64 is a fixed published function, so digests compare across
+// processes, machines and versions.
+type SlotDigest struct {
+	Slot  int
+	Keys  uint64
+	Bytes uint64
+	Hash  uint64
+}
+
+// SlotDigests waits until the applier has applied seq atLeast (hurrying
+// it), then reads the digests of the given slots, in their order, in one
+// read transaction, and returns the applied seq that transaction reflects
+// (at least atLeast). A slot without keys has a zero digest. It waits for
+// as long as ctx allows when atLeast is never committed. Errors: ErrBadSlot,
+// ErrCorrupt, ErrClosed, ctx.Err().
+func (s *Store) SlotDigests(ctx context.Context, slots []int, atLeast uint64) (applied uint64, _ []SlotDigest, _ error) {
+	for _, slot := range slots {
+		if err := s.checkSlot(slot); err != nil {
+			return 0, nil, fmt.Errorf("slot digests: %w", err)
+		}
+	}
+	if err := s.waitApplied(ctx, atLeast); err != nil {
+		return 0, nil, fmt.Errorf("slot digests: wait for the applier to reach seq %d: %w", atLeast, err)
+	}
+	out := make([]SlotDigest, len(slots))
+	err := s.view(func(tx *bolt.Tx) error {
+		var err error
+		if applied, err = metaU64(tx, metaApplied); err != nil {
+			return err
+		}
+		for i, slot := range slots {
+			st, err := loadSlotStats(tx.Bucket(bucketStats), uint16(slot))
+			if err != nil {
+				return err
+			}
+			out[i] = SlotDigest{Slot: slot, Keys: st.keys, Bytes: st.bytes, Hash: st.hash}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, nil, fmt.Errorf("slot digests: %w", err)
+	}
+	return applied, out, nil
+}
+
+var bucketStats = []byte("stats")
+
+// slotStats is one slot's digest as the applier keeps it.
+type slotStats struct{ keys, bytes, hash uint64 }
+
+// kvHash is a pair's share of its slot's hash (see SlotDigest).
+func kvHash(key, value []byte) uint64 {
+	var d xxhash.Digest
+	d.Reset()
+	var n [4]byte
+	binary.BigEndian.PutUint32(n[:], uint32(len(key)))
+	_, _ = d.Write(n[:])
+	_, _ = d.Write(key)
+	_, _ = d.Write(value)
+	return d.Sum64()
+}
+
+func (st *slotStats) add(key, value []byte) {
+	st.keys++
+	st.bytes += uint64(len(key) + len(value))
+	st.hash += kvHash(key, value)
+}
+
+func (st *slotStats) remove(key, value []byte) {
+	st.keys--
+	st.bytes -= uint64(len(key) + len(value))
+	st.hash -= kvHash(key, value)
+}
+
+// Stats records: key the 2-byte big-endian slot, value a record (as for
+// keys) of keys (8) | bytes (8) | hash (8); a slot without keys has none.
+const statsLen = 3 * 8
+
+func loadSlotStats(b *bolt.Bucket, slot uint16) (slotStats, error) {
+	var name [2]byte
+	binary.BigEndian.PutUint16(name[:], slot)
+	rec := b.Get(name[:])
+	if rec == nil {
+		return slotStats{}, nil
+	}
+	v, ok := openRecord(name[:], rec)
+	if !ok || len(v) != statsLen {
+		return slotStats{}, fmt.Errorf("stats of slot %d: %w", slot, ErrCorrupt)
+	}
+	return slotStats{keys: binary.BigEndian.Uint64(v), bytes: binary.BigEndian.Uint64(v[8:]), hash: binary.BigEndian.Uint64(v[16:])}, nil
+}
+
+func putSlotStats(b *bolt.Bucket, slot uint16, st slotStats) error {
+	var name [2]byte
+	binary.BigEndian.PutUint16(name[:], slot)
+	if st.keys == 0 {
+		return b.Delete(name[:])
+	}
+	var v [statsLen]byte
+	binary.BigEndian.PutUint64(v[:], st.keys)
+	binary.BigEndian.PutUint64(v[8:], st.bytes)
+	binary.BigEndian.PutUint64(v[16:], st.hash)
+	rec := make([]byte, recordSize(statsLen))
+	encodeRecord(rec, name[:], v[:])
+	return b.Put(name[:], rec)
+}
+
+// statsTx holds the stats of the slots one write transaction changes:
+// each is read when first touched and written back by flush.
+type statsTx struct {
+	b     *bolt.Bucket
+	slots map[uint16]*slotStats
+	// The slot touched last: the applier goes slot by slot.
+	last     *slotStats
+	lastSlot uint16
+}
+
+func newStatsTx(tx *bolt.Tx) *statsTx {
+	return &statsTx{b: tx.Bucket(bucketStats), slots: make(map[uint16]*slotStats)}
+}
+
+// of returns the stats of slot, for changing.
+func (t *statsTx) of(slot uint16) (*slotStats, error) {
+	if t.last != nil && t.lastSlot == slot {
+		return t.last, nil
+	}
+	st := t.slots[slot]
+	if st == nil {
+		loaded, err := loadSlotStats(t.b, slot)
+		if err != nil {
+			return nil, err
+		}
+		st = &loaded
+		t.slots[slot] = st
+	}
+	t.last, t.lastSlot = st, slot
+	return st, nil
+}
+
+func (t *statsTx) flush() error {
+	for slot, st := range t.slots {
+		if err := putSlotStats(t.b, slot, *st); err != nil {
+			return fmt.Errorf("stats of slot %d: %w", slot, err)
+		}
+	}
+	return nil
+}
+
+// storedValue is the value of a stored record. A record that fails its
+// check still counts with what it holds: the stats then disagree with a
+// healthy replica's, which is what a digest is for.
+func storedValue(rec []byte) []byte {
+	if len(rec) < crcSize {
+		return nil
+	}
+	return rec[crcSize:]
+}
+
+// putKV stores value under key in b, encoded into rec (recordSize bytes),
+// and counts the change in st.
+func putKV(b *bolt.Bucket, st *slotStats, key, value, rec []byte) error {
+	if old := b.Get(key); old != nil {
+		st.remove(key, storedValue(old))
+	}
+	encodeRecord(rec, key, value)
+	st.add(key, value)
+	return b.Put(key, rec)
+}
+
+// deleteKV removes key from b and counts the change in st.
+func deleteKV(b *bolt.Bucket, st *slotStats, key []byte) error {
+	old := b.Get(key)
+	if old == nil {
+		return nil
+	}
+	st.remove(key, storedValue(old))
+	return b.Delete(key)
+}
+
+// dropSlot deletes slot's bucket and zeroes its stats.
+func dropSlot(tx *bolt.Tx, buckets map[uint16]*bolt.Bucket, st *slotStats, slot uint16) error {
+	delete(buckets, slot)
+	*st = slotStats{}
+	name := slotBucketName(int(slot))
+	if tx.Bucket(name[:]) == nil {
+		return nil
+	}
+	return tx.DeleteBucket(name[:])
+}
+
+// ensureStats computes the stats of every slot in a store that has none
+// (one created before they existed) and reports whether it had to.
+func ensureStats(tx *bolt.Tx) (bool, error) {
+	if tx.Bucket(bucketStats) != nil {
+		return false, nil
+	}
+	b, err := tx.CreateBucket(bucketStats)
+	if err != nil {
+		return false, err
+	}
+	c := tx.Cursor()
+	for name, v := c.First(); name != nil; name, v = c.Next() {
+		slot, ok := slotOfBucketName(name)
+		if !ok || v != nil {
+			continue
+		}
+		var st slotStats
+		err := tx.Bucket(name).ForEach(func(k, rec []byte) error {
+			st.add(k, storedValue(rec))
+			return nil
+		})
+		if err != nil {
+			return false, err
+		}
+		if err := putSlotStats(b, uint16(slot), st); err != nil {
+			return false, fmt.Errorf("stats of slot %d: %w", slot, err)
+		}
+	}
+	return true, nil
+}
