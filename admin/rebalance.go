@@ -74,11 +74,7 @@ func Rebalance(ctx context.Context, c *coord.Cluster, req RebalanceRequest) (*Re
 			return follow(ctx, c, cur)
 		}
 	}
-	table, _, err := c.SlotTable(ctx)
-	if err != nil {
-		return nil, err
-	}
-	groups, err := c.Groups(ctx)
+	table, groups, err := planInputs(ctx, c)
 	if err != nil {
 		return nil, err
 	}
@@ -118,13 +114,22 @@ func Rebalance(ctx context.Context, c *coord.Cluster, req RebalanceRequest) (*Re
 	return v, nil
 }
 
-// follow is the view of plan p, already in progress.
-func follow(ctx context.Context, c *coord.Cluster, p *coord.RebalancePlan) (*RebalanceView, error) {
+// planInputs reads what a plan is made from and shown against.
+func planInputs(ctx context.Context, c *coord.Cluster) (*coord.SlotTable, []*coord.Group, error) {
 	table, _, err := c.SlotTable(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	groups, err := c.Groups(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return table, groups, nil
+}
+
+// follow is the view of plan p, already in progress.
+func follow(ctx context.Context, c *coord.Cluster, p *coord.RebalancePlan) (*RebalanceView, error) {
+	table, groups, err := planInputs(ctx, c)
 	if err != nil {
 		return nil, err
 	}

@@ -34,8 +34,8 @@ func rebalanceCommand() *cli.Command {
 			"   thunderctl admin rebalance --rate 50      # copy at most 50 MB/s per migration\n" +
 			"   thunderctl admin rebalance --cancel       # abort the moves that have not switched",
 		Flags: []cli.Flag{
-			boolFlag("dry-run", "print the plan and change nothing"),
-			intFlag("rate", 0, 0, 1_000_000, "bound each migration's copy stream, in `MB/s` (0 = unbounded)"),
+			dryRunFlag(),
+			rateFlag(),
 			boolFlag("cancel", "stop the rebalance in progress: moves that have not switched are aborted and no more start"),
 		},
 		Action: func(c *cli.Context) error {
@@ -58,13 +58,19 @@ func drainCommand() *cli.Command {
 			"   thunderctl admin drain --group g3 && thunderctl admin group remove g3   # after stopping g3's nodes",
 		Flags: []cli.Flag{
 			requiredFlag("group", "the group `NAME` to empty", checkGroup),
-			boolFlag("dry-run", "print the plan and change nothing"),
-			intFlag("rate", 0, 0, 1_000_000, "bound each migration's copy stream, in `MB/s` (0 = unbounded)"),
+			dryRunFlag(),
+			rateFlag(),
 		},
 		Action: func(c *cli.Context) error {
 			return runRebalance(c, admin.RebalanceRequest{RateMBps: float64(c.Int("rate")), DryRun: c.Bool("dry-run"), Drain: c.String("group")}, false)
 		},
 	}
+}
+
+// The flags rebalance and drain share.
+func dryRunFlag() cli.Flag { return boolFlag("dry-run", "print the plan and change nothing") }
+func rateFlag() cli.Flag {
+	return intFlag("rate", 0, 0, 1_000_000, "bound each migration's copy stream, in `MB/s` (0 = unbounded)")
 }
 
 func groupCommand() *cli.Command {
