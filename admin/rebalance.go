@@ -265,7 +265,8 @@ type MigrationRow struct {
 	InState  time.Duration `json:"in_state_ns"`
 	RateMBps float64       `json:"rate_mbps,omitempty"`
 	// Keys and Bytes copied in this attempt, and Lag (source log entries
-	// not yet imported): the target's report, nil when it did not answer.
+	// not yet imported, once the snapshot is in): the target's report, nil
+	// when it did not answer.
 	Keys  *uint64 `json:"keys"`
 	Bytes *uint64 `json:"bytes"`
 	Lag   *uint64 `json:"lag"`
@@ -410,7 +411,9 @@ func migrationRow(m *coord.Migration, reports map[string]*wire.NodeStatus, now t
 		for _, ms := range st.Migrations {
 			if ms.Id == m.ID && ms.Role == "target" {
 				row.Keys, row.Bytes = ptr(ms.Keys), ptr(ms.Bytes)
-				row.Lag = ptr(ms.SourceCommitted - min(ms.SourceCommitted, ms.ImportedSeq))
+				if ms.SnapshotDone { // before, the source position is not known yet
+					row.Lag = ptr(ms.SourceCommitted - min(ms.SourceCommitted, ms.ImportedSeq))
+				}
 			}
 		}
 	}

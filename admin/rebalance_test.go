@@ -143,7 +143,7 @@ func TestRebalanceProgress(t *testing.T) {
 		{From: "", To: "g2", First: 0, Last: 0, State: coord.MoveFailed, Tries: 3, Error: "boom"},
 	}}
 	reports := map[string]*wire.NodeStatus{"g2": {Migrations: []*wire.MigrationStatus{
-		{Id: "m2", Role: "target", Keys: 5, Bytes: 50, ImportedSeq: 90, SourceCommitted: 100}}}}
+		{Id: "m2", Role: "target", Keys: 5, Bytes: 50, ImportedSeq: 90, SourceCommitted: 100, SnapshotDone: true}}}}
 	p := BuildRebalanceProgress(plan, table, reports, now)
 	if p.Slots != 4 || p.Moved != 2 || len(p.Running) != 1 || len(p.Failed) != 1 || p.Moves["done"] != 1 {
 		t.Fatalf("progress = %s", dump(p))
