@@ -80,7 +80,8 @@ func TestMigrationRebalanceAndDrain(t *testing.T) {
 
 	out := make(chan string, 1)
 	go func() {
-		stdout, stderr, code := tc.cli(nil, "--timeout", "20s", "admin", "rebalance", "--rate", "100")
+		stdout, stderr, code := runCLIWithin(t, 4*time.Minute, nil, "--zk", tc.zk.Addr(), "--cluster", tc.name,
+			"--timeout", "20s", "admin", "rebalance", "--rate", "100")
 		out <- fmt.Sprintf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}()
 	// Kill the leader once a migration is in flight.
@@ -141,7 +142,8 @@ func TestMigrationRebalanceAndDrain(t *testing.T) {
 	ops.check(t)
 
 	// Drain g1, stop its nodes, remove it: everything is still there.
-	if stdout, stderr, code := tc.cli(nil, "--timeout", "20s", "admin", "drain", "--group", "g1"); code != 0 {
+	if stdout, stderr, code := runCLIWithin(t, 4*time.Minute, nil, "--zk", tc.zk.Addr(), "--cluster", tc.name,
+		"--timeout", "20s", "admin", "drain", "--group", "g1"); code != 0 {
 		t.Fatalf("admin drain: exit %d\n%s\n%s", code, stdout, stderr)
 	}
 	table, _, err = cl.SlotTable(ctx)
