@@ -48,9 +48,9 @@ func (c *Cluster) StartMigration(ctx context.Context, m Migration) (*Migration, 
 // HoldMigration moves migration id from copy to hold, only if it is still
 // in copy at attempt.
 func (c *Cluster) HoldMigration(ctx context.Context, id string, attempt int) (*SlotTable, error) {
-	return c.stepMigration(ctx, id, MigrationCopy, attempt, func(_ *SlotTable, m *Migration) {
+	return c.stepMigration(ctx, id, attempt, func(_ *SlotTable, m *Migration) {
 		m.State = MigrationHold
-	})
+	}, MigrationCopy)
 }
 
 // SwitchMigration makes migration id's target the owner of its slots and
@@ -58,38 +58,30 @@ func (c *Cluster) HoldMigration(ctx context.Context, id string, attempt int) (*S
 // released meanwhile (a new attempt) can never switch, and since both are
 // compare-and-sets of the one slot table, only one of the two wins.
 func (c *Cluster) SwitchMigration(ctx context.Context, id string, attempt int) (*SlotTable, error) {
-	return c.stepMigration(ctx, id, MigrationHold, attempt, func(t *SlotTable, m *Migration) {
+	return c.stepMigration(ctx, id, attempt, func(t *SlotTable, m *Migration) {
 		for s := m.First; s <= m.Last; s++ {
 			t.Owners[s] = m.To
 		}
 		m.State, m.Error = MigrationCleanup, ""
-	})
+	}, MigrationHold)
 }
 
 // ReleaseHold gives up migration id's hold: back to copy with the next
 // attempt and why, only if it is still in hold at attempt. The source
 // serves the held requests again; the copy goes on.
 func (c *Cluster) ReleaseHold(ctx context.Context, id string, attempt int, why string) (*SlotTable, error) {
-	return c.stepMigration(ctx, id, MigrationHold, attempt, func(_ *SlotTable, m *Migration) {
+	return c.stepMigration(ctx, id, attempt, func(_ *SlotTable, m *Migration) {
 		m.State, m.Attempt, m.Error = MigrationCopy, m.Attempt+1, why
-	})
+	}, MigrationHold)
 }
 
 // AbortMigration gives migration id up, only if it has not switched (it is
 // in copy or hold, any attempt): the target drops what it staged, the
 // owners stay.
 func (c *Cluster) AbortMigration(ctx context.Context, id, why string) (*SlotTable, error) {
-	var t *SlotTable
-	var err error
-	for _, from := range []MigrationState{MigrationCopy, MigrationHold} {
-		t, err = c.stepMigration(ctx, id, from, -1, func(_ *SlotTable, m *Migration) {
-			m.State, m.Error = MigrationAbort, why
-		})
-		if !errors.Is(err, ErrMigrationChanged) {
-			return t, err
-		}
-	}
-	return t, err
+	return c.stepMigration(ctx, id, anyAttempt, func(_ *SlotTable, m *Migration) {
+		m.State, m.Error = MigrationAbort, why
+	}, MigrationCopy, MigrationHold)
 }
 
 // EndMigration removes migration id from the table once it is over: only if
@@ -99,26 +91,30 @@ func (c *Cluster) EndMigration(ctx context.Context, id string, state MigrationSt
 	if state != MigrationCleanup && state != MigrationAbort {
 		return nil, fmt.Errorf("%w: end migration %s in state %s", ErrInvalid, id, state)
 	}
-	return c.stepMigration(ctx, id, state, -1, func(t *SlotTable, m *Migration) {
+	return c.stepMigration(ctx, id, anyAttempt, func(t *SlotTable, m *Migration) {
 		t.Migrations = slices.DeleteFunc(t.Migrations, func(x Migration) bool { return x.ID == m.ID })
-	})
+	}, state)
 }
 
+// anyAttempt: a step that does not depend on the attempt.
+const anyAttempt = -1
+
 // stepMigration changes migration id with change in one compare-and-set of
-// the slot table, only while it is in state from and (attempt ≥ 0) at
-// attempt; otherwise ErrMigrationChanged. Since becomes now when the state
-// changes.
-func (c *Cluster) stepMigration(ctx context.Context, id string, from MigrationState, attempt int, change func(*SlotTable, *Migration)) (*SlotTable, error) {
+// the slot table, only while it is in one of the states from and (unless
+// anyAttempt) at attempt; otherwise ErrMigrationChanged. Since becomes now
+// when the state changes.
+func (c *Cluster) stepMigration(ctx context.Context, id string, attempt int, change func(*SlotTable, *Migration), from ...MigrationState) (*SlotTable, error) {
 	t, err := c.UpdateSlotTable(ctx, func(t *SlotTable) error {
 		m := t.Migration(id)
 		switch {
 		case m == nil:
 			return fmt.Errorf("%w: migration %s is no longer in the slot table", ErrMigrationChanged, id)
-		case m.State != from || (attempt >= 0 && m.Attempt != attempt):
-			return fmt.Errorf("%w: migration %s is in %s attempt %d, not %s attempt %d", ErrMigrationChanged, id, m.State, m.Attempt, from, attempt)
+		case !slices.Contains(from, m.State) || (attempt != anyAttempt && m.Attempt != attempt):
+			return fmt.Errorf("%w: migration %s is in %s attempt %d, not %v attempt %d", ErrMigrationChanged, id, m.State, m.Attempt, from, attempt)
 		}
+		state := m.State
 		change(t, m)
-		if m := t.Migration(id); m != nil && m.State != from {
+		if m := t.Migration(id); m != nil && m.State != state {
 			m.Since = time.Now().UTC()
 		}
 		return nil

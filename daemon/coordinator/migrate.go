@@ -144,19 +144,12 @@ func (d *driver) step(ctx context.Context) (busy bool, err error) {
 // read takes the table, the primaries' addresses and, for the groups in a
 // migration, their primaries' reports (asked in parallel).
 func (d *driver) read(ctx context.Context) (*view, error) {
-	table, _, err := d.cl.SlotTable(ctx)
+	v, err := d.readTable(ctx)
 	if err != nil {
 		return nil, err
 	}
-	v := &view{table: table, primary: map[string]string{}, reports: map[string]*wire.NodeStatus{}}
-	if len(table.Migrations) == 0 {
-		return v, d.readPrimaries(ctx, v)
-	}
-	if err := d.readPrimaries(ctx, v); err != nil {
-		return nil, err
-	}
 	var addrs []string
-	for _, m := range table.Migrations {
+	for _, m := range v.table.Migrations {
 		for _, g := range []string{m.From, m.To} {
 			if a := v.primary[g]; a != "" && !slices.Contains(addrs, a) {
 				addrs = append(addrs, a)
@@ -183,6 +176,16 @@ func (d *driver) read(ctx context.Context) (*view, error) {
 	}
 	wg.Wait()
 	return v, nil
+}
+
+// readTable takes the table and the primaries' addresses, no reports.
+func (d *driver) readTable(ctx context.Context) (*view, error) {
+	table, _, err := d.cl.SlotTable(ctx)
+	if err != nil {
+		return nil, err
+	}
+	v := &view{table: table, primary: map[string]string{}, reports: map[string]*wire.NodeStatus{}}
+	return v, d.readPrimaries(ctx, v)
 }
 
 func (d *driver) readPrimaries(ctx context.Context, v *view) error {
@@ -357,7 +360,7 @@ func planHas(p *coord.RebalancePlan, id string) bool {
 // the pending moves the parallel bounds allow (none once cancelled) and
 // marks the plan done when every move is over.
 func (d *driver) followPlan(ctx context.Context, id string) error {
-	v, err := d.read(ctx)
+	v, err := d.readTable(ctx)
 	if err != nil {
 		return err
 	}
