@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand"
+	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -85,13 +88,7 @@ func TestMigrationRebalanceAndDrain(t *testing.T) {
 		out <- fmt.Sprintf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}()
 	// Kill the leader once a migration is in flight.
-	eventually(t, 60*time.Second, func() error {
-		t, _, err := cl.SlotTable(ctx)
-		if err == nil && len(t.Migrations) == 0 {
-			err = errors.New("no migration in flight yet")
-		}
-		return err
-	})
+	waitMigrating(t, ctx, cl)
 	leader := leaderProc(t, cl, coords)
 	leader.Kill()
 	t.Logf("killed the coordinator leader %s mid-rebalance", leader.Name)
@@ -141,10 +138,27 @@ func TestMigrationRebalanceAndDrain(t *testing.T) {
 	live := checkMigratedData(t, ctx, tc, c, cl, w)
 	ops.check(t)
 
-	// Drain g1, stop its nodes, remove it: everything is still there.
+	// Drain g1 — Ctrl-C on the command half way leaves the drain running,
+	// and admin rebalance follows it to the end —, stop g1's nodes, remove
+	// it: everything is still there.
+	drain := exec.Command(thunderctlBin, "--zk", tc.zk.Addr(), "--cluster", tc.name, "admin", "drain", "--group", "g1")
+	var drainOut, drainErr bytes.Buffer
+	drain.Stdout, drain.Stderr = &drainOut, &drainErr
+	if err := drain.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitMigrating(t, ctx, cl)
+	if err := drain.Process.Signal(os.Interrupt); err == nil {
+		if err := drain.Wait(); err != nil || !strings.Contains(drainErr.String(), "stopped following; rebalance ") {
+			t.Fatalf("admin drain after Ctrl-C: %v\n%s\n%s", err, drainOut.String(), drainErr.String())
+		}
+		t.Logf("Ctrl-C stopped following the drain: %s", drainErr.String())
+	} else {
+		t.Logf("the drain was done before Ctrl-C: %v", drain.Wait())
+	}
 	if stdout, stderr, code := runCLIWithin(t, 4*time.Minute, nil, "--zk", tc.zk.Addr(), "--cluster", tc.name,
-		"--timeout", "20s", "admin", "drain", "--group", "g1"); code != 0 {
-		t.Fatalf("admin drain: exit %d\n%s\n%s", code, stdout, stderr)
+		"--timeout", "20s", "admin", "rebalance"); code != 0 {
+		t.Fatalf("admin rebalance after the drain: exit %d\n%s\n%s", code, stdout, stderr)
 	}
 	table, _, err = cl.SlotTable(ctx)
 	if err != nil || len(table.SlotsOf("g1")) != 0 {
@@ -173,6 +187,18 @@ func TestMigrationRebalanceAndDrain(t *testing.T) {
 	if code != 0 || !strings.Contains(out2, "last finished: ") {
 		t.Errorf("admin slots: exit %d\n%s", code, out2)
 	}
+}
+
+// waitMigrating waits until a migration is in flight.
+func waitMigrating(t *testing.T, ctx context.Context, cl *coord.Cluster) {
+	t.Helper()
+	eventually(t, 60*time.Second, func() error {
+		t, _, err := cl.SlotTable(ctx)
+		if err == nil && len(t.Migrations) == 0 {
+			err = errors.New("no migration in flight yet")
+		}
+		return err
+	})
 }
 
 // leaderProc is the coordinator process that leads now.
