@@ -1151,9 +1151,9 @@ type LogEntry struct {
 	Value  []byte                 `protobuf:"bytes,5,opt,name=value,proto3" json:"value,omitempty"`
 	Delete bool                   `protobuf:"varint,6,opt,name=delete,proto3" json:"delete,omitempty"`
 	// drop_slot: the entry removes every key of slot (key and value empty).
-	DropSlot bool `protobuf:"varint,20,opt,name=drop_slot,json=dropSlot,proto3" json:"drop_slot,omitempty"`
-	// mark: the entry stores value under the mark named key, outside every
-	// slot (a position such as a migration's progress, never a key).
+	// mark: the entry stores value as the mark named key, no key of any slot
+	// (slot 0); a slot migration records its progress in marks.
+	DropSlot      bool `protobuf:"varint,20,opt,name=drop_slot,json=dropSlot,proto3" json:"drop_slot,omitempty"`
 	Mark          bool `protobuf:"varint,21,opt,name=mark,proto3" json:"mark,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -21,6 +21,10 @@ import (
 
 const migSlots = 16
 
+// holdBound is how long a source holds requests before it releases the
+// hold itself.
+const holdBound = time.Second
+
 // twoGroups starts a coordinator, a group g1 of n1, n2 owning every slot,
 // then a group g2 of n3, n4 owning none.
 func twoGroups(t *testing.T) *clustertest.Cluster {
@@ -210,6 +214,34 @@ func switchSlots(t *testing.T, c *clustertest.Cluster, id string, attempt int) b
 	return switched
 }
 
+// complete plays the rest of migration id as the coordinator does: hold
+// until frozen, compare the digests, switch, wait for the source's
+// cleanup, take the migration out of the table. It returns the source's
+// frozen report.
+func complete(t *testing.T, c *clustertest.Cluster, id string) *wire.MigrationStatus {
+	t.Helper()
+	src, dst, attempt := freeze(t, c, id)
+	if !sameDigests(src.Digests, dst.Digests) {
+		t.Fatalf("digests differ: source %v, target %v", src.Digests, dst.Digests)
+	}
+	if !switchSlots(t, c, id, attempt) {
+		t.Fatal("the hold was released before the switch")
+	}
+	waitReport(c, "g1", id, phase("dropped"))
+	removeMigration(t, c, id)
+	return src
+}
+
+// killPrimary kills group's primary, waits for a successor and returns the
+// killed node's name.
+func killPrimary(c *clustertest.Cluster, group string) string {
+	old := c.Primary(group)
+	oldID := c.Node(old).ID()
+	c.Kill(old)
+	c.WaitGroup(group, func(g *coord.Group) bool { return g.Primary != "" && g.Primary != oldID })
+	return old
+}
+
 func sameDigests(a, b []*wire.SlotDigest) bool {
 	return slices.EqualFunc(a, b, func(x, y *wire.SlotDigest) bool {
 		return x.Slot == y.Slot && x.Keys == y.Keys && x.Bytes == y.Bytes && x.Hash == y.Hash
@@ -226,6 +258,8 @@ type writers struct {
 	acked  map[string]string
 	errs   []error
 	writes int
+	// slowest is the longest a write took.
+	slowest time.Duration
 }
 
 func startWriters(t *testing.T, cli *client.Client, keys []string, n int) *writers {
@@ -244,9 +278,12 @@ func startWriters(t *testing.T, cli *client.Client, keys []string, n int) *write
 				for _, k := range mine {
 					v := fmt.Sprintf("%s-r%d", k, round)
 					wctx, wcancel := context.WithTimeout(context.Background(), 15*time.Second)
+					start := time.Now()
 					err := cli.Put(wctx, []byte(k), []byte(v))
+					took := time.Since(start)
 					wcancel()
 					w.mu.Lock()
+					w.slowest = max(w.slowest, took)
 					if err != nil {
 						w.errs = append(w.errs, fmt.Errorf("put %s: %w", k, err))
 					} else {
@@ -285,6 +322,43 @@ func (w *writers) check(cli *client.Client) {
 		}
 	}
 	w.t.Logf("%d acknowledged writes, all read back", w.writes)
+}
+
+// scanner scans prefix over and over, expecting want keys each time.
+type scanner struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	scans  int
+	err    error
+}
+
+func startScanner(cli *client.Client, prefix string, want int) *scanner {
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &scanner{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		for ctx.Err() == nil {
+			n := 0
+			sctx, scancel := context.WithTimeout(context.Background(), 15*time.Second)
+			err := cli.Scan(sctx, client.ScanOptions{Prefix: []byte(prefix)}, func(k, v []byte) error { n++; return nil })
+			scancel()
+			if err == nil && n != want {
+				err = fmt.Errorf("scan %q found %d keys, want %d", prefix, n, want)
+			}
+			if err != nil {
+				s.err = err
+				return
+			}
+			s.scans++
+		}
+	}()
+	return s
+}
+
+func (s *scanner) stop() (int, error) {
+	s.cancel()
+	<-s.done
+	return s.scans, s.err
 }
 
 // keysIn sums what the named data nodes' stores hold in slots.
@@ -327,24 +401,19 @@ func TestMigrationMovesSlots(t *testing.T) {
 	put(t, cli, moving...)
 	put(t, cli, slotKeys("stay", 4, 15, 50)...)
 	w := startWriters(t, cli, slotKeys("w", 0, 3, 40), 4)
+	sc := startScanner(cli, "m-", len(moving))
 	m := coord.Migration{ID: "m1", From: "g1", To: "g2", First: 0, Last: 3}
 	startMigration(t, c, m)
-	src, dst, attempt := freeze(t, c, "m1")
-	if !sameDigests(src.Digests, dst.Digests) {
-		t.Fatalf("digests differ: source %v, target %v", src.Digests, dst.Digests)
-	}
-	if len(src.Digests) != 4 {
+	if src := complete(t, c, "m1"); len(src.Digests) != 4 {
 		t.Fatalf("source digests %v; want one per slot", src.Digests)
 	}
-	if !switchSlots(t, c, "m1", attempt) {
-		t.Fatal("the hold was released before the switch")
-	}
-	waitReport(c, "g1", "m1", phase("dropped"))
 	slots := m.Slots()
 	waitKeysIn(t, c, "the source group holds none of the moved slots", slots, isZero, "n1", "n2")
-	removeMigration(t, c, "m1")
 	put(t, cli, slotKeys("after", 0, 3, 20)...)
 	w.check(cli)
+	if scans, err := sc.stop(); err != nil || scans == 0 {
+		t.Fatalf("scans during the migration: %d, %v", scans, err)
+	}
 	mustGet(t, cli, moving...)
 	mustGet(t, cli, slotKeys("after", 0, 3, 20)...)
 	if k := keysIn(t, c, slots, c.Primary("g2")); k < 260 {
@@ -401,69 +470,41 @@ func TestMigrationHoldReleasedBySource(t *testing.T) {
 	// Requests go on after the release.
 	put(t, cli, slotKeys("after", 8, 11, 10)...)
 	w.check(cli)
+	// The writes in flight when the hold began waited for its release.
+	if w.slowest < holdBound/2 {
+		t.Fatalf("the slowest write took %s; the hold should have held one for about %s", w.slowest, holdBound)
+	}
 	removeMigration(t, c, "m3")
 }
 
-// The target's primary killed mid-copy: its successor resumes from the
-// committed mark (no second snapshot), and the migration completes.
-func TestMigrationTargetFailover(t *testing.T) {
-	c := twoGroups(t)
-	cli := c.Client()
-	put(t, cli, slotKeys("m", 0, 7, 300)...)
-	w := startWriters(t, cli, slotKeys("w", 0, 7, 20), 2)
-	startMigration(t, c, coord.Migration{ID: "m4", From: "g1", To: "g2", First: 0, Last: 7})
-	waitReport(c, "g2", "m4", phase("caught-up"))
-	old := c.Primary("g2")
-	oldID := c.Node(old).ID()
-	c.Kill(old)
-	c.WaitGroup("g2", func(g *coord.Group) bool { return g.Primary != "" && g.Primary != oldID })
-	// resumed: this role's own copy counts the log records only, not the 300
-	// keys of the snapshot.
-	r := waitReport(c, "g2", "m4", phase("caught-up"))
-	if !r.SnapshotDone || r.Keys >= 300 {
-		t.Fatalf("new target primary report %+v; want it resumed from the mark, not copied again", r)
+// A primary of either group killed mid-copy: the target's successor
+// resumes from the committed mark (no second snapshot); after the source's,
+// the target continues from the source's new primary. The migration then
+// completes with every write kept.
+func TestMigrationFailover(t *testing.T) {
+	for _, side := range []struct{ name, group string }{{"target", "g2"}, {"source", "g1"}} {
+		t.Run(side.name, func(t *testing.T) {
+			c := twoGroups(t)
+			cli := c.Client()
+			put(t, cli, slotKeys("m", 0, 7, 300)...)
+			w := startWriters(t, cli, slotKeys("w", 0, 7, 20), 2)
+			startMigration(t, c, coord.Migration{ID: "m4", From: "g1", To: "g2", First: 0, Last: 7})
+			waitReport(c, "g2", "m4", phase("caught-up"))
+			old := killPrimary(c, side.group)
+			// This role's own copy counts the log records only, not the 300
+			// keys of a snapshot.
+			r := waitReport(c, "g2", "m4", phase("caught-up"))
+			if side.group == "g2" && (!r.SnapshotDone || r.Keys >= 300) {
+				t.Fatalf("new target primary report %+v; want it resumed from the mark, not copied again", r)
+			}
+			put(t, cli, slotKeys("during", 0, 7, 50)...)
+			c.Restart(old)
+			complete(t, c, "m4")
+			w.check(cli)
+			mustGet(t, cli, slotKeys("m", 0, 7, 300)...)
+			mustGet(t, cli, slotKeys("during", 0, 7, 50)...)
+		})
 	}
-	c.Restart(old)
-	src, dst, attempt := freeze(t, c, "m4")
-	if !sameDigests(src.Digests, dst.Digests) {
-		t.Fatalf("digests differ: source %v, target %v", src.Digests, dst.Digests)
-	}
-	if !switchSlots(t, c, "m4", attempt) {
-		t.Fatal("the hold was released before the switch")
-	}
-	waitReport(c, "g1", "m4", phase("dropped"))
-	removeMigration(t, c, "m4")
-	w.check(cli)
-	mustGet(t, cli, slotKeys("m", 0, 7, 300)...)
-}
-
-// The source's primary killed mid-copy: the target continues from the new
-// source primary, and the migration completes.
-func TestMigrationSourceFailover(t *testing.T) {
-	c := twoGroups(t)
-	cli := c.Client()
-	put(t, cli, slotKeys("m", 0, 7, 300)...)
-	startMigration(t, c, coord.Migration{ID: "m5", From: "g1", To: "g2", First: 0, Last: 7})
-	waitReport(c, "g2", "m5", phase("caught-up"))
-	old := c.Primary("g1")
-	oldID := c.Node(old).ID()
-	c.Kill(old)
-	c.WaitGroup("g1", func(g *coord.Group) bool { return g.Primary != "" && g.Primary != oldID })
-	w := startWriters(t, cli, slotKeys("w", 0, 7, 20), 2)
-	put(t, cli, slotKeys("during", 0, 7, 50)...)
-	c.Restart(old)
-	src, dst, attempt := freeze(t, c, "m5")
-	if !sameDigests(src.Digests, dst.Digests) {
-		t.Fatalf("digests differ: source %v, target %v", src.Digests, dst.Digests)
-	}
-	if !switchSlots(t, c, "m5", attempt) {
-		t.Fatal("the hold was released before the switch")
-	}
-	waitReport(c, "g1", "m5", phase("dropped"))
-	removeMigration(t, c, "m5")
-	w.check(cli)
-	mustGet(t, cli, slotKeys("m", 0, 7, 300)...)
-	mustGet(t, cli, slotKeys("during", 0, 7, 50)...)
 }
 
 // A source that corrupts one record of the copy (the test fault hook)

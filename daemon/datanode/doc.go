@@ -56,6 +56,22 @@
 // store and catches up like a new member (docs/replication.md, "Repairing
 // a damaged replica").
 //
+// # Slot migration
+//
+// Slots move between groups while they are read and written
+// (docs/migration.md); the slot table records each migration's state and
+// the node's primary acts on the migrations of its group. The target's
+// primary imports the slots: it drops them on a fresh attempt, then opens
+// Migrate to the source group's primary, which sends a snapshot of the
+// slots and then their log records up to its high watermark; the importer
+// writes each batch through its own commit path with a mark recording the
+// source position reached, so a new primary of either group resumes from
+// the mark. While the table says hold, the source's primary holds (queues)
+// requests for the slots, writes a barrier and reports the slots' digests
+// there; a hold past a second it releases itself. Requests held are routed
+// again when the table changes: to the target after the switch, served
+// after a release. Cleanup drops the source's copy, an abort the target's.
+//
 // # Files
 //
 //	node.go       Config, Start/Close, registration, watching the cluster (watchCluster), node state
@@ -67,5 +83,9 @@
 //	replier.go    one request stream's replies, writes answered as the watermark passes them
 //	storefail.go  a failed store: stepping down, reopening with backoff
 //	repair.go     a damaged store: leaving the ISR, setting files aside, rebuilding from the group
+//	migrate.go    slot migrations: the tasks of each migration, drops, marks, reports
+//	migrate_source.go  the source's Migrate stream: snapshot, log records, positions, throttle
+//	migrate_target.go  the target's importer: resume from the mark, stream into writes
+//	hold.go       the source's hold: queued requests, barrier and digests, the one-second bound
 //	metrics.go    the node's Prometheus series
 package datanode

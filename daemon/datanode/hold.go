@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/thunderyurts/thunderyurts/coord"
@@ -29,6 +30,9 @@ type holds struct {
 	gate sync.RWMutex
 	mu   sync.Mutex
 	byID map[string]*hold
+	// active is len(byID), so that batches pass without taking mu while
+	// nothing is held.
+	active atomic.Int32
 	// longest is the longest hold so far, for the metrics.
 	longest time.Duration
 }
@@ -62,11 +66,11 @@ type parkedBatch struct {
 // queued.
 func (h *holds) admit(ctx context.Context, s *service, batch *wire.Batch, r *replier) (rest *wire.Batch, done func()) {
 	h.gate.RLock()
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if len(h.byID) == 0 {
+	if h.active.Load() == 0 {
 		return batch, h.gate.RUnlock
 	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	slots := s.n.slots
 	var keep, held []*wire.Request
 	var into *hold
@@ -76,7 +80,9 @@ func (h *holds) admit(ctx context.Context, s *service, batch *wire.Batch, r *rep
 				held = append(held, req)
 				// One batch's held requests all wait for the first hold
 				// they hit; routed again, the others are held anew.
-				into = cmpOr(into, hd)
+				if into == nil {
+					into = hd
+				}
 				continue
 			}
 		}
@@ -91,13 +97,6 @@ func (h *holds) admit(ctx context.Context, s *service, batch *wire.Batch, r *rep
 	return &wire.Batch{Requests: keep}, h.gate.RUnlock
 }
 
-func cmpOr(a, b *hold) *hold {
-	if a != nil {
-		return a
-	}
-	return b
-}
-
 // holding returns the hold of slot, nil if none. h.mu is held.
 func (h *holds) holding(slot int) *hold {
 	for _, hd := range h.byID {
@@ -110,7 +109,7 @@ func (h *holds) holding(slot int) *hold {
 
 // wait blocks while a hold covers any of the ranges (a scan's).
 func (h *holds) wait(ctx context.Context, ranges []*wire.SlotRange) error {
-	for {
+	for h.active.Load() > 0 {
 		h.mu.Lock()
 		var hd *hold
 		for _, x := range h.byID {
@@ -130,6 +129,7 @@ func (h *holds) wait(ctx context.Context, ranges []*wire.SlotRange) error {
 			return ctx.Err()
 		}
 	}
+	return nil
 }
 
 // reconcile begins the holds st's table asks of this node's primary and
@@ -143,6 +143,7 @@ func (h *holds) reconcile(mg *migrations, st *state) {
 		m := st.table.Migration(id)
 		if p != hd.p || m == nil || m.From != group || m.State != coord.MigrationHold || m.Attempt != hd.m.Attempt {
 			delete(h.byID, id)
+			h.active.Add(-1)
 			ended = append(ended, hd)
 		}
 	}
@@ -173,6 +174,7 @@ func (h *holds) begin(mg *migrations, p *primary, m coord.Migration) {
 	h.gate.Lock()
 	h.mu.Lock()
 	h.byID[m.ID] = hd
+	h.active.Add(1)
 	h.mu.Unlock()
 	h.gate.Unlock()
 	mg.n.log.Info("holding the requests of a migration's slots", "migration", m.String(), "attempt", m.Attempt)

@@ -109,10 +109,12 @@ func (mg *migrations) reconcile(st *state) {
 		}
 	}
 	mg.mu.Lock()
+	stopped := map[string]<-chan struct{}{}
 	for key, t := range mg.tasks {
 		if _, ok := want[key]; !ok || t.p != p {
 			t.cancel()
 			delete(mg.tasks, key)
+			stopped[key] = t.done
 		}
 	}
 	for id, by := range mg.dropped {
@@ -124,14 +126,15 @@ func (mg *migrations) reconcile(st *state) {
 		if mg.tasks[key] != nil || (key == dropKey(m.ID) && mg.dropped[m.ID] == p) {
 			continue
 		}
-		mg.start(key, p, m)
+		mg.start(key, p, m, stopped[importKey(m.ID)])
 	}
 	mg.mu.Unlock()
 	mg.holds.reconcile(mg, st)
 }
 
-// start runs the task key for m in role p. mg.mu is held.
-func (mg *migrations) start(key string, p *primary, m coord.Migration) {
+// start runs the task key for m in role p, once after is closed (nil: at
+// once). mg.mu is held.
+func (mg *migrations) start(key string, p *primary, m coord.Migration, after <-chan struct{}) {
 	ctx, cancel := context.WithCancel(p.ctx)
 	t := &migrationTask{p: p, m: m, cancel: cancel, done: make(chan struct{})}
 	if key == importKey(m.ID) {
@@ -143,6 +146,15 @@ func (mg *migrations) start(key string, p *primary, m coord.Migration) {
 		defer mg.wg.Done()
 		defer close(t.done)
 		defer cancel()
+		if after != nil {
+			// A drop waits for the import it ends: a write the import
+			// queued must not land after the drop.
+			select {
+			case <-after:
+			case <-ctx.Done():
+				return
+			}
+		}
 		if t.imp != nil {
 			t.imp.run(ctx)
 			return
@@ -157,7 +169,8 @@ func (mg *migrations) start(key string, p *primary, m coord.Migration) {
 func (mg *migrations) drop(ctx context.Context, p *primary, m coord.Migration) {
 	log := mg.n.log.With("migration", m.String())
 	for backoff := retryMin; ; backoff = min(2*backoff, retryMax) {
-		if _, err := p.commitWrite(ctx, dropMutations(m, true)); err == nil {
+		// A target also forgets its import position with the data.
+		if _, err := p.commitWrite(ctx, dropMutations(m, m.To == mg.n.cfg.Group)); err == nil {
 			break
 		} else if ctx.Err() != nil {
 			return

@@ -158,10 +158,13 @@ func (src *migrationSender) shipLog(ctx context.Context, next uint64) error {
 	store := src.n.store()
 	var lastPosition time.Time
 	for {
+		// The state is looked at after the watermark is read: whatever the
+		// node writes once the migration has ended (the source's drop at
+		// cleanup) is then above it, never shipped.
+		committed, advanced := src.p.watermark()
 		if err := src.stillMigrating(); err != nil {
 			return err
 		}
-		committed, advanced := src.p.watermark()
 		if next <= committed {
 			entries, err := store.ReadLog(next, datastore.Limit{Entries: shipBatch, Bytes: shipBytes})
 			if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -72,7 +73,7 @@ func (imp *importer) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		if wire.CodeOf(err) == wire.Code_NOT_FOUND || !imp.snapshotOK.Load() {
+		if wire.CodeOf(err) == wire.Code_NOT_FOUND || progressed && !imp.snapshotOK.Load() {
 			// The source's log no longer reaches back to the position, or
 			// a snapshot was cut short: copy again from an empty range.
 			imp.resumable, imp.restart = false, true
@@ -90,7 +91,7 @@ func (imp *importer) pause(ctx context.Context, backoff time.Duration) time.Dura
 	return min(2*backoff, retryMax)
 }
 
-func (imp *importer) failed(ctx context.Context, log interface{ Warn(string, ...any) }, what string, err error) {
+func (imp *importer) failed(ctx context.Context, log *slog.Logger, what string, err error) {
 	if ctx.Err() != nil || err == nil {
 		return
 	}
@@ -128,7 +129,7 @@ func (imp *importer) resume(ctx context.Context) error {
 }
 
 // stream runs one Migrate stream from the source group's current primary.
-func (imp *importer) stream(ctx context.Context, log interface{ Info(string, ...any) }) (progressed bool, err error) {
+func (imp *importer) stream(ctx context.Context, log *slog.Logger) (progressed bool, err error) {
 	rt, err := imp.n.cfg.Cluster.Routes(ctx)
 	if err != nil {
 		return false, err
@@ -157,7 +158,7 @@ func (imp *importer) stream(ctx context.Context, log interface{ Info(string, ...
 	if err != nil {
 		return false, fmt.Errorf("open the migration stream: %w", err)
 	}
-	log.Info("migration stream open", "migration", imp.m.ID, "source", g.PrimaryAddr, "source_epoch", g.Epoch, "from_seq", req.FromSeq)
+	log.Info("migration stream open", "source", g.PrimaryAddr, "source_epoch", g.Epoch, "from_seq", req.FromSeq)
 	for {
 		msg, err := rpc.Recv()
 		if err != nil {
@@ -169,6 +170,11 @@ func (imp *importer) stream(ctx context.Context, log interface{ Info(string, ...
 		silence.Reset(silentSource)
 		if err := imp.apply(sctx, msg); err != nil {
 			return progressed, err
+		}
+		if !progressed {
+			imp.errMu.Lock()
+			imp.lastErr = nil // the report shows errors while they last
+			imp.errMu.Unlock()
 		}
 		progressed = true
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/thunderyurts/thunderyurts/client"
 	"github.com/thunderyurts/thunderyurts/coord"
+	"github.com/thunderyurts/thunderyurts/datastore"
 	"github.com/thunderyurts/thunderyurts/internal/poll"
 	"github.com/thunderyurts/thunderyurts/wire"
 )
@@ -211,5 +212,37 @@ func TestReadyWhileServingItsRole(t *testing.T) {
 	})
 	if err := b.readyErr(); err == nil || !strings.Contains(err.Error(), "not in sync") {
 		t.Fatalf("secondary out of the ISR: ready (%v)", err)
+	}
+}
+
+// Drops and marks ship to a secondary like any log entry: after the
+// primary drops a key's slot and writes a mark, the secondary has the key
+// gone and the mark set.
+func TestReplicateDropAndMark(t *testing.T) {
+	c, a, b := startPair(t)
+	c.waitGroup("b in sync", func(g *coord.Group) bool { return slices.Contains(g.ISR, b.ID()) })
+	if r := call(t, a.Addr(), patience, put("dropped", "v"))[0]; r.Code != wire.Code_OK {
+		t.Fatalf("put: %v %q", r.Code, r.Message)
+	}
+	slot := coord.SlotOf([]byte("dropped"), a.store().Slots())
+	eventually(t, "the secondary has the put", func() bool {
+		v, err := b.store().Get(slot, []byte("dropped"))
+		return err == nil && string(v) == "v"
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	if _, err := a.store().DropSlots(ctx, []int{slot}); err != nil {
+		t.Fatal(err)
+	}
+	seq, err := a.store().Write(ctx, []datastore.Mutation{{Mark: true, Key: []byte("migration/m1"), Value: []byte("42")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the secondary commits the drop and the mark", func() bool { return b.store().CommittedSeq() >= seq })
+	if v, err := b.store().Get(slot, []byte("dropped")); !errors.Is(err, datastore.ErrNotFound) {
+		t.Fatalf("secondary's key after the drop: %q, %v", v, err)
+	}
+	if v, err := b.store().Mark(ctx, "migration/m1"); err != nil || string(v) != "42" {
+		t.Fatalf("secondary's mark: %q, %v", v, err)
 	}
 }
