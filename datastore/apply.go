@@ -193,7 +193,7 @@ func (s *Store) applyOnce() (int, error) {
 		}
 		return guardBolt(s.dataPath, func() error {
 			return s.db.Update(func(tx *bolt.Tx) error {
-				w := applyTx{tx: tx, records: make([]byte, 0, need), buckets: make(map[uint16]*bolt.Bucket), stats: newStatsTx(tx)}
+				w := applyTx{tx: tx, records: make([]byte, 0, need), slots: newSlotsTx(tx)}
 				for j, e := range order {
 					if j%yieldEvery == yieldEvery-1 {
 						// Two cores: without yielding, requests runnable on the
@@ -204,7 +204,7 @@ func (s *Store) applyOnce() (int, error) {
 						return fmt.Errorf("seq %d slot %d key %s: %w", e.seq, e.slot, keyForError(e.key), err)
 					}
 				}
-				if err := w.stats.flush(); err != nil {
+				if err := w.slots.flush(); err != nil {
 					return err
 				}
 				if err := putMeta(tx, metaApplied, last); err != nil {
@@ -249,8 +249,7 @@ func (s *Store) applyOnce() (int, error) {
 type applyTx struct {
 	tx      *bolt.Tx
 	records []byte // room for the stored records of the puts
-	buckets map[uint16]*bolt.Bucket
-	stats   *statsTx
+	slots   *slotsTx
 	// The last drop applied: entries come slot by slot, a slot's drop
 	// first, and the older entries of its slot went with it.
 	dropSlot uint16
@@ -262,27 +261,18 @@ func (w *applyTx) apply(e *entry) error {
 	if e.mark {
 		return putMark(w.tx, e.key, e.value)
 	}
-	st, err := w.stats.of(e.slot)
-	if err != nil {
-		return err
-	}
 	switch {
 	case e.drop:
 		w.dropSlot, w.dropSeq = e.slot, e.seq
-		return dropSlot(w.tx, w.buckets, st, e.slot)
+		return w.slots.drop(e.slot)
 	case e.slot == w.dropSlot && e.seq < w.dropSeq:
 		return nil
-	}
-	b, err := slotBucketForWrite(w.tx, w.buckets, e.slot)
-	if err != nil {
-		return err
-	}
-	if e.del {
-		return deleteKV(b, st, e.key)
+	case e.del:
+		return w.slots.delete(e.slot, e.key)
 	}
 	n := recordSize(len(e.value))
 	w.records = w.records[:len(w.records)+n]
-	return putKV(b, st, e.key, e.value, w.records[len(w.records)-n:])
+	return w.slots.put(e.slot, e.key, e.value, w.records[len(w.records)-n:])
 }
 
 // overlayChunk bounds the entries the overlay forgets under one hold of
@@ -363,22 +353,4 @@ func (s *Store) trimTailLocked(limit int) bool {
 	}
 	s.tail.dropFront(n)
 	return n == limit
-}
-
-func slotBucketForWrite(tx *bolt.Tx, cache map[uint16]*bolt.Bucket, slot uint16) (*bolt.Bucket, error) {
-	if b := cache[slot]; b != nil {
-		return b, nil
-	}
-	name := slotBucketName(int(slot))
-	// Bucket is cheaper than CreateBucketIfNotExists, which copies the name
-	// before looking it up.
-	b := tx.Bucket(name[:])
-	if b == nil {
-		var err error
-		if b, err = tx.CreateBucket(name[:]); err != nil {
-			return nil, fmt.Errorf("slot %d bucket: %w", slot, err)
-		}
-	}
-	cache[slot] = b
-	return b, nil
 }

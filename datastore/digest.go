@@ -1,6 +1,7 @@
 package datastore
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -127,41 +128,110 @@ func putSlotStats(b *bolt.Bucket, slot uint16, st slotStats) error {
 	return b.Put(name[:], rec)
 }
 
-// statsTx holds the stats of the slots one write transaction changes:
-// each is read when first touched and written back by flush.
-type statsTx struct {
-	b     *bolt.Bucket
-	slots map[uint16]*slotStats
-	// The slot touched last: the applier goes slot by slot.
-	last     *slotStats
-	lastSlot uint16
+// slotsTx changes the keys of slots in one write transaction and keeps
+// their stats: a slot's stats are read when it is first touched and written
+// back by flush.
+type slotsTx struct {
+	tx    *bolt.Tx
+	stats *bolt.Bucket
+	slots map[uint16]*slotWriter
+	last  *slotWriter // the applier goes slot by slot
 }
 
-func newStatsTx(tx *bolt.Tx) *statsTx {
-	return &statsTx{b: tx.Bucket(bucketStats), slots: make(map[uint16]*slotStats)}
+// slotWriter is one slot's part of a slotsTx.
+type slotWriter struct {
+	slot uint16
+	st   slotStats
+	b    *bolt.Bucket // nil while the slot has no bucket
+	// c finds the old values. One cursor repositioned for each key
+	// allocates once; Bucket.Get allocates a cursor per call.
+	c *bolt.Cursor
 }
 
-// of returns the stats of slot, for changing.
-func (t *statsTx) of(slot uint16) (*slotStats, error) {
-	if t.last != nil && t.lastSlot == slot {
-		return t.last, nil
-	}
-	st := t.slots[slot]
-	if st == nil {
-		loaded, err := loadSlotStats(t.b, slot)
-		if err != nil {
-			return nil, err
+func newSlotsTx(tx *bolt.Tx) *slotsTx {
+	return &slotsTx{tx: tx, stats: tx.Bucket(bucketStats), slots: make(map[uint16]*slotWriter)}
+}
+
+// writer returns slot's writer, with its bucket created if create.
+func (t *slotsTx) writer(slot uint16, create bool) (*slotWriter, error) {
+	w := t.last
+	if w == nil || w.slot != slot {
+		if w = t.slots[slot]; w == nil {
+			st, err := loadSlotStats(t.stats, slot)
+			if err != nil {
+				return nil, err
+			}
+			name := slotBucketName(int(slot))
+			w = &slotWriter{slot: slot, st: st, b: t.tx.Bucket(name[:])}
+			t.slots[slot] = w
 		}
-		st = &loaded
-		t.slots[slot] = st
+		t.last = w
 	}
-	t.last, t.lastSlot = st, slot
-	return st, nil
+	if w.b == nil && create {
+		name := slotBucketName(int(slot))
+		b, err := t.tx.CreateBucket(name[:])
+		if err != nil {
+			return nil, fmt.Errorf("slot %d bucket: %w", slot, err)
+		}
+		w.b = b
+	}
+	if w.b != nil && w.c == nil {
+		w.c = w.b.Cursor()
+	}
+	return w, nil
 }
 
-func (t *statsTx) flush() error {
-	for slot, st := range t.slots {
-		if err := putSlotStats(t.b, slot, *st); err != nil {
+// old returns the stored record of key, nil if none.
+func (w *slotWriter) old(key []byte) []byte {
+	if k, rec := w.c.Seek(key); bytes.Equal(k, key) {
+		return rec
+	}
+	return nil
+}
+
+// put stores value under key in slot, encoded into rec (recordSize bytes).
+func (t *slotsTx) put(slot uint16, key, value, rec []byte) error {
+	w, err := t.writer(slot, true)
+	if err != nil {
+		return err
+	}
+	if old := w.old(key); old != nil {
+		w.st.remove(key, storedValue(old))
+	}
+	encodeRecord(rec, key, value)
+	w.st.add(key, value)
+	return w.b.Put(key, rec)
+}
+
+// delete removes key from slot.
+func (t *slotsTx) delete(slot uint16, key []byte) error {
+	w, err := t.writer(slot, false)
+	if err != nil || w.b == nil {
+		return err
+	}
+	old := w.old(key)
+	if old == nil {
+		return nil
+	}
+	w.st.remove(key, storedValue(old))
+	return w.b.Delete(key)
+}
+
+// drop deletes slot's bucket and zeroes its stats.
+func (t *slotsTx) drop(slot uint16) error {
+	w, err := t.writer(slot, false)
+	if err != nil || w.b == nil {
+		return err
+	}
+	w.st, w.b, w.c = slotStats{}, nil, nil
+	name := slotBucketName(int(slot))
+	return t.tx.DeleteBucket(name[:])
+}
+
+// flush writes the stats of the slots changed.
+func (t *slotsTx) flush() error {
+	for slot, w := range t.slots {
+		if err := putSlotStats(t.stats, slot, w.st); err != nil {
 			return fmt.Errorf("stats of slot %d: %w", slot, err)
 		}
 	}
@@ -176,38 +246,6 @@ func storedValue(rec []byte) []byte {
 		return nil
 	}
 	return rec[crcSize:]
-}
-
-// putKV stores value under key in b, encoded into rec (recordSize bytes),
-// and counts the change in st.
-func putKV(b *bolt.Bucket, st *slotStats, key, value, rec []byte) error {
-	if old := b.Get(key); old != nil {
-		st.remove(key, storedValue(old))
-	}
-	encodeRecord(rec, key, value)
-	st.add(key, value)
-	return b.Put(key, rec)
-}
-
-// deleteKV removes key from b and counts the change in st.
-func deleteKV(b *bolt.Bucket, st *slotStats, key []byte) error {
-	old := b.Get(key)
-	if old == nil {
-		return nil
-	}
-	st.remove(key, storedValue(old))
-	return b.Delete(key)
-}
-
-// dropSlot deletes slot's bucket and zeroes its stats.
-func dropSlot(tx *bolt.Tx, buckets map[uint16]*bolt.Bucket, st *slotStats, slot uint16) error {
-	delete(buckets, slot)
-	*st = slotStats{}
-	name := slotBucketName(int(slot))
-	if tx.Bucket(name[:]) == nil {
-		return nil
-	}
-	return tx.DeleteBucket(name[:])
 }
 
 // ensureStats computes the stats of every slot in a store that has none

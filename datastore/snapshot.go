@@ -204,23 +204,14 @@ func (r *Restorer) flush() error {
 		return nil
 	}
 	err := r.s.update(func(tx *bolt.Tx) error {
-		buckets := make(map[uint16]*bolt.Bucket)
-		stats := newStatsTx(tx)
+		slots := newSlotsTx(tx)
 		for i := range r.pending {
 			e := &r.pending[i]
-			b, err := slotBucketForWrite(tx, buckets, e.slot)
-			if err != nil {
-				return err
-			}
-			st, err := stats.of(e.slot)
-			if err != nil {
-				return err
-			}
-			if err := putKV(b, st, e.key, e.value, make([]byte, recordSize(len(e.value)))); err != nil {
+			if err := slots.put(e.slot, e.key, e.value, make([]byte, recordSize(len(e.value)))); err != nil {
 				return fmt.Errorf("slot %d key %s: %w", e.slot, keyForError(e.key), err)
 			}
 		}
-		return stats.flush()
+		return slots.flush()
 	})
 	clear(r.pending)
 	r.pending, r.bytes = r.pending[:0], 0
