@@ -14,8 +14,10 @@ import (
 )
 
 // The migration driver (docs/migration.md): under the leader context, it
-// starts the moves of the rebalance plan and moves each migration in the
-// slot table on from the two primaries' reports. Everything it decides on
+// starts the moves of the rebalance plan in progress and moves each of
+// their migrations on from the two primaries' reports (a migration in the
+// slot table that no plan in progress started is left to whoever wrote
+// it). Everything it decides on
 // is in ZooKeeper (the table, the plan, the history), so a new leader
 // continues where the last one stopped; what it keeps in memory (when a
 // copy last progressed, when a move may be retried) only delays a decision
@@ -129,6 +131,9 @@ func (d *driver) step(ctx context.Context) (busy bool, err error) {
 	}
 	for i := range v.table.Migrations {
 		m := v.table.Migrations[i]
+		if plan == nil || plan.Done || !planHas(plan, m.ID) {
+			continue // not the plan's: whoever wrote it drives it
+		}
 		if err := d.advance(ctx, v, &m, plan); err != nil && !errors.Is(err, coord.ErrMigrationChanged) {
 			d.c.log.Warn("migration step failed", "migration", m.String(), "err", err)
 		}
@@ -207,9 +212,10 @@ func (d *driver) readPrimaries(ctx context.Context, v *view) error {
 	return nil
 }
 
-// advance moves migration m on by at most one state, from the reports.
+// advance moves migration m of plan on by at most one state, from the
+// reports.
 func (d *driver) advance(ctx context.Context, v *view, m *coord.Migration, plan *coord.RebalancePlan) error {
-	cancelled := plan != nil && plan.Cancel && !plan.Done && planHas(plan, m.ID)
+	cancelled := plan.Cancel
 	tgt, _ := v.report(m.To, m.ID, roleTarget)
 	src, srcNode := v.report(m.From, m.ID, roleSource)
 	now := time.Now()

@@ -230,6 +230,20 @@ func TestMigrationHoldsStrictlyAfterFailedHolds(t *testing.T) {
 	f.waitMigration("hold without lag", func(m *coord.Migration) bool { return m.State == coord.MigrationHold })
 }
 
+// A migration no plan started is left alone.
+func TestMigrationOutsideThePlanIsLeftAlone(t *testing.T) {
+	f := migrationCluster(t, fastMigrations)
+	m, err := f.observer.StartMigration(context.Background(), coord.Migration{From: "g1", To: "g2", First: 0, Last: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.report("p2", target(m.ID, phaseCaughtUp, 5, 5))
+	time.Sleep(100 * time.Millisecond) // many polls
+	if got := f.waitMigration("copy", func(*coord.Migration) bool { return true }); got.State != coord.MigrationCopy {
+		t.Fatalf("the driver moved a migration of no plan on: %+v", got)
+	}
+}
+
 // A new leader continues a migration the old one started.
 func TestMigrationSurvivesLeaderChange(t *testing.T) {
 	f := migrationCluster(t, fastMigrations)
