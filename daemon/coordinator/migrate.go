@@ -115,46 +115,50 @@ func (v *view) report(group, id, role string) (*wire.MigrationStatus, *wire.Node
 	return nil, st
 }
 
-// step does one round: advance every migration in flight, then the plan.
-// busy says whether anything is in flight, to poll fast.
+// step does one round: advance every migration of the plan in progress,
+// then the plan. busy says whether a plan is in progress, to poll fast.
 func (d *driver) step(ctx context.Context) (busy bool, err error) {
-	v, err := d.read(ctx)
-	if err != nil {
-		return false, err
-	}
 	plan, err := d.cl.RebalancePlan(ctx)
-	if errors.Is(err, coord.ErrNoNode) {
-		plan, err = nil, nil
+	if errors.Is(err, coord.ErrNoNode) || (err == nil && plan.Done) {
+		clear(d.progress)
+		return false, nil
 	}
 	if err != nil {
 		return false, err
+	}
+	v, err := d.read(ctx, plan)
+	if err != nil {
+		return true, err
+	}
+	for id := range d.progress {
+		if v.table.Migration(id) == nil {
+			delete(d.progress, id)
+		}
 	}
 	for i := range v.table.Migrations {
 		m := v.table.Migrations[i]
-		if plan == nil || plan.Done || !planHas(plan, m.ID) {
+		if !planHas(plan, m.ID) {
 			continue // not the plan's: whoever wrote it drives it
 		}
 		if err := d.advance(ctx, v, &m, plan); err != nil && !errors.Is(err, coord.ErrMigrationChanged) {
 			d.c.log.Warn("migration step failed", "migration", m.String(), "err", err)
 		}
 	}
-	if plan != nil && !plan.Done {
-		if err := d.followPlan(ctx, plan.ID); err != nil {
-			return true, err
-		}
-	}
-	return len(v.table.Migrations) > 0 || (plan != nil && !plan.Done), nil
+	return true, d.followPlan(ctx, plan.ID)
 }
 
 // read takes the table, the primaries' addresses and, for the groups in a
-// migration, their primaries' reports (asked in parallel).
-func (d *driver) read(ctx context.Context) (*view, error) {
+// migration of plan, their primaries' reports (asked in parallel).
+func (d *driver) read(ctx context.Context, plan *coord.RebalancePlan) (*view, error) {
 	v, err := d.readTable(ctx)
 	if err != nil {
 		return nil, err
 	}
 	var addrs []string
 	for _, m := range v.table.Migrations {
+		if !planHas(plan, m.ID) {
+			continue
+		}
 		for _, g := range []string{m.From, m.To} {
 			if a := v.primary[g]; a != "" && !slices.Contains(addrs, a) {
 				addrs = append(addrs, a)
