@@ -163,6 +163,16 @@ func TestRebalanceProgress(t *testing.T) {
 		t.Errorf("printed:\n%s", buf.String())
 	}
 
+	buf.Reset()
+	run := &RebalanceRun{Plan: BuildRebalanceView(plan, table, nil), Result: p}
+	if err := PrintRebalanceRun(&buf, run, FormatJSON); err != nil {
+		t.Fatal(err)
+	}
+	var runBack RebalanceRun
+	if err := json.Unmarshal(buf.Bytes(), &runBack); err != nil || runBack.Plan.Plan != "r1" || len(runBack.Plan.Moves) != 3 || runBack.Result.Moved != 2 {
+		t.Errorf("JSON = %s, %v", buf.String(), err)
+	}
+
 	hist := []coord.MigrationRecord{{Migration: coord.Migration{ID: "m1", From: "g1", To: "g2", First: 2, Last: 3, State: coord.MigrationCleanup}, Finished: now, Keys: 9}}
 	v := BuildSlots(table, hist, reports, now)
 	if len(v.Migrations) != 1 || v.LastFinished == nil || !v.LastFinished.Moved || v.LastFinished.Keys != 9 {
