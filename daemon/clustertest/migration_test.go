@@ -507,6 +507,26 @@ func TestMigrationFailover(t *testing.T) {
 	}
 }
 
+// The source's primary killed while it holds: held requests go to its
+// successor, which holds them too until the switch or its own release, and
+// the migration completes with every write kept.
+func TestMigrationSourceFailoverInHold(t *testing.T) {
+	c := twoGroups(t)
+	cli := c.Client()
+	put(t, cli, slotKeys("m", 0, 7, 300)...)
+	w := startWriters(t, cli, slotKeys("w", 0, 7, 20), 4)
+	startMigration(t, c, coord.Migration{ID: "m7", From: "g1", To: "g2", First: 0, Last: 7})
+	waitReport(c, "g2", "m7", phase("caught-up"))
+	updateMigration(t, c, "m7", func(_ *coord.SlotTable, m *coord.Migration) {
+		m.State, m.Since = coord.MigrationHold, time.Now().UTC()
+	})
+	waitReport(c, "g1", "m7", func(r *wire.MigrationStatus) bool { return r.Phase == "held" || r.Phase == "frozen" })
+	killPrimary(c, "g1")
+	complete(t, c, "m7")
+	w.check(cli)
+	mustGet(t, cli, slotKeys("m", 0, 7, 300)...)
+}
+
 // A source that corrupts one record of the copy (the test fault hook)
 // makes the digests differ at the hold.
 func TestMigrationFaultChangesDigests(t *testing.T) {

@@ -3,6 +3,7 @@ package datanode
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,6 +34,10 @@ type holds struct {
 	// active is len(byID), so that batches pass without taking mu while
 	// nothing is held.
 	active atomic.Int32
+	// pending are requests for slots the node's table already has in hold
+	// while its hold has not begun yet (a primary that just took over, or
+	// a table that just changed): reconcile routes them again once it has.
+	pending []parkedBatch
 	// longest is the longest hold so far, for the metrics.
 	longest time.Duration
 }
@@ -66,17 +71,24 @@ type parkedBatch struct {
 // queued.
 func (h *holds) admit(ctx context.Context, s *service, batch *wire.Batch, r *replier) (rest *wire.Batch, done func()) {
 	h.gate.RLock()
-	if h.active.Load() == 0 {
+	n := s.n
+	st := n.state.Load()
+	// A primary's table in hold counts before its hold begins.
+	tableHolds := st.primary != nil && slices.ContainsFunc(st.table.Migrations, func(m coord.Migration) bool {
+		return isHeld(&m, n.cfg.Group)
+	})
+	if h.active.Load() == 0 && !tableHolds {
 		return batch, h.gate.RUnlock
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	slots := s.n.slots
 	var keep, held []*wire.Request
 	var into *hold
 	for _, req := range batch.Requests {
 		if req.Op != wire.Op_PING {
-			if hd := h.holding(coord.SlotOf(req.Key, slots)); hd != nil {
+			slot := coord.SlotOf(req.Key, n.slots)
+			hd := h.holding(slot)
+			if hd != nil || tableHolds && isHeld(st.table.MigrationOf(slot), n.cfg.Group) {
 				held = append(held, req)
 				// One batch's held requests all wait for the first hold
 				// they hit; routed again, the others are held anew.
@@ -92,9 +104,20 @@ func (h *holds) admit(ctx context.Context, s *service, batch *wire.Batch, r *rep
 		return batch, h.gate.RUnlock
 	}
 	r.queued() // the stream's replier waits for them before it ends
-	into.parked = append(into.parked, parkedBatch{ctx: ctx, svc: s, reqs: held, r: r})
-	s.n.metrics.held.Add(uint64(len(held)))
+	pb := parkedBatch{ctx: ctx, svc: s, reqs: held, r: r}
+	if into != nil {
+		into.parked = append(into.parked, pb)
+	} else {
+		h.pending = append(h.pending, pb)
+		n.mig.wake()
+	}
+	n.metrics.held.Add(uint64(len(held)))
 	return &wire.Batch{Requests: keep}, h.gate.RUnlock
+}
+
+// isHeld says whether m is a migration from group in hold.
+func isHeld(m *coord.Migration, group string) bool {
+	return m != nil && m.From == group && m.State == coord.MigrationHold
 }
 
 // holding returns the hold of slot, nil if none. h.mu is held.
@@ -141,7 +164,7 @@ func (h *holds) reconcile(mg *migrations, st *state) {
 	var ended []*hold
 	for id, hd := range h.byID {
 		m := st.table.Migration(id)
-		if p != hd.p || m == nil || m.From != group || m.State != coord.MigrationHold || m.Attempt != hd.m.Attempt {
+		if p != hd.p || !isHeld(m, group) || m.Attempt != hd.m.Attempt {
 			delete(h.byID, id)
 			h.active.Add(-1)
 			ended = append(ended, hd)
@@ -150,7 +173,7 @@ func (h *holds) reconcile(mg *migrations, st *state) {
 	var begin []coord.Migration
 	if p != nil {
 		for _, m := range st.table.Migrations {
-			if m.From == group && m.State == coord.MigrationHold && h.byID[m.ID] == nil {
+			if isHeld(&m, group) && h.byID[m.ID] == nil {
 				begin = append(begin, m)
 			}
 		}
@@ -162,6 +185,11 @@ func (h *holds) reconcile(mg *migrations, st *state) {
 	for _, m := range begin {
 		h.begin(mg, p, m)
 	}
+	h.mu.Lock()
+	pending := h.pending
+	h.pending = nil
+	h.mu.Unlock()
+	redispatch(pending)
 }
 
 // begin starts holding m's slots on primary p, then writes the barrier and
@@ -194,13 +222,20 @@ func (h *holds) release(mg *migrations, hd *hold) {
 	held := time.Since(hd.started)
 	h.longest = max(h.longest, held)
 	h.mu.Unlock()
+	n := redispatch(parked)
+	mg.n.log.Info("hold ended", "migration", hd.m.String(), "attempt", hd.m.Attempt, "held", held.Round(time.Millisecond), "requests", n)
+}
+
+// redispatch routes parked requests again, against the node's current
+// state, and returns how many there were.
+func redispatch(parked []parkedBatch) int {
 	n := 0
 	for _, pb := range parked {
 		n += len(pb.reqs)
 		pb.svc.handle(pb.ctx, &wire.Batch{Requests: pb.reqs}, pb.r)
 		pb.r.written(nil, 0, nil, nil) // takes back admit's queued()
 	}
-	mg.n.log.Info("hold ended", "migration", hd.m.String(), "attempt", hd.m.Attempt, "held", held.Round(time.Millisecond), "requests", n)
+	return n
 }
 
 // freeze writes the hold's barrier through the commit path: every write

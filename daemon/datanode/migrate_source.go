@@ -1,6 +1,7 @@
 package datanode
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -118,30 +119,20 @@ func (src *migrationSender) send(ctx context.Context, msg *wire.MigrateMessage, 
 // of at most snapshotChunk records and shipBytes, and returns the log
 // position the copy reflects.
 func (src *migrationSender) sendSnapshot(ctx context.Context) (seq uint64, records int, err error) {
-	chunk := &wire.SnapshotChunk{}
-	size := 0
-	flush := func() error {
-		if len(chunk.Records) == 0 {
+	chunks := chunker{send: func(chunk *wire.SnapshotChunk, size int) error {
+		return src.send(ctx, &wire.MigrateMessage{Body: &wire.MigrateMessage_SnapshotChunk{SnapshotChunk: chunk}}, size)
+	}}
+	seq, err = src.n.store().Snapshot(ctx, src.m.Slots(), func(slot int, key, value []byte) error {
+		records++
+		// key and value are valid only during the call: the chunk keeps copies.
+		rec := &wire.SnapshotRecord{Slot: uint32(slot), Key: bytes.Clone(key), Value: bytes.Clone(value)}
+		if src.n.mig.corrupt(&rec.Value) {
 			return nil
 		}
-		err := src.send(ctx, &wire.MigrateMessage{Body: &wire.MigrateMessage_SnapshotChunk{SnapshotChunk: chunk}}, size)
-		chunk, size = &wire.SnapshotChunk{}, 0
-		return err
-	}
-	seq, err = src.n.store().Snapshot(ctx, src.m.Slots(), func(slot int, key, value []byte) error {
-		rec := &wire.SnapshotRecord{Slot: uint32(slot), Key: key, Value: value}
-		if !src.n.mig.corrupt(&rec.Value) {
-			chunk.Records = append(chunk.Records, rec)
-		}
-		records++
-		size += len(key) + len(value)
-		if len(chunk.Records) >= snapshotChunk || size >= shipBytes {
-			return flush()
-		}
-		return nil
+		return chunks.add(rec)
 	})
 	if err == nil {
-		err = flush()
+		err = chunks.flush()
 	}
 	if err != nil {
 		return 0, 0, err

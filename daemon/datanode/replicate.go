@@ -233,27 +233,16 @@ func (sh *shipper) sendSnapshot(ctx context.Context) (uint64, error) {
 	for i := range slots {
 		slots[i] = i
 	}
-	chunk := &wire.SnapshotChunk{}
-	records, chunkBytes := 0, 0
-	flush := func() error {
-		if len(chunk.Records) == 0 {
-			return nil
-		}
-		err := sh.send(&wire.PrimaryMessage{Body: &wire.PrimaryMessage_SnapshotChunk{SnapshotChunk: chunk}})
-		chunk, chunkBytes = &wire.SnapshotChunk{}, 0
-		return err
-	}
+	records := 0
+	chunks := chunker{send: func(chunk *wire.SnapshotChunk, _ int) error {
+		return sh.send(&wire.PrimaryMessage{Body: &wire.PrimaryMessage_SnapshotChunk{SnapshotChunk: chunk}})
+	}}
 	seq, err := sh.n.store().Snapshot(ctx, slots, func(slot int, key, value []byte) error {
-		chunk.Records = append(chunk.Records, &wire.SnapshotRecord{Slot: uint32(slot), Key: key, Value: value})
 		records++
-		chunkBytes += len(key) + len(value)
-		if len(chunk.Records) >= snapshotChunk || chunkBytes >= shipBytes {
-			return flush()
-		}
-		return nil
+		return chunks.add(&wire.SnapshotRecord{Slot: uint32(slot), Key: key, Value: value})
 	})
 	if err == nil {
-		err = flush()
+		err = chunks.flush()
 	}
 	if err != nil {
 		return 0, err
@@ -289,4 +278,35 @@ func wireLogEntry(e datastore.LogEntry) *wire.LogEntry {
 
 func storeLogEntry(e *wire.LogEntry) datastore.LogEntry {
 	return datastore.LogEntry{Seq: e.Seq, Epoch: e.Epoch, Slot: int(e.Slot), Key: e.Key, Value: e.Value, Delete: e.Delete, Drop: e.DropSlot, Mark: e.Mark}
+}
+
+// chunker gathers snapshot records into chunks of at most snapshotChunk
+// records and shipBytes of keys and values (plus the record that crosses
+// it), and hands each to send with its size.
+type chunker struct {
+	chunk *wire.SnapshotChunk
+	size  int
+	send  func(chunk *wire.SnapshotChunk, size int) error
+}
+
+func (c *chunker) add(rec *wire.SnapshotRecord) error {
+	if c.chunk == nil {
+		c.chunk = &wire.SnapshotChunk{}
+	}
+	c.chunk.Records = append(c.chunk.Records, rec)
+	c.size += len(rec.Key) + len(rec.Value)
+	if len(c.chunk.Records) >= snapshotChunk || c.size >= shipBytes {
+		return c.flush()
+	}
+	return nil
+}
+
+// flush sends what was gathered, if anything.
+func (c *chunker) flush() error {
+	if c.chunk == nil || len(c.chunk.Records) == 0 {
+		return nil
+	}
+	chunk, size := c.chunk, c.size
+	c.chunk, c.size = nil, 0
+	return c.send(chunk, size)
 }
