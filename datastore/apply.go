@@ -283,10 +283,10 @@ const overlayChunk = 1024
 // keeping only the newest entry of each key: overwritten versions need no
 // bbolt work, and ordered puts touch each page once in turn. A slot's
 // drops (no key) come before its keys, the newest alone, and marks come
-// last. An entry's
-// overlay chain names the previous entry with its hash, which is nearly
-// always the previous version of its key: those are dropped before the
-// sort, and equal keys left over (hash collisions) after it.
+// last. An entry's overlay chain names the previous entry with its hash,
+// which is nearly always the previous version of its key: those are
+// dropped before the sort, and equal keys left over (hash collisions)
+// after it.
 func latestInOrder(batch *tailView) []*entry {
 	first := batch.at(0).seq
 	superseded := make([]bool, batch.len())

@@ -124,4 +124,12 @@ func TestCrashRecovery(t *testing.T) {
 		}
 	}
 	t.Logf("%d acknowledged before SIGKILL (max seq %d), %d found in the log", len(acks), maxSeq, len(entries)-1)
+	// The replayed log reaches the slot digests as it reaches the keys.
+	waitApplied(t, s)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := Verify(path); err != nil {
+		t.Fatal(err)
+	}
 }

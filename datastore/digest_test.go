@@ -147,6 +147,7 @@ func TestSlotDigestsHistories(t *testing.T) {
 	c, _ := newStore(t, Options{NoSync: true})
 	mustPut(t, c, 3, "stale", "x")
 	mustPut(t, c, 12, "stale", "y")
+	mustWrite(t, c, Mutation{Mark: true, Key: []byte("m"), Value: []byte("stale")})
 	waitApplied(t, c)
 	r, err := c.Restore(testCtx(t))
 	if err != nil {
@@ -160,6 +161,9 @@ func TestSlotDigestsHistories(t *testing.T) {
 	}
 	if err := r.Finish(seq, a.Epochs()); err != nil {
 		t.Fatal(err)
+	}
+	if v := mustMark(t, c, "m"); v != nil {
+		t.Fatalf("mark after a restore: %q", v)
 	}
 	rest := make(map[int]map[string]string)
 	for slot := 8; slot < 16; slot++ {

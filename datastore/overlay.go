@@ -29,10 +29,13 @@ func (s *Store) keyHash(slot uint16, key []byte) uint64 {
 // markHashSalt sets the overlay hashes of marks apart from those of keys.
 const markHashSalt = 0x6d61726b6d61726b
 
+// markHash hashes a mark's name for the overlay.
+func (s *Store) markHash(name []byte) uint64 { return s.keyHash(0, name) ^ markHashSalt }
+
 // entryHash is the overlay hash of a put, delete or mark.
 func (s *Store) entryHash(e *entry) uint64 {
 	if e.mark {
-		return s.keyHash(0, e.key) ^ markHashSalt
+		return s.markHash(e.key)
 	}
 	return s.keyHash(e.slot, e.key)
 }
@@ -73,7 +76,7 @@ func (s *Store) lookupOverlayLocked(slot uint16, key []byte, committed uint64) *
 // lookupMarkLocked returns the newest entry of the mark at or below
 // committed that bbolt does not hold yet, or nil. s.mu must be held.
 func (s *Store) lookupMarkLocked(name []byte, committed uint64) *entry {
-	return s.chainLocked(s.keyHash(0, name)^markHashSalt, 0, name, true, s.applied, committed)
+	return s.chainLocked(s.markHash(name), 0, name, true, s.applied, committed)
 }
 
 // chainLocked walks the overlay chain of hash h from its newest entry down

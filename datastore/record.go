@@ -18,8 +18,8 @@ import (
 // The payload is seq(8) | epoch(8) | type(1) | slot(2) | key length(4) |
 // key | value and length counts the payload only. A drop (type 7) has the
 // slot and no key or value; a mark (type 8) has slot 0, the mark's name as
-// key and its value. The header checksum
-// covers the length, so a damaged length is caught before it is believed.
+// key and its value. The header checksum covers the length, so a damaged
+// length is caught before it is believed.
 // Every commit (the records of one write and fdatasync) ends with a commit
 // record whose value is the commit's byte count (8) | crc32c of those
 // bytes (4) | seq of its first data record, 0 if none (8) | "TYCM"; its seq

@@ -113,11 +113,12 @@ type Restorer struct {
 // errRestorerDone is returned by a Restorer used after Finish or Abort.
 var errRestorerDone = fmt.Errorf("restorer already finished: %w", ErrClosed)
 
-// Restore discards all local data and the whole log, for a follower that
-// is new or too far behind to catch up from its primary's log, and returns
-// a Restorer to load a snapshot with. Writes, SetEpoch, TruncateAfter and
-// Snapshot are refused with ErrRestoring until the Restorer finishes; reads
-// see the partly loaded data meanwhile. Epoch() is kept (fencing), the
+// Restore discards all local data (marks too: a snapshot carries none) and
+// the whole log, for a follower that is new or too far behind to catch up
+// from its primary's log, and returns a Restorer to load a snapshot with.
+// Writes, SetEpoch, TruncateAfter and Snapshot are refused with
+// ErrRestoring until the Restorer finishes; reads see the partly loaded
+// data meanwhile. Epoch() is kept (fencing), the
 // epoch map and LastSeq, CommittedSeq and AppliedSeq go to 0 until Finish.
 // A crash before Finish leaves an empty store at seq 0 after Open.
 //

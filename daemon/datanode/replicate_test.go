@@ -225,6 +225,12 @@ func TestReplicateDropAndMark(t *testing.T) {
 		t.Fatalf("put: %v %q", r.Code, r.Message)
 	}
 	slot := coord.SlotOf([]byte("dropped"), a.store().Slots())
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("primary: last %d committed %d; secondary: last %d committed %d",
+				a.store().LastSeq(), a.store().CommittedSeq(), b.store().LastSeq(), b.store().CommittedSeq())
+		}
+	})
 	eventually(t, "the secondary has the put", func() bool {
 		v, err := b.store().Get(slot, []byte("dropped"))
 		return err == nil && string(v) == "v"
