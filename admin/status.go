@@ -147,7 +147,9 @@ func CollectStatus(ctx context.Context, c *coord.Cluster, nodeStatus NodeStatusF
 	if err != nil {
 		return fail(err)
 	}
-	return BuildStatus(meta, table, groups, nodes, coordinators, probeNodes(ctx, nodes, nodeStatus)), nil
+	s := BuildStatus(meta, table, groups, nodes, coordinators, probeNodes(ctx, nodes, nodeStatus))
+	s.Warnings = append(s.Warnings, rebalanceWarnings(table, groups, time.Now())...)
+	return s, nil
 }
 
 // probeNodes asks every node with an address for its status in parallel and
