@@ -1,13 +1,16 @@
 package admin
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/thunderyurts/thunderyurts/coord"
+	"github.com/thunderyurts/thunderyurts/wire"
 )
 
 // unassignedLabel stands for the empty owner in tables.
@@ -20,12 +23,16 @@ type Range struct {
 }
 
 // SlotsView is what `admin slots` shows: for each group, the slot ranges it
-// owns. Groups is never nil.
+// owns; the migrations in flight and the last one finished. Groups is never
+// nil.
 type SlotsView struct {
 	TableVersion int64 `json:"table_version"`
 	// Slots is the total number of slots in the table.
-	Slots  int          `json:"slots"`
-	Groups []GroupSlots `json:"groups"`
+	Slots      int            `json:"slots"`
+	Groups     []GroupSlots   `json:"groups"`
+	Migrations []MigrationRow `json:"migrations,omitempty"`
+	// LastFinished is the newest migration of the history, nil if none.
+	LastFinished *FinishedRow `json:"last_finished,omitempty"`
 }
 
 // GroupSlots is one group's share of the slot table.
@@ -50,9 +57,39 @@ func slotRanges(t *coord.SlotTable) []ownedRange {
 	return out
 }
 
+// CollectSlots reads the slot table, the history's newest migration and,
+// with nodeStatus, what the targets of the migrations in flight report.
+func CollectSlots(ctx context.Context, c *coord.Cluster, nodeStatus NodeStatusFunc) (*SlotsView, error) {
+	t, _, err := c.SlotTable(ctx)
+	if err != nil {
+		return nil, err
+	}
+	hist, err := c.MigrationHistory(ctx)
+	if err != nil {
+		return nil, err
+	}
+	reports, err := probeTargets(ctx, c, t, nodeStatus)
+	if err != nil {
+		return nil, err
+	}
+	return BuildSlots(t, hist, reports, time.Now()), nil
+}
+
+// BuildSlots is SlotRanges(t) with the migrations in flight (reports holds
+// their targets' reports by group) and the newest of hist; it does no I/O.
+func BuildSlots(t *coord.SlotTable, hist []coord.MigrationRecord, reports map[string]*wire.NodeStatus, now time.Time) *SlotsView {
+	v := SlotRanges(t)
+	for i := range t.Migrations {
+		v.Migrations = append(v.Migrations, migrationRow(&t.Migrations[i], reports, now))
+	}
+	if n := len(hist); n > 0 {
+		v.LastFinished = finishedRow(&hist[n-1])
+	}
+	return v
+}
+
 // SlotRanges groups the slot table by owner: one entry per group, sorted by
-// name, with the unassigned slots (Group "") last. Migrations in flight are
-// not part of the slot table and so not shown.
+// name, with the unassigned slots (Group "") last.
 func SlotRanges(t *coord.SlotTable) *SlotsView {
 	v := &SlotsView{TableVersion: t.Version, Slots: len(t.Owners), Groups: []GroupSlots{}}
 	index := map[string]int{}
@@ -80,10 +117,10 @@ func SlotRanges(t *coord.SlotTable) *SlotsView {
 	return v
 }
 
-// PrintSlots renders SlotRanges(t) as a GROUP | RANGES | COUNT table or as
-// JSON. It returns w's write error, or ErrUnknownFormat.
-func PrintSlots(w io.Writer, t *coord.SlotTable, f Format) error {
-	v := SlotRanges(t)
+// PrintSlots renders v: a GROUP | RANGES | COUNT table, the MIGRATIONS in
+// flight and the last finished one; or JSON. It returns w's write error, or
+// ErrUnknownFormat.
+func PrintSlots(w io.Writer, v *SlotsView, f Format) error {
 	return render(w, f, v, func() error {
 		ew := &errWriter{w: w}
 		ew.printf("slot table v%d, %d slots\n", v.TableVersion, v.Slots)
@@ -92,6 +129,27 @@ func PrintSlots(w io.Writer, t *coord.SlotTable, f Format) error {
 			rows = append(rows, []string{orElse(g.Group, unassignedLabel), formatRanges(g.Ranges), strconv.Itoa(g.Count)})
 		}
 		ew.table("", []string{"GROUP", "RANGES", "COUNT"}, rows)
+		if len(v.Migrations) > 0 {
+			rows = rows[:0]
+			for _, m := range v.Migrations {
+				rate := "-"
+				if m.RateMBps > 0 {
+					rate = strconv.FormatFloat(m.RateMBps, 'f', -1, 64) + " MB/s"
+				}
+				rows = append(rows, []string{formatRanges([]Range{m.Slots}), m.From + "→" + m.To, m.State, m.InState.Round(100 * time.Millisecond).String(),
+					optional(m.Keys), optional(m.Bytes), optional(m.Lag), rate, strconv.Itoa(m.Attempt), orElse(m.Error, "-")})
+			}
+			ew.printf("\n")
+			ew.table("MIGRATIONS", []string{"SLOTS", "MOVE", "STATE", "FOR", "KEYS", "BYTES", "LAG", "RATE", "RETRIES", "LAST ERROR"}, rows)
+		}
+		if m := v.LastFinished; m != nil {
+			result := "moved"
+			if !m.Moved {
+				result = "aborted: " + m.Error
+			}
+			ew.printf("\nlast finished: %s slots %s %s→%s at %s, %d keys, %d bytes: %s\n", m.ID, formatRanges([]Range{m.Slots}),
+				m.From, m.To, m.Finished.Format(time.RFC3339), m.Keys, m.Bytes, result)
+		}
 		return ew.err
 	})
 }

@@ -22,7 +22,7 @@ func TestSlotRanges(t *testing.T) {
 	}
 
 	var buf bytes.Buffer
-	if err := PrintSlots(&buf, table, FormatTable); err != nil {
+	if err := PrintSlots(&buf, got, FormatTable); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("\n%s", buf.String())
@@ -33,7 +33,7 @@ func TestSlotRanges(t *testing.T) {
 	}
 
 	buf.Reset()
-	if err := PrintSlots(&buf, table, FormatJSON); err != nil {
+	if err := PrintSlots(&buf, got, FormatJSON); err != nil {
 		t.Fatal(err)
 	}
 	var back SlotsView

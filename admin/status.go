@@ -153,11 +153,12 @@ func CollectStatus(ctx context.Context, c *coord.Cluster, nodeStatus NodeStatusF
 	if err != nil {
 		return fail(err)
 	}
-	st := BuildStatus(meta, table, groups, nodes, coordinators, probeNodes(ctx, nodes, nodeStatus))
-	st.Backups = buildBackupStatus(backups, coordinators, func(format string, args ...any) {
-		st.Warnings = append(st.Warnings, fmt.Sprintf(format, args...))
+	s := BuildStatus(meta, table, groups, nodes, coordinators, probeNodes(ctx, nodes, nodeStatus))
+	s.Warnings = append(s.Warnings, rebalanceWarnings(table, groups, time.Now())...)
+	s.Backups = buildBackupStatus(backups, coordinators, func(format string, args ...any) {
+		s.Warnings = append(s.Warnings, fmt.Sprintf(format, args...))
 	})
-	return st, nil
+	return s, nil
 }
 
 // probeNodes asks every node with an address for its status in parallel and

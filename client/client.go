@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -107,6 +108,14 @@ type Client struct {
 	cfg    Config
 	routes atomic.Pointer[coord.RouteTable]
 
+	// id and writes tag every put and delete: the client's random id and
+	// the write's number, the same on every retry of it, so a primary
+	// answers a retry whose first attempt reached the log with that
+	// attempt's outcome instead of writing it again (docs/replication.md,
+	// "Idempotent writes").
+	id     uint64
+	writes atomic.Uint64
+
 	reads atomic.Uint64 // spreads stale reads over members
 
 	refreshMu   sync.Mutex
@@ -143,7 +152,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	c := &Client{cfg: cfg, pipes: make(map[string]*pipe), dialing: make(map[string]*dial),
+	c := &Client{cfg: cfg, id: newClientID(), pipes: make(map[string]*pipe), dialing: make(map[string]*dial),
 		silent: make(map[string]bool), suspects: make(chan struct{}, 1)}
 	rt, err := cfg.Routes.Routes(ctx)
 	if err != nil {
@@ -156,6 +165,15 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	c.bg.Add(1)
 	go func() { defer c.bg.Done(); c.watch(wctx) }()
 	return c, nil
+}
+
+// newClientID returns a random client id; 0 means untagged.
+func newClientID() uint64 {
+	for {
+		if id := rand.Uint64(); id != 0 {
+			return id
+		}
+	}
 }
 
 // Close closes every connection; calls in flight fail.
@@ -190,7 +208,7 @@ func (c *Client) Get(ctx context.Context, key []byte) ([]byte, error) {
 
 // Put stores value under key. When it returns nil the write is durable on
 // the group's primary. A Put that fails with a timeout or lost connection
-// may still have been applied.
+// may still have been applied, once: its retries carry its tag.
 func (c *Client) Put(ctx context.Context, key, value []byte) error {
 	_, err := c.do(ctx, wire.Op_PUT, key, value)
 	return err
@@ -261,6 +279,10 @@ func (c *Client) do(ctx context.Context, op wire.Op, key, value []byte) (*wire.R
 		}
 	}
 	stale := op == wire.Op_GET && c.cfg.ReadFrom != ReadPrimary
+	var writeSeq uint64 // the tag's sequence number, one per call
+	if op == wire.Op_PUT || op == wire.Op_DELETE {
+		writeSeq = c.writes.Add(1)
+	}
 	var lastErr error
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 { // every failed attempt has bound ctx already
@@ -282,8 +304,12 @@ func (c *Client) do(ctx context.Context, op wire.Op, key, value []byte) (*wire.R
 			continue
 		}
 		// A request of its own per attempt: a pipe that failed this call
-		// may still be sending the previous one (and setting its id).
+		// may still be sending the previous one (and setting its id). Each
+		// carries the same tag, so the attempts take effect at most once.
 		req := &wire.Request{Op: op, Key: key, Value: value, StaleOk: stale}
+		if writeSeq != 0 {
+			req.ClientId, req.ClientSeq = c.id, writeSeq
+		}
 		resp, err := c.send(ctx, addr, req, deadline)
 		if err == nil {
 			err = wire.ErrorOf(resp.Code, resp.Message, resp.OwnerGroup, resp.TableVersion)

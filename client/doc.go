@@ -28,7 +28,12 @@
 //	v, err := c.Get(ctx, []byte("user:1"))
 //	if errors.Is(err, client.ErrNotFound) { ... }
 //
-// A Put or Delete that fails with a timeout or a lost connection may still
-// have been applied, and one that succeeds may have been sent more than
-// once: retrying is safe, as both are idempotent.
+// Every Put and Delete carries a tag, the client's random id and the
+// write's number in that client, and every retry of it the same tag: a
+// primary whose log already holds the write (written by it or by the
+// primary it took over from) answers with that entry's outcome instead of
+// writing it again, so a write takes effect at most once even when its
+// attempts straddle a failover and another client's write
+// (docs/replication.md, "Idempotent writes"). A Put or Delete that fails
+// with a timeout or a lost connection may still have been applied, once.
 package client

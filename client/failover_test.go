@@ -145,3 +145,68 @@ func TestDeposedPrimaryRefusalsAreRetried(t *testing.T) {
 		})
 	}
 }
+
+// TestRetriesReuseTheTag: every attempt of one put or delete, on the old
+// primary that refuses it and on the new one, carries the same tag (the
+// client's id, the write's number); the next write gets the next number,
+// and another client another id.
+func TestRetriesReuseTheTag(t *testing.T) {
+	a, b := startFakeNode(t), startFakeNode(t)
+	a.setRefuse(wire.Code_NOT_PRIMARY)
+	routes := &staticRoutes{rt: routesTo(a.addr)}
+	c := newClientTimeout(t, routes, 30*time.Second)
+	ctx := context.Background()
+	time.AfterFunc(300*time.Millisecond, func() { routes.set(routesTo(b.addr)) })
+	if err := c.Put(ctx, []byte("k"), []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Delete(ctx, []byte("k")); err != nil {
+		t.Fatal(err)
+	}
+	refused, served := a.receivedWrites(), b.receivedWrites()
+	if len(refused) < 2 || len(served) != 2 {
+		t.Fatalf("%d attempts refused by the old primary, %d served by the new; want several and 2", len(refused), len(served))
+	}
+	first := served[0]
+	if first.ClientId == 0 || first.ClientSeq == 0 {
+		t.Fatalf("the put is untagged: client %d seq %d", first.ClientId, first.ClientSeq)
+	}
+	for i, r := range refused {
+		if r.ClientId != first.ClientId || r.ClientSeq != first.ClientSeq {
+			t.Fatalf("attempt %d carries tag (%d, %d), the served one (%d, %d)", i, r.ClientId, r.ClientSeq, first.ClientId, first.ClientSeq)
+		}
+	}
+	if del := served[1]; del.Op != wire.Op_DELETE || del.ClientId != first.ClientId || del.ClientSeq != first.ClientSeq+1 {
+		t.Fatalf("the delete after the put: %v tag (%d, %d)", del.Op, del.ClientId, del.ClientSeq)
+	}
+	other := newClientTimeout(t, &staticRoutes{rt: routesTo(b.addr)}, 30*time.Second)
+	if err := other.Put(ctx, []byte("k"), []byte("w")); err != nil {
+		t.Fatal(err)
+	}
+	if w := b.receivedWrites()[2]; w.ClientId == first.ClientId {
+		t.Fatal("two clients share an id")
+	}
+}
+
+// TestRetryAfterLostConnectionReusesTheTag: a put whose connection the
+// keepalive closes (the node stopped answering) is sent again on a new
+// connection with the same tag.
+func TestRetryAfterLostConnectionReusesTheTag(t *testing.T) {
+	a := startFakeNode(t)
+	c := newClientTimeout(t, &staticRoutes{rt: routesTo(a.addr)}, 30*time.Second)
+	ctx := context.Background()
+	a.freeze()
+	done := make(chan error, 1)
+	go func() { done <- c.Put(ctx, []byte("k"), []byte("v")) }()
+	eventually(t, "the put is sent again on a new connection", func() bool { return len(a.receivedWrites()) >= 2 })
+	a.thaw()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	w := a.receivedWrites()
+	for _, r := range w[1:] {
+		if r.ClientId != w[0].ClientId || r.ClientSeq != w[0].ClientSeq || r.ClientId == 0 {
+			t.Fatalf("attempts carry tags (%d, %d) and (%d, %d)", w[0].ClientId, w[0].ClientSeq, r.ClientId, r.ClientSeq)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -31,7 +32,8 @@ type fakeNode struct {
 	// client pings on a stream of its own).
 	opened   atomic.Int64
 	ended    atomic.Int64
-	received atomic.Int64 // requests for a key
+	received atomic.Int64    // requests for a key
+	writes   []*wire.Request // every put and delete received, answered or not
 }
 
 func startFakeNode(t *testing.T) *fakeNode {
@@ -90,6 +92,13 @@ func (n *fakeNode) setRefuse(code wire.Code) {
 	n.refuse = code
 }
 
+// receivedWrites returns the puts and deletes received so far.
+func (n *fakeNode) receivedWrites() []*wire.Request {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return slices.Clone(n.writes)
+}
+
 func (n *fakeNode) value(key string) ([]byte, bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -117,6 +126,11 @@ func (n *fakeNode) Stream(rpc wire.DRPCData_StreamStream) error {
 				return
 			}
 			for _, req := range batch.Requests {
+				if req.Op == wire.Op_PUT || req.Op == wire.Op_DELETE {
+					n.mu.Lock()
+					n.writes = append(n.writes, req)
+					n.mu.Unlock()
+				}
 				if req.Op != wire.Op_PING {
 					n.received.Add(1)
 					if !data.Swap(true) {

@@ -10,10 +10,12 @@
 //     conformance suite both pass. Leader election (Campaign), self-healing
 //     ephemeral registrations (KeepEphemeral) and read–change–CAS–retry updates
 //     (UpdateJSON) are written once on top of Conn.
-//   - The domain, Cluster: the cluster's metadata, slot table, groups,
-//     registered nodes and coordinator election under /thunderyurts/<cluster>,
+//   - The domain, Cluster: the cluster's metadata, slot table (with the slot
+//     migrations in flight), groups, registered nodes, coordinator election,
+//     rebalance plan and migration history under /thunderyurts/<cluster>,
 //     each record JSON so operators can read it with any ZooKeeper tool.
-//     Every znode path is built in paths.go.
+//     Every znode path is built in paths.go. PlanMoves, the rebalance
+//     planner, is a pure function of the slot table and the groups.
 //
 // A coordinator creates the cluster and assigns slots:
 //

@@ -20,6 +20,21 @@ type Group struct {
 	// their next start (admin node resync); each takes itself off once it
 	// has set its files aside.
 	Resync []string `json:"resync,omitempty"`
+	// Weight is the group's share of the slots relative to the others
+	// when slots are rebalanced; nil means 1, and 0 means drained: a
+	// rebalance moves every slot away. A pointer so that 0 is stored.
+	Weight *int `json:"weight,omitempty"`
+}
+
+// DefaultWeight is the weight of a group that has none set.
+const DefaultWeight = 1
+
+// EffectiveWeight is g's weight: Weight, or DefaultWeight when unset.
+func (g *Group) EffectiveWeight() int {
+	if g.Weight == nil {
+		return DefaultWeight
+	}
+	return *g.Weight
 }
 
 // Group reads group name and the version to compare-and-set it with;
@@ -180,4 +195,57 @@ func (c *Cluster) ResyncDone(ctx context.Context, name, id string) error {
 		return nil
 	})
 	return err
+}
+
+// SetGroupWeight sets group name's weight for rebalancing (0: drain it).
+func (c *Cluster) SetGroupWeight(ctx context.Context, name string, weight int) (*Group, error) {
+	if weight < 0 {
+		return nil, fmt.Errorf("%w: group %q: weight %d is negative", ErrInvalid, name, weight)
+	}
+	return c.UpdateGroup(ctx, name, func(g *Group) error {
+		g.Weight = &weight
+		return nil
+	})
+}
+
+// ErrGroupInUse: a group still owns slots, takes part in a migration or
+// has a node running, so it cannot be removed.
+var ErrGroupInUse = errors.New("coord: group in use")
+
+// RemoveGroup deletes group name's record. It refuses (ErrGroupInUse) while
+// the group owns a slot or takes part in a migration, or while one of its
+// members, or any node registered for it, is up (members stay listed after
+// they stop: a stopped member does not block). ErrNoNode if there is no
+// such group. The delete is conditional on the version the checks read, so
+// a node admitted meanwhile makes it fail rather than be lost.
+func (c *Cluster) RemoveGroup(ctx context.Context, name string) error {
+	g, v, err := c.Group(ctx, name)
+	if err != nil {
+		return fmt.Errorf("remove group: %w", err)
+	}
+	t, _, err := c.SlotTable(ctx)
+	if err != nil {
+		return fmt.Errorf("remove group %q: %w", name, err)
+	}
+	if n := len(t.SlotsOf(name)); n > 0 {
+		return fmt.Errorf("%w: group %q owns %d slots: drain it first (admin drain --group %s)", ErrGroupInUse, name, n, name)
+	}
+	for _, m := range t.Migrations {
+		if m.From == name || m.To == name {
+			return fmt.Errorf("%w: group %q takes part in migration %s", ErrGroupInUse, name, m.String())
+		}
+	}
+	nodes, err := c.Nodes(ctx)
+	if err != nil {
+		return fmt.Errorf("remove group %q: %w", name, err)
+	}
+	for _, n := range nodes {
+		if n.Group == name || slices.Contains(g.Members, n.ID) {
+			return fmt.Errorf("%w: node %s of group %q is running (%s): stop it first", ErrGroupInUse, n.ID, name, n.Addr)
+		}
+	}
+	if err := c.conn.Delete(ctx, groupPath(c.name, name), v); err != nil {
+		return fmt.Errorf("remove group %q: %w", name, err)
+	}
+	return nil
 }

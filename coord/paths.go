@@ -17,6 +17,8 @@ const Root = "/thunderyurts"
 //	/thunderyurts/<cluster>/groups/<name>   Group
 //	/thunderyurts/<cluster>/nodes/<id>      NodeInfo, ephemeral
 //	/thunderyurts/<cluster>/coordinators/   election of CoordinatorInfo
+//	/thunderyurts/<cluster>/rebalance       RebalancePlan, the latest
+//	/thunderyurts/<cluster>/migrations/<id> MigrationRecord, the last 50 finished
 
 // ClusterPath is the znode holding all of cluster's state.
 func ClusterPath(cluster string) string { return JoinPath(Root, cluster) }
@@ -26,9 +28,12 @@ func slotsPath(cluster string) string       { return ClusterPath(cluster) + "/sl
 func groupsDir(cluster string) string       { return ClusterPath(cluster) + "/groups" }
 func nodesDir(cluster string) string        { return ClusterPath(cluster) + "/nodes" }
 func coordinatorsDir(cluster string) string { return ClusterPath(cluster) + "/coordinators" }
+func rebalancePath(cluster string) string   { return ClusterPath(cluster) + "/rebalance" }
+func migrationsDir(cluster string) string   { return ClusterPath(cluster) + "/migrations" }
 
-func groupPath(cluster, group string) string { return JoinPath(groupsDir(cluster), group) }
-func nodePath(cluster, id string) string     { return JoinPath(nodesDir(cluster), id) }
+func groupPath(cluster, group string) string  { return JoinPath(groupsDir(cluster), group) }
+func nodePath(cluster, id string) string      { return JoinPath(nodesDir(cluster), id) }
+func migrationPath(cluster, id string) string { return JoinPath(migrationsDir(cluster), id) }
 
 // CheckName validates a cluster, group or node name, which becomes one path
 // element; the error wraps ErrInvalid and says what kind of name it was.

@@ -80,9 +80,9 @@ func decodeJSON[T any](path string, data []byte) (*T, error) {
 
 // createJSON creates the persistent node at path holding val's JSON.
 func createJSON(ctx context.Context, conn Conn, path string, val any) (created bool, err error) {
-	data, err := json.Marshal(val)
+	data, err := encodeJSON(path, val)
 	if err != nil {
-		return false, fmt.Errorf("%w: encode %s: %w", ErrInvalid, path, err)
+		return false, err
 	}
 	_, err = conn.Create(ctx, path, data)
 	if errors.Is(err, ErrNodeExists) {
@@ -123,4 +123,13 @@ func watchJSON[T any](ctx context.Context, conn Conn, path string) (*T, <-chan *
 		}
 	}()
 	return val, out, nil
+}
+
+// encodeJSON is val's JSON, to be stored at path.
+func encodeJSON(path string, val any) ([]byte, error) {
+	data, err := json.Marshal(val)
+	if err != nil {
+		return nil, fmt.Errorf("%w: encode %s: %w", ErrInvalid, path, err)
+	}
+	return data, nil
 }

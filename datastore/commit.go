@@ -54,7 +54,8 @@ func (r *request) finish() {
 // empty value. With Drop, every key of Slot is removed (Key and Value must
 // be empty). With Mark, Value is stored as the mark named Key (Slot is
 // ignored): a mark is no key of any slot, reads and scans never see it,
-// Store.Mark does. At most one of Delete, Drop and Mark is set. The zero
+// Store.Mark does. At most one of Delete, Drop and Mark is set. Tag, if
+// set, is kept with the entry in the log. The zero
 // value is invalid (empty key).
 type Mutation struct {
 	Slot   int
@@ -63,7 +64,20 @@ type Mutation struct {
 	Delete bool
 	Drop   bool
 	Mark   bool
+	Tag    Tag
 }
+
+// Tag names one write of one client: the client's random id and the
+// write's number in that client, the same on every retry of it. The log
+// keeps it with the entry (and ReadLog returns it), so whoever holds the
+// log can tell a retry from a new write. The zero Tag (Client 0) is no tag.
+type Tag struct {
+	Client uint64
+	Seq    uint64
+}
+
+// IsZero reports whether t is no tag.
+func (t Tag) IsZero() bool { return t.Client == 0 }
 
 // Write appends the mutations to the write-ahead log, one entry each,
 // stamped with Epoch(), makes them durable (fdatasync) and returns the
@@ -142,7 +156,7 @@ func (s *Store) writeRequest(muts []Mutation) (*request, error) {
 	buf := make([]byte, 0, size)
 	for i := range muts {
 		m := &muts[i]
-		r.entries[i] = entry{slot: opSlot(m.Slot, m.Mark), del: m.Delete, drop: m.Drop, mark: m.Mark}
+		r.entries[i] = entry{slot: opSlot(m.Slot, m.Mark), del: m.Delete, drop: m.Drop, mark: m.Mark, tag: m.Tag}
 		r.entries[i].key, buf = carve(buf, m.Key)
 		if !m.Delete {
 			r.entries[i].value, buf = carve(buf, m.Value)
@@ -160,9 +174,10 @@ func carve(buf, b []byte) (cp, rest []byte) {
 }
 
 // LogEntry is one entry of the log: the mutation written at sequence
-// number Seq by the primary of Epoch. For a delete Value is empty; for a
-// Drop (of Slot) Key and Value are; a Mark has Slot 0 (see Mutation). The
-// zero value is not a valid entry (Seq starts at 1).
+// number Seq by the primary of Epoch, with its writer's Tag if it had one.
+// For a delete Value is empty; for a Drop (of Slot) Key and Value are; a
+// Mark has Slot 0 (see Mutation). The zero value is not a valid entry (Seq
+// starts at 1).
 type LogEntry struct {
 	Seq    uint64
 	Epoch  uint64
@@ -172,6 +187,7 @@ type LogEntry struct {
 	Delete bool
 	Drop   bool
 	Mark   bool
+	Tag    Tag
 }
 
 // ApplyLog appends entries received from a primary as they are, with their
@@ -253,7 +269,7 @@ func (s *Store) applyRequest(entries []LogEntry) (*request, error) {
 			return nil, fmt.Errorf("apply log: seq %d (slot %d, key %s): %w", e.Seq, e.Slot, keyForError(e.Key), err)
 		}
 		r.entries[i] = newEntry(opSlot(e.Slot, e.Mark), e.Delete, e.Key, e.Value)
-		r.entries[i].seq, r.entries[i].epoch = e.Seq, e.Epoch
+		r.entries[i].seq, r.entries[i].epoch, r.entries[i].tag = e.Seq, e.Epoch, e.Tag
 		r.entries[i].drop, r.entries[i].mark = e.Drop, e.Mark
 	}
 	return r, nil
@@ -503,7 +519,7 @@ func (s *Store) encode(st *logState, r *request, buf []byte) []byte {
 	}
 	for i := range r.entries {
 		e := &r.entries[i]
-		buf = appendRecord(buf, e.recordType(), e.seq, e.epoch, e.slot, e.key, e.value)
+		buf = appendEntryRecord(buf, e)
 		st.appendEntry(e.seq, e.epoch)
 	}
 	r.lastSeq = st.last

@@ -33,9 +33,11 @@
 //     A record (format v2) is tag 0xD2 (1) | length (4) | crc32c of the
 //     payload (4) | crc32c of the 9 header bytes before it (4) | payload, the
 //     payload being seq (8) | epoch (8) | type (1: put, 2: delete, 3: epoch
-//     marker, 4: commit, 7: drop slot, 8: mark) | slot (2) | key length (4) |
-//     key | value, all big-endian (a drop has no key or value, a mark has
-//     slot 0 and its name as key). An epoch marker says its epoch starts at seq+1 and takes no
+//     marker, 4: commit, 5: tagged put, 6: tagged delete, 7: drop slot, 8:
+//     mark) | slot (2) | key length (4) | key | value, all big-endian; a
+//     tagged put or delete has its writer's Tag, client id (8) | client seq
+//     (8), after the key length; a drop has no key or value, a mark has slot
+//     0 and its name as key. An epoch marker says its epoch starts at seq+1 and takes no
 //     sequence number. Each commit (one write and fdatasync) ends with a
 //     commit record whose value is the commit's byte count (8) | their
 //     crc32c (4) | its first data seq, 0 if none (8) | "TYCM"; a commit is

@@ -31,6 +31,7 @@ type entry struct {
 	del   bool
 	drop  bool // drops every key of slot; key and value are empty
 	mark  bool // stores value as the mark named key; slot is 0
+	tag   Tag
 	key   []byte
 	value []byte
 	hash  uint64 // overlay hash of slot and key
@@ -44,7 +45,7 @@ const entryOverhead = 160
 func (e *entry) cost() int64 { return int64(len(e.key) + len(e.value) + entryOverhead) }
 
 func (e *entry) logEntry() LogEntry {
-	return LogEntry{Seq: e.seq, Epoch: e.epoch, Slot: int(e.slot), Key: e.key, Value: e.value, Delete: e.del, Drop: e.drop, Mark: e.mark}
+	return LogEntry{Seq: e.seq, Epoch: e.epoch, Slot: int(e.slot), Key: e.key, Value: e.value, Delete: e.del, Drop: e.drop, Mark: e.mark, Tag: e.tag}
 }
 
 // segment is one WAL file. first comes from its name: the seq of the first
@@ -190,6 +191,17 @@ func (s *Store) WaitLog(ctx context.Context, after uint64) error {
 	return s.waitFor(ctx, func() bool { return s.last > after })
 }
 
+// FirstLogSeq returns the seq of the oldest entry ReadLog can return now,
+// LastSeq()+1 when the log holds none.
+func (s *Store) FirstLogSeq() uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if len(s.segments) > 0 && s.segments[0].first <= s.last {
+		return s.segments[0].first
+	}
+	return s.last + 1
+}
+
 // Limit bounds what one ReadLog or Scan returns. The zero value is no bound.
 type Limit struct {
 	// Entries is the most entries returned; 0: any number.
@@ -313,7 +325,7 @@ func readSegment(sr *segmentReader, from, stop uint64, r *logRead) (bool, error)
 		if err != nil {
 			return false, err
 		}
-		if rec.typ == recEpoch || rec.typ == recCommit || rec.seq < from {
+		if !rec.isData() || rec.seq < from {
 			continue
 		}
 		if rec.seq >= stop || r.full() {

@@ -16,10 +16,14 @@ import (
 //	tag 0xD2 (1) | length (4) | crc32c of the payload (4) | crc32c of the 9 bytes before it (4) | payload
 //
 // The payload is seq(8) | epoch(8) | type(1) | slot(2) | key length(4) |
-// key | value and length counts the payload only. A drop (type 7) has the
-// slot and no key or value; a mark (type 8) has slot 0, the mark's name as
-// key and its value. The header checksum covers the length, so a damaged
-// length is caught before it is believed.
+// key | value and length counts the payload only. The header checksum
+// covers the length, so a damaged length is caught before it is believed.
+// A tagged put or delete (types 5 and 6: a write with a client's Tag) has
+// the tag after the key length: ... | key length(4) | client id(8) |
+// client seq(8) | key | value; untagged writes keep types 1 and 2 and their
+// layout, so logs written before tags existed read as before. A drop (type
+// 7) has the slot and no key or value; a mark (type 8) has slot 0, the
+// mark's name as key and its value.
 // Every commit (the records of one write and fdatasync) ends with a commit
 // record whose value is the commit's byte count (8) | crc32c of those
 // bytes (4) | seq of its first data record, 0 if none (8) | "TYCM"; its seq
@@ -36,9 +40,10 @@ const (
 	recTag      = 0xD2
 	recHeader   = 1 + 4 + 4 + 4
 	recHeaderV1 = 4 + 4
-	maxV1Lead   = byte(maxPayload >> 24)
+	maxV1Lead   = byte((maxPayload - recTagLen) >> 24)
 	recFixed    = 8 + 8 + 1 + 2 + 4
-	maxPayload  = recFixed + maxMaxKeySize + maxMaxValueSize
+	recTagLen   = 8 + 8 // client id and client seq of a tagged put or delete
+	maxPayload  = recFixed + recTagLen + maxMaxKeySize + maxMaxValueSize
 
 	recPut    = 1
 	recDelete = 2
@@ -47,8 +52,12 @@ const (
 	recEpoch = 3
 	// recCommit closes a commit; it uses no sequence number either.
 	recCommit = 4
+	// recPutTagged and recDeleteTagged are recPut and recDelete with the
+	// writer's Tag.
+	recPutTagged    = 5
+	recDeleteTagged = 6
 	// recDrop removes every key of its slot; recMark stores a mark (see
-	// Mutation). Types 5 and 6 are tagged puts and deletes.
+	// Mutation).
 	recDrop = 7
 	recMark = 8
 
@@ -67,33 +76,61 @@ type record struct {
 	seq   uint64
 	epoch uint64
 	slot  uint16
+	tag   Tag // tagged puts and deletes only
 	key   []byte
 	value []byte
 }
 
+// isData reports whether rec is an entry of the log (a put, a delete, a
+// drop or a mark), not an epoch marker or a commit record.
+func (rec *record) isData() bool {
+	switch rec.typ {
+	case recPut, recDelete, recPutTagged, recDeleteTagged, recDrop, recMark:
+		return true
+	}
+	return false
+}
+
+func (rec *record) isDelete() bool { return rec.typ == recDelete || rec.typ == recDeleteTagged }
+
+// tagged reports whether records of type typ carry a Tag.
+func tagged(typ byte) bool { return typ == recPutTagged || typ == recDeleteTagged }
+
 // entry copies the data record rec into an entry of its own.
 func (rec *record) entry() entry {
-	e := newEntry(rec.slot, rec.typ == recDelete, rec.key, rec.value)
-	e.seq, e.epoch = rec.seq, rec.epoch
+	e := newEntry(rec.slot, rec.isDelete(), rec.key, rec.value)
+	e.seq, e.epoch, e.tag = rec.seq, rec.epoch, rec.tag
 	e.drop, e.mark = rec.typ == recDrop, rec.typ == recMark
 	return e
 }
 
-// recordType is the type of e's log record.
-func (e *entry) recordType() byte {
+// appendEntryRecord appends e's record to dst: a tagged type when e has a
+// tag, so untagged writes keep the layout older builds read.
+func appendEntryRecord(dst []byte, e *entry) []byte {
+	typ := byte(recPut)
 	switch {
 	case e.drop:
-		return recDrop
+		typ = recDrop
 	case e.mark:
-		return recMark
+		typ = recMark
+	case e.del && e.tag.IsZero():
+		typ = recDelete
 	case e.del:
-		return recDelete
+		typ = recDeleteTagged
+	case !e.tag.IsZero():
+		typ = recPutTagged
 	}
-	return recPut
+	return appendTaggedRecord(dst, typ, e.seq, e.epoch, e.slot, e.tag, e.key, e.value)
 }
 
-// appendRecord appends one v2 record to dst.
+// appendRecord appends one untagged v2 record to dst.
 func appendRecord(dst []byte, typ byte, seq, epoch uint64, slot uint16, key, value []byte) []byte {
+	return appendTaggedRecord(dst, typ, seq, epoch, slot, Tag{}, key, value)
+}
+
+// appendTaggedRecord appends one v2 record to dst; tag is written only for
+// the tagged types.
+func appendTaggedRecord(dst []byte, typ byte, seq, epoch uint64, slot uint16, tag Tag, key, value []byte) []byte {
 	at := len(dst)
 	dst = append(dst, recTag, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 	start := len(dst)
@@ -102,6 +139,10 @@ func appendRecord(dst []byte, typ byte, seq, epoch uint64, slot uint16, key, val
 	dst = append(dst, typ)
 	dst = binary.BigEndian.AppendUint16(dst, slot)
 	dst = binary.BigEndian.AppendUint32(dst, uint32(len(key)))
+	if tagged(typ) {
+		dst = binary.BigEndian.AppendUint64(dst, tag.Client)
+		dst = binary.BigEndian.AppendUint64(dst, tag.Seq)
+	}
 	dst = append(dst, key...)
 	dst = append(dst, value...)
 	binary.BigEndian.PutUint32(dst[at+1:], uint32(len(dst)-start))
@@ -155,11 +196,22 @@ func decodePayload(p []byte, want uint32) (record, bool) {
 		slot:  binary.BigEndian.Uint16(p[17:]),
 	}
 	keyLen := uint64(binary.BigEndian.Uint32(p[19:]))
-	if keyLen > uint64(len(p)-recFixed) || r.typ < recPut || r.typ > recCommit && r.typ != recDrop && r.typ != recMark {
+	if r.typ < recPut || r.typ > recMark {
 		return record{}, false
 	}
-	r.key = p[recFixed : recFixed+keyLen]
-	r.value = p[recFixed+keyLen:]
+	fixed := uint64(recFixed)
+	if tagged(r.typ) {
+		if len(p) < recFixed+recTagLen {
+			return record{}, false
+		}
+		r.tag = Tag{Client: binary.BigEndian.Uint64(p[recFixed:]), Seq: binary.BigEndian.Uint64(p[recFixed+8:])}
+		fixed += recTagLen
+	}
+	if keyLen > uint64(len(p))-fixed {
+		return record{}, false
+	}
+	r.key = p[fixed : fixed+keyLen]
+	r.value = p[fixed+keyLen:]
 	return r, true
 }
 

@@ -99,10 +99,10 @@ func (s *Store) recoverSegment(seg *segment, newest bool, prev *uint64) error {
 		}
 		if sr.inCommit() {
 			// Keep what replay needs until the commit record vouches for it.
-			if rec.typ == recEpoch || rec.seq <= s.applied {
+			if !rec.isData() || rec.seq <= s.applied {
 				rec.key, rec.value = nil, nil
 			} else {
-				e := newEntry(rec.slot, rec.typ == recDelete, rec.key, rec.value)
+				e := rec.entry()
 				rec.key, rec.value = e.key, e.value
 			}
 			pending = append(pending, pendingRecord{at, rec})

@@ -100,17 +100,20 @@ func adminCommand() *cli.Command {
 			restoreCommand(),
 			{
 				Name:  "slots",
-				Usage: "which group owns which slot ranges",
+				Usage: "which group owns which slot ranges; the migrations in flight and the last finished",
 				Action: func(c *cli.Context) error {
 					return withCluster(c, func(ctx context.Context, cl *coord.Cluster, f admin.Format) error {
-						t, _, err := cl.SlotTable(ctx)
+						v, err := admin.CollectSlots(ctx, cl, client.NodeStatus)
 						if err != nil {
 							return err
 						}
-						return admin.PrintSlots(c.App.Writer, t, f)
+						return admin.PrintSlots(c.App.Writer, v, f)
 					})
 				},
 			},
+			rebalanceCommand(),
+			drainCommand(),
+			groupCommand(),
 		},
 	}
 }
@@ -123,19 +126,15 @@ func outputFormat(c *cli.Context) admin.Format {
 
 // withCluster connects to ZooKeeper and runs fn within --timeout.
 func withCluster(c *cli.Context, fn func(context.Context, *coord.Cluster, admin.Format) error) error {
-	return withClusterUnbounded(c, func(ctx context.Context, cl *coord.Cluster, f admin.Format) error {
-		ctx, cancel := context.WithTimeout(ctx, c.Duration("timeout"))
-		defer cancel()
-		return fn(ctx, cl, f)
-	})
+	ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
+	defer cancel()
+	return inCluster(ctx, c, fn)
 }
 
-// withClusterUnbounded is withCluster for long runs (backup, restore):
-// --timeout bounds connecting and each step, not fn as a whole.
-func withClusterUnbounded(c *cli.Context, fn func(context.Context, *coord.Cluster, admin.Format) error) error {
+// inCluster connects to ZooKeeper and runs fn within ctx.
+func inCluster(ctx context.Context, c *cli.Context, fn func(context.Context, *coord.Cluster, admin.Format) error) error {
 	f := outputFormat(c)
 	log := newLogger(c, slog.LevelError)
-	ctx := c.Context
 	cl, closeConn, err := clusterConn(ctx, c, log, 0, true)
 	if err != nil {
 		return err

@@ -154,7 +154,7 @@ func restoreCommand() *cli.Command {
 		},
 		Action: func(c *cli.Context) error {
 			dest, id, _ := backup.ParseSetRef(c.String("from")) // checked by the flag
-			return withClusterUnbounded(c, func(ctx context.Context, cl *coord.Cluster, f admin.Format) error {
+			return inCluster(c.Context, c, func(ctx context.Context, cl *coord.Cluster, f admin.Format) error {
 				store, err := openStore(ctx, c, dest)
 				if err != nil {
 					return err
@@ -219,7 +219,7 @@ func withStore(c *cli.Context, dest string, fn func(context.Context, backup.Stor
 // withBackupStore connects to the cluster and opens the store named by
 // flag; the run itself is not bounded by --timeout.
 func withBackupStore(c *cli.Context, flag string, fn func(context.Context, *coord.Cluster, backup.Store, admin.Format) error) error {
-	return withClusterUnbounded(c, func(ctx context.Context, cl *coord.Cluster, f admin.Format) error {
+	return inCluster(c.Context, c, func(ctx context.Context, cl *coord.Cluster, f admin.Format) error {
 		store, err := openStore(ctx, c, c.String(flag))
 		if err != nil {
 			return err

@@ -9,12 +9,15 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/thunderyurts/thunderyurts/client"
 	"github.com/thunderyurts/thunderyurts/coord"
+	"github.com/thunderyurts/thunderyurts/wire"
 )
 
 // The fault tests repeat their fault THUNDER_FAULT_ROUNDS times (default
@@ -292,11 +295,120 @@ func TestChaosKills(t *testing.T) {
 	tc.waitGroup(cl, "g1", time.Minute, func(g *coord.Group) bool { return len(g.ISR) == 3 })
 	l.waitProgress(t, 50, 30*time.Second)
 	w.halt()
-	t.Logf("%d kills, %d of them primaries", kills, primaries)
+	t.Logf("%d kills, %d of them primaries; the nodes answered %d retried writes from their first attempt", kills, primaries, retriesAnswered(t, tc))
 	l.halt()
 	if len(l.failed) > 0 {
 		t.Errorf("%d client calls failed; the first: %s", len(l.failed), l.failed[0])
 	}
 	w.verify(t, c)
 	l.check(t)
+}
+
+// retriesAnswered sums, over the data nodes' logs, the retried writes they
+// answered from their first attempt instead of writing them again.
+func retriesAnswered(t *testing.T, tc *testCluster) int {
+	sum := 0
+	for _, p := range tc.procsNamed("data-") {
+		b, err := os.ReadFile(p.Log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if !strings.Contains(line, "answered retried writes") {
+				continue
+			}
+			if _, after, ok := strings.Cut(line, " writes="); ok {
+				n, _ := strconv.Atoi(strings.Fields(after)[0])
+				sum += n
+			}
+		}
+	}
+	return sum
+}
+
+// TestRetryAcrossFailoverTakesEffectOnce plays the A, B, A case with real
+// processes: a tagged put (as a client sends it) is acknowledged by the
+// primary, so every in-sync replica holds it; the primary is killed; once
+// a successor leads, another client writes the key; then the first put is
+// sent again with its tag, as a client that never heard the answer
+// would. The retry is answered OK and the key keeps the later value: the
+// put took effect once.
+func TestRetryAcrossFailoverTakesEffectOnce(t *testing.T) {
+	tc, cl := startGroup(t, 3)
+	g := tc.waitGroup(cl, "g1", time.Minute, func(g *coord.Group) bool { return len(g.ISR) == 3 })
+	first := &wire.Request{Op: wire.Op_PUT, Key: []byte("k"), Value: []byte("A"), ClientId: 0x5eed, ClientSeq: 1}
+	if r := rawCall(t, tc.procOf(g.Primary).addr, first)[0]; r.Code != wire.Code_OK {
+		t.Fatalf("first attempt: %v %s", r.Code, r.Message)
+	}
+	tc.procOf(g.Primary).Kill()
+	ng := tc.waitGroup(cl, "g1", sessionTimeout+15*time.Second, func(ng *coord.Group) bool { return ng.Primary != g.Primary && ng.Primary != "" })
+	c := tc.client(cl)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.Put(ctx, []byte("k"), []byte("B")); err != nil {
+		t.Fatal(err)
+	}
+	var retry *wire.Response
+	eventually(t, 30*time.Second, func() error {
+		if retry = rawCall(t, tc.procOf(ng.Primary).addr, first)[0]; retry.Code != wire.Code_OK {
+			return fmt.Errorf("retry on %s: %v %s", ng.Primary, retry.Code, retry.Message)
+		}
+		return nil
+	})
+	v, err := c.Get(ctx, []byte("k"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(v) != "B" {
+		t.Fatalf("k = %q after the retry, want the later put's B: the retry took effect again", v)
+	}
+	if n := retriesAnswered(t, tc); n < 1 {
+		t.Fatalf("the nodes say they answered %d retried writes from their first attempt, want at least 1", n)
+	}
+}
+
+// dataClient dials the data node at addr for a test's own calls; the
+// connection closes when the test ends.
+func dataClient(t *testing.T, addr string) wire.DRPCDataClient {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := wire.Dial(ctx, addr, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return wire.NewDRPCDataClient(conn)
+}
+
+// rawCall sends reqs as one batch on a new stream to addr, as a client
+// would, and returns the answers in request order.
+func rawCall(t *testing.T, addr string, reqs ...*wire.Request) []*wire.Response {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	stream, err := dataClient(t, addr).Stream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range reqs {
+		r.Id = uint64(i + 1)
+	}
+	if err := stream.Send(&wire.Batch{Requests: reqs}); err != nil {
+		t.Fatal(err)
+	}
+	out := make([]*wire.Response, len(reqs))
+	for left := len(reqs); left > 0; {
+		reply, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("%s: %v", addr, err)
+		}
+		for _, r := range reply.Responses {
+			if r.Id >= 1 && r.Id <= uint64(len(out)) && out[r.Id-1] == nil {
+				out[r.Id-1] = r
+				left--
+			}
+		}
+	}
+	return out
 }

@@ -254,7 +254,13 @@ func (tc *testCluster) cli(stdin []byte, args ...string) (string, string, int) {
 
 func runCLI(t testing.TB, stdin []byte, args ...string) (string, string, int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	return runCLIWithin(t, 60*time.Second, stdin, args...)
+}
+
+// runCLIWithin is runCLI for a command that may take up to within.
+func runCLIWithin(t testing.TB, within time.Duration, stdin []byte, args ...string) (string, string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, thunderctlBin, args...)
 	var stdout, stderr bytes.Buffer

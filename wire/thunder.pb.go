@@ -162,8 +162,15 @@ type Request struct {
 	StaleOk bool `protobuf:"varint,5,opt,name=stale_ok,json=staleOk,proto3" json:"stale_ok,omitempty"`
 	// The node computes the key's slot itself, so a client with a stale slot
 	// count cannot misplace a key.
-	Key           []byte `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
-	Value         []byte `protobuf:"bytes,4,opt,name=value,proto3" json:"value,omitempty"`
+	Key   []byte `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
+	Value []byte `protobuf:"bytes,4,opt,name=value,proto3" json:"value,omitempty"`
+	// client_id and client_seq tag a PUT or DELETE: the client's random id
+	// (never 0) and the write's number in that client, the same on every
+	// retry. A primary answers a write whose tag its log holds with that
+	// entry's outcome instead of writing it again (docs/replication.md,
+	// "Idempotent writes"). 0: untagged.
+	ClientId      uint64 `protobuf:"varint,6,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	ClientSeq     uint64 `protobuf:"varint,7,opt,name=client_seq,json=clientSeq,proto3" json:"client_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -231,6 +238,20 @@ func (x *Request) GetValue() []byte {
 		return x.Value
 	}
 	return nil
+}
+
+func (x *Request) GetClientId() uint64 {
+	if x != nil {
+		return x.ClientId
+	}
+	return 0
+}
+
+func (x *Request) GetClientSeq() uint64 {
+	if x != nil {
+		return x.ClientSeq
+	}
+	return 0
 }
 
 type Response struct {
@@ -1153,8 +1174,12 @@ type LogEntry struct {
 	// drop_slot: the entry removes every key of slot (key and value empty).
 	// mark: the entry stores value as the mark named key, no key of any slot
 	// (slot 0); a slot migration records its progress in marks.
-	DropSlot      bool `protobuf:"varint,20,opt,name=drop_slot,json=dropSlot,proto3" json:"drop_slot,omitempty"`
-	Mark          bool `protobuf:"varint,21,opt,name=mark,proto3" json:"mark,omitempty"`
+	DropSlot bool `protobuf:"varint,20,opt,name=drop_slot,json=dropSlot,proto3" json:"drop_slot,omitempty"`
+	Mark     bool `protobuf:"varint,21,opt,name=mark,proto3" json:"mark,omitempty"`
+	// The write's tag (Request.client_id, client_seq), kept so that any
+	// member, once primary, recognises a retry of it; 0: untagged.
+	ClientId      uint64 `protobuf:"varint,7,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	ClientSeq     uint64 `protobuf:"varint,8,opt,name=client_seq,json=clientSeq,proto3" json:"client_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1243,6 +1268,20 @@ func (x *LogEntry) GetMark() bool {
 		return x.Mark
 	}
 	return false
+}
+
+func (x *LogEntry) GetClientId() uint64 {
+	if x != nil {
+		return x.ClientId
+	}
+	return 0
+}
+
+func (x *LogEntry) GetClientSeq() uint64 {
+	if x != nil {
+		return x.ClientSeq
+	}
+	return 0
 }
 
 type EpochStart struct {
@@ -2852,13 +2891,16 @@ var File_thunder_proto protoreflect.FileDescriptor
 
 const file_thunder_proto_rawDesc = "" +
 	"\n" +
-	"\rthunder.proto\x12\x11thunderyurts.wire\"\x83\x01\n" +
+	"\rthunder.proto\x12\x11thunderyurts.wire\"\xbf\x01\n" +
 	"\aRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12%\n" +
 	"\x02op\x18\x02 \x01(\x0e2\x15.thunderyurts.wire.OpR\x02op\x12\x19\n" +
 	"\bstale_ok\x18\x05 \x01(\bR\astaleOk\x12\x10\n" +
 	"\x03key\x18\x03 \x01(\fR\x03key\x12\x14\n" +
-	"\x05value\x18\x04 \x01(\fR\x05value\"\xbd\x01\n" +
+	"\x05value\x18\x04 \x01(\fR\x05value\x12\x1b\n" +
+	"\tclient_id\x18\x06 \x01(\x04R\bclientId\x12\x1d\n" +
+	"\n" +
+	"client_seq\x18\a \x01(\x04R\tclientSeq\"\xbd\x01\n" +
 	"\bResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12+\n" +
 	"\x04code\x18\x02 \x01(\x0e2\x17.thunderyurts.wire.CodeR\x04code\x12\x14\n" +
@@ -2938,7 +2980,7 @@ const file_thunder_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tacked_seq\x18\x02 \x01(\x04R\backedSeq\x12\x1c\n" +
 	"\tconnected\x18\x03 \x01(\bR\tconnected\x12\x17\n" +
-	"\ain_sync\x18\x04 \x01(\bR\x06inSync\"\xb7\x01\n" +
+	"\ain_sync\x18\x04 \x01(\bR\x06inSync\"\xf3\x01\n" +
 	"\bLogEntry\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x12\n" +
@@ -2947,7 +2989,10 @@ const file_thunder_proto_rawDesc = "" +
 	"\x05value\x18\x05 \x01(\fR\x05value\x12\x16\n" +
 	"\x06delete\x18\x06 \x01(\bR\x06delete\x12\x1b\n" +
 	"\tdrop_slot\x18\x14 \x01(\bR\bdropSlot\x12\x12\n" +
-	"\x04mark\x18\x15 \x01(\bR\x04mark\"?\n" +
+	"\x04mark\x18\x15 \x01(\bR\x04mark\x12\x1b\n" +
+	"\tclient_id\x18\a \x01(\x04R\bclientId\x12\x1d\n" +
+	"\n" +
+	"client_seq\x18\b \x01(\x04R\tclientSeq\"?\n" +
 	"\n" +
 	"EpochStart\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x1b\n" +

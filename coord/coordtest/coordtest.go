@@ -76,6 +76,10 @@ func Run(t *testing.T, newConn func(t *testing.T) coord.Conn, faults Faults) {
 		{"Nodes", testNodes},
 		{"Coordinators", testCoordinators},
 		{"Routes", testRoutes},
+		{"MigrationSteps", testMigrationSteps},
+		{"MigrationHistory", testMigrationHistory},
+		{"RebalancePlan", testRebalancePlan},
+		{"RemoveGroup", testRemoveGroup},
 		{"BackupSchedule", testBackupSchedule},
 	}
 	for _, tc := range tests {

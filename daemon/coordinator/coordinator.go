@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -47,6 +48,17 @@ type Config struct {
 	Backups Backups
 	// Logger receives the coordinator's events; nil → slog.Default().
 	Logger *slog.Logger
+
+	// The slot migration driver's settings (docs/migration.md), 0 → default.
+	// MigrationPoll: how often it asks the primaries for their reports
+	// while a migration is in flight (100ms). HoldTimeout: a hold still in
+	// place after this long is released (1.5s; the source releases its own
+	// after 1s). CopyStall: a copy that makes no progress for this long is
+	// aborted (30s). RetryDelay: an aborted move starts again after this
+	// long (5s). MigrationsPerGroup: migrations in flight per source and
+	// per target group (1).
+	MigrationPoll, HoldTimeout, CopyStall, RetryDelay time.Duration
+	MigrationsPerGroup                                int
 }
 
 // Backups runs scheduled backups (docs/backups.md).
@@ -100,6 +112,11 @@ func Start(ctx context.Context, cfg Config) (*Coordinator, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	cfg.MigrationPoll = cmp.Or(cfg.MigrationPoll, defaultMigrationPoll)
+	cfg.HoldTimeout = cmp.Or(cfg.HoldTimeout, defaultHoldTimeout)
+	cfg.CopyStall = cmp.Or(cfg.CopyStall, defaultCopyStall)
+	cfg.RetryDelay = cmp.Or(cfg.RetryDelay, defaultRetryDelay)
+	cfg.MigrationsPerGroup = cmp.Or(cfg.MigrationsPerGroup, 1)
 	c := &Coordinator{cfg: cfg, log: cfg.Logger, done: make(chan struct{}), reg: ops.NewRegistry()}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	if err := c.start(ctx); err != nil {

@@ -66,14 +66,21 @@ func (f *fakeCluster) setPosition(id string, epoch, seq uint64) {
 // coordinator starts a coordinator on its own session; probe nil → f.probe.
 func (f *fakeCluster) coordinator(id string, probe func(context.Context, string) (*wire.NodeStatus, error)) (*Coordinator, *memcoord.Conn) {
 	f.t.Helper()
+	return f.coordinatorWith(id, probe, Config{})
+}
+
+// coordinatorWith is coordinator with the migration settings of cfg.
+func (f *fakeCluster) coordinatorWith(id string, probe func(context.Context, string) (*wire.NodeStatus, error), cfg Config) (*Coordinator, *memcoord.Conn) {
+	f.t.Helper()
 	if probe == nil {
 		probe = f.probe
 	}
 	conn := f.srv.Connect()
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
-	c, err := Start(ctx, Config{Cluster: coord.NewCluster(conn, "test"), ID: id, Listen: "127.0.0.1:0", Slots: 16,
-		AssignDelay: 20 * time.Millisecond, NodeStatus: probe, Logger: discard})
+	cfg.Cluster, cfg.ID, cfg.Listen, cfg.Slots = coord.NewCluster(conn, "test"), id, "127.0.0.1:0", 16
+	cfg.AssignDelay, cfg.NodeStatus, cfg.Logger = 20*time.Millisecond, probe, discard
+	c, err := Start(ctx, cfg)
 	if err != nil {
 		f.t.Fatal(err)
 	}

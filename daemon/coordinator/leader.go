@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/thunderyurts/thunderyurts/coord"
@@ -11,8 +12,13 @@ import (
 
 // lead does the leader's work until ctx, the leadership, ends: it reacts to
 // every change of the registered nodes and re-checks the cluster each second
-// so that nothing is missed between watches.
+// so that nothing is missed between watches; the migration driver runs
+// beside it for as long.
 func (c *Coordinator) lead(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Add(1)
+	go func() { defer wg.Done(); c.driveMigrations(ctx) }()
 	l := &leader{c: c, stranded: map[string]uint64{}}
 	if b := c.cfg.Backups; b != nil {
 		done := make(chan struct{})

@@ -14,7 +14,10 @@
 // message, every read at once and every write the high watermark has
 // passed. A primary answers only while it holds a lease on its ZooKeeper
 // session, checked by the clock on every batch after its reads
-// (docs/replication.md, "Fencing").
+// (docs/replication.md, "Fencing"). A tagged write that the node's log
+// already holds, or that is on its way there, is answered with that
+// entry's outcome instead of being written again (docs/replication.md,
+// "Idempotent writes").
 //
 // # The role machine
 //
@@ -81,6 +84,7 @@
 //	follower.go   the secondary's side: followLoop and the receiver that applies a stream
 //	service.go    the Data service: routing, request batches, scans, status, handover
 //	replier.go    one request stream's replies, writes answered as the watermark passes them
+//	dedupe.go     the table of tagged writes in the log, so a retried write is written once
 //	storefail.go  a failed store: stepping down, reopening with backoff
 //	repair.go     a damaged store: leaving the ISR, setting files aside, rebuilding from the group
 //	migrate.go    slot migrations: the tasks of each migration, drops, marks, reports

@@ -216,6 +216,7 @@ func (f *receiver) appendEntries(ctx context.Context, in []*wire.LogEntry, commi
 			f.fail(fmt.Errorf("append %d entries from %d: %w", len(entries), entries[0].Seq, err))
 			return
 		}
+		f.n.dedupe.appended(entries)
 		f.appended.Store(last)
 		select {
 		case f.progressed <- struct{}{}:

@@ -16,6 +16,7 @@ type metrics struct {
 	migrateKeys  *atomic.Uint64
 	migrateBytes *atomic.Uint64
 	held         *atomic.Uint64
+	retries      *atomic.Uint64
 }
 
 func newMetrics(n *Node) *metrics {
@@ -31,6 +32,7 @@ func newMetrics(n *Node) *metrics {
 			"Bytes of keys and values this node imported as a slot migration's target."),
 		held: reg.Counter("thunder_data_migration_held_requests_total",
 			"Requests this node held as a slot migration's source while the migration was in hold."),
+		retries: reg.Counter("thunder_data_write_retries_total", "Retried puts and deletes answered from their first attempt instead of written again."),
 	}
 	reg.Gauge("thunder_data_migration_longest_hold_seconds", "The longest hold of a slot migration's requests on this node.",
 		func() float64 { return n.mig.holds.longestHold().Seconds() })

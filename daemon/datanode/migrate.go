@@ -257,6 +257,7 @@ func (p *primary) commitWrite(ctx context.Context, muts []datastore.Mutation) (u
 	if err != nil {
 		return 0, err
 	}
+	p.n.dedupe.appended(entriesOf(muts, seq))
 	p.recompute()
 	return seq, p.waitCommitted(ctx, seq)
 }

@@ -196,7 +196,10 @@ func (imp *importer) apply(ctx context.Context, msg *wire.MigrateMessage) error 
 		through, positioned = body.SnapshotEnd.Seq, true
 	case *wire.MigrateMessage_Entries:
 		for _, r := range body.Entries.Records {
-			muts = append(muts, datastore.Mutation{Slot: int(r.Slot), Key: r.Key, Value: r.Value, Delete: r.Delete, Drop: r.DropSlot})
+			// The writers' tags come along, so a retry that reaches the
+			// target after the switch is known here too.
+			muts = append(muts, datastore.Mutation{Slot: int(r.Slot), Key: r.Key, Value: r.Value, Delete: r.Delete, Drop: r.DropSlot,
+				Tag: datastore.Tag{Client: r.ClientId, Seq: r.ClientSeq}})
 		}
 		through, positioned = body.Entries.Through, true
 	case *wire.MigrateMessage_Position:

@@ -88,6 +88,9 @@ type Node struct {
 	metrics *metrics
 	// mig is the node's part in slot migrations (migrate.go).
 	mig *migrations
+	// dedupe knows the tagged writes in the log, so retries are not
+	// written twice (dedupe.go).
+	dedupe *dedupe
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -138,7 +141,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, id: id, log: cfg.Logger.With("node", id, "group", cfg.Group), ready: make(chan struct{}), done: make(chan struct{}), roleKick: make(chan struct{}, 1)}
+	n := &Node{cfg: cfg, id: id, log: cfg.Logger.With("node", id, "group", cfg.Group), ready: make(chan struct{}), done: make(chan struct{}), roleKick: make(chan struct{}, 1),
+		dedupe: newDedupe()}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.mig = newMigrations(n)
 	if err := n.start(ctx); err != nil {

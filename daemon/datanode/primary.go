@@ -223,6 +223,10 @@ func (p *primary) leaseErr() error {
 // (durable on every in-sync replica), whether they can no longer be (the
 // role ended, or too few replicas are in sync; either way the write may or
 // may not be kept), or else the channel to wait on before asking again.
+// Without the lease even a committed write is refused: the client's retry
+// carries the write's tag, and whichever node leads next finds the entry in
+// its log and answers it from there (docs/replication.md, "Idempotent
+// writes"), so the refusal never makes a write apply twice.
 func (p *primary) outcome(seq uint64) (done bool, advanced <-chan struct{}, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -273,11 +273,13 @@ func (p *primary) ackedOf(id string) uint64 {
 // wireLogEntry is a log entry as the wire carries it; storeLogEntry the
 // converse.
 func wireLogEntry(e datastore.LogEntry) *wire.LogEntry {
-	return &wire.LogEntry{Seq: e.Seq, Epoch: e.Epoch, Slot: uint32(e.Slot), Key: e.Key, Value: e.Value, Delete: e.Delete, DropSlot: e.Drop, Mark: e.Mark}
+	return &wire.LogEntry{Seq: e.Seq, Epoch: e.Epoch, Slot: uint32(e.Slot), Key: e.Key, Value: e.Value, Delete: e.Delete, DropSlot: e.Drop, Mark: e.Mark,
+		ClientId: e.Tag.Client, ClientSeq: e.Tag.Seq}
 }
 
 func storeLogEntry(e *wire.LogEntry) datastore.LogEntry {
-	return datastore.LogEntry{Seq: e.Seq, Epoch: e.Epoch, Slot: int(e.Slot), Key: e.Key, Value: e.Value, Delete: e.Delete, Drop: e.DropSlot, Mark: e.Mark}
+	return datastore.LogEntry{Seq: e.Seq, Epoch: e.Epoch, Slot: int(e.Slot), Key: e.Key, Value: e.Value, Delete: e.Delete, Drop: e.DropSlot, Mark: e.Mark,
+		Tag: datastore.Tag{Client: e.ClientId, Seq: e.ClientSeq}}
 }
 
 // chunker gathers snapshot records into chunks of at most snapshotChunk

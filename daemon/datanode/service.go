@@ -133,7 +133,8 @@ func (s *service) handle(ctx context.Context, batch *wire.Batch, r *replier) {
 			refs = append(refs, datastore.KeyRef{Slot: slot, Key: req.Key})
 		case wire.Op_PUT, wire.Op_DELETE:
 			putIDs = append(putIDs, req.Id)
-			muts = append(muts, datastore.Mutation{Slot: slot, Key: req.Key, Value: req.Value, Delete: req.Op == wire.Op_DELETE})
+			muts = append(muts, datastore.Mutation{Slot: slot, Key: req.Key, Value: req.Value, Delete: req.Op == wire.Op_DELETE,
+				Tag: datastore.Tag{Client: req.ClientId, Seq: req.ClientSeq}})
 		default:
 			replies = append(replies, errResponse(req.Id, fmt.Errorf("%w: unknown op %d", wire.ErrInvalidArgument, req.Op)))
 		}
@@ -158,12 +159,16 @@ func (s *service) handle(ctx context.Context, batch *wire.Batch, r *replier) {
 			replies = append(replies, &wire.Response{Id: gets[i].Id, Value: res.Value})
 		}
 	}
-	if len(muts) > 0 && lease != nil {
-		for _, id := range putIDs {
-			replies = append(replies, errResponse(id, lease))
+	if len(muts) > 0 {
+		err := lease
+		if err == nil {
+			err = st.primary.admit()
 		}
-	} else if len(muts) > 0 {
-		if err := n.write(ctx, st.primary, muts, putIDs, r); err != nil {
+		if err == nil {
+			muts, putIDs = n.retries(st.primary, muts, putIDs, r)
+			err = n.write(ctx, st.primary, muts, putIDs, r)
+		}
+		if err != nil {
 			for _, id := range putIDs {
 				replies = append(replies, errResponse(id, err))
 			}
@@ -172,15 +177,55 @@ func (s *service) handle(ctx context.Context, batch *wire.Batch, r *replier) {
 	r.ready(replies)
 }
 
-// write queues muts for the group commit; once durable on this node, the
-// replier answers them when every in-sync replica has them too (or at once,
-// with --acks 1). An error means the write was refused and nothing queued.
+// retries takes out of muts the tagged writes this node has seen before
+// (docs/replication.md, "Idempotent writes"): a write whose entry is in the
+// log is answered with that entry's outcome, once the watermark passes it;
+// one whose first attempt is still on its way to the log gets that
+// attempt's outcome. It returns the writes left to write, whose tags are
+// now claimed, and their ids.
+func (n *Node) retries(p *primary, muts []datastore.Mutation, ids []uint64, r *replier) ([]datastore.Mutation, []uint64) {
+	fresh, freshIDs := muts[:0], ids[:0]
+	retried := 0
+	for i, m := range muts {
+		if m.Tag.IsZero() {
+			fresh, freshIDs = append(fresh, m), append(freshIDs, ids[i])
+			continue
+		}
+		seq, first := n.dedupe.claim(m.Tag, n.inLog)
+		if first == nil && seq == 0 {
+			fresh, freshIDs = append(fresh, m), append(freshIDs, ids[i])
+			continue
+		}
+		retried++
+		id := []uint64{ids[i]}
+		r.queued()
+		if first != nil {
+			n.dedupe.join(first, func(seq uint64, err error) { r.written(p, seq, id, err) })
+		} else {
+			r.written(p, seq, id, nil)
+		}
+	}
+	if retried > 0 {
+		// Retries come after a failover or a lost connection: rare, and
+		// worth a line.
+		n.metrics.retries.Add(uint64(retried))
+		n.log.Info("answered retried writes from their first attempt instead of writing them again", "writes", retried)
+	}
+	return fresh, freshIDs
+}
+
+// write queues muts, admitted by p, for the group commit; once durable on
+// this node, the replier answers them when every in-sync replica has them
+// too (or at once, with --acks 1). An error means the write was refused and
+// nothing queued. The tags of muts are claimed (retries); write reports
+// their outcome.
 func (n *Node) write(ctx context.Context, p *primary, muts []datastore.Mutation, ids []uint64, r *replier) error {
-	if err := p.admit(); err != nil {
-		return err
+	if len(muts) == 0 {
+		return nil
 	}
 	r.queued()
 	err := n.store().WriteAsync(ctx, muts, func(seq uint64, err error) {
+		n.dedupe.written(muts, seq, err)
 		if err == nil {
 			p.recompute()
 		}
@@ -188,6 +233,7 @@ func (n *Node) write(ctx context.Context, p *primary, muts []datastore.Mutation,
 		r.written(p, seq, ids, err)
 	})
 	if err != nil {
+		n.dedupe.written(muts, 0, err)
 		n.noteStoreErr(err)
 		r.written(nil, 0, nil, nil)
 	}

@@ -1,0 +1,246 @@
+package datanode
+
+import (
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/thunderyurts/thunderyurts/datastore"
+)
+
+// The retry window of idempotent writes (docs/replication.md, "Idempotent
+// writes"): the table keeps a tag for dedupeWindow after its entry was
+// appended, and the newest dedupeMin tags whatever their age, but never
+// more than dedupeMax tags (about 130 bytes each, measured: 130 MiB at
+// most, which only more than 8,700 tagged writes a second for two minutes
+// reach).
+const (
+	dedupeWindow = 2 * time.Minute
+	dedupeMin    = 64 << 10
+	dedupeMax    = 1 << 20
+)
+
+// dedupe is a node's table of the tagged writes in its log: (client id,
+// client seq) → log seq. It is fed from every entry the node appends, its
+// own writes and those it replicates, and rebuilt from the log's tail when
+// a store is opened. A primary answers a tagged write found here with the
+// outcome of the entry it names, and joins one whose first attempt is
+// still on its way to the log (inflight), so a retry is never appended
+// twice. A hit is checked against the log before it is believed, so
+// entries a truncation removed, or a snapshot replaced, are simply not
+// found.
+type dedupe struct {
+	mu    sync.Mutex
+	seqs  map[datastore.Tag]uint64
+	order []tagged // in log order, oldest first, from head on
+	head  int
+	// pending holds the claimed tags not yet written; the inflight is made
+	// when a second attempt comes (nil until then: no allocation per write).
+	pending map[datastore.Tag]*inflight
+	born    time.Time // the table's clock starts here (monotonic)
+}
+
+// tagged is one tag in the table and when it was added, on the table's
+// clock: the tags, up to a million, hold no pointer for the collector to
+// scan.
+type tagged struct {
+	tag datastore.Tag
+	seq uint64
+	at  time.Duration
+}
+
+// inflight is a tagged write queued on this node and not yet in its log;
+// writes with the same tag wait for its outcome.
+type inflight struct {
+	done    bool
+	seq     uint64
+	err     error
+	waiters []func(seq uint64, err error)
+}
+
+func newDedupe() *dedupe {
+	return &dedupe{seqs: map[datastore.Tag]uint64{}, pending: map[datastore.Tag]*inflight{}, born: time.Now()}
+}
+
+// claim looks tag up. A tag in the log returns its entry's seq (inLog
+// confirms it); one in flight returns that write, to join; otherwise the
+// tag is claimed as in flight, and the caller must report the outcome of
+// its write through written.
+func (d *dedupe) claim(tag datastore.Tag, inLog func(datastore.Tag, uint64) bool) (seq uint64, first *inflight) {
+	for {
+		d.mu.Lock()
+		if f, ok := d.pending[tag]; ok {
+			if f == nil {
+				f = &inflight{}
+				d.pending[tag] = f
+			}
+			d.mu.Unlock()
+			return 0, f
+		}
+		seq, ok := d.seqs[tag]
+		if !ok {
+			d.pending[tag] = nil
+			d.mu.Unlock()
+			return 0, nil
+		}
+		d.mu.Unlock()
+		// The log read is outside the lock: it may touch the disk.
+		if inLog(tag, seq) {
+			return seq, nil
+		}
+		d.mu.Lock()
+		if d.seqs[tag] == seq {
+			delete(d.seqs, tag)
+		}
+		d.mu.Unlock()
+	}
+}
+
+// join calls then with the outcome of the write f once it is known: the
+// seq of its entry, or why it was not written.
+func (d *dedupe) join(f *inflight, then func(seq uint64, err error)) {
+	d.mu.Lock()
+	if !f.done {
+		f.waiters = append(f.waiters, then)
+		d.mu.Unlock()
+		return
+	}
+	d.mu.Unlock()
+	then(f.seq, f.err)
+}
+
+// written reports the outcome of one write call of muts, whose tags were
+// claimed: their entries end at seq last, or err says why they were not
+// written.
+func (d *dedupe) written(muts []datastore.Mutation, last uint64, err error) {
+	tagged := false
+	for i := range muts {
+		tagged = tagged || !muts[i].Tag.IsZero()
+	}
+	if !tagged {
+		return // the common case of old clients: no lock to take
+	}
+	var wake []*inflight
+	now := time.Since(d.born)
+	d.mu.Lock()
+	for i := range muts {
+		tag := muts[i].Tag
+		f, claimed := d.pending[tag]
+		if tag.IsZero() || !claimed {
+			continue
+		}
+		delete(d.pending, tag)
+		var seq uint64
+		if err == nil {
+			seq = last - uint64(len(muts)-1-i)
+			d.addLocked(tag, seq, now)
+		}
+		if f != nil {
+			f.done, f.seq, f.err = true, seq, err
+			wake = append(wake, f)
+		}
+	}
+	d.pruneLocked(now)
+	d.mu.Unlock()
+	for _, f := range wake {
+		for _, then := range f.waiters {
+			then(f.seq, f.err)
+		}
+	}
+}
+
+// entriesOf is muts as the log entries one Write of them made, ending at
+// seq last: the tagged ones only, the rest of no interest to the dedupe.
+func entriesOf(muts []datastore.Mutation, last uint64) []datastore.LogEntry {
+	var out []datastore.LogEntry
+	for i := range muts {
+		if !muts[i].Tag.IsZero() {
+			out = append(out, datastore.LogEntry{Seq: last - uint64(len(muts)-1-i), Tag: muts[i].Tag})
+		}
+	}
+	return out
+}
+
+// appended adds the tags of entries this node appended to its log.
+func (d *dedupe) appended(entries []datastore.LogEntry) {
+	now := time.Since(d.born)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for i := range entries {
+		if !entries[i].Tag.IsZero() {
+			d.addLocked(entries[i].Tag, entries[i].Seq, now)
+		}
+	}
+	d.pruneLocked(now)
+}
+
+func (d *dedupe) addLocked(tag datastore.Tag, seq uint64, now time.Duration) {
+	d.seqs[tag] = seq
+	d.order = append(d.order, tagged{tag: tag, seq: seq, at: now})
+}
+
+// pruneLocked forgets the tags beyond the window.
+func (d *dedupe) pruneLocked(now time.Duration) {
+	for n := len(d.order) - d.head; n > dedupeMin; n-- {
+		t := d.order[d.head]
+		if n <= dedupeMax && now-t.at < dedupeWindow {
+			break
+		}
+		if d.seqs[t.tag] == t.seq {
+			delete(d.seqs, t.tag)
+		}
+		d.order[d.head] = tagged{}
+		d.head++
+	}
+	if d.head > len(d.order)/2 {
+		d.order = append(d.order[:0], d.order[d.head:]...)
+		d.head = 0
+	}
+}
+
+// rebuild replaces the table's tags with those of the newest dedupeMax
+// entries of store's log, as a store is opened. Writes in flight stay
+// claimed: their outcome comes from the store they were queued in.
+func (d *dedupe) rebuild(store *datastore.Store, log *slog.Logger) {
+	d.mu.Lock()
+	clear(d.seqs)
+	d.order, d.head = nil, 0
+	d.mu.Unlock()
+	last := store.LastSeq()
+	from := store.FirstLogSeq()
+	if last >= dedupeMax {
+		from = max(from, last-dedupeMax+1)
+	}
+	start, found := time.Now(), 0
+	for from <= last {
+		entries, err := store.ReadLog(from, datastore.Limit{Entries: 4096, Bytes: shipBytes})
+		if first := store.FirstLogSeq(); errors.Is(err, datastore.ErrLogTrimmed) && first > from {
+			// Trimmed meanwhile: the older tags are gone with their entries.
+			from = first
+			continue
+		}
+		if err != nil {
+			log.Warn("idempotent writes: could not read the log's tags; retries of older writes may apply twice", "from", from, "err", err)
+			return
+		}
+		if len(entries) == 0 {
+			break
+		}
+		for i := range entries {
+			if !entries[i].Tag.IsZero() {
+				found++
+			}
+		}
+		d.appended(entries)
+		from = entries[len(entries)-1].Seq + 1
+	}
+	log.Info("idempotent writes: read the tags of the log's tail", "tags", found, "last_seq", last,
+		"took", time.Since(start).Round(time.Millisecond))
+}
+
+// inLog reports whether the entry at seq in the node's log carries tag.
+func (n *Node) inLog(tag datastore.Tag, seq uint64) bool {
+	entries, err := n.store().ReadLog(seq, datastore.Limit{Entries: 1})
+	return err == nil && len(entries) == 1 && entries[0].Seq == seq && entries[0].Tag == tag
+}
