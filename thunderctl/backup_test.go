@@ -237,9 +237,6 @@ func TestBackupRestore(t *testing.T) {
 	if res.Slots != 64 || res.Keys < int64(len(static)+500) || len(res.Groups) != 2 {
 		t.Fatalf("backup run: %+v", res)
 	}
-	// Anonymous, as the backup package's own S3 tests: with credentials
-	// minio-go signs the upload in aws-chunked form, which the test server
-	// stores as is.
 	srv := s3test.Start(t, "backups")
 	s3dest := "s3://backups/e2e"
 	hotS3 := w.snapshot()
