@@ -481,9 +481,9 @@ func TestBackupSchedule(t *testing.T) {
 		t.Fatalf("schedule set: exit %d: %s", code, stderr)
 	}
 	eventually(t, time.Minute, func() error {
-		out, _, _ := tc.cli(nil, "admin", "status")
-		if !strings.Contains(out, "backup schedule failing") {
-			return fmt.Errorf("no warning in status:\n%s", out)
+		out, _, code := tc.cli(nil, "admin", "status")
+		if !strings.Contains(out, "backup schedule failing") || code != 1 {
+			return fmt.Errorf("no warning in status (exit %d):\n%s", code, out)
 		}
 		return nil
 	})
