@@ -60,10 +60,7 @@ func TestMigrationCrashPoints(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	c := tc.client(cl)
-	parallel(t, 64, migKeys, func(i int) error {
-		return c.Put(ctx, []byte(fmt.Sprintf("k-%05d", i)), []byte(fmt.Sprintf("v-%05d", i)))
-	})
-	parallel(t, 64, migDeleted, func(i int) error { return c.Delete(ctx, []byte(fmt.Sprintf("k-%05d", i))) })
+	putMigrationKeys(t, ctx, c)
 	parallel(t, 16, padKeys, func(i int) error { return c.Put(ctx, padKey(i), padValue(i)) })
 
 	sw := watchSlots(t, cl, "g1", "g2")
