@@ -46,11 +46,7 @@ func TestMigrationRebalanceAndDrain(t *testing.T) {
 	defer cancel()
 	c := tc.client(cl)
 
-	// ~20,000 keys; the first 1,000 deleted again.
-	parallel(t, 64, migKeys, func(i int) error {
-		return c.Put(ctx, []byte(fmt.Sprintf("k-%05d", i)), []byte(fmt.Sprintf("v-%05d", i)))
-	})
-	parallel(t, 64, migDeleted, func(i int) error { return c.Delete(ctx, []byte(fmt.Sprintf("k-%05d", i))) })
+	putMigrationKeys(t, ctx, c)
 
 	// The third group joins; what the rebalance will move is known now.
 	for _, m := range []string{"a", "b", "c"} {
@@ -187,6 +183,16 @@ func TestMigrationRebalanceAndDrain(t *testing.T) {
 	if code != 0 || !strings.Contains(out2, "last finished: ") {
 		t.Errorf("admin slots: exit %d\n%s", code, out2)
 	}
+}
+
+// putMigrationKeys stores k-00000 to k-19999 (v-00000 …) and deletes the
+// first 1,000 again: what checkMigratedData expects.
+func putMigrationKeys(t *testing.T, ctx context.Context, c *client.Client) {
+	t.Helper()
+	parallel(t, 64, migKeys, func(i int) error {
+		return c.Put(ctx, []byte(fmt.Sprintf("k-%05d", i)), []byte(fmt.Sprintf("v-%05d", i)))
+	})
+	parallel(t, 64, migDeleted, func(i int) error { return c.Delete(ctx, []byte(fmt.Sprintf("k-%05d", i))) })
 }
 
 // waitMigrating waits until a migration is in flight.
