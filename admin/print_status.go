@@ -25,6 +25,7 @@ func PrintStatus(w io.Writer, s *Status, f Format) error {
 		ew.printf("\n")
 		hdr, rows = nodeTable(s.Nodes)
 		ew.table("NODES", hdr, rows)
+		ew.printf("\n%s\n", backupLine(s.Backups))
 		ew.printf("\nWARNINGS\n")
 		if len(s.Warnings) == 0 {
 			ew.printf("none\n")

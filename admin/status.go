@@ -35,6 +35,8 @@ type Status struct {
 	Coordinators []CoordinatorStatus `json:"coordinators"`
 	Groups       []GroupStatus       `json:"groups"`
 	Nodes        []NodeStatusRow     `json:"nodes"`
+	// Backups is the backup schedule and its runs.
+	Backups *BackupStatus `json:"backups,omitempty"`
 	// Warnings are one-line findings an operator should act on.
 	Warnings []string `json:"warnings"`
 }
@@ -150,6 +152,10 @@ func CollectStatus(ctx context.Context, c *coord.Cluster, nodeStatus, slotCounts
 	if err != nil {
 		return fail(err)
 	}
+	backups, err := c.BackupState(ctx)
+	if err != nil {
+		return fail(err)
+	}
 	var probes, counts map[string]NodeProbe
 	if nodeStatus != nil {
 		// Primaries count their slots, when asked to and there is a table
@@ -179,6 +185,9 @@ func CollectStatus(ctx context.Context, c *coord.Cluster, nodeStatus, slotCounts
 	}
 	s := BuildStatus(meta, table, groups, nodes, coordinators, probes)
 	s.Warnings = append(s.Warnings, rebalanceWarnings(table, groups, time.Now())...)
+	s.Backups = buildBackupStatus(backups, coordinators, func(format string, args ...any) {
+		s.Warnings = append(s.Warnings, fmt.Sprintf(format, args...))
+	})
 	if counts != nil {
 		// The table again: a migration that began while the primaries
 		// counted explains the keys it moved.

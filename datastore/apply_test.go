@@ -94,8 +94,14 @@ func TestApplyFailureReopen(t *testing.T) {
 	}
 	waitApplied(t, s)
 	fail.Store(true)
+	// One call: puts one by one would race the failing applier, which may
+	// fail the store before the last of them is acknowledged.
+	var muts []Mutation
 	for i := 50; i < 100; i++ {
-		mustPut(t, s, i%16, fmt.Sprintf("k%d", i), "v")
+		muts = append(muts, Mutation{Slot: i % 16, Key: fmt.Appendf(nil, "k%d", i), Value: []byte("v")})
+	}
+	if _, err := s.Write(testCtx(t), muts); err != nil {
+		t.Fatal(err)
 	}
 	if _, err := s.Scan(testCtx(t), []int{1}, nil, nil, Limit{}); !errors.Is(err, ErrFailed) {
 		t.Fatalf("scan waiting on a failed applier: %v", err)

@@ -30,6 +30,13 @@ import (
 // ErrBadSlot, ErrCorrupt (naming slot and key; fn has then seen only the
 // keys before it), ErrRestoring, ErrClosed.
 func (s *Store) Snapshot(ctx context.Context, slots []int, fn func(slot int, key, value []byte) error) (seq uint64, err error) {
+	return s.SnapshotCut(ctx, slots, nil, fn)
+}
+
+// SnapshotCut is Snapshot that first calls begin, when not nil, with the
+// seq the copy reflects, before any fn: for a copy whose header names its
+// log position (backups). An error from begin ends it as fn's would.
+func (s *Store) SnapshotCut(ctx context.Context, slots []int, begin func(seq uint64) error, fn func(slot int, key, value []byte) error) (seq uint64, err error) {
 	for _, slot := range slots {
 		if err := s.checkSlot(slot); err != nil {
 			return 0, fmt.Errorf("snapshot: %w", err)
@@ -63,6 +70,11 @@ func (s *Store) Snapshot(ctx context.Context, slots []int, fn func(slot int, key
 			return err
 		}
 		seq = applied
+		if begin != nil {
+			if err := begin(seq); err != nil {
+				return err
+			}
+		}
 		n := 0
 		for _, slot := range slots {
 			b := slotBucket(tx, slot)

@@ -20,14 +20,22 @@ func adminCommand() *cli.Command {
 		Subcommands: []*cli.Command{
 			{
 				Name:  "status",
-				Usage: "coordinators, groups, nodes and warnings (-o json for scripts)",
+				Usage: "coordinators, groups, nodes and warnings (-o json for scripts); exits 1 when there are warnings",
 				Action: func(c *cli.Context) error {
 					return withCluster(c, func(ctx context.Context, cl *coord.Cluster, f admin.Format) error {
 						st, err := admin.CollectStatus(ctx, cl, client.NodeStatus, client.NodeSlotCounts)
 						if err != nil {
 							return err
 						}
-						return admin.PrintStatus(c.App.Writer, st, f)
+						if err := admin.PrintStatus(c.App.Writer, st, f); err != nil {
+							return err
+						}
+						// Every warning is something to act on: monitors
+						// and scripts read the exit code.
+						if n := len(st.Warnings); n > 0 {
+							return fmt.Errorf("cluster %s is unhealthy: %d warning(s)", cl.Name(), n)
+						}
+						return nil
 					})
 				},
 			},
@@ -96,6 +104,8 @@ func adminCommand() *cli.Command {
 					},
 				},
 			},
+			backupCommand(),
+			restoreCommand(),
 			{
 				Name:  "slots",
 				Usage: "which group owns which slot ranges; the migrations in flight and the last finished",

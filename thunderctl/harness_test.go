@@ -79,26 +79,38 @@ func newTestCluster(t testing.TB) *testCluster { return newTestClusterOn(t, "") 
 func newTestClusterOn(t testing.TB, host string) *testCluster {
 	t.Helper()
 	tc := &testCluster{t: t, zk: zktest.StartOn(t, host), dir: t.TempDir(), name: "e2e", procs: map[string]*proc{}}
-	t.Cleanup(func() {
-		tc.mu.Lock()
-		defer tc.mu.Unlock()
-		for _, p := range tc.procs {
-			p.Kill()
-		}
-		for _, p := range tc.procs {
-			if b, err := os.ReadFile(p.Log); err == nil && bytes.Contains(b, []byte("WARNING: DATA RACE")) {
-				t.Errorf("%s hit a data race:\n%s", p.Name, b)
-			}
-		}
-		if t.Failed() {
-			for _, p := range tc.procs {
-				if b, err := os.ReadFile(p.Log); err == nil {
-					t.Logf("--- log of %s ---\n%s", p.Name, tail(string(b), 40))
-				}
-			}
-		}
-	})
+	t.Cleanup(tc.stop)
 	return tc
+}
+
+// another is a second cluster, named name, on the same ZooKeeper.
+func (tc *testCluster) another(name string) *testCluster {
+	o := &testCluster{t: tc.t, zk: tc.zk, dir: tc.t.TempDir(), name: name, procs: map[string]*proc{}}
+	tc.t.Cleanup(o.stop)
+	return o
+}
+
+// stop kills every process and reports data races, and the logs of a
+// failed test.
+func (tc *testCluster) stop() {
+	t := tc.t
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	for _, p := range tc.procs {
+		p.Kill()
+	}
+	for _, p := range tc.procs {
+		if b, err := os.ReadFile(p.Log); err == nil && bytes.Contains(b, []byte("WARNING: DATA RACE")) {
+			t.Errorf("%s hit a data race:\n%s", p.Name, b)
+		}
+	}
+	if t.Failed() {
+		for _, p := range tc.procs {
+			if b, err := os.ReadFile(p.Log); err == nil {
+				t.Logf("--- log of %s ---\n%s", p.Name, tail(string(b), 40))
+			}
+		}
+	}
 }
 
 func tail(s string, lines int) string {

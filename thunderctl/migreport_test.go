@@ -74,8 +74,8 @@ func TestMigrationReport(t *testing.T) {
 	if err != nil || len(hist) == 0 || slices.ContainsFunc(hist, func(r coord.MigrationRecord) bool { return r.Holds == 0 || r.LastPauseMs <= 0 }) {
 		t.Fatalf("history %+v, %v: every migration should keep its holds and last pause", hist, err)
 	}
-	if warnings := statusWarnings(t, tc); strings.Contains(warnings, "orphaned") {
-		t.Fatalf("status after the rebalance warns:\n%s", warnings)
+	if warnings, code := statusWarnings(t, tc); strings.Contains(warnings, "orphaned") {
+		t.Fatalf("status after the rebalance exits %d, warns:\n%s", code, warnings)
 	}
 
 	// A migration someone else started (the leader drives only its plan's)
@@ -122,18 +122,19 @@ func TestMigrationReport(t *testing.T) {
 		t.Fatalf("slot %d holds %d of the keys; the check needs some", slot, staged)
 	}
 	want := fmt.Sprintf("group g2 holds %d orphaned keys", staged)
-	if warnings := statusWarnings(t, tc); !strings.Contains(warnings, want) {
-		t.Fatalf("status warnings lack %q:\n%s", want, warnings)
+	if warnings, code := statusWarnings(t, tc); !strings.Contains(warnings, want) || code != 1 {
+		t.Fatalf("status exits %d, warnings lack %q:\n%s", code, want, warnings)
 	}
 }
 
-// statusWarnings is what admin status -o json warns about.
-func statusWarnings(t *testing.T, tc *testCluster) string {
+// statusWarnings is what admin status -o json warns about, and its exit
+// code (1 when it warns).
+func statusWarnings(t *testing.T, tc *testCluster) (string, int) {
 	t.Helper()
 	out, errOut, code := tc.cli(nil, "admin", "status", "-o", "json")
 	var s admin.Status
-	if code != 0 || json.Unmarshal([]byte(out), &s) != nil {
+	if json.Unmarshal([]byte(out), &s) != nil || code != map[bool]int{true: 0, false: 1}[len(s.Warnings) == 0] {
 		t.Fatalf("admin status: exit %d\n%s%s", code, out, errOut)
 	}
-	return strings.Join(s.Warnings, "\n")
+	return strings.Join(s.Warnings, "\n"), code
 }

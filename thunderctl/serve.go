@@ -12,6 +12,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/thunderyurts/thunderyurts/backup"
 	"github.com/thunderyurts/thunderyurts/client"
 	"github.com/thunderyurts/thunderyurts/coord"
 	"github.com/thunderyurts/thunderyurts/daemon"
@@ -122,6 +123,7 @@ func serveCoord(c *cli.Context) error {
 			Cluster: cluster, Listen: c.String("listen"), HTTP: c.String("http"),
 			Slots: c.Int("slots"), ReplicationFactor: c.Int("replication-factor"),
 			AssignDelay: c.Duration("assign-delay"), NodeStatus: client.NodeStatus, Logger: log,
+			Backups: backup.NewScheduler(cluster, readBuildInfo().Version, log),
 		})
 	})
 }

@@ -144,7 +144,7 @@ func TestUsageErrors(t *testing.T) {
 		{"admin zk two paths", []string{"admin", "zk", "a", "b"}, "at most one argument", nil},
 		// Commands, arguments, flags.
 		{"no command", []string{}, "a command is required", nil},
-		{"no admin command", []string{"admin"}, "a command is required: status, zk, failover, node, slots", nil},
+		{"no admin command", []string{"admin"}, "a command is required: status, zk, failover, node, backup, restore, slots", nil},
 		{"unknown command", []string{"frobnicate"}, `unknown command "frobnicate"`, nil},
 		{"unknown admin command", []string{"admin", "frob"}, `unknown command "admin frob"`, nil},
 		{"unknown flag", []string{"get", "--bogus", "k"}, "unknown flag --bogus", nil},

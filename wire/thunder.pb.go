@@ -2756,6 +2756,179 @@ func (x *MigratePosition) GetCommitted() uint64 {
 	return 0
 }
 
+// DumpRequest asks an in-sync member of a group for one consistent copy of
+// slots, all cut at the same log position.
+type DumpRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Slots []uint32               `protobuf:"varint,1,rep,packed,name=slots,proto3" json:"slots,omitempty"`
+	// min_seq: the copy reflects at least the log up to here (the primary's
+	// committed seq when the backup started), so a secondary first waits to
+	// learn that much is committed.
+	MinSeq        uint64 `protobuf:"varint,2,opt,name=min_seq,json=minSeq,proto3" json:"min_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DumpRequest) Reset() {
+	*x = DumpRequest{}
+	mi := &file_thunder_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DumpRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DumpRequest) ProtoMessage() {}
+
+func (x *DumpRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_thunder_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DumpRequest.ProtoReflect.Descriptor instead.
+func (*DumpRequest) Descriptor() ([]byte, []int) {
+	return file_thunder_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *DumpRequest) GetSlots() []uint32 {
+	if x != nil {
+		return x.Slots
+	}
+	return nil
+}
+
+func (x *DumpRequest) GetMinSeq() uint64 {
+	if x != nil {
+		return x.MinSeq
+	}
+	return 0
+}
+
+// DumpChunk is one message of a Dump: the first carries the cut, then
+// records follow (slot by slot in the order asked, key order within a
+// slot) in chunks of about 4 MiB; the last has end set.
+type DumpChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Records       []*SnapshotRecord      `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	Cut           *DumpCut               `protobuf:"bytes,2,opt,name=cut,proto3" json:"cut,omitempty"`
+	End           bool                   `protobuf:"varint,3,opt,name=end,proto3" json:"end,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DumpChunk) Reset() {
+	*x = DumpChunk{}
+	mi := &file_thunder_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DumpChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DumpChunk) ProtoMessage() {}
+
+func (x *DumpChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_thunder_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DumpChunk.ProtoReflect.Descriptor instead.
+func (*DumpChunk) Descriptor() ([]byte, []int) {
+	return file_thunder_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *DumpChunk) GetRecords() []*SnapshotRecord {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+func (x *DumpChunk) GetCut() *DumpCut {
+	if x != nil {
+		return x.Cut
+	}
+	return nil
+}
+
+func (x *DumpChunk) GetEnd() bool {
+	if x != nil {
+		return x.End
+	}
+	return false
+}
+
+// DumpCut: the copy reflects the group's log up to seq, written in epoch.
+type DumpCut struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Epoch         uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Seq           uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DumpCut) Reset() {
+	*x = DumpCut{}
+	mi := &file_thunder_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DumpCut) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DumpCut) ProtoMessage() {}
+
+func (x *DumpCut) ProtoReflect() protoreflect.Message {
+	mi := &file_thunder_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DumpCut.ProtoReflect.Descriptor instead.
+func (*DumpCut) Descriptor() ([]byte, []int) {
+	return file_thunder_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *DumpCut) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *DumpCut) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
 var File_thunder_proto protoreflect.FileDescriptor
 
 const file_thunder_proto_rawDesc = "" +
@@ -2957,7 +3130,17 @@ const file_thunder_proto_rawDesc = "" +
 	"\athrough\x18\x02 \x01(\x04R\athrough\"I\n" +
 	"\x0fMigratePosition\x12\x18\n" +
 	"\athrough\x18\x01 \x01(\x04R\athrough\x12\x1c\n" +
-	"\tcommitted\x18\x02 \x01(\x04R\tcommitted*\x8c\x01\n" +
+	"\tcommitted\x18\x02 \x01(\x04R\tcommitted\"<\n" +
+	"\vDumpRequest\x12\x14\n" +
+	"\x05slots\x18\x01 \x03(\rR\x05slots\x12\x17\n" +
+	"\amin_seq\x18\x02 \x01(\x04R\x06minSeq\"\x88\x01\n" +
+	"\tDumpChunk\x12;\n" +
+	"\arecords\x18\x01 \x03(\v2!.thunderyurts.wire.SnapshotRecordR\arecords\x12,\n" +
+	"\x03cut\x18\x02 \x01(\v2\x1a.thunderyurts.wire.DumpCutR\x03cut\x12\x10\n" +
+	"\x03end\x18\x03 \x01(\bR\x03end\"1\n" +
+	"\aDumpCut\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq*\x8c\x01\n" +
 	"\x04Code\x12\x06\n" +
 	"\x02OK\x10\x00\x12\r\n" +
 	"\tNOT_FOUND\x10\x01\x12\t\n" +
@@ -2973,14 +3156,15 @@ const file_thunder_proto_rawDesc = "" +
 	"\x03PUT\x10\x01\x12\n" +
 	"\n" +
 	"\x06DELETE\x10\x02\x12\b\n" +
-	"\x04PING\x10\x032\xdf\x03\n" +
+	"\x04PING\x10\x032\xa7\x04\n" +
 	"\x04Data\x12E\n" +
 	"\x06Stream\x12\x18.thunderyurts.wire.Batch\x1a\x1d.thunderyurts.wire.BatchReply(\x010\x01\x12D\n" +
 	"\x04Scan\x12\x1e.thunderyurts.wire.ScanRequest\x1a\x1c.thunderyurts.wire.ScanReply\x12M\n" +
 	"\x06Status\x12$.thunderyurts.wire.NodeStatusRequest\x1a\x1d.thunderyurts.wire.NodeStatus\x12V\n" +
 	"\tReplicate\x12\".thunderyurts.wire.FollowerMessage\x1a!.thunderyurts.wire.PrimaryMessage(\x010\x01\x12P\n" +
 	"\bHandover\x12\".thunderyurts.wire.HandoverRequest\x1a .thunderyurts.wire.HandoverReply\x12Q\n" +
-	"\aMigrate\x12!.thunderyurts.wire.MigrateRequest\x1a!.thunderyurts.wire.MigrateMessage0\x012Q\n" +
+	"\aMigrate\x12!.thunderyurts.wire.MigrateRequest\x1a!.thunderyurts.wire.MigrateMessage0\x01\x12F\n" +
+	"\x04Dump\x12\x1e.thunderyurts.wire.DumpRequest\x1a\x1c.thunderyurts.wire.DumpChunk0\x012Q\n" +
 	"\x05Route\x12H\n" +
 	"\tGetRoutes\x12 .thunderyurts.wire.RoutesRequest\x1a\x19.thunderyurts.wire.RoutesB+Z)github.com/thunderyurts/thunderyurts/wireb\x06proto3"
 
@@ -2997,7 +3181,7 @@ func file_thunder_proto_rawDescGZIP() []byte {
 }
 
 var file_thunder_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_thunder_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_thunder_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_thunder_proto_goTypes = []any{
 	(Code)(0),                  // 0: thunderyurts.wire.Code
 	(Op)(0),                    // 1: thunderyurts.wire.Op
@@ -3037,6 +3221,9 @@ var file_thunder_proto_goTypes = []any{
 	(*MigrateSnapshotEnd)(nil), // 35: thunderyurts.wire.MigrateSnapshotEnd
 	(*MigrateEntries)(nil),     // 36: thunderyurts.wire.MigrateEntries
 	(*MigratePosition)(nil),    // 37: thunderyurts.wire.MigratePosition
+	(*DumpRequest)(nil),        // 38: thunderyurts.wire.DumpRequest
+	(*DumpChunk)(nil),          // 39: thunderyurts.wire.DumpChunk
+	(*DumpCut)(nil),            // 40: thunderyurts.wire.DumpCut
 }
 var file_thunder_proto_depIdxs = []int32{
 	1,  // 0: thunderyurts.wire.Request.op:type_name -> thunderyurts.wire.Op
@@ -3069,25 +3256,29 @@ var file_thunder_proto_depIdxs = []int32{
 	36, // 27: thunderyurts.wire.MigrateMessage.entries:type_name -> thunderyurts.wire.MigrateEntries
 	37, // 28: thunderyurts.wire.MigrateMessage.position:type_name -> thunderyurts.wire.MigratePosition
 	15, // 29: thunderyurts.wire.MigrateEntries.records:type_name -> thunderyurts.wire.LogEntry
-	4,  // 30: thunderyurts.wire.Data.Stream:input_type -> thunderyurts.wire.Batch
-	7,  // 31: thunderyurts.wire.Data.Scan:input_type -> thunderyurts.wire.ScanRequest
-	10, // 32: thunderyurts.wire.Data.Status:input_type -> thunderyurts.wire.NodeStatusRequest
-	17, // 33: thunderyurts.wire.Data.Replicate:input_type -> thunderyurts.wire.FollowerMessage
-	27, // 34: thunderyurts.wire.Data.Handover:input_type -> thunderyurts.wire.HandoverRequest
-	33, // 35: thunderyurts.wire.Data.Migrate:input_type -> thunderyurts.wire.MigrateRequest
-	29, // 36: thunderyurts.wire.Route.GetRoutes:input_type -> thunderyurts.wire.RoutesRequest
-	5,  // 37: thunderyurts.wire.Data.Stream:output_type -> thunderyurts.wire.BatchReply
-	9,  // 38: thunderyurts.wire.Data.Scan:output_type -> thunderyurts.wire.ScanReply
-	11, // 39: thunderyurts.wire.Data.Status:output_type -> thunderyurts.wire.NodeStatus
-	20, // 40: thunderyurts.wire.Data.Replicate:output_type -> thunderyurts.wire.PrimaryMessage
-	28, // 41: thunderyurts.wire.Data.Handover:output_type -> thunderyurts.wire.HandoverReply
-	34, // 42: thunderyurts.wire.Data.Migrate:output_type -> thunderyurts.wire.MigrateMessage
-	32, // 43: thunderyurts.wire.Route.GetRoutes:output_type -> thunderyurts.wire.Routes
-	37, // [37:44] is the sub-list for method output_type
-	30, // [30:37] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	24, // 30: thunderyurts.wire.DumpChunk.records:type_name -> thunderyurts.wire.SnapshotRecord
+	40, // 31: thunderyurts.wire.DumpChunk.cut:type_name -> thunderyurts.wire.DumpCut
+	4,  // 32: thunderyurts.wire.Data.Stream:input_type -> thunderyurts.wire.Batch
+	7,  // 33: thunderyurts.wire.Data.Scan:input_type -> thunderyurts.wire.ScanRequest
+	10, // 34: thunderyurts.wire.Data.Status:input_type -> thunderyurts.wire.NodeStatusRequest
+	17, // 35: thunderyurts.wire.Data.Replicate:input_type -> thunderyurts.wire.FollowerMessage
+	27, // 36: thunderyurts.wire.Data.Handover:input_type -> thunderyurts.wire.HandoverRequest
+	33, // 37: thunderyurts.wire.Data.Migrate:input_type -> thunderyurts.wire.MigrateRequest
+	38, // 38: thunderyurts.wire.Data.Dump:input_type -> thunderyurts.wire.DumpRequest
+	29, // 39: thunderyurts.wire.Route.GetRoutes:input_type -> thunderyurts.wire.RoutesRequest
+	5,  // 40: thunderyurts.wire.Data.Stream:output_type -> thunderyurts.wire.BatchReply
+	9,  // 41: thunderyurts.wire.Data.Scan:output_type -> thunderyurts.wire.ScanReply
+	11, // 42: thunderyurts.wire.Data.Status:output_type -> thunderyurts.wire.NodeStatus
+	20, // 43: thunderyurts.wire.Data.Replicate:output_type -> thunderyurts.wire.PrimaryMessage
+	28, // 44: thunderyurts.wire.Data.Handover:output_type -> thunderyurts.wire.HandoverReply
+	34, // 45: thunderyurts.wire.Data.Migrate:output_type -> thunderyurts.wire.MigrateMessage
+	39, // 46: thunderyurts.wire.Data.Dump:output_type -> thunderyurts.wire.DumpChunk
+	32, // 47: thunderyurts.wire.Route.GetRoutes:output_type -> thunderyurts.wire.Routes
+	40, // [40:48] is the sub-list for method output_type
+	32, // [32:40] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_thunder_proto_init() }
@@ -3118,7 +3309,7 @@ func file_thunder_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_thunder_proto_rawDesc), len(file_thunder_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   36,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -44,6 +44,7 @@ type DRPCDataClient interface {
 	Replicate(ctx context.Context) (DRPCData_ReplicateClient, error)
 	Handover(ctx context.Context, in *HandoverRequest) (*HandoverReply, error)
 	Migrate(ctx context.Context, in *MigrateRequest) (DRPCData_MigrateClient, error)
+	Dump(ctx context.Context, in *DumpRequest) (DRPCData_DumpClient, error)
 }
 
 type drpcDataClient struct {
@@ -201,6 +202,46 @@ func (x *drpcData_MigrateClient) RecvMsg(m *MigrateMessage) error {
 	return x.MsgRecv(m, drpcEncoding_File_thunder_proto{})
 }
 
+func (c *drpcDataClient) Dump(ctx context.Context, in *DumpRequest) (DRPCData_DumpClient, error) {
+	stream, err := c.cc.NewStream(ctx, "/thunderyurts.wire.Data/Dump", drpcEncoding_File_thunder_proto{})
+	if err != nil {
+		return nil, err
+	}
+	x := &drpcData_DumpClient{stream}
+	if err := x.MsgSend(in, drpcEncoding_File_thunder_proto{}); err != nil {
+		return nil, err
+	}
+	if err := x.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+type DRPCData_DumpClient interface {
+	drpc.Stream
+	Recv() (*DumpChunk, error)
+}
+
+type drpcData_DumpClient struct {
+	drpc.Stream
+}
+
+func (x *drpcData_DumpClient) GetStream() drpc.Stream {
+	return x.Stream
+}
+
+func (x *drpcData_DumpClient) Recv() (*DumpChunk, error) {
+	m := new(DumpChunk)
+	if err := x.MsgRecv(m, drpcEncoding_File_thunder_proto{}); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (x *drpcData_DumpClient) RecvMsg(m *DumpChunk) error {
+	return x.MsgRecv(m, drpcEncoding_File_thunder_proto{})
+}
+
 type DRPCDataServer interface {
 	Stream(DRPCData_StreamStream) error
 	Scan(context.Context, *ScanRequest) (*ScanReply, error)
@@ -208,6 +249,7 @@ type DRPCDataServer interface {
 	Replicate(DRPCData_ReplicateStream) error
 	Handover(context.Context, *HandoverRequest) (*HandoverReply, error)
 	Migrate(*MigrateRequest, DRPCData_MigrateStream) error
+	Dump(*DumpRequest, DRPCData_DumpStream) error
 }
 
 type DRPCDataUnimplementedServer struct{}
@@ -236,9 +278,13 @@ func (s *DRPCDataUnimplementedServer) Migrate(*MigrateRequest, DRPCData_MigrateS
 	return drpcerr.WithCode(errors.New("Unimplemented"), drpcerr.Unimplemented)
 }
 
+func (s *DRPCDataUnimplementedServer) Dump(*DumpRequest, DRPCData_DumpStream) error {
+	return drpcerr.WithCode(errors.New("Unimplemented"), drpcerr.Unimplemented)
+}
+
 type DRPCDataDescription struct{}
 
-func (DRPCDataDescription) NumMethods() int { return 6 }
+func (DRPCDataDescription) NumMethods() int { return 7 }
 
 func (DRPCDataDescription) Method(n int) (string, drpc.Encoding, drpc.Receiver, interface{}, bool) {
 	switch n {
@@ -294,6 +340,15 @@ func (DRPCDataDescription) Method(n int) (string, drpc.Encoding, drpc.Receiver, 
 						&drpcData_MigrateStream{in2.(drpc.Stream)},
 					)
 			}, DRPCDataServer.Migrate, true
+	case 6:
+		return "/thunderyurts.wire.Data/Dump", drpcEncoding_File_thunder_proto{},
+			func(srv interface{}, ctx context.Context, in1, in2 interface{}) (drpc.Message, error) {
+				return nil, srv.(DRPCDataServer).
+					Dump(
+						in1.(*DumpRequest),
+						&drpcData_DumpStream{in2.(drpc.Stream)},
+					)
+			}, DRPCDataServer.Dump, true
 	default:
 		return "", nil, nil, nil, false
 	}
@@ -437,6 +492,23 @@ func (x *drpcData_MigrateStream) GetStream() drpc.Stream {
 }
 
 func (x *drpcData_MigrateStream) Send(m *MigrateMessage) error {
+	return x.MsgSend(m, drpcEncoding_File_thunder_proto{})
+}
+
+type DRPCData_DumpStream interface {
+	drpc.Stream
+	Send(*DumpChunk) error
+}
+
+type drpcData_DumpStream struct {
+	drpc.Stream
+}
+
+func (x *drpcData_DumpStream) GetStream() drpc.Stream {
+	return x.Stream
+}
+
+func (x *drpcData_DumpStream) Send(m *DumpChunk) error {
 	return x.MsgSend(m, drpcEncoding_File_thunder_proto{})
 }
 

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"fmt"
+	"io"
 	"strings"
 	"time"
 )
@@ -18,12 +19,12 @@ const barWidth = 30
 func (r *run) showProgress(start time.Time, done <-chan struct{}) {
 	ticker := time.NewTicker(progressInterval)
 	defer ticker.Stop()
-	var lastLen int
+	line := &Line{W: r.cfg.Progress}
 	prevOps, prevAt := int64(0), start
 	for {
 		select {
 		case <-done:
-			fmt.Fprintf(r.cfg.Progress, "\r%s\r", strings.Repeat(" ", lastLen))
+			line.Clear()
 			return
 		case now := <-ticker.C:
 			ops := r.started.Load()
@@ -32,13 +33,35 @@ func (r *run) showProgress(start time.Time, done <-chan struct{}) {
 			}
 			rate := float64(ops-prevOps) / now.Sub(prevAt).Seconds()
 			prevOps, prevAt = ops, now
-			line := progressLine(r.cfg, ops, now.Sub(start), rate)
-			// Pad over the tail of a longer previous line.
-			pad := max(0, lastLen-len(line))
-			fmt.Fprintf(r.cfg.Progress, "\r%s%s", line, strings.Repeat(" ", pad))
-			lastLen = len(line)
+			line.Draw(progressLine(r.cfg, ops, now.Sub(start), rate))
 		}
 	}
+}
+
+// Line is one progress line redrawn in place on a terminal. Write errors
+// are ignored: it is cosmetic.
+type Line struct {
+	W       io.Writer
+	lastLen int
+}
+
+// Draw replaces the line with s.
+func (l *Line) Draw(s string) {
+	// Pad over the tail of a longer previous line.
+	fmt.Fprintf(l.W, "\r%s%s", s, strings.Repeat(" ", max(0, l.lastLen-len(s))))
+	l.lastLen = len(s)
+}
+
+// Clear blanks the line, so what follows starts on a clean one.
+func (l *Line) Clear() {
+	fmt.Fprintf(l.W, "\r%s\r", strings.Repeat(" ", l.lastLen))
+	l.lastLen = 0
+}
+
+// Bar is a progress bar of frac (0 to 1) done: [#####-----].
+func Bar(frac float64) string {
+	filled := int(min(max(frac, 0), 1) * barWidth)
+	return "[" + strings.Repeat("#", filled) + strings.Repeat("-", barWidth-filled) + "]"
 }
 
 // progressLine renders one progress line: a bar over whichever bound ends the
@@ -57,7 +80,5 @@ func progressLine(cfg Config, ops int64, elapsed time.Duration, rate float64) st
 		count += fmt.Sprintf(" %s/%s", elapsed.Truncate(100*time.Millisecond), cfg.Duration)
 	}
 	frac = min(frac, 1)
-	filled := int(frac * barWidth)
-	return fmt.Sprintf("[%s%s] %3.0f%% %s %.0f ops/s",
-		strings.Repeat("#", filled), strings.Repeat("-", barWidth-filled), frac*100, count, rate)
+	return fmt.Sprintf("%s %3.0f%% %s %.0f ops/s", Bar(frac), frac*100, count, rate)
 }

@@ -80,6 +80,7 @@ func Run(t *testing.T, newConn func(t *testing.T) coord.Conn, faults Faults) {
 		{"MigrationHistory", testMigrationHistory},
 		{"RebalancePlan", testRebalancePlan},
 		{"RemoveGroup", testRemoveGroup},
+		{"BackupSchedule", testBackupSchedule},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

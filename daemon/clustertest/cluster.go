@@ -37,6 +37,9 @@ type Options struct {
 	MaxLag    time.Duration
 	MinInsync int
 	Acks      datanode.Acks
+	// Backups, when set, gives each coordinator its scheduled backups,
+	// over that coordinator's own session.
+	Backups func(*coord.Cluster) coordinator.Backups
 }
 
 // Cluster is a running in-process cluster. Its methods fail the test
@@ -162,10 +165,14 @@ func (c *Cluster) tryStart(m *member, change func(*datanode.Config)) error {
 		err error
 	)
 	if m.dir == "" {
-		co, err = coordinator.Start(ctx, coordinator.Config{
+		cfg := coordinator.Config{
 			Cluster: cl, ID: m.name, Listen: "127.0.0.1:0", Slots: c.opts.Slots, ReplicationFactor: c.opts.ReplicationFactor,
 			AssignDelay: c.opts.AssignDelay, NodeStatus: client.NodeStatus, Logger: log,
-		})
+		}
+		if c.opts.Backups != nil {
+			cfg.Backups = c.opts.Backups(cl)
+		}
+		co, err = coordinator.Start(ctx, cfg)
 	} else {
 		cfg := datanode.Config{
 			Cluster: cl, Group: m.group, Listen: m.addr, Dir: m.dir, Logger: log,

@@ -42,6 +42,10 @@ type Config struct {
 	// Data.Status call); failover compares the in-sync members' answers.
 	// Injected so tests can run the coordinator without a network.
 	NodeStatus func(ctx context.Context, addr string) (*wire.NodeStatus, error)
+	// Backups runs the cluster's backup schedule while this coordinator
+	// leads; nil: no scheduled backups. Injected so the coordinator needs
+	// neither the client nor the backup code.
+	Backups Backups
 	// Logger receives the coordinator's events; nil → slog.Default().
 	Logger *slog.Logger
 
@@ -55,6 +59,16 @@ type Config struct {
 	// per target group (1).
 	MigrationPoll, HoldTimeout, CopyStall, RetryDelay time.Duration
 	MigrationsPerGroup                                int
+}
+
+// Backups runs scheduled backups (docs/backups.md).
+type Backups interface {
+	// Run runs the schedule until ctx, the leadership, ends; id names this
+	// coordinator in the runs it claims.
+	Run(ctx context.Context, id string)
+	// LastRuns are the newest finished scheduled run and the newest
+	// successful one this process knows of; zero values when none.
+	LastRuns() (last, lastOK coord.BackupRun)
 }
 
 // Coordinator is a running coordinator.
@@ -157,6 +171,28 @@ func (c *Coordinator) start(ctx context.Context) error {
 		}
 		return 0
 	})
+	if b := c.cfg.Backups; b != nil {
+		c.reg.Gauge("thunder_backup_last_success_unixtime", "Unix time the newest successful scheduled backup finished; 0: none.", func() float64 {
+			if _, ok := b.LastRuns(); !ok.Finished.IsZero() {
+				return float64(ok.Finished.Unix())
+			}
+			return 0
+		})
+		c.reg.Gauge("thunder_backup_last_duration_seconds", "How long the newest finished scheduled backup ran.", func() float64 {
+			last, _ := b.LastRuns()
+			return max(0, last.Finished.Sub(last.Started).Seconds())
+		})
+		c.reg.Gauge("thunder_backup_last_bytes", "Bytes the newest successful scheduled backup wrote.", func() float64 {
+			_, ok := b.LastRuns()
+			return float64(ok.Bytes)
+		})
+		c.reg.Gauge("thunder_backup_last_failed", "1 while the newest finished scheduled backup failed.", func() float64 {
+			if last, _ := b.LastRuns(); last.Err != "" {
+				return 1
+			}
+			return 0
+		})
+	}
 	if c.cfg.HTTP != "" {
 		if c.http, err = ops.Serve(c.cfg.HTTP, c.reg, func() error { return nil }, c.log); err != nil {
 			return err

@@ -20,6 +20,11 @@ func (c *Coordinator) lead(ctx context.Context) {
 	wg.Add(1)
 	go func() { defer wg.Done(); c.driveMigrations(ctx) }()
 	l := &leader{c: c, stranded: map[string]uint64{}}
+	if b := c.cfg.Backups; b != nil {
+		done := make(chan struct{})
+		defer func() { <-done }()
+		go func() { defer close(done); b.Run(ctx, c.cfg.ID) }()
+	}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	var changes <-chan []coord.NodeInfo

@@ -24,8 +24,8 @@ func TestMigrationHistoryPauses(t *testing.T) {
 	released.Holds, released.LastPauseMicros = 3, 12_345
 	f.report("p1", released)
 	time.Sleep(100 * time.Millisecond) // many polls
-	dropped := source(m.ID, phaseDropped, 0) // from a primary that held none
-	f.report("p1", dropped)
+	// The last report comes from a primary that held none.
+	f.report("p1", source(m.ID, phaseDropped, 0))
 	f.waitNoMigration("migration removed")
 	rec, err := f.observer.FinishedMigration(context.Background(), m.ID)
 	if err != nil || rec.Holds != 3 || rec.LastPauseMs != 12.345 {

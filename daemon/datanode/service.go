@@ -328,10 +328,13 @@ func (s *service) Status(ctx context.Context, req *wire.NodeStatusRequest) (*wir
 
 // lastEpoch is the epoch of the newest entry in store's log.
 func lastEpoch(store *datastore.Store) uint64 {
-	last := store.LastSeq()
-	epochs := store.Epochs()
+	return epochAt(store.Epochs(), store.LastSeq())
+}
+
+// epochAt is the epoch the log entry seq was written in, by the epoch map.
+func epochAt(epochs []datastore.EpochStart, seq uint64) uint64 {
 	for i := len(epochs) - 1; i >= 0; i-- {
-		if epochs[i].StartSeq <= last {
+		if epochs[i].StartSeq <= seq {
 			return epochs[i].Epoch
 		}
 	}

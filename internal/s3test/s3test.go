@@ -48,9 +48,15 @@ func (s *Server) Env() []string {
 }
 
 // Start builds (once per test binary) and runs the server with the given
-// buckets created, waits until it listens, and kills it when t ends.
+// buckets created, waits until it listens, and kills it when t ends. It
+// sets the server's credentials and region in the environment for the rest
+// of t (and the processes it starts), so S3 clients sign their requests as
+// they do against a real store.
 func Start(t testing.TB, buckets ...string) *Server {
 	t.Helper()
+	t.Setenv("AWS_ACCESS_KEY_ID", AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", SecretKey)
+	t.Setenv("AWS_REGION", Region)
 	bin := build(t)
 	cmd := exec.Command(bin, "-bucket", strings.Join(buckets, ","))
 	cmd.Stderr = os.Stderr

@@ -1,0 +1,307 @@
+package backup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/thunderyurts/thunderyurts/client"
+	"github.com/thunderyurts/thunderyurts/coord"
+)
+
+// RunConfig configures Run. Cluster and Store are required.
+type RunConfig struct {
+	Cluster *coord.Cluster
+	Store   Store
+	// Progress, when set, is called every 200ms and once at the end.
+	Progress func(Progress)
+	// ToolVersion is recorded in the manifest.
+	ToolVersion string
+	// Logger gets one line per group copied; nil → discard.
+	Logger *slog.Logger
+}
+
+// Result is what a backup or restore did.
+type Result struct {
+	ID    string        `json:"id"`
+	Slots int           `json:"slots"`
+	Keys  int64         `json:"keys"`
+	Bytes int64         `json:"bytes"` // keys and values
+	Took  time.Duration `json:"took_ns"`
+	// Groups is where each group was cut (backups only).
+	Groups map[string]GroupPoint `json:"groups,omitempty"`
+}
+
+// maxClosing bounds the slot files of one copy being stored at once.
+const maxClosing = 16
+
+// cutTimeout bounds how long a member may take to start its copy (a
+// secondary first waits to learn that the primary's commit point is
+// committed) before Run asks the next member.
+const cutTimeout = 10 * time.Second
+
+// Run backs the cluster up online into a new backup in cfg.Store. For
+// each group it asks one in-sync member (a secondary when there is one, so
+// the primary keeps its capacity for clients) for one consistent copy of
+// all the group's slots, cut at one point of the group's log that includes
+// every write the primary had committed when Run started, and streams each
+// slot into its file as it arrives. Once every file is written, Set.Finish
+// reads them all back and writes the manifest last: only then does the
+// backup list as complete. On error the backup stays incomplete (Prune
+// removes it later); Result.ID names it.
+func Run(ctx context.Context, cfg RunConfig) (Result, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	start := time.Now().UTC()
+	cl := cfg.Cluster
+	meta, err := cl.Meta(ctx)
+	if err != nil {
+		return Result{}, fmt.Errorf("backup: %w", err)
+	}
+	routes, err := cl.Routes(ctx)
+	if err != nil {
+		return Result{}, fmt.Errorf("backup: %w", err)
+	}
+	groups, err := cl.Groups(ctx)
+	if err != nil {
+		return Result{}, fmt.Errorf("backup: %w", err)
+	}
+	slotsOf := map[string][]int{}
+	for slot, owner := range routes.Table.Owners {
+		if owner == "" {
+			return Result{}, fmt.Errorf("backup: slot %d has no owner yet: wait until the cluster serves every slot", slot)
+		}
+		slotsOf[owner] = append(slotsOf[owner], slot)
+	}
+	set, err := NewSet(cfg.Store, NewID(start))
+	if err != nil {
+		return Result{}, err
+	}
+	res := Result{ID: set.ID(), Groups: map[string]GroupPoint{}}
+	m := newMeter(len(routes.Table.Owners), cfg.Progress)
+	defer m.close()
+	// The groups are copied at once, each from its own member.
+	gctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, g := range groups {
+		slots := slotsOf[g.Name]
+		if len(slots) == 0 {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pt, err := copyGroup(gctx, set, g, routes.Groups[g.Name], slots, len(routes.Table.Owners), m)
+			if err != nil {
+				cancel(fmt.Errorf("backup %s: group %s: %w", set.ID(), g.Name, err))
+				return
+			}
+			mu.Lock()
+			res.Groups[g.Name] = pt
+			mu.Unlock()
+			log.Info("group copied", "backup", set.ID(), "group", g.Name, "node", pt.Node, "epoch", pt.Epoch, "seq", pt.Sequence, "slots", len(slots))
+		}()
+	}
+	wg.Wait()
+	if err := context.Cause(gctx); err != nil {
+		return res, err
+	}
+	man := &Manifest{Cluster: meta.Name, SlotCount: len(routes.Table.Owners), SlotTableVersion: routes.Table.Version,
+		Start: start, ToolVersion: cfg.ToolVersion, Groups: res.Groups}
+	if err := set.Finish(ctx, man); err != nil {
+		return res, err
+	}
+	p := m.close()
+	res.Slots, res.Keys, res.Bytes, res.Took = p.Slots, p.Keys, p.Bytes, time.Since(start)
+	return res, nil
+}
+
+// copyGroup copies slots of group g from one in-sync member, trying the
+// next when one refuses before its copy starts. A copy that fails once
+// started fails the backup: its slot files are partly written.
+func copyGroup(ctx context.Context, set *Set, g *coord.Group, route coord.GroupRoute, slots []int, slotCount int, m *meter) (GroupPoint, error) {
+	addr := map[string]string{}
+	for _, mem := range route.Members {
+		addr[mem.ID] = mem.Addr
+	}
+	if g.Primary == "" || addr[g.Primary] == "" {
+		return GroupPoint{}, errors.New("no primary: wait for the failover to finish")
+	}
+	// What the primary has committed now is the least the copy holds:
+	// every write acknowledged before the backup started.
+	sctx, cancel := context.WithTimeout(ctx, cutTimeout)
+	st, err := client.NodeStatus(sctx, addr[g.Primary])
+	cancel()
+	if err != nil {
+		return GroupPoint{}, fmt.Errorf("primary %s: %w", g.Primary, err)
+	}
+	var sources []string
+	for _, id := range g.ISR {
+		if id != g.Primary && addr[id] != "" {
+			sources = append(sources, id)
+		}
+	}
+	sources = append(sources, g.Primary)
+	var errs []error
+	for _, id := range sources {
+		pt, started, err := copyFrom(ctx, set, g.Name, id, addr[id], slots, slotCount, st.CommittedSeq, m)
+		if err == nil {
+			return pt, nil
+		}
+		if started || ctx.Err() != nil {
+			return GroupPoint{}, err
+		}
+		errs = append(errs, fmt.Errorf("node %s: %w", id, err))
+	}
+	return GroupPoint{}, errors.Join(errs...)
+}
+
+// copyFrom streams the copy served by node id into the slots' files; each
+// slot file is written by Set.WriteSlot in a goroutine of its own, fed
+// record by record, so the copy goes at the pace the store takes it.
+// started reports whether the copy had begun when it failed.
+func copyFrom(ctx context.Context, set *Set, group, id, addr string, slots []int, slotCount int, minSeq uint64, m *meter) (pt GroupPoint, started bool, err error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	slow := time.AfterFunc(cutTimeout, func() { cancel(fmt.Errorf("no copy within %s", cutTimeout)) })
+	defer slow.Stop()
+	var hdr SlotHeader
+	var cur *slotFeed
+	// Slot files being stored (made durable) while the next ones fill:
+	// small slots would otherwise wait for one fsync each.
+	var closing []*slotFeed
+	settle := func(keep int) error {
+		for len(closing) > keep {
+			f := closing[0]
+			closing = closing[1:]
+			if err := f.wait(); err != nil {
+				return err
+			}
+			m.slots.Add(1)
+		}
+		return nil
+	}
+	defer func() {
+		for _, f := range closing {
+			f.abort(errors.New("copy ended"))
+		}
+	}()
+	next := 0 // index in slots of the next slot to open
+	// advance ends the slot being written and starts the files of the
+	// slots up to slot (those between hold no keys).
+	advance := func(slot int) error {
+		for cur == nil || cur.slot != slot {
+			if cur != nil {
+				cur.end()
+				closing, cur = append(closing, cur), nil
+				if err := settle(maxClosing); err != nil {
+					return err
+				}
+			}
+			if next == len(slots) {
+				if slot < 0 {
+					return settle(0)
+				}
+				return fmt.Errorf("node %s sent slot %d out of order", id, slot)
+			}
+			h := hdr
+			h.Slot = slots[next]
+			next++
+			cur = startSlot(ctx, set, h)
+		}
+		return nil
+	}
+	begin := func(cut client.DumpCut) error {
+		slow.Stop()
+		started = true
+		pt = GroupPoint{Epoch: cut.Epoch, Sequence: cut.Seq, Node: id}
+		hdr = SlotHeader{Slots: slotCount, Group: group, Epoch: cut.Epoch, Sequence: cut.Seq}
+		return nil
+	}
+	err = client.Dump(ctx, addr, slots, minSeq, begin, func(slot int, key, value []byte) error {
+		if err := advance(slot); err != nil {
+			return err
+		}
+		if err := cur.add(key, value); err != nil {
+			return err
+		}
+		m.add(len(key), len(value))
+		return nil
+	})
+	if err == nil {
+		err = advance(-1) // the rest of the slots, empty
+	}
+	if cur != nil {
+		cur.abort(fmt.Errorf("copy from node %s failed: %w", id, err))
+	}
+	if cause := context.Cause(ctx); err != nil && cause != nil && !errors.Is(cause, context.Canceled) {
+		err = fmt.Errorf("%w: %w", cause, err)
+	}
+	return pt, started, err
+}
+
+// slotFeed is one slot file being written: records go to Set.WriteSlot's
+// fill through a channel.
+type slotFeed struct {
+	slot   int
+	recs   chan [2][]byte
+	cancel context.CancelCauseFunc
+	ended  chan struct{} // WriteSlot returned; err is set
+	err    error
+}
+
+func startSlot(ctx context.Context, set *Set, hdr SlotHeader) *slotFeed {
+	ctx, cancel := context.WithCancelCause(ctx)
+	f := &slotFeed{slot: hdr.Slot, recs: make(chan [2][]byte, 64), cancel: cancel, ended: make(chan struct{})}
+	go func() { // owned by the feed: finish or abort waits for it
+		defer close(f.ended)
+		_, f.err = set.WriteSlot(ctx, hdr, func(add func(key, value []byte) error) error {
+			for {
+				select {
+				case r, ok := <-f.recs:
+					if !ok {
+						return nil
+					}
+					if err := add(r[0], r[1]); err != nil {
+						return err
+					}
+				case <-ctx.Done():
+					return context.Cause(ctx)
+				}
+			}
+		})
+	}()
+	return f
+}
+
+// add hands a record to the file; it waits while the store is slower.
+func (f *slotFeed) add(key, value []byte) error {
+	select {
+	case f.recs <- [2][]byte{key, value}:
+		return nil
+	case <-f.ended:
+		return f.err
+	}
+}
+
+// end says the file has all its records; wait waits until it is stored.
+func (f *slotFeed) end() { close(f.recs) }
+
+func (f *slotFeed) wait() error {
+	<-f.ended
+	f.cancel(nil)
+	return f.err
+}
+
+// abort gives the file up: it is not recorded in the backup.
+func (f *slotFeed) abort(cause error) {
+	f.cancel(cause)
+	<-f.ended
+}
