@@ -51,8 +51,10 @@
 //   - data.db, a bbolt file: bucket "meta" with the records "version"
 //     (format version, 4; 2 and 3 are upgraded on Open), "slots", "applied" (seq
 //     of the newest applied entry), "epoch" (highest epoch seen), each an 8-byte big-endian
-//     number, "epochs" (the epoch map: pairs of 8-byte epoch and start seq)
-//     and, during a Restore, "restoring"; and one bucket per slot that has
+//     number, "epochs" (the epoch map: pairs of 8-byte epoch and start seq),
+//     during a Restore, "restoring", and after one that was given tags,
+//     "restoredtags" (Restorer.SetTags: 8-byte client id, client seq and
+//     seq per tag, ascending by seq); and one bucket per slot that has
 //     held a key, named "s" + 2-byte big-endian slot, holding the slot's
 //     keys, each value stored as crc32c(key || value) (4 bytes) followed by
 //     the value; bucket "stats" with each slot's stats (keys, bytes and

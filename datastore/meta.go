@@ -186,6 +186,9 @@ func (s *Store) readMeta(tx *bolt.Tx, slots int) error {
 	if s.epochs, err = decodeEpochs(metaEpochs, tx.Bucket(bucketMeta).Get(metaEpochs)); err != nil {
 		return err
 	}
+	if s.restoredTags, err = readRestoredTags(tx); err != nil {
+		return err
+	}
 	s.slots = int(stored)
 	return nil
 }

@@ -106,6 +106,9 @@ func verifyDataFile(path string) error {
 			if _, err := decodeEpochs(metaEpochs, meta.Get(metaEpochs)); err != nil {
 				return fmt.Errorf("data file %s: %w", path, err)
 			}
+			if _, err := readRestoredTags(tx); err != nil {
+				return fmt.Errorf("data file %s: %w", path, err)
+			}
 			stats := tx.Bucket(bucketStats)
 			return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
 				slot, ok := slotOfBucketName(name)

@@ -119,6 +119,7 @@ type Restorer struct {
 	s       *Store
 	pending []entry
 	bytes   int
+	tags    []TagSeq // SetTags
 	done    bool
 }
 
@@ -169,6 +170,9 @@ func (s *Store) discardAll() error {
 		if err := wipeSlots(tx); err != nil {
 			return err
 		}
+		if err := putRestoredTags(tx, nil); err != nil {
+			return err
+		}
 		return putMeta(tx, metaApplied, 0)
 	})
 	if err != nil {
@@ -189,6 +193,7 @@ func (s *Store) discardAll() error {
 	s.logState = logState{epoch: s.epoch}
 	s.durable, s.committed, s.applied, s.target = 0, 0, 0, 0
 	s.segments = nil
+	s.restoredTags = nil
 	s.notifyLocked()
 	s.mu.Unlock()
 	return nil
@@ -249,6 +254,7 @@ func (r *Restorer) Finish(seq uint64, epochs []EpochStart) error {
 	}
 	epochs = slices.Clone(epochs)
 	slices.SortFunc(epochs, func(a, b EpochStart) int { return cmp.Compare(a.Epoch, b.Epoch) })
+	r.tags = restoredTagsFor(r.tags, seq)
 	return r.end(seq, clampEpochs(epochs, seq+1), false)
 }
 
@@ -260,7 +266,7 @@ func (r *Restorer) Abort() error {
 		return errRestorerDone
 	}
 	clear(r.pending)
-	r.pending = nil
+	r.pending, r.tags = nil, nil
 	return r.end(0, nil, true)
 }
 
@@ -283,6 +289,9 @@ func (r *Restorer) end(seq uint64, epochs []EpochStart, wipe bool) error {
 		if err := putEpochs(tx, epoch, epochs); err != nil {
 			return err
 		}
+		if err := putRestoredTags(tx, r.tags); err != nil {
+			return err
+		}
 		return tx.Bucket(bucketMeta).Delete(metaRestoring)
 	})
 	if err != nil && !errors.Is(err, ErrClosed) {
@@ -293,6 +302,9 @@ func (r *Restorer) end(seq uint64, epochs []EpochStart, wipe bool) error {
 	if err != nil {
 		return fmt.Errorf("restore: finish at seq %d: %w", seq, err)
 	}
+	s.mu.Lock()
+	s.restoredTags = r.tags
+	s.mu.Unlock()
 	req := &request{kind: kindCall, restore: true, call: func() error { return s.restartLog(seq, epoch, epochs) }}
 	if _, err := s.submit(context.Background(), req); err != nil {
 		return fmt.Errorf("restore: finish at seq %d: %w", seq, err)

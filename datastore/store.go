@@ -149,6 +149,7 @@ type Store struct {
 	hashSeed     maphash.Seed
 	segments     []segment
 	pins         map[uint64]int // Snapshot retention pins by applied seq
+	restoredTags []TagSeq       // see snaptags.go; replaced, never edited in place
 	hurry        int            // readers waiting for the applier
 	changed      chan struct{}  // closed and replaced on every state change
 

@@ -1950,11 +1950,15 @@ func (x *SnapshotRecord) GetValue() []byte {
 }
 
 // SnapshotEnd: the snapshot reflects the log up to seq; entries follow
-// from seq+1.
+// from seq+1. tags are the tagged entries up to seq in the primary's retry
+// window (docs/replication.md, "Idempotent writes"), ascending by seq: the
+// follower's log will not hold them, and it needs them to answer retries
+// once it leads.
 type SnapshotEnd struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
 	Epochs        []*EpochStart          `protobuf:"bytes,2,rep,name=epochs,proto3" json:"epochs,omitempty"`
+	Tags          []*SnapshotTag         `protobuf:"bytes,3,rep,name=tags,proto3" json:"tags,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2003,6 +2007,74 @@ func (x *SnapshotEnd) GetEpochs() []*EpochStart {
 	return nil
 }
 
+func (x *SnapshotEnd) GetTags() []*SnapshotTag {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
+}
+
+// SnapshotTag: the log entry at seq carried the tag (client_id, client_seq).
+type SnapshotTag struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	ClientId      uint64                 `protobuf:"varint,2,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	ClientSeq     uint64                 `protobuf:"varint,3,opt,name=client_seq,json=clientSeq,proto3" json:"client_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotTag) Reset() {
+	*x = SnapshotTag{}
+	mi := &file_thunder_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotTag) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotTag) ProtoMessage() {}
+
+func (x *SnapshotTag) ProtoReflect() protoreflect.Message {
+	mi := &file_thunder_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotTag.ProtoReflect.Descriptor instead.
+func (*SnapshotTag) Descriptor() ([]byte, []int) {
+	return file_thunder_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *SnapshotTag) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *SnapshotTag) GetClientId() uint64 {
+	if x != nil {
+		return x.ClientId
+	}
+	return 0
+}
+
+func (x *SnapshotTag) GetClientSeq() uint64 {
+	if x != nil {
+		return x.ClientSeq
+	}
+	return 0
+}
+
 type Entries struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Entries       []*LogEntry            `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
@@ -2012,7 +2084,7 @@ type Entries struct {
 
 func (x *Entries) Reset() {
 	*x = Entries{}
-	mi := &file_thunder_proto_msgTypes[24]
+	mi := &file_thunder_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2024,7 +2096,7 @@ func (x *Entries) String() string {
 func (*Entries) ProtoMessage() {}
 
 func (x *Entries) ProtoReflect() protoreflect.Message {
-	mi := &file_thunder_proto_msgTypes[24]
+	mi := &file_thunder_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2037,7 +2109,7 @@ func (x *Entries) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Entries.ProtoReflect.Descriptor instead.
 func (*Entries) Descriptor() ([]byte, []int) {
-	return file_thunder_proto_rawDescGZIP(), []int{24}
+	return file_thunder_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Entries) GetEntries() []*LogEntry {
@@ -2060,7 +2132,7 @@ type HandoverRequest struct {
 
 func (x *HandoverRequest) Reset() {
 	*x = HandoverRequest{}
-	mi := &file_thunder_proto_msgTypes[25]
+	mi := &file_thunder_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2072,7 +2144,7 @@ func (x *HandoverRequest) String() string {
 func (*HandoverRequest) ProtoMessage() {}
 
 func (x *HandoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_thunder_proto_msgTypes[25]
+	mi := &file_thunder_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2085,7 +2157,7 @@ func (x *HandoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandoverRequest.ProtoReflect.Descriptor instead.
 func (*HandoverRequest) Descriptor() ([]byte, []int) {
-	return file_thunder_proto_rawDescGZIP(), []int{25}
+	return file_thunder_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *HandoverRequest) GetEpoch() uint64 {
@@ -2113,7 +2185,7 @@ type HandoverReply struct {
 
 func (x *HandoverReply) Reset() {
 	*x = HandoverReply{}
-	mi := &file_thunder_proto_msgTypes[26]
+	mi := &file_thunder_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2125,7 +2197,7 @@ func (x *HandoverReply) String() string {
 func (*HandoverReply) ProtoMessage() {}
 
 func (x *HandoverReply) ProtoReflect() protoreflect.Message {
-	mi := &file_thunder_proto_msgTypes[26]
+	mi := &file_thunder_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2138,7 +2210,7 @@ func (x *HandoverReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandoverReply.ProtoReflect.Descriptor instead.
 func (*HandoverReply) Descriptor() ([]byte, []int) {
-	return file_thunder_proto_rawDescGZIP(), []int{26}
+	return file_thunder_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *HandoverReply) GetNewPrimary() string {
@@ -2170,7 +2242,7 @@ type RoutesRequest struct {
 
 func (x *RoutesRequest) Reset() {
 	*x = RoutesRequest{}
-	mi := &file_thunder_proto_msgTypes[27]
+	mi := &file_thunder_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2182,7 +2254,7 @@ func (x *RoutesRequest) String() string {
 func (*RoutesRequest) ProtoMessage() {}
 
 func (x *RoutesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_thunder_proto_msgTypes[27]
+	mi := &file_thunder_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2195,7 +2267,7 @@ func (x *RoutesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoutesRequest.ProtoReflect.Descriptor instead.
 func (*RoutesRequest) Descriptor() ([]byte, []int) {
-	return file_thunder_proto_rawDescGZIP(), []int{27}
+	return file_thunder_proto_rawDescGZIP(), []int{28}
 }
 
 type NodeRoute struct {
@@ -2208,7 +2280,7 @@ type NodeRoute struct {
 
 func (x *NodeRoute) Reset() {
 	*x = NodeRoute{}
-	mi := &file_thunder_proto_msgTypes[28]
+	mi := &file_thunder_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2220,7 +2292,7 @@ func (x *NodeRoute) String() string {
 func (*NodeRoute) ProtoMessage() {}
 
 func (x *NodeRoute) ProtoReflect() protoreflect.Message {
-	mi := &file_thunder_proto_msgTypes[28]
+	mi := &file_thunder_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2233,7 +2305,7 @@ func (x *NodeRoute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRoute.ProtoReflect.Descriptor instead.
 func (*NodeRoute) Descriptor() ([]byte, []int) {
-	return file_thunder_proto_rawDescGZIP(), []int{28}
+	return file_thunder_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *NodeRoute) GetId() string {
@@ -2263,7 +2335,7 @@ type GroupRoute struct {
 
 func (x *GroupRoute) Reset() {
 	*x = GroupRoute{}
-	mi := &file_thunder_proto_msgTypes[29]
+	mi := &file_thunder_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2275,7 +2347,7 @@ func (x *GroupRoute) String() string {
 func (*GroupRoute) ProtoMessage() {}
 
 func (x *GroupRoute) ProtoReflect() protoreflect.Message {
-	mi := &file_thunder_proto_msgTypes[29]
+	mi := &file_thunder_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2288,7 +2360,7 @@ func (x *GroupRoute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupRoute.ProtoReflect.Descriptor instead.
 func (*GroupRoute) Descriptor() ([]byte, []int) {
-	return file_thunder_proto_rawDescGZIP(), []int{29}
+	return file_thunder_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GroupRoute) GetName() string {
@@ -2338,7 +2410,7 @@ type Routes struct {
 
 func (x *Routes) Reset() {
 	*x = Routes{}
-	mi := &file_thunder_proto_msgTypes[30]
+	mi := &file_thunder_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2350,7 +2422,7 @@ func (x *Routes) String() string {
 func (*Routes) ProtoMessage() {}
 
 func (x *Routes) ProtoReflect() protoreflect.Message {
-	mi := &file_thunder_proto_msgTypes[30]
+	mi := &file_thunder_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2363,7 +2435,7 @@ func (x *Routes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Routes.ProtoReflect.Descriptor instead.
 func (*Routes) Descriptor() ([]byte, []int) {
-	return file_thunder_proto_rawDescGZIP(), []int{30}
+	return file_thunder_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Routes) GetVersion() int64 {
@@ -2415,7 +2487,7 @@ type MigrateRequest struct {
 
 func (x *MigrateRequest) Reset() {
 	*x = MigrateRequest{}
-	mi := &file_thunder_proto_msgTypes[31]
+	mi := &file_thunder_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2427,7 +2499,7 @@ func (x *MigrateRequest) String() string {
 func (*MigrateRequest) ProtoMessage() {}
 
 func (x *MigrateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_thunder_proto_msgTypes[31]
+	mi := &file_thunder_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2440,7 +2512,7 @@ func (x *MigrateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MigrateRequest.ProtoReflect.Descriptor instead.
 func (*MigrateRequest) Descriptor() ([]byte, []int) {
-	return file_thunder_proto_rawDescGZIP(), []int{31}
+	return file_thunder_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *MigrateRequest) GetMigrationId() string {
@@ -2503,7 +2575,7 @@ type MigrateMessage struct {
 
 func (x *MigrateMessage) Reset() {
 	*x = MigrateMessage{}
-	mi := &file_thunder_proto_msgTypes[32]
+	mi := &file_thunder_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2515,7 +2587,7 @@ func (x *MigrateMessage) String() string {
 func (*MigrateMessage) ProtoMessage() {}
 
 func (x *MigrateMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_thunder_proto_msgTypes[32]
+	mi := &file_thunder_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2528,7 +2600,7 @@ func (x *MigrateMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MigrateMessage.ProtoReflect.Descriptor instead.
 func (*MigrateMessage) Descriptor() ([]byte, []int) {
-	return file_thunder_proto_rawDescGZIP(), []int{32}
+	return file_thunder_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *MigrateMessage) GetBody() isMigrateMessage_Body {
@@ -2612,7 +2684,7 @@ type MigrateSnapshotEnd struct {
 
 func (x *MigrateSnapshotEnd) Reset() {
 	*x = MigrateSnapshotEnd{}
-	mi := &file_thunder_proto_msgTypes[33]
+	mi := &file_thunder_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2624,7 +2696,7 @@ func (x *MigrateSnapshotEnd) String() string {
 func (*MigrateSnapshotEnd) ProtoMessage() {}
 
 func (x *MigrateSnapshotEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_thunder_proto_msgTypes[33]
+	mi := &file_thunder_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2637,7 +2709,7 @@ func (x *MigrateSnapshotEnd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MigrateSnapshotEnd.ProtoReflect.Descriptor instead.
 func (*MigrateSnapshotEnd) Descriptor() ([]byte, []int) {
-	return file_thunder_proto_rawDescGZIP(), []int{33}
+	return file_thunder_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *MigrateSnapshotEnd) GetSeq() uint64 {
@@ -2660,7 +2732,7 @@ type MigrateEntries struct {
 
 func (x *MigrateEntries) Reset() {
 	*x = MigrateEntries{}
-	mi := &file_thunder_proto_msgTypes[34]
+	mi := &file_thunder_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2672,7 +2744,7 @@ func (x *MigrateEntries) String() string {
 func (*MigrateEntries) ProtoMessage() {}
 
 func (x *MigrateEntries) ProtoReflect() protoreflect.Message {
-	mi := &file_thunder_proto_msgTypes[34]
+	mi := &file_thunder_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2685,7 +2757,7 @@ func (x *MigrateEntries) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MigrateEntries.ProtoReflect.Descriptor instead.
 func (*MigrateEntries) Descriptor() ([]byte, []int) {
-	return file_thunder_proto_rawDescGZIP(), []int{34}
+	return file_thunder_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *MigrateEntries) GetRecords() []*LogEntry {
@@ -2714,7 +2786,7 @@ type MigratePosition struct {
 
 func (x *MigratePosition) Reset() {
 	*x = MigratePosition{}
-	mi := &file_thunder_proto_msgTypes[35]
+	mi := &file_thunder_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2726,7 +2798,7 @@ func (x *MigratePosition) String() string {
 func (*MigratePosition) ProtoMessage() {}
 
 func (x *MigratePosition) ProtoReflect() protoreflect.Message {
-	mi := &file_thunder_proto_msgTypes[35]
+	mi := &file_thunder_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2739,7 +2811,7 @@ func (x *MigratePosition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MigratePosition.ProtoReflect.Descriptor instead.
 func (*MigratePosition) Descriptor() ([]byte, []int) {
-	return file_thunder_proto_rawDescGZIP(), []int{35}
+	return file_thunder_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *MigratePosition) GetThrough() uint64 {
@@ -2771,7 +2843,7 @@ type DumpRequest struct {
 
 func (x *DumpRequest) Reset() {
 	*x = DumpRequest{}
-	mi := &file_thunder_proto_msgTypes[36]
+	mi := &file_thunder_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2783,7 +2855,7 @@ func (x *DumpRequest) String() string {
 func (*DumpRequest) ProtoMessage() {}
 
 func (x *DumpRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_thunder_proto_msgTypes[36]
+	mi := &file_thunder_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2796,7 +2868,7 @@ func (x *DumpRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DumpRequest.ProtoReflect.Descriptor instead.
 func (*DumpRequest) Descriptor() ([]byte, []int) {
-	return file_thunder_proto_rawDescGZIP(), []int{36}
+	return file_thunder_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *DumpRequest) GetSlots() []uint32 {
@@ -2827,7 +2899,7 @@ type DumpChunk struct {
 
 func (x *DumpChunk) Reset() {
 	*x = DumpChunk{}
-	mi := &file_thunder_proto_msgTypes[37]
+	mi := &file_thunder_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2839,7 +2911,7 @@ func (x *DumpChunk) String() string {
 func (*DumpChunk) ProtoMessage() {}
 
 func (x *DumpChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_thunder_proto_msgTypes[37]
+	mi := &file_thunder_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2852,7 +2924,7 @@ func (x *DumpChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DumpChunk.ProtoReflect.Descriptor instead.
 func (*DumpChunk) Descriptor() ([]byte, []int) {
-	return file_thunder_proto_rawDescGZIP(), []int{37}
+	return file_thunder_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *DumpChunk) GetRecords() []*SnapshotRecord {
@@ -2887,7 +2959,7 @@ type DumpCut struct {
 
 func (x *DumpCut) Reset() {
 	*x = DumpCut{}
-	mi := &file_thunder_proto_msgTypes[38]
+	mi := &file_thunder_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2899,7 +2971,7 @@ func (x *DumpCut) String() string {
 func (*DumpCut) ProtoMessage() {}
 
 func (x *DumpCut) ProtoReflect() protoreflect.Message {
-	mi := &file_thunder_proto_msgTypes[38]
+	mi := &file_thunder_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2912,7 +2984,7 @@ func (x *DumpCut) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DumpCut.ProtoReflect.Descriptor instead.
 func (*DumpCut) Descriptor() ([]byte, []int) {
-	return file_thunder_proto_rawDescGZIP(), []int{38}
+	return file_thunder_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *DumpCut) GetEpoch() uint64 {
@@ -3080,10 +3152,16 @@ const file_thunder_proto_rawDesc = "" +
 	"\x0eSnapshotRecord\x12\x12\n" +
 	"\x04slot\x18\x01 \x01(\rR\x04slot\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\fR\x03key\x12\x14\n" +
-	"\x05value\x18\x03 \x01(\fR\x05value\"V\n" +
+	"\x05value\x18\x03 \x01(\fR\x05value\"\x8a\x01\n" +
 	"\vSnapshotEnd\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x125\n" +
-	"\x06epochs\x18\x02 \x03(\v2\x1d.thunderyurts.wire.EpochStartR\x06epochs\"@\n" +
+	"\x06epochs\x18\x02 \x03(\v2\x1d.thunderyurts.wire.EpochStartR\x06epochs\x122\n" +
+	"\x04tags\x18\x03 \x03(\v2\x1e.thunderyurts.wire.SnapshotTagR\x04tags\"[\n" +
+	"\vSnapshotTag\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x1b\n" +
+	"\tclient_id\x18\x02 \x01(\x04R\bclientId\x12\x1d\n" +
+	"\n" +
+	"client_seq\x18\x03 \x01(\x04R\tclientSeq\"@\n" +
 	"\aEntries\x125\n" +
 	"\aentries\x18\x01 \x03(\v2\x1b.thunderyurts.wire.LogEntryR\aentries\"7\n" +
 	"\x0fHandoverRequest\x12\x14\n" +
@@ -3181,7 +3259,7 @@ func file_thunder_proto_rawDescGZIP() []byte {
 }
 
 var file_thunder_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_thunder_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_thunder_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_thunder_proto_goTypes = []any{
 	(Code)(0),                  // 0: thunderyurts.wire.Code
 	(Op)(0),                    // 1: thunderyurts.wire.Op
@@ -3209,21 +3287,22 @@ var file_thunder_proto_goTypes = []any{
 	(*SnapshotChunk)(nil),      // 23: thunderyurts.wire.SnapshotChunk
 	(*SnapshotRecord)(nil),     // 24: thunderyurts.wire.SnapshotRecord
 	(*SnapshotEnd)(nil),        // 25: thunderyurts.wire.SnapshotEnd
-	(*Entries)(nil),            // 26: thunderyurts.wire.Entries
-	(*HandoverRequest)(nil),    // 27: thunderyurts.wire.HandoverRequest
-	(*HandoverReply)(nil),      // 28: thunderyurts.wire.HandoverReply
-	(*RoutesRequest)(nil),      // 29: thunderyurts.wire.RoutesRequest
-	(*NodeRoute)(nil),          // 30: thunderyurts.wire.NodeRoute
-	(*GroupRoute)(nil),         // 31: thunderyurts.wire.GroupRoute
-	(*Routes)(nil),             // 32: thunderyurts.wire.Routes
-	(*MigrateRequest)(nil),     // 33: thunderyurts.wire.MigrateRequest
-	(*MigrateMessage)(nil),     // 34: thunderyurts.wire.MigrateMessage
-	(*MigrateSnapshotEnd)(nil), // 35: thunderyurts.wire.MigrateSnapshotEnd
-	(*MigrateEntries)(nil),     // 36: thunderyurts.wire.MigrateEntries
-	(*MigratePosition)(nil),    // 37: thunderyurts.wire.MigratePosition
-	(*DumpRequest)(nil),        // 38: thunderyurts.wire.DumpRequest
-	(*DumpChunk)(nil),          // 39: thunderyurts.wire.DumpChunk
-	(*DumpCut)(nil),            // 40: thunderyurts.wire.DumpCut
+	(*SnapshotTag)(nil),        // 26: thunderyurts.wire.SnapshotTag
+	(*Entries)(nil),            // 27: thunderyurts.wire.Entries
+	(*HandoverRequest)(nil),    // 28: thunderyurts.wire.HandoverRequest
+	(*HandoverReply)(nil),      // 29: thunderyurts.wire.HandoverReply
+	(*RoutesRequest)(nil),      // 30: thunderyurts.wire.RoutesRequest
+	(*NodeRoute)(nil),          // 31: thunderyurts.wire.NodeRoute
+	(*GroupRoute)(nil),         // 32: thunderyurts.wire.GroupRoute
+	(*Routes)(nil),             // 33: thunderyurts.wire.Routes
+	(*MigrateRequest)(nil),     // 34: thunderyurts.wire.MigrateRequest
+	(*MigrateMessage)(nil),     // 35: thunderyurts.wire.MigrateMessage
+	(*MigrateSnapshotEnd)(nil), // 36: thunderyurts.wire.MigrateSnapshotEnd
+	(*MigrateEntries)(nil),     // 37: thunderyurts.wire.MigrateEntries
+	(*MigratePosition)(nil),    // 38: thunderyurts.wire.MigratePosition
+	(*DumpRequest)(nil),        // 39: thunderyurts.wire.DumpRequest
+	(*DumpChunk)(nil),          // 40: thunderyurts.wire.DumpChunk
+	(*DumpCut)(nil),            // 41: thunderyurts.wire.DumpCut
 }
 var file_thunder_proto_depIdxs = []int32{
 	1,  // 0: thunderyurts.wire.Request.op:type_name -> thunderyurts.wire.Op
@@ -3244,41 +3323,42 @@ var file_thunder_proto_depIdxs = []int32{
 	22, // 15: thunderyurts.wire.PrimaryMessage.snapshot_begin:type_name -> thunderyurts.wire.SnapshotBegin
 	23, // 16: thunderyurts.wire.PrimaryMessage.snapshot_chunk:type_name -> thunderyurts.wire.SnapshotChunk
 	25, // 17: thunderyurts.wire.PrimaryMessage.snapshot_end:type_name -> thunderyurts.wire.SnapshotEnd
-	26, // 18: thunderyurts.wire.PrimaryMessage.entries:type_name -> thunderyurts.wire.Entries
+	27, // 18: thunderyurts.wire.PrimaryMessage.entries:type_name -> thunderyurts.wire.Entries
 	24, // 19: thunderyurts.wire.SnapshotChunk.records:type_name -> thunderyurts.wire.SnapshotRecord
 	16, // 20: thunderyurts.wire.SnapshotEnd.epochs:type_name -> thunderyurts.wire.EpochStart
-	15, // 21: thunderyurts.wire.Entries.entries:type_name -> thunderyurts.wire.LogEntry
-	30, // 22: thunderyurts.wire.GroupRoute.members:type_name -> thunderyurts.wire.NodeRoute
-	6,  // 23: thunderyurts.wire.Routes.ranges:type_name -> thunderyurts.wire.SlotRange
-	31, // 24: thunderyurts.wire.Routes.groups:type_name -> thunderyurts.wire.GroupRoute
-	23, // 25: thunderyurts.wire.MigrateMessage.snapshot_chunk:type_name -> thunderyurts.wire.SnapshotChunk
-	35, // 26: thunderyurts.wire.MigrateMessage.snapshot_end:type_name -> thunderyurts.wire.MigrateSnapshotEnd
-	36, // 27: thunderyurts.wire.MigrateMessage.entries:type_name -> thunderyurts.wire.MigrateEntries
-	37, // 28: thunderyurts.wire.MigrateMessage.position:type_name -> thunderyurts.wire.MigratePosition
-	15, // 29: thunderyurts.wire.MigrateEntries.records:type_name -> thunderyurts.wire.LogEntry
-	24, // 30: thunderyurts.wire.DumpChunk.records:type_name -> thunderyurts.wire.SnapshotRecord
-	40, // 31: thunderyurts.wire.DumpChunk.cut:type_name -> thunderyurts.wire.DumpCut
-	4,  // 32: thunderyurts.wire.Data.Stream:input_type -> thunderyurts.wire.Batch
-	7,  // 33: thunderyurts.wire.Data.Scan:input_type -> thunderyurts.wire.ScanRequest
-	10, // 34: thunderyurts.wire.Data.Status:input_type -> thunderyurts.wire.NodeStatusRequest
-	17, // 35: thunderyurts.wire.Data.Replicate:input_type -> thunderyurts.wire.FollowerMessage
-	27, // 36: thunderyurts.wire.Data.Handover:input_type -> thunderyurts.wire.HandoverRequest
-	33, // 37: thunderyurts.wire.Data.Migrate:input_type -> thunderyurts.wire.MigrateRequest
-	38, // 38: thunderyurts.wire.Data.Dump:input_type -> thunderyurts.wire.DumpRequest
-	29, // 39: thunderyurts.wire.Route.GetRoutes:input_type -> thunderyurts.wire.RoutesRequest
-	5,  // 40: thunderyurts.wire.Data.Stream:output_type -> thunderyurts.wire.BatchReply
-	9,  // 41: thunderyurts.wire.Data.Scan:output_type -> thunderyurts.wire.ScanReply
-	11, // 42: thunderyurts.wire.Data.Status:output_type -> thunderyurts.wire.NodeStatus
-	20, // 43: thunderyurts.wire.Data.Replicate:output_type -> thunderyurts.wire.PrimaryMessage
-	28, // 44: thunderyurts.wire.Data.Handover:output_type -> thunderyurts.wire.HandoverReply
-	34, // 45: thunderyurts.wire.Data.Migrate:output_type -> thunderyurts.wire.MigrateMessage
-	39, // 46: thunderyurts.wire.Data.Dump:output_type -> thunderyurts.wire.DumpChunk
-	32, // 47: thunderyurts.wire.Route.GetRoutes:output_type -> thunderyurts.wire.Routes
-	40, // [40:48] is the sub-list for method output_type
-	32, // [32:40] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	26, // 21: thunderyurts.wire.SnapshotEnd.tags:type_name -> thunderyurts.wire.SnapshotTag
+	15, // 22: thunderyurts.wire.Entries.entries:type_name -> thunderyurts.wire.LogEntry
+	31, // 23: thunderyurts.wire.GroupRoute.members:type_name -> thunderyurts.wire.NodeRoute
+	6,  // 24: thunderyurts.wire.Routes.ranges:type_name -> thunderyurts.wire.SlotRange
+	32, // 25: thunderyurts.wire.Routes.groups:type_name -> thunderyurts.wire.GroupRoute
+	23, // 26: thunderyurts.wire.MigrateMessage.snapshot_chunk:type_name -> thunderyurts.wire.SnapshotChunk
+	36, // 27: thunderyurts.wire.MigrateMessage.snapshot_end:type_name -> thunderyurts.wire.MigrateSnapshotEnd
+	37, // 28: thunderyurts.wire.MigrateMessage.entries:type_name -> thunderyurts.wire.MigrateEntries
+	38, // 29: thunderyurts.wire.MigrateMessage.position:type_name -> thunderyurts.wire.MigratePosition
+	15, // 30: thunderyurts.wire.MigrateEntries.records:type_name -> thunderyurts.wire.LogEntry
+	24, // 31: thunderyurts.wire.DumpChunk.records:type_name -> thunderyurts.wire.SnapshotRecord
+	41, // 32: thunderyurts.wire.DumpChunk.cut:type_name -> thunderyurts.wire.DumpCut
+	4,  // 33: thunderyurts.wire.Data.Stream:input_type -> thunderyurts.wire.Batch
+	7,  // 34: thunderyurts.wire.Data.Scan:input_type -> thunderyurts.wire.ScanRequest
+	10, // 35: thunderyurts.wire.Data.Status:input_type -> thunderyurts.wire.NodeStatusRequest
+	17, // 36: thunderyurts.wire.Data.Replicate:input_type -> thunderyurts.wire.FollowerMessage
+	28, // 37: thunderyurts.wire.Data.Handover:input_type -> thunderyurts.wire.HandoverRequest
+	34, // 38: thunderyurts.wire.Data.Migrate:input_type -> thunderyurts.wire.MigrateRequest
+	39, // 39: thunderyurts.wire.Data.Dump:input_type -> thunderyurts.wire.DumpRequest
+	30, // 40: thunderyurts.wire.Route.GetRoutes:input_type -> thunderyurts.wire.RoutesRequest
+	5,  // 41: thunderyurts.wire.Data.Stream:output_type -> thunderyurts.wire.BatchReply
+	9,  // 42: thunderyurts.wire.Data.Scan:output_type -> thunderyurts.wire.ScanReply
+	11, // 43: thunderyurts.wire.Data.Status:output_type -> thunderyurts.wire.NodeStatus
+	20, // 44: thunderyurts.wire.Data.Replicate:output_type -> thunderyurts.wire.PrimaryMessage
+	29, // 45: thunderyurts.wire.Data.Handover:output_type -> thunderyurts.wire.HandoverReply
+	35, // 46: thunderyurts.wire.Data.Migrate:output_type -> thunderyurts.wire.MigrateMessage
+	40, // 47: thunderyurts.wire.Data.Dump:output_type -> thunderyurts.wire.DumpChunk
+	33, // 48: thunderyurts.wire.Route.GetRoutes:output_type -> thunderyurts.wire.Routes
+	41, // [41:49] is the sub-list for method output_type
+	33, // [33:41] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_thunder_proto_init() }
@@ -3297,7 +3377,7 @@ func file_thunder_proto_init() {
 		(*PrimaryMessage_SnapshotEnd)(nil),
 		(*PrimaryMessage_Entries)(nil),
 	}
-	file_thunder_proto_msgTypes[32].OneofWrappers = []any{
+	file_thunder_proto_msgTypes[33].OneofWrappers = []any{
 		(*MigrateMessage_SnapshotChunk)(nil),
 		(*MigrateMessage_SnapshotEnd)(nil),
 		(*MigrateMessage_Entries)(nil),
@@ -3309,7 +3389,7 @@ func file_thunder_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_thunder_proto_rawDesc), len(file_thunder_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   39,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

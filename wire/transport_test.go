@@ -285,7 +285,9 @@ func TestServeGivesBudgetBack(t *testing.T) {
 }
 
 func TestServeClosesSilentAndHalfSentConnections(t *testing.T) {
-	opts := ServerOptions{HandshakeTimeout: 300 * time.Millisecond, FrameTimeout: 300 * time.Millisecond, IdleTimeout: 300 * time.Millisecond}
+	// Short, yet long enough that a loaded machine makes its call before
+	// the idle timeout.
+	opts := ServerOptions{HandshakeTimeout: time.Second, FrameTimeout: time.Second, IdleTimeout: time.Second}
 	addr := serve(t, opts)
 
 	t.Run("silent", func(t *testing.T) {

@@ -1,8 +1,11 @@
 package datanode
 
 import (
+	"cmp"
 	"errors"
+	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -200,8 +203,9 @@ func (d *dedupe) pruneLocked(now time.Duration) {
 }
 
 // rebuild replaces the table's tags with those of the newest dedupeMax
-// entries of store's log, as a store is opened. Writes in flight stay
-// claimed: their outcome comes from the store they were queued in.
+// entries of store: the tags of the snapshot it was restored from, then
+// those of its log, as a store is opened. Writes in flight stay claimed:
+// their outcome comes from the store they were queued in.
 func (d *dedupe) rebuild(store *datastore.Store, log *slog.Logger) {
 	d.mu.Lock()
 	clear(d.seqs)
@@ -212,7 +216,13 @@ func (d *dedupe) rebuild(store *datastore.Store, log *slog.Logger) {
 	if last >= dedupeMax {
 		from = max(from, last-dedupeMax+1)
 	}
-	start, found := time.Now(), 0
+	restored := store.RestoredTags()
+	if last >= dedupeMax {
+		i, _ := slices.BinarySearchFunc(restored, last-dedupeMax+1, func(t datastore.TagSeq, seq uint64) int { return cmp.Compare(t.Seq, seq) })
+		restored = restored[i:]
+	}
+	d.install(restored)
+	start, found := time.Now(), len(restored)
 	for from <= last {
 		entries, err := store.ReadLog(from, datastore.Limit{Entries: 4096, Bytes: shipBytes})
 		if first := store.FirstLogSeq(); errors.Is(err, datastore.ErrLogTrimmed) && first > from {
@@ -239,8 +249,73 @@ func (d *dedupe) rebuild(store *datastore.Store, log *slog.Logger) {
 		"took", time.Since(start).Round(time.Millisecond))
 }
 
-// inLog reports whether the entry at seq in the node's log carries tag.
+// install adds tags of entries the node holds without their log entries:
+// those of the snapshot its store was restored from.
+func (d *dedupe) install(tags []datastore.TagSeq) {
+	now := time.Since(d.born)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, t := range tags {
+		d.addLocked(t.Tag, t.Seq, now)
+	}
+	d.pruneLocked(now)
+}
+
+// window returns the table's tags of entries up to seq, oldest first.
+func (d *dedupe) window(upTo uint64) []datastore.TagSeq {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []datastore.TagSeq
+	for _, t := range d.order[d.head:] {
+		if t.seq <= upTo && d.seqs[t.tag] == t.seq {
+			out = append(out, datastore.TagSeq{Tag: t.tag, Seq: t.seq})
+		}
+	}
+	return out
+}
+
+// inLog reports whether the entry at seq in the node's log carries tag,
+// or, for an entry before the log's start, whether the snapshot the store
+// was restored from covered it with that tag.
 func (n *Node) inLog(tag datastore.Tag, seq uint64) bool {
-	entries, err := n.store().ReadLog(seq, datastore.Limit{Entries: 1})
+	store := n.store()
+	entries, err := store.ReadLog(seq, datastore.Limit{Entries: 1})
+	if errors.Is(err, datastore.ErrLogTrimmed) {
+		return store.HasRestoredTag(tag, seq)
+	}
 	return err == nil && len(entries) == 1 && entries[0].Seq == seq && entries[0].Tag == tag
+}
+
+// snapshotTags is the retry window a snapshot at seq carries: the table's
+// tags of entries up to seq that store still holds, in its log or in the
+// snapshot it was restored from, ascending by seq. The log is read in
+// batches, not once per tag.
+func (n *Node) snapshotTags(store *datastore.Store, seq uint64) ([]datastore.TagSeq, error) {
+	tags := n.dedupe.window(seq)
+	slices.SortFunc(tags, func(a, b datastore.TagSeq) int { return cmp.Compare(a.Seq, b.Seq) })
+	held := tags[:0]
+	var batch []datastore.LogEntry
+	for _, t := range tags {
+		if len(batch) == 0 || t.Seq < batch[0].Seq || t.Seq > batch[len(batch)-1].Seq {
+			var err error
+			batch, err = store.ReadLog(t.Seq, datastore.Limit{Entries: 4096, Bytes: shipBytes})
+			if errors.Is(err, datastore.ErrLogTrimmed) {
+				batch = nil
+				if store.HasRestoredTag(t.Tag, t.Seq) {
+					held = append(held, t)
+				}
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("read the log's tags from %d: %w", t.Seq, err)
+			}
+		}
+		if len(batch) == 0 {
+			continue // past the log's end
+		}
+		if i := t.Seq - batch[0].Seq; i < uint64(len(batch)) && batch[i].Seq == t.Seq && batch[i].Tag == t.Tag {
+			held = append(held, t)
+		}
+	}
+	return held, nil
 }

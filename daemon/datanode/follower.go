@@ -303,12 +303,20 @@ func (f *receiver) control(ctx context.Context, msg *wire.PrimaryMessage) error 
 		for i, e := range body.SnapshotEnd.Epochs {
 			epochs[i] = datastore.EpochStart{Epoch: e.Epoch, StartSeq: e.StartSeq}
 		}
+		tags := make([]datastore.TagSeq, len(body.SnapshotEnd.Tags))
+		for i, t := range body.SnapshotEnd.Tags {
+			tags[i] = datastore.TagSeq{Tag: datastore.Tag{Client: t.ClientId, Seq: t.ClientSeq}, Seq: t.Seq}
+		}
+		// The store keeps the tags with the restore, as the log will not
+		// hold their entries; the table gets what it kept.
+		f.restorer.SetTags(tags)
 		err := f.restorer.Finish(body.SnapshotEnd.Seq, epochs)
 		f.restorer = nil
 		if err != nil {
 			return fmt.Errorf("finish restore at %d: %w", body.SnapshotEnd.Seq, err)
 		}
-		f.n.log.Info("snapshot restored", "seq", body.SnapshotEnd.Seq)
+		f.n.dedupe.install(store.RestoredTags())
+		f.n.log.Info("snapshot restored", "seq", body.SnapshotEnd.Seq, "tags", len(store.RestoredTags()))
 		f.appended.Store(store.DurableSeq())
 		return f.ack(store.DurableSeq())
 	}

@@ -251,12 +251,23 @@ func (sh *shipper) sendSnapshot(ctx context.Context) (uint64, error) {
 	for _, e := range sh.n.store().Epochs() {
 		end.Epochs = append(end.Epochs, &wire.EpochStart{Epoch: e.Epoch, StartSeq: e.StartSeq})
 	}
+	// The follower's log will start after seq: without the tags of the
+	// entries the snapshot covers, it would write their retries again
+	// once it leads.
+	tags, err := sh.n.snapshotTags(sh.n.store(), seq)
+	if err != nil {
+		return 0, err
+	}
+	end.Tags = make([]*wire.SnapshotTag, len(tags))
+	for i, t := range tags {
+		end.Tags[i] = &wire.SnapshotTag{Seq: t.Seq, ClientId: t.Tag.Client, ClientSeq: t.Tag.Seq}
+	}
 	sh.sent.Store(seq)
 	if err := sh.send(&wire.PrimaryMessage{Body: &wire.PrimaryMessage_SnapshotEnd{SnapshotEnd: end}}); err != nil {
 		return 0, err
 	}
 	took := time.Since(start)
-	sh.n.log.Info("snapshot sent", "follower", sh.follower, "records", records, "seq", seq, "took", took.Round(time.Millisecond),
+	sh.n.log.Info("snapshot sent", "follower", sh.follower, "records", records, "seq", seq, "tags", len(tags), "took", took.Round(time.Millisecond),
 		"records_per_sec", int(float64(records)/max(took.Seconds(), 1e-6)))
 	return seq, nil
 }
