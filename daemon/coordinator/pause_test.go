@@ -2,10 +2,11 @@ package coordinator
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/thunderyurts/thunderyurts/coord"
+	"github.com/thunderyurts/thunderyurts/internal/poll"
 	"github.com/thunderyurts/thunderyurts/wire"
 )
 
@@ -13,7 +14,15 @@ import (
 // and how long the last one paused, even when the report that ends the
 // migration (from a new source primary) counts none.
 func TestMigrationHistoryPauses(t *testing.T) {
-	f := migrationCluster(t, fastMigrations)
+	var asked atomic.Int64 // the driver's reads of p1's report
+	f := migrationClusterProbed(t, fastMigrations, func(f *fakeCluster) func(context.Context, string) (*wire.NodeStatus, error) {
+		return func(ctx context.Context, addr string) (*wire.NodeStatus, error) {
+			if addr == addrOf("p1") {
+				defer asked.Add(1)
+			}
+			return f.probe(ctx, addr)
+		}
+	})
 	m := f.startPlan(coord.Move{From: "g1", To: "g2", First: 0, Last: 1})
 	f.report("p2", target(m.ID, phaseCaughtUp, 50, 50))
 	f.waitMigration("hold", func(m *coord.Migration) bool { return m.State == coord.MigrationHold })
@@ -23,7 +32,10 @@ func TestMigrationHistoryPauses(t *testing.T) {
 	released := source(m.ID, "serving", 0)
 	released.Holds, released.LastPauseMicros = 3, 12_345
 	f.report("p1", released)
-	time.Sleep(100 * time.Millisecond) // many polls
+	// Reads are one per step: the third from now began after the report
+	// was set, once the step that read it was over.
+	before := asked.Load()
+	poll.Until(t, waitFor, "the driver reads the report", func() bool { return asked.Load() >= before+3 })
 	// The last report comes from a primary that held none.
 	f.report("p1", source(m.ID, phaseDropped, 0))
 	f.waitNoMigration("migration removed")
