@@ -81,7 +81,7 @@ func TestCollectStatus(t *testing.T) {
 		}
 		return nil, errors.New("unexpected address " + addr)
 	}
-	s, err := CollectStatus(ctx, cl, probe)
+	s, err := CollectStatus(ctx, cl, probe, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +108,7 @@ func TestCollectStatus(t *testing.T) {
 	}
 
 	// Without a probe, the ZooKeeper view alone.
-	s, err = CollectStatus(ctx, cl, nil)
+	s, err = CollectStatus(ctx, cl, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +122,7 @@ func TestCollectStatus(t *testing.T) {
 func TestCollectStatusNoCluster(t *testing.T) {
 	conn := memcoord.New().Connect()
 	t.Cleanup(func() { conn.Close() })
-	_, err := CollectStatus(testContext(t), coord.NewCluster(conn, "nope"), nil)
+	_, err := CollectStatus(testContext(t), coord.NewCluster(conn, "nope"), nil, nil)
 	if !errors.Is(err, coord.ErrNoNode) {
 		t.Errorf("err = %v, want ErrNoNode", err)
 	}

@@ -34,18 +34,24 @@ type RebalanceView struct {
 	RateMBps  float64       `json:"rate_mbps,omitempty"`
 	Moves     []MoveRow     `json:"moves"`
 	Shares    []GroupShares `json:"groups"`
+	// Warnings say whose keys and bytes are not known, and why.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // MoveRow is one planned move.
 type MoveRow struct {
-	Slots     Range  `json:"slots"`
-	From      string `json:"from"` // "" unassigned slots
-	To        string `json:"to"`
-	Count     int    `json:"count"`
-	State     string `json:"state"`
-	Migration string `json:"migration,omitempty"`
-	Tries     int    `json:"tries,omitempty"`
-	Error     string `json:"error,omitempty"`
+	Slots Range  `json:"slots"`
+	From  string `json:"from"` // "" unassigned slots
+	To    string `json:"to"`
+	Count int    `json:"count"`
+	// Keys and Bytes are what the slots hold on the source group's
+	// primary, which the move copies; nil when not known.
+	Keys      *uint64 `json:"keys,omitempty"`
+	Bytes     *uint64 `json:"bytes,omitempty"`
+	State     string  `json:"state"`
+	Migration string  `json:"migration,omitempty"`
+	Tries     int     `json:"tries,omitempty"`
+	Error     string  `json:"error,omitempty"`
 }
 
 // GroupShares is one group's slots before and after the plan.
@@ -61,8 +67,12 @@ type GroupShares struct {
 // for the coordinator leader to carry out. If a plan is in progress it
 // returns that one (Following) instead; a drain then fails with
 // coord.ErrRebalanceRunning, since the plan in progress does not drain.
-// ErrNoSuchGroup if the group to drain does not exist.
-func Rebalance(ctx context.Context, c *coord.Cluster, req RebalanceRequest) (*RebalanceView, error) {
+// ErrNoSuchGroup if the group to drain does not exist. With slotCounts (a
+// NodeStatusFunc that asks for NodeStatus.SlotCounts) a new plan shows the
+// keys and bytes each move copies, as the source groups' primaries count
+// them; a primary that does not answer leaves its moves' counts unknown
+// and adds a warning.
+func Rebalance(ctx context.Context, c *coord.Cluster, req RebalanceRequest, slotCounts NodeStatusFunc) (*RebalanceView, error) {
 	if !req.DryRun {
 		cur, err := c.RebalancePlan(ctx)
 		switch {
@@ -94,6 +104,15 @@ func Rebalance(ctx context.Context, c *coord.Cluster, req RebalanceRequest) (*Re
 		}
 	}
 	plan := coord.RebalancePlan{Moves: coord.PlanMoves(table, groups), RateMBps: req.RateMBps}
+	var counts map[string]NodeProbe
+	if slotCounts != nil && len(plan.Moves) > 0 {
+		counts, err = probePrimaries(ctx, c, groups, func(g string) bool {
+			return slices.ContainsFunc(plan.Moves, func(mv coord.Move) bool { return mv.From == g })
+		}, slotCounts)
+		if err != nil {
+			return nil, err
+		}
+	}
 	if !req.DryRun {
 		stored, err := c.StartRebalance(ctx, plan)
 		if errors.Is(err, coord.ErrRebalanceRunning) {
@@ -109,7 +128,7 @@ func Rebalance(ctx context.Context, c *coord.Cluster, req RebalanceRequest) (*Re
 		}
 		plan = *stored
 	}
-	v := BuildRebalanceView(&plan, table, groups)
+	v := BuildRebalanceView(&plan, table, groups, counts)
 	v.DryRun = req.DryRun
 	return v, nil
 }
@@ -133,7 +152,7 @@ func follow(ctx context.Context, c *coord.Cluster, p *coord.RebalancePlan) (*Reb
 	if err != nil {
 		return nil, err
 	}
-	v := BuildRebalanceView(p, table, groups)
+	v := BuildRebalanceView(p, table, groups, nil)
 	v.Following = true
 	return v, nil
 }
@@ -158,12 +177,21 @@ var (
 )
 
 // BuildRebalanceView assembles a RebalanceView from a plan, the table it
-// applies to and the groups; it does no I/O.
-func BuildRebalanceView(p *coord.RebalancePlan, table *coord.SlotTable, groups []*coord.Group) *RebalanceView {
+// applies to, the groups and, when not nil, what the source groups'
+// primaries answered when asked for their slot counts (by group); it does
+// no I/O. Unassigned slots hold no keys to copy.
+func BuildRebalanceView(p *coord.RebalancePlan, table *coord.SlotTable, groups []*coord.Group, counts map[string]NodeProbe) *RebalanceView {
 	v := &RebalanceView{Plan: p.ID, RateMBps: p.RateMBps, Moves: []MoveRow{}, Shares: []GroupShares{}}
 	owners := slices.Clone(table.Owners)
+	unknown := map[string]bool{}
 	for _, mv := range p.Moves {
-		v.Moves = append(v.Moves, moveRow(mv))
+		row := moveRow(mv)
+		var err error
+		if row.Keys, row.Bytes, err = moveCounts(mv, counts); err != nil && !unknown[mv.From] {
+			unknown[mv.From] = true
+			v.Warnings = append(v.Warnings, fmt.Sprintf("keys and bytes of the moves from %s unknown: %v", mv.From, err))
+		}
+		v.Moves = append(v.Moves, row)
 		if mv.State == coord.MovePending || mv.State == coord.MoveRunning {
 			for s := mv.First; s <= mv.Last && s < len(owners); s++ {
 				owners[s] = mv.To
@@ -180,6 +208,27 @@ func BuildRebalanceView(p *coord.RebalancePlan, table *coord.SlotTable, groups [
 	}
 	slices.SortFunc(v.Shares, func(a, b GroupShares) int { return strings.Compare(a.Group, b.Group) })
 	return v
+}
+
+// moveCounts is the keys and bytes move mv copies, as counts (by group)
+// have them: nil without counts, or with an error saying why they are not
+// known.
+func moveCounts(mv coord.Move, counts map[string]NodeProbe) (keys, bytes *uint64, err error) {
+	if counts == nil {
+		return nil, nil, nil
+	}
+	sc := map[int]*wire.SlotDigest{} // unassigned slots: nothing to copy
+	if mv.From != "" {
+		probe, ok := counts[mv.From]
+		if !ok {
+			return nil, nil, errors.New("its primary was not asked")
+		}
+		if sc, err = slotCounts(probe); err != nil {
+			return nil, nil, err
+		}
+	}
+	k, b := sumCounts(sc, mv.First, mv.Last)
+	return &k, &b, nil
 }
 
 func moveRow(mv coord.Move) MoveRow {
@@ -212,19 +261,20 @@ func PrintRebalance(w io.Writer, v *RebalanceView, f Format) error {
 		case len(v.Moves) == 0:
 			ew.printf("nothing to move: every group holds its share of the slots\n")
 		case v.DryRun:
-			ew.printf("dry run: %d slots would move in %d migrations (copy rate %s)\n", slots, len(v.Moves), rate)
+			ew.printf("dry run: %d slots%s would move in %d migrations (copy rate %s)\n", slots, v.totalCounts(), len(v.Moves), rate)
 		case v.Following:
 			ew.printf("rebalance %s is in progress: %d slots in %d migrations (copy rate %s)\n", v.Plan, slots, len(v.Moves), rate)
 		default:
-			ew.printf("rebalance %s: %d slots move in %d migrations (copy rate %s)\n", v.Plan, slots, len(v.Moves), rate)
+			ew.printf("rebalance %s: %d slots%s move in %d migrations (copy rate %s)\n", v.Plan, slots, v.totalCounts(), len(v.Moves), rate)
 		}
 		if len(v.Moves) > 0 {
 			rows := make([][]string, 0, len(v.Moves))
 			for _, m := range v.Moves {
-				rows = append(rows, []string{formatRanges([]Range{m.Slots}), orElse(m.From, unassignedLabel), m.To, strconv.Itoa(m.Count), m.State})
+				rows = append(rows, []string{formatRanges([]Range{m.Slots}), orElse(m.From, unassignedLabel), m.To, strconv.Itoa(m.Count),
+					optional(m.Keys), optional(m.Bytes), m.State})
 			}
 			ew.printf("\n")
-			ew.table("MOVES", []string{"SLOTS", "FROM", "TO", "COUNT", "STATE"}, rows)
+			ew.table("MOVES", []string{"SLOTS", "FROM", "TO", "COUNT", "KEYS", "BYTES", "STATE"}, rows)
 		}
 		rows := make([][]string, 0, len(v.Shares))
 		for _, s := range v.Shares {
@@ -232,8 +282,24 @@ func PrintRebalance(w io.Writer, v *RebalanceView, f Format) error {
 		}
 		ew.printf("\n")
 		ew.table("GROUPS", []string{"GROUP", "WEIGHT", "SLOTS NOW", "SLOTS AFTER"}, rows)
+		for _, w := range v.Warnings {
+			ew.printf("warning: %s\n", w)
+		}
 		return ew.err
 	})
+}
+
+// totalCounts is " (K keys, B bytes)", what the moves copy in all, when
+// every move's counts are known; else "".
+func (v *RebalanceView) totalCounts() string {
+	var keys, bytes uint64
+	for _, m := range v.Moves {
+		if m.Keys == nil || m.Bytes == nil {
+			return ""
+		}
+		keys, bytes = keys+*m.Keys, bytes+*m.Bytes
+	}
+	return fmt.Sprintf(" (%d keys, %d bytes)", keys, bytes)
 }
 
 // RebalanceProgress is how far the latest rebalance plan got.
@@ -270,6 +336,12 @@ type MigrationRow struct {
 	Keys  *uint64 `json:"keys"`
 	Bytes *uint64 `json:"bytes"`
 	Lag   *uint64 `json:"lag"`
+	// Holds is how many holds of the migration the source's primary ended
+	// (released or switched) and LastPause how long the last one held
+	// requests for the slots: the source's report, nil LastPause when it
+	// did not answer or no hold ended yet.
+	Holds     int            `json:"holds"`
+	LastPause *time.Duration `json:"last_pause_ns"`
 	// Error is why the last attempt did not switch.
 	Error string `json:"error,omitempty"`
 }
@@ -284,7 +356,11 @@ type FinishedRow struct {
 	Finished time.Time `json:"finished"`
 	Keys     uint64    `json:"keys"`
 	Bytes    uint64    `json:"bytes"`
-	Error    string    `json:"error,omitempty"`
+	// Holds and LastPause are as in MigrationRow, as the source last
+	// reported them; LastPause nil when no hold was reported.
+	Holds     int            `json:"holds"`
+	LastPause *time.Duration `json:"last_pause_ns"`
+	Error     string         `json:"error,omitempty"`
 }
 
 // CollectRebalanceProgress reads the latest plan, the slot table and what
@@ -302,7 +378,7 @@ func CollectRebalanceProgress(ctx context.Context, c *coord.Cluster, nodeStatus 
 	if err != nil {
 		return nil, err
 	}
-	reports, err := probeTargets(ctx, c, table, nodeStatus)
+	reports, err := probeMigrations(ctx, c, table, nodeStatus)
 	if err != nil {
 		return nil, err
 	}
@@ -403,31 +479,46 @@ func PrintRebalanceProgress(w io.Writer, p *RebalanceProgress, f Format) error {
 	})
 }
 
-// migrationRow is m with what its target's primary reports.
+// migrationRow is m with what its primaries report (by group): the
+// target's copy, the source's holds.
 func migrationRow(m *coord.Migration, reports map[string]*wire.NodeStatus, now time.Time) MigrationRow {
 	row := MigrationRow{ID: m.ID, Slots: Range{From: m.First, To: m.Last}, From: m.From, To: m.To, State: string(m.State),
 		Attempt: m.Attempt, InState: now.Sub(m.Since).Round(time.Millisecond), RateMBps: m.RateMBps, Error: m.Error}
-	if st := reports[m.To]; st != nil {
-		for _, ms := range st.Migrations {
-			if ms.Id == m.ID && ms.Role == "target" {
-				row.Keys, row.Bytes = ptr(ms.Keys), ptr(ms.Bytes)
-				if ms.SnapshotDone { // before, the source position is not known yet
-					row.Lag = ptr(ms.SourceCommitted - min(ms.SourceCommitted, ms.ImportedSeq))
-				}
-			}
+	if ms := reportOn(reports[m.To], m.ID, "target"); ms != nil {
+		row.Keys, row.Bytes = ptr(ms.Keys), ptr(ms.Bytes)
+		if ms.SnapshotDone { // before, the source position is not known yet
+			row.Lag = ptr(ms.SourceCommitted - min(ms.SourceCommitted, ms.ImportedSeq))
 		}
+	}
+	if ms := reportOn(reports[m.From], m.ID, "source"); ms != nil && ms.Holds > 0 {
+		row.Holds, row.LastPause = int(ms.Holds), ptr(time.Duration(ms.LastPauseMicros)*time.Microsecond)
 	}
 	return row
 }
 
-func finishedRow(r *coord.MigrationRecord) *FinishedRow {
-	return &FinishedRow{ID: r.ID, Slots: Range{From: r.First, To: r.Last}, From: r.From, To: r.To, Moved: r.Moved(),
-		Finished: r.Finished, Keys: r.Keys, Bytes: r.Bytes, Error: r.Error}
+// reportOn is st's report on migration id in role, nil if none.
+func reportOn(st *wire.NodeStatus, id, role string) *wire.MigrationStatus {
+	for _, ms := range st.GetMigrations() {
+		if ms.Id == id && ms.Role == role {
+			return ms
+		}
+	}
+	return nil
 }
 
-// probeTargets asks the primaries of the groups receiving slots for their
-// reports, by group; nil when there is nothing to ask with.
-func probeTargets(ctx context.Context, c *coord.Cluster, table *coord.SlotTable, nodeStatus NodeStatusFunc) (map[string]*wire.NodeStatus, error) {
+func finishedRow(r *coord.MigrationRecord) *FinishedRow {
+	row := &FinishedRow{ID: r.ID, Slots: Range{From: r.First, To: r.Last}, From: r.From, To: r.To, Moved: r.Moved(),
+		Finished: r.Finished, Keys: r.Keys, Bytes: r.Bytes, Holds: r.Holds, Error: r.Error}
+	if r.Holds > 0 {
+		row.LastPause = ptr(r.LastPause())
+	}
+	return row
+}
+
+// probeMigrations asks the primaries of the groups taking part in a
+// migration in flight for their reports, by group; nil when there is
+// nothing to ask with. A primary that does not answer is left out.
+func probeMigrations(ctx context.Context, c *coord.Cluster, table *coord.SlotTable, nodeStatus NodeStatusFunc) (map[string]*wire.NodeStatus, error) {
 	if nodeStatus == nil || len(table.Migrations) == 0 {
 		return nil, nil
 	}
@@ -435,25 +526,16 @@ func probeTargets(ctx context.Context, c *coord.Cluster, table *coord.SlotTable,
 	if err != nil {
 		return nil, err
 	}
-	nodes, err := c.Nodes(ctx)
+	probes, err := probePrimaries(ctx, c, groups, func(g string) bool {
+		return slices.ContainsFunc(table.Migrations, func(m coord.Migration) bool { return m.From == g || m.To == g })
+	}, nodeStatus)
 	if err != nil {
 		return nil, err
 	}
-	var asked []coord.NodeInfo
-	primaryOf := map[string]string{} // node → group
-	for _, g := range groups {
-		if !slices.ContainsFunc(table.Migrations, func(m coord.Migration) bool { return m.To == g.Name }) {
-			continue
-		}
-		if i := slices.IndexFunc(nodes, func(n coord.NodeInfo) bool { return n.ID == g.Primary }); i >= 0 {
-			asked = append(asked, nodes[i])
-			primaryOf[g.Primary] = g.Name
-		}
-	}
 	out := map[string]*wire.NodeStatus{}
-	for id, p := range probeNodes(ctx, asked, nodeStatus) {
+	for g, p := range probes {
 		if p.Err == nil {
-			out[primaryOf[id]] = p.Status
+			out[g] = p.Status
 		}
 	}
 	return out, nil

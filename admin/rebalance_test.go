@@ -35,7 +35,14 @@ func TestRebalance(t *testing.T) {
 	cl := newTestCluster(t) // g1 owns 0-5 of 8, 6-7 unassigned
 	addGroup(t, cl, "g2", "n3")
 
-	v, err := Rebalance(ctx, cl, RebalanceRequest{DryRun: true})
+	// g1's primary counts what its slots hold; slot 0 does not move.
+	counts := func(ctx context.Context, addr string) (*wire.NodeStatus, error) {
+		if addr != "n1:1" {
+			return nil, errors.New("unexpected address " + addr)
+		}
+		return &wire.NodeStatus{Id: "n1", SlotCounts: []*wire.SlotDigest{{Slot: 0, Keys: 7, Bytes: 70}, {Slot: 4, Keys: 3, Bytes: 30}, {Slot: 5, Keys: 1, Bytes: 10}}}, nil
+	}
+	v, err := Rebalance(ctx, cl, RebalanceRequest{DryRun: true}, counts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,21 +57,25 @@ func TestRebalance(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("\n%s", buf.String())
-	for _, cells := range [][]string{{"6-7", "(unassigned)", "g2", "2", "pending"}, {"4-5", "g1", "g2", "2", "pending"}, {"g2", "1", "0", "4"}, {"g1", "1", "6", "4"}} {
+	for _, cells := range [][]string{{"6-7", "(unassigned)", "g2", "2", "0", "0", "pending"}, {"4-5", "g1", "g2", "2", "4", "40", "pending"},
+		{"g2", "1", "0", "4"}, {"g1", "1", "6", "4"}} {
 		if !hasRow(buf.String(), cells) {
 			t.Errorf("no row %q in\n%s", cells, buf.String())
 		}
 	}
+	if !strings.HasPrefix(buf.String(), "dry run: 4 slots (4 keys, 40 bytes) would move in 2 migrations") || strings.Contains(buf.String(), "warning") {
+		t.Errorf("dry run printed\n%s", buf.String())
+	}
 
-	v, err = Rebalance(ctx, cl, RebalanceRequest{RateMBps: 7})
+	v, err = Rebalance(ctx, cl, RebalanceRequest{RateMBps: 7}, nil)
 	if err != nil || v.Plan == "" || v.Following || v.RateMBps != 7 {
 		t.Fatalf("rebalance = %s, %v", dump(v), err)
 	}
-	again, err := Rebalance(ctx, cl, RebalanceRequest{})
+	again, err := Rebalance(ctx, cl, RebalanceRequest{}, nil)
 	if err != nil || !again.Following || again.Plan != v.Plan {
 		t.Fatalf("second rebalance = %s, %v; want to follow %s", dump(again), err, v.Plan)
 	}
-	if _, err := Rebalance(ctx, cl, RebalanceRequest{Drain: "g1"}); !errors.Is(err, coord.ErrRebalanceRunning) {
+	if _, err := Rebalance(ctx, cl, RebalanceRequest{Drain: "g1"}, nil); !errors.Is(err, coord.ErrRebalanceRunning) {
 		t.Fatalf("drain during a rebalance: %v", err)
 	}
 	if g, _, _ := cl.Group(ctx, "g1"); g.EffectiveWeight() != 1 {
@@ -83,10 +94,10 @@ func TestDrainAndGroups(t *testing.T) {
 	ctx := testContext(t)
 	cl := newTestCluster(t)
 	addGroup(t, cl, "g2", "n3")
-	if _, err := Rebalance(ctx, cl, RebalanceRequest{Drain: "nope"}); !errors.Is(err, ErrNoSuchGroup) {
+	if _, err := Rebalance(ctx, cl, RebalanceRequest{Drain: "nope"}, nil); !errors.Is(err, ErrNoSuchGroup) {
 		t.Fatalf("drain of an unknown group: %v", err)
 	}
-	v, err := Rebalance(ctx, cl, RebalanceRequest{Drain: "g1", DryRun: true})
+	v, err := Rebalance(ctx, cl, RebalanceRequest{Drain: "g1", DryRun: true}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +112,7 @@ func TestDrainAndGroups(t *testing.T) {
 	if _, err := CancelRebalance(ctx, cl); !errors.Is(err, ErrNoRebalance) {
 		t.Fatalf("cancel without a rebalance: %v", err)
 	}
-	if _, err := Rebalance(ctx, cl, RebalanceRequest{Drain: "g1"}); err != nil {
+	if _, err := Rebalance(ctx, cl, RebalanceRequest{Drain: "g1"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if g, _, _ := cl.Group(ctx, "g1"); g.EffectiveWeight() != 0 {
@@ -143,13 +154,14 @@ func TestRebalanceProgress(t *testing.T) {
 		{From: "", To: "g2", First: 0, Last: 0, State: coord.MoveFailed, Tries: 3, Error: "boom"},
 	}}
 	reports := map[string]*wire.NodeStatus{"g2": {Migrations: []*wire.MigrationStatus{
-		{Id: "m2", Role: "target", Keys: 5, Bytes: 50, ImportedSeq: 90, SourceCommitted: 100, SnapshotDone: true}}}}
+		{Id: "m2", Role: "target", Keys: 5, Bytes: 50, ImportedSeq: 90, SourceCommitted: 100, SnapshotDone: true}}},
+		"g1": {Migrations: []*wire.MigrationStatus{{Id: "m2", Role: "source", Phase: "held", Holds: 1, LastPauseMicros: 1_000_250}}}}
 	p := BuildRebalanceProgress(plan, table, reports, now)
 	if p.Slots != 4 || p.Moved != 2 || len(p.Running) != 1 || len(p.Failed) != 1 || p.Moves["done"] != 1 {
 		t.Fatalf("progress = %s", dump(p))
 	}
 	r := p.Running[0]
-	if *r.Keys != 5 || *r.Lag != 10 || r.InState != time.Second || r.Attempt != 1 {
+	if *r.Keys != 5 || *r.Lag != 10 || r.InState != time.Second || r.Attempt != 1 || r.Holds != 1 || *r.LastPause != 1000250*time.Microsecond {
 		t.Fatalf("running = %s", dump(r))
 	}
 	if line := ProgressLine(p); !strings.Contains(line, "50% 2/4 slots, 1/3 moves done; 1 g1→g2 hold 5 keys lag 10") {
@@ -164,7 +176,7 @@ func TestRebalanceProgress(t *testing.T) {
 	}
 
 	buf.Reset()
-	run := &RebalanceRun{Plan: BuildRebalanceView(plan, table, nil), Result: p}
+	run := &RebalanceRun{Plan: BuildRebalanceView(plan, table, nil, nil), Result: p}
 	if err := PrintRebalanceRun(&buf, run, FormatJSON); err != nil {
 		t.Fatal(err)
 	}
@@ -173,9 +185,11 @@ func TestRebalanceProgress(t *testing.T) {
 		t.Errorf("JSON = %s, %v", buf.String(), err)
 	}
 
-	hist := []coord.MigrationRecord{{Migration: coord.Migration{ID: "m1", From: "g1", To: "g2", First: 2, Last: 3, State: coord.MigrationCleanup}, Finished: now, Keys: 9}}
+	hist := []coord.MigrationRecord{{Migration: coord.Migration{ID: "m1", From: "g1", To: "g2", First: 2, Last: 3, State: coord.MigrationCleanup}, Finished: now, Keys: 9,
+		Holds: 2, LastPauseMs: 37.42}}
 	v := BuildSlots(table, hist, reports, now)
-	if len(v.Migrations) != 1 || v.LastFinished == nil || !v.LastFinished.Moved || v.LastFinished.Keys != 9 {
+	if len(v.Migrations) != 1 || v.LastFinished == nil || !v.LastFinished.Moved || v.LastFinished.Keys != 9 || v.LastFinished.Holds != 2 ||
+		*v.LastFinished.LastPause != 37420*time.Microsecond {
 		t.Fatalf("slots view = %s", dump(v))
 	}
 	buf.Reset()
@@ -183,8 +197,8 @@ func TestRebalanceProgress(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("\n%s", buf.String())
-	if !hasRow(buf.String(), []string{"1", "g1→g2", "hold", "1s", "5", "50", "10", "-", "1", "hold ran past 1s"}) ||
-		!strings.Contains(buf.String(), "last finished: m1 slots 2-3 g1→g2") {
+	if !hasRow(buf.String(), []string{"1", "g1→g2", "hold", "1s", "5", "50", "10", "-", "1", "1.0003s", "hold ran past 1s"}) ||
+		!strings.Contains(buf.String(), "last finished: m1 slots 2-3 g1→g2 at 2026-12-02T14:00:00Z, 9 keys, 0 bytes, last pause 37.4ms (2 holds): moved") {
 		t.Errorf("printed:\n%s", buf.String())
 	}
 	buf.Reset()
@@ -192,7 +206,8 @@ func TestRebalanceProgress(t *testing.T) {
 		t.Fatal(err)
 	}
 	var back SlotsView
-	if err := json.Unmarshal(buf.Bytes(), &back); err != nil || len(back.Migrations) != 1 || back.LastFinished.ID != "m1" {
+	if err := json.Unmarshal(buf.Bytes(), &back); err != nil || len(back.Migrations) != 1 || back.LastFinished.ID != "m1" ||
+		*back.Migrations[0].LastPause != *r.LastPause || *back.LastFinished.LastPause != *v.LastFinished.LastPause {
 		t.Errorf("JSON = %s, %v", buf.String(), err)
 	}
 }

@@ -68,7 +68,7 @@ func CollectSlots(ctx context.Context, c *coord.Cluster, nodeStatus NodeStatusFu
 	if err != nil {
 		return nil, err
 	}
-	reports, err := probeTargets(ctx, c, t, nodeStatus)
+	reports, err := probeMigrations(ctx, c, t, nodeStatus)
 	if err != nil {
 		return nil, err
 	}
@@ -137,21 +137,33 @@ func PrintSlots(w io.Writer, v *SlotsView, f Format) error {
 					rate = strconv.FormatFloat(m.RateMBps, 'f', -1, 64) + " MB/s"
 				}
 				rows = append(rows, []string{formatRanges([]Range{m.Slots}), m.From + "→" + m.To, m.State, m.InState.Round(100 * time.Millisecond).String(),
-					optional(m.Keys), optional(m.Bytes), optional(m.Lag), rate, strconv.Itoa(m.Attempt), orElse(m.Error, "-")})
+					optional(m.Keys), optional(m.Bytes), optional(m.Lag), rate, strconv.Itoa(m.Attempt), formatPause(m.LastPause), orElse(m.Error, "-")})
 			}
 			ew.printf("\n")
-			ew.table("MIGRATIONS", []string{"SLOTS", "MOVE", "STATE", "FOR", "KEYS", "BYTES", "LAG", "RATE", "RETRIES", "LAST ERROR"}, rows)
+			ew.table("MIGRATIONS", []string{"SLOTS", "MOVE", "STATE", "FOR", "KEYS", "BYTES", "LAG", "RATE", "RETRIES", "LAST PAUSE", "LAST ERROR"}, rows)
 		}
 		if m := v.LastFinished; m != nil {
 			result := "moved"
 			if !m.Moved {
 				result = "aborted: " + m.Error
 			}
-			ew.printf("\nlast finished: %s slots %s %s→%s at %s, %d keys, %d bytes: %s\n", m.ID, formatRanges([]Range{m.Slots}),
-				m.From, m.To, m.Finished.Format(time.RFC3339), m.Keys, m.Bytes, result)
+			pauses := ""
+			if m.LastPause != nil {
+				pauses = fmt.Sprintf(", last pause %s (%d %s)", formatPause(m.LastPause), m.Holds, plural(m.Holds, "hold", "holds"))
+			}
+			ew.printf("\nlast finished: %s slots %s %s→%s at %s, %d keys, %d bytes%s: %s\n", m.ID, formatRanges([]Range{m.Slots}),
+				m.From, m.To, m.Finished.Format(time.RFC3339), m.Keys, m.Bytes, pauses, result)
 		}
 		return ew.err
 	})
+}
+
+// formatPause is a hold's duration to the tenth of a millisecond, or "-".
+func formatPause(d *time.Duration) string {
+	if d == nil {
+		return unknownCell
+	}
+	return d.Round(100 * time.Microsecond).String()
 }
 
 // formatRanges writes ranges the way operators type them: "0-511,1000".

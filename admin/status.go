@@ -117,9 +117,12 @@ type NodeProbe struct {
 // nodeStatus is not nil, asks every registered node for its own status, all
 // nodes in parallel and each bounded to a few seconds. A node that does not
 // answer does not fail the call: its live columns stay empty and the error
-// shows in its state and in Warnings. Errors come from reading ZooKeeper;
-// they wrap coord.ErrNoNode when the cluster does not exist.
-func CollectStatus(ctx context.Context, c *coord.Cluster, nodeStatus NodeStatusFunc) (*Status, error) {
+// shows in its state and in Warnings. With slotCounts (a NodeStatusFunc
+// that asks for NodeStatus.SlotCounts) the groups' primaries are asked with
+// it instead, and status warns about orphaned keys (orphanWarnings). Errors
+// come from reading ZooKeeper; they wrap coord.ErrNoNode when the cluster
+// does not exist.
+func CollectStatus(ctx context.Context, c *coord.Cluster, nodeStatus, slotCounts NodeStatusFunc) (*Status, error) {
 	// coord's errors already say what was being read; add which cluster.
 	fail := func(err error) (*Status, error) {
 		return nil, fmt.Errorf("cluster %q status: %w", c.Name(), err)
@@ -153,20 +156,54 @@ func CollectStatus(ctx context.Context, c *coord.Cluster, nodeStatus NodeStatusF
 	if err != nil {
 		return fail(err)
 	}
-	s := BuildStatus(meta, table, groups, nodes, coordinators, probeNodes(ctx, nodes, nodeStatus))
+	var probes, counts map[string]NodeProbe
+	if nodeStatus != nil {
+		// Primaries count their slots, when asked to and there is a table
+		// to find orphaned keys against.
+		groupOf := map[string]string{} // primary → group
+		if slotCounts != nil && table != nil {
+			for _, g := range groups {
+				if g.Primary != "" {
+					groupOf[g.Primary] = g.Name
+				}
+			}
+		}
+		probes = probeNodes(ctx, nodes, func(id string) NodeStatusFunc {
+			if groupOf[id] != "" {
+				return slotCounts
+			}
+			return nodeStatus
+		})
+		if len(groupOf) > 0 {
+			counts = map[string]NodeProbe{}
+			for id, p := range probes {
+				if g := groupOf[id]; g != "" {
+					counts[g] = p
+				}
+			}
+		}
+	}
+	s := BuildStatus(meta, table, groups, nodes, coordinators, probes)
 	s.Warnings = append(s.Warnings, rebalanceWarnings(table, groups, time.Now())...)
 	s.Backups = buildBackupStatus(backups, coordinators, func(format string, args ...any) {
 		s.Warnings = append(s.Warnings, fmt.Sprintf(format, args...))
 	})
+	if counts != nil {
+		// The table again: a migration that began while the primaries
+		// counted explains the keys it moved.
+		after, _, err := c.SlotTable(ctx)
+		if err != nil {
+			return fail(err)
+		}
+		s.Warnings = append(s.Warnings, orphanWarnings(groups, counts, table, after)...)
+	}
 	return s, nil
 }
 
-// probeNodes asks every node with an address for its status in parallel and
-// returns the outcomes by node ID; nil when there is nothing to ask with.
-func probeNodes(ctx context.Context, nodes []coord.NodeInfo, nodeStatus NodeStatusFunc) map[string]NodeProbe {
-	if nodeStatus == nil {
-		return nil
-	}
+// probeNodes asks every node with an address for its status in parallel,
+// each with the NodeStatusFunc ask returns for its ID, and returns the
+// outcomes by node ID.
+func probeNodes(ctx context.Context, nodes []coord.NodeInfo, ask func(id string) NodeStatusFunc) map[string]NodeProbe {
 	probes := make(map[string]NodeProbe, len(nodes))
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -180,7 +217,7 @@ func probeNodes(ctx context.Context, nodes []coord.NodeInfo, nodeStatus NodeStat
 			defer wg.Done()
 			pctx, cancel := context.WithTimeout(ctx, nodeStatusTimeout)
 			defer cancel()
-			st, err := nodeStatus(pctx, n.Addr)
+			st, err := ask(n.ID)(pctx, n.Addr)
 			if err == nil && st == nil {
 				err = errors.New("empty status reply")
 			}

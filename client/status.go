@@ -11,12 +11,22 @@ import (
 // NodeStatus asks the data node at addr for its live status (role, keys,
 // log position), for admin tools.
 func NodeStatus(ctx context.Context, addr string) (*wire.NodeStatus, error) {
+	return nodeStatus(ctx, addr, &wire.NodeStatusRequest{})
+}
+
+// NodeSlotCounts is NodeStatus with the keys and bytes of every slot the
+// node's store holds keys in (NodeStatus.SlotCounts), whoever owns it.
+func NodeSlotCounts(ctx context.Context, addr string) (*wire.NodeStatus, error) {
+	return nodeStatus(ctx, addr, &wire.NodeStatusRequest{SlotCounts: true})
+}
+
+func nodeStatus(ctx context.Context, addr string, req *wire.NodeStatusRequest) (*wire.NodeStatus, error) {
 	conn, err := dialConn(ctx, addr, 2*time.Second)
 	if err != nil {
 		return nil, err
 	}
 	defer conn.Close()
-	st, err := wire.NewDRPCDataClient(conn).Status(ctx, &wire.NodeStatusRequest{})
+	st, err := wire.NewDRPCDataClient(conn).Status(ctx, req)
 	if err != nil {
 		return nil, fmt.Errorf("status of %s: %w", addr, err)
 	}

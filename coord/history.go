@@ -12,13 +12,24 @@ const HistoryLimit = 50
 
 // MigrationRecord is a finished migration as the history keeps it: the
 // migration as it last stood in the slot table (State cleanup: it moved
-// the slots; abort: it did not, Error says why), when it finished, and
-// what the target reported copying in its last attempt.
+// the slots; abort: it did not, Error says why), when it finished, what
+// the target reported copying in its last attempt, and what the source
+// reported of its holds.
 type MigrationRecord struct {
 	Migration
 	Finished time.Time `json:"finished"`
 	Keys     uint64    `json:"keys,omitempty"`
 	Bytes    uint64    `json:"bytes,omitempty"`
+	// Holds is how many holds the source's primary ended (released or
+	// switched); LastPauseMs how long, in milliseconds, the last of them
+	// held requests for the slots. Both 0 when the source did not report.
+	Holds       int     `json:"holds,omitempty"`
+	LastPauseMs float64 `json:"last_pause_ms,omitempty"`
+}
+
+// LastPause is r.LastPauseMs as a duration.
+func (r *MigrationRecord) LastPause() time.Duration {
+	return time.Duration(r.LastPauseMs * float64(time.Millisecond))
 }
 
 // Moved reports whether the migration moved its slots.

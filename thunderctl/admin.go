@@ -23,7 +23,7 @@ func adminCommand() *cli.Command {
 				Usage: "coordinators, groups, nodes and warnings (-o json for scripts); exits 1 when there are warnings",
 				Action: func(c *cli.Context) error {
 					return withCluster(c, func(ctx context.Context, cl *coord.Cluster, f admin.Format) error {
-						st, err := admin.CollectStatus(ctx, cl, client.NodeStatus)
+						st, err := admin.CollectStatus(ctx, cl, client.NodeStatus, client.NodeSlotCounts)
 						if err != nil {
 							return err
 						}

@@ -142,7 +142,7 @@ func runRebalance(c *cli.Context, req admin.RebalanceRequest, cancel bool) error
 		if cancel {
 			v, err = admin.CancelRebalance(pctx, cl)
 		} else {
-			v, err = admin.Rebalance(pctx, cl, req)
+			v, err = admin.Rebalance(pctx, cl, req, client.NodeSlotCounts)
 		}
 		pcancel()
 		if err != nil {

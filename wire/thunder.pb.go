@@ -697,7 +697,11 @@ func (x *ScanReply) GetMore() bool {
 }
 
 type NodeStatusRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// slot_counts asks for NodeStatus.slot_counts, which reads every slot's
+	// stats: admin commands ask for it, the coordinator's frequent polls do
+	// not.
+	SlotCounts    bool `protobuf:"varint,1,opt,name=slot_counts,json=slotCounts,proto3" json:"slot_counts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -732,6 +736,13 @@ func (*NodeStatusRequest) Descriptor() ([]byte, []int) {
 	return file_thunder_proto_rawDescGZIP(), []int{8}
 }
 
+func (x *NodeStatusRequest) GetSlotCounts() bool {
+	if x != nil {
+		return x.SlotCounts
+	}
+	return false
+}
+
 type NodeStatus struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	Id           string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -752,7 +763,12 @@ type NodeStatus struct {
 	// migrations is this node's part in the slot migrations in flight (as
 	// the source's or the target's primary); the coordinator leader drives
 	// each migration from these reports.
-	Migrations    []*MigrationStatus `protobuf:"bytes,14,rep,name=migrations,proto3" json:"migrations,omitempty"`
+	Migrations []*MigrationStatus `protobuf:"bytes,14,rep,name=migrations,proto3" json:"migrations,omitempty"`
+	// slot_counts, only when asked (NodeStatusRequest.slot_counts) and the
+	// store can be read: every slot the node's store holds keys in, owned by
+	// its group or not, with its keys, bytes and hash once everything
+	// committed is applied. A slot not listed holds no keys.
+	SlotCounts    []*SlotDigest `protobuf:"bytes,15,rep,name=slot_counts,json=slotCounts,proto3" json:"slot_counts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -885,6 +901,13 @@ func (x *NodeStatus) GetMigrations() []*MigrationStatus {
 	return nil
 }
 
+func (x *NodeStatus) GetSlotCounts() []*SlotDigest {
+	if x != nil {
+		return x.SlotCounts
+	}
+	return nil
+}
+
 // MigrationStatus is one primary's report on one migration (coord.Migration).
 type MigrationStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -912,9 +935,14 @@ type MigrationStatus struct {
 	FrozenSeq uint64 `protobuf:"varint,10,opt,name=frozen_seq,json=frozenSeq,proto3" json:"frozen_seq,omitempty"`
 	// digests: per slot, the source's at frozen_seq, or the target's at
 	// imported_seq (once its applier reached it).
-	Digests       []*SlotDigest `protobuf:"bytes,11,rep,name=digests,proto3" json:"digests,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Digests []*SlotDigest `protobuf:"bytes,11,rep,name=digests,proto3" json:"digests,omitempty"`
+	// Source: how many of this migration's holds the node ended as its
+	// group's primary (released or switched), and how long the last one
+	// held requests, from the start of the hold to its end.
+	Holds           uint32 `protobuf:"varint,12,opt,name=holds,proto3" json:"holds,omitempty"`
+	LastPauseMicros int64  `protobuf:"varint,13,opt,name=last_pause_micros,json=lastPauseMicros,proto3" json:"last_pause_micros,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *MigrationStatus) Reset() {
@@ -1022,6 +1050,20 @@ func (x *MigrationStatus) GetDigests() []*SlotDigest {
 		return x.Digests
 	}
 	return nil
+}
+
+func (x *MigrationStatus) GetHolds() uint32 {
+	if x != nil {
+		return x.Holds
+	}
+	return 0
+}
+
+func (x *MigrationStatus) GetLastPauseMicros() int64 {
+	if x != nil {
+		return x.LastPauseMicros
+	}
+	return 0
 }
 
 // SlotDigest summarises one slot's content: key count, bytes of keys and
@@ -3005,8 +3047,10 @@ const file_thunder_proto_rawDesc = "" +
 	"ownerGroup\x12#\n" +
 	"\rtable_version\x18\x04 \x01(\x03R\ftableVersion\x121\n" +
 	"\x05items\x18\x05 \x03(\v2\x1b.thunderyurts.wire.KeyValueR\x05items\x12\x12\n" +
-	"\x04more\x18\x06 \x01(\bR\x04more\"\x13\n" +
-	"\x11NodeStatusRequest\"\xc0\x03\n" +
+	"\x04more\x18\x06 \x01(\bR\x04more\"4\n" +
+	"\x11NodeStatusRequest\x12\x1f\n" +
+	"\vslot_counts\x18\x01 \x01(\bR\n" +
+	"slotCounts\"\x80\x04\n" +
 	"\n" +
 	"NodeStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
@@ -3027,7 +3071,9 @@ const file_thunder_proto_rawDesc = "" +
 	"\x05state\x18\r \x01(\tR\x05state\x12B\n" +
 	"\n" +
 	"migrations\x18\x0e \x03(\v2\".thunderyurts.wire.MigrationStatusR\n" +
-	"migrations\"\xd6\x02\n" +
+	"migrations\x12>\n" +
+	"\vslot_counts\x18\x0f \x03(\v2\x1d.thunderyurts.wire.SlotDigestR\n" +
+	"slotCounts\"\x98\x03\n" +
 	"\x0fMigrationStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x14\n" +
@@ -3041,7 +3087,9 @@ const file_thunder_proto_rawDesc = "" +
 	"\n" +
 	"frozen_seq\x18\n" +
 	" \x01(\x04R\tfrozenSeq\x127\n" +
-	"\adigests\x18\v \x03(\v2\x1d.thunderyurts.wire.SlotDigestR\adigests\"^\n" +
+	"\adigests\x18\v \x03(\v2\x1d.thunderyurts.wire.SlotDigestR\adigests\x12\x14\n" +
+	"\x05holds\x18\f \x01(\rR\x05holds\x12*\n" +
+	"\x11last_pause_micros\x18\r \x01(\x03R\x0flastPauseMicros\"^\n" +
 	"\n" +
 	"SlotDigest\x12\x12\n" +
 	"\x04slot\x18\x01 \x01(\rR\x04slot\x12\x12\n" +
@@ -3266,50 +3314,51 @@ var file_thunder_proto_depIdxs = []int32{
 	8,  // 6: thunderyurts.wire.ScanReply.items:type_name -> thunderyurts.wire.KeyValue
 	14, // 7: thunderyurts.wire.NodeStatus.followers:type_name -> thunderyurts.wire.FollowerStatus
 	12, // 8: thunderyurts.wire.NodeStatus.migrations:type_name -> thunderyurts.wire.MigrationStatus
-	13, // 9: thunderyurts.wire.MigrationStatus.digests:type_name -> thunderyurts.wire.SlotDigest
-	18, // 10: thunderyurts.wire.FollowerMessage.hello:type_name -> thunderyurts.wire.Hello
-	19, // 11: thunderyurts.wire.FollowerMessage.ack:type_name -> thunderyurts.wire.Ack
-	16, // 12: thunderyurts.wire.Hello.epochs:type_name -> thunderyurts.wire.EpochStart
-	21, // 13: thunderyurts.wire.PrimaryMessage.truncate:type_name -> thunderyurts.wire.Truncate
-	22, // 14: thunderyurts.wire.PrimaryMessage.snapshot_begin:type_name -> thunderyurts.wire.SnapshotBegin
-	23, // 15: thunderyurts.wire.PrimaryMessage.snapshot_chunk:type_name -> thunderyurts.wire.SnapshotChunk
-	25, // 16: thunderyurts.wire.PrimaryMessage.snapshot_end:type_name -> thunderyurts.wire.SnapshotEnd
-	27, // 17: thunderyurts.wire.PrimaryMessage.entries:type_name -> thunderyurts.wire.Entries
-	24, // 18: thunderyurts.wire.SnapshotChunk.records:type_name -> thunderyurts.wire.SnapshotRecord
-	16, // 19: thunderyurts.wire.SnapshotEnd.epochs:type_name -> thunderyurts.wire.EpochStart
-	26, // 20: thunderyurts.wire.SnapshotEnd.tags:type_name -> thunderyurts.wire.SnapshotTag
-	15, // 21: thunderyurts.wire.Entries.entries:type_name -> thunderyurts.wire.LogEntry
-	31, // 22: thunderyurts.wire.GroupRoute.members:type_name -> thunderyurts.wire.NodeRoute
-	6,  // 23: thunderyurts.wire.Routes.ranges:type_name -> thunderyurts.wire.SlotRange
-	32, // 24: thunderyurts.wire.Routes.groups:type_name -> thunderyurts.wire.GroupRoute
-	23, // 25: thunderyurts.wire.MigrateMessage.snapshot_chunk:type_name -> thunderyurts.wire.SnapshotChunk
-	36, // 26: thunderyurts.wire.MigrateMessage.snapshot_end:type_name -> thunderyurts.wire.MigrateSnapshotEnd
-	37, // 27: thunderyurts.wire.MigrateMessage.entries:type_name -> thunderyurts.wire.MigrateEntries
-	38, // 28: thunderyurts.wire.MigrateMessage.position:type_name -> thunderyurts.wire.MigratePosition
-	15, // 29: thunderyurts.wire.MigrateEntries.records:type_name -> thunderyurts.wire.LogEntry
-	24, // 30: thunderyurts.wire.DumpChunk.records:type_name -> thunderyurts.wire.SnapshotRecord
-	41, // 31: thunderyurts.wire.DumpChunk.cut:type_name -> thunderyurts.wire.DumpCut
-	4,  // 32: thunderyurts.wire.Data.Stream:input_type -> thunderyurts.wire.Batch
-	7,  // 33: thunderyurts.wire.Data.Scan:input_type -> thunderyurts.wire.ScanRequest
-	10, // 34: thunderyurts.wire.Data.Status:input_type -> thunderyurts.wire.NodeStatusRequest
-	17, // 35: thunderyurts.wire.Data.Replicate:input_type -> thunderyurts.wire.FollowerMessage
-	28, // 36: thunderyurts.wire.Data.Handover:input_type -> thunderyurts.wire.HandoverRequest
-	34, // 37: thunderyurts.wire.Data.Migrate:input_type -> thunderyurts.wire.MigrateRequest
-	39, // 38: thunderyurts.wire.Data.Dump:input_type -> thunderyurts.wire.DumpRequest
-	30, // 39: thunderyurts.wire.Route.GetRoutes:input_type -> thunderyurts.wire.RoutesRequest
-	5,  // 40: thunderyurts.wire.Data.Stream:output_type -> thunderyurts.wire.BatchReply
-	9,  // 41: thunderyurts.wire.Data.Scan:output_type -> thunderyurts.wire.ScanReply
-	11, // 42: thunderyurts.wire.Data.Status:output_type -> thunderyurts.wire.NodeStatus
-	20, // 43: thunderyurts.wire.Data.Replicate:output_type -> thunderyurts.wire.PrimaryMessage
-	29, // 44: thunderyurts.wire.Data.Handover:output_type -> thunderyurts.wire.HandoverReply
-	35, // 45: thunderyurts.wire.Data.Migrate:output_type -> thunderyurts.wire.MigrateMessage
-	40, // 46: thunderyurts.wire.Data.Dump:output_type -> thunderyurts.wire.DumpChunk
-	33, // 47: thunderyurts.wire.Route.GetRoutes:output_type -> thunderyurts.wire.Routes
-	40, // [40:48] is the sub-list for method output_type
-	32, // [32:40] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	13, // 9: thunderyurts.wire.NodeStatus.slot_counts:type_name -> thunderyurts.wire.SlotDigest
+	13, // 10: thunderyurts.wire.MigrationStatus.digests:type_name -> thunderyurts.wire.SlotDigest
+	18, // 11: thunderyurts.wire.FollowerMessage.hello:type_name -> thunderyurts.wire.Hello
+	19, // 12: thunderyurts.wire.FollowerMessage.ack:type_name -> thunderyurts.wire.Ack
+	16, // 13: thunderyurts.wire.Hello.epochs:type_name -> thunderyurts.wire.EpochStart
+	21, // 14: thunderyurts.wire.PrimaryMessage.truncate:type_name -> thunderyurts.wire.Truncate
+	22, // 15: thunderyurts.wire.PrimaryMessage.snapshot_begin:type_name -> thunderyurts.wire.SnapshotBegin
+	23, // 16: thunderyurts.wire.PrimaryMessage.snapshot_chunk:type_name -> thunderyurts.wire.SnapshotChunk
+	25, // 17: thunderyurts.wire.PrimaryMessage.snapshot_end:type_name -> thunderyurts.wire.SnapshotEnd
+	27, // 18: thunderyurts.wire.PrimaryMessage.entries:type_name -> thunderyurts.wire.Entries
+	24, // 19: thunderyurts.wire.SnapshotChunk.records:type_name -> thunderyurts.wire.SnapshotRecord
+	16, // 20: thunderyurts.wire.SnapshotEnd.epochs:type_name -> thunderyurts.wire.EpochStart
+	26, // 21: thunderyurts.wire.SnapshotEnd.tags:type_name -> thunderyurts.wire.SnapshotTag
+	15, // 22: thunderyurts.wire.Entries.entries:type_name -> thunderyurts.wire.LogEntry
+	31, // 23: thunderyurts.wire.GroupRoute.members:type_name -> thunderyurts.wire.NodeRoute
+	6,  // 24: thunderyurts.wire.Routes.ranges:type_name -> thunderyurts.wire.SlotRange
+	32, // 25: thunderyurts.wire.Routes.groups:type_name -> thunderyurts.wire.GroupRoute
+	23, // 26: thunderyurts.wire.MigrateMessage.snapshot_chunk:type_name -> thunderyurts.wire.SnapshotChunk
+	36, // 27: thunderyurts.wire.MigrateMessage.snapshot_end:type_name -> thunderyurts.wire.MigrateSnapshotEnd
+	37, // 28: thunderyurts.wire.MigrateMessage.entries:type_name -> thunderyurts.wire.MigrateEntries
+	38, // 29: thunderyurts.wire.MigrateMessage.position:type_name -> thunderyurts.wire.MigratePosition
+	15, // 30: thunderyurts.wire.MigrateEntries.records:type_name -> thunderyurts.wire.LogEntry
+	24, // 31: thunderyurts.wire.DumpChunk.records:type_name -> thunderyurts.wire.SnapshotRecord
+	41, // 32: thunderyurts.wire.DumpChunk.cut:type_name -> thunderyurts.wire.DumpCut
+	4,  // 33: thunderyurts.wire.Data.Stream:input_type -> thunderyurts.wire.Batch
+	7,  // 34: thunderyurts.wire.Data.Scan:input_type -> thunderyurts.wire.ScanRequest
+	10, // 35: thunderyurts.wire.Data.Status:input_type -> thunderyurts.wire.NodeStatusRequest
+	17, // 36: thunderyurts.wire.Data.Replicate:input_type -> thunderyurts.wire.FollowerMessage
+	28, // 37: thunderyurts.wire.Data.Handover:input_type -> thunderyurts.wire.HandoverRequest
+	34, // 38: thunderyurts.wire.Data.Migrate:input_type -> thunderyurts.wire.MigrateRequest
+	39, // 39: thunderyurts.wire.Data.Dump:input_type -> thunderyurts.wire.DumpRequest
+	30, // 40: thunderyurts.wire.Route.GetRoutes:input_type -> thunderyurts.wire.RoutesRequest
+	5,  // 41: thunderyurts.wire.Data.Stream:output_type -> thunderyurts.wire.BatchReply
+	9,  // 42: thunderyurts.wire.Data.Scan:output_type -> thunderyurts.wire.ScanReply
+	11, // 43: thunderyurts.wire.Data.Status:output_type -> thunderyurts.wire.NodeStatus
+	20, // 44: thunderyurts.wire.Data.Replicate:output_type -> thunderyurts.wire.PrimaryMessage
+	29, // 45: thunderyurts.wire.Data.Handover:output_type -> thunderyurts.wire.HandoverReply
+	35, // 46: thunderyurts.wire.Data.Migrate:output_type -> thunderyurts.wire.MigrateMessage
+	40, // 47: thunderyurts.wire.Data.Dump:output_type -> thunderyurts.wire.DumpChunk
+	33, // 48: thunderyurts.wire.Route.GetRoutes:output_type -> thunderyurts.wire.Routes
+	41, // [41:49] is the sub-list for method output_type
+	33, // [33:41] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_thunder_proto_init() }

@@ -66,6 +66,16 @@ type driver struct {
 	// retryAt is, per move (its first slot), when an aborted move may start
 	// again.
 	retryAt map[int]time.Time
+	// pauses is, per migration, the source's last report that counted
+	// any hold, for the history: the hold that switched shows only in the
+	// source's last reports, and the source's report goes missing when its
+	// primary fails (its successor counts from none).
+	pauses map[string]pauseReport
+}
+
+type pauseReport struct {
+	holds      uint32
+	lastMicros int64
 }
 
 type copyProgress struct {
@@ -77,7 +87,8 @@ type copyProgress struct {
 
 // driveMigrations runs the driver until ctx, the leadership, ends.
 func (c *Coordinator) driveMigrations(ctx context.Context) {
-	d := &driver{c: c, cl: c.cfg.Cluster, cfg: c.cfg, progress: map[string]copyProgress{}, retryAt: map[int]time.Time{}}
+	d := &driver{c: c, cl: c.cfg.Cluster, cfg: c.cfg, progress: map[string]copyProgress{}, retryAt: map[int]time.Time{},
+		pauses: map[string]pauseReport{}}
 	for ctx.Err() == nil {
 		busy, err := d.step(ctx)
 		if err != nil && ctx.Err() == nil {
@@ -121,6 +132,7 @@ func (d *driver) step(ctx context.Context) (busy bool, err error) {
 	plan, err := d.cl.RebalancePlan(ctx)
 	if errors.Is(err, coord.ErrNoNode) || (err == nil && plan.Done) {
 		clear(d.progress)
+		clear(d.pauses)
 		return false, nil
 	}
 	if err != nil {
@@ -133,6 +145,11 @@ func (d *driver) step(ctx context.Context) (busy bool, err error) {
 	for id := range d.progress {
 		if v.table.Migration(id) == nil {
 			delete(d.progress, id)
+		}
+	}
+	for id := range d.pauses {
+		if v.table.Migration(id) == nil {
+			delete(d.pauses, id)
 		}
 	}
 	for i := range v.table.Migrations {
@@ -222,6 +239,9 @@ func (d *driver) advance(ctx context.Context, v *view, m *coord.Migration, plan 
 	cancelled := plan.Cancel
 	tgt, _ := v.report(m.To, m.ID, roleTarget)
 	src, srcNode := v.report(m.From, m.ID, roleSource)
+	if src != nil && src.Holds > 0 {
+		d.pauses[m.ID] = pauseReport{holds: src.Holds, lastMicros: src.LastPauseMicros}
+	}
 	now := time.Now()
 	switch m.State {
 	case coord.MigrationCopy:
@@ -349,8 +369,9 @@ func (d *driver) abort(ctx context.Context, m *coord.Migration, why string) erro
 // the table; a leader stopped in between records it again, which changes
 // nothing.
 func (d *driver) end(ctx context.Context, m *coord.Migration) error {
-	p := d.progress[m.ID]
-	rec := coord.MigrationRecord{Migration: *m, Finished: time.Now().UTC(), Keys: p.keys, Bytes: p.bytes}
+	p, pz := d.progress[m.ID], d.pauses[m.ID]
+	rec := coord.MigrationRecord{Migration: *m, Finished: time.Now().UTC(), Keys: p.keys, Bytes: p.bytes,
+		Holds: int(pz.holds), LastPauseMs: float64(pz.lastMicros) / 1000}
 	if err := d.cl.RecordMigration(ctx, rec); err != nil {
 		return err
 	}
@@ -358,6 +379,7 @@ func (d *driver) end(ctx context.Context, m *coord.Migration) error {
 		return err
 	}
 	delete(d.progress, m.ID)
+	delete(d.pauses, m.ID)
 	d.c.log.Info("migration: finished", "migration", m.String(), "moved", rec.Moved(), "error", m.Error)
 	return nil
 }

@@ -23,8 +23,18 @@ var fastMigrations = Config{MigrationPoll: 5 * time.Millisecond, HoldTimeout: ti
 // two groups, g1 (primary p1) and g2 (primary p2), owning 8 of the 16
 // slots each.
 func migrationCluster(t *testing.T, cfg Config) *fakeCluster {
+	return migrationClusterProbed(t, cfg, nil)
+}
+
+// migrationClusterProbed is migrationCluster with the coordinator asking
+// probe for the nodes' reports (nil: f.probe, what f.report set).
+func migrationClusterProbed(t *testing.T, cfg Config, probe func(*fakeCluster) func(context.Context, string) (*wire.NodeStatus, error)) *fakeCluster {
 	f := newFakeCluster(t)
-	f.coordinatorWith("c1", nil, cfg)
+	var p func(context.Context, string) (*wire.NodeStatus, error)
+	if probe != nil {
+		p = probe(f)
+	}
+	f.coordinatorWith("c1", p, cfg)
 	f.register("p1", "g1")
 	f.register("p2", "g2")
 	f.waitTable("slots assigned", func(t *coord.SlotTable) bool {

@@ -40,6 +40,17 @@ type holds struct {
 	pending []parkedBatch
 	// longest is the longest hold so far, for the metrics.
 	longest time.Duration
+	// pauses is, per migration in the node's table, how its holds on this
+	// node went, for the source's report.
+	pauses map[string]pause
+}
+
+// pause is what the holds of one migration cost its slots' requests: how
+// many holds ended (released or switched) and how long the last one held
+// them, from the start of holding to its end.
+type pause struct {
+	holds uint32
+	last  time.Duration
 }
 
 // hold is one migration's hold on this primary.
@@ -170,6 +181,11 @@ func (h *holds) reconcile(mg *migrations, st *state) {
 			ended = append(ended, hd)
 		}
 	}
+	for id := range h.pauses {
+		if st.table.Migration(id) == nil {
+			delete(h.pauses, id)
+		}
+	}
 	var begin []coord.Migration
 	if p != nil {
 		for _, m := range st.table.Migrations {
@@ -221,6 +237,8 @@ func (h *holds) release(mg *migrations, hd *hold) {
 	close(hd.released)
 	held := time.Since(hd.started)
 	h.longest = max(h.longest, held)
+	pz := h.pauses[hd.m.ID]
+	h.pauses[hd.m.ID] = pause{holds: pz.holds + 1, last: held}
 	h.mu.Unlock()
 	n := redispatch(parked)
 	mg.n.log.Info("hold ended", "migration", hd.m.String(), "attempt", hd.m.Attempt, "held", held.Round(time.Millisecond), "requests", n)
@@ -315,6 +333,15 @@ func (h *holds) report(r *wire.MigrationStatus, p *primary, m coord.Migration) {
 	case hd.err != nil:
 		r.Error = hd.err.Error()
 	}
+}
+
+// reportPauses adds to a source's report how the holds of migration id
+// went on this node.
+func (h *holds) reportPauses(r *wire.MigrationStatus, id string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	pz := h.pauses[id]
+	r.Holds, r.LastPauseMicros = pz.holds, pz.last.Microseconds()
 }
 
 // longestHold is the longest hold so far, ended or not.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -48,7 +49,7 @@ const migrateFaultEnv = "THUNDER_TEST_MIGRATE_FAULT"
 
 func newMigrations(n *Node) *migrations {
 	return &migrations{n: n, kick: make(chan struct{}, 1), fault: os.Getenv(migrateFaultEnv),
-		tasks: map[string]*migrationTask{}, dropped: map[string]*primary{}, holds: holds{byID: map[string]*hold{}}}
+		tasks: map[string]*migrationTask{}, dropped: map[string]*primary{}, holds: holds{byID: map[string]*hold{}, pauses: map[string]pause{}}}
 }
 
 // migrationTask is one goroutine working on a migration for one primary
@@ -342,6 +343,7 @@ func (mg *migrations) sourceReport(p *primary, m coord.Migration) *wire.Migratio
 	case coord.MigrationHold:
 		mg.holds.report(r, p, m)
 	}
+	mg.holds.reportPauses(r, m.ID)
 	return r
 }
 
@@ -355,6 +357,21 @@ func (n *Node) ownedKeys(ctx context.Context, st *state, store *datastore.Store)
 		}
 	}
 	return slotKeys(ctx, store, owned, 0)
+}
+
+// slotCounts is the content of every slot the store holds keys in,
+// whoever owns it, once everything committed is applied: a slot whose drop
+// a migration saw committed is empty by then.
+func (n *Node) slotCounts(ctx context.Context, store *datastore.Store) ([]*wire.SlotDigest, error) {
+	all := make([]int, n.slots)
+	for slot := range all {
+		all[slot] = slot
+	}
+	_, digests, err := store.SlotDigests(ctx, all, store.CommittedSeq())
+	if err != nil {
+		return nil, fmt.Errorf("slot digests: %w", err)
+	}
+	return wireDigests(slices.DeleteFunc(digests, func(d datastore.SlotDigest) bool { return d.Keys == 0 })), nil
 }
 
 // SlotKeys counts the keys the node's store holds in slots, whoever owns

@@ -288,8 +288,8 @@ func (s *service) Scan(ctx context.Context, req *wire.ScanRequest) (*wire.ScanRe
 }
 
 // Status reports the node's role, state, log positions and, on a primary,
-// its view of the members.
-func (s *service) Status(ctx context.Context, _ *wire.NodeStatusRequest) (*wire.NodeStatus, error) {
+// its view of the members; when asked, what every slot holds.
+func (s *service) Status(ctx context.Context, req *wire.NodeStatusRequest) (*wire.NodeStatus, error) {
 	n := s.n
 	st := n.state.Load()
 	store := n.store()
@@ -302,6 +302,12 @@ func (s *service) Status(ctx context.Context, _ *wire.NodeStatusRequest) (*wire.
 		// Slots being imported or not yet dropped are not the group's.
 		if out.Keys, err = n.ownedKeys(ctx, st, store); err != nil && st.storeErr == nil {
 			return nil, err
+		}
+		// A failed store's counts would be wrong: its state says why there are none.
+		if req.GetSlotCounts() && st.storeErr == nil {
+			if out.SlotCounts, err = n.slotCounts(ctx, store); err != nil {
+				return nil, err
+			}
 		}
 	case st.storeErr == nil:
 		return nil, fmt.Errorf("store stats: %w", err)
