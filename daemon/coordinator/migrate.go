@@ -32,6 +32,10 @@ const (
 	// idlePoll is how often the driver looks for a new plan while no
 	// migration is in flight.
 	idlePoll = 500 * time.Millisecond
+	// holdPoll is how often it polls while a migration is in hold: every
+	// poll it waits there is a poll the clients of the held slots wait too,
+	// and only two primaries are asked.
+	holdPoll = 10 * time.Millisecond
 	// holdLag is how far (in source log entries) the target may trail the
 	// source's committed position for the driver to hold: what the source
 	// then pauses for is the target importing that much.
@@ -71,6 +75,8 @@ type driver struct {
 	// source's last reports, and the source's report goes missing when its
 	// primary fails (its successor counts from none).
 	pauses map[string]pauseReport
+	// holding says the last step saw a migration of the plan in hold.
+	holding bool
 }
 
 type pauseReport struct {
@@ -95,7 +101,10 @@ func (c *Coordinator) driveMigrations(ctx context.Context) {
 			c.log.Warn("migration driver", "err", err)
 		}
 		wait := idlePoll
-		if busy {
+		switch {
+		case busy && d.holding:
+			wait = min(holdPoll, d.cfg.MigrationPoll)
+		case busy:
 			wait = d.cfg.MigrationPoll
 		}
 		_ = clock.Sleep(ctx, wait)
@@ -152,11 +161,15 @@ func (d *driver) step(ctx context.Context) (busy bool, err error) {
 			delete(d.pauses, id)
 		}
 	}
+	d.holding = false
 	for i := range v.table.Migrations {
 		m := v.table.Migrations[i]
 		if !planHas(plan, m.ID) {
 			continue // not the plan's: whoever wrote it drives it
 		}
+		// In hold, or about to be: poll fast from the step that holds.
+		tgt, _ := v.report(m.To, m.ID, roleTarget)
+		d.holding = d.holding || m.State == coord.MigrationHold || m.State == coord.MigrationCopy && readyToHold(&m, tgt)
 		if err := d.advance(ctx, v, &m, plan); err != nil && !errors.Is(err, coord.ErrMigrationChanged) {
 			d.c.log.Warn("migration step failed", "migration", m.String(), "err", err)
 		}
