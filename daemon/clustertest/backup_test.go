@@ -83,8 +83,12 @@ func TestBackupDuringMigration(t *testing.T) {
 		t.Fatalf("dump of slot 8 staged on g2: %v, want MOVED", err)
 	}
 
+	dir, err := backup.OpenStore(ctx, t.TempDir(), backup.StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	conn := &pausingConn{Conn: c.Coord().Conn(), reached: make(chan struct{}), release: make(chan struct{})}
-	store := &pausingStore{Store: dirStore(t), file: backup.SlotFileName(0), reached: make(chan struct{}), release: make(chan struct{})}
+	store := &pausingStore{Store: dir, file: backup.SlotFileName(0), reached: make(chan struct{}), release: make(chan struct{})}
 	var logs bytes.Buffer
 	type result struct {
 		res backup.Result
@@ -186,13 +190,4 @@ func TestBackupDuringMigration(t *testing.T) {
 func dumpFrom(ctx context.Context, c *clustertest.Cluster, group string, slot int) error {
 	addr := c.Node(c.Primary(group)).Addr()
 	return client.Dump(ctx, addr, []int{slot}, 0, 0, func(client.DumpCut) error { return nil }, func(int, []byte, []byte) error { return nil })
-}
-
-func dirStore(t *testing.T) backup.Store {
-	t.Helper()
-	s, err := backup.OpenStore(context.Background(), t.TempDir(), backup.StoreOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
 }
