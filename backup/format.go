@@ -21,9 +21,14 @@ import (
 //	record  'R', key length u32, value length u32, key, value, CRC32C u32
 //	trailer 'E', records u64, bytes u64, CRC32C u32 of every byte before it
 const (
-	// FormatVersion is the version of the slot file and manifest formats
-	// this build writes; it reads only this one.
+	// FormatVersion is the version of the slot file format this build
+	// writes; it reads only this one.
 	FormatVersion = 1
+	// ManifestVersion is the version of the manifest format this build
+	// writes. Version 2 records each slot's cut in its entry (a group may
+	// be copied more than once when slots move during a backup); this
+	// build reads versions 1 and 2.
+	ManifestVersion = 2
 	// SlotFileExt ends every slot file's name.
 	SlotFileExt = ".tyb"
 	// MaxKeySize and MaxValueSize bound a record (keys are at least one

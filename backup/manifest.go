@@ -33,8 +33,10 @@ type Manifest struct {
 	Slots            []SlotEntry           `json:"slots"` // by slot, one for every slot
 }
 
-// GroupPoint is where in a group's log its slots were copied: every slot
-// file of the group carries the same epoch and sequence in its header.
+// GroupPoint is where in a group's log its slots were copied. A group is
+// usually copied once, at one point; when slots moved into it during the
+// backup it was copied again for them, and this is its latest copy (each
+// slot entry records its own, since manifest version 2).
 type GroupPoint struct {
 	Epoch    uint64 `json:"epoch"`
 	Sequence uint64 `json:"sequence"`
@@ -50,6 +52,20 @@ type SlotEntry struct {
 	Size   int64  `json:"size"`   // file bytes
 	Keys   int64  `json:"keys"`
 	Bytes  int64  `json:"bytes"` // key and value bytes
+	// Epoch and Sequence are where in Group's log the slot was copied, as
+	// in its file's header (manifest version 2; version 1 has the group's
+	// point instead).
+	Epoch    uint64 `json:"epoch"`
+	Sequence uint64 `json:"sequence"`
+}
+
+// point is where in its group's log the slot of e was copied.
+func (m *Manifest) point(e SlotEntry) (epoch, seq uint64) {
+	if m.FormatVersion == 1 {
+		g := m.Groups[e.Group]
+		return g.Epoch, g.Sequence
+	}
+	return e.Epoch, e.Sequence
 }
 
 // Keys is the number of keys in the backup.
@@ -72,8 +88,8 @@ func (m *Manifest) Bytes() int64 {
 
 // check reports the first inconsistency in the manifest itself.
 func (m *Manifest) check() error {
-	if m.FormatVersion != FormatVersion {
-		return fmt.Errorf("format version %d, this build reads version %d", m.FormatVersion, FormatVersion)
+	if m.FormatVersion != 1 && m.FormatVersion != ManifestVersion {
+		return fmt.Errorf("format version %d, this build reads versions 1 and %d", m.FormatVersion, ManifestVersion)
 	}
 	if _, err := ParseID(m.ID); err != nil {
 		return err

@@ -5,11 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/thunderyurts/thunderyurts/client"
 	"github.com/thunderyurts/thunderyurts/coord"
+	"github.com/thunderyurts/thunderyurts/wire"
 )
 
 // RunConfig configures Run. Cluster and Store are required.
@@ -43,15 +47,27 @@ const maxClosing = 16
 // committed) before Run asks the next member.
 const cutTimeout = 10 * time.Second
 
+// maxRounds bounds how often Run copies the slots that moved to another
+// group while it copied them.
+const maxRounds = 10
+
 // Run backs the cluster up online into a new backup in cfg.Store. For
 // each group it asks one in-sync member (a secondary when there is one, so
 // the primary keeps its capacity for clients) for one consistent copy of
 // all the group's slots, cut at one point of the group's log that includes
-// every write the primary had committed when Run started, and streams each
-// slot into its file as it arrives. Once every file is written, Set.Finish
-// reads them all back and writes the manifest last: only then does the
-// backup list as complete. On error the backup stays incomplete (Prune
-// removes it later); Result.ID names it.
+// every write the primary had committed when the copy started, and streams
+// each slot into its file as it arrives. Once every file is written,
+// Set.Finish reads them all back and writes the manifest last: only then
+// does the backup list as complete. On error the backup stays incomplete
+// (Prune removes it later); Result.ID names it.
+//
+// Slots may move between groups meanwhile (a rebalance): a member refuses
+// (MOVED) slots its group no longer owns, and a copy is kept only if the
+// slot table read after it still names the group that served it (a member
+// whose table lagged the switch may have cut after its group dropped the
+// slot). Slots not kept are copied again from their owner in the next
+// round, after the table is read again; each slot's file is the copy of
+// the last round that read it, so every slot is in the backup once.
 func Run(ctx context.Context, cfg RunConfig) (Result, error) {
 	log := cfg.Logger
 	if log == nil {
@@ -67,66 +83,144 @@ func Run(ctx context.Context, cfg RunConfig) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("backup: %w", err)
 	}
-	groups, err := cl.Groups(ctx)
-	if err != nil {
-		return Result{}, fmt.Errorf("backup: %w", err)
-	}
-	slotsOf := map[string][]int{}
-	for slot, owner := range routes.Table.Owners {
-		if owner == "" {
-			return Result{}, fmt.Errorf("backup: slot %d has no owner yet: wait until the cluster serves every slot", slot)
-		}
-		slotsOf[owner] = append(slotsOf[owner], slot)
-	}
+	slotCount := len(routes.Table.Owners)
 	set, err := NewSet(cfg.Store, NewID(start))
 	if err != nil {
 		return Result{}, err
 	}
 	res := Result{ID: set.ID(), Groups: map[string]GroupPoint{}}
-	m := newMeter(len(routes.Table.Owners), cfg.Progress)
+	m := newMeter(slotCount, cfg.Progress)
 	defer m.close()
-	// The groups are copied at once, each from its own member.
-	gctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for _, g := range groups {
-		slots := slotsOf[g.Name]
-		if len(slots) == 0 {
-			continue
+	pending := make(map[int]bool, slotCount) // slots without a kept copy
+	for slot := range slotCount {
+		pending[slot] = true
+	}
+	for round := 1; ; round++ {
+		served, err := copyRound(ctx, cl, set, routes, pending, slotCount, m, res.Groups, log)
+		if err != nil {
+			return res, fmt.Errorf("backup %s: %w", set.ID(), err)
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			pt, err := copyGroup(gctx, set, g, routes.Groups[g.Name], slots, len(routes.Table.Owners), m)
-			if err != nil {
-				cancel(fmt.Errorf("backup %s: group %s: %w", set.ID(), g.Name, err))
-				return
+		if routes, err = cl.Routes(ctx); err != nil {
+			return res, fmt.Errorf("backup %s: %w", set.ID(), err)
+		}
+		if n := len(routes.Table.Owners); n != slotCount {
+			return res, fmt.Errorf("backup %s: the slot count changed from %d to %d", set.ID(), slotCount, n)
+		}
+		for slot, group := range served {
+			if routes.Table.Owner(slot) == group {
+				delete(pending, slot)
 			}
-			mu.Lock()
-			res.Groups[g.Name] = pt
-			mu.Unlock()
-			log.Info("group copied", "backup", set.ID(), "group", g.Name, "node", pt.Node, "epoch", pt.Epoch, "seq", pt.Sequence, "slots", len(slots))
-		}()
+		}
+		if len(pending) == 0 {
+			break
+		}
+		if round == maxRounds {
+			return res, fmt.Errorf("backup %s: slots %s kept moving between groups through %d rounds of copies: run it again once the rebalance is done",
+				set.ID(), slotList(pending), maxRounds)
+		}
+		log.Info("slots moved during the backup, copying them again", "backup", set.ID(), "slots", slotList(pending), "table_version", routes.Table.Version)
 	}
-	wg.Wait()
-	if err := context.Cause(gctx); err != nil {
-		return res, err
-	}
-	man := &Manifest{Cluster: meta.Name, SlotCount: len(routes.Table.Owners), SlotTableVersion: routes.Table.Version,
+	man := &Manifest{Cluster: meta.Name, SlotCount: slotCount, SlotTableVersion: routes.Table.Version,
 		Start: start, ToolVersion: cfg.ToolVersion, Groups: res.Groups}
 	if err := set.Finish(ctx, man); err != nil {
 		return res, err
 	}
-	p := m.close()
-	res.Slots, res.Keys, res.Bytes, res.Took = p.Slots, p.Keys, p.Bytes, time.Since(start)
+	m.close()
+	// From the manifest: the meter counted slots copied more than once.
+	res.Slots, res.Keys, res.Bytes, res.Took = len(man.Slots), man.Keys(), man.Bytes(), time.Since(start)
 	return res, nil
 }
 
+// copyRound copies the pending slots from the groups that own them in
+// routes, the groups at once, each from its own member, and records each
+// group's cut in points. It returns which group served each slot copied;
+// a group that refuses with MOVED (the table changed since routes was
+// read) leaves its slots out.
+func copyRound(ctx context.Context, cl *coord.Cluster, set *Set, routes *coord.RouteTable, pending map[int]bool, slotCount int, m *meter, points map[string]GroupPoint, log *slog.Logger) (map[int]string, error) {
+	slotsOf := map[string][]int{}
+	for slot := range slotCount {
+		if !pending[slot] {
+			continue
+		}
+		owner := routes.Table.Owner(slot)
+		if owner == "" {
+			return nil, fmt.Errorf("slot %d has no owner yet: wait until the cluster serves every slot", slot)
+		}
+		slotsOf[owner] = append(slotsOf[owner], slot)
+	}
+	list, err := cl.Groups(ctx)
+	if err != nil {
+		return nil, err
+	}
+	groups := map[string]*coord.Group{}
+	for _, g := range list {
+		groups[g.Name] = g
+	}
+	gctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	served := map[int]string{}
+	for name, slots := range slotsOf {
+		g := groups[name]
+		if g == nil {
+			return nil, fmt.Errorf("slots %v: owner group %s is not in the cluster", slots, name)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pt, err := copyGroup(gctx, set, g, routes.Groups[name], slots, slotCount, routes.Table.Version, m)
+			if errors.Is(err, wire.ErrMoved) {
+				log.Info("group refused moved slots", "backup", set.ID(), "group", name, "err", err)
+				return
+			}
+			if err != nil {
+				cancel(fmt.Errorf("group %s: %w", name, err))
+				return
+			}
+			mu.Lock()
+			points[name] = pt
+			for _, slot := range slots {
+				served[slot] = name
+			}
+			mu.Unlock()
+			log.Info("group copied", "backup", set.ID(), "group", name, "node", pt.Node, "epoch", pt.Epoch, "seq", pt.Sequence, "slots", len(slots))
+		}()
+	}
+	wg.Wait()
+	if err := context.Cause(gctx); err != nil {
+		return nil, err
+	}
+	return served, nil
+}
+
+// slotList lists slots in order, runs of them as ranges: "3-5,9".
+func slotList(slots map[int]bool) string {
+	var b strings.Builder
+	sorted := slices.Sorted(maps.Keys(slots))
+	for i := 0; i < len(sorted); {
+		j := i
+		for j+1 < len(sorted) && sorted[j+1] == sorted[j]+1 {
+			j++
+		}
+		if b.Len() > 0 {
+			b.WriteByte(',')
+		}
+		if j == i {
+			fmt.Fprintf(&b, "%d", sorted[i])
+		} else {
+			fmt.Fprintf(&b, "%d-%d", sorted[i], sorted[j])
+		}
+		i = j + 1
+	}
+	return b.String()
+}
+
 // copyGroup copies slots of group g from one in-sync member, trying the
-// next when one refuses before its copy starts. A copy that fails once
+// next when one refuses before its copy starts; members judge that g owns
+// the slots from a slot table at least at tableVersion. A copy that fails once
 // started fails the backup: its slot files are partly written.
-func copyGroup(ctx context.Context, set *Set, g *coord.Group, route coord.GroupRoute, slots []int, slotCount int, m *meter) (GroupPoint, error) {
+func copyGroup(ctx context.Context, set *Set, g *coord.Group, route coord.GroupRoute, slots []int, slotCount int, tableVersion int64, m *meter) (GroupPoint, error) {
 	addr := map[string]string{}
 	for _, mem := range route.Members {
 		addr[mem.ID] = mem.Addr
@@ -151,11 +245,13 @@ func copyGroup(ctx context.Context, set *Set, g *coord.Group, route coord.GroupR
 	sources = append(sources, g.Primary)
 	var errs []error
 	for _, id := range sources {
-		pt, started, err := copyFrom(ctx, set, g.Name, id, addr[id], slots, slotCount, st.CommittedSeq, m)
+		pt, started, err := copyFrom(ctx, set, g.Name, id, addr[id], slots, slotCount, st.CommittedSeq, tableVersion, m)
 		if err == nil {
 			return pt, nil
 		}
-		if started || ctx.Err() != nil {
+		// MOVED: the table changed since it was read; the other members
+		// judge from the same table.
+		if started || ctx.Err() != nil || errors.Is(err, wire.ErrMoved) {
 			return GroupPoint{}, err
 		}
 		errs = append(errs, fmt.Errorf("node %s: %w", id, err))
@@ -167,7 +263,7 @@ func copyGroup(ctx context.Context, set *Set, g *coord.Group, route coord.GroupR
 // slot file is written by Set.WriteSlot in a goroutine of its own, fed
 // record by record, so the copy goes at the pace the store takes it.
 // started reports whether the copy had begun when it failed.
-func copyFrom(ctx context.Context, set *Set, group, id, addr string, slots []int, slotCount int, minSeq uint64, m *meter) (pt GroupPoint, started bool, err error) {
+func copyFrom(ctx context.Context, set *Set, group, id, addr string, slots []int, slotCount int, minSeq uint64, tableVersion int64, m *meter) (pt GroupPoint, started bool, err error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	slow := time.AfterFunc(cutTimeout, func() { cancel(fmt.Errorf("no copy within %s", cutTimeout)) })
@@ -225,7 +321,7 @@ func copyFrom(ctx context.Context, set *Set, group, id, addr string, slots []int
 		hdr = SlotHeader{Slots: slotCount, Group: group, Epoch: cut.Epoch, Sequence: cut.Seq}
 		return nil
 	}
-	err = client.Dump(ctx, addr, slots, minSeq, begin, func(slot int, key, value []byte) error {
+	err = client.Dump(ctx, addr, slots, minSeq, tableVersion, begin, func(slot int, key, value []byte) error {
 		if err := advance(slot); err != nil {
 			return err
 		}

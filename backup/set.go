@@ -72,7 +72,8 @@ func (s *Set) WriteSlot(ctx context.Context, hdr SlotHeader, fill func(add func(
 	case err != nil:
 		return SlotEntry{}, fmt.Errorf("backup %s: %s: %w", s.id, file, err)
 	}
-	e := SlotEntry{Slot: hdr.Slot, File: file, Group: hdr.Group, SHA256: sum.SHA256, Size: sum.Size, Keys: sum.Keys, Bytes: sum.Bytes}
+	e := SlotEntry{Slot: hdr.Slot, File: file, Group: hdr.Group, SHA256: sum.SHA256, Size: sum.Size, Keys: sum.Keys, Bytes: sum.Bytes,
+		Epoch: hdr.Epoch, Sequence: hdr.Sequence}
 	s.mu.Lock()
 	s.slots[hdr.Slot] = e
 	s.mu.Unlock()
@@ -93,7 +94,7 @@ func (s *Set) Finish(ctx context.Context, m *Manifest) error {
 	}
 	s.mu.Unlock()
 	sort.Slice(m.Slots, func(i, j int) bool { return m.Slots[i].Slot < m.Slots[j].Slot })
-	m.FormatVersion, m.ID = FormatVersion, s.id
+	m.FormatVersion, m.ID = ManifestVersion, s.id
 	if m.End.IsZero() {
 		m.End = time.Now().UTC()
 	}
@@ -228,8 +229,8 @@ func readSlotFile(ctx context.Context, store Store, m *Manifest, e SlotEntry, fn
 	if err != nil {
 		return err
 	}
-	g := m.Groups[e.Group]
-	want := SlotHeader{Slot: e.Slot, Slots: m.SlotCount, Group: e.Group, Epoch: g.Epoch, Sequence: g.Sequence}
+	want := SlotHeader{Slot: e.Slot, Slots: m.SlotCount, Group: e.Group}
+	want.Epoch, want.Sequence = m.point(e)
 	if h := sr.Header(); h != want {
 		return corrupt(name, "header says slot %d of %d, group %q at epoch %d sequence %d; the manifest says slot %d of %d, group %q at epoch %d sequence %d",
 			h.Slot, h.Slots, h.Group, h.Epoch, h.Sequence, want.Slot, want.Slots, want.Group, want.Epoch, want.Sequence)

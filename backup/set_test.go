@@ -124,7 +124,7 @@ func testSetRoundTrip(t *testing.T, store backup.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.Cluster != "c1" || m.SlotTableVersion != 9 || m.ID != id || m.FormatVersion != backup.FormatVersion || m.End.IsZero() || len(m.Slots) != testSlots {
+	if m.Cluster != "c1" || m.SlotTableVersion != 9 || m.ID != id || m.FormatVersion != backup.ManifestVersion || m.End.IsZero() || len(m.Slots) != testSlots {
 		t.Fatalf("manifest %+v", m)
 	}
 	for _, e := range m.Slots {
@@ -150,6 +150,16 @@ func testSetRoundTrip(t *testing.T, store backup.Store) {
 	stop := errors.New("stop")
 	if err := backup.ReadSlot(ctx, store, m, m.Slots[5], func(k, v []byte) error { return stop }); !errors.Is(err, stop) {
 		t.Fatalf("read slot with a failing fn: %v", err)
+	}
+	// Manifests of version 1 (no per-slot cut: the group's) still read.
+	editManifest(t, store, id, func(m *backup.Manifest) {
+		m.FormatVersion = 1
+		for i := range m.Slots {
+			m.Slots[i].Epoch, m.Slots[i].Sequence = 0, 0
+		}
+	})
+	if err := backup.Verify(ctx, store, id); err != nil {
+		t.Fatalf("verify a version 1 manifest: %v", err)
 	}
 }
 
@@ -232,7 +242,14 @@ func TestVerifyDamage(t *testing.T) {
 			editManifest(t, s, id, func(m *backup.Manifest) { m.Slots[6].Keys++ })
 		}, "slot-0006.tyb: 7 keys and ", backup.ErrCorrupt},
 		{"manifest epoch edited", func(t *testing.T, s backup.Store, id string) {
-			editManifest(t, s, id, func(m *backup.Manifest) { m.Groups["g2"] = backup.GroupPoint{Epoch: 6, Sequence: 200} })
+			editManifest(t, s, id, func(m *backup.Manifest) { m.Slots[1].Epoch = 6 })
+		}, "slot-0001.tyb: header says slot 1 of 8, group \"g2\" at epoch 5 sequence 200; the manifest says slot 1 of 8, group \"g2\" at epoch 6", backup.ErrCorrupt},
+		// Version 1 manifests have the group's point only; it is checked.
+		{"version 1 manifest group epoch edited", func(t *testing.T, s backup.Store, id string) {
+			editManifest(t, s, id, func(m *backup.Manifest) {
+				m.FormatVersion = 1
+				m.Groups["g2"] = backup.GroupPoint{Epoch: 6, Sequence: 200}
+			})
 		}, "slot-0001.tyb: header says slot 1 of 8, group \"g2\" at epoch 5 sequence 200; the manifest says slot 1 of 8, group \"g2\" at epoch 6", backup.ErrCorrupt},
 		{"manifest slot dropped", func(t *testing.T, s backup.Store, id string) {
 			editManifest(t, s, id, func(m *backup.Manifest) { m.Slots = m.Slots[:7] })

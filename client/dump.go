@@ -15,12 +15,15 @@ type DumpCut struct {
 }
 
 // Dump asks the data node at addr for one consistent copy of slots, cut at
-// a log position at or after minSeq. It calls begin with the cut, then fn
+// a log position at or after minSeq. The node judges that its group owns
+// the slots from a slot table at least at tableVersion (it refuses with
+// STALE_EPOCH if its table stays older, MOVED if a slot is not its
+// group's). It calls begin with the cut, then fn
 // for every record in order (slot by slot as asked, key order within a
 // slot); fn's arguments are its own to keep. Records arrive as fast as fn
 // takes them: the node reads no further ahead than about one message. An
 // error from begin or fn ends the dump and is returned as is.
-func Dump(ctx context.Context, addr string, slots []int, minSeq uint64, begin func(DumpCut) error, fn func(slot int, key, value []byte) error) error {
+func Dump(ctx context.Context, addr string, slots []int, minSeq uint64, tableVersion int64, begin func(DumpCut) error, fn func(slot int, key, value []byte) error) error {
 	conn, err := dialConn(ctx, addr, 2*time.Second)
 	if err != nil {
 		return err
@@ -28,7 +31,7 @@ func Dump(ctx context.Context, addr string, slots []int, minSeq uint64, begin fu
 	defer conn.Close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	req := &wire.DumpRequest{MinSeq: minSeq, Slots: make([]uint32, len(slots))}
+	req := &wire.DumpRequest{MinSeq: minSeq, TableVersion: tableVersion, Slots: make([]uint32, len(slots))}
 	for i, s := range slots {
 		req.Slots[i] = uint32(s)
 	}

@@ -2836,7 +2836,11 @@ type DumpRequest struct {
 	// min_seq: the copy reflects at least the log up to here (the primary's
 	// committed seq when the backup started), so a secondary first waits to
 	// learn that much is committed.
-	MinSeq        uint64 `protobuf:"varint,2,opt,name=min_seq,json=minSeq,proto3" json:"min_seq,omitempty"`
+	MinSeq uint64 `protobuf:"varint,2,opt,name=min_seq,json=minSeq,proto3" json:"min_seq,omitempty"`
+	// table_version: the slot table the backup read. A member whose copy of
+	// the table is older waits briefly for it, then refuses with
+	// STALE_EPOCH: it must not judge ownership from an older table.
+	TableVersion  int64 `protobuf:"varint,3,opt,name=table_version,json=tableVersion,proto3" json:"table_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2881,6 +2885,13 @@ func (x *DumpRequest) GetSlots() []uint32 {
 func (x *DumpRequest) GetMinSeq() uint64 {
 	if x != nil {
 		return x.MinSeq
+	}
+	return 0
+}
+
+func (x *DumpRequest) GetTableVersion() int64 {
+	if x != nil {
+		return x.TableVersion
 	}
 	return 0
 }
@@ -3208,10 +3219,11 @@ const file_thunder_proto_rawDesc = "" +
 	"\athrough\x18\x02 \x01(\x04R\athrough\"I\n" +
 	"\x0fMigratePosition\x12\x18\n" +
 	"\athrough\x18\x01 \x01(\x04R\athrough\x12\x1c\n" +
-	"\tcommitted\x18\x02 \x01(\x04R\tcommitted\"<\n" +
+	"\tcommitted\x18\x02 \x01(\x04R\tcommitted\"a\n" +
 	"\vDumpRequest\x12\x14\n" +
 	"\x05slots\x18\x01 \x03(\rR\x05slots\x12\x17\n" +
-	"\amin_seq\x18\x02 \x01(\x04R\x06minSeq\"\x88\x01\n" +
+	"\amin_seq\x18\x02 \x01(\x04R\x06minSeq\x12#\n" +
+	"\rtable_version\x18\x03 \x01(\x03R\ftableVersion\"\x88\x01\n" +
 	"\tDumpChunk\x12;\n" +
 	"\arecords\x18\x01 \x03(\v2!.thunderyurts.wire.SnapshotRecordR\arecords\x12,\n" +
 	"\x03cut\x18\x02 \x01(\v2\x1a.thunderyurts.wire.DumpCutR\x03cut\x12\x10\n" +

@@ -1,12 +1,17 @@
 package datanode
 
 import (
+	"context"
 	"slices"
 	"time"
 
 	"github.com/thunderyurts/thunderyurts/internal/clock"
 	"github.com/thunderyurts/thunderyurts/wire"
 )
+
+// tableWait bounds how long Dump waits for the node's slot table to reach
+// the backup's.
+const tableWait = 5 * time.Second
 
 // Dump streams one consistent copy of the requested slots for a backup:
 // every slot is read from one read transaction of the store, cut at the
@@ -18,7 +23,21 @@ import (
 func (s *service) Dump(req *wire.DumpRequest, rpc wire.DRPCData_DumpStream) error {
 	n := s.n
 	ctx := rpc.Context()
+	// Ownership is judged from a table at least as new as the one the
+	// backup read: an older copy may still name this group the owner of a
+	// slot that moved away, and so serve a copy missing the new owner's
+	// writes.
 	st := n.state.Load()
+	if st.table != nil && st.table.Version < req.TableVersion {
+		wctx, cancel := context.WithTimeout(ctx, tableWait)
+		for st.table.Version < req.TableVersion && clock.Sleep(wctx, 10*time.Millisecond) == nil {
+			st = n.state.Load()
+		}
+		cancel()
+		if st.table.Version < req.TableVersion {
+			return wire.Errorf(wire.Code_STALE_EPOCH, "dump: node %s has slot table v%d, older than the backup's v%d", n.id, st.table.Version, req.TableVersion)
+		}
+	}
 	switch {
 	case st.storeErr != nil:
 		return wire.Errorf(wire.Code_UNAVAILABLE, "dump: node %s: %s", n.id, storeState(st))
