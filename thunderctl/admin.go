@@ -46,6 +46,7 @@ func adminCommand() *cli.Command {
 				Flags: []cli.Flag{
 					boolFlag("recursive", "include every descendant", "r"),
 				},
+				Subcommands: []*cli.Command{zkSecureCommand()},
 				Action: func(c *cli.Context) error {
 					if c.NArg() > 1 {
 						return usagef("admin zk takes at most one argument: PATH")
@@ -122,6 +123,47 @@ func adminCommand() *cli.Command {
 			rebalanceCommand(),
 			drainCommand(),
 			groupCommand(),
+		},
+	}
+}
+
+// zkSecureCommand migrates a cluster's znodes to the ACL of --zk-auth and
+// --zk-acl, or back to open.
+func zkSecureCommand() *cli.Command {
+	return &cli.Command{
+		Name: "secure",
+		Usage: "give every znode of the cluster the ACL of --zk-auth and --zk-acl (an existing cluster created without them), " +
+			"or make them open to anyone again with --open; prints how many changed, and changes nothing the second time",
+		Flags: []cli.Flag{
+			boolFlag("dry-run", "count the znodes that would change, change nothing"),
+			boolFlag("open", "give the znodes back the open ACL world:anyone (as without --zk-auth)"),
+		},
+		Action: func(c *cli.Context) error {
+			auth, mode, err := zkOptions(c)
+			switch {
+			case err != nil:
+				return err
+			case auth.IsZero():
+				return usagef("admin zk secure needs --zk-auth: the identity that gets every right on the znodes")
+			case c.Bool("open") && c.String("zk-acl") != "":
+				return usagef("admin zk secure: --open and --zk-acl exclude each other")
+			case c.Bool("open"):
+				mode = coord.ACLOpen
+			}
+			return withCluster(c, func(ctx context.Context, cl *coord.Cluster, f admin.Format) error {
+				conn, ok := cl.Conn().(coord.ACLConn)
+				if !ok {
+					return fmt.Errorf("admin zk secure: the coordination service keeps no ACLs")
+				}
+				res, err := admin.ApplyACL(ctx, conn, coord.ClusterPath(cl.Name()), mode, c.Bool("dry-run"))
+				if errors.Is(err, coord.ErrNoNode) {
+					return fmt.Errorf("%w: %w", coord.ErrNoCluster, err)
+				}
+				if err != nil {
+					return err
+				}
+				return admin.PrintACLChange(c.App.Writer, res, f)
+			})
 		},
 	}
 }

@@ -29,7 +29,9 @@ func ParseAuth(s string) (Auth, error) {
 	}
 	user, password, ok := strings.Cut(rest, ":")
 	switch {
-	case !ok || user == "":
+	case !ok:
+		return Auth{}, fmt.Errorf("%w: want digest:USER:PASSWORD", coord.ErrInvalid)
+	case user == "":
 		return Auth{}, fmt.Errorf("%w: want digest:USER:PASSWORD, the user is missing", coord.ErrInvalid)
 	case password == "":
 		return Auth{}, fmt.Errorf("%w: want digest:USER:PASSWORD, the password is missing", coord.ErrInvalid)
