@@ -41,7 +41,7 @@ func ParseACLMode(s string) (ACLMode, error) {
 			return m, nil
 		}
 	}
-	return 0, fmt.Errorf("%w: ACL mode %q: want creator or read", ErrInvalid, s)
+	return 0, fmt.Errorf("%w: ACL mode %q: want creator, read or open", ErrInvalid, s)
 }
 
 // ACL is one entry of a node's access list, as much of it as is safe to

@@ -98,7 +98,8 @@ func globalFlags() []cli.Flag {
 	return []cli.Flag{
 		stringFlag("zk", "127.0.0.1:2181", "ZooKeeper connect string `HOST:PORT[,...][/CHROOT]`", checkZK),
 		zkAuthFlag(),
-		stringFlag("zk-acl", "", "ACL of the znodes this process creates, with --zk-auth: creator (that identity has every right, others none) or read (others may read) (default: creator)", checkZKACL),
+		stringFlag("zk-acl", "", "ACL of the znodes this process creates, with --zk-auth: creator (that identity has every right, others none), "+
+			"read (others may read) or open (anyone may do anything: while a cluster migrates to ACLs) (default: creator)", checkZKACL),
 		stringFlag("cluster", "default", "cluster `NAME`", func(v string) error { return coord.CheckName("cluster", v) }),
 		timeout,
 		output,
@@ -230,10 +231,7 @@ func checkZKACL(v string) error {
 	if v == "" {
 		return nil
 	}
-	m, err := coord.ParseACLMode(v)
-	if err == nil && m == coord.ACLOpen {
-		err = errors.New("want creator or read (without --zk-auth the znodes are open)")
-	}
+	_, err := coord.ParseACLMode(v)
 	return err
 }
 
