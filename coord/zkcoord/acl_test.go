@@ -146,6 +146,12 @@ func TestACLKeepsAnonymousOut(t *testing.T) {
 				if _, err := anon.SetACL(full, zk.WorldACL(zk.PermAll), -1); !errors.Is(err, zk.ErrNoAuth) {
 					t.Errorf("anonymous set ACL %s: %v, want ErrNoAuth", full, err)
 				}
+				// Not even the password's digest: ZooKeeper 3.8 shows an
+				// ACL only to those who may read or administer the node.
+				_, _, err = anon.GetACL(full)
+				if mode == coord.ACLCreator && !errors.Is(err, zk.ErrNoAuth) {
+					t.Errorf("anonymous get ACL %s: %v, want ErrNoAuth", full, err)
+				}
 				_, _, err = anon.Get(full)
 				if mode == coord.ACLCreator && !errors.Is(err, zk.ErrNoAuth) {
 					t.Errorf("anonymous get %s: %v, want ErrNoAuth", full, err)
