@@ -18,6 +18,7 @@ import (
 
 	"github.com/thunderyurts/thunderyurts/coord"
 	"github.com/thunderyurts/thunderyurts/coord/zkcoord"
+	"github.com/thunderyurts/thunderyurts/daemon/procs"
 )
 
 // zkSecret is the ZooKeeper password of the ACL tests: it must show up in
@@ -217,6 +218,18 @@ func TestZKACLCluster(t *testing.T) {
 	}
 	if _, stderr, code := outs.run(tc, "--zk-auth", "digest:"+zkUser+":wrong-password", "get", "k1"); code != exitFailed || !strings.Contains(stderr, "not authorised") {
 		t.Errorf("get with a wrong password: exit %d, %q", code, stderr)
+	}
+	// A daemon without the credentials stops at once, saying why.
+	for _, args := range [][]string{{"serve", "coord"}, {"serve", "data", "--group", "g1", "--dir", filepath.Join(tc.dir, "anon")}} {
+		addr, err := procs.FreeAddr()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, stderr, code := outs.run(tc, append(args, "--listen", addr)...)
+		lines := strings.Split(strings.TrimSpace(stderr), "\n")
+		if last := lines[len(lines)-1]; code != exitFailed || !strings.Contains(last, "ZooKeeper refused: not authorised") {
+			t.Errorf("%v without --zk-auth: exit %d, last line %q", args, code, last)
+		}
 	}
 
 	// Failover still works: the coordinator, authenticated, promotes the
