@@ -80,7 +80,10 @@ type Coordinator struct {
 	addr    string
 	leading atomic.Bool
 	reg     *ops.Registry
-	elected *atomic.Uint64
+	// elected counts the leaderships won, failovers the primaries this
+	// coordinator promoted as leader.
+	elected   ops.Counter
+	failovers ops.Counter
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -165,6 +168,10 @@ func (c *Coordinator) start(ctx context.Context) error {
 		}
 	}()
 	c.elected = c.reg.Counter("thunder_coord_elections_won_total", "Times this coordinator became leader.")
+	c.failovers = c.reg.Counter("thunder_coord_failovers_total", "Groups whose lost primary this coordinator, as leader, replaced by an in-sync member.")
+	watchSession := c.reg.WatchSession(c.cfg.Cluster.Conn())
+	c.wg.Add(1)
+	go func() { defer c.wg.Done(); watchSession(c.ctx) }()
 	c.reg.Gauge("thunder_coord_is_leader", "1 while this coordinator leads.", func() float64 {
 		if c.leading.Load() {
 			return 1
@@ -172,7 +179,7 @@ func (c *Coordinator) start(ctx context.Context) error {
 		return 0
 	})
 	if b := c.cfg.Backups; b != nil {
-		c.reg.Gauge("thunder_backup_last_success_unixtime", "Unix time the newest successful scheduled backup finished; 0: none.", func() float64 {
+		c.reg.Gauge("thunder_backup_last_success_timestamp_seconds", "Unix time the newest successful scheduled backup finished; 0: none.", func() float64 {
 			if _, ok := b.LastRuns(); !ok.Finished.IsZero() {
 				return float64(ok.Finished.Unix())
 			}
@@ -228,7 +235,7 @@ func (c *Coordinator) campaign() {
 			continue
 		}
 		c.leading.Store(true)
-		c.elected.Add(1)
+		c.elected.Inc()
 		c.log.Info("became leader")
 		c.lead(leaderCtx)
 		c.leading.Store(false)
