@@ -395,6 +395,14 @@ func (n *Node) ID() string { return n.id }
 // Addr is the address clients dial.
 func (n *Node) Addr() string { return n.addr }
 
+// HTTPAddr is the bound address of the HTTP endpoints; "" without them.
+func (n *Node) HTTPAddr() string {
+	if n.http == nil {
+		return ""
+	}
+	return n.http.Addr()
+}
+
 // Done is closed when the node stops on its own; Err then says why.
 func (n *Node) Done() <-chan struct{} { return n.done }
 
