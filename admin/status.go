@@ -121,11 +121,11 @@ const (
 
 // Roles as shown in CoordinatorStatus and NodeStatusRow.
 const (
-	roleLeader         = "leader"
-	roleStandby        = "standby"
-	rolePrimary        = "primary"
-	roleSecondary      = "secondary"
-	roleUnassigned     = "unassigned"
+	roleLeader     = "leader"
+	roleStandby    = "standby"
+	rolePrimary    = "primary"
+	roleSecondary  = "secondary"
+	roleUnassigned = "unassigned"
 )
 
 // NodeProbe is the outcome of asking one node for its status: Status when
