@@ -233,3 +233,31 @@ func TestReadyzFollowsInSync(t *testing.T) {
 	c.WaitGroup("g1", func(g *coord.Group) bool { return len(g.ISR) == 2 })
 	readyz(secondary, http.StatusOK)
 }
+
+// The dashboard queries only documented series.
+func TestDashboardUsesDocumentedMetrics(t *testing.T) {
+	documented := map[string]bool{}
+	for _, names := range documentedMetrics(t) {
+		for _, n := range names {
+			documented[n] = true
+		}
+	}
+	b, err := os.ReadFile("../../docs/grafana-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	used := regexp.MustCompile(`\b(thunder|go|process)_[a-z_]+`).FindAllString(string(b), -1)
+	if len(used) < 20 {
+		t.Fatalf("the dashboard uses only %d series", len(used))
+	}
+	for _, name := range used {
+		for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+			if base, ok := strings.CutSuffix(name, suffix); ok && documented[base] {
+				name = base
+			}
+		}
+		if !documented[name] {
+			t.Errorf("the dashboard queries %s, which docs/metrics.md does not list", name)
+		}
+	}
+}
