@@ -261,3 +261,33 @@ func TestDashboardUsesDocumentedMetrics(t *testing.T) {
 		}
 	}
 }
+
+// A lost ZooKeeper session counts one disconnect, and the session reads up
+// again once the daemon has a new one.
+func TestZooKeeperSessionMetrics(t *testing.T) {
+	c := New(t, Options{HTTP: true, ReplicationFactor: 1})
+	c.StartCoordinator("c1")
+	c.StartNode("n1", "g1")
+	c.WaitServing()
+	for _, name := range []string{"c1", "n1"} {
+		addr := c.HTTPAddr(name)
+		value := func(metric string) func(ctx context.Context) (string, bool) {
+			return func(ctx context.Context) (string, bool) {
+				v, err := metricValue(ctx, addr, metric)
+				return v, err == nil
+			}
+		}
+		up, disconnects := value("thunder_zookeeper_session_up"), value("thunder_zookeeper_disconnects_total")
+		c.Eventually(name+" session up, no disconnects", func(ctx context.Context) bool {
+			u, ok1 := up(ctx)
+			d, ok2 := disconnects(ctx)
+			return ok1 && ok2 && u == "1" && d == "0"
+		})
+		c.ExpireSession(name)
+		c.Eventually(name+" counts the lost session and has a new one", func(ctx context.Context) bool {
+			u, ok1 := up(ctx)
+			d, ok2 := disconnects(ctx)
+			return ok1 && ok2 && u == "1" && d == "1"
+		})
+	}
+}
