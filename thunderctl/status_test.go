@@ -2,17 +2,16 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"maps"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -225,14 +224,23 @@ func TestAdminStatusWatch(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, thunderctlBin, "--zk", tc.zk.Addr(), "--cluster", tc.name, "admin", "status", "--watch", "--interval", "200ms")
-	var out syncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	// A file, not a terminal: the process writes it while the test reads.
+	out, err := os.Create(filepath.Join(t.TempDir(), "watch.out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	read := func() string {
+		b, _ := os.ReadFile(out.Name())
+		return string(b)
+	}
 	eventually(t, 30*time.Second, func() error {
-		if n := strings.Count(out.String(), "cluster e2e: "); n < 3 {
-			return fmt.Errorf("%d reports so far:\n%s", n, out.String())
+		if n := strings.Count(read(), "cluster e2e: "); n < 3 {
+			return fmt.Errorf("%d reports so far:\n%s", n, read())
 		}
 		return nil
 	})
@@ -240,28 +248,9 @@ func TestAdminStatusWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := cmd.Wait(); err != nil {
-		t.Fatalf("admin status --watch after Ctrl-C: %v\n%s", err, out.String())
+		t.Fatalf("admin status --watch after Ctrl-C: %v\n%s", err, read())
 	}
-	if s := out.String(); strings.Contains(s, "\x1b[") {
-		t.Errorf("terminal escapes in output to a pipe:\n%q", s)
+	if s := read(); strings.Contains(s, "\x1b[") {
+		t.Errorf("terminal escapes in output to a file:\n%q", s)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a process's writes and the test's
-// reads.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
