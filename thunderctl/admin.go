@@ -1,15 +1,21 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/thunderyurts/thunderyurts/admin"
 	"github.com/thunderyurts/thunderyurts/client"
+	"github.com/thunderyurts/thunderyurts/client/bench"
 	"github.com/thunderyurts/thunderyurts/coord"
 )
 
@@ -21,7 +27,14 @@ func adminCommand() *cli.Command {
 			{
 				Name:  "status",
 				Usage: "coordinators, groups, nodes and warnings (-o json for scripts); exits 1 when there are warnings",
+				Flags: []cli.Flag{
+					boolFlag("watch", "print the status again every --interval until Ctrl-C, in place on a terminal", "w"),
+					durationFlag("interval", 2*time.Second, 100*time.Millisecond, time.Hour, "refresh period of --watch"),
+				},
 				Action: func(c *cli.Context) error {
+					if c.Bool("watch") {
+						return watchStatus(c)
+					}
 					return withCluster(c, func(ctx context.Context, cl *coord.Cluster, f admin.Format) error {
 						st, err := admin.CollectStatus(ctx, cl, client.NodeStatus, client.NodeSlotCounts)
 						if err != nil {
@@ -32,10 +45,7 @@ func adminCommand() *cli.Command {
 						}
 						// Every warning is something to act on: monitors
 						// and scripts read the exit code.
-						if n := len(st.Warnings); n > 0 {
-							return fmt.Errorf("cluster %s is unhealthy: %d warning(s)", cl.Name(), n)
-						}
-						return nil
+						return st.Problem()
 					})
 				},
 			},
@@ -193,6 +203,60 @@ func inCluster(ctx context.Context, c *cli.Context, fn func(context.Context, *co
 	err = fn(ctx, cl, f)
 	if errors.Is(err, coord.ErrNoCluster) {
 		return fmt.Errorf("cluster %q does not exist in ZooKeeper %s (start a coordinator to create it): %w", cl.Name(), c.String("zk"), err)
+	}
+	return err
+}
+
+// watchStatus prints the status every --interval until Ctrl-C, which exits
+// 0. On a terminal each report replaces the last (cursor home, clear
+// screen); otherwise the reports follow one another, an empty line apart.
+// A failed collection is printed and watched through, as is an unhealthy
+// cluster.
+func watchStatus(c *cli.Context) error {
+	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	w := c.App.Writer
+	out, _ := w.(*os.File)
+	terminal := bench.IsTerminal(out)
+	err := inCluster(ctx, c, func(ctx context.Context, cl *coord.Cluster, f admin.Format) error {
+		tick := time.NewTicker(c.Duration("interval"))
+		defer tick.Stop()
+		var buf bytes.Buffer
+		for {
+			buf.Reset()
+			if terminal && f == admin.FormatTable {
+				fmt.Fprintf(&buf, "every %s, at %s (Ctrl-C to stop)\n\n", c.Duration("interval"), time.Now().Format(time.TimeOnly))
+			}
+			sctx, cancel := context.WithTimeout(ctx, c.Duration("timeout"))
+			st, err := admin.CollectStatus(sctx, cl, client.NodeStatus, client.NodeSlotCounts)
+			cancel()
+			switch {
+			case ctx.Err() != nil:
+				return nil
+			case err != nil:
+				fmt.Fprintf(&buf, "%s status: %v\n", time.Now().Format(time.TimeOnly), err)
+			default:
+				if err := admin.PrintStatus(&buf, st, f); err != nil {
+					return err
+				}
+			}
+			if terminal {
+				fmt.Fprint(w, "\x1b[H\x1b[2J")
+			} else {
+				buf.WriteString("\n")
+			}
+			if _, err := w.Write(buf.Bytes()); err != nil {
+				return err
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-tick.C:
+			}
+		}
+	})
+	if ctx.Err() != nil && c.Context.Err() == nil {
+		return nil // Ctrl-C
 	}
 	return err
 }
