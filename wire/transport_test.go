@@ -71,7 +71,7 @@ func dialTest(t *testing.T, addr string) *drpcconn.Conn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	conn, err := Dial(ctx, addr, 0)
+	conn, err := Dial(ctx, addr, DialOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -375,7 +375,7 @@ func TestServeLimitsConnections(t *testing.T) {
 	_ = open[0].Close()
 	// The server notices the close asynchronously; poll for room.
 	for {
-		conn, err := Dial(ctx, addr, 0)
+		conn, err := Dial(ctx, addr, DialOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
