@@ -22,8 +22,12 @@ func adminCommand() *cli.Command {
 				Name:  "status",
 				Usage: "coordinators, groups, nodes and warnings (-o json for scripts); exits 1 when there are warnings",
 				Action: func(c *cli.Context) error {
+					nodes, err := nodesOf(c)
+					if err != nil {
+						return err
+					}
 					return withCluster(c, func(ctx context.Context, cl *coord.Cluster, f admin.Format) error {
-						st, err := admin.CollectStatus(ctx, cl, client.NodeStatus, client.NodeSlotCounts)
+						st, err := admin.CollectStatus(ctx, cl, nodes.NodeStatus, nodes.NodeSlotCounts)
 						if err != nil {
 							return err
 						}
@@ -72,8 +76,12 @@ func adminCommand() *cli.Command {
 					boolFlag("force", "promote --to NODE now, even if it is behind: acknowledged writes it lacks are lost"),
 				},
 				Action: func(c *cli.Context) error {
+					nodes, err := nodesOf(c)
+					if err != nil {
+						return err
+					}
 					return withCluster(c, func(ctx context.Context, cl *coord.Cluster, f admin.Format) error {
-						res, err := admin.Failover(ctx, cl, c.String("group"), c.String("to"), c.Bool("force"), client.NodeStatus, client.Handover)
+						res, err := admin.Failover(ctx, cl, c.String("group"), c.String("to"), c.Bool("force"), nodes.NodeStatus, nodes.Handover)
 						if err != nil {
 							return usageOr(err, admin.ErrNoSuchMember)
 						}
@@ -110,8 +118,12 @@ func adminCommand() *cli.Command {
 				Name:  "slots",
 				Usage: "which group owns which slot ranges; the migrations in flight and the last finished",
 				Action: func(c *cli.Context) error {
+					nodes, err := nodesOf(c)
+					if err != nil {
+						return err
+					}
 					return withCluster(c, func(ctx context.Context, cl *coord.Cluster, f admin.Format) error {
-						v, err := admin.CollectSlots(ctx, cl, client.NodeStatus)
+						v, err := admin.CollectSlots(ctx, cl, nodes.NodeStatus)
 						if err != nil {
 							return err
 						}
@@ -122,6 +134,7 @@ func adminCommand() *cli.Command {
 			rebalanceCommand(),
 			drainCommand(),
 			groupCommand(),
+			certsCommand(),
 		},
 	}
 }

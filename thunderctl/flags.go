@@ -94,7 +94,7 @@ func globalFlags() []cli.Flag {
 	timeout := durationFlag("timeout", client.DefaultTimeout, time.Millisecond, 24*time.Hour, "per-command timeout")
 	output := stringFlag("output", "table", "listing format: table or json", checkOutput)
 	output.Aliases = []string{"o"}
-	return []cli.Flag{
+	return append([]cli.Flag{
 		stringFlag("zk", "127.0.0.1:2181", "ZooKeeper connect string `HOST:PORT[,...][/CHROOT]`", checkZK),
 		stringFlag("cluster", "default", "cluster `NAME`", func(v string) error { return coord.CheckName("cluster", v) }),
 		timeout,
@@ -107,7 +107,7 @@ func globalFlags() []cli.Flag {
 		}),
 		stringFlag("log-level", "", "debug, info, warn or error (default: info for daemons, error for the other commands)", checkLogLevel),
 		stringFlag("log-format", "text", "log lines as text (key=value) or json", checkLogFormat),
-	}
+	}, tlsFlags()...)
 }
 
 func checkGroup(v string) error { return coord.CheckName("group", v) }

@@ -167,7 +167,7 @@ func (c *Cluster) tryStart(m *member, change func(*datanode.Config)) error {
 	if m.dir == "" {
 		cfg := coordinator.Config{
 			Cluster: cl, ID: m.name, Listen: "127.0.0.1:0", Slots: c.opts.Slots, ReplicationFactor: c.opts.ReplicationFactor,
-			AssignDelay: c.opts.AssignDelay, NodeStatus: client.NodeStatus, Logger: log,
+			AssignDelay: c.opts.AssignDelay, NodeStatus: client.Nodes{}.NodeStatus, Logger: log,
 		}
 		if c.opts.Backups != nil {
 			cfg.Backups = c.opts.Backups(cl)
@@ -292,7 +292,7 @@ func (c *Cluster) stop(name string, graceful bool) {
 			// Close would hand a primary role over: let the node see its
 			// session in doubt and drop the role first.
 			c.Eventually(name+" drops its role", func(ctx context.Context) bool {
-				st, err := client.NodeStatus(ctx, m.addr)
+				st, err := client.Nodes{}.NodeStatus(ctx, m.addr)
 				return err == nil && st.Role != "primary"
 			})
 		}

@@ -18,6 +18,7 @@ import (
 	"github.com/thunderyurts/thunderyurts/daemon/ops"
 	"github.com/thunderyurts/thunderyurts/internal/clock"
 	"github.com/thunderyurts/thunderyurts/wire"
+	"github.com/thunderyurts/thunderyurts/wire/tlsauth"
 	"github.com/thunderyurts/thunderyurts/wire/routewire"
 )
 
@@ -46,6 +47,11 @@ type Config struct {
 	// leads; nil: no scheduled backups. Injected so the coordinator needs
 	// neither the client nor the backup code.
 	Backups Backups
+	// TLS, when set, serves mutual TLS only
+	// (docs/security.md); nil: plain TCP.
+	TLS *tlsauth.Certs
+	// HTTPOptions configure the --http endpoints (pprof, TLS).
+	HTTPOptions ops.Options
 	// Logger receives the coordinator's events; nil → slog.Default().
 	Logger *slog.Logger
 
@@ -156,6 +162,9 @@ func (c *Coordinator) start(ctx context.Context) error {
 	}
 	// Calls here are small: a route request is empty.
 	sopts := wire.ServerOptions{MaxMessageBytes: 1 << 20, Logger: c.log}
+	if c.cfg.TLS != nil {
+		sopts.TLS = c.cfg.TLS.ServerConfig()
+	}
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
@@ -194,7 +203,7 @@ func (c *Coordinator) start(ctx context.Context) error {
 		})
 	}
 	if c.cfg.HTTP != "" {
-		if c.http, err = ops.Serve(c.cfg.HTTP, c.reg, func() error { return nil }, c.log); err != nil {
+		if c.http, err = ops.Serve(c.cfg.HTTP, c.reg, func() error { return nil }, c.log, c.cfg.HTTPOptions); err != nil {
 			return err
 		}
 	}

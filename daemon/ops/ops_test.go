@@ -21,7 +21,7 @@ func serveWith(t *testing.T, l httpLimits) *Server {
 	}
 	limits = l
 	t.Cleanup(func() { limits = saved })
-	s, err := Serve("127.0.0.1:0", NewRegistry(), func() error { return nil }, slog.New(slog.DiscardHandler))
+	s, err := Serve("127.0.0.1:0", NewRegistry(), func() error { return nil }, slog.New(slog.DiscardHandler), Options{Pprof: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,5 +130,24 @@ func TestServerBoundsConnections(t *testing.T) {
 	_ = idle[0].Close()
 	if err := get(10 * time.Second); err != nil {
 		t.Fatalf("no connection served after one of the three closed: %v", err)
+	}
+}
+
+func TestProfilesOffUnlessEnabled(t *testing.T) {
+	s, err := Serve("127.0.0.1:0", NewRegistry(), func() error { return nil }, slog.New(slog.DiscardHandler), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	client := &http.Client{Timeout: 30 * time.Second}
+	for path, want := range map[string]int{"/debug/pprof/": http.StatusNotFound, "/debug/pprof/heap": http.StatusNotFound, "/metrics": http.StatusOK} {
+		resp, err := client.Get("http://" + s.Addr() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("%s without --enable-pprof: status %d, want %d", path, resp.StatusCode, want)
+		}
 	}
 }
