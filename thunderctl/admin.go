@@ -9,7 +9,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/thunderyurts/thunderyurts/admin"
-	"github.com/thunderyurts/thunderyurts/client"
 	"github.com/thunderyurts/thunderyurts/coord"
 )
 

@@ -13,7 +13,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/thunderyurts/thunderyurts/admin"
-	"github.com/thunderyurts/thunderyurts/client"
 	"github.com/thunderyurts/thunderyurts/client/bench"
 	"github.com/thunderyurts/thunderyurts/coord"
 )
