@@ -48,7 +48,7 @@ func (a authorizer) HandleRPC(stream drpc.Stream, rpc string) error {
 		return Errorf(Code_PERMISSION_DENIED, "%s is not open to any certificate", method(rpc))
 	}
 	if len(need) > 0 && !slices.ContainsFunc(need, func(r tlsauth.Role) bool { return slices.Contains(roles, r) }) {
-		return Errorf(Code_PERMISSION_DENIED, "%s needs a %s certificate; this one is %s", method(rpc), joinRoles(need, " or "), joinRoles(roles, "+"))
+		return Errorf(Code_PERMISSION_DENIED, "%s needs %s certificate; this one is %s", method(rpc), article(need[0])+" "+joinRoles(need, " or "), joinRoles(roles, "+"))
 	}
 	return a.next.HandleRPC(stream, rpc)
 }
@@ -77,6 +77,13 @@ func joinRoles(roles []tlsauth.Role, sep string) string {
 		s[i] = string(r)
 	}
 	return strings.Join(s, sep)
+}
+
+func article(r tlsauth.Role) string {
+	if strings.ContainsRune("aeiou", rune(r[0])) {
+		return "an"
+	}
+	return "a"
 }
 
 // method is the RPC's name without its package: "Data/Replicate".

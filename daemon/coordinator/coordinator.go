@@ -18,8 +18,8 @@ import (
 	"github.com/thunderyurts/thunderyurts/daemon/ops"
 	"github.com/thunderyurts/thunderyurts/internal/clock"
 	"github.com/thunderyurts/thunderyurts/wire"
-	"github.com/thunderyurts/thunderyurts/wire/tlsauth"
 	"github.com/thunderyurts/thunderyurts/wire/routewire"
+	"github.com/thunderyurts/thunderyurts/wire/tlsauth"
 )
 
 // Config configures a coordinator. Cluster, Listen and NodeStatus are required.

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/thunderyurts/thunderyurts/coord"
@@ -37,6 +38,11 @@ type Config struct {
 	Slots int
 	// DataArgs are extra flags for every `serve data`.
 	DataArgs []string
+	// Args are extra flags for every daemon (e.g. the --tls-* files).
+	Args []string
+	// ClientEnv are extra NAME=VALUE settings clients need, added to the
+	// export line (e.g. THUNDER_TLS_CERT).
+	ClientEnv []string
 	// Logger receives the cluster's events; nil → slog.Default().
 	Logger *slog.Logger
 }
@@ -123,6 +129,7 @@ func (c *Cluster) spawn(name, role, dir string, args ...string) error {
 		return err
 	}
 	args = append(args, "--listen", p.Addr, "--http", p.HTTP, "--zk", c.zk.Addr(), "--cluster", c.cfg.Cluster)
+	args = append(args, c.cfg.Args...)
 	if p.Proc, err = procs.Start(name, c.cfg.Binary, args, filepath.Join(c.cfg.Dir, "logs", name+".log")); err != nil {
 		return err
 	}
@@ -173,5 +180,10 @@ func (c *Cluster) Describe(w io.Writer) {
 	for _, p := range c.Processes {
 		fmt.Fprintf(w, "  %-14s %-21s http %s\n", p.Name, p.Addr, p.HTTP)
 	}
-	fmt.Fprintf(w, "\nUse it from another shell:\n  export THUNDER_ZK=%s THUNDER_CLUSTER=%s\n  thunderctl put hello world && thunderctl get hello\n\nPress Ctrl-C to stop.\n", c.zk.Addr(), c.cfg.Cluster)
+	fmt.Fprintf(w, "\nUse it from another shell:\n  %s\n  thunderctl put hello world && thunderctl get hello\n\nPress Ctrl-C to stop.\n", c.ExportLine())
+}
+
+// ExportLine is the shell line that points thunderctl at the cluster.
+func (c *Cluster) ExportLine() string {
+	return strings.Join(append([]string{"export", "THUNDER_ZK=" + c.zk.Addr(), "THUNDER_CLUSTER=" + c.cfg.Cluster}, c.cfg.ClientEnv...), " ")
 }
