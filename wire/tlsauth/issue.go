@@ -151,9 +151,13 @@ func loadCA(dir string) (*x509.Certificate, crypto.Signer, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("CA certificate: %w", err)
 	}
-	key, err := x509.ParsePKCS8PrivateKey(kb.Bytes)
-	if err != nil {
-		return nil, nil, fmt.Errorf("CA key %s: not a PKCS#8 key", filepath.Join(dir, CAKeyFile))
+	// PKCS#8 as InitCA writes it, or SEC 1 as `openssl ecparam -genkey`
+	// does.
+	var key any
+	if key, err = x509.ParsePKCS8PrivateKey(kb.Bytes); err != nil {
+		if key, err = x509.ParseECPrivateKey(kb.Bytes); err != nil {
+			return nil, nil, fmt.Errorf("CA key %s: neither a PKCS#8 nor an EC private key", filepath.Join(dir, CAKeyFile))
+		}
 	}
 	signer, ok := key.(crypto.Signer)
 	if !ok {
