@@ -336,3 +336,21 @@ func mustRead(t *testing.T, path string) []byte {
 	}
 	return b
 }
+
+func TestSecureUsageErrors(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"serve", "coord", "--http", "127.0.0.1:1", "--http-tls"}, "--http-tls needs --tls-cert, --tls-key and --tls-ca"},
+		{[]string{"--tls-key", "k.pem", "--tls-ca", "ca.pem", "serve", "data", "--group", "g1", "--dir", dir}, "missing --tls-cert"},
+		{[]string{"--tls-cert", "nope.pem", "--tls-key", "nope-key.pem", "--tls-ca", "ca.pem", "get", "k"}, "nope.pem"},
+		{[]string{"admin", "certs", "issue", "--dir", dir, "--role", "root", "--name", "x"}, `unknown role "root"`},
+	} {
+		_, stderr, code := runCLI(t, nil, c.args...)
+		if code != exitUsage || !strings.Contains(stderr, c.want) {
+			t.Errorf("%v: exit %d, %q; want 2 and %q", c.args, code, stderr, c.want)
+		}
+	}
+}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -179,10 +178,7 @@ func reloadCerts(ctx context.Context, certs *tlsauth.Certs, log *slog.Logger) (s
 
 func serveCoord(c *cli.Context) error {
 	return runDaemon(c, func(ctx context.Context, env daemonEnv) (daemon.Daemon, error) {
-		var tlsConf *tls.Config
-		if env.certs != nil {
-			tlsConf = env.certs.ClientConfig()
-		}
+		tlsConf := env.certs.ClientConfig()
 		nodes := client.Nodes{TLS: tlsConf}
 		return coordinator.Start(ctx, coordinator.Config{
 			Cluster: env.cluster, Listen: c.String("listen"), HTTP: c.String("http"),

@@ -50,10 +50,7 @@ func tlsCerts(c *cli.Context) (*tlsauth.Certs, error) {
 // given.
 func clientTLS(c *cli.Context) (*tls.Config, error) {
 	certs, err := tlsCerts(c)
-	if certs == nil || err != nil {
-		return nil, err
-	}
-	return certs.ClientConfig(), nil
+	return certs.ClientConfig(), err
 }
 
 // nodesOf calls data nodes with the command's credentials.

@@ -161,10 +161,7 @@ func (c *Coordinator) start(ctx context.Context) error {
 		return fmt.Errorf("register route service: %w", err)
 	}
 	// Calls here are small: a route request is empty.
-	sopts := wire.ServerOptions{MaxMessageBytes: 1 << 20, Logger: c.log}
-	if c.cfg.TLS != nil {
-		sopts.TLS = c.cfg.TLS.ServerConfig()
-	}
+	sopts := wire.ServerOptions{MaxMessageBytes: 1 << 20, TLS: c.cfg.TLS.ServerConfig(), Logger: c.log}
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()

@@ -3,7 +3,6 @@ package datanode
 import (
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -189,7 +188,7 @@ func (n *Node) start(ctx context.Context) error {
 	if err := wire.DRPCRegisterData(mux, &service{n: n}); err != nil {
 		return fmt.Errorf("register data service: %w", err)
 	}
-	sopts := wire.ServerOptions{MaxMessageBytes: wire.DataMessageBytes(n.store().MaxValueSize()), TLS: n.serverTLS(), Logger: n.log}
+	sopts := wire.ServerOptions{MaxMessageBytes: wire.DataMessageBytes(n.store().MaxValueSize()), TLS: n.cfg.TLS.ServerConfig(), Logger: n.log}
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
@@ -508,19 +507,8 @@ func syncRename(tmp, path string) error {
 	return d.Sync()
 }
 
-// serverTLS is the Data listener's TLS; nil serves plain TCP.
-func (n *Node) serverTLS() *tls.Config {
-	if n.cfg.TLS == nil {
-		return nil
-	}
-	return n.cfg.TLS.ServerConfig()
-}
-
 // dialOptions are how the node dials its peers: the primary it follows,
 // the source of a migration.
 func (n *Node) dialOptions() wire.DialOptions {
-	if n.cfg.TLS == nil {
-		return wire.DialOptions{}
-	}
 	return wire.DialOptions{TLS: n.cfg.TLS.ClientConfig()}
 }

@@ -23,7 +23,8 @@ type Files struct {
 
 // Certs is a process's loaded credentials. ServerConfig and ClientConfig
 // read the current files on every new connection, so Reload and Watch
-// change what new connections use while open ones carry on.
+// change what new connections use while open ones carry on. A nil *Certs
+// stands for plain TCP: its configs are nil.
 type Certs struct {
 	files Files
 
@@ -128,6 +129,9 @@ func (c *Certs) Serial() string {
 // ServerConfig is the tls.Config of a listener: TLS 1.3, and a client
 // certificate signed by the CA bundle is required.
 func (c *Certs) ServerConfig() *tls.Config {
+	if c == nil {
+		return nil
+	}
 	return &tls.Config{
 		MinVersion: tls.VersionTLS13,
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
@@ -147,6 +151,9 @@ func (c *Certs) ServerConfig() *tls.Config {
 // host it dialed. The check is done in VerifyConnection, not by crypto/tls
 // with fixed RootCAs, so a reloaded bundle applies to new connections.
 func (c *Certs) ClientConfig() *tls.Config {
+	if c == nil {
+		return nil
+	}
 	return &tls.Config{
 		MinVersion: tls.VersionTLS13,
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
