@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -70,22 +69,7 @@ func (h *counting) HandleRPC(stream drpc.Stream, rpc string) error {
 // serveTLS serves h with mutual TLS by certs until the test ends.
 func serveTLS(t *testing.T, certs *tlsauth.Certs, h drpc.Handler) string {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- Serve(ctx, lis, h, ServerOptions{TLS: certs.ServerConfig(), Logger: slog.New(slog.DiscardHandler)})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
-	return lis.Addr().String()
+	return serveHandler(t, h, ServerOptions{TLS: certs.ServerConfig(), Logger: slog.New(slog.DiscardHandler)})
 }
 
 // tlsCall makes one round trip of rpc with conf (nil: plain TCP) and
