@@ -127,6 +127,10 @@ func TestSecureClientCertificateReadsAndWritesButCannotAdminister(t *testing.T) 
 	if out, stderr, code := tc.cli(nil, append(clientArgs, "get", "k")...); code != 0 || out != "v\n" {
 		t.Fatalf("client get: exit %d %q: %s", code, out, stderr)
 	}
+	// Routes from a coordinator over TLS.
+	if out, stderr, code := tc.cli(nil, append(clientArgs, "--coord", procs[0].addr, "get", "k")...); code != 0 || out != "v\n" {
+		t.Fatalf("client get through --coord: exit %d %q: %s", code, out, stderr)
+	}
 
 	// Replicate and Handover, called directly.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -351,6 +355,46 @@ func TestSecureUsageErrors(t *testing.T) {
 		_, stderr, code := runCLI(t, nil, c.args...)
 		if code != exitUsage || !strings.Contains(stderr, c.want) {
 			t.Errorf("%v: exit %d, %q; want 2 and %q", c.args, code, stderr, c.want)
+		}
+	}
+}
+
+// TestSecureRebalanceMovesSlotsOverTLS: a migration's target dials the
+// source's primary, and the coordinator asks nodes for their status, all
+// with node certificates; the keys come through.
+func TestSecureRebalanceMovesSlotsOverTLS(t *testing.T) {
+	ca := newTestPKI(t)
+	node := ca.issue("node", "node")
+	tc, cl, _ := startSecureCluster(t, node)
+	adminArgs := tlsArgs(ca.issue("ops", "admin"))
+	keys := make([][]byte, 300)
+	for i := range keys {
+		keys[i] = []byte(fmt.Sprintf("k%03d", i))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	kv, err := client.New(ctx, client.Config{Routes: cl, Timeout: 20 * time.Second, TLS: ca.clientConfig(ca.issue("app", "client"))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kv.Close()
+	for _, k := range keys {
+		if err := kv.Put(ctx, k, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tc.dataNode("data-g2", "g2", tlsArgs(node)...)
+	tc.waitGroup(cl, "g2", 30*time.Second, func(g *coord.Group) bool { return g.Primary != "" })
+	if out, stderr, code := runCLIWithin(t, 3*time.Minute, nil, append(append([]string{"--zk", tc.zk.Addr(), "--cluster", tc.name, "--timeout", "60s"}, adminArgs...), "admin", "rebalance")...); code != 0 {
+		t.Fatalf("admin rebalance: exit %d\n%s\n%s", code, out, stderr)
+	}
+	table, _, err := cl.SlotTable(ctx)
+	if err != nil || len(table.SlotsOf("g2")) == 0 {
+		t.Fatalf("g2 owns no slots after the rebalance (%v)", err)
+	}
+	for _, k := range keys {
+		if v, err := kv.Get(ctx, k); err != nil || string(v) != string(k) {
+			t.Fatalf("get %s after the rebalance: %q, %v", k, v, err)
 		}
 	}
 }
