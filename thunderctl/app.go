@@ -247,10 +247,14 @@ func clusterConn(ctx context.Context, c *cli.Context, log *slog.Logger, sessionT
 // ZooKeeper.
 func newClient(ctx context.Context, c *cli.Context) (*client.Client, func(), error) {
 	log := newLogger(c, slog.LevelError)
+	tlsConf, err := clientTLS(c)
+	if err != nil {
+		return nil, nil, err
+	}
 	var routes client.RouteSource
 	closeRoutes := func() {}
 	if coords := c.String("coord"); coords != "" {
-		routes = client.CoordinatorRoutes(strings.Split(coords, ","))
+		routes = client.CoordinatorRoutes(strings.Split(coords, ","), tlsConf)
 	} else {
 		cl, closeConn, err := clusterConn(ctx, c, log, 0, true)
 		if err != nil {
@@ -261,7 +265,7 @@ func newClient(ctx context.Context, c *cli.Context) (*client.Client, func(), err
 	readFrom, _ := client.ParseReadFrom(c.String("read-from")) // checked by the flag
 	rctx, cancel := context.WithTimeout(ctx, c.Duration("timeout"))
 	defer cancel()
-	kv, err := client.New(rctx, client.Config{Routes: routes, Timeout: c.Duration("timeout"), ReadFrom: readFrom, Logger: log})
+	kv, err := client.New(rctx, client.Config{Routes: routes, Timeout: c.Duration("timeout"), ReadFrom: readFrom, Logger: log, TLS: tlsConf})
 	if err != nil {
 		closeRoutes()
 		if errors.Is(err, coord.ErrNoCluster) {

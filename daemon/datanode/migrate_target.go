@@ -169,7 +169,7 @@ func (imp *importer) stream(ctx context.Context, log *slog.Logger) (progressed b
 	if !ok || g.PrimaryAddr == "" {
 		return false, fmt.Errorf("source group %s has no registered primary", imp.m.From)
 	}
-	conn, err := wire.Dial(ctx, g.PrimaryAddr, 0)
+	conn, err := wire.Dial(ctx, g.PrimaryAddr, imp.n.dialOptions())
 	if err != nil {
 		return false, fmt.Errorf("source group %s primary: %w", imp.m.From, err)
 	}
