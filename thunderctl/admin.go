@@ -21,6 +21,7 @@ func adminCommand() *cli.Command {
 			{
 				Name:  "status",
 				Usage: "coordinators, groups, nodes and warnings (-o json for scripts); exits 1 when there are warnings",
+				Flags: adminFlags(),
 				Action: func(c *cli.Context) error {
 					return withCluster(c, func(ctx context.Context, cl *coord.Cluster, f admin.Format) error {
 						st, err := admin.CollectStatus(ctx, cl, client.NodeStatus, client.NodeSlotCounts)
@@ -43,9 +44,9 @@ func adminCommand() *cli.Command {
 				Name:      "zk",
 				Usage:     "the cluster's znodes with their decoded contents (PATH is relative to the cluster root)",
 				ArgsUsage: "[PATH]",
-				Flags: []cli.Flag{
+				Flags: append(adminFlags(),
 					boolFlag("recursive", "include every descendant", "r"),
-				},
+				),
 				Action: func(c *cli.Context) error {
 					if c.NArg() > 1 {
 						return usagef("admin zk takes at most one argument: PATH")
@@ -66,11 +67,11 @@ func adminCommand() *cli.Command {
 			{
 				Name:  "failover",
 				Usage: "move a group's primary: graceful by default (no acknowledged write lost), --force promotes a member that may be behind",
-				Flags: []cli.Flag{
+				Flags: append(adminFlags(),
 					requiredFlag("group", "the group `NAME`", checkGroup),
 					stringFlag("to", "", "member `NODE` to promote (graceful: default the most caught-up in-sync member)", nil),
 					boolFlag("force", "promote --to NODE now, even if it is behind: acknowledged writes it lacks are lost"),
-				},
+				),
 				Action: func(c *cli.Context) error {
 					return withCluster(c, func(ctx context.Context, cl *coord.Cluster, f admin.Format) error {
 						res, err := admin.Failover(ctx, cl, c.String("group"), c.String("to"), c.Bool("force"), client.NodeStatus, client.Handover)
@@ -88,10 +89,10 @@ func adminCommand() *cli.Command {
 					{
 						Name:  "resync",
 						Usage: "make a stopped node rebuild its store from its group's primary at its next start (its files are kept aside)",
-						Flags: []cli.Flag{
+						Flags: append(adminFlags(),
 							requiredFlag("node", "the node `ID` (admin status lists them)", nonEmpty),
 							stringFlag("group", "", "the node's group `NAME` (default: the group it is a member of)", checkGroup),
-						},
+						),
 						Action: func(c *cli.Context) error {
 							return withCluster(c, func(ctx context.Context, cl *coord.Cluster, f admin.Format) error {
 								res, err := admin.Resync(ctx, cl, c.String("group"), c.String("node"))
@@ -109,6 +110,7 @@ func adminCommand() *cli.Command {
 			{
 				Name:  "slots",
 				Usage: "which group owns which slot ranges; the migrations in flight and the last finished",
+				Flags: adminFlags(),
 				Action: func(c *cli.Context) error {
 					return withCluster(c, func(ctx context.Context, cl *coord.Cluster, f admin.Format) error {
 						v, err := admin.CollectSlots(ctx, cl, client.NodeStatus)

@@ -32,9 +32,9 @@ func serveCommand() *cli.Command {
 				Name:  "coord",
 				Usage: "run a coordinator (the first one creates the cluster)",
 				Flags: append(daemonFlags("127.0.0.1:7000"),
-					intFlag("slots", 1024, 1, maxSlots, "slot count of a new cluster (fixed once created)"),
-					intFlag("replication-factor", 3, 1, maxReplicas, "nodes each group should have"),
-					durationFlag("assign-delay", 2*time.Second, 0, time.Hour, "wait after the first data node of a new cluster before spreading slots"),
+					intFlag("slots", 1024, 1, maxSlots, "`N` slots in a new cluster (fixed once created)"),
+					intFlag("replication-factor", 3, 1, maxReplicas, "`N` nodes each group should have"),
+					durationFlag("assign-delay", 2*time.Second, 0, time.Hour, "wait `DURATION` after the first data node of a new cluster before spreading slots"),
 				),
 				Action: serveCoord,
 			},
@@ -45,10 +45,10 @@ func serveCommand() *cli.Command {
 					requiredFlag("group", "replica group `NAME` to join (a new name makes a new group)", checkGroup),
 					requiredFlag("dir", "data `PATH` (node id and data file)", nonEmpty),
 					stringFlag("advertise", "", "address `HOST:PORT` clients dial, when it differs from --listen", checkOptionalAddr),
-					intFlag("max-value-size", 4<<20, 1, client.MaxValueSize, "largest value accepted, in bytes"),
-					stringFlag("acks", "all", "acknowledge a write once durable on every in-sync replica (all) or on the primary alone (1)", checkAcks),
-					intFlag("min-insync", 1, 1, maxReplicas, "refuse writes while fewer in-sync replicas (primary included) remain"),
-					durationFlag("max-lag", 2*time.Second, time.Millisecond, time.Hour, "drop a follower from the in-sync set after it has been behind this long"),
+					intFlag("max-value-size", 4<<20, 1, client.MaxValueSize, "largest value accepted, in `BYTES`"),
+					stringFlag("acks", "all", "`ACKS`: acknowledge a write once durable on every in-sync replica (all) or on the primary alone (1)", checkAcks),
+					intFlag("min-insync", 1, 1, maxReplicas, "`N`: refuse writes while fewer in-sync replicas (primary included) remain"),
+					durationFlag("max-lag", 2*time.Second, time.Millisecond, time.Hour, "drop a follower from the in-sync set after it has been behind for `DURATION`"),
 					boolFlag("repair", "if the store is refused as damaged, set its files aside and rebuild it from the group's primary"),
 				),
 				Action: serveData,
@@ -58,11 +58,11 @@ func serveCommand() *cli.Command {
 }
 
 func daemonFlags(listen string) []cli.Flag {
-	return []cli.Flag{
+	return append(zkFlags(),
 		stringFlag("listen", listen, "`HOST:PORT` to serve on", checkAddr),
 		stringFlag("http", "", "`HOST:PORT` for /metrics, /healthz and /readyz", checkOptionalAddr),
-		durationFlag("session-timeout", 6*time.Second, time.Second, time.Minute, "ZooKeeper session timeout"),
-	}
+		durationFlag("session-timeout", 6*time.Second, time.Second, time.Minute, "ZooKeeper session timeout `DURATION`"),
+	)
 }
 
 // Bounds of the cluster's shape: a slot is a bucket on every node of its

@@ -136,8 +136,15 @@ func TestUsageErrors(t *testing.T) {
 		{"bad read-from", []string{"--read-from", "nearest", "get", "k"}, `--read-from "nearest"`, nil},
 		{"bad log level", []string{"--log-level", "loud", "get", "k"}, `--log-level "loud": want debug, info, warn or error`, nil},
 		{"bad log format", []string{"--log-format", "xml", "get", "k"}, `--log-format "xml": want text or json`, nil},
-		{"flag without value", []string{"get", "k", "--timeout"}, "flags go before them", nil},
-		{"flag after the key", []string{"get", "k", "--timeout", "1s"}, "flags go before them (--timeout)", nil},
+		{"flag without value", []string{"get", "k", "--timeout"}, "--timeout needs a value", nil},
+		{"bad duration after the key", []string{"get", "k", "--timeout", "1"}, "--timeout 1: want a duration like 1s", nil},
+		{"unknown flag after the key", []string{"get", "k", "--bogus"}, "unknown flag --bogus", nil},
+		{"unknown short flag", []string{"put", "k", "v", "-x"}, "unknown flag -x", nil},
+		{"flag of another command", []string{"put", "k", "v", "--read-from", "any"}, "unknown flag --read-from", nil},
+		{"arguments after --", []string{"get", "--", "k", "--timeout", "1s"}, "get takes 1 argument(s): KEY", nil},
+		{"flag without value after an argument", []string{"admin", "backup", "verify", "/b/20261202T143000Z-a1b2c3", "--timeout"}, "--timeout needs a value", nil},
+		{"completion without shell", []string{"completion"}, "completion takes one argument: bash or zsh", nil},
+		{"completion for fish", []string{"completion", "fish"}, `completion "fish": want bash or zsh`, nil},
 		// Admin paths stay inside the cluster.
 		{"admin zk escapes", []string{"admin", "zk", "/../../zookeeper"}, "leaves the cluster's namespace /thunderyurts/default", nil},
 		{"admin zk into another cluster", []string{"admin", "zk", "../other"}, "leaves the cluster's namespace", nil},
@@ -257,7 +264,7 @@ func TestUsageHelp(t *testing.T) {
 		{[]string{"get", "--help"}, "thunderctl get [command options] KEY"},
 		{[]string{"help", "admin"}, "failover"},
 		{[]string{"help", "admin", "zk"}, "thunderctl admin zk [command options] [PATH]"},
-		{[]string{"help", "serve", "data"}, "--min-insync value"},
+		{[]string{"help", "serve", "data"}, "--min-insync N"},
 		{[]string{"serve", "data", "--help"}, "--group NAME"},
 	} {
 		r := runThunderctl(t, nil, tc.args...)
