@@ -146,6 +146,11 @@ func inCluster(ctx context.Context, c *cli.Context, fn func(context.Context, *co
 	f := outputFormat(c)
 	log := newLogger(c, slog.LevelError)
 	cl, closeConn, err := clusterConn(ctx, c, log, 0, true)
+	if err != nil && c.String("coord") != "" {
+		// A shell set up for the data commands may reach the cluster
+		// through coordinators only; the admin commands need ZooKeeper.
+		return fmt.Errorf("%s works on the cluster's state in ZooKeeper (--zk); --coord serves only the data commands: %w", commandPath(c), err)
+	}
 	if err != nil {
 		return err
 	}
