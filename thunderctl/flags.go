@@ -174,6 +174,15 @@ func nonEmpty(v string) error {
 	return nil
 }
 
+// checkExists accepts a path that exists ("" leaves it unset).
+func checkExists(path string) error {
+	if path == "" {
+		return nil
+	}
+	_, err := os.Stat(path)
+	return err
+}
+
 func checkOutput(v string) error {
 	_, err := admin.ParseFormat(v)
 	return err

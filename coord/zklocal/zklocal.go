@@ -213,7 +213,8 @@ maxClientCnxns=0
 	// The server logs to its standard output, which goes to zookeeper.log
 	// (a release's own logging configuration honours these properties).
 	cmd := exec.Command(java, "-cp", classpath, "-Dzookeeper.log.dir="+dir, "-Dzookeeper.root.logger=INFO,CONSOLE",
-		"-Dorg.slf4j.simpleLogger.showDateTime=true", mainName, cfg)
+		"-Dorg.slf4j.simpleLogger.showDateTime=true", "-Dorg.slf4j.simpleLogger.dateTimeFormat=yyyy-MM-dd'T'HH:mm:ss.SSSZ",
+		mainName, cfg)
 	cmd.Stdout, cmd.Stderr = out, out
 	// Never outlive us, even if we crash before Stop.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -317,6 +318,9 @@ func (s *Server) Addr() string { return s.addr }
 
 // Dir is the server's directory.
 func (s *Server) Dir() string { return s.dir }
+
+// Done is closed when the process has exited.
+func (s *Server) Done() <-chan struct{} { return s.exited }
 
 // Pid is the java process id.
 func (s *Server) Pid() int { return s.cmd.Process.Pid }
