@@ -29,7 +29,7 @@ func TestPermuteArgs(t *testing.T) {
 		{"serve data --repair --group g --dir d", "serve data --repair --group g --dir d"},
 		{"get -- -k --timeout 1s", "get -- -k --timeout 1s"},
 		{"get k --timeout -- x", "get --timeout -- -- k x"}, // a value flag takes the next word, as the parser does
-		{"get k --timeout", "get --timeout"},                 // the parser reports the missing value
+		{"get k --timeout", "get --timeout"},                // the parser reports the missing value
 		{"get k --bogus", "get --bogus -- k"},
 		{"frob k --timeout 1s", "frob k --timeout 1s"}, // not a command: left to the parser
 		{"get", "get"},
