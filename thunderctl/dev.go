@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -40,7 +39,7 @@ func devCommand() *cli.Command {
 }
 
 func runDev(c *cli.Context) error {
-	log := newLogger(c, slog.LevelInfo)
+	log := startLogger(c)
 	self, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("find own binary: %w", err)

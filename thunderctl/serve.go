@@ -75,9 +75,7 @@ const (
 // runDaemon starts a daemon and serves until it stops or a signal comes: the
 // first SIGTERM/SIGINT stops it gracefully, a second exits at once.
 func runDaemon(c *cli.Context, start func(ctx context.Context, log *slog.Logger, cluster *coord.Cluster) (daemon.Daemon, error)) error {
-	log := newLogger(c, slog.LevelInfo)
-	b := readBuildInfo()
-	log.Info("starting "+commandPath(c), "version", b.Version, "commit", b.Commit, "date", b.Date, "modified", b.Modified)
+	log := startLogger(c)
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
@@ -115,6 +113,15 @@ func runDaemon(c *cli.Context, start func(ctx context.Context, log *slog.Logger,
 	case <-time.After(shutdownGrace):
 		return fmt.Errorf("shutdown did not finish within %s", shutdownGrace)
 	}
+}
+
+// startLogger is the logger of a long-running command, which first says
+// what runs: the command and the build.
+func startLogger(c *cli.Context) *slog.Logger {
+	log := newLogger(c, slog.LevelInfo)
+	b := readBuildInfo()
+	log.Info("starting "+commandPath(c), "version", b.Version, "commit", b.Commit, "date", b.Date, "modified", b.Modified)
+	return log
 }
 
 func serveCoord(c *cli.Context) error {
