@@ -140,8 +140,10 @@ func TestCompletion(t *testing.T) {
 		}
 	}
 	if zshBin, err := exec.LookPath("zsh"); err == nil {
-		if out, err := exec.Command(zshBin, "-n", "-c", zsh.String()).CombinedOutput(); err != nil {
-			t.Errorf("zsh -n: %v\n%s", err, out)
+		// Loaded after compinit, it registers itself for thunderctl.
+		prog := "autoload -U compinit && compinit -u -D\n" + zsh.String() + "\nprint -r -- ${_comps[thunderctl]}"
+		if out, err := exec.Command(zshBin, "-f", "-c", prog).CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "_thunderctl" {
+			t.Errorf("zsh: %v, %q; want the script to register _thunderctl", err, out)
 		}
 	}
 }
