@@ -148,7 +148,7 @@ func outputFlag() cli.Flag {
 
 // adminFlags are on the admin commands that read or change the cluster's
 // state in ZooKeeper. They take --coord, hidden, so that a shell set up
-// for the data commands gets told they need ZooKeeper (clusterConn).
+// for the data commands gets told they need ZooKeeper (inCluster).
 func adminFlags() []cli.Flag {
 	coord := coordFlag().(*cli.StringFlag)
 	coord.Hidden = true
