@@ -67,10 +67,11 @@ func permuteArgs(app *cli.App, args []string) []string {
 	return out
 }
 
-// isFlag reports whether arg is a flag to the parser: "-" alone is an
-// argument (standard input), "--" ends the flags.
+// isFlag reports whether arg is a flag: "-" alone is an argument
+// (standard input), "--" ends the flags, and no flag is named by a digit,
+// so "-2" is a number (admin group weight g1 -2 is refused for its value).
 func isFlag(arg string) bool {
-	return len(arg) > 1 && arg[0] == '-' && arg != "--"
+	return len(arg) > 1 && arg[0] == '-' && arg != "--" && (arg[1] < '0' || arg[1] > '9')
 }
 
 // flagWidth is how many arguments the flag at args[0] takes up: 2 for a

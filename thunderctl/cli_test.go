@@ -31,7 +31,8 @@ func TestPermuteArgs(t *testing.T) {
 		{"get k --timeout -- x", "get --timeout -- -- k x"}, // a value flag takes the next word, as the parser does
 		{"get k --timeout", "get --timeout"},                // the parser reports the missing value
 		{"get k --bogus", "get --bogus -- k"},
-		{"frob k --timeout 1s", "frob k --timeout 1s"}, // not a command: left to the parser
+		{"admin group weight g1 -2 -o json", "admin group weight -o json -- g1 -2"}, // a negative number is an argument
+		{"frob k --timeout 1s", "frob k --timeout 1s"},                              // not a command: left to the parser
 		{"get", "get"},
 		{"", ""},
 	} {
