@@ -12,7 +12,19 @@ PROTOC_GEN_DRPC_VERSION := v1.0.0
 # processes, the daemons among them built with it.
 RACE_PKGS := ./datastore/... ./coord/... ./client/... ./daemon/... ./admin/... ./wire/... ./internal/... ./backup/...
 
-.PHONY: all deps build test lint unit e2e proto demo bench clean
+# The git state stamped into the binary (thunderctl version, and the first
+# log line of every daemon): the go command records it itself only when it
+# may run git (-buildvcs), so it is passed explicitly. VERSION is the
+# newest v* tag when there is one, else "(devel)"; DATE is the commit's time.
+VERSION   ?= $(shell git describe --tags --match 'v[0-9]*' --dirty 2>/dev/null)
+COMMIT    := $(shell git rev-parse HEAD 2>/dev/null)
+DATE      := $(shell TZ=UTC git log -1 --date=format-local:%Y-%m-%dT%H:%M:%SZ --format=%cd 2>/dev/null)
+MODIFIED  := $(shell git diff --quiet HEAD 2>/dev/null && echo false || echo true)
+LDFLAGS   := -X main.commit=$(COMMIT) -X main.date=$(DATE) -X main.modified=$(MODIFIED) $(if $(VERSION),-X main.version=$(VERSION))
+# make release: these platforms, into dist/.
+PLATFORMS := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64
+
+.PHONY: all deps build test lint unit e2e proto demo bench release man clean
 
 all: build
 
@@ -31,7 +43,22 @@ deps:
 
 ## build: bin/thunderctl
 build:
-	$(GO) build -o $(BIN) ./thunderctl
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./thunderctl
+
+## release: static thunderctl binaries for every platform in PLATFORMS, as dist/thunderctl-OS-ARCH, with their SHA-256 sums.
+release:
+	@mkdir -p dist
+	@set -e; for p in $(PLATFORMS); do \
+		os=$${p%/*}; arch=$${p#*/}; out=dist/thunderctl-$$os-$$arch; \
+		echo "$$out"; \
+		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -ldflags '-s -w $(LDFLAGS)' -o $$out ./thunderctl; \
+	done
+	cd dist && sha256sum thunderctl-* > SHA256SUMS
+
+## man: regenerate the committed man page docs/man/thunderctl.1 from the commands.
+man:
+	@mkdir -p docs/man
+	$(GO) run ./thunderctl man > docs/man/thunderctl.1
 
 ## test: gofmt, go vet, go mod tidy -diff, unit tests under the race detector, end-to-end tests with real processes and ZooKeeper.
 test: deps build lint unit e2e
@@ -49,7 +76,7 @@ unit:
 # tests read the daemons' logs for it); the CLI runs are many and short and
 # use the plain build.
 e2e: build
-	$(GO) build -race -o $(BIN)-race ./thunderctl
+	$(GO) build -race -ldflags '$(LDFLAGS)' -o $(BIN)-race ./thunderctl
 	GORACE=halt_on_error=1 THUNDERCTL_BIN=$(CURDIR)/$(BIN) THUNDERCTL_DAEMON_BIN=$(CURDIR)/$(BIN)-race \
 		$(GO) test -count=1 -timeout 15m ./thunderctl/...
 
@@ -67,4 +94,4 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchtime 3s ./datastore/ ./client/...
 
 clean:
-	rm -rf bin .dev
+	rm -rf bin dist .dev

@@ -27,10 +27,10 @@ func adminCommand() *cli.Command {
 			{
 				Name:  "status",
 				Usage: "coordinators, groups, nodes and warnings (-o json for scripts); exits 1 when there are warnings",
-				Flags: []cli.Flag{
+				Flags: append(adminFlags(),
 					boolFlag("watch", "print the status again every --interval until Ctrl-C, in place on a terminal", "w"),
-					durationFlag("interval", 2*time.Second, 100*time.Millisecond, time.Hour, "refresh period of --watch"),
-				},
+					durationFlag("interval", 2*time.Second, 100*time.Millisecond, time.Hour, "refresh period `DURATION` of --watch"),
+				),
 				Action: func(c *cli.Context) error {
 					nodes, err := nodesOf(c)
 					if err != nil {
@@ -57,9 +57,9 @@ func adminCommand() *cli.Command {
 				Name:      "zk",
 				Usage:     "the cluster's znodes with their decoded contents (PATH is relative to the cluster root)",
 				ArgsUsage: "[PATH]",
-				Flags: []cli.Flag{
+				Flags: append(adminFlags(),
 					boolFlag("recursive", "include every descendant", "r"),
-				},
+				),
 				Subcommands: []*cli.Command{zkSecureCommand()},
 				Action: func(c *cli.Context) error {
 					if c.NArg() > 1 {
@@ -81,11 +81,11 @@ func adminCommand() *cli.Command {
 			{
 				Name:  "failover",
 				Usage: "move a group's primary: graceful by default (no acknowledged write lost), --force promotes a member that may be behind",
-				Flags: []cli.Flag{
+				Flags: append(adminFlags(),
 					requiredFlag("group", "the group `NAME`", checkGroup),
 					stringFlag("to", "", "member `NODE` to promote (graceful: default the most caught-up in-sync member)", nil),
 					boolFlag("force", "promote --to NODE now, even if it is behind: acknowledged writes it lacks are lost"),
-				},
+				),
 				Action: func(c *cli.Context) error {
 					nodes, err := nodesOf(c)
 					if err != nil {
@@ -107,10 +107,10 @@ func adminCommand() *cli.Command {
 					{
 						Name:  "resync",
 						Usage: "make a stopped node rebuild its store from its group's primary at its next start (its files are kept aside)",
-						Flags: []cli.Flag{
+						Flags: append(adminFlags(),
 							requiredFlag("node", "the node `ID` (admin status lists them)", nonEmpty),
 							stringFlag("group", "", "the node's group `NAME` (default: the group it is a member of)", checkGroup),
-						},
+						),
 						Action: func(c *cli.Context) error {
 							return withCluster(c, func(ctx context.Context, cl *coord.Cluster, f admin.Format) error {
 								res, err := admin.Resync(ctx, cl, c.String("group"), c.String("node"))
@@ -128,6 +128,7 @@ func adminCommand() *cli.Command {
 			{
 				Name:  "slots",
 				Usage: "which group owns which slot ranges; the migrations in flight and the last finished",
+				Flags: adminFlags(),
 				Action: func(c *cli.Context) error {
 					nodes, err := nodesOf(c)
 					if err != nil {
@@ -157,10 +158,10 @@ func zkSecureCommand() *cli.Command {
 		Name: "secure",
 		Usage: "give every znode of the cluster the ACL of --zk-auth and --zk-acl (an existing cluster created without them), " +
 			"or make them open to anyone again with --open; prints how many changed, and changes nothing the second time",
-		Flags: []cli.Flag{
+		Flags: append(adminFlags(),
 			boolFlag("dry-run", "count the znodes that would change, change nothing"),
 			boolFlag("open", "give the znodes back the open ACL world:anyone (as without --zk-auth)"),
-		},
+		),
 		Action: func(c *cli.Context) error {
 			auth, mode, err := zkOptions(c)
 			switch {
@@ -209,6 +210,11 @@ func inCluster(ctx context.Context, c *cli.Context, fn func(context.Context, *co
 	f := outputFormat(c)
 	log := newLogger(c, slog.LevelError)
 	cl, closeConn, err := clusterConn(ctx, c, log, 0, true)
+	if err != nil && c.String("coord") != "" {
+		// A shell set up for the data commands may reach the cluster
+		// through coordinators only; the admin commands need ZooKeeper.
+		return fmt.Errorf("%s works on the cluster's state in ZooKeeper (--zk); --coord serves only the data commands: %w", commandPath(c), err)
+	}
 	if err != nil {
 		return err
 	}

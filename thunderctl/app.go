@@ -21,7 +21,7 @@ import (
 // run is the whole program; it returns the exit code.
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	app := newApp(stdin, stdout, stderr)
-	err := app.Run(args)
+	err := app.Run(permuteArgs(app, args))
 	if err != nil {
 		fmt.Fprintln(stderr, errorLine(err))
 	}
@@ -45,9 +45,11 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			benchCommand(),
 			adminCommand(),
 			versionCommand(),
+			completionCommand(),
 			helpCommand(),
+			manCommand(),
 		},
-		Description: "Every flag can also be set in the environment as THUNDER_<FLAG> (upper case, - becomes _) " +
+		Description: "Every flag can also be set in the environment, as THUNDER_ and its name in upper case with - as _ (THUNDER_LOG_LEVEL for --log-level), " +
 			"or in a config file (--config FILE, lines of flag = value); a flag wins over the environment, " +
 			"which wins over the file. Exit codes: 0 success, 1 the operation failed, 2 bad usage or invalid input, " +
 			"3 key not found.",
@@ -83,7 +85,7 @@ func prepare(cmd *cli.Command) {
 		cmd.Action = unknownCommand
 		return
 	}
-	cmd.Flags = append(cmd.Flags, globalFlags()...)
+	cmd.Flags = append(cmd.Flags, commonFlags()...)
 	// urfave/cli checks Required flags before Before, so before the config
 	// file could supply them, and prints the whole help page.
 	var required []string
@@ -128,10 +130,10 @@ func onUsageError(c *cli.Context, err error, _ bool) error {
 		return usageIn(c, "--%s %s: %s", m[2], m[1], want)
 	}
 	if m := undefinedFlag.FindStringSubmatch(msg); m != nil {
-		return usageIn(c, "unknown flag --%s", m[1])
+		return usageIn(c, "unknown flag %s", flagSpelling(m[1]))
 	}
 	if m := flagNoValue.FindStringSubmatch(msg); m != nil {
-		return usageIn(c, "--%s needs a value", m[1])
+		return usageIn(c, "%s needs a value", flagSpelling(m[1]))
 	}
 	return usageIn(c, "%s", msg)
 }

@@ -28,7 +28,7 @@ func backupCommand() *cli.Command {
 				Usage: "back the cluster up now, online: each group's slots cut at one log position",
 				Description: "Example:\n   thunderctl admin backup run --to /backups\n" +
 					"   thunderctl admin backup run --to s3://bucket/thunder --s3-endpoint http://minio:9000",
-				Flags: []cli.Flag{destFlag("to"), s3EndpointFlag()},
+				Flags: append(adminFlags(), destFlag("to"), s3EndpointFlag()),
 				Action: func(c *cli.Context) error {
 					tlsConf, err := clientTLS(c)
 					if err != nil {
@@ -49,7 +49,7 @@ func backupCommand() *cli.Command {
 				Usage: "the backups at DEST: id, time, keys, bytes, complete or incomplete",
 				Description: "Example:\n   thunderctl admin backup list --to /backups\n" +
 					"   thunderctl admin backup list --to s3://bucket/thunder -o json",
-				Flags: []cli.Flag{destFlag("to"), s3EndpointFlag()},
+				Flags: storeFlags(destFlag("to")),
 				Action: func(c *cli.Context) error {
 					return withStore(c, c.String("to"), func(ctx context.Context, store backup.Store, f admin.Format) error {
 						list, err := backup.List(ctx, store)
@@ -66,7 +66,7 @@ func backupCommand() *cli.Command {
 				ArgsUsage: "DEST/ID",
 				Description: "Example:\n   thunderctl admin backup verify /backups/20261202T143000Z-a1b2c3\n" +
 					"Exits 1 naming the first damaged or missing file.",
-				Flags: []cli.Flag{s3EndpointFlag()},
+				Flags: storeFlags(),
 				Action: func(c *cli.Context) error {
 					dest, id, err := backupArg(c)
 					if err != nil {
@@ -95,12 +95,12 @@ func backupCommand() *cli.Command {
 						Usage: "back up on a cron schedule, keeping the newest --keep complete backups",
 						Description: "SPEC is a cron spec of five fields (minute hour day month weekday), six with seconds first, " +
 							"or @hourly, @daily, @every 6h. Example:\n   thunderctl admin backup schedule set --cron '0 3 * * *' --to /backups --keep 7",
-						Flags: []cli.Flag{
+						Flags: append(adminFlags(),
 							requiredFlag("cron", "when to run, a cron `SPEC`", checkCron),
 							destFlag("to"),
-							intFlag("keep", 7, 1, 10000, "complete backups to keep"),
+							intFlag("keep", 7, 1, 10000, "keep the newest `N` complete backups"),
 							s3EndpointFlag(),
-						},
+						),
 						Action: func(c *cli.Context) error {
 							return withCluster(c, func(ctx context.Context, cl *coord.Cluster, f admin.Format) error {
 								s := coord.BackupSchedule{Cron: c.String("cron"), To: c.String("to"), Keep: c.Int("keep"),
@@ -119,6 +119,7 @@ func backupCommand() *cli.Command {
 						Name:        "show",
 						Usage:       "the schedule, its last run and the next run time",
 						Description: "Example:\n   thunderctl admin backup schedule show -o json",
+						Flags:       adminFlags(),
 						Action: func(c *cli.Context) error {
 							return withCluster(c, func(ctx context.Context, cl *coord.Cluster, f admin.Format) error {
 								return showSchedule(ctx, c, cl, f)
@@ -129,6 +130,7 @@ func backupCommand() *cli.Command {
 						Name:        "clear",
 						Usage:       "stop scheduled backups (the backups stay)",
 						Description: "Example:\n   thunderctl admin backup schedule clear",
+						Flags:       adminFlags(),
 						Action: func(c *cli.Context) error {
 							return withCluster(c, func(ctx context.Context, cl *coord.Cluster, f admin.Format) error {
 								if err := cl.ClearBackupSchedule(ctx); err != nil {
@@ -151,11 +153,11 @@ func restoreCommand() *cli.Command {
 		Description: "The backup is verified whole before anything is written. A cluster that holds keys is refused " +
 			"unless --overwrite; rerun with --overwrite to finish an interrupted restore. Example:\n" +
 			"   thunderctl admin restore --from /backups/20261202T143000Z-a1b2c3",
-		Flags: []cli.Flag{
+		Flags: append(adminFlags(),
 			requiredFlag("from", "the backup, `DEST/ID`", checkBackupPath),
 			boolFlag("overwrite", "restore into a cluster that holds keys: a key in both gets the backup's value"),
 			s3EndpointFlag(),
-		},
+		),
 		Action: func(c *cli.Context) error {
 			dest, id, _ := backup.ParseSetRef(c.String("from")) // checked by the flag
 			tlsConf, err := clientTLS(c)
@@ -180,6 +182,12 @@ func restoreCommand() *cli.Command {
 
 func destFlag(name string) cli.Flag {
 	return requiredFlag(name, "backup destination `DEST`: a directory, file:///dir or s3://bucket/prefix", backup.CheckDest)
+}
+
+// storeFlags are the flags of a command that reads a backup store and
+// not the cluster.
+func storeFlags(flags ...cli.Flag) []cli.Flag {
+	return append(flags, s3EndpointFlag(), timeoutFlag(), outputFlag())
 }
 
 func s3EndpointFlag() cli.Flag {

@@ -18,17 +18,17 @@ func benchCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "bench",
 		Usage: "load the cluster through the client package and print throughput and latency",
-		Flags: []cli.Flag{
-			intFlag("clients", def.Clients, 1, 100000, "concurrent clients"),
-			intFlag("ops", def.Ops, 0, math.MaxInt, "total operations (0 = run for --duration)"),
-			durationFlag("duration", 0, 0, 7*24*time.Hour, "stop after this long (0 = run --ops)"),
-			intFlag("value-size", def.ValueSize, 0, 32<<20, "value size in bytes"),
-			intFlag("key-size", def.KeySize, 1, client.MaxKeySize, "key size in bytes"),
-			intFlag("keys", def.Keys, 1, math.MaxInt, "key space"),
+		Flags: append(clientFlags(true), outputFlag(),
+			intFlag("clients", def.Clients, 1, 100000, "`N` concurrent clients"),
+			intFlag("ops", def.Ops, 0, math.MaxInt, "`N` operations in all (0 = run for --duration)"),
+			durationFlag("duration", 0, 0, 7*24*time.Hour, "stop after `DURATION` (0 = run --ops)"),
+			intFlag("value-size", def.ValueSize, 0, 32<<20, "value size in `BYTES`"),
+			intFlag("key-size", def.KeySize, 1, client.MaxKeySize, "key size in `BYTES`"),
+			intFlag("keys", def.Keys, 1, math.MaxInt, "key space of `N` keys"),
 			intFlag("reads", def.ReadPercent, 0, 100, "share of reads, in `PERCENT`"),
-			intFlag("procs", 1, 0, 1024, "cores (GOMAXPROCS) the load generator runs on; 0 = all. One, like redis-benchmark: "+
+			intFlag("procs", 1, 0, 1024, "`N` cores (GOMAXPROCS) the load generator runs on; 0 = all. One, like redis-benchmark: "+
 				"on a machine it shares with the cluster it takes less CPU from the servers it measures, and its clients' requests leave in fewer, larger batches"),
-		},
+		),
 		Action: func(c *cli.Context) error {
 			format := outputFormat(c)
 			if procs := c.Int("procs"); procs > 0 {

@@ -3,6 +3,8 @@ package main
 import (
 	"errors"
 	"fmt"
+	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -85,10 +87,21 @@ func usageOr(err, sentinel error) error {
 	return err
 }
 
+// internalPrefix matches the package names Go errors start with by
+// convention ("datastore: key not found"): they mean nothing to an operator.
+var internalPrefix = regexp.MustCompile(`(^|: )(?:admin|backup|client|coord|coordinator|datanode|datastore|devcluster|procs|wire|zkcoord|zklocal): `)
+
 // errorLine is the one line an error gets on stderr (README, "Exit codes"):
-// a usage error ends with where to read the usage.
+// without internal package names or a part repeated by wrapping, and, for
+// a usage error, ending with where to read the usage.
 func errorLine(err error) string {
-	line := "thunderctl: " + strings.Join(strings.Fields(err.Error()), " ")
+	msg := strings.Join(strings.Fields(err.Error()), " ")
+	for prev := ""; prev != msg; {
+		prev, msg = msg, internalPrefix.ReplaceAllString(msg, "$1")
+	}
+	parts := strings.Split(msg, ": ")
+	parts = slices.CompactFunc(parts, func(a, b string) bool { return a == b })
+	line := "thunderctl: " + strings.Join(parts, ": ")
 	var ue *usageError
 	if errors.As(err, &ue) {
 		help := ue.help

@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -89,29 +91,90 @@ func shortDuration(d time.Duration) string {
 	return s
 }
 
-// Global flags, defined on the app and on every leaf command so they work
-// before or after the command name.
-func globalFlags() []cli.Flag {
-	timeout := durationFlag("timeout", client.DefaultTimeout, time.Millisecond, 24*time.Hour, "per-command timeout")
-	output := stringFlag("output", "table", "listing format: table or json", checkOutput)
-	output.Aliases = []string{"o"}
+// The shared flags, by what a command does with them. A leaf command lists
+// the sets it uses, and its help shows only those; the app takes every one
+// of them before the command name (completeFlags hands them on), and the
+// environment and config file may set any of them for any command.
+
+// commonFlags are on every leaf command.
+func commonFlags() []cli.Flag {
+	return []cli.Flag{
+		stringFlag("config", "", "config `FILE` of flag = value lines", nil),
+		stringFlag("log-level", "", "log `LEVEL`: debug, info, warn or error (default: info for daemons, error for the other commands)", checkLogLevel),
+		stringFlag("log-format", "text", "log line `FORMAT`: text (key=value) or json", checkLogFormat),
+	}
+}
+
+// clusterFlag names the cluster; dev runs one without reaching any other.
+func clusterFlag() cli.Flag {
+	return stringFlag("cluster", "default", "cluster `NAME`", func(v string) error { return coord.CheckName("cluster", v) })
+}
+
+// zkFlags are on the commands that open a ZooKeeper session.
+func zkFlags() []cli.Flag {
 	return append([]cli.Flag{
 		stringFlag("zk", "127.0.0.1:2181", "ZooKeeper connect string `HOST:PORT[,...][/CHROOT]`", checkZK),
+		clusterFlag(),
+		timeoutFlag(),
+	}, zkAuthFlags()...)
+}
+
+// zkAuthFlags are the ZooKeeper credentials and the ACL of the znodes a
+// process creates (docs/security.md).
+func zkAuthFlags() []cli.Flag {
+	return []cli.Flag{
 		zkAuthFlag(),
-		stringFlag("zk-acl", "", "ACL of the znodes this process creates, with --zk-auth: creator (that identity has every right, others none), "+
+		stringFlag("zk-acl", "", "`ACL` of the znodes this process creates, with --zk-auth: creator (that identity has every right, others none), "+
 			"read (others may read) or open (anyone may do anything: while a cluster migrates to ACLs) (default: creator)", checkZKACL),
-		stringFlag("cluster", "default", "cluster `NAME`", func(v string) error { return coord.CheckName("cluster", v) }),
-		timeout,
-		output,
-		stringFlag("coord", "", "reach the cluster through these coordinators `HOST:PORT[,...]` instead of ZooKeeper", checkAddrList),
-		stringFlag("config", "", "config `FILE` of flag = value lines", nil),
-		stringFlag("read-from", "primary", "members that answer reads: primary (linearizable), secondary or any (may be stale)", func(v string) error {
+	}
+}
+
+func timeoutFlag() cli.Flag {
+	return durationFlag("timeout", client.DefaultTimeout, time.Millisecond, 24*time.Hour, "give up on the command after `DURATION`")
+}
+
+// coordFlag routes the data commands through coordinators.
+func coordFlag() cli.Flag {
+	return stringFlag("coord", "", "reach the cluster through these coordinators `HOST:PORT[,...]` instead of ZooKeeper", checkAddrList)
+}
+
+// clientFlags are on the commands that read and write through the client.
+func clientFlags(reads bool) []cli.Flag {
+	flags := slices.Concat(zkFlags(), []cli.Flag{coordFlag()}, tlsFlags())
+	if reads {
+		flags = append(flags, stringFlag("read-from", "primary", "`MEMBERS` that answer reads: primary (linearizable), secondary or any (may be stale)", func(v string) error {
 			_, err := client.ParseReadFrom(v)
 			return err
-		}),
-		stringFlag("log-level", "", "debug, info, warn or error (default: info for daemons, error for the other commands)", checkLogLevel),
-		stringFlag("log-format", "text", "log lines as text (key=value) or json", checkLogFormat),
-	}, tlsFlags()...)
+		}))
+	}
+	return flags
+}
+
+// outputFlag is on the commands that print a listing or a result.
+func outputFlag() cli.Flag {
+	f := stringFlag("output", "table", "output `FORMAT`: table or json", checkOutput)
+	f.Aliases = []string{"o"}
+	return f
+}
+
+// adminFlags are on the admin commands that read or change the cluster's
+// state in ZooKeeper. They take --coord, hidden, so that a shell set up
+// for the data commands gets told they need ZooKeeper (inCluster).
+func adminFlags() []cli.Flag {
+	coord := coordFlag().(*cli.StringFlag)
+	coord.Hidden = true
+	return slices.Concat(zkFlags(), []cli.Flag{coord, outputFlag()}, tlsFlags())
+}
+
+// globalFlags are every shared flag, once: the app's flags.
+func globalFlags() []cli.Flag {
+	var flags []cli.Flag
+	for _, f := range slices.Concat(zkFlags(), clientFlags(true), []cli.Flag{outputFlag()}, commonFlags()) {
+		if !hasFlag(flags, f.Names()[0]) {
+			flags = append(flags, f)
+		}
+	}
+	return flags
 }
 
 func checkGroup(v string) error { return coord.CheckName("group", v) }
@@ -121,6 +184,18 @@ func nonEmpty(v string) error {
 		return errors.New("must not be empty")
 	}
 	return nil
+}
+
+// checkExists accepts a path that exists ("" leaves it unset).
+func checkExists(path string) error {
+	if path == "" {
+		return nil
+	}
+	_, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return errors.New("no such file or directory")
+	}
+	return err
 }
 
 func checkOutput(v string) error {

@@ -39,7 +39,7 @@ func TestMain(m *testing.M) {
 		}
 		cleanup = func() { os.RemoveAll(dir) }
 		thunderctlBin = filepath.Join(dir, "thunderctl")
-		out, err := exec.Command("go", "build", "-o", thunderctlBin, ".").CombinedOutput()
+		out, err := exec.Command("go", "build", "-ldflags", stampFlags(), "-o", thunderctlBin, ".").CombinedOutput()
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "build thunderctl: %v\n%s", err, out)
 			os.Exit(1)
@@ -51,6 +51,18 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	cleanup()
 	os.Exit(code)
+}
+
+// stampFlags stamps the git commit and its date as make build does.
+func stampFlags() string {
+	git := exec.Command("git", "log", "-1", "--format=%H %cd", "--date=format-local:%Y-%m-%dT%H:%M:%SZ")
+	git.Env = append(os.Environ(), "TZ=UTC")
+	out, err := git.Output()
+	commit, date, ok := strings.Cut(strings.TrimSpace(string(out)), " ")
+	if err != nil || !ok {
+		return ""
+	}
+	return fmt.Sprintf("-X main.commit=%s -X main.date=%s", commit, date)
 }
 
 // sessionTimeout is short so failover tests run fast.

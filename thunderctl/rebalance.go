@@ -32,11 +32,11 @@ func rebalanceCommand() *cli.Command {
 			"   thunderctl admin rebalance --dry-run      # the plan, nothing changes\n" +
 			"   thunderctl admin rebalance --rate 50      # copy at most 50 MB/s per migration\n" +
 			"   thunderctl admin rebalance --cancel       # abort the moves that have not switched",
-		Flags: []cli.Flag{
+		Flags: append(adminFlags(),
 			dryRunFlag(),
 			rateFlag(),
 			boolFlag("cancel", "stop the rebalance in progress: moves that have not switched are aborted and no more start"),
-		},
+		),
 		Action: func(c *cli.Context) error {
 			if c.Bool("cancel") && (c.Bool("dry-run") || c.IsSet("rate")) {
 				return usageIn(c, "--cancel takes neither --dry-run nor --rate")
@@ -55,11 +55,11 @@ func drainCommand() *cli.Command {
 			"Examples:\n" +
 			"   thunderctl admin drain --group g3 --dry-run\n" +
 			"   thunderctl admin drain --group g3 && thunderctl admin group remove g3   # after stopping g3's nodes",
-		Flags: []cli.Flag{
+		Flags: append(adminFlags(),
 			requiredFlag("group", "the group `NAME` to empty", checkGroup),
 			dryRunFlag(),
 			rateFlag(),
-		},
+		),
 		Action: func(c *cli.Context) error {
 			return runRebalance(c, admin.RebalanceRequest{RateMBps: float64(c.Int("rate")), DryRun: c.Bool("dry-run"), Drain: c.String("group")}, false)
 		},
@@ -81,6 +81,7 @@ func groupCommand() *cli.Command {
 				Name:      "weight",
 				Usage:     "set a group's share of the slots relative to the others (default 1; 0 drains it); admin rebalance applies it",
 				ArgsUsage: "GROUP WEIGHT",
+				Flags:     adminFlags(),
 				Description: "Examples:\n" +
 					"   thunderctl admin group weight g1 2 && thunderctl admin rebalance   # g1 holds twice the slots of a weight-1 group",
 				Action: func(c *cli.Context) error {
@@ -108,6 +109,7 @@ func groupCommand() *cli.Command {
 				Name:      "remove",
 				Usage:     "delete an empty group: it owns no slot (admin drain) and none of its nodes runs",
 				ArgsUsage: "GROUP",
+				Flags:     adminFlags(),
 				Action: func(c *cli.Context) error {
 					if c.NArg() != 1 {
 						return usageIn(c, "admin group remove takes one argument: GROUP")

@@ -35,9 +35,9 @@ func serveCommand() *cli.Command {
 				Name:  "coord",
 				Usage: "run a coordinator (the first one creates the cluster)",
 				Flags: append(daemonFlags("127.0.0.1:7000"),
-					intFlag("slots", 1024, 1, maxSlots, "slot count of a new cluster (fixed once created)"),
-					intFlag("replication-factor", 3, 1, maxReplicas, "nodes each group should have"),
-					durationFlag("assign-delay", 2*time.Second, 0, time.Hour, "wait after the first data node of a new cluster before spreading slots"),
+					intFlag("slots", 1024, 1, maxSlots, "`N` slots in a new cluster (fixed once created)"),
+					intFlag("replication-factor", 3, 1, maxReplicas, "`N` nodes each group should have"),
+					durationFlag("assign-delay", 2*time.Second, 0, time.Hour, "wait `DURATION` after the first data node of a new cluster before spreading slots"),
 				),
 				Action: serveCoord,
 			},
@@ -48,10 +48,10 @@ func serveCommand() *cli.Command {
 					requiredFlag("group", "replica group `NAME` to join (a new name makes a new group)", checkGroup),
 					requiredFlag("dir", "data `PATH` (node id and data file)", nonEmpty),
 					stringFlag("advertise", "", "address `HOST:PORT` clients dial, when it differs from --listen", checkOptionalAddr),
-					intFlag("max-value-size", 4<<20, 1, client.MaxValueSize, "largest value accepted, in bytes"),
-					stringFlag("acks", "all", "acknowledge a write once durable on every in-sync replica (all) or on the primary alone (1)", checkAcks),
-					intFlag("min-insync", 1, 1, maxReplicas, "refuse writes while fewer in-sync replicas (primary included) remain"),
-					durationFlag("max-lag", 2*time.Second, time.Millisecond, time.Hour, "drop a follower from the in-sync set after it has been behind this long"),
+					intFlag("max-value-size", 4<<20, 1, client.MaxValueSize, "largest value accepted, in `BYTES`"),
+					stringFlag("acks", "all", "`ACKS`: acknowledge a write once durable on every in-sync replica (all) or on the primary alone (1)", checkAcks),
+					intFlag("min-insync", 1, 1, maxReplicas, "`N`: refuse writes while fewer in-sync replicas (primary included) remain"),
+					durationFlag("max-lag", 2*time.Second, time.Millisecond, time.Hour, "drop a follower from the in-sync set after it has been behind for `DURATION`"),
 					boolFlag("repair", "if the store is refused as damaged, set its files aside and rebuild it from the group's primary"),
 				),
 				Action: serveData,
@@ -61,13 +61,13 @@ func serveCommand() *cli.Command {
 }
 
 func daemonFlags(listen string) []cli.Flag {
-	return []cli.Flag{
+	return append(append(zkFlags(), tlsFlags()...),
 		stringFlag("listen", listen, "`HOST:PORT` to serve on", checkAddr),
 		stringFlag("http", "", "`HOST:PORT` for /metrics, /healthz and /readyz", checkOptionalAddr),
 		boolFlag("enable-pprof", "also serve Go profiles under /debug/pprof/ on --http (they show memory contents)"),
 		boolFlag("http-tls", "serve --http over mutual TLS with the --tls-* certificates (default: plain HTTP)"),
-		durationFlag("session-timeout", 6*time.Second, time.Second, time.Minute, "ZooKeeper session timeout"),
-	}
+		durationFlag("session-timeout", 6*time.Second, time.Second, time.Minute, "ZooKeeper session timeout `DURATION`"),
+	)
 }
 
 // Bounds of the cluster's shape: a slot is a bucket on every node of its
@@ -92,7 +92,7 @@ type daemonEnv struct {
 // first SIGTERM/SIGINT stops it gracefully, a second exits at once. SIGHUP
 // reloads the --tls-* files.
 func runDaemon(c *cli.Context, start func(ctx context.Context, env daemonEnv) (daemon.Daemon, error)) error {
-	log := newLogger(c, slog.LevelInfo)
+	log := startLogger(c)
 	certs, err := tlsCerts(c)
 	if err != nil {
 		return err
@@ -104,8 +104,6 @@ func runDaemon(c *cli.Context, start func(ctx context.Context, env daemonEnv) (d
 		}
 		httpOpts.TLS = certs.ServerConfig()
 	}
-	b := readBuildInfo()
-	log.Info("starting "+commandPath(c), "version", b.Version, "commit", b.Commit, "date", b.Date, "modified", b.Modified)
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
@@ -174,6 +172,15 @@ func reloadCerts(ctx context.Context, certs *tlsauth.Certs, log *slog.Logger) (s
 		}
 	}()
 	return func() { signal.Stop(hup); cancel(); wg.Wait() }
+}
+
+// startLogger is the logger of a long-running command, which first says
+// what runs: the command and the build.
+func startLogger(c *cli.Context) *slog.Logger {
+	log := newLogger(c, slog.LevelInfo)
+	b := readBuildInfo()
+	log.Info("starting "+commandPath(c), "version", b.Version, "commit", b.Commit, "date", b.Date, "modified", b.Modified)
+	return log
 }
 
 func serveCoord(c *cli.Context) error {

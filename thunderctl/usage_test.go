@@ -136,8 +136,15 @@ func TestUsageErrors(t *testing.T) {
 		{"bad read-from", []string{"--read-from", "nearest", "get", "k"}, `--read-from "nearest"`, nil},
 		{"bad log level", []string{"--log-level", "loud", "get", "k"}, `--log-level "loud": want debug, info, warn or error`, nil},
 		{"bad log format", []string{"--log-format", "xml", "get", "k"}, `--log-format "xml": want text or json`, nil},
-		{"flag without value", []string{"get", "k", "--timeout"}, "flags go before them", nil},
-		{"flag after the key", []string{"get", "k", "--timeout", "1s"}, "flags go before them (--timeout)", nil},
+		{"flag without value", []string{"get", "k", "--timeout"}, "--timeout needs a value", nil},
+		{"bad duration after the key", []string{"get", "k", "--timeout", "1"}, "--timeout 1: want a duration like 1s", nil},
+		{"unknown flag after the key", []string{"get", "k", "--bogus"}, "unknown flag --bogus", nil},
+		{"unknown short flag", []string{"put", "k", "v", "-x"}, "unknown flag -x", nil},
+		{"flag of another command", []string{"put", "k", "v", "--read-from", "any"}, "unknown flag --read-from", nil},
+		{"arguments after --", []string{"get", "--", "k", "--timeout", "1s"}, "get takes 1 argument(s): KEY", nil},
+		{"flag without value after an argument", []string{"admin", "backup", "verify", "/b/20261202T143000Z-a1b2c3", "--timeout"}, "--timeout needs a value", nil},
+		{"completion without shell", []string{"completion"}, "completion takes one argument: bash or zsh", nil},
+		{"completion for fish", []string{"completion", "fish"}, `completion "fish": want bash or zsh`, nil},
 		// Admin paths stay inside the cluster.
 		{"admin zk escapes", []string{"admin", "zk", "/../../zookeeper"}, "leaves the cluster's namespace /thunderyurts/default", nil},
 		{"admin zk into another cluster", []string{"admin", "zk", "../other"}, "leaves the cluster's namespace", nil},
@@ -221,9 +228,10 @@ func TestUsageLogFlags(t *testing.T) {
 	}
 }
 
-// versionLine is what version prints: the module version, the commit and
-// its date, "(devel)" and "unknown" when the build carries none.
-var versionLine = regexp.MustCompile(`^thunderctl (\(devel\)|v\S+), commit ([0-9a-f]{40}|unknown)( \(modified\))?, (\S+Z|unknown)\n$`)
+// versionLine is what version prints: the module version ("(devel)"
+// without a release tag), the commit and its date, which make build and
+// TestMain's build stamp.
+var versionLine = regexp.MustCompile(`^thunderctl (\(devel\)|v\S+), commit [0-9a-f]{40}( \(modified\))?, \d{4}-\d\d-\d\dT\S+Z\n$`)
 
 func TestVersion(t *testing.T) {
 	for _, args := range [][]string{{"version"}, {"--version"}} {
@@ -257,7 +265,7 @@ func TestUsageHelp(t *testing.T) {
 		{[]string{"get", "--help"}, "thunderctl get [command options] KEY"},
 		{[]string{"help", "admin"}, "failover"},
 		{[]string{"help", "admin", "zk"}, "thunderctl admin zk [command options] [PATH]"},
-		{[]string{"help", "serve", "data"}, "--min-insync value"},
+		{[]string{"help", "serve", "data"}, "--min-insync N"},
 		{[]string{"serve", "data", "--help"}, "--group NAME"},
 	} {
 		r := runThunderctl(t, nil, tc.args...)
@@ -276,5 +284,50 @@ func TestUsageConfigExample(t *testing.T) {
 	r := runThunderctl(t, nil, "--config", example, "version")
 	if r.code != exitOK || r.stderr != "" {
 		t.Errorf("--config %s: exit %d, stderr %q", example, r.code, r.stderr)
+	}
+}
+
+// TestDataCommandsContract runs the data commands against a cluster: flags
+// are taken after the arguments, get and scan escape what is not printable
+// in plain output and give the exact bytes in base64 with -o json.
+func TestDataCommandsContract(t *testing.T) {
+	tc := newTestCluster(t)
+	tc.coordinator("coord-1")
+	tc.dataNode("data-g1", "g1")
+	tc.waitServing(tc.coordCluster(), 30*time.Second)
+	must := func(stdin []byte, want int, args ...string) string {
+		t.Helper()
+		stdout, stderr, code := tc.cli(stdin, args...)
+		if code != want {
+			t.Fatalf("%v: exit %d, want %d; stderr %q", args, code, want, stderr)
+		}
+		return stdout
+	}
+	binary := []byte("a\tb\x00\xff\\z\nend")
+	must(binary, 0, "put", "k1", "-", "--timeout", "20s")
+	must(nil, 0, "put", "k2", "plain value", "--timeout=20s")
+	if got, want := must(nil, 0, "get", "k1", "--timeout", "20s", "--read-from", "primary"), `a\tb\x00\xff\\z\nend`+"\n"; got != want {
+		t.Errorf("get k1: %q, want %q", got, want)
+	}
+	var rec struct{ Key, Value []byte }
+	if out := must(nil, 0, "get", "k1", "-o", "json"); json.Unmarshal([]byte(out), &rec) != nil || string(rec.Key) != "k1" || !bytes.Equal(rec.Value, binary) {
+		t.Errorf("get k1 -o json: %q decodes to %q=%q, want the exact bytes", out, rec.Key, rec.Value)
+	}
+	if got, want := must(nil, 0, "scan", "--prefix", "k", "--timeout", "20s"), "k1\t"+`a\tb\x00\xff\\z\nend`+"\nk2\tplain value\n"; got != want {
+		t.Errorf("scan: %q, want %q", got, want)
+	}
+	lines := strings.Split(strings.TrimSuffix(must(nil, 0, "scan", "-o", "json"), "\n"), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("scan -o json: %d lines, want 2: %q", len(lines), lines)
+	}
+	if json.Unmarshal([]byte(lines[0]), &rec) != nil || string(rec.Key) != "k1" || !bytes.Equal(rec.Value, binary) {
+		t.Errorf("scan -o json: first line %q, want k1 with the exact bytes", lines[0])
+	}
+	must(nil, 0, "del", "k1", "--timeout", "20s")
+	must(nil, exitNotFound, "get", "k1", "--timeout", "20s")
+	must(nil, 0, "admin", "group", "weight", "g1", "1", "--timeout", "20s", "-o", "json")
+	if _, stderr, code := tc.cli(nil, "admin", "slots", "--zk", deadAddr(t), "--coord", tc.procs["coord-1"].addr); code != exitFailed ||
+		!strings.Contains(stderr, "admin slots works on the cluster's state in ZooKeeper (--zk); --coord serves only the data commands") {
+		t.Errorf("admin slots with --coord and a dead --zk: exit %d, stderr %q; want 1 saying it needs ZooKeeper", code, stderr)
 	}
 }

@@ -1,6 +1,7 @@
 // Package zklocal runs a real, single-node ZooKeeper from the local install
-// (Debian package zookeeper: /usr/share/java/zookeeper.jar, started with the
-// java on PATH) on a loopback port, for tests, integration tests and
+// (Options.Install, else $ZOOKEEPER_HOME, else the Debian package zookeeper:
+// /usr/share/java/zookeeper.jar; started with the java on PATH) on a
+// loopback port, for tests, integration tests and
 // `thunderctl dev`. The server's data, config (zoo.cfg) and output
 // (zookeeper.log) live in one directory; the process is killed if ours dies.
 //

@@ -14,15 +14,18 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 )
 
-// Where the Debian package installs ZooKeeper.
+// Where the Debian package installs ZooKeeper. Its jar names its
+// dependencies in its manifest, but no logging backend: slf4j-simple, when
+// installed, makes the server write its log to zookeeper.log.
 const (
-	jarPath  = "/usr/share/java/zookeeper.jar"
-	confDir  = "/etc/zookeeper/conf"
-	mainName = "org.apache.zookeeper.server.ZooKeeperServerMain"
+	jarPath    = "/usr/share/java/zookeeper.jar"
+	confDir    = "/etc/zookeeper/conf"
+	slf4jImpl  = "/usr/share/java/slf4j-simple.jar"
+	mainName   = "org.apache.zookeeper.server.ZooKeeperServerMain"
+	installEnv = "ZOOKEEPER_HOME"
 )
 
 // ErrNotInstalled: ZooKeeper (its jar) or java is missing from this machine.
@@ -30,6 +33,11 @@ var ErrNotInstalled = errors.New("zookeeper is not installed")
 
 // Options configure Start. The zero value is usable.
 type Options struct {
+	// Install is the ZooKeeper to run: the directory of a release (with
+	// lib/ and conf/), or the server jar (a jar in a lib/ directory brings
+	// the jars beside it). "" means $ZOOKEEPER_HOME, else the Debian
+	// package.
+	Install string
 	// Dir holds the server's data (Dir/data), zoo.cfg and zookeeper.log (the
 	// server's output). Reusing a Dir keeps the data. "" means a temporary
 	// directory that Stop removes.
@@ -70,8 +78,9 @@ type Server struct {
 // or java is missing. With Port 0, a port taken between choosing it and the
 // server binding it is retried with another.
 func Start(ctx context.Context, opts Options) (*Server, error) {
-	if _, err := os.Stat(jarPath); err != nil {
-		return nil, fmt.Errorf("%w (run `make deps`): %s not found", ErrNotInstalled, jarPath)
+	classpath, err := findClasspath(opts.Install)
+	if err != nil {
+		return nil, err
 	}
 	java, err := findJava()
 	if err != nil {
@@ -103,7 +112,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 			}
 		}
 		var s *Server
-		s, err = launch(ctx, java, dir, host, port, tick, log)
+		s, err = launch(ctx, java, classpath, dir, host, port, tick, log)
 		if err == nil {
 			s.ownDir = ownDir
 			return s, nil
@@ -117,6 +126,42 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		os.RemoveAll(dir)
 	}
 	return nil, err
+}
+
+// findClasspath is the java class path of the ZooKeeper server at install
+// (Options.Install).
+func findClasspath(install string) (string, error) {
+	if install == "" {
+		install = os.Getenv(installEnv)
+	}
+	if install == "" {
+		if _, err := os.Stat(jarPath); err != nil {
+			return "", fmt.Errorf("%w (run `make deps`, or set %s): %s not found", ErrNotInstalled, installEnv, jarPath)
+		}
+		cp := []string{confDir, jarPath}
+		if _, err := os.Stat(slf4jImpl); err == nil {
+			cp = append(cp, slf4jImpl)
+		}
+		return strings.Join(cp, ":"), nil
+	}
+	fi, err := os.Stat(install)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrNotInstalled, err)
+	}
+	if !fi.IsDir() {
+		if filepath.Base(filepath.Dir(install)) == "lib" {
+			return install + ":" + filepath.Join(filepath.Dir(install), "*"), nil
+		}
+		return install, nil
+	}
+	// A release: the server jar in lib/ (3.5 and later) or at the top
+	// (3.4), its logging configuration in conf/.
+	jars, _ := filepath.Glob(filepath.Join(install, "lib", "zookeeper-*.jar"))
+	top, _ := filepath.Glob(filepath.Join(install, "zookeeper-*.jar"))
+	if len(jars)+len(top) == 0 {
+		return "", fmt.Errorf("%w: no zookeeper-*.jar in %s or %s", ErrNotInstalled, install, filepath.Join(install, "lib"))
+	}
+	return strings.Join([]string{filepath.Join(install, "conf"), filepath.Join(install, "*"), filepath.Join(install, "lib", "*")}, ":"), nil
 }
 
 func findJava() (string, error) {
@@ -139,7 +184,7 @@ func freePort(host string) (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-func launch(ctx context.Context, java, dir, host string, port int, tick time.Duration, log *slog.Logger) (*Server, error) {
+func launch(ctx context.Context, java, classpath, dir, host string, port int, tick time.Duration, log *slog.Logger) (*Server, error) {
 	dataDir := filepath.Join(dir, "data")
 	if err := os.MkdirAll(dataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("zookeeper data directory: %w", err)
@@ -164,10 +209,13 @@ maxClientCnxns=0
 	if err != nil {
 		return nil, fmt.Errorf("zookeeper log: %w", err)
 	}
-	cmd := exec.Command(java, "-cp", confDir+":"+jarPath, "-Dzookeeper.log.dir="+dir, mainName, cfg)
+	// The server logs to its standard output, which goes to zookeeper.log
+	// (a release's own logging configuration honours these properties).
+	cmd := exec.Command(java, "-cp", classpath, "-Dzookeeper.log.dir="+dir, "-Dzookeeper.root.logger=INFO,CONSOLE",
+		"-Dorg.slf4j.simpleLogger.showDateTime=true", "-Dorg.slf4j.simpleLogger.dateTimeFormat=yyyy-MM-dd'T'HH:mm:ss.SSSZ",
+		mainName, cfg)
 	cmd.Stdout, cmd.Stderr = out, out
-	// Never outlive us, even if we crash before Stop.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = childAttr()
 	if err := cmd.Start(); err != nil {
 		out.Close()
 		return nil, fmt.Errorf("start zookeeper: %w", err)
@@ -268,6 +316,9 @@ func (s *Server) Addr() string { return s.addr }
 
 // Dir is the server's directory.
 func (s *Server) Dir() string { return s.dir }
+
+// Done is closed when the process has exited.
+func (s *Server) Done() <-chan struct{} { return s.exited }
 
 // Pid is the java process id.
 func (s *Server) Pid() int { return s.cmd.Process.Pid }

@@ -7,7 +7,9 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -104,4 +106,56 @@ func TestStartReportsEarlyExit(t *testing.T) {
 		t.Fatal("started on a port that is taken")
 	}
 	t.Log(err)
+}
+
+// TestInstall: a ZooKeeper release directory (lib/ and conf/), given as
+// Options.Install or $ZOOKEEPER_HOME, runs; the server's own log lands in
+// zookeeper.log in its directory; a directory without a server jar is
+// ErrNotInstalled. The release here is made of the Debian package's jars.
+func TestInstall(t *testing.T) {
+	for _, jar := range []string{"/usr/share/java/zookeeper.jar", "/usr/share/java/slf4j-simple.jar"} {
+		if _, err := os.Stat(jar); err != nil {
+			t.Skipf("needs the Debian packages: %v", err)
+		}
+	}
+	release := t.TempDir()
+	for _, dir := range []string{"lib", "conf"} {
+		if err := os.Mkdir(filepath.Join(release, dir), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for link, jar := range map[string]string{"zookeeper-3.8.0.jar": "zookeeper.jar", "slf4j-simple-1.7.jar": "slf4j-simple.jar"} {
+		if err := os.Symlink(filepath.Join("/usr/share/java", jar), filepath.Join(release, "lib", link)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for _, tc := range []struct {
+		name string
+		opts zklocal.Options
+		env  string
+	}{
+		{"Options.Install", zklocal.Options{Install: release}, ""},
+		{"ZOOKEEPER_HOME", zklocal.Options{}, release},
+		{"Debian package", zklocal.Options{}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("ZOOKEEPER_HOME", tc.env)
+			tc.opts.Dir, tc.opts.Logger = t.TempDir(), quiet
+			srv, err := zklocal.Start(ctx, tc.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer srv.Stop()
+			log, err := os.ReadFile(filepath.Join(srv.Dir(), "zookeeper.log"))
+			if err != nil || !strings.Contains(string(log), "org.apache.zookeeper.server") {
+				t.Errorf("zookeeper.log holds no server log lines (%v):\n%s", err, log)
+			}
+		})
+	}
+	_, err := zklocal.Start(ctx, zklocal.Options{Install: t.TempDir(), Logger: quiet})
+	if !errors.Is(err, zklocal.ErrNotInstalled) || !strings.Contains(err.Error(), "no zookeeper-*.jar") {
+		t.Errorf("Start on an empty directory: %v, want ErrNotInstalled naming the missing jar", err)
+	}
 }

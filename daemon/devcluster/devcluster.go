@@ -2,7 +2,9 @@
 // development and demos (`thunderctl dev`): a ZooKeeper from the local
 // install, coordinators and data nodes, each daemon a child process of the
 // given binary, with logs and data under one directory. Rerunning it on the
-// same directory brings the same cluster back with its data.
+// same directory brings the same cluster back with its data; with a base
+// port, on the same addresses too. A child that dies is reported and, if
+// the config says so, started again.
 package devcluster
 
 import (
@@ -11,10 +13,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/thunderyurts/thunderyurts/coord"
@@ -49,6 +53,15 @@ type Config struct {
 	// ClientEnv are extra NAME=VALUE settings clients need, added to the
 	// export line (e.g. THUNDER_TLS_CERT).
 	ClientEnv []string
+	// BasePort fixes the ports: ZooKeeper listens on it, and each daemon,
+	// in the order Processes lists them, on the next two (its address,
+	// then its http address). 0 picks free ports.
+	BasePort int
+	// ZooKeeper is the ZooKeeper install to run (zklocal.Options.Install).
+	ZooKeeper string
+	// Restart starts a child that exits again, after a pause that grows
+	// while it keeps dying at once; otherwise it is only reported.
+	Restart bool
 	// Logger receives the cluster's events; nil → slog.Default().
 	Logger *slog.Logger
 }
@@ -66,12 +79,23 @@ type Process struct {
 // Cluster is a running dev cluster.
 type Cluster struct {
 	cfg       Config
-	zk        *zklocal.Server
 	Processes []*Process
+
+	mu sync.Mutex
+	zk *zklocal.Server // replaced when it is restarted
+
+	stopWatch context.CancelFunc // stops the watchers; nil until they run
+	watchers  sync.WaitGroup
 }
 
 // ZK is the ZooKeeper connect string of the cluster.
-func (c *Cluster) ZK() string { return c.zk.Addr() }
+func (c *Cluster) ZK() string { return c.zookeeper().Addr() }
+
+func (c *Cluster) zookeeper() *zklocal.Server {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.zk
+}
 
 // ZKAuthFile is the file under dir holding the cluster's ZooKeeper
 // credentials, for --zk-auth @FILE.
@@ -80,7 +104,7 @@ func ZKAuthFile(dir string) string { return filepath.Join(dir, "zk-auth") }
 // zkFlags are the flags that give a command the cluster's ZooKeeper and
 // credentials.
 func (c *Cluster) zkFlags() []string {
-	flags := []string{"--zk", c.zk.Addr(), "--cluster", c.cfg.Cluster}
+	flags := []string{"--zk", c.ZK(), "--cluster", c.cfg.Cluster}
 	if !c.cfg.ZKAuth.IsZero() {
 		flags = append(flags, "--zk-auth", "@"+ZKAuthFile(c.cfg.Dir), "--zk-acl", c.cfg.ZKACL.String())
 	}
@@ -109,7 +133,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 			return nil, fmt.Errorf("dev dir: %w", err)
 		}
 	}
-	zk, err := zklocal.Start(ctx, zklocal.Options{Dir: filepath.Join(cfg.Dir, "zookeeper"), Logger: cfg.Logger})
+	zk, err := zklocal.Start(ctx, zkOptions(cfg, cfg.BasePort))
 	if err != nil {
 		return nil, err
 	}
@@ -122,7 +146,12 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		c.Stop()
 		return nil, err
 	}
+	c.watch()
 	return c, nil
+}
+
+func zkOptions(cfg Config, port int) zklocal.Options {
+	return zklocal.Options{Dir: filepath.Join(cfg.Dir, "zookeeper"), Port: port, Install: cfg.ZooKeeper, Logger: cfg.Logger}
 }
 
 func (c *Cluster) startDaemons() error {
@@ -148,10 +177,10 @@ func (c *Cluster) startDaemons() error {
 func (c *Cluster) spawn(name, role, dir string, args ...string) error {
 	p := &Process{Role: role, Dir: dir}
 	var err error
-	if p.Addr, err = procs.FreeAddr(); err != nil {
+	if p.Addr, err = c.addr(2*len(c.Processes) + 1); err != nil {
 		return err
 	}
-	if p.HTTP, err = procs.FreeAddr(); err != nil {
+	if p.HTTP, err = c.addr(2*len(c.Processes) + 2); err != nil {
 		return err
 	}
 	args = append(append(args, "--listen", p.Addr, "--http", p.HTTP), c.zkFlags()...)
@@ -163,10 +192,29 @@ func (c *Cluster) spawn(name, role, dir string, args ...string) error {
 	return nil
 }
 
+// addr is the loopback address BasePort+offset, or a free one without a
+// base port.
+func (c *Cluster) addr(offset int) (string, error) {
+	if c.cfg.BasePort == 0 {
+		return procs.FreeAddr()
+	}
+	port := c.cfg.BasePort + offset
+	if port > 65535 {
+		return "", fmt.Errorf("base port %d: the cluster needs ports up to %d", c.cfg.BasePort, port)
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", fmt.Errorf("base port %d: port %d is taken: %w", c.cfg.BasePort, port, err)
+	}
+	l.Close()
+	return addr, nil
+}
+
 // waitServing waits until every slot has an owner whose primary is
 // registered, reporting a daemon that died meanwhile.
 func (c *Cluster) waitServing(ctx context.Context) error {
-	conn, err := zkcoord.Dial(ctx, c.zk.Addr(), zkcoord.Options{Logger: c.cfg.Logger, Auth: c.cfg.ZKAuth, ACL: c.cfg.ZKACL})
+	conn, err := zkcoord.Dial(ctx, c.ZK(), zkcoord.Options{Logger: c.cfg.Logger, Auth: c.cfg.ZKAuth, ACL: c.cfg.ZKACL})
 	if err != nil {
 		return err
 	}
@@ -189,20 +237,104 @@ func (c *Cluster) waitServing(ctx context.Context) error {
 	}
 }
 
-// Stop stops the daemons with SIGTERM (SIGKILL after 10 s), then ZooKeeper.
+// watch starts a watcher for every child, ZooKeeper included, which Stop
+// ends.
+func (c *Cluster) watch() {
+	ctx, cancel := context.WithCancel(context.Background())
+	c.stopWatch = cancel
+	for _, p := range c.Processes {
+		c.watchers.Add(1)
+		go c.watchChild(ctx, p.Name, p.Log, p.Done, p.ExitState, p.Restart)
+	}
+	c.watchers.Add(1)
+	zk := c.zookeeper()
+	_, port, _ := net.SplitHostPort(zk.Addr())
+	zkPort, _ := strconv.Atoi(port)
+	go c.watchChild(ctx, "zookeeper", filepath.Join(zk.Dir(), "zookeeper.log"),
+		func() <-chan struct{} { return c.zookeeper().Done() },
+		func() string { return "exited" },
+		func() error {
+			_ = c.zookeeper().Stop() // releases what the dead one held
+			sctx, cancel := context.WithTimeout(ctx, time.Minute)
+			defer cancel()
+			zk, err := zklocal.Start(sctx, zkOptions(c.cfg, zkPort)) // on the port the daemons know
+			if err == nil {
+				c.mu.Lock()
+				c.zk = zk
+				c.mu.Unlock()
+			}
+			return err
+		})
+}
+
+// Pauses before a child is restarted: the first is short, and each quick
+// death doubles it, so a child that cannot start does not spin.
+const (
+	firstPause = time.Second
+	maxPause   = 30 * time.Second
+	stableRun  = time.Minute // a run this long resets the pause
+)
+
+// watchChild reports each exit of a child until ctx ends, and restarts it
+// if the cluster is configured to.
+func (c *Cluster) watchChild(ctx context.Context, name, logPath string, done func() <-chan struct{}, state func() string, restart func() error) {
+	defer c.watchers.Done()
+	log := c.cfg.Logger
+	pause := firstPause
+	for {
+		started := time.Now()
+		select {
+		case <-ctx.Done():
+			return
+		case <-done():
+		}
+		if ctx.Err() != nil {
+			return // stopping: the exit is Stop's
+		}
+		if !c.cfg.Restart {
+			log.Error("dev cluster: a process exited; not restarting it", "process", name, "state", state(), "log", logPath)
+			return
+		}
+		if time.Since(started) >= stableRun {
+			pause = firstPause
+		}
+		log.Error("dev cluster: a process exited; restarting it", "process", name, "state", state(), "in", pause, "log", logPath)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(pause):
+			}
+			pause = min(2*pause, maxPause)
+			err := restart()
+			if err == nil {
+				log.Info("dev cluster: process restarted", "process", name)
+				break
+			}
+			log.Error("dev cluster: restart failed; trying again", "process", name, "err", err, "in", pause)
+		}
+	}
+}
+
+// Stop stops the watchers, then the daemons with SIGTERM (SIGKILL after
+// 10 s), then ZooKeeper.
 func (c *Cluster) Stop() error {
+	if c.stopWatch != nil {
+		c.stopWatch()
+		c.watchers.Wait()
+	}
 	ps := make([]*procs.Proc, len(c.Processes))
 	for i, p := range c.Processes {
 		ps[i] = p.Proc
 	}
 	err := procs.StopAll(ps, 10*time.Second)
-	return errors.Join(err, c.zk.Stop())
+	return errors.Join(err, c.zookeeper().Stop())
 }
 
 // Describe writes how to reach the cluster.
 func (c *Cluster) Describe(w io.Writer) {
 	fmt.Fprintf(w, "ThunderYurts dev cluster %q is serving (data and logs in %s)\n", c.cfg.Cluster, c.cfg.Dir)
-	fmt.Fprintf(w, "  %-14s %-21s\n", "zookeeper", c.zk.Addr())
+	fmt.Fprintf(w, "  %-14s %-21s\n", "zookeeper", c.ZK())
 	for _, p := range c.Processes {
 		fmt.Fprintf(w, "  %-14s %-21s http %s\n", p.Name, p.Addr, p.HTTP)
 	}
@@ -211,7 +343,7 @@ func (c *Cluster) Describe(w io.Writer) {
 
 // ExportLine is the shell line that points thunderctl at the cluster.
 func (c *Cluster) ExportLine() string {
-	parts := []string{"export", "THUNDER_ZK=" + c.zk.Addr(), "THUNDER_CLUSTER=" + c.cfg.Cluster}
+	parts := []string{"export", "THUNDER_ZK=" + c.ZK(), "THUNDER_CLUSTER=" + c.cfg.Cluster}
 	if !c.cfg.ZKAuth.IsZero() {
 		parts = append(parts, "THUNDER_ZK_AUTH=@"+ZKAuthFile(c.cfg.Dir))
 	}
