@@ -45,7 +45,7 @@ func probePrimaries(ctx context.Context, c *coord.Cluster, groups []*coord.Group
 			groupOf[g.Primary] = g.Name
 		}
 	}
-	for id, p := range probeNodes(ctx, asked, func(string) NodeStatusFunc { return nodeStatus }) {
+	for id, p := range probeNodes(ctx, asked, nodeStatus) {
 		if p.Err != nil {
 			p.Err = fmt.Errorf("primary %s: %w", id, p.Err)
 		}

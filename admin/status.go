@@ -140,8 +140,9 @@ type NodeProbe struct {
 // nodes in parallel and each bounded to a few seconds. A node that does not
 // answer does not fail the call: its live columns stay empty and the error
 // shows in its state and in Warnings. With slotCounts (a NodeStatusFunc
-// that asks for NodeStatus.SlotCounts) the groups' primaries are asked with
-// it instead, and status warns about orphaned keys (orphanWarnings). Errors
+// that asks for NodeStatus.SlotCounts) every node is asked with it instead
+// (which also makes its key count exact), and status warns about orphaned
+// keys the primaries hold (orphanWarnings). Errors
 // come from reading ZooKeeper; they wrap coord.ErrNoNode when the cluster
 // does not exist.
 func CollectStatus(ctx context.Context, c *coord.Cluster, nodeStatus, slotCounts NodeStatusFunc) (*Status, error) {
@@ -180,8 +181,8 @@ func CollectStatus(ctx context.Context, c *coord.Cluster, nodeStatus, slotCounts
 	}
 	var probes, counts map[string]NodeProbe
 	if nodeStatus != nil {
-		// Primaries count their slots, when asked to and there is a table
-		// to find orphaned keys against.
+		// The primaries' slot counts find orphaned keys, when asked for and
+		// there is a table to find them against.
 		groupOf := map[string]string{} // primary → group
 		if slotCounts != nil && table != nil {
 			for _, g := range groups {
@@ -190,12 +191,14 @@ func CollectStatus(ctx context.Context, c *coord.Cluster, nodeStatus, slotCounts
 				}
 			}
 		}
-		probes = probeNodes(ctx, nodes, func(id string) NodeStatusFunc {
-			if groupOf[id] != "" {
-				return slotCounts
-			}
-			return nodeStatus
-		})
+		// Every node is asked with slotCounts when there is one: a node
+		// asked for them counts its keys once all it has committed is
+		// applied, so every member's KEYS is exact.
+		ask := nodeStatus
+		if slotCounts != nil {
+			ask = slotCounts
+		}
+		probes = probeNodes(ctx, nodes, ask)
 		if len(groupOf) > 0 {
 			counts = map[string]NodeProbe{}
 			for id, p := range probes {
@@ -223,10 +226,9 @@ func CollectStatus(ctx context.Context, c *coord.Cluster, nodeStatus, slotCounts
 	return s, nil
 }
 
-// probeNodes asks every node with an address for its status in parallel,
-// each with the NodeStatusFunc ask returns for its ID, and returns the
-// outcomes by node ID.
-func probeNodes(ctx context.Context, nodes []coord.NodeInfo, ask func(id string) NodeStatusFunc) map[string]NodeProbe {
+// probeNodes asks every node with an address for its status with ask, in
+// parallel, and returns the outcomes by node ID.
+func probeNodes(ctx context.Context, nodes []coord.NodeInfo, ask NodeStatusFunc) map[string]NodeProbe {
 	probes := make(map[string]NodeProbe, len(nodes))
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -240,7 +242,7 @@ func probeNodes(ctx context.Context, nodes []coord.NodeInfo, ask func(id string)
 			defer wg.Done()
 			pctx, cancel := context.WithTimeout(ctx, nodeStatusTimeout)
 			defer cancel()
-			st, err := ask(n.ID)(pctx, n.Addr)
+			st, err := ask(pctx, n.Addr)
 			if err == nil && st == nil {
 				err = errors.New("empty status reply")
 			}

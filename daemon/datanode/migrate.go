@@ -360,15 +360,19 @@ func (mg *migrations) sourceReport(p *primary, m coord.Migration) *wire.Migratio
 
 // ownedKeys counts the keys of the slots the node's group owns: slots
 // being imported, or not yet dropped after a move, are not the group's.
-// The count is taken once everything committed is applied, so a caught-up
-// secondary counts what its primary does; should the applier take longer
-// than countWait, the applied state's count is returned instead.
-func (n *Node) ownedKeys(ctx context.Context, st *state, store *datastore.Store) (uint64, error) {
+// When exact, the count is taken once everything committed is applied, so
+// a caught-up secondary counts what its primary does; should the applier
+// take longer than countWait, or when not exact (a failover's probe, which
+// must not wait), the applied state's count is returned.
+func (n *Node) ownedKeys(ctx context.Context, st *state, store *datastore.Store, exact bool) (uint64, error) {
 	var owned []int
 	for slot, owner := range st.table.Owners {
 		if owner == n.cfg.Group {
 			owned = append(owned, slot)
 		}
+	}
+	if !exact {
+		return slotKeys(ctx, store, owned, 0)
 	}
 	wctx, cancel := context.WithTimeout(ctx, countWait)
 	keys, err := slotKeys(wctx, store, owned, store.CommittedSeq())

@@ -328,7 +328,7 @@ func (s *service) Status(ctx context.Context, req *wire.NodeStatusRequest) (*wir
 	case err == nil:
 		out.LastSeq, out.FileBytes = stats.LastSeq, stats.FileBytes
 		// Slots being imported or not yet dropped are not the group's.
-		if out.Keys, err = n.ownedKeys(ctx, st, store); err != nil && st.storeErr == nil {
+		if out.Keys, err = n.ownedKeys(ctx, st, store, req.GetSlotCounts()); err != nil && st.storeErr == nil {
 			return nil, err
 		}
 		// A failed store's counts would be wrong: its state says why there are none.
