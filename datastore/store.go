@@ -113,7 +113,7 @@ type Store struct {
 	walDir    string
 	dataPath  string // the bbolt file
 	db        *bolt.DB
-	lock      *os.File
+	lock      *DirLock
 	slots     int
 	maxKey    int
 	maxValue  int
@@ -321,31 +321,49 @@ func (s *Store) open(slots int) error {
 	return nil
 }
 
-// acquireLock takes an exclusive flock on DIR/LOCK, retrying until
-// lockTimeout; the kernel drops it when the process dies.
+// acquireLock takes the store directory's lock (LockDir).
 func (s *Store) acquireLock() error {
-	path := filepath.Join(s.dir, lockFile)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	l, err := LockDir(s.dir)
 	if err != nil {
 		return err
+	}
+	s.lock = l
+	return nil
+}
+
+// DirLock is an exclusive lock on a directory, held by this process until
+// Close.
+type DirLock struct{ f *os.File }
+
+// LockDir takes an exclusive flock on dir/LOCK, retrying until lockTimeout
+// (ErrLocked if another process holds it). The kernel drops the lock when
+// the process dies, however it dies: whoever holds it knows that no earlier
+// holder still runs on this machine.
+func LockDir(dir string) (*DirLock, error) {
+	path := filepath.Join(dir, lockFile)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
 	}
 	deadline := time.Now().Add(lockTimeout)
 	for {
 		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 		if err == nil {
-			s.lock = f
-			return nil
+			return &DirLock{f: f}, nil
 		}
 		if !errors.Is(err, syscall.EWOULDBLOCK) || time.Now().After(deadline) {
 			_ = f.Close()
 			if errors.Is(err, syscall.EWOULDBLOCK) {
-				return &lockedError{path: s.dir}
+				return nil, &lockedError{path: dir}
 			}
-			return fmt.Errorf("lock %s: %w", path, err)
+			return nil, fmt.Errorf("lock %s: %w", path, err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// Close releases the lock.
+func (l *DirLock) Close() error { return l.f.Close() }
 
 // release closes whatever Open acquired; errors are reported by the caller.
 func (s *Store) release() error {
