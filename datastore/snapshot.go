@@ -194,6 +194,7 @@ func (s *Store) discardAll() error {
 	s.durable, s.committed, s.applied, s.target = 0, 0, 0, 0
 	s.segments = nil
 	s.restoredTags = nil
+	s.readHints.reset()
 	s.notifyLocked()
 	s.mu.Unlock()
 	return nil
@@ -332,6 +333,7 @@ func (s *Store) restartLog(seq, epoch uint64, epochs []EpochStart) error {
 		s.target = math.MaxUint64
 	}
 	s.segments = []segment{{first: seq + 1, last: seq, path: path}}
+	s.readHints.reset()
 	s.restoring = false
 	s.notifyLocked()
 	s.mu.Unlock()

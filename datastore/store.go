@@ -148,6 +148,7 @@ type Store struct {
 	overlayBytes int64               // cost of the unapplied entries
 	hashSeed     maphash.Seed
 	segments     []segment
+	readHints    readHints // see log.go
 	pins         map[uint64]int // Snapshot retention pins by applied seq
 	restoredTags []TagSeq       // see snaptags.go; replaced, never edited in place
 	hurry        int            // readers waiting for the applier
