@@ -232,7 +232,7 @@ func (r *logRead) add(e LogEntry) {
 // as copies the caller owns; none when from is past
 // LastSeq(). A from of 0 counts as 1. Entries are readable as soon as the
 // committer has written them, before their fdatasync returns (compare
-// DurableSeq). Recent entries (about the last 64 MiB, and all unapplied
+// DurableSeq). Recent entries (about the last 16 MiB, and all unapplied
 // ones) come from memory, older ones from the segment files.
 //
 // Errors: ErrLogTrimmed when entries at or after from have been deleted or

@@ -29,8 +29,8 @@ const (
 	defaultMaxKeySize   = 4096
 	defaultMaxValueSize = 4 << 20
 	defaultRetention    = 1 << 20
-	defaultTailBytes    = 64 << 20
-	defaultOverlayLimit = 256 << 20
+	defaultTailBytes    = 16 << 20
+	defaultOverlayLimit = 128 << 20
 
 	// maxSlots follows from the 2-byte slot in bucket names and log records.
 	maxSlots = 1 << 16
@@ -146,9 +146,13 @@ type Store struct {
 	overlay      map[uint64]uint64   // see overlay.go
 	drops        map[uint16][]uint64 // seqs of the unapplied drops of each slot, ascending
 	overlayBytes int64               // cost of the unapplied entries
+	// costedBytes is the cost of the entries applied+1..costedSeq, all
+	// committed (see committedBytesLocked).
+	costedSeq    uint64
+	costedBytes  int64
 	hashSeed     maphash.Seed
 	segments     []segment
-	readHints    readHints // see log.go
+	readHints    readHints      // see log.go
 	pins         map[uint64]int // Snapshot retention pins by applied seq
 	restoredTags []TagSeq       // see snaptags.go; replaced, never edited in place
 	hurry        int            // readers waiting for the applier
