@@ -28,7 +28,7 @@ func inProcessCluster(t *testing.T, groups ...string) (*coord.Cluster, map[strin
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	cl := coord.NewCluster(memcoord.New().Connect(), "test")
-	co, err := coordinator.Start(ctx, coordinator.Config{Cluster: cl, Listen: "127.0.0.1:0", Slots: 32, ReplicationFactor: 1, AssignDelay: 10 * time.Millisecond, NodeStatus: client.NodeStatus, Logger: log})
+	co, err := coordinator.Start(ctx, coordinator.Config{Cluster: cl, Listen: "127.0.0.1:0", Slots: 32, ReplicationFactor: 1, AssignDelay: 10 * time.Millisecond, NodeStatus: client.Nodes{}.NodeStatus, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +165,7 @@ func TestFollowsMovedSlots(t *testing.T) {
 	}
 	for _, n := range nodes {
 		for {
-			st, err := client.NodeStatus(ctx, n.Addr())
+			st, err := client.Nodes{}.NodeStatus(ctx, n.Addr())
 			if err != nil {
 				t.Fatal(err)
 			}

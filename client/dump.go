@@ -3,7 +3,6 @@ package client
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/thunderyurts/thunderyurts/wire"
 )
@@ -23,8 +22,8 @@ type DumpCut struct {
 // slot); fn's arguments are its own to keep. Records arrive as fast as fn
 // takes them: the node reads no further ahead than about one message. An
 // error from begin or fn ends the dump and is returned as is.
-func Dump(ctx context.Context, addr string, slots []int, minSeq uint64, tableVersion int64, begin func(DumpCut) error, fn func(slot int, key, value []byte) error) error {
-	conn, err := dialConn(ctx, addr, 2*time.Second)
+func (n Nodes) Dump(ctx context.Context, addr string, slots []int, minSeq uint64, tableVersion int64, begin func(DumpCut) error, fn func(slot int, key, value []byte) error) error {
+	conn, err := dialConn(ctx, addr, n.TLS)
 	if err != nil {
 		return err
 	}

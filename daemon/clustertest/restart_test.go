@@ -40,7 +40,7 @@ func TestCrashedNodesRestartWithoutSessionExpiry(t *testing.T) {
 			return len(g.ISR) == 3 && g.Primary != "" && (role == "secondary" || g.Epoch > before.Epoch)
 		})
 		c.Eventually(victim+" serves again", func(ctx context.Context) bool {
-			st, err := client.NodeStatus(ctx, c.Node(victim).Addr())
+			st, err := client.Nodes{}.NodeStatus(ctx, c.Node(victim).Addr())
 			return err == nil && st.Role != "unknown"
 		})
 		put(t, cli, keys("after-"+role, 20)...)

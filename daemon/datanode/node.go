@@ -22,6 +22,7 @@ import (
 	"github.com/thunderyurts/thunderyurts/daemon/ops"
 	"github.com/thunderyurts/thunderyurts/datastore"
 	"github.com/thunderyurts/thunderyurts/wire"
+	"github.com/thunderyurts/thunderyurts/wire/tlsauth"
 )
 
 // Config configures a data node. Cluster, Group, Listen and Dir are required.
@@ -54,6 +55,11 @@ type Config struct {
 	// instead of failing the start (repair.go); a healthy store opens as
 	// usual.
 	Repair bool
+	// TLS, when set, serves mutual TLS only and dials its group's primary and migration sources with it
+	// (docs/security.md); nil: plain TCP.
+	TLS *tlsauth.Certs
+	// HTTPOptions configure the --http endpoints (pprof, TLS).
+	HTTPOptions ops.Options
 	// Logger receives the node's events; nil → slog.Default().
 	Logger *slog.Logger
 }
@@ -75,6 +81,9 @@ type Node struct {
 	id    string
 	log   *slog.Logger
 	slots int
+	// replication is the cluster's replication factor: a group whose
+	// in-sync set is smaller is under-replicated.
+	replication int
 	// db is the open store; it is replaced when a failed store is reopened
 	// (storefail.go). Read it with store().
 	db   atomic.Pointer[datastore.Store]
@@ -168,13 +177,16 @@ func (n *Node) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	n.slots = meta.Slots
+	n.slots, n.replication = meta.Slots, meta.ReplicationFactor
+	n.metrics = newMetrics(n)
+	watchSession := n.metrics.reg.WatchSession(n.cfg.Cluster.Conn())
+	n.wg.Add(1)
+	go func() { defer n.wg.Done(); watchSession(n.ctx) }()
 	store, err := n.openOrRepair(ctx)
 	if err != nil {
 		return err
 	}
 	n.useStore(store)
-	n.metrics = newMetrics(n)
 	if err := n.cfg.Cluster.EnsureGroup(ctx, n.cfg.Group); err != nil {
 		return fmt.Errorf("create group %s: %w", n.cfg.Group, err)
 	}
@@ -193,7 +205,7 @@ func (n *Node) start(ctx context.Context) error {
 	if err := wire.DRPCRegisterData(mux, &service{n: n}); err != nil {
 		return fmt.Errorf("register data service: %w", err)
 	}
-	sopts := wire.ServerOptions{MaxMessageBytes: wire.DataMessageBytes(n.store().MaxValueSize()), Logger: n.log}
+	sopts := wire.ServerOptions{MaxMessageBytes: wire.DataMessageBytes(n.store().MaxValueSize()), TLS: n.cfg.TLS.ServerConfig(), Logger: n.log}
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
@@ -203,7 +215,7 @@ func (n *Node) start(ctx context.Context) error {
 		}
 	}()
 	if n.cfg.HTTP != "" {
-		if n.http, err = ops.Serve(n.cfg.HTTP, n.metrics.reg, n.readyErr, n.log); err != nil {
+		if n.http, err = ops.Serve(n.cfg.HTTP, n.metrics.reg, n.readyErr, n.log, n.cfg.HTTPOptions); err != nil {
 			return err
 		}
 	}
@@ -387,7 +399,7 @@ func epochOf(g *coord.Group) uint64 {
 // openStore opens the node's store.
 func (n *Node) openStore() (*datastore.Store, error) {
 	s, err := datastore.Open(n.storeDir(), datastore.Options{
-		Slots: n.slots, MaxValueSize: n.cfg.MaxValueSize, Logger: n.log,
+		Slots: n.slots, MaxValueSize: n.cfg.MaxValueSize, Logger: n.log, Observer: n.metrics,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
@@ -428,6 +440,14 @@ func (n *Node) ID() string { return n.id }
 
 // Addr is the address clients dial.
 func (n *Node) Addr() string { return n.addr }
+
+// HTTPAddr is the bound address of the HTTP endpoints; "" without them.
+func (n *Node) HTTPAddr() string {
+	if n.http == nil {
+		return ""
+	}
+	return n.http.Addr()
+}
 
 // Done is closed when the node stops on its own; Err then says why.
 func (n *Node) Done() <-chan struct{} { return n.done }
@@ -537,4 +557,10 @@ func syncRename(tmp, path string) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// dialOptions are how the node dials its peers: the primary it follows,
+// the source of a migration.
+func (n *Node) dialOptions() wire.DialOptions {
+	return wire.DialOptions{TLS: n.cfg.TLS.ClientConfig()}
 }

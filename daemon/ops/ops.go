@@ -1,12 +1,14 @@
 // Package ops serves the HTTP endpoints every ThunderYurts daemon exposes
-// with --http: /metrics in the Prometheus text format, /debug/pprof/, /healthz (the process
-// is alive) and /readyz (it can serve its role). Metrics are plain atomic
-// counters and gauges registered by name; no client library is needed for a
-// handful of series.
+// with --http: /metrics in the Prometheus text format, /healthz (the process
+// is alive), /readyz (it can serve its role) and, when enabled, the Go
+// profiles under /debug/pprof/. Options.TLS serves them over TLS. It is the
+// home of the Prometheus client library (metrics.go); docs/metrics.md lists
+// the series.
 package ops
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -14,67 +16,11 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"sort"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/netutil"
 )
-
-// Registry holds a daemon's metrics. The zero value is not usable; use
-// NewRegistry.
-type Registry struct {
-	mu     sync.Mutex
-	series map[string]*series
-}
-
-type series struct {
-	help, kind string
-	value      func() float64
-}
-
-// NewRegistry returns an empty registry.
-func NewRegistry() *Registry { return &Registry{series: map[string]*series{}} }
-
-// Counter registers a monotonically increasing counter.
-func (r *Registry) Counter(name, help string) *atomic.Uint64 {
-	c := new(atomic.Uint64)
-	r.add(name, help, "counter", func() float64 { return float64(c.Load()) })
-	return c
-}
-
-// Gauge registers a value read when /metrics is scraped.
-func (r *Registry) Gauge(name, help string, value func() float64) {
-	r.add(name, help, "gauge", value)
-}
-
-func (r *Registry) add(name, help, kind string, value func() float64) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.series[name] = &series{help: help, kind: kind, value: value}
-}
-
-// WriteText writes every series in the Prometheus text exposition format.
-func (r *Registry) WriteText(w io.Writer) error {
-	r.mu.Lock()
-	names := make([]string, 0, len(r.series))
-	for name := range r.series {
-		names = append(names, name)
-	}
-	r.mu.Unlock()
-	sort.Strings(names)
-	for _, name := range names {
-		r.mu.Lock()
-		s := r.series[name]
-		r.mu.Unlock()
-		if _, err := fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %g\n", name, s.help, name, s.kind, name, s.value()); err != nil {
-			return err
-		}
-	}
-	return nil
-}
 
 // httpLimits bound what one HTTP client can hold; docs/operations.md lists
 // them.
@@ -104,6 +50,14 @@ func capSeconds(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
+// Options are what an operator turns on for the endpoints.
+type Options struct {
+	// Pprof serves the Go profiles under /debug/pprof/ (--enable-pprof).
+	Pprof bool
+	// TLS, when set, serves HTTPS only (--http-tls); nil: plain HTTP.
+	TLS *tls.Config
+}
+
 // Server is a running HTTP endpoint.
 type Server struct {
 	srv  *http.Server
@@ -113,22 +67,24 @@ type Server struct {
 
 // Serve binds addr and serves the endpoints until Close. ready returns nil
 // when the daemon can serve its role, or why not.
-func Serve(addr string, reg *Registry, ready func() error, log *slog.Logger) (*Server, error) {
+func Serve(addr string, reg *Registry, ready func() error, log *slog.Logger, opts Options) (*Server, error) {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("http listen %s: %w", addr, err)
 	}
+	if opts.TLS != nil {
+		lis = tls.NewListener(lis, opts.TLS)
+	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-		_ = reg.WriteText(w)
-	})
-	// Profiles are served on the operator's HTTP address only, never on the
-	// data port, so they are as reachable as /metrics and no more.
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/profile", capSeconds(pprof.Profile))
-	mux.HandleFunc("/debug/pprof/trace", capSeconds(pprof.Trace))
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.Handle("/metrics", reg.handler(log))
+	// Profiles show the process's memory, keys and values included: they
+	// are served only when asked for, on the operator's HTTP address only.
+	if opts.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", capSeconds(pprof.Profile))
+		mux.HandleFunc("/debug/pprof/trace", capSeconds(pprof.Trace))
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, "ok\n")
 	})
