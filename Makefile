@@ -89,9 +89,9 @@ proto: deps
 demo: deps build
 	@scripts/demo.sh $(BIN)
 
-## bench: the engine and request-path Go benchmarks.
-bench:
-	$(GO) test -run '^$$' -bench . -benchtime 3s ./datastore/ ./client/...
+## bench: the engine and request-path Go benchmarks, then a short cluster benchmark (a group of 3) as a table; PEER_BENCH=path/to/peer/run.sh (optional) adds etcd's figures from the same sitting.
+bench: build
+	GO=$(GO) PEER_BENCH=$(PEER_BENCH) scripts/bench.sh $(BIN)
 
 clean:
 	rm -rf bin dist .dev

@@ -17,6 +17,11 @@ type NodeInfo struct {
 	Addr      string    `json:"addr"` // dRPC host:port
 	HTTP      string    `json:"http"` // metrics and health host:port, "" none
 	StartedAt time.Time `json:"started_at"`
+	// Host and Dir name the machine and data directory of the process
+	// that registered, so a restart of that node on the same machine can
+	// tell its own stale registration from another's (ReclaimNode).
+	Host string `json:"host,omitempty"`
+	Dir  string `json:"dir,omitempty"`
 }
 
 // CoordinatorInfo is a coordinator's election data.
@@ -31,7 +36,7 @@ type CoordinatorInfo struct {
 // KeepEphemeral). A zero StartedAt means now. ErrNoCluster if the cluster
 // does not exist; ErrNodeExists if another process registered the same ID
 // (or this node's previous session has not expired yet: retry after the
-// session timeout).
+// session timeout, or ReclaimNode once that process is known to be gone).
 func (c *Cluster) RegisterNode(ctx context.Context, info NodeInfo) error {
 	if c.err != nil {
 		return c.err
@@ -53,6 +58,42 @@ func (c *Cluster) RegisterNode(ctx context.Context, info NodeInfo) error {
 		return fmt.Errorf("register node %q: %w", info.ID, err)
 	}
 	return nil
+}
+
+// ReclaimNode deletes the registration nodes/<info.ID> left by an earlier
+// process of the same node — one naming the same Host and Dir as info — so
+// that info can be registered at once instead of after that process's
+// session expires. Only a caller that knows that process is gone may call
+// it: a data node does once it holds its data directory's lock, which the
+// kernel released when the earlier process died (docs/replication.md,
+// "Restarts"). It reports whether it deleted a registration; a
+// registration of another host or directory is left alone (false, nil).
+func (c *Cluster) ReclaimNode(ctx context.Context, info NodeInfo) (bool, error) {
+	if c.err != nil {
+		return false, c.err
+	}
+	if info.Host == "" || info.Dir == "" {
+		return false, fmt.Errorf("%w: reclaim node %q: host and dir are required", ErrInvalid, info.ID)
+	}
+	path := nodePath(c.name, info.ID)
+	old, v, err := GetJSON[NodeInfo](ctx, c.conn, path)
+	switch {
+	case errors.Is(err, ErrNoNode):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("reclaim node %q: %w", info.ID, err)
+	case old.Host != info.Host || old.Dir != info.Dir || old.StartedAt.Equal(info.StartedAt):
+		return false, nil
+	}
+	// The version pins the delete to the registration just judged stale.
+	err = c.conn.Delete(ctx, path, v)
+	if errors.Is(err, ErrNoNode) || errors.Is(err, ErrBadVersion) {
+		return false, nil // gone or replaced meanwhile: the caller registers again and sees
+	}
+	if err != nil {
+		return false, fmt.Errorf("reclaim node %q: %w", info.ID, err)
+	}
+	return true, nil
 }
 
 // Nodes reads every registered node, sorted by ID.

@@ -15,16 +15,22 @@ import (
 // Bounds of one apply transaction: large enough that bbolt's per-commit
 // costs (two fsyncs, page writes) are shared by many entries, small enough
 // that one transaction's dirty pages stay modest.
+//
+// The bytes are what the entries cost in memory (entry.cost): a round's
+// transaction holds about as much again in bbolt's dirty pages, so the
+// bound is what keeps a node's memory flat at any write rate.
 const (
 	maxApplyEntries = 1_000_000
-	maxApplyBytes   = 128 << 20
+	maxApplyBytes   = 32 << 20
 
 	// The applier lets entries accumulate for up to applyDelay unless
-	// minApplyEntries are waiting or a reader asks it to hurry: random keys
-	// dirty most leaf pages whatever the batch size, so fewer, larger
-	// transactions write far less, and their page writes and fsyncs compete
-	// less with the log's fdatasync.
+	// minApplyEntries or minApplyBytes are waiting or a reader asks it to
+	// hurry: random keys dirty most leaf pages whatever the batch size, so
+	// fewer, larger transactions write far less, and their page writes and
+	// fsyncs compete less with the log's fdatasync. Under load the byte
+	// bound starts a round long before the delay ends.
 	minApplyEntries = 1_000_000
+	minApplyBytes   = maxApplyBytes
 	applyDelay      = 10 * time.Second
 
 	// yieldEvery is how many puts the applier makes between yields.
@@ -125,9 +131,27 @@ func (s *Store) waitForApplyBatch() bool {
 // applyDue reports whether a large batch is committed or a reader hurries
 // the applier.
 func (s *Store) applyDue() bool {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.committed-s.applied >= minApplyEntries || s.hurry > 0
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.committed-s.applied >= minApplyEntries || s.committedBytesLocked() >= minApplyBytes || s.hurry > 0
+}
+
+// committedBytesLocked is what the committed, unapplied entries cost, as
+// far as minApplyBytes. Each entry is counted once (costedSeq moves on),
+// and applyOnce takes off what it applied, so a call is cheap.
+func (s *Store) committedBytesLocked() int64 {
+	if s.costedSeq < s.applied {
+		s.costedSeq, s.costedBytes = s.applied, 0
+	}
+	for s.costedSeq < s.committed && s.costedBytes < minApplyBytes {
+		e := s.tail.bySeq(s.costedSeq + 1)
+		if e == nil {
+			break
+		}
+		s.costedBytes += e.cost()
+		s.costedSeq++
+	}
+	return s.costedBytes
 }
 
 // hurryApplier makes the applier skip its batching delay while fn runs.
@@ -167,12 +191,10 @@ func (s *Store) applyOnce() (int, error) {
 	s.mu.RUnlock()
 	// The byte bound is applied outside the lock: walking half a million
 	// entries under it held the committer up for milliseconds.
-	var size, cost int64
+	var cost int64
 	n := 0
-	for ; n < batch.len() && size < maxApplyBytes; n++ {
-		e := batch.at(n)
-		size += int64(len(e.value))
-		cost += e.cost()
+	for ; n < batch.len() && cost < maxApplyBytes; n++ {
+		cost += batch.at(n).cost()
 	}
 	batch.n = n
 	if s.hooks.beforeApply != nil {
@@ -222,6 +244,9 @@ func (s *Store) applyOnce() (int, error) {
 	s.log.Debug("datastore applied", "entries", batch.len(), "keys", len(order), "last_seq", last, "took", time.Since(start))
 	s.mu.Lock()
 	s.applied = last
+	if s.costedSeq >= last {
+		s.costedBytes -= cost
+	}
 	s.mu.Unlock()
 	// The overlay forgets the applied entries a chunk at a time: one
 	// transaction may hold a million entries, and writers and readers need

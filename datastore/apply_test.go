@@ -130,3 +130,60 @@ func TestApplyFailureReopen(t *testing.T) {
 	}
 	waitApplied(t, s)
 }
+
+// The applier starts a round once the committed, unapplied entries cost
+// minApplyBytes, however few they are, and a round applies at most
+// maxApplyBytes: memory does not grow with the write rate.
+func TestApplyBoundedByBytes(t *testing.T) {
+	release := make(chan struct{})
+	var rounds atomic.Int32
+	s, _ := newManual(t, Options{NoSync: true, overlayLimit: 1 << 30, hooks: hooks{beforeApply: func() error {
+		rounds.Add(1)
+		<-release
+		return nil
+	}}})
+	value := make([]byte, 100)
+	var seqs []uint64
+	var cost int64
+	for i := 0; cost < 2*minApplyBytes; i++ {
+		muts := make([]Mutation, 1000)
+		for j := range muts {
+			muts[j] = Mutation{Slot: j % 16, Key: fmt.Appendf(nil, "k%07d", i*1000+j), Value: value}
+			cost += int64(len(muts[j].Key)+len(value)) + entryOverhead
+		}
+		seq, err := s.Write(testCtx(t), muts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seqs = append(seqs, seq)
+	}
+	if uint64(len(seqs))*1000 >= minApplyEntries {
+		t.Fatalf("the test needs fewer than %d entries, has %d", minApplyEntries, len(seqs)*1000)
+	}
+	if s.applyDue() {
+		t.Fatal("apply due with nothing committed")
+	}
+	s.SetCommitted(seqs[len(seqs)/4])
+	if s.applyDue() {
+		t.Fatal("apply due with a quarter of the bound committed")
+	}
+	last := seqs[len(seqs)-1]
+	s.SetCommitted(last)
+	if !s.applyDue() {
+		t.Fatalf("apply not due with %d bytes committed", cost)
+	}
+	close(release)
+	if err := s.waitApplied(testCtx(t), last); err != nil {
+		t.Fatal(err)
+	}
+	// Twice the bound committed: at least two rounds.
+	if n := rounds.Load(); n < 2 {
+		t.Fatalf("%d bytes applied in %d round(s); a round applies at most %d", cost, n, maxApplyBytes)
+	}
+	s.mu.Lock()
+	left := s.committedBytesLocked()
+	s.mu.Unlock()
+	if left != 0 || s.applyDue() {
+		t.Fatalf("after applying everything %d committed bytes counted", left)
+	}
+}

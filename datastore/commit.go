@@ -94,7 +94,7 @@ func (t Tag) IsZero() bool { return t.Client == 0 }
 //
 // Concurrent calls are group-committed: one committer takes everything
 // queued, writes it with one write and one fdatasync, wakes the callers,
-// and at once takes what queued meanwhile. While more than 256 MiB of
+// and at once takes what queued meanwhile. While more than 128 MiB of
 // entries wait for the applier (it applies only committed entries), Write
 // blocks before queueing. If ctx ends while the call waits, Write returns
 // ctx.Err(); once queued the write may still happen, and its outcome is then

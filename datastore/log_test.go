@@ -1,6 +1,7 @@
 package datastore
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -241,5 +242,74 @@ func TestTruncateInsideCommit(t *testing.T) {
 	}
 	for i := range 3 {
 		mustGet(t, s, 3, fmt.Sprintf("k%d", i))
+	}
+}
+
+// Reading the segment files a few entries at a time, as a follower
+// catching up does, seeks to where the previous read stopped and returns
+// exactly what one read of everything returns.
+func TestReadLogInPiecesFromSegments(t *testing.T) {
+	s, _ := newStore(t, Options{NoSync: true, segmentSize: 4096, tailBytes: 1})
+	for i := range 300 {
+		var muts []Mutation
+		for j := range 1 + i%5 {
+			muts = append(muts, Mutation{Slot: j, Key: fmt.Appendf(nil, "k%03d-%d", i, j), Value: fmt.Appendf(nil, "v%d", i)})
+		}
+		if _, err := s.Write(testCtx(t), muts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitApplied(t, s)
+	st, err := s.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := s.ReadLog(st.FirstLogSeq, Limit{})
+	if err != nil || len(all) != int(st.LastSeq-st.FirstLogSeq+1) {
+		t.Fatalf("read all: %d entries, %v", len(all), err)
+	}
+	for _, n := range []int{1, 3, 7} {
+		var got []LogEntry
+		for from := st.FirstLogSeq; from <= st.LastSeq; {
+			part, err := s.ReadLog(from, Limit{Entries: n})
+			if err != nil || len(part) == 0 {
+				t.Fatalf("read %d from %d: %d entries, %v", n, from, len(part), err)
+			}
+			got = append(got, part...)
+			from = part[len(part)-1].Seq + 1
+		}
+		if len(got) != len(all) {
+			t.Fatalf("read %d at a time: %d entries, want %d", n, len(got), len(all))
+		}
+		for i := range got {
+			if got[i].Seq != all[i].Seq || !bytes.Equal(got[i].Key, all[i].Key) || !bytes.Equal(got[i].Value, all[i].Value) {
+				t.Fatalf("read %d at a time: entry %d is %+v, want %+v", n, i, got[i], all[i])
+			}
+		}
+	}
+	s.mu.RLock()
+	hints := s.readHints
+	s.mu.RUnlock()
+	if hints.h[0].path == "" {
+		t.Fatal("no read hint kept: every read started its segment from the beginning")
+	}
+}
+
+// A hint found by a read that began before the segment files were cut or
+// replaced is dropped.
+func TestReadHintsGeneration(t *testing.T) {
+	var hs readHints
+	gen := hs.gen
+	hs.add(gen, readHint{path: "a", seq: 10, off: 100})
+	if h, ok := hs.best("a", 12); !ok || h.off != 100 {
+		t.Fatalf("best = %+v, %v", h, ok)
+	}
+	if _, ok := hs.best("a", 9); ok {
+		t.Fatal("a hint past from was used")
+	}
+	hs.reset()
+	hs.add(gen, readHint{path: "a", seq: 20, off: 200})
+	if _, ok := hs.best("a", 30); ok {
+		t.Fatal("a hint survived the reset, or a stale one was added")
 	}
 }

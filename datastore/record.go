@@ -285,6 +285,20 @@ func openSegment(path string, size int64) (*segmentReader, error) {
 
 func (sr *segmentReader) close() { _ = sr.f.Close() }
 
+// seek moves a fresh reader to the commit boundary of h; it stays at the
+// start when the file is shorter.
+func (sr *segmentReader) seek(h readHint) error {
+	if h.off > sr.size {
+		return nil
+	}
+	if _, err := sr.f.Seek(h.off, io.SeekStart); err != nil {
+		return fmt.Errorf("log %s offset %d: %w", sr.path, h.off, err)
+	}
+	sr.r.Reset(io.LimitReader(sr.f, sr.size-h.off))
+	sr.off, sr.commitStart, sr.v2 = h.off, h.off, h.v2
+	return nil
+}
+
 // inCommit reports whether the records read so far end inside a commit,
 // that is whether the last record read awaits its commit record.
 func (sr *segmentReader) inCommit() bool { return sr.off != sr.commitStart }

@@ -192,8 +192,10 @@ func (s *Store) discardAll() error {
 	s.drops = make(map[uint16][]uint64)
 	s.logState = logState{epoch: s.epoch}
 	s.durable, s.committed, s.applied, s.target = 0, 0, 0, 0
+	s.costedSeq, s.costedBytes = 0, 0
 	s.segments = nil
 	s.restoredTags = nil
+	s.readHints.reset()
 	s.notifyLocked()
 	s.mu.Unlock()
 	return nil
@@ -328,10 +330,12 @@ func (s *Store) restartLog(seq, epoch uint64, epochs []EpochStart) error {
 	s.mu.Lock()
 	s.logState = logState{last: seq, epoch: epoch, logEpoch: epochAt(epochs, seq), epochs: epochs}
 	s.durable, s.committed, s.applied, s.target = seq, seq, seq, seq
+	s.costedSeq, s.costedBytes = 0, 0
 	if s.auto {
 		s.target = math.MaxUint64
 	}
 	s.segments = []segment{{first: seq + 1, last: seq, path: path}}
+	s.readHints.reset()
 	s.restoring = false
 	s.notifyLocked()
 	s.mu.Unlock()

@@ -29,8 +29,8 @@ const (
 	defaultMaxKeySize   = 4096
 	defaultMaxValueSize = 4 << 20
 	defaultRetention    = 1 << 20
-	defaultTailBytes    = 64 << 20
-	defaultOverlayLimit = 256 << 20
+	defaultTailBytes    = 16 << 20
+	defaultOverlayLimit = 128 << 20
 
 	// maxSlots follows from the 2-byte slot in bucket names and log records.
 	maxSlots = 1 << 16
@@ -130,7 +130,7 @@ type Store struct {
 	walDir    string
 	dataPath  string // the bbolt file
 	db        *bolt.DB
-	lock      *os.File
+	lock      *DirLock
 	slots     int
 	maxKey    int
 	maxValue  int
@@ -164,8 +164,13 @@ type Store struct {
 	overlay      map[uint64]uint64   // see overlay.go
 	drops        map[uint16][]uint64 // seqs of the unapplied drops of each slot, ascending
 	overlayBytes int64               // cost of the unapplied entries
+	// costedBytes is the cost of the entries applied+1..costedSeq, all
+	// committed (see committedBytesLocked).
+	costedSeq    uint64
+	costedBytes  int64
 	hashSeed     maphash.Seed
 	segments     []segment
+	readHints    readHints      // see log.go
 	pins         map[uint64]int // Snapshot retention pins by applied seq
 	restoredTags []TagSeq       // see snaptags.go; replaced, never edited in place
 	hurry        int            // readers waiting for the applier
@@ -343,31 +348,49 @@ func (s *Store) open(slots int) error {
 	return nil
 }
 
-// acquireLock takes an exclusive flock on DIR/LOCK, retrying until
-// lockTimeout; the kernel drops it when the process dies.
+// acquireLock takes the store directory's lock (LockDir).
 func (s *Store) acquireLock() error {
-	path := filepath.Join(s.dir, lockFile)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	l, err := LockDir(s.dir)
 	if err != nil {
 		return err
+	}
+	s.lock = l
+	return nil
+}
+
+// DirLock is an exclusive lock on a directory, held by this process until
+// Close.
+type DirLock struct{ f *os.File }
+
+// LockDir takes an exclusive flock on dir/LOCK, retrying until lockTimeout
+// (ErrLocked if another process holds it). The kernel drops the lock when
+// the process dies, however it dies: whoever holds it knows that no earlier
+// holder still runs on this machine.
+func LockDir(dir string) (*DirLock, error) {
+	path := filepath.Join(dir, lockFile)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
 	}
 	deadline := time.Now().Add(lockTimeout)
 	for {
 		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 		if err == nil {
-			s.lock = f
-			return nil
+			return &DirLock{f: f}, nil
 		}
 		if !errors.Is(err, syscall.EWOULDBLOCK) || time.Now().After(deadline) {
 			_ = f.Close()
 			if errors.Is(err, syscall.EWOULDBLOCK) {
-				return &lockedError{path: s.dir}
+				return nil, &lockedError{path: dir}
 			}
-			return fmt.Errorf("lock %s: %w", path, err)
+			return nil, fmt.Errorf("lock %s: %w", path, err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// Close releases the lock.
+func (l *DirLock) Close() error { return l.f.Close() }
 
 // release closes whatever Open acquired; errors are reported by the caller.
 func (s *Store) release() error {

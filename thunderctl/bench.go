@@ -26,6 +26,7 @@ func benchCommand() *cli.Command {
 			intFlag("key-size", def.KeySize, 1, client.MaxKeySize, "key size in `BYTES`"),
 			intFlag("keys", def.Keys, 1, math.MaxInt, "key space of `N` keys"),
 			intFlag("reads", def.ReadPercent, 0, 100, "share of reads, in `PERCENT`"),
+			durationFlag("report-interval", 0, 0, time.Hour, "print throughput and latency for every interval of this `DURATION` (0 = only the total); with -o json, an intervals array"),
 			intFlag("procs", 1, 0, 1024, "`N` cores (GOMAXPROCS) the load generator runs on; 0 = all. One, like redis-benchmark: "+
 				"on a machine it shares with the cluster it takes less CPU from the servers it measures, and its clients' requests leave in fewer, larger batches"),
 		),
@@ -38,7 +39,11 @@ func benchCommand() *cli.Command {
 				Clients: c.Int("clients"), Ops: c.Int("ops"), Duration: c.Duration("duration"),
 				ValueSize: c.Int("value-size"), KeySize: c.Int("key-size"), Keys: c.Int("keys"), ReadPercent: c.Int("reads"),
 			}
-			if bench.IsTerminal(os.Stderr) && format != "json" {
+			cfg.ReportInterval = c.Duration("report-interval")
+			switch {
+			case cfg.ReportInterval > 0 && format != "json":
+				cfg.Report = c.App.Writer // the interval lines stand in for the progress line
+			case bench.IsTerminal(os.Stderr) && format != "json":
 				cfg.Progress = c.App.ErrWriter
 			}
 			// --timeout bounds each operation here, not the whole run.

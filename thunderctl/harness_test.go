@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -133,7 +134,8 @@ func tail(s string, lines int) string {
 	return strings.Join(parts, "\n")
 }
 
-// start runs `thunderctl serve ...` as a child process named name.
+// start runs `thunderctl serve ...` as a child process named name, with the
+// short sessionTimeout unless args set one.
 func (tc *testCluster) start(name string, args ...string) *proc {
 	tc.t.Helper()
 	addr, err := procs.FreeAddr()
@@ -141,8 +143,10 @@ func (tc *testCluster) start(name string, args ...string) *proc {
 		tc.t.Fatal(err)
 	}
 	p := &proc{addr: addr}
-	args = append(append([]string{}, args...), "--listen", p.addr, "--zk", tc.zk.Addr(), "--cluster", tc.name,
-		"--session-timeout", sessionTimeout.String())
+	args = append(append([]string{}, args...), "--listen", p.addr, "--zk", tc.zk.Addr(), "--cluster", tc.name)
+	if !slices.Contains(args, "--session-timeout") {
+		args = append(args, "--session-timeout", sessionTimeout.String())
+	}
 	tc.launch(p, name, daemonBin, args...)
 	return p
 }

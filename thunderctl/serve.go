@@ -5,8 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"os/signal"
+	"runtime/debug"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -53,6 +57,8 @@ func serveCommand() *cli.Command {
 					intFlag("min-insync", 1, 1, maxReplicas, "`N`: refuse writes while fewer in-sync replicas (primary included) remain"),
 					durationFlag("max-lag", 2*time.Second, time.Millisecond, time.Hour, "drop a follower from the in-sync set after it has been behind for `DURATION`"),
 					boolFlag("repair", "if the store is refused as damaged, set its files aside and rebuild it from the group's primary"),
+					stringFlag("memory-limit", "1GiB", "soft limit of the process's memory (Go's GOMEMLIMIT): the garbage collector works harder near it; "+
+						"`SIZE` in B, KiB, MiB or GiB, 0 for none (the GOMEMLIMIT environment variable counts when the flag is not given)", checkMemoryLimit),
 				),
 				Action: serveData,
 			},
@@ -212,9 +218,52 @@ func checkAcks(s string) error {
 	return err
 }
 
+// parseMemoryLimit reads a size as GOMEMLIMIT spells it: a count of bytes
+// with an optional unit B, KiB, MiB or GiB.
+func parseMemoryLimit(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}}
+	mult := int64(1)
+	for _, u := range units {
+		if n, ok := strings.CutSuffix(s, u.suffix); ok {
+			s, mult = n, u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 || n > math.MaxInt64/mult {
+		return 0, errors.New("want a size such as 512MiB or 2GiB, or 0 for none")
+	}
+	return n * mult, nil
+}
+
+func checkMemoryLimit(s string) error {
+	_, err := parseMemoryLimit(s)
+	return err
+}
+
+// setMemoryLimit applies --memory-limit. A data node's live heap is
+// bounded (apply rounds and the unapplied log by bytes); the limit keeps
+// the collector's headroom above it (GOGC lets the heap grow to twice the
+// live heap) within the limit too.
+func setMemoryLimit(c *cli.Context, log *slog.Logger) {
+	if !c.IsSet("memory-limit") && os.Getenv("GOMEMLIMIT") != "" {
+		return // the runtime read it already
+	}
+	limit, _ := parseMemoryLimit(c.String("memory-limit")) // checked by the flag
+	if limit == 0 {
+		limit = math.MaxInt64
+	}
+	debug.SetMemoryLimit(limit)
+	log.Info("memory limit", "bytes", limit)
+}
+
 func serveData(c *cli.Context) error {
 	acks, _ := parseAcks(c.String("acks")) // checked by the flag
 	return runDaemon(c, func(ctx context.Context, env daemonEnv) (daemon.Daemon, error) {
+		setMemoryLimit(c, env.log)
 		// A data node started before any coordinator waits for the cluster
 		// to be created, bounded so a typo in --cluster does not hang forever.
 		sctx, cancel := context.WithTimeout(ctx, 5*time.Minute)

@@ -107,6 +107,7 @@ func TestUsageErrors(t *testing.T) {
 		{"serve data without group", []string{"serve", "data", "--dir", data}, "--group is required", nil},
 		{"serve data without dir", []string{"serve", "data", "--group", "g1"}, "--dir is required", nil},
 		{"serve data bad group", []string{"serve", "data", "--group", "a/b", "--dir", data}, `--group "a/b"`, nil},
+		{"serve data bad memory limit", []string{"serve", "data", "--group", "g1", "--dir", data, "--memory-limit", "1TB"}, `--memory-limit "1TB": want a size`, nil},
 		{"admin failover without group", []string{"admin", "failover"}, "--group is required", nil},
 		// Numbers out of range.
 		{"min-insync -1", []string{"serve", "data", "--group", "g1", "--dir", data, "--min-insync", "-1"}, "--min-insync -1: want 1 to 16", nil},

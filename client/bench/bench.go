@@ -58,6 +58,14 @@ type Config struct {
 	// Seed makes the key and operation sequence reproducible; 0 picks a
 	// seed from the clock.
 	Seed int64
+	// ReportInterval, when > 0, cuts the run into intervals of that length
+	// (--report-interval) and reports each one's throughput and latency in
+	// Result.Intervals: a trace over time shows stalls that the run's
+	// percentiles hide.
+	ReportInterval time.Duration
+	// Report, when not nil and ReportInterval is set, receives one line per
+	// interval as it ends.
+	Report io.Writer
 }
 
 // DefaultConfig returns the defaults of `thunderctl bench`: 64 clients,
@@ -92,6 +100,8 @@ func (cfg *Config) validate() error {
 		return bad("--keys must be >= 1, got %d", cfg.Keys)
 	case cfg.ReadPercent < 0 || cfg.ReadPercent > 100:
 		return bad("--reads must be between 0 and 100, got %d", cfg.ReadPercent)
+	case cfg.ReportInterval < 0:
+		return bad("--report-interval must be >= 0, got %s", cfg.ReportInterval)
 	}
 	if need := 1 + len(strconv.Itoa(cfg.Keys-1)); cfg.KeySize < need {
 		return bad("--key-size %d cannot hold %d distinct keys, need >= %d", cfg.KeySize, cfg.Keys, need)
@@ -119,14 +129,35 @@ type Result struct {
 	P50, P99, P999, Max time.Duration
 	// FirstError is the text of the first failure seen, empty when none.
 	FirstError string
+	// Intervals is the run cut by Config.ReportInterval, in order; nil
+	// without one.
+	Intervals []Interval
+}
+
+// Interval is one stretch of a run of Config.ReportInterval (the last one
+// may be shorter). Latencies are of the operations that ended in it.
+type Interval struct {
+	// End is when the interval ended, from the start of the run.
+	End time.Duration
+	// Ops counts operations that ended in the interval; Errors the failed ones.
+	Ops, Errors uint64
+	// OpsPerSec is (Ops-Errors) over the interval's length.
+	OpsPerSec float64
+	// P50, P99 and Max are as in Result, for this interval alone.
+	P50, P99, Max time.Duration
 }
 
 // worker is one client goroutine's private state: nothing in it is shared
-// until the run ends.
+// until the run ends, except the current interval's counts.
 type worker struct {
 	rng       *rand.Rand
 	hist      *histogram
 	valuePool []byte
+	// mu guards cur, which the interval reporter swaps for a fresh one;
+	// intervals says whether there is one.
+	intervals bool
+	mu        sync.Mutex
+	cur       *intervalCounts
 	ops       uint64
 	errors    uint64
 	notFound  uint64
@@ -175,10 +206,22 @@ func Run(ctx context.Context, kv KV, cfg Config) (*Result, error) {
 	}
 
 	workers := make([]*worker, cfg.Clients)
-	var wg sync.WaitGroup
 	for i := range workers {
-		w := newWorker(seed+int64(i), cfg.ValueSize)
-		workers[i] = w
+		workers[i] = newWorker(seed+int64(i), cfg.ValueSize)
+		if cfg.ReportInterval > 0 {
+			workers[i].intervals, workers[i].cur = true, newIntervalCounts()
+		}
+	}
+	var intervals []Interval
+	if cfg.ReportInterval > 0 {
+		progressWG.Add(1)
+		go func() {
+			defer progressWG.Done()
+			intervals = r.reportIntervals(workers, start, progressDone)
+		}()
+	}
+	var wg sync.WaitGroup
+	for _, w := range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -190,7 +233,9 @@ func Run(ctx context.Context, kv KV, cfg Config) (*Result, error) {
 	close(progressDone)
 	progressWG.Wait()
 
-	return summarize(workers, elapsed), ctx.Err()
+	res := summarize(workers, elapsed)
+	res.Intervals = intervals
+	return res, ctx.Err()
 }
 
 func newWorker(seed int64, valueSize int) *worker {
@@ -233,6 +278,11 @@ func (r *run) loop(ctx context.Context, w *worker) {
 }
 
 func (w *worker) count(read bool, err error, took time.Duration, at time.Time) {
+	if w.intervals {
+		w.mu.Lock()
+		w.cur.count(err == nil || read && errors.Is(err, wire.ErrNotFound), took)
+		w.mu.Unlock()
+	}
 	w.ops++
 	if read {
 		w.reads++

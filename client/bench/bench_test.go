@@ -320,3 +320,50 @@ func (nopKV) Put(ctx context.Context, key, value []byte) error    { return nil }
 
 // The client is what thunderctl benchmarks; keep it a KV.
 var _ KV = (*client.Client)(nil)
+
+// With ReportInterval the run is cut into intervals that add up to the
+// whole, each reported as a line and in JSON.
+func TestReportIntervals(t *testing.T) {
+	kv := newMemKV()
+	kv.failEvery = 97
+	cfg := testConfig()
+	cfg.Ops = 0
+	cfg.Duration = 300 * time.Millisecond
+	cfg.ReportInterval = 50 * time.Millisecond
+	var lines bytes.Buffer
+	cfg.Report = &lines
+	res := runBounded(t, kv, cfg)
+	if len(res.Intervals) < 2 {
+		t.Fatalf("%d intervals in a run of %s cut every %s", len(res.Intervals), cfg.Duration, cfg.ReportInterval)
+	}
+	var ops, errs uint64
+	for i, iv := range res.Intervals {
+		ops += iv.Ops
+		errs += iv.Errors
+		if i > 0 && iv.End <= res.Intervals[i-1].End {
+			t.Fatalf("interval %d ends at %s, not after %s", i, iv.End, res.Intervals[i-1].End)
+		}
+		if iv.Ops > iv.Errors && (iv.P99 <= 0 || iv.P99 < iv.P50 || iv.Max < iv.P99 || iv.OpsPerSec <= 0) {
+			t.Fatalf("interval %d: %+v", i, iv)
+		}
+	}
+	if ops != res.Ops || errs != res.Errors {
+		t.Fatalf("intervals count %d ops, %d errors; the run %d, %d", ops, errs, res.Ops, res.Errors)
+	}
+	if n := strings.Count(lines.String(), "\n"); n != len(res.Intervals) {
+		t.Fatalf("%d lines for %d intervals:\n%s", n, len(res.Intervals), lines.String())
+	}
+	var out bytes.Buffer
+	if err := Print(&out, res, true); err != nil {
+		t.Fatal(err)
+	}
+	var decoded struct {
+		Intervals []struct {
+			Ops   uint64  `json:"ops"`
+			P99us float64 `json:"p99_us"`
+		} `json:"intervals"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &decoded); err != nil || len(decoded.Intervals) != len(res.Intervals) {
+		t.Fatalf("JSON intervals: %d, %v\n%s", len(decoded.Intervals), err, out.String())
+	}
+}

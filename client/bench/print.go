@@ -10,27 +10,45 @@ import (
 // jsonResult is Result as scripts read it: durations as plain numbers with
 // their unit in the name, so no consumer has to parse Go duration strings.
 type jsonResult struct {
-	Ops            uint64  `json:"ops"`
-	Errors         uint64  `json:"errors"`
-	NotFound       uint64  `json:"not_found"`
-	Reads          uint64  `json:"reads"`
-	Writes         uint64  `json:"writes"`
-	ElapsedSeconds float64 `json:"elapsed_seconds"`
-	OpsPerSec      float64 `json:"ops_per_sec"`
-	P50Micros      float64 `json:"p50_us"`
-	P99Micros      float64 `json:"p99_us"`
-	P999Micros     float64 `json:"p999_us"`
-	MaxMicros      float64 `json:"max_us"`
-	FirstError     string  `json:"first_error,omitempty"`
+	Ops            uint64         `json:"ops"`
+	Errors         uint64         `json:"errors"`
+	NotFound       uint64         `json:"not_found"`
+	Reads          uint64         `json:"reads"`
+	Writes         uint64         `json:"writes"`
+	ElapsedSeconds float64        `json:"elapsed_seconds"`
+	OpsPerSec      float64        `json:"ops_per_sec"`
+	P50Micros      float64        `json:"p50_us"`
+	P99Micros      float64        `json:"p99_us"`
+	P999Micros     float64        `json:"p999_us"`
+	MaxMicros      float64        `json:"max_us"`
+	FirstError     string         `json:"first_error,omitempty"`
+	Intervals      []jsonInterval `json:"intervals,omitempty"`
+}
+
+// jsonInterval is an Interval as scripts read it.
+type jsonInterval struct {
+	EndSeconds float64 `json:"end_seconds"`
+	Ops        uint64  `json:"ops"`
+	Errors     uint64  `json:"errors"`
+	OpsPerSec  float64 `json:"ops_per_sec"`
+	P50Micros  float64 `json:"p50_us"`
+	P99Micros  float64 `json:"p99_us"`
+	MaxMicros  float64 `json:"max_us"`
 }
 
 func micros(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 
 // MarshalJSON encodes r with snake_case keys, Elapsed in seconds
 // (elapsed_seconds) and latencies in microseconds (p50_us, p99_us, p999_us,
-// max_us).
+// max_us), with the intervals, if any, likewise.
 func (r *Result) MarshalJSON() ([]byte, error) {
+	var ivs []jsonInterval
+	for _, iv := range r.Intervals {
+		ivs = append(ivs, jsonInterval{EndSeconds: iv.End.Seconds(), Ops: iv.Ops, Errors: iv.Errors, OpsPerSec: iv.OpsPerSec,
+			P50Micros: micros(iv.P50), P99Micros: micros(iv.P99), MaxMicros: micros(iv.Max)})
+	}
 	return json.Marshal(jsonResult{
+		Intervals:      ivs,
 		Ops:            r.Ops,
 		Errors:         r.Errors,
 		NotFound:       r.NotFound,

@@ -74,6 +74,7 @@ func Run(t *testing.T, newConn func(t *testing.T) coord.Conn, faults Faults) {
 		{"UpdateGroupConcurrent", testUpdateGroupConcurrent},
 		{"GroupsAndWatches", testGroupsAndWatches},
 		{"Nodes", testNodes},
+		{"ReclaimNode", testReclaimNode},
 		{"Coordinators", testCoordinators},
 		{"Routes", testRoutes},
 		{"MigrationSteps", testMigrationSteps},

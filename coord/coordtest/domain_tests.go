@@ -2,11 +2,13 @@ package coordtest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/thunderyurts/thunderyurts/coord"
 )
@@ -424,5 +426,46 @@ func testRoutes(t *testing.T, s *suite) {
 		if r, ok := rt.GroupOf(slot); ok {
 			t.Errorf("slot %d routed to %+v, want none", slot, r)
 		}
+	}
+}
+
+// ReclaimNode deletes a live session's registration only when it names the
+// same host and directory, and never the caller's own registration.
+func testReclaimNode(t *testing.T, s *suite) {
+	ctx := testCtx(t)
+	cl := newCluster(t, ctx, s.newConn(t), 8)
+	// The registration of a process that died: its session lives on, and
+	// nothing keeps the registration in place any more.
+	old := coord.NodeInfo{ID: "n1", Group: "g", Addr: "a:1", Host: "h1", Dir: "/d1", StartedAt: time.Now().UTC().Round(0)}
+	data, err := json.Marshal(old)
+	must(t, err, "encode")
+	must(t, s.newConn(t).CreateEphemeral(ctx, coord.ClusterPath(cl.Name())+"/nodes/n1", data), "register n1")
+
+	next := old
+	next.StartedAt = old.StartedAt.Add(time.Second)
+	mine := view(s.newConn(t), cl.Name())
+	for _, other := range []coord.NodeInfo{{ID: "n1", Host: "h2", Dir: "/d1"}, {ID: "n1", Host: "h1", Dir: "/d2"}, old} {
+		ok, err := mine.ReclaimNode(ctx, other)
+		must(t, err, "reclaim another's registration")
+		if ok {
+			t.Fatalf("reclaim as %+v deleted the registration of %+v", other, old)
+		}
+	}
+	wantErr(t, mine.RegisterNode(ctx, next), coord.ErrNodeExists, "register over a live registration")
+	ok, err := mine.ReclaimNode(ctx, next)
+	must(t, err, "reclaim")
+	if !ok {
+		t.Fatal("the stale registration of the same host and directory was not deleted")
+	}
+	must(t, mine.RegisterNode(ctx, next), "register after reclaiming")
+	nodes, err := cl.Nodes(ctx)
+	must(t, err, "nodes")
+	if len(nodes) != 1 || !nodes[0].StartedAt.Equal(next.StartedAt) || nodes[0].Host != "h1" || nodes[0].Dir != "/d1" {
+		t.Fatalf("nodes = %+v; want the new registration", nodes)
+	}
+	ok, err = mine.ReclaimNode(ctx, next)
+	must(t, err, "reclaim own")
+	if ok {
+		t.Fatal("reclaim deleted the caller's own registration")
 	}
 }

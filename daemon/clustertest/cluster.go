@@ -61,7 +61,9 @@ type Cluster struct {
 	mu      sync.Mutex
 	members map[string]*member
 	proxies map[[2]string]*proxy // by viewer, target member
-	cut     map[pair]bool
+	// lingering are the sessions of crashed members, alive until the end.
+	lingering []*memcoord.Conn
+	cut       map[pair]bool
 }
 
 // member is one coordinator, data node or client of the cluster.
@@ -277,19 +279,35 @@ func (c *Cluster) Reconnect(name string) { c.member(name).conn.SetUnavailable(fa
 // it back.
 func (c *Cluster) Kill(name string) {
 	c.t.Helper()
-	c.stop(name, false)
+	c.stop(name, stopKill)
+}
+
+// Crash stops the member as a SIGKILL does: like Kill, except that its
+// session outlives it (the service has not noticed the death yet), so its
+// registration stays until the member's next start deals with it.
+func (c *Cluster) Crash(name string) {
+	c.t.Helper()
+	c.stop(name, stopCrash)
 }
 
 // Stop stops the member gracefully (a primary hands over first).
 func (c *Cluster) Stop(name string) {
 	c.t.Helper()
-	c.stop(name, true)
+	c.stop(name, stopGraceful)
 }
 
-func (c *Cluster) stop(name string, graceful bool) {
+type stopMode int
+
+const (
+	stopGraceful stopMode = iota
+	stopKill
+	stopCrash
+)
+
+func (c *Cluster) stop(name string, mode stopMode) {
 	c.t.Helper()
 	m := c.member(name)
-	if !graceful {
+	if mode != stopGraceful {
 		m.conn.SetUnavailable(true)
 		if m.node != nil {
 			// Close would hand a primary role over: let the node see its
@@ -301,12 +319,16 @@ func (c *Cluster) stop(name string, graceful bool) {
 		}
 	}
 	if d := m.daemon(); d != nil {
-		if err := d.Close(); err != nil && graceful {
+		if err := d.Close(); err != nil && mode == stopGraceful {
 			c.t.Errorf("stop %s: %v", name, err)
 		}
 	}
-	m.conn.Close()
 	c.mu.Lock()
+	if mode == stopCrash {
+		c.lingering = append(c.lingering, m.conn)
+	} else {
+		m.conn.Close()
+	}
 	m.conn, m.coord, m.node = nil, nil, nil
 	c.mu.Unlock()
 }
@@ -435,6 +457,9 @@ func (c *Cluster) stopAll() {
 	defer c.mu.Unlock()
 	for _, p := range c.proxies {
 		p.close()
+	}
+	for _, conn := range c.lingering {
+		conn.Close()
 	}
 }
 

@@ -92,6 +92,9 @@ type Node struct {
 	addr string
 	// startedAt is in the node's registration, to tell it from others'.
 	startedAt time.Time
+	// dirLock is the lock on Dir, held from Start until the node stops: it
+	// proves that no earlier process of this node still runs here.
+	dirLock *datastore.DirLock
 
 	state   atomic.Pointer[state]
 	metrics *metrics
@@ -132,6 +135,9 @@ func (s *state) isPrimary() bool { return s.primary != nil }
 // context ended; a coordinator creates it.
 var ErrNoCluster = errors.New("datanode: cluster does not exist (start a coordinator first)")
 
+// ErrDirInUse: another running process holds the node's data directory.
+var ErrDirInUse = errors.New("data directory is in use by another running data node")
+
 // Start opens the store, binds the listener, registers the node and returns;
 // ctx bounds only the start. The node then serves until Close, or until it
 // fails (Done closes, Err says why).
@@ -146,12 +152,17 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.MaxLag <= 0 {
 		cfg.MaxLag = 2 * time.Second
 	}
-	id, err := loadOrCreateID(cfg.Dir)
+	lock, err := lockDir(cfg.Dir)
 	if err != nil {
 		return nil, err
 	}
+	id, err := loadOrCreateID(cfg.Dir)
+	if err != nil {
+		_ = lock.Close()
+		return nil, err
+	}
 	n := &Node{cfg: cfg, id: id, log: cfg.Logger.With("node", id, "group", cfg.Group), ready: make(chan struct{}), done: make(chan struct{}), roleKick: make(chan struct{}, 1),
-		dedupe: newDedupe()}
+		dedupe: newDedupe(), dirLock: lock}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.mig = newMigrations(n)
 	if err := n.start(ctx); err != nil {
@@ -210,6 +221,12 @@ func (n *Node) start(ctx context.Context) error {
 	}
 	n.startedAt = time.Now().UTC().Round(0)
 	info := coord.NodeInfo{ID: n.id, Group: n.cfg.Group, Addr: n.addr, StartedAt: n.startedAt}
+	if info.Host, err = os.Hostname(); err != nil {
+		return fmt.Errorf("host name for the registration: %w", err)
+	}
+	if info.Dir, err = filepath.Abs(n.cfg.Dir); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
 	if n.http != nil {
 		info.HTTP = n.http.Addr()
 	}
@@ -231,8 +248,10 @@ func (n *Node) start(ctx context.Context) error {
 }
 
 // register announces the node. After a crash the previous process's
-// registration lingers until ZooKeeper expires its session, so the node
-// waits for that rather than failing.
+// registration lingers until ZooKeeper expires its session. The node holds
+// its directory's lock, so that process is gone: a registration naming this
+// host and directory is deleted at once (docs/replication.md, "Restarts").
+// Any other holder of the node's id is waited out.
 func (n *Node) register(ctx context.Context, info coord.NodeInfo) error {
 	logged := false
 	for {
@@ -243,8 +262,13 @@ func (n *Node) register(ctx context.Context, info coord.NodeInfo) error {
 			}
 			return nil
 		}
+		reclaimed, rerr := n.cfg.Cluster.ReclaimNode(ctx, info)
+		if reclaimed {
+			n.log.Info("deleted the registration of this node's previous process, which is gone (the directory lock is ours)")
+			continue
+		}
 		if !logged {
-			n.log.Info("previous registration still held by an old session; waiting for it to expire")
+			n.log.Info("node id registered by another process; waiting for its session to expire", "err", rerr)
 			logged = true
 		}
 		select {
@@ -253,6 +277,22 @@ func (n *Node) register(ctx context.Context, info coord.NodeInfo) error {
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
+}
+
+// lockDir creates dir and takes its lock, or says that another process
+// holds it.
+func lockDir(dir string) (*datastore.DirLock, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	l, err := datastore.LockDir(dir)
+	if errors.Is(err, datastore.ErrLocked) {
+		return nil, fmt.Errorf("datanode: %s: %w", dir, ErrDirInUse)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("lock data directory: %w", err)
+	}
+	return l, nil
 }
 
 // waitForCluster waits for a coordinator to create the cluster, so data
@@ -464,6 +504,7 @@ func (n *Node) shutdown() {
 			n.err = err
 		}
 	}
+	_ = n.dirLock.Close()
 	close(n.done)
 	n.log.Info("data node stopped")
 }
@@ -471,9 +512,6 @@ func (n *Node) shutdown() {
 // loadOrCreateID returns the node id kept in dir, making one on first start
 // so the node keeps its identity across restarts.
 func loadOrCreateID(dir string) (string, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", fmt.Errorf("data directory: %w", err)
-	}
 	path := filepath.Join(dir, "node-id")
 	b, err := os.ReadFile(path)
 	if err == nil {
