@@ -23,7 +23,9 @@ func permuteArgs(app *cli.App, args []string) []string {
 	flags, cmds := app.Flags, app.Commands
 	rest := args[1:]
 	// The flags before each command name belong to the level that holds it.
-	for {
+	// A command with subcommands and an action of its own (admin zk) takes
+	// arguments when what follows names no subcommand.
+	for acts := false; ; {
 		i := 0
 		for i < len(rest) && isFlag(rest[i]) {
 			i += flagWidth(flags, rest[i:])
@@ -33,11 +35,14 @@ func permuteArgs(app *cli.App, args []string) []string {
 		}
 		name := rest[i]
 		k := slices.IndexFunc(cmds, func(c *cli.Command) bool { return c.HasName(name) })
+		if k < 0 && acts {
+			break
+		}
 		if k < 0 {
 			return append(out, rest...) // an argument, or an unknown command the parser reports
 		}
 		out, rest = append(out, rest[:i+1]...), rest[i+1:]
-		flags, cmds = cmds[k].Flags, cmds[k].Subcommands
+		flags, cmds, acts = cmds[k].Flags, cmds[k].Subcommands, cmds[k].Action != nil
 		if len(cmds) == 0 {
 			break
 		}
