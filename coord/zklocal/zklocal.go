@@ -14,8 +14,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
+
+	"github.com/thunderyurts/thunderyurts/internal/sysproc"
 )
 
 // Where the Debian package installs ZooKeeper.
@@ -167,7 +168,7 @@ maxClientCnxns=0
 	cmd := exec.Command(java, "-cp", confDir+":"+jarPath, "-Dzookeeper.log.dir="+dir, mainName, cfg)
 	cmd.Stdout, cmd.Stderr = out, out
 	// Never outlive us, even if we crash before Stop.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = sysproc.DieWithParent()
 	if err := cmd.Start(); err != nil {
 		out.Close()
 		return nil, fmt.Errorf("start zookeeper: %w", err)
