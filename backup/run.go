@@ -11,9 +11,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/thunderyurts/thunderyurts/client"
 	"github.com/thunderyurts/thunderyurts/coord"
 	"github.com/thunderyurts/thunderyurts/wire"
+	"github.com/thunderyurts/thunderyurts/wire/nodeclient"
 )
 
 // RunConfig configures Run. Cluster and Store are required.
@@ -231,7 +231,7 @@ func copyGroup(ctx context.Context, set *Set, g *coord.Group, route coord.GroupR
 	// What the primary has committed now is the least the copy holds:
 	// every write acknowledged before the backup started.
 	sctx, cancel := context.WithTimeout(ctx, cutTimeout)
-	st, err := client.NodeStatus(sctx, addr[g.Primary])
+	st, err := nodeclient.NodeStatus(sctx, addr[g.Primary])
 	cancel()
 	if err != nil {
 		return GroupPoint{}, fmt.Errorf("primary %s: %w", g.Primary, err)
@@ -314,14 +314,14 @@ func copyFrom(ctx context.Context, set *Set, group, id, addr string, slots []int
 		}
 		return nil
 	}
-	begin := func(cut client.DumpCut) error {
+	begin := func(cut nodeclient.DumpCut) error {
 		slow.Stop()
 		started = true
 		pt = GroupPoint{Epoch: cut.Epoch, Sequence: cut.Seq, Node: id}
 		hdr = SlotHeader{Slots: slotCount, Group: group, Epoch: cut.Epoch, Sequence: cut.Seq}
 		return nil
 	}
-	err = client.Dump(ctx, addr, slots, minSeq, tableVersion, begin, func(slot int, key, value []byte) error {
+	err = nodeclient.Dump(ctx, addr, slots, minSeq, tableVersion, begin, func(slot int, key, value []byte) error {
 		if err := advance(slot); err != nil {
 			return err
 		}

@@ -9,8 +9,8 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/thunderyurts/thunderyurts/admin"
-	"github.com/thunderyurts/thunderyurts/client"
 	"github.com/thunderyurts/thunderyurts/coord"
+	"github.com/thunderyurts/thunderyurts/wire/nodeclient"
 )
 
 func adminCommand() *cli.Command {
@@ -23,7 +23,7 @@ func adminCommand() *cli.Command {
 				Usage: "coordinators, groups, nodes and warnings (-o json for scripts); exits 1 when there are warnings",
 				Action: func(c *cli.Context) error {
 					return withCluster(c, func(ctx context.Context, cl *coord.Cluster, f admin.Format) error {
-						st, err := admin.CollectStatus(ctx, cl, client.NodeStatus, client.NodeSlotCounts)
+						st, err := admin.CollectStatus(ctx, cl, nodeclient.NodeStatus, nodeclient.NodeSlotCounts)
 						if err != nil {
 							return err
 						}
@@ -73,7 +73,7 @@ func adminCommand() *cli.Command {
 				},
 				Action: func(c *cli.Context) error {
 					return withCluster(c, func(ctx context.Context, cl *coord.Cluster, f admin.Format) error {
-						res, err := admin.Failover(ctx, cl, c.String("group"), c.String("to"), c.Bool("force"), client.NodeStatus, client.Handover)
+						res, err := admin.Failover(ctx, cl, c.String("group"), c.String("to"), c.Bool("force"), nodeclient.NodeStatus, nodeclient.Handover)
 						if err != nil {
 							return usageOr(err, admin.ErrNoSuchMember)
 						}
@@ -111,7 +111,7 @@ func adminCommand() *cli.Command {
 				Usage: "which group owns which slot ranges; the migrations in flight and the last finished",
 				Action: func(c *cli.Context) error {
 					return withCluster(c, func(ctx context.Context, cl *coord.Cluster, f admin.Format) error {
-						v, err := admin.CollectSlots(ctx, cl, client.NodeStatus)
+						v, err := admin.CollectSlots(ctx, cl, nodeclient.NodeStatus)
 						if err != nil {
 							return err
 						}

@@ -13,9 +13,9 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/thunderyurts/thunderyurts/admin"
-	"github.com/thunderyurts/thunderyurts/client"
 	"github.com/thunderyurts/thunderyurts/client/bench"
 	"github.com/thunderyurts/thunderyurts/coord"
+	"github.com/thunderyurts/thunderyurts/wire/nodeclient"
 )
 
 // progressEvery is how often a followed rebalance's progress is read.
@@ -142,7 +142,7 @@ func runRebalance(c *cli.Context, req admin.RebalanceRequest, cancel bool) error
 		if cancel {
 			v, err = admin.CancelRebalance(pctx, cl)
 		} else {
-			v, err = admin.Rebalance(pctx, cl, req, client.NodeSlotCounts)
+			v, err = admin.Rebalance(pctx, cl, req, nodeclient.NodeSlotCounts)
 		}
 		pcancel()
 		if err != nil {
@@ -158,7 +158,7 @@ func runRebalance(c *cli.Context, req admin.RebalanceRequest, cancel bool) error
 			fmt.Fprintln(c.App.Writer)
 		}
 		show := progressPrinter(c, f)
-		p, err := admin.FollowRebalance(ctx, cl, client.NodeStatus, progressEvery, c.Duration("timeout"), show.show)
+		p, err := admin.FollowRebalance(ctx, cl, nodeclient.NodeStatus, progressEvery, c.Duration("timeout"), show.show)
 		show.clear()
 		if ctx.Err() != nil {
 			fmt.Fprintf(c.App.ErrWriter, "stopped following; rebalance %s goes on (admin slots shows it, admin rebalance --cancel stops it)\n", v.Plan)

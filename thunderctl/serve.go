@@ -18,6 +18,7 @@ import (
 	"github.com/thunderyurts/thunderyurts/daemon"
 	"github.com/thunderyurts/thunderyurts/daemon/coordinator"
 	"github.com/thunderyurts/thunderyurts/daemon/datanode"
+	"github.com/thunderyurts/thunderyurts/wire/nodeclient"
 )
 
 // shutdownGrace bounds a graceful stop before the process gives up waiting.
@@ -122,7 +123,7 @@ func serveCoord(c *cli.Context) error {
 		return coordinator.Start(ctx, coordinator.Config{
 			Cluster: cluster, Listen: c.String("listen"), HTTP: c.String("http"),
 			Slots: c.Int("slots"), ReplicationFactor: c.Int("replication-factor"),
-			AssignDelay: c.Duration("assign-delay"), NodeStatus: client.NodeStatus, Logger: log,
+			AssignDelay: c.Duration("assign-delay"), NodeStatus: nodeclient.NodeStatus, Logger: log,
 			Backups: backup.NewScheduler(cluster, readBuildInfo().Version, log),
 		})
 	})

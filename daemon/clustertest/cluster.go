@@ -17,6 +17,7 @@ import (
 	"github.com/thunderyurts/thunderyurts/daemon/coordinator"
 	"github.com/thunderyurts/thunderyurts/daemon/datanode"
 	"github.com/thunderyurts/thunderyurts/daemon/procs"
+	"github.com/thunderyurts/thunderyurts/wire/nodeclient"
 )
 
 var (
@@ -167,7 +168,7 @@ func (c *Cluster) tryStart(m *member, change func(*datanode.Config)) error {
 	if m.dir == "" {
 		cfg := coordinator.Config{
 			Cluster: cl, ID: m.name, Listen: "127.0.0.1:0", Slots: c.opts.Slots, ReplicationFactor: c.opts.ReplicationFactor,
-			AssignDelay: c.opts.AssignDelay, NodeStatus: client.NodeStatus, Logger: log,
+			AssignDelay: c.opts.AssignDelay, NodeStatus: nodeclient.NodeStatus, Logger: log,
 		}
 		if c.opts.Backups != nil {
 			cfg.Backups = c.opts.Backups(cl)
@@ -249,7 +250,7 @@ func (c *Cluster) Client() *client.Client {
 	c.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
-	cli, err := client.New(ctx, client.Config{Routes: cl, Timeout: 10 * time.Second})
+	cli, err := client.New(ctx, cl, client.Options{Timeout: 10 * time.Second})
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -292,7 +293,7 @@ func (c *Cluster) stop(name string, graceful bool) {
 			// Close would hand a primary role over: let the node see its
 			// session in doubt and drop the role first.
 			c.Eventually(name+" drops its role", func(ctx context.Context) bool {
-				st, err := client.NodeStatus(ctx, m.addr)
+				st, err := nodeclient.NodeStatus(ctx, m.addr)
 				return err == nil && st.Role != "primary"
 			})
 		}

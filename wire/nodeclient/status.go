@@ -1,9 +1,8 @@
-package client
+package nodeclient
 
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/thunderyurts/thunderyurts/wire"
 )
@@ -21,7 +20,7 @@ func NodeSlotCounts(ctx context.Context, addr string) (*wire.NodeStatus, error) 
 }
 
 func nodeStatus(ctx context.Context, addr string, req *wire.NodeStatusRequest) (*wire.NodeStatus, error) {
-	conn, err := dialConn(ctx, addr, 2*time.Second)
+	conn, err := wire.Dial(ctx, addr, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -37,7 +36,7 @@ func nodeStatus(ctx context.Context, addr string, req *wire.NodeStatusRequest) (
 // the most caught-up in-sync member) without losing an acknowledged write.
 // epoch, when not 0, must be the group's current epoch.
 func Handover(ctx context.Context, addr string, epoch uint64, to string) (*wire.HandoverReply, error) {
-	conn, err := dialConn(ctx, addr, 2*time.Second)
+	conn, err := wire.Dial(ctx, addr, 0)
 	if err != nil {
 		return nil, err
 	}

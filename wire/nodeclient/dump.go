@@ -1,9 +1,8 @@
-package client
+package nodeclient
 
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/thunderyurts/thunderyurts/wire"
 )
@@ -24,7 +23,7 @@ type DumpCut struct {
 // takes them: the node reads no further ahead than about one message. An
 // error from begin or fn ends the dump and is returned as is.
 func Dump(ctx context.Context, addr string, slots []int, minSeq uint64, tableVersion int64, begin func(DumpCut) error, fn func(slot int, key, value []byte) error) error {
-	conn, err := dialConn(ctx, addr, 2*time.Second)
+	conn, err := wire.Dial(ctx, addr, 0)
 	if err != nil {
 		return err
 	}
