@@ -1,13 +1,13 @@
 package client_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
 	"log"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -66,14 +66,14 @@ func TestDial(t *testing.T) {
 	})
 
 	t.Run("Logger option", func(t *testing.T) {
-		var buf syncBuffer
-		c, err := client.Dial(ctxFor(t, 10*time.Second), zk.Addr(), "dialtest", client.Options{Logger: slog.New(slog.NewTextHandler(&buf, nil))})
+		f := logFile(t)
+		c, err := client.Dial(ctxFor(t, 10*time.Second), zk.Addr(), "dialtest", client.Options{Logger: slog.New(slog.NewTextHandler(f, nil))})
 		if err != nil {
 			t.Fatal(err)
 		}
 		_ = c.Close()
-		if !strings.Contains(buf.String(), "zookeeper session established") {
-			t.Fatalf("Options.Logger got no session line:\n%s", buf.String())
+		if got := readFile(t, f); !strings.Contains(got, "zookeeper session established") {
+			t.Fatalf("Options.Logger got no session line:\n%s", got)
 		}
 	})
 
@@ -144,34 +144,37 @@ func ctxFor(t *testing.T, d time.Duration) context.Context {
 }
 
 // captureDefaultLogs sends what the log package and slog's default logger
-// receive to a buffer until the test ends, and returns what they got.
+// receive to a file until the test ends, and returns a function that reads
+// what they got.
 func captureDefaultLogs(t *testing.T) func() string {
-	var buf syncBuffer
+	f := logFile(t)
 	prevOut, prevSlog := log.Writer(), slog.Default()
-	log.SetOutput(&buf)
-	slog.SetDefault(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	log.SetOutput(f)
+	slog.SetDefault(slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	t.Cleanup(func() {
 		slog.SetDefault(prevSlog)
 		log.SetOutput(prevOut)
 	})
-	return buf.String
+	return func() string { return readFile(t, f) }
 }
 
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
+// logFile is a file for log lines: unlike a bytes.Buffer, safe to write
+// from many goroutines.
+func logFile(t *testing.T) *os.File {
+	f, err := os.CreateTemp(t.TempDir(), "log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.Close() })
+	return f
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+func readFile(t *testing.T, f *os.File) string {
+	b, err := os.ReadFile(f.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 // tcpProxy forwards connections to target; cut closes the open ones.
