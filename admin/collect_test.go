@@ -94,7 +94,7 @@ func TestCollectStatus(t *testing.T) {
 	if len(s.Groups) != 1 || s.Groups[0].Slots != 6 || s.Groups[0].Keys == nil || *s.Groups[0].Keys != 7 {
 		t.Errorf("groups = %s", dump(s.Groups))
 	}
-	if len(s.Nodes) != 2 || s.Nodes[0].State != "up" || !strings.HasPrefix(s.Nodes[1].State, "unreachable: ") {
+	if len(s.Nodes) != 2 || s.Nodes[0].State != "up" || s.Nodes[1].State != NodeUnreachable || s.Nodes[1].Error == "" || s.State != StateUnhealthy {
 		t.Errorf("nodes = %s", dump(s.Nodes))
 	}
 	var buf bytes.Buffer

@@ -2,6 +2,7 @@ package admin
 
 import (
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -15,8 +16,8 @@ const unknownCell = "-"
 func PrintStatus(w io.Writer, s *Status, f Format) error {
 	return render(w, f, s, func() error {
 		ew := &errWriter{w: w}
-		ew.printf("cluster %s: %d slots, replication factor %d, slot table v%d\n\n",
-			s.Cluster, s.Slots, s.ReplicationFactor, s.TableVersion)
+		ew.printf("cluster %s: %s, %d slots, replication factor %d, slot table v%d\n\n",
+			s.Cluster, s.State, s.Slots, s.ReplicationFactor, s.TableVersion)
 		hdr, rows := coordinatorTable(s.Coordinators)
 		ew.table("COORDINATORS", hdr, rows)
 		ew.printf("\n")
@@ -37,10 +38,20 @@ func PrintStatus(w io.Writer, s *Status, f Format) error {
 	})
 }
 
+// coordinatorTable shows an ID column only when some coordinator has an
+// ID of its own: by default a coordinator's ID is its address.
 func coordinatorTable(cs []CoordinatorStatus) (hdr []string, rows [][]string) {
-	hdr = []string{"ID", "ADDR", "ROLE"}
+	named := slices.ContainsFunc(cs, func(c CoordinatorStatus) bool { return c.ID != c.Addr })
+	hdr = []string{"ADDR", "HTTP", "ROLE"}
+	if named {
+		hdr = append([]string{"ID"}, hdr...)
+	}
 	for _, c := range cs {
-		rows = append(rows, []string{c.ID, c.Addr, c.Role})
+		row := []string{c.Addr, orElse(c.HTTP, unknownCell), c.Role}
+		if named {
+			row = append([]string{c.ID}, row...)
+		}
+		rows = append(rows, row)
 	}
 	return hdr, rows
 }
@@ -63,13 +74,14 @@ func groupTable(gs []GroupStatus) (hdr []string, rows [][]string) {
 }
 
 func nodeTable(ns []NodeStatusRow) (hdr []string, rows [][]string) {
-	hdr = []string{"NODE", "GROUP", "ADDR", "ROLE", "STATE", "KEYS", "LAST SEQ", "LAG", "EPOCH"}
+	hdr = []string{"NODE", "GROUP", "ADDR", "HTTP", "ROLE", "STATE", "KEYS", "LAST SEQ", "LAG", "EPOCH"}
 	for _, n := range ns {
 		rows = append(rows, []string{
 			n.ID,
 			orElse(n.Group, unknownCell),
 			orElse(n.Addr, unknownCell),
-			n.Role,
+			orElse(n.HTTP, unknownCell),
+			orElse(n.Role, unknownCell),
 			n.State,
 			optional(n.Keys),
 			optional(n.LastSeq),

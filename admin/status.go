@@ -23,9 +23,11 @@ type NodeStatusFunc func(ctx context.Context, addr string) (*wire.NodeStatus, er
 // the whole status at most this long and the others are still shown.
 const nodeStatusTimeout = 2 * time.Second
 
-// Status is everything `admin status` shows. Slices are never nil, so the
-// JSON form always has arrays.
+// Status is everything `admin status` shows; docs/status.md documents its
+// JSON form. Slices are never nil, so the JSON form always has arrays.
 type Status struct {
+	// State is StateHealthy when there are no warnings, else StateUnhealthy.
+	State string `json:"state"`
 	// Cluster, Slots and ReplicationFactor come from the cluster's metadata.
 	Cluster           string `json:"cluster"`
 	Slots             int    `json:"slots"`
@@ -45,6 +47,8 @@ type Status struct {
 type CoordinatorStatus struct {
 	ID   string `json:"id"`
 	Addr string `json:"addr"`
+	// HTTP is the address of its HTTP endpoints; "" without them.
+	HTTP string `json:"http"`
 	// Role is "leader" or "standby".
 	Role string `json:"role"`
 }
@@ -75,16 +79,18 @@ type NodeStatusRow struct {
 	ID string `json:"id"`
 	// Group is the group listing the node, else the one it registered for.
 	Group string `json:"group"`
-	// Addr is empty for a member that is not registered.
+	// Addr and HTTP (its HTTP endpoints) are empty for a member that is not
+	// registered; HTTP also for a node without them.
 	Addr string `json:"addr"`
+	HTTP string `json:"http"`
 	// Role is "primary" or "secondary" for group members, "unassigned" for
-	// a registered node its group does not list.
+	// a registered node its group does not list, and "" for a node that is
+	// down (State unreachable or not-registered): it serves no role.
 	Role string `json:"role"`
-	// State is "up" (the node answered), what keeps it from serving when it
-	// says ("store-failed: <error>"), "unreachable: <error>",
-	// "registered" (alive in ZooKeeper, not asked) or "not registered" (a
-	// member without a live ZooKeeper session).
+	// State is one of the NodeState values; Error says why when the
+	// node is not up.
 	State string `json:"state"`
+	Error string `json:"error,omitempty"`
 	// Keys, LastSeq and Epoch are the node's own report; nil unless State is "up".
 	Keys    *uint64 `json:"keys"`
 	LastSeq *uint64 `json:"last_seq"`
@@ -94,16 +100,32 @@ type NodeStatusRow struct {
 	Lag *uint64 `json:"lag"`
 }
 
-// Node states and roles as shown in NodeStatusRow.
+// The cluster's states (Status.State).
 const (
-	stateUp            = "up"
-	stateRegistered    = "registered"
-	stateNotRegistered = "not registered"
-	roleLeader         = "leader"
-	roleStandby        = "standby"
-	rolePrimary        = "primary"
-	roleSecondary      = "secondary"
-	roleUnassigned     = "unassigned"
+	StateHealthy   = "healthy"
+	StateUnhealthy = "unhealthy"
+)
+
+// Node states (NodeStatusRow.State): the node answered (up); it answered
+// that its store failed, Error says how (store-failed); it did not answer,
+// Error says why (unreachable); it is alive in ZooKeeper but was not asked
+// (registered); a member without a live ZooKeeper session
+// (not-registered).
+const (
+	NodeUp            = "up"
+	NodeStoreFailed   = "store-failed"
+	NodeUnreachable   = "unreachable"
+	NodeRegistered    = "registered"
+	NodeNotRegistered = "not-registered"
+)
+
+// Roles as shown in CoordinatorStatus and NodeStatusRow.
+const (
+	roleLeader     = "leader"
+	roleStandby    = "standby"
+	rolePrimary    = "primary"
+	roleSecondary  = "secondary"
+	roleUnassigned = "unassigned"
 )
 
 // NodeProbe is the outcome of asking one node for its status: Status when
@@ -197,6 +219,7 @@ func CollectStatus(ctx context.Context, c *coord.Cluster, nodeStatus, slotCounts
 		}
 		s.Warnings = append(s.Warnings, orphanWarnings(groups, counts, table, after)...)
 	}
+	s.judge()
 	return s, nil
 }
 
@@ -255,7 +278,7 @@ func BuildStatus(meta coord.ClusterMeta, table *coord.SlotTable, groups []*coord
 		if i == 0 {
 			role = roleLeader
 		}
-		s.Coordinators = append(s.Coordinators, CoordinatorStatus{ID: c.ID, Addr: c.Addr, Role: role})
+		s.Coordinators = append(s.Coordinators, CoordinatorStatus{ID: c.ID, Addr: c.Addr, HTTP: c.HTTP, Role: role})
 	}
 	if len(coordinators) == 0 {
 		warn("no coordinator running")
@@ -338,14 +361,40 @@ func BuildStatus(meta coord.ClusterMeta, table *coord.SlotTable, groups []*coord
 	s.Nodes = append(s.Nodes, unassigned...)
 
 	for _, row := range s.Nodes {
-		if p, ok := probes[row.ID]; ok && p.Err != nil {
-			warn("node %s (%s) unreachable: %v", row.ID, row.Addr, p.Err)
+		switch row.State {
+		case NodeUnreachable:
+			warn("node %s (%s) unreachable: %s", row.ID, row.Addr, row.Error)
+		case NodeStoreFailed:
+			warn("node %s (%s) serves nothing, its store failed: %s", row.ID, row.Addr, row.Error)
 		}
 	}
 	if table != nil {
 		warnSlots(warn, table, knownGroup)
 	}
+	s.judge()
 	return s
+}
+
+// judge sets State from the warnings; call it after adding any.
+func (s *Status) judge() {
+	s.State = StateHealthy
+	if len(s.Warnings) > 0 {
+		s.State = StateUnhealthy
+	}
+}
+
+// Problem is the error `admin status` exits with when the cluster is
+// unhealthy: the first warning, and how many more there are; nil when
+// healthy.
+func (s *Status) Problem() error {
+	switch n := len(s.Warnings); n {
+	case 0:
+		return nil
+	case 1:
+		return fmt.Errorf("cluster %s is unhealthy: %s", s.Cluster, s.Warnings[0])
+	default:
+		return fmt.Errorf("cluster %s is unhealthy: %s (and %d more %s)", s.Cluster, s.Warnings[0], n-1, plural(n-1, "warning", "warnings"))
+	}
 }
 
 // warnGroup adds the warnings about one group's membership.
@@ -403,20 +452,22 @@ func nodeRow(id, group, role string, registered map[string]coord.NodeInfo, probe
 	row := NodeStatusRow{ID: id, Group: group, Role: role}
 	info, ok := registered[id]
 	if !ok {
-		row.State = stateNotRegistered
+		row.State, row.Role = NodeNotRegistered, ""
 		return row
 	}
-	row.Addr = info.Addr
+	row.Addr, row.HTTP = info.Addr, info.HTTP
 	p, asked := probes[id]
 	switch {
 	case !asked:
-		row.State = stateRegistered
+		row.State = NodeRegistered
 	case p.Err != nil:
-		row.State = "unreachable: " + p.Err.Error()
+		row.State, row.Role, row.Error = NodeUnreachable, "", p.Err.Error()
 	default:
-		row.State = stateUp
+		row.State = NodeUp
 		if p.Status.State != "" {
-			row.State = p.Status.State // e.g. store-failed: <error>
+			// The node says what keeps it from serving: "store-failed: <error>".
+			row.State = NodeStoreFailed
+			row.Error = strings.TrimPrefix(p.Status.State, NodeStoreFailed+": ")
 		}
 		row.Keys, row.LastSeq, row.Epoch = ptr(p.Status.Keys), ptr(p.Status.LastSeq), ptr(p.Status.Epoch)
 	}

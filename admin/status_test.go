@@ -39,18 +39,18 @@ func sampleCluster() (coord.ClusterMeta, *coord.SlotTable, []*coord.Group, []coo
 	}
 	nodes := []coord.NodeInfo{
 		{ID: "n9", Group: "g3", Addr: "127.0.0.1:7009"},
-		{ID: "n1", Group: "g1", Addr: "127.0.0.1:7001"},
+		{ID: "n1", Group: "g1", Addr: "127.0.0.1:7001", HTTP: "127.0.0.1:8001"},
 		{ID: "n2", Group: "g1", Addr: "127.0.0.1:7002"},
 		{ID: "n4", Group: "g2", Addr: "127.0.0.1:7004"},
 	}
 	coordinators := []coord.CoordinatorInfo{
-		{ID: "c1", Addr: "127.0.0.1:6001"},
+		{ID: "c1", Addr: "127.0.0.1:6001", HTTP: "127.0.0.1:9001"},
 		{ID: "c2", Addr: "127.0.0.1:6002"},
 	}
 	probes := map[string]NodeProbe{
 		"n1": {Status: &wire.NodeStatus{Id: "n1", Keys: 500, LastSeq: 100, Epoch: 3}},
 		"n2": {Err: errors.New("connection refused")},
-		"n4": {Status: &wire.NodeStatus{Id: "n4", Keys: 20, LastSeq: 5, Epoch: 1}},
+		"n4": {Status: &wire.NodeStatus{Id: "n4", Keys: 20, LastSeq: 5, Epoch: 1, State: "store-failed: disk full"}},
 		"n9": {Status: &wire.NodeStatus{Id: "n9"}},
 	}
 	return meta, table, groups, nodes, coordinators, probes
@@ -61,11 +61,11 @@ func u64(v uint64) *uint64 { return &v }
 func TestBuildStatus(t *testing.T) {
 	s := BuildStatus(sampleCluster())
 
-	if s.Cluster != "default" || s.Slots != 16 || s.ReplicationFactor != 3 || s.TableVersion != 7 {
-		t.Errorf("header = %q %d %d v%d", s.Cluster, s.Slots, s.ReplicationFactor, s.TableVersion)
+	if s.Cluster != "default" || s.Slots != 16 || s.ReplicationFactor != 3 || s.TableVersion != 7 || s.State != StateUnhealthy {
+		t.Errorf("header = %q %d %d v%d %s", s.Cluster, s.Slots, s.ReplicationFactor, s.TableVersion, s.State)
 	}
 	wantCoords := []CoordinatorStatus{
-		{ID: "c1", Addr: "127.0.0.1:6001", Role: "leader"},
+		{ID: "c1", Addr: "127.0.0.1:6001", HTTP: "127.0.0.1:9001", Role: "leader"},
 		{ID: "c2", Addr: "127.0.0.1:6002", Role: "standby"},
 	}
 	if !reflect.DeepEqual(s.Coordinators, wantCoords) {
@@ -82,10 +82,11 @@ func TestBuildStatus(t *testing.T) {
 	}
 
 	wantNodes := []NodeStatusRow{
-		{ID: "n1", Group: "g1", Addr: "127.0.0.1:7001", Role: "primary", State: "up", Keys: u64(500), LastSeq: u64(100), Epoch: u64(3), Lag: u64(0)},
-		{ID: "n2", Group: "g1", Addr: "127.0.0.1:7002", Role: "secondary", State: "unreachable: connection refused"},
-		{ID: "n3", Group: "g1", Role: "secondary", State: "not registered"},
-		{ID: "n4", Group: "g2", Addr: "127.0.0.1:7004", Role: "secondary", State: "up", Keys: u64(20), LastSeq: u64(5), Epoch: u64(1)},
+		{ID: "n1", Group: "g1", Addr: "127.0.0.1:7001", HTTP: "127.0.0.1:8001", Role: "primary", State: "up", Keys: u64(500), LastSeq: u64(100), Epoch: u64(3), Lag: u64(0)},
+		// Down: no role, a short state, the error apart.
+		{ID: "n2", Group: "g1", Addr: "127.0.0.1:7002", State: "unreachable", Error: "connection refused"},
+		{ID: "n3", Group: "g1", State: "not-registered"},
+		{ID: "n4", Group: "g2", Addr: "127.0.0.1:7004", Role: "secondary", State: "store-failed", Error: "disk full", Keys: u64(20), LastSeq: u64(5), Epoch: u64(1)},
 		{ID: "n9", Group: "g3", Addr: "127.0.0.1:7009", Role: "unassigned", State: "up", Keys: u64(0), LastSeq: u64(0), Epoch: u64(0)},
 	}
 	if !reflect.DeepEqual(s.Nodes, wantNodes) {
@@ -99,6 +100,7 @@ func TestBuildStatus(t *testing.T) {
 		"group g2 has 1 member, replication factor is 3",
 		"group g2 has no primary",
 		"node n2 (127.0.0.1:7002) unreachable: connection refused",
+		"node n4 (127.0.0.1:7004) serves nothing, its store failed: disk full",
 		"2 slots unassigned: 12,14",
 		"2 slots owned by unknown group gX: 13,15",
 	}
@@ -123,8 +125,8 @@ func TestBuildStatusLag(t *testing.T) {
 	if g.MaxLagEntries == nil || *g.MaxLagEntries != 10 || g.Keys == nil || *g.Keys != 42 {
 		t.Errorf("group = %s, want lag 10 and 42 keys", dump(g))
 	}
-	if len(s.Warnings) != 0 {
-		t.Errorf("healthy cluster has warnings %q", s.Warnings)
+	if len(s.Warnings) != 0 || s.State != StateHealthy || s.Problem() != nil {
+		t.Errorf("healthy cluster has state %s, warnings %q", s.State, s.Warnings)
 	}
 
 	// Without probes nothing live is known, and nothing is claimed.
@@ -175,10 +177,11 @@ func TestPrintStatusTable(t *testing.T) {
 		last = i
 	}
 	for _, cells := range [][]string{
-		{"c1", "127.0.0.1:6001", "leader"},
+		{"c1", "127.0.0.1:6001", "127.0.0.1:9001", "leader"},
 		{"g1", "3", "n1", "n1,n2", "n1,n2,n3", "8", "500", "-"},
-		{"n2", "g1", "127.0.0.1:7002", "secondary", "unreachable: connection refused", "-", "-", "-", "-"},
-		{"n3", "g1", "-", "secondary", "not registered"},
+		{"n1", "g1", "127.0.0.1:7001", "127.0.0.1:8001", "primary", "up", "500"},
+		{"n2", "g1", "127.0.0.1:7002", "-", "-", "unreachable", "-", "-", "-", "-"},
+		{"n3", "g1", "-", "-", "-", "not-registered"},
 	} {
 		if !hasRow(out, cells) {
 			t.Errorf("no table row with cells %q", cells)
@@ -186,6 +189,25 @@ func TestPrintStatusTable(t *testing.T) {
 	}
 	if !strings.Contains(out, "- group g2 has no primary\n") {
 		t.Error("warning line missing")
+	}
+	if strings.Contains(out, "connection refused |") {
+		t.Error("a node's error is in the table; it belongs in the warnings and the JSON")
+	}
+}
+
+// Coordinators whose ID is their address (the default) get no ID column.
+func TestPrintStatusCoordinatorsByAddress(t *testing.T) {
+	hdr, rows := coordinatorTable([]CoordinatorStatus{{ID: "h:1", Addr: "h:1", Role: "leader"}})
+	if want := []string{"ADDR", "HTTP", "ROLE"}; !reflect.DeepEqual(hdr, want) || !reflect.DeepEqual(rows, [][]string{{"h:1", "-", "leader"}}) {
+		t.Errorf("header %q rows %q, want %q and one row", hdr, rows, want)
+	}
+}
+
+func TestStatusProblem(t *testing.T) {
+	s := BuildStatus(sampleCluster())
+	err := s.Problem()
+	if err == nil || !strings.Contains(err.Error(), "cluster default is unhealthy: group g1 has 2 of 3 members in sync (and 8 more warnings)") {
+		t.Errorf("Problem() = %v", err)
 	}
 }
 

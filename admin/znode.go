@@ -24,6 +24,9 @@ const maxDataCell = 120
 type Znode struct {
 	Path    string `json:"path"`
 	Version int64  `json:"version"`
+	// ACL is the znode's access list ("digest:thunder:cdrwa"; a digest
+	// entry shows the user alone); empty when the service keeps none.
+	ACL []coord.ACL `json:"acl,omitempty"`
 	// Data is the content: embedded as is when it is JSON (as every
 	// ThunderYurts znode is), else as a JSON string; nil when empty.
 	Data json.RawMessage `json:"data,omitempty"`
@@ -72,6 +75,11 @@ func readZnode(ctx context.Context, conn coord.Conn, p string, depth int) (*Znod
 		return nil, fmt.Errorf("read znode %s: %w", p, err)
 	}
 	z := &Znode{Path: p, Version: int64(version), Data: decodeData(data)}
+	if ac, ok := conn.(coord.ACLConn); ok {
+		if z.ACL, err = ac.ACL(ctx, p); err != nil && !errors.Is(err, coord.ErrNoNode) {
+			return nil, fmt.Errorf("read znode %s: %w", p, err)
+		}
+	}
 	if depth == 0 {
 		return z, nil
 	}
@@ -112,7 +120,7 @@ func decodeData(data []byte) json.RawMessage {
 }
 
 // PrintZnodes renders z and its subtree: for FormatTable one PATH | VERSION
-// | DATA row per znode, depth first, with the data on one line and cut at
+// | ACL | DATA row per znode, depth first, with the data on one line and cut at
 // 120 characters; for FormatJSON the tree as indented JSON. It returns w's
 // write error, or ErrUnknownFormat.
 func PrintZnodes(w io.Writer, z *Znode, f Format) error {
@@ -121,13 +129,88 @@ func PrintZnodes(w io.Writer, z *Znode, f Format) error {
 		var rows [][]string
 		var walk func(*Znode)
 		walk = func(z *Znode) {
-			rows = append(rows, []string{z.Path, strconv.FormatInt(z.Version, 10), dataCell(z.Data)})
+			rows = append(rows, []string{z.Path, strconv.FormatInt(z.Version, 10), aclCell(z.ACL), dataCell(z.Data)})
 			for _, c := range z.Children {
 				walk(c)
 			}
 		}
 		walk(z)
-		ew.table("", []string{"PATH", "VERSION", "DATA"}, rows)
+		ew.table("", []string{"PATH", "VERSION", "ACL", "DATA"}, rows)
+		return ew.err
+	})
+}
+
+// aclCell is an access list on one line, ZooKeeper's notation.
+func aclCell(list []coord.ACL) string {
+	s := make([]string, len(list))
+	for i, a := range list {
+		s[i] = a.String()
+	}
+	return strings.Join(s, ",")
+}
+
+// ACLChange is what ApplyACL did, or would do, to a subtree.
+type ACLChange struct {
+	Root    string `json:"root"`
+	Mode    string `json:"mode"`
+	DryRun  bool   `json:"dry_run"`
+	Znodes  int    `json:"znodes"`  // in the subtree
+	Changed int    `json:"changed"` // whose access list was (or would be) replaced
+}
+
+// ApplyACL gives every znode of the subtree at root (an absolute path) the
+// access list of mode for conn's identity, parents before children, and
+// counts the znodes whose list changed; with dryRun it changes nothing. It
+// is idempotent: a second run changes nothing. Znodes deleted meanwhile
+// (ephemeral ones) are skipped; those created meanwhile get the list of
+// the Conn that creates them.
+func ApplyACL(ctx context.Context, conn coord.ACLConn, root string, mode coord.ACLMode, dryRun bool) (*ACLChange, error) {
+	res := &ACLChange{Root: root, Mode: mode.String(), DryRun: dryRun}
+	var walk func(p string) error
+	walk = func(p string) error {
+		changed, err := conn.ApplyACL(ctx, p, mode, dryRun)
+		if errors.Is(err, coord.ErrNoNode) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		res.Znodes++
+		if changed {
+			res.Changed++
+		}
+		names, err := conn.Children(ctx, p)
+		if errors.Is(err, coord.ErrNoNode) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("list children of znode %s: %w", p, err)
+		}
+		for _, name := range names {
+			if err := walk(coord.JoinPath(p, name)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := walk(root); err != nil {
+		return nil, err
+	}
+	if res.Znodes == 0 {
+		return nil, fmt.Errorf("set ACL %s: %w", root, coord.ErrNoNode)
+	}
+	return res, nil
+}
+
+// PrintACLChange renders r: one sentence for FormatTable.
+func PrintACLChange(w io.Writer, r *ACLChange, f Format) error {
+	return render(w, f, r, func() error {
+		ew := &errWriter{w: w}
+		verb := "changed"
+		if r.DryRun {
+			verb = "would change (dry run)"
+		}
+		ew.printf("%s: %s the ACL of %d of %d znodes to %s\n", r.Root, verb, r.Changed, r.Znodes, r.Mode)
 		return ew.err
 	})
 }

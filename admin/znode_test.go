@@ -2,8 +2,10 @@ package admin
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -86,10 +88,10 @@ func TestPrintZnodes(t *testing.T) {
 	out := buf.String()
 	t.Logf("\n%s", out)
 	for _, cells := range [][]string{
-		{"/misc", "0", ""},
-		{"/misc/plain", "0", `"hello\nworld"`},
-		{"/misc/pretty", "0", `{"a":1}`},
-		{"/misc/long", "0", long[:maxDataCell] + "…"},
+		{"/misc", "0", "", ""},
+		{"/misc/plain", "0", "", `"hello\nworld"`},
+		{"/misc/pretty", "0", "", `{"a":1}`},
+		{"/misc/long", "0", "", long[:maxDataCell] + "…"},
 	} {
 		if !hasRow(out, cells) {
 			t.Errorf("no row %q", cells)
@@ -143,5 +145,97 @@ func TestZnodePath(t *testing.T) {
 		if got, err := ZnodePath(tc.cluster, tc.p); !errors.Is(err, coord.ErrInvalid) {
 			t.Errorf("ZnodePath(%q, %q) = %q, %v; want ErrInvalid", tc.cluster, tc.p, got, err)
 		}
+	}
+}
+
+// aclConn is a coord.ACLConn on memcoord: each node's mode, open until set.
+type aclConn struct {
+	coord.Conn
+	modes map[string]coord.ACLMode
+}
+
+func (c *aclConn) ACL(ctx context.Context, p string) ([]coord.ACL, error) {
+	if _, _, err := c.Get(ctx, p); err != nil {
+		return nil, err
+	}
+	switch c.modes[p] {
+	case coord.ACLCreator:
+		return []coord.ACL{{Scheme: "digest", ID: "thunder", Perms: "cdrwa"}}, nil
+	case coord.ACLRead:
+		return []coord.ACL{{Scheme: "digest", ID: "thunder", Perms: "cdrwa"}, {Scheme: "world", ID: "anyone", Perms: "r"}}, nil
+	}
+	return []coord.ACL{{Scheme: "world", ID: "anyone", Perms: "cdrwa"}}, nil
+}
+
+func (c *aclConn) ApplyACL(ctx context.Context, p string, mode coord.ACLMode, dryRun bool) (bool, error) {
+	if _, _, err := c.Get(ctx, p); err != nil {
+		return false, err
+	}
+	if c.modes[p] == mode {
+		return false, nil
+	}
+	if !dryRun {
+		c.modes[p] = mode
+	}
+	return true, nil
+}
+
+func TestApplyACLAndShowIt(t *testing.T) {
+	ctx := testContext(t)
+	cl := newTestCluster(t)
+	conn := &aclConn{Conn: cl.Conn(), modes: map[string]coord.ACLMode{}}
+	root := coord.ClusterPath("default")
+	all, err := ReadZnodes(ctx, conn, root, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	var count func(*Znode)
+	count = func(z *Znode) {
+		n++
+		for _, c := range z.Children {
+			count(c)
+		}
+	}
+	count(all)
+
+	for _, step := range []struct {
+		mode         coord.ACLMode
+		dryRun       bool
+		wantChanged  int
+		wantRootCell string
+	}{
+		{coord.ACLCreator, true, n, "world:anyone:cdrwa"},
+		{coord.ACLCreator, false, n, "digest:thunder:cdrwa"},
+		{coord.ACLCreator, false, 0, "digest:thunder:cdrwa"},
+		{coord.ACLRead, false, n, "digest:thunder:cdrwa,world:anyone:r"},
+		{coord.ACLOpen, false, n, "world:anyone:cdrwa"},
+	} {
+		res, err := ApplyACL(ctx, conn, root, step.mode, step.dryRun)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Znodes != n || res.Changed != step.wantChanged {
+			t.Errorf("%s dry run %v: %+v, want %d of %d changed", step.mode, step.dryRun, res, step.wantChanged, n)
+		}
+		z, err := ReadZnodes(ctx, conn, root, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var buf bytes.Buffer
+		if err := PrintZnodes(&buf, z, FormatTable); err != nil {
+			t.Fatal(err)
+		}
+		if !hasRow(buf.String(), []string{root, "0", step.wantRootCell}) {
+			t.Errorf("after %s dry run %v:\n%s\nwant ACL %s", step.mode, step.dryRun, buf.String(), step.wantRootCell)
+		}
+	}
+	var buf bytes.Buffer
+	res, _ := ApplyACL(ctx, conn, root, coord.ACLCreator, true)
+	if err := PrintACLChange(&buf, res, FormatTable); err != nil || buf.String() != root+": would change (dry run) the ACL of "+strconv.Itoa(n)+" of "+strconv.Itoa(n)+" znodes to creator\n" {
+		t.Errorf("print: %q, %v", buf.String(), err)
+	}
+	if _, err := ApplyACL(ctx, conn, root+"/missing", coord.ACLCreator, false); !errors.Is(err, coord.ErrNoNode) {
+		t.Errorf("apply to a missing subtree: %v, want ErrNoNode", err)
 	}
 }

@@ -30,6 +30,10 @@ var (
 	ErrInvalid = errors.New("coord: invalid argument")
 	// ErrBadData: a node's content does not decode as the record it should hold.
 	ErrBadData = errors.New("coord: malformed record")
+	// ErrNoAuth: the service refused the call because the node's access list
+	// does not admit this connection's identity (ZooKeeper: its ACL). Retrying
+	// does not help; connecting with the right credentials does.
+	ErrNoAuth = errors.New("coord: not authorised")
 )
 
 // Errors of the election and domain helpers.

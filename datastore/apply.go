@@ -217,6 +217,7 @@ func (s *Store) applyOnce() (int, error) {
 		return 0, fmt.Errorf("seqs %d..%d: %w", batch.at(0).seq, last, err)
 	}
 	s.applies.Add(1)
+	s.observer.Applied(batch.len(), time.Since(start))
 	s.log.Debug("datastore applied", "entries", batch.len(), "keys", len(order), "last_seq", last, "took", time.Since(start))
 	s.mu.Lock()
 	s.applied = last

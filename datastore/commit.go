@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"runtime"
+	"time"
 )
 
 type requestKind uint8
@@ -440,6 +441,7 @@ func (s *Store) commit(batch []*request) {
 		return
 	}
 	st := s.logState
+	prev := st.last
 	buf := s.walBuf[:0]
 	for _, r := range batch {
 		buf = s.encode(&st, r, buf)
@@ -475,10 +477,12 @@ func (s *Store) commit(batch []*request) {
 	if s.hooks.beforeSync != nil {
 		s.hooks.beforeSync()
 	}
+	synced := time.Now()
 	if err := s.sync(); err != nil {
 		s.failStop(batch, "fdatasync log", err)
 		return
 	}
+	s.observer.GroupCommit(int(st.last-prev), time.Since(synced))
 	s.mu.Lock()
 	s.durable = st.last
 	s.advanceCommittedLocked()

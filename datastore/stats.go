@@ -56,15 +56,30 @@ func (s *Store) Stats() (Stats, error) {
 	if err != nil {
 		return Stats{}, fmt.Errorf("stats: %w", err)
 	}
-	fi, err := os.Stat(filepath.Join(s.dir, dataFile))
-	if err != nil {
+	if st.FileBytes, st.WALBytes, err = s.diskBytes(segs); err != nil {
 		return Stats{}, fmt.Errorf("stats: %w", err)
 	}
-	st.FileBytes = fi.Size()
+	return st, nil
+}
+
+// DiskBytes returns the sizes of the data file and of the log segments
+// (as Stats does) without walking the data: cheap enough for every scrape.
+func (s *Store) DiskBytes() (file, wal int64, err error) {
+	s.mu.RLock()
+	segs := slices.Clone(s.segments)
+	s.mu.RUnlock()
+	return s.diskBytes(segs)
+}
+
+func (s *Store) diskBytes(segs []segment) (file, wal int64, err error) {
+	fi, err := os.Stat(filepath.Join(s.dir, dataFile))
+	if err != nil {
+		return 0, 0, err
+	}
 	for _, seg := range segs {
 		if fi, err := os.Stat(seg.path); err == nil {
-			st.WALBytes += fi.Size()
+			wal += fi.Size()
 		}
 	}
-	return st, nil
+	return fi.Size(), wal, nil
 }

@@ -1,14 +1,20 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/thunderyurts/thunderyurts/admin"
+	"github.com/thunderyurts/thunderyurts/client/bench"
 	"github.com/thunderyurts/thunderyurts/coord"
 	"github.com/thunderyurts/thunderyurts/wire/nodeclient"
 )
@@ -21,7 +27,14 @@ func adminCommand() *cli.Command {
 			{
 				Name:  "status",
 				Usage: "coordinators, groups, nodes and warnings (-o json for scripts); exits 1 when there are warnings",
+				Flags: []cli.Flag{
+					boolFlag("watch", "print the status again every --interval until Ctrl-C, in place on a terminal", "w"),
+					durationFlag("interval", 2*time.Second, 100*time.Millisecond, time.Hour, "refresh period of --watch"),
+				},
 				Action: func(c *cli.Context) error {
+					if c.Bool("watch") {
+						return watchStatus(c)
+					}
 					return withCluster(c, func(ctx context.Context, cl *coord.Cluster, f admin.Format) error {
 						st, err := admin.CollectStatus(ctx, cl, nodeclient.NodeStatus, nodeclient.NodeSlotCounts)
 						if err != nil {
@@ -32,10 +45,7 @@ func adminCommand() *cli.Command {
 						}
 						// Every warning is something to act on: monitors
 						// and scripts read the exit code.
-						if n := len(st.Warnings); n > 0 {
-							return fmt.Errorf("cluster %s is unhealthy: %d warning(s)", cl.Name(), n)
-						}
-						return nil
+						return st.Problem()
 					})
 				},
 			},
@@ -46,6 +56,7 @@ func adminCommand() *cli.Command {
 				Flags: []cli.Flag{
 					boolFlag("recursive", "include every descendant", "r"),
 				},
+				Subcommands: []*cli.Command{zkSecureCommand()},
 				Action: func(c *cli.Context) error {
 					if c.NArg() > 1 {
 						return usagef("admin zk takes at most one argument: PATH")
@@ -126,6 +137,47 @@ func adminCommand() *cli.Command {
 	}
 }
 
+// zkSecureCommand migrates a cluster's znodes to the ACL of --zk-auth and
+// --zk-acl, or back to open.
+func zkSecureCommand() *cli.Command {
+	return &cli.Command{
+		Name: "secure",
+		Usage: "give every znode of the cluster the ACL of --zk-auth and --zk-acl (an existing cluster created without them), " +
+			"or make them open to anyone again with --open; prints how many changed, and changes nothing the second time",
+		Flags: []cli.Flag{
+			boolFlag("dry-run", "count the znodes that would change, change nothing"),
+			boolFlag("open", "give the znodes back the open ACL world:anyone (as without --zk-auth)"),
+		},
+		Action: func(c *cli.Context) error {
+			auth, mode, err := zkOptions(c)
+			switch {
+			case err != nil:
+				return err
+			case auth.IsZero():
+				return usagef("admin zk secure needs --zk-auth: the identity that gets every right on the znodes")
+			case c.Bool("open") && c.String("zk-acl") != "":
+				return usagef("admin zk secure: --open and --zk-acl exclude each other")
+			case c.Bool("open"):
+				mode = coord.ACLOpen
+			}
+			return withCluster(c, func(ctx context.Context, cl *coord.Cluster, f admin.Format) error {
+				conn, ok := cl.Conn().(coord.ACLConn)
+				if !ok {
+					return fmt.Errorf("admin zk secure: the coordination service keeps no ACLs")
+				}
+				res, err := admin.ApplyACL(ctx, conn, coord.ClusterPath(cl.Name()), mode, c.Bool("dry-run"))
+				if errors.Is(err, coord.ErrNoNode) {
+					return fmt.Errorf("%w: %w", coord.ErrNoCluster, err)
+				}
+				if err != nil {
+					return err
+				}
+				return admin.PrintACLChange(c.App.Writer, res, f)
+			})
+		},
+	}
+}
+
 // outputFormat is -o/--output, which its flag checked.
 func outputFormat(c *cli.Context) admin.Format {
 	f, _ := admin.ParseFormat(c.String("output"))
@@ -151,6 +203,60 @@ func inCluster(ctx context.Context, c *cli.Context, fn func(context.Context, *co
 	err = fn(ctx, cl, f)
 	if errors.Is(err, coord.ErrNoCluster) {
 		return fmt.Errorf("cluster %q does not exist in ZooKeeper %s (start a coordinator to create it): %w", cl.Name(), c.String("zk"), err)
+	}
+	return err
+}
+
+// watchStatus prints the status every --interval until Ctrl-C, which exits
+// 0. On a terminal each report replaces the last (cursor home, clear
+// screen); otherwise the reports follow one another, an empty line apart.
+// A failed collection is printed and watched through, as is an unhealthy
+// cluster.
+func watchStatus(c *cli.Context) error {
+	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	w := c.App.Writer
+	out, _ := w.(*os.File)
+	terminal := bench.IsTerminal(out)
+	err := inCluster(ctx, c, func(ctx context.Context, cl *coord.Cluster, f admin.Format) error {
+		tick := time.NewTicker(c.Duration("interval"))
+		defer tick.Stop()
+		var buf bytes.Buffer
+		for {
+			buf.Reset()
+			if terminal && f == admin.FormatTable {
+				fmt.Fprintf(&buf, "every %s, at %s (Ctrl-C to stop)\n\n", c.Duration("interval"), time.Now().Format(time.TimeOnly))
+			}
+			sctx, cancel := context.WithTimeout(ctx, c.Duration("timeout"))
+			st, err := admin.CollectStatus(sctx, cl, nodeclient.NodeStatus, nodeclient.NodeSlotCounts)
+			cancel()
+			switch {
+			case ctx.Err() != nil:
+				return nil
+			case err != nil:
+				fmt.Fprintf(&buf, "%s status: %v\n", time.Now().Format(time.TimeOnly), err)
+			default:
+				if err := admin.PrintStatus(&buf, st, f); err != nil {
+					return err
+				}
+			}
+			if terminal {
+				fmt.Fprint(w, "\x1b[H\x1b[2J")
+			} else {
+				buf.WriteString("\n")
+			}
+			if _, err := w.Write(buf.Bytes()); err != nil {
+				return err
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-tick.C:
+			}
+		}
+	})
+	if ctx.Err() != nil && c.Context.Err() == nil {
+		return nil // Ctrl-C
 	}
 	return err
 }

@@ -74,11 +74,13 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 func prepare(cmd *cli.Command) {
 	cmd.OnUsageError = onUsageError
 	cmd.HideHelpCommand = true
-	if len(cmd.Subcommands) > 0 {
+	for _, sub := range cmd.Subcommands {
+		prepare(sub)
+	}
+	// A command with subcommands and an action of its own (admin zk [PATH],
+	// admin zk secure) is a leaf too.
+	if len(cmd.Subcommands) > 0 && cmd.Action == nil {
 		cmd.Action = unknownCommand
-		for _, sub := range cmd.Subcommands {
-			prepare(sub)
-		}
 		return
 	}
 	cmd.Flags = append(cmd.Flags, globalFlags()...)
@@ -225,9 +227,13 @@ func newLogger(c *cli.Context, level slog.Level) *slog.Logger {
 // clusterConn connects to ZooKeeper within the command's timeout. With
 // failFast it gives up as soon as every server refused the connection.
 func clusterConn(ctx context.Context, c *cli.Context, log *slog.Logger, sessionTimeout time.Duration, failFast bool) (*coord.Cluster, func(), error) {
+	auth, acl, err := zkOptions(c)
+	if err != nil {
+		return nil, nil, err
+	}
 	dctx, cancel := context.WithTimeout(ctx, c.Duration("timeout"))
 	defer cancel()
-	conn, err := zkcoord.Dial(dctx, c.String("zk"), zkcoord.Options{SessionTimeout: sessionTimeout, Logger: log, FailFast: failFast})
+	conn, err := zkcoord.Dial(dctx, c.String("zk"), zkcoord.Options{SessionTimeout: sessionTimeout, Logger: log, FailFast: failFast, Auth: auth, ACL: acl})
 	if errors.Is(err, coord.ErrInvalid) {
 		return nil, nil, usageIn(c, "--zk: %v", err)
 	}

@@ -42,6 +42,10 @@ func runDev(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	auth, acl, err := zkOptions(c)
+	if err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
@@ -49,15 +53,14 @@ func runDev(c *cli.Context) error {
 	cl, err := devcluster.Start(sctx, devcluster.Config{
 		Binary: self, Dir: dir, Cluster: c.String("cluster"),
 		Groups: c.Int("groups"), Replicas: c.Int("replicas"), Coords: c.Int("coords"), Slots: c.Int("slots"), Logger: log,
-		DataArgs: []string{"--acks", c.String("acks")},
+		DataArgs: []string{"--acks", c.String("acks")}, ZKAuth: auth, ZKACL: acl,
 	})
 	if err != nil {
 		return err
 	}
 	cl.Describe(c.App.Writer)
 	if f := c.String("ready-file"); f != "" {
-		line := fmt.Sprintf("export THUNDER_ZK=%s THUNDER_CLUSTER=%s\n", cl.ZK(), c.String("cluster"))
-		if err := os.WriteFile(f, []byte(line), 0o644); err != nil {
+		if err := os.WriteFile(f, []byte(cl.ExportLine()+"\n"), 0o644); err != nil {
 			_ = cl.Stop()
 			return fmt.Errorf("ready file: %w", err)
 		}

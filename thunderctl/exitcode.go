@@ -8,6 +8,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/thunderyurts/thunderyurts/client"
+	"github.com/thunderyurts/thunderyurts/coord"
 )
 
 // Exit codes, as the README documents them.
@@ -65,6 +66,9 @@ func exitCodeOf(err error) int {
 	switch {
 	case err == nil:
 		return exitOK
+	case errors.Is(err, coord.ErrNoAuth):
+		// ZooKeeper refused: the operation failed, whatever wraps it.
+		return exitFailed
 	case errors.As(err, &ue), errors.Is(err, client.ErrInvalidArgument):
 		return exitUsage
 	case errors.Is(err, client.ErrNotFound):
@@ -92,6 +96,9 @@ func errorLine(err error) string {
 			help = "thunderctl help"
 		}
 		line += fmt.Sprintf(" (see '%s')", help)
+	}
+	if errors.Is(err, coord.ErrNoAuth) {
+		line += " (need --zk-auth with the cluster's ZooKeeper credentials)"
 	}
 	return line
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/thunderyurts/thunderyurts/admin"
 	"github.com/thunderyurts/thunderyurts/client"
 	"github.com/thunderyurts/thunderyurts/coord"
+	"github.com/thunderyurts/thunderyurts/coord/zkcoord"
 )
 
 // Every flag reads THUNDER_<FLAG> and carries its own check, which runs
@@ -96,6 +97,9 @@ func globalFlags() []cli.Flag {
 	output.Aliases = []string{"o"}
 	return []cli.Flag{
 		stringFlag("zk", "127.0.0.1:2181", "ZooKeeper connect string `HOST:PORT[,...][/CHROOT]`", checkZK),
+		zkAuthFlag(),
+		stringFlag("zk-acl", "", "ACL of the znodes this process creates, with --zk-auth: creator (that identity has every right, others none), "+
+			"read (others may read) or open (anyone may do anything: while a cluster migrates to ACLs) (default: creator)", checkZKACL),
 		stringFlag("cluster", "default", "cluster `NAME`", func(v string) error { return coord.CheckName("cluster", v) }),
 		timeout,
 		output,
@@ -185,6 +189,70 @@ func checkZK(servers string) error {
 		}
 	}
 	return nil
+}
+
+// zkAuthFlag is --zk-auth. It holds a password, so its errors and its help
+// never show its value.
+func zkAuthFlag() *cli.StringFlag {
+	f := stringFlag("zk-auth", "", "ZooKeeper credentials `digest:USER:PASSWORD`, or @FILE holding that line: "+
+		"a file keeps the password out of ps and shell history; without it the znodes are open to anyone", nil)
+	f.DefaultText = "none"
+	f.Action = func(c *cli.Context, v string) error {
+		if _, err := readZKAuth(v); err != nil {
+			return usageIn(c, "--zk-auth: %v", err)
+		}
+		return nil
+	}
+	return f
+}
+
+// readZKAuth reads --zk-auth: "" (no credentials), digest:USER:PASSWORD or
+// @FILE whose first line is that. Errors never repeat the password.
+func readZKAuth(v string) (zkcoord.Auth, error) {
+	if v == "" {
+		return zkcoord.Auth{}, nil
+	}
+	if name, ok := strings.CutPrefix(v, "@"); ok {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			return zkcoord.Auth{}, err
+		}
+		line, _, _ := strings.Cut(string(b), "\n")
+		a, err := zkcoord.ParseAuth(strings.TrimSpace(line))
+		if err != nil {
+			return zkcoord.Auth{}, fmt.Errorf("%s: %w", name, err)
+		}
+		return a, nil
+	}
+	return zkcoord.ParseAuth(v)
+}
+
+func checkZKACL(v string) error {
+	if v == "" {
+		return nil
+	}
+	_, err := coord.ParseACLMode(v)
+	return err
+}
+
+// zkOptions are the credentials and ACL of --zk-auth and --zk-acl, which
+// their flags checked.
+func zkOptions(c *cli.Context) (zkcoord.Auth, coord.ACLMode, error) {
+	auth, err := readZKAuth(c.String("zk-auth"))
+	if err != nil {
+		return auth, 0, usageIn(c, "--zk-auth: %v", err)
+	}
+	acl := c.String("zk-acl")
+	switch {
+	case auth.IsZero() && acl != "":
+		return auth, 0, usageIn(c, "--zk-acl %s needs --zk-auth", acl)
+	case auth.IsZero():
+		return auth, coord.ACLOpen, nil
+	case acl == "":
+		return auth, coord.ACLCreator, nil
+	}
+	mode, _ := coord.ParseACLMode(acl) // checked by the flag
+	return auth, mode, nil
 }
 
 // completeFlags completes a leaf command's flags: a flag given before the

@@ -35,6 +35,13 @@ type Options struct {
 	// context ends: right for a command a person waits on, not for a daemon
 	// that may start before ZooKeeper does.
 	FailFast bool
+	// Auth, when set, is presented to the server before any other request,
+	// on every connection and session: the Conn acts as that identity.
+	Auth Auth
+	// ACL is the access list of every node the Conn creates (chroot and
+	// missing parents included): ACLOpen, the zero value, lets anyone do
+	// anything; ACLCreator and ACLRead need Auth.
+	ACL coord.ACLMode
 }
 
 // Conn is a coord.Conn on ZooKeeper. It reconnects by itself; a session the
@@ -45,6 +52,8 @@ type Conn struct {
 	servers string
 	chroot  string // "" or "/a/b", prefixed to every path
 	timeout time.Duration
+	auth    Auth
+	acl     []zk.ACL // of every node created
 	log     *slog.Logger
 	net     *netFaults
 	hosts   *hostList
@@ -60,7 +69,7 @@ type Conn struct {
 	renewDone chan struct{}
 }
 
-var _ coord.Conn = (*Conn)(nil)
+var _ coord.ACLConn = (*Conn)(nil)
 
 // Dial connects to the ZooKeeper ensemble servers ("host:port,host:port",
 // optionally followed by a chroot path "/prefix" that is created if missing)
@@ -68,16 +77,23 @@ var _ coord.Conn = (*Conn)(nil)
 // Options.FailFast, once every server refused the connection) it gives up
 // (the ZooKeeper client alone would retry forever) and returns an error
 // matching coord.ErrUnavailable that names the servers and the last dial
-// error. A malformed servers string gives coord.ErrInvalid.
+// error. A malformed servers string, or an ACL mode without Auth, gives
+// coord.ErrInvalid.
 func Dial(ctx context.Context, servers string, opts Options) (*Conn, error) {
 	hosts, chroot, err := parseServers(servers)
 	if err != nil {
 		return nil, err
 	}
+	list, err := acl(opts.ACL, opts.Auth)
+	if err != nil {
+		return nil, fmt.Errorf("zookeeper %s: %w", servers, err)
+	}
 	c := &Conn{
 		servers:   servers,
 		chroot:    chroot,
 		timeout:   opts.SessionTimeout,
+		auth:      opts.Auth,
+		acl:       list,
 		log:       opts.Logger,
 		net:       &netFaults{},
 		hosts:     &hostList{},
@@ -120,6 +136,12 @@ func Dial(ctx context.Context, servers string, opts Options) (*Conn, error) {
 		return nil, &unreachableError{servers: servers, cause: cause, ctxErr: ctx.Err()}
 	}
 	go c.renewLease()
+	if !opts.Auth.IsZero() {
+		if err := c.addAuth(ctx, opts.Auth); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("zookeeper %s: authenticate as %s: %w", servers, opts.Auth.User, err)
+		}
+	}
 	if chroot != "" {
 		if err := c.ensurePath(ctx, chroot); err != nil {
 			c.Close()
@@ -301,7 +323,7 @@ func (c *Conn) create(ctx context.Context, op, path, check string, data []byte, 
 
 func (c *Conn) zkCreate(ctx context.Context, full string, data []byte, flags int32) (string, error) {
 	return call(ctx, c, func() (string, error) {
-		return c.zk.Create(full, data, flags, zk.WorldACL(zk.PermAll))
+		return c.zk.Create(full, data, flags, c.acl)
 	})
 }
 

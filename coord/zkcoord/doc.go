@@ -13,6 +13,12 @@
 //	}
 //	defer conn.Close()
 //
+// With Options.Auth the Conn presents digest credentials before any other
+// request, on every connection and every new session, and creates every
+// node with the ACL of Options.ACL (that identity alone, or with read for
+// everyone); ACL and ApplyACL (coord.ACLConn) show and migrate the ACLs of
+// existing nodes. A refusal by an ACL matches coord.ErrNoAuth.
+//
 // For tests of failure handling, a Conn can be cut off from ZooKeeper
 // (SetUnavailable) and have its session expired on the server
 // (ExpireSession).

@@ -24,6 +24,8 @@ func convert(err error) error {
 		return coord.ErrNotEmpty
 	case errors.Is(err, zk.ErrSessionExpired), errors.Is(err, zk.ErrSessionMoved):
 		return fmt.Errorf("%w: %v", coord.ErrSessionLost, err)
+	case errors.Is(err, zk.ErrNoAuth), errors.Is(err, zk.ErrAuthFailed):
+		return errNoAuth
 	case errors.Is(err, zk.ErrClosing):
 		return coord.ErrClosed
 	case errors.Is(err, zk.ErrInvalidPath), errors.Is(err, zk.ErrNoChildrenForEphemerals),
@@ -31,11 +33,19 @@ func convert(err error) error {
 		return fmt.Errorf("%w: %v", coord.ErrInvalid, err)
 	default:
 		// Connection closed, no server, I/O timeouts, and the server-side
-		// failures we never provoke (auth, ACL): the service did not serve
-		// the call.
+		// failures we never provoke: the service did not serve the call.
 		return fmt.Errorf("%w: %v", coord.ErrUnavailable, err)
 	}
 }
+
+// errNoAuth is ZooKeeper's refusal by a node's ACL, in words for the
+// operator, matching coord.ErrNoAuth.
+var errNoAuth error = noAuthError{}
+
+type noAuthError struct{}
+
+func (noAuthError) Error() string { return "ZooKeeper refused: not authorised" }
+func (noAuthError) Unwrap() error { return coord.ErrNoAuth }
 
 // unreachableError is Dial's error when no server gave a session in time.
 type unreachableError struct {

@@ -41,6 +41,9 @@ type Options struct {
 	// Backups, when set, gives each coordinator its scheduled backups,
 	// over that coordinator's own session.
 	Backups func(*coord.Cluster) coordinator.Backups
+	// HTTP serves every daemon's HTTP endpoints on a loopback port (see
+	// HTTPAddr).
+	HTTP bool
 }
 
 // Cluster is a running in-process cluster. Its methods fail the test
@@ -168,7 +171,7 @@ func (c *Cluster) tryStart(m *member, change func(*datanode.Config)) error {
 	if m.dir == "" {
 		cfg := coordinator.Config{
 			Cluster: cl, ID: m.name, Listen: "127.0.0.1:0", Slots: c.opts.Slots, ReplicationFactor: c.opts.ReplicationFactor,
-			AssignDelay: c.opts.AssignDelay, NodeStatus: nodeclient.NodeStatus, Logger: log,
+			AssignDelay: c.opts.AssignDelay, NodeStatus: nodeclient.NodeStatus, Logger: log, HTTP: c.httpAddr(),
 		}
 		if c.opts.Backups != nil {
 			cfg.Backups = c.opts.Backups(cl)
@@ -177,7 +180,7 @@ func (c *Cluster) tryStart(m *member, change func(*datanode.Config)) error {
 	} else {
 		cfg := datanode.Config{
 			Cluster: cl, Group: m.group, Listen: m.addr, Dir: m.dir, Logger: log,
-			Acks: c.opts.Acks, MinInsync: c.opts.MinInsync, MaxLag: c.opts.MaxLag,
+			Acks: c.opts.Acks, MinInsync: c.opts.MinInsync, MaxLag: c.opts.MaxLag, HTTP: c.httpAddr(),
 		}
 		if change != nil {
 			change(&cfg)
@@ -333,6 +336,29 @@ func (c *Cluster) RestartWith(name string, change func(*datanode.Config)) error 
 		c.t.Fatalf("clustertest: the client is not restarted; make a new cluster")
 	}
 	return c.tryStart(m, change)
+}
+
+func (c *Cluster) httpAddr() string {
+	if c.opts.HTTP {
+		return "127.0.0.1:0"
+	}
+	return ""
+}
+
+// HTTPAddr is the address of a running member's HTTP endpoints (Options.HTTP).
+func (c *Cluster) HTTPAddr(name string) string {
+	c.t.Helper()
+	m := c.member(name)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case m.coord != nil:
+		return m.coord.HTTPAddr()
+	case m.node != nil:
+		return m.node.HTTPAddr()
+	}
+	c.t.Fatalf("clustertest: %s is not running", name)
+	return ""
 }
 
 // Dir is data node name's data directory (its store is in Dir/store).

@@ -79,8 +79,7 @@ type Coordinator struct {
 	http    *ops.Server
 	addr    string
 	leading atomic.Bool
-	reg     *ops.Registry
-	elected *atomic.Uint64
+	metrics *metrics
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -117,7 +116,7 @@ func Start(ctx context.Context, cfg Config) (*Coordinator, error) {
 	cfg.CopyStall = cmp.Or(cfg.CopyStall, defaultCopyStall)
 	cfg.RetryDelay = cmp.Or(cfg.RetryDelay, defaultRetryDelay)
 	cfg.MigrationsPerGroup = cmp.Or(cfg.MigrationsPerGroup, 1)
-	c := &Coordinator{cfg: cfg, log: cfg.Logger, done: make(chan struct{}), reg: ops.NewRegistry()}
+	c := &Coordinator{cfg: cfg, log: cfg.Logger, done: make(chan struct{}), metrics: newMetrics()}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	if err := c.start(ctx); err != nil {
 		c.Close()
@@ -164,37 +163,12 @@ func (c *Coordinator) start(ctx context.Context) error {
 			go c.fail(fmt.Errorf("route service stopped: %w", err))
 		}
 	}()
-	c.elected = c.reg.Counter("thunder_coord_elections_won_total", "Times this coordinator became leader.")
-	c.reg.Gauge("thunder_coord_is_leader", "1 while this coordinator leads.", func() float64 {
-		if c.leading.Load() {
-			return 1
-		}
-		return 0
-	})
-	if b := c.cfg.Backups; b != nil {
-		c.reg.Gauge("thunder_backup_last_success_unixtime", "Unix time the newest successful scheduled backup finished; 0: none.", func() float64 {
-			if _, ok := b.LastRuns(); !ok.Finished.IsZero() {
-				return float64(ok.Finished.Unix())
-			}
-			return 0
-		})
-		c.reg.Gauge("thunder_backup_last_duration_seconds", "How long the newest finished scheduled backup ran.", func() float64 {
-			last, _ := b.LastRuns()
-			return max(0, last.Finished.Sub(last.Started).Seconds())
-		})
-		c.reg.Gauge("thunder_backup_last_bytes", "Bytes the newest successful scheduled backup wrote.", func() float64 {
-			_, ok := b.LastRuns()
-			return float64(ok.Bytes)
-		})
-		c.reg.Gauge("thunder_backup_last_failed", "1 while the newest finished scheduled backup failed.", func() float64 {
-			if last, _ := b.LastRuns(); last.Err != "" {
-				return 1
-			}
-			return 0
-		})
-	}
+	c.registerGauges()
+	watchSession := c.metrics.reg.WatchSession(c.cfg.Cluster.Conn())
+	c.wg.Add(1)
+	go func() { defer c.wg.Done(); watchSession(c.ctx) }()
 	if c.cfg.HTTP != "" {
-		if c.http, err = ops.Serve(c.cfg.HTTP, c.reg, func() error { return nil }, c.log); err != nil {
+		if c.http, err = ops.Serve(c.cfg.HTTP, c.metrics.reg, func() error { return nil }, c.log); err != nil {
 			return err
 		}
 	}
@@ -228,7 +202,7 @@ func (c *Coordinator) campaign() {
 			continue
 		}
 		c.leading.Store(true)
-		c.elected.Add(1)
+		c.metrics.elected.Inc()
 		c.log.Info("became leader")
 		c.lead(leaderCtx)
 		c.leading.Store(false)
@@ -248,6 +222,14 @@ func (c *Coordinator) Leading() bool { return c.leading.Load() }
 
 // Addr is the routing service's bound address.
 func (c *Coordinator) Addr() string { return c.addr }
+
+// HTTPAddr is the bound address of the HTTP endpoints; "" without them.
+func (c *Coordinator) HTTPAddr() string {
+	if c.http == nil {
+		return ""
+	}
+	return c.http.Addr()
+}
 
 // Done is closed when the coordinator has stopped, on its own or by Close.
 func (c *Coordinator) Done() <-chan struct{} { return c.done }

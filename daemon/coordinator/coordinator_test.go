@@ -100,7 +100,7 @@ func (f *fakeCluster) stopCoordinators() {
 func (f *fakeCluster) leader(probe func(context.Context, string) (*wire.NodeStatus, error)) *leader {
 	conn := f.srv.Connect()
 	f.t.Cleanup(func() { conn.Close() })
-	c := &Coordinator{cfg: Config{Cluster: coord.NewCluster(conn, "test"), NodeStatus: probe}, log: discard}
+	c := &Coordinator{cfg: Config{Cluster: coord.NewCluster(conn, "test"), NodeStatus: probe}, log: discard, metrics: newMetrics()}
 	return &leader{c: c, stranded: map[string]uint64{}}
 }
 

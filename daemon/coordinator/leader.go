@@ -135,6 +135,7 @@ func (l *leader) failover(ctx context.Context) {
 		case err != nil:
 			l.c.log.Warn("failover failed", "group", g.Name, "err", err)
 		case promoted:
+			l.c.metrics.failovers.Inc()
 			l.c.log.Info("failover: promoted the in-sync member with the longest log", "group", g.Name, "old_primary", old,
 				"new_primary", best, "epoch", ng.Epoch, "last_epoch", pos.LastEpoch, "last_seq", pos.LastSeq)
 		}

@@ -122,7 +122,7 @@ func (h *holds) admit(ctx context.Context, s *service, batch *wire.Batch, r *rep
 		h.pending = append(h.pending, pb)
 		n.mig.wake()
 	}
-	n.metrics.held.Add(uint64(len(held)))
+	n.metrics.held.Add(float64(len(held)))
 	return &wire.Batch{Requests: keep}, h.gate.RUnlock
 }
 
@@ -251,7 +251,7 @@ func redispatch(parked []parkedBatch) int {
 	for _, pb := range parked {
 		n += len(pb.reqs)
 		pb.svc.handle(pb.ctx, &wire.Batch{Requests: pb.reqs}, pb.r)
-		pb.r.written(nil, 0, nil, nil) // takes back admit's queued()
+		pb.r.written(pendingWrite{}, nil) // takes back admit's queued()
 	}
 	return n
 }

@@ -349,6 +349,9 @@ func (mg *migrations) sourceReport(p *primary, m coord.Migration) *wire.Migratio
 
 // ownedKeys counts the keys of the slots the node's group owns: slots
 // being imported, or not yet dropped after a move, are not the group's.
+// The count is taken once everything committed is applied, so a caught-up
+// secondary counts what its primary does; should the applier take longer
+// than countWait, the applied state's count is returned instead.
 func (n *Node) ownedKeys(ctx context.Context, st *state, store *datastore.Store) (uint64, error) {
 	var owned []int
 	for slot, owner := range st.table.Owners {
@@ -356,8 +359,18 @@ func (n *Node) ownedKeys(ctx context.Context, st *state, store *datastore.Store)
 			owned = append(owned, slot)
 		}
 	}
-	return slotKeys(ctx, store, owned, 0)
+	wctx, cancel := context.WithTimeout(ctx, countWait)
+	keys, err := slotKeys(wctx, store, owned, store.CommittedSeq())
+	cancel()
+	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+		return slotKeys(ctx, store, owned, 0)
+	}
+	return keys, err
 }
+
+// countWait bounds how long a status waits for the applier to count keys,
+// well within the 2s `admin status` gives each node.
+const countWait = time.Second
 
 // slotCounts is the content of every slot the store holds keys in,
 // whoever owns it, once everything committed is applied: a slot whose drop

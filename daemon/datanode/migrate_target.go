@@ -252,8 +252,8 @@ func (imp *importer) apply(ctx context.Context, msg *wire.MigrateMessage) error 
 	}
 	imp.keys.Add(copied)
 	imp.bytes.Add(size)
-	imp.n.metrics.migrateKeys.Add(copied)
-	imp.n.metrics.migrateBytes.Add(size)
+	imp.n.metrics.migrateKeys.Add(float64(copied))
+	imp.n.metrics.migrateBytes.Add(float64(size))
 	return nil
 }
 

@@ -75,6 +75,9 @@ type Node struct {
 	id    string
 	log   *slog.Logger
 	slots int
+	// replication is the cluster's replication factor: a group whose
+	// in-sync set is smaller is under-replicated.
+	replication int
 	// db is the open store; it is replaced when a failed store is reopened
 	// (storefail.go). Read it with store().
 	db   atomic.Pointer[datastore.Store]
@@ -157,13 +160,16 @@ func (n *Node) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	n.slots = meta.Slots
+	n.slots, n.replication = meta.Slots, meta.ReplicationFactor
+	n.metrics = newMetrics(n)
+	watchSession := n.metrics.reg.WatchSession(n.cfg.Cluster.Conn())
+	n.wg.Add(1)
+	go func() { defer n.wg.Done(); watchSession(n.ctx) }()
 	store, err := n.openOrRepair(ctx)
 	if err != nil {
 		return err
 	}
 	n.useStore(store)
-	n.metrics = newMetrics(n)
 	if err := n.cfg.Cluster.EnsureGroup(ctx, n.cfg.Group); err != nil {
 		return fmt.Errorf("create group %s: %w", n.cfg.Group, err)
 	}
@@ -347,7 +353,7 @@ func epochOf(g *coord.Group) uint64 {
 // openStore opens the node's store.
 func (n *Node) openStore() (*datastore.Store, error) {
 	s, err := datastore.Open(n.storeDir(), datastore.Options{
-		Slots: n.slots, MaxValueSize: n.cfg.MaxValueSize, Logger: n.log,
+		Slots: n.slots, MaxValueSize: n.cfg.MaxValueSize, Logger: n.log, Observer: n.metrics,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
@@ -388,6 +394,14 @@ func (n *Node) ID() string { return n.id }
 
 // Addr is the address clients dial.
 func (n *Node) Addr() string { return n.addr }
+
+// HTTPAddr is the bound address of the HTTP endpoints; "" without them.
+func (n *Node) HTTPAddr() string {
+	if n.http == nil {
+		return ""
+	}
+	return n.http.Addr()
+}
 
 // Done is closed when the node stops on its own; Err then says why.
 func (n *Node) Done() <-chan struct{} { return n.done }

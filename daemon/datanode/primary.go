@@ -370,6 +370,8 @@ func (p *primary) changeISR(drop, add []string) {
 	// Writers waiting for the watermark learn of a set now too small.
 	p.signalLocked()
 	p.mu.Unlock()
+	p.n.metrics.isrShrinks.Add(float64(len(drop)))
+	p.n.metrics.isrExpands.Add(float64(len(add)))
 	p.n.log.Info("in-sync replicas changed", "isr", g.ISR, "dropped", drop, "added", add, "epoch", p.epoch)
 	p.recompute()
 }

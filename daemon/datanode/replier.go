@@ -20,6 +20,7 @@ type replier struct {
 	wake     chan struct{}
 	room     chan struct{} // out was taken for sending
 	stopped  chan struct{} // closed when run returns
+	m        *metrics      // nil: not counted
 }
 
 // maxQueuedReplies bounds the replies queued on a stream for a client that
@@ -47,11 +48,14 @@ func (r *replier) waitRoom(ctx context.Context) bool {
 	}
 }
 
-// pendingWrite is one batch's writes, durable on the primary up to seq.
+// pendingWrite is one batch's writes, durable on the primary up to seq;
+// dels of them are deletes, the others puts, received at start.
 type pendingWrite struct {
-	p   *primary
-	seq uint64
-	ids []uint64
+	p     *primary
+	seq   uint64
+	ids   []uint64
+	dels  int
+	start time.Time
 }
 
 func (r *replier) signal() {
@@ -77,19 +81,19 @@ func (r *replier) queued() {
 	r.mu.Unlock()
 }
 
-// written records the store's outcome of a queued write; a nil p only
+// written records the store's outcome of a queued write; a nil w.p only
 // takes back a queued() whose write was refused.
-func (r *replier) written(p *primary, seq uint64, ids []uint64, err error) {
+func (r *replier) written(w pendingWrite, err error) {
 	r.mu.Lock()
 	r.inflight--
 	switch {
-	case p == nil:
+	case w.p == nil:
 	case err != nil:
-		for _, id := range ids {
+		for _, id := range w.ids {
 			r.out = append(r.out, errResponse(id, err))
 		}
 	default:
-		r.waiting = append(r.waiting, pendingWrite{p: p, seq: seq, ids: ids})
+		r.waiting = append(r.waiting, w)
 	}
 	r.mu.Unlock()
 	r.signal()
@@ -137,6 +141,11 @@ func (r *replier) run(ctx context.Context, rpc wire.DRPCData_StreamStream) error
 			case done:
 				for _, id := range w.ids {
 					reply.Responses = append(reply.Responses, &wire.Response{Id: id})
+				}
+				if r.m != nil {
+					took := time.Since(w.start)
+					r.m.observe(opPut, len(w.ids)-w.dels, took)
+					r.m.observe(opDelete, w.dels, took)
 				}
 			default:
 				keep = append(keep, w)

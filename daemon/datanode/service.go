@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/thunderyurts/thunderyurts/coord"
 	"github.com/thunderyurts/thunderyurts/datastore"
@@ -70,7 +71,7 @@ func (n *Node) route(st *state, slot int, stale bool) *wire.Response {
 // batches are already read. Replies leave in batches of whatever is ready.
 func (s *service) Stream(rpc wire.DRPCData_StreamStream) error {
 	ctx := rpc.Context()
-	r := &replier{wake: make(chan struct{}, 1), room: make(chan struct{}, 1), stopped: make(chan struct{})}
+	r := &replier{wake: make(chan struct{}, 1), room: make(chan struct{}, 1), stopped: make(chan struct{}), m: s.n.metrics}
 	sent := make(chan error, 1)
 	go func() {
 		defer close(r.stopped)
@@ -86,7 +87,8 @@ func (s *service) Stream(rpc wire.DRPCData_StreamStream) error {
 		if err != nil {
 			break
 		}
-		s.n.metrics.batches.Add(1)
+		s.n.metrics.batches.Inc()
+		s.n.metrics.batchSize.Observe(float64(len(batch.Requests)))
 		s.handle(ctx, batch, r)
 	}
 	r.close()
@@ -98,6 +100,7 @@ func (s *service) Stream(rpc wire.DRPCData_StreamStream) error {
 
 func (s *service) handle(ctx context.Context, batch *wire.Batch, r *replier) {
 	n := s.n
+	start := time.Now()
 	// Requests for slots of a migration in hold wait (hold.go).
 	batch, admitted := n.mig.holds.admit(ctx, s, batch, r)
 	defer admitted()
@@ -129,9 +132,11 @@ func (s *service) handle(ctx context.Context, batch *wire.Batch, r *replier) {
 		leased = leased || !stale
 		switch req.Op {
 		case wire.Op_GET:
+			n.metrics.requests[opGet].Inc()
 			gets = append(gets, req)
 			refs = append(refs, datastore.KeyRef{Slot: slot, Key: req.Key})
 		case wire.Op_PUT, wire.Op_DELETE:
+			n.metrics.requests[opOf(req.Op)].Inc()
 			putIDs = append(putIDs, req.Id)
 			muts = append(muts, datastore.Mutation{Slot: slot, Key: req.Key, Value: req.Value, Delete: req.Op == wire.Op_DELETE,
 				Tag: datastore.Tag{Client: req.ClientId, Seq: req.ClientSeq}})
@@ -139,8 +144,6 @@ func (s *service) handle(ctx context.Context, batch *wire.Batch, r *replier) {
 			replies = append(replies, errResponse(req.Id, fmt.Errorf("%w: unknown op %d", wire.ErrInvalidArgument, req.Op)))
 		}
 	}
-	n.metrics.gets.Add(uint64(len(gets)))
-	n.metrics.writes.Add(uint64(len(putIDs)))
 	results := store.GetMany(refs)
 	// The lease is checked after the reads: had it expired before them, it
 	// is expired now too, however long this goroutine was paused in between
@@ -159,14 +162,15 @@ func (s *service) handle(ctx context.Context, batch *wire.Batch, r *replier) {
 			replies = append(replies, &wire.Response{Id: gets[i].Id, Value: res.Value})
 		}
 	}
+	n.metrics.observe(opGet, len(gets), time.Since(start))
 	if len(muts) > 0 {
 		err := lease
 		if err == nil {
 			err = st.primary.admit()
 		}
 		if err == nil {
-			muts, putIDs = n.retries(st.primary, muts, putIDs, r)
-			err = n.write(ctx, st.primary, muts, putIDs, r)
+			muts, putIDs = n.retries(st.primary, muts, putIDs, r, start)
+			err = n.write(ctx, st.primary, muts, putIDs, r, start)
 		}
 		if err != nil {
 			for _, id := range putIDs {
@@ -183,7 +187,7 @@ func (s *service) handle(ctx context.Context, batch *wire.Batch, r *replier) {
 // one whose first attempt is still on its way to the log gets that
 // attempt's outcome. It returns the writes left to write, whose tags are
 // now claimed, and their ids.
-func (n *Node) retries(p *primary, muts []datastore.Mutation, ids []uint64, r *replier) ([]datastore.Mutation, []uint64) {
+func (n *Node) retries(p *primary, muts []datastore.Mutation, ids []uint64, r *replier, start time.Time) ([]datastore.Mutation, []uint64) {
 	fresh, freshIDs := muts[:0], ids[:0]
 	retried := 0
 	for i, m := range muts {
@@ -197,18 +201,18 @@ func (n *Node) retries(p *primary, muts []datastore.Mutation, ids []uint64, r *r
 			continue
 		}
 		retried++
-		id := []uint64{ids[i]}
+		w := pendingWrite{p: p, seq: seq, ids: []uint64{ids[i]}, dels: dels(m), start: start}
 		r.queued()
 		if first != nil {
-			n.dedupe.join(first, func(seq uint64, err error) { r.written(p, seq, id, err) })
+			n.dedupe.join(first, func(seq uint64, err error) { w.seq = seq; r.written(w, err) })
 		} else {
-			r.written(p, seq, id, nil)
+			r.written(w, nil)
 		}
 	}
 	if retried > 0 {
 		// Retries come after a failover or a lost connection: rare, and
 		// worth a line.
-		n.metrics.retries.Add(uint64(retried))
+		n.metrics.retries.Add(float64(retried))
 		n.log.Info("answered retried writes from their first attempt instead of writing them again", "writes", retried)
 	}
 	return fresh, freshIDs
@@ -219,10 +223,11 @@ func (n *Node) retries(p *primary, muts []datastore.Mutation, ids []uint64, r *r
 // too (or at once, with --acks 1). An error means the write was refused and
 // nothing queued. The tags of muts are claimed (retries); write reports
 // their outcome.
-func (n *Node) write(ctx context.Context, p *primary, muts []datastore.Mutation, ids []uint64, r *replier) error {
+func (n *Node) write(ctx context.Context, p *primary, muts []datastore.Mutation, ids []uint64, r *replier, start time.Time) error {
 	if len(muts) == 0 {
 		return nil
 	}
+	w := pendingWrite{p: p, ids: ids, dels: dels(muts...), start: start}
 	r.queued()
 	err := n.store().WriteAsync(ctx, muts, func(seq uint64, err error) {
 		n.dedupe.written(muts, seq, err)
@@ -230,19 +235,41 @@ func (n *Node) write(ctx context.Context, p *primary, muts []datastore.Mutation,
 			p.recompute()
 		}
 		n.noteStoreErr(err)
-		r.written(p, seq, ids, err)
+		w.seq = seq
+		r.written(w, err)
 	})
 	if err != nil {
 		n.dedupe.written(muts, 0, err)
 		n.noteStoreErr(err)
-		r.written(nil, 0, nil, nil)
+		r.written(pendingWrite{}, nil)
 	}
 	return err
+}
+
+// dels counts the deletes among muts.
+func dels(muts ...datastore.Mutation) int {
+	d := 0
+	for i := range muts {
+		if muts[i].Delete {
+			d++
+		}
+	}
+	return d
+}
+
+// opOf is the metrics' kind of a write request.
+func opOf(op wire.Op) int {
+	if op == wire.Op_DELETE {
+		return opDelete
+	}
+	return opPut
 }
 
 // Scan serves one page of a group's keys in [start, end).
 func (s *service) Scan(ctx context.Context, req *wire.ScanRequest) (*wire.ScanReply, error) {
 	n := s.n
+	start := time.Now()
+	n.metrics.requests[opScan].Inc()
 	if err := n.mig.holds.wait(ctx, req.Slots); err != nil {
 		return &wire.ScanReply{Code: codeOf(err), Message: err.Error()}, nil
 	}
@@ -284,6 +311,7 @@ func (s *service) Scan(ctx context.Context, req *wire.ScanRequest) (*wire.ScanRe
 	for i, kv := range kvs {
 		reply.Items[i] = &wire.KeyValue{Key: kv.Key, Value: kv.Value}
 	}
+	n.metrics.observe(opScan, 1, time.Since(start))
 	return reply, nil
 }
 

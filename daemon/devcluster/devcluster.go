@@ -37,6 +37,12 @@ type Config struct {
 	Slots int
 	// DataArgs are extra flags for every `serve data`.
 	DataArgs []string
+	// ZKAuth, when set, are the ZooKeeper credentials of every daemon, and
+	// ZKACL (ACLCreator or ACLRead) the ACL they create znodes with. The
+	// daemons read them from the file ZKAuthFile names, not from their
+	// command line, which ps shows.
+	ZKAuth zkcoord.Auth
+	ZKACL  coord.ACLMode
 	// Logger receives the cluster's events; nil → slog.Default().
 	Logger *slog.Logger
 }
@@ -61,6 +67,20 @@ type Cluster struct {
 // ZK is the ZooKeeper connect string of the cluster.
 func (c *Cluster) ZK() string { return c.zk.Addr() }
 
+// ZKAuthFile is the file under dir holding the cluster's ZooKeeper
+// credentials, for --zk-auth @FILE.
+func ZKAuthFile(dir string) string { return filepath.Join(dir, "zk-auth") }
+
+// zkFlags are the flags that give a command the cluster's ZooKeeper and
+// credentials.
+func (c *Cluster) zkFlags() []string {
+	flags := []string{"--zk", c.zk.Addr(), "--cluster", c.cfg.Cluster}
+	if !c.cfg.ZKAuth.IsZero() {
+		flags = append(flags, "--zk-auth", "@"+ZKAuthFile(c.cfg.Dir), "--zk-acl", c.cfg.ZKACL.String())
+	}
+	return flags
+}
+
 // Start brings the cluster up and returns once every slot is served by a
 // primary, or fails (and cleans up) when that does not happen within ctx.
 func Start(ctx context.Context, cfg Config) (*Cluster, error) {
@@ -76,6 +96,12 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	}
 	if err := os.MkdirAll(filepath.Join(cfg.Dir, "logs"), 0o755); err != nil {
 		return nil, fmt.Errorf("dev dir: %w", err)
+	}
+	if !cfg.ZKAuth.IsZero() {
+		line := "digest:" + cfg.ZKAuth.User + ":" + cfg.ZKAuth.Password + "\n"
+		if err := os.WriteFile(ZKAuthFile(cfg.Dir), []byte(line), 0o600); err != nil {
+			return nil, fmt.Errorf("dev dir: %w", err)
+		}
 	}
 	zk, err := zklocal.Start(ctx, zklocal.Options{Dir: filepath.Join(cfg.Dir, "zookeeper"), Logger: cfg.Logger})
 	if err != nil {
@@ -122,7 +148,7 @@ func (c *Cluster) spawn(name, role, dir string, args ...string) error {
 	if p.HTTP, err = procs.FreeAddr(); err != nil {
 		return err
 	}
-	args = append(args, "--listen", p.Addr, "--http", p.HTTP, "--zk", c.zk.Addr(), "--cluster", c.cfg.Cluster)
+	args = append(append(args, "--listen", p.Addr, "--http", p.HTTP), c.zkFlags()...)
 	if p.Proc, err = procs.Start(name, c.cfg.Binary, args, filepath.Join(c.cfg.Dir, "logs", name+".log")); err != nil {
 		return err
 	}
@@ -133,7 +159,7 @@ func (c *Cluster) spawn(name, role, dir string, args ...string) error {
 // waitServing waits until every slot has an owner whose primary is
 // registered, reporting a daemon that died meanwhile.
 func (c *Cluster) waitServing(ctx context.Context) error {
-	conn, err := zkcoord.Dial(ctx, c.zk.Addr(), zkcoord.Options{Logger: c.cfg.Logger})
+	conn, err := zkcoord.Dial(ctx, c.zk.Addr(), zkcoord.Options{Logger: c.cfg.Logger, Auth: c.cfg.ZKAuth, ACL: c.cfg.ZKACL})
 	if err != nil {
 		return err
 	}
@@ -173,5 +199,14 @@ func (c *Cluster) Describe(w io.Writer) {
 	for _, p := range c.Processes {
 		fmt.Fprintf(w, "  %-14s %-21s http %s\n", p.Name, p.Addr, p.HTTP)
 	}
-	fmt.Fprintf(w, "\nUse it from another shell:\n  export THUNDER_ZK=%s THUNDER_CLUSTER=%s\n  thunderctl put hello world && thunderctl get hello\n\nPress Ctrl-C to stop.\n", c.zk.Addr(), c.cfg.Cluster)
+	fmt.Fprintf(w, "\nUse it from another shell:\n  %s\n  thunderctl put hello world && thunderctl get hello\n\nPress Ctrl-C to stop.\n", c.ExportLine())
+}
+
+// ExportLine is the shell line that points thunderctl at the cluster.
+func (c *Cluster) ExportLine() string {
+	line := fmt.Sprintf("export THUNDER_ZK=%s THUNDER_CLUSTER=%s", c.zk.Addr(), c.cfg.Cluster)
+	if !c.cfg.ZKAuth.IsZero() {
+		line += " THUNDER_ZK_AUTH=@" + ZKAuthFile(c.cfg.Dir)
+	}
+	return line
 }

@@ -1,8 +1,7 @@
 // Package ops serves the HTTP endpoints every ThunderYurts daemon exposes
 // with --http: /metrics in the Prometheus text format, /debug/pprof/, /healthz (the process
-// is alive) and /readyz (it can serve its role). Metrics are plain atomic
-// counters and gauges registered by name; no client library is needed for a
-// handful of series.
+// is alive) and /readyz (it can serve its role). It is the home of the
+// Prometheus client library (metrics.go); docs/metrics.md lists the series.
 package ops
 
 import (
@@ -14,67 +13,11 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"sort"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/netutil"
 )
-
-// Registry holds a daemon's metrics. The zero value is not usable; use
-// NewRegistry.
-type Registry struct {
-	mu     sync.Mutex
-	series map[string]*series
-}
-
-type series struct {
-	help, kind string
-	value      func() float64
-}
-
-// NewRegistry returns an empty registry.
-func NewRegistry() *Registry { return &Registry{series: map[string]*series{}} }
-
-// Counter registers a monotonically increasing counter.
-func (r *Registry) Counter(name, help string) *atomic.Uint64 {
-	c := new(atomic.Uint64)
-	r.add(name, help, "counter", func() float64 { return float64(c.Load()) })
-	return c
-}
-
-// Gauge registers a value read when /metrics is scraped.
-func (r *Registry) Gauge(name, help string, value func() float64) {
-	r.add(name, help, "gauge", value)
-}
-
-func (r *Registry) add(name, help, kind string, value func() float64) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.series[name] = &series{help: help, kind: kind, value: value}
-}
-
-// WriteText writes every series in the Prometheus text exposition format.
-func (r *Registry) WriteText(w io.Writer) error {
-	r.mu.Lock()
-	names := make([]string, 0, len(r.series))
-	for name := range r.series {
-		names = append(names, name)
-	}
-	r.mu.Unlock()
-	sort.Strings(names)
-	for _, name := range names {
-		r.mu.Lock()
-		s := r.series[name]
-		r.mu.Unlock()
-		if _, err := fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %g\n", name, s.help, name, s.kind, name, s.value()); err != nil {
-			return err
-		}
-	}
-	return nil
-}
 
 // httpLimits bound what one HTTP client can hold; docs/operations.md lists
 // them.
@@ -119,10 +62,7 @@ func Serve(addr string, reg *Registry, ready func() error, log *slog.Logger) (*S
 		return nil, fmt.Errorf("http listen %s: %w", addr, err)
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-		_ = reg.WriteText(w)
-	})
+	mux.Handle("/metrics", reg.handler(log))
 	// Profiles are served on the operator's HTTP address only, never on the
 	// data port, so they are as reachable as /metrics and no more.
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
