@@ -82,6 +82,10 @@ type Options struct {
 	// ends: right for a command a person waits on, not for a service that
 	// may start before ZooKeeper does.
 	FailFast bool
+	// ZooKeeperAuth is the identity Dial presents to ZooKeeper when the
+	// cluster's znodes have access lists (docs/security.md); the zero value
+	// connects without credentials.
+	ZooKeeperAuth zkcoord.Auth
 }
 
 // ReadFrom selects the members that serve reads.
@@ -159,7 +163,7 @@ func Dial(ctx context.Context, zkServers, cluster string, opts Options) (*Client
 	if cluster == "" {
 		cluster = "default"
 	}
-	conn, err := zkcoord.Dial(ctx, zkServers, zkcoord.Options{Logger: log, FailFast: opts.FailFast})
+	conn, err := zkcoord.Dial(ctx, zkServers, zkcoord.Options{Logger: log, FailFast: opts.FailFast, Auth: opts.ZooKeeperAuth})
 	if err != nil {
 		return nil, edgeError(err)
 	}

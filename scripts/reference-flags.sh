@@ -49,7 +49,7 @@ echo "|---|---|---|"
 rows "$tmp/root" '^--help$'
 
 for cmd in "serve coord" "serve data" "dev" "get" "put" "del" "scan" "bench" \
-	"admin status" "admin zk" "admin slots" "admin failover" "admin node resync" \
+	"admin status" "admin zk" "admin zk secure" "admin slots" "admin failover" "admin node resync" \
 	"admin rebalance" "admin drain" "admin group weight" "admin group remove" \
 	"admin backup run" "admin backup list" "admin backup verify" \
 	"admin backup schedule set" "admin backup schedule show" "admin backup schedule clear" \

@@ -246,12 +246,15 @@ func clusterConn(ctx context.Context, c *cli.Context, log *slog.Logger, sessionT
 // newClient connects a client through the coordinators (--coord) or
 // ZooKeeper, failing fast when every ZooKeeper server refuses.
 func newClient(ctx context.Context, c *cli.Context) (*client.Client, func(), error) {
+	auth, _, err := zkOptions(c)
+	if err != nil {
+		return nil, nil, err
+	}
 	readFrom, _ := client.ParseReadFrom(c.String("read-from")) // checked by the flag
-	opts := client.Options{Timeout: c.Duration("timeout"), ReadFrom: readFrom, Logger: newLogger(c, slog.LevelError), FailFast: true}
+	opts := client.Options{Timeout: c.Duration("timeout"), ReadFrom: readFrom, Logger: newLogger(c, slog.LevelError), FailFast: true, ZooKeeperAuth: auth}
 	rctx, cancel := context.WithTimeout(ctx, c.Duration("timeout"))
 	defer cancel()
 	var kv *client.Client
-	var err error
 	if coords := c.String("coord"); coords != "" {
 		kv, err = client.New(rctx, client.CoordinatorRoutes(strings.Split(coords, ",")), opts)
 	} else {
