@@ -2,6 +2,7 @@ package backup
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,6 +24,8 @@ type RestoreConfig struct {
 	Progress func(Progress)
 	// Logger gets the client's routing changes; nil → discard.
 	Logger *slog.Logger
+	// TLS, when set, makes the connections to the nodes mutual TLS.
+	TLS *tls.Config
 }
 
 // ErrNotEmpty: Restore found keys in the cluster and was not told to
@@ -51,7 +54,7 @@ func Restore(ctx context.Context, cfg RestoreConfig) (Result, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	kv, err := client.New(ctx, cfg.Cluster, client.Options{Logger: log})
+	kv, err := client.New(ctx, cfg.Cluster, client.Options{Logger: log, TLS: cfg.TLS})
 	if err != nil {
 		return Result{}, fmt.Errorf("restore: %w", err)
 	}

@@ -2,6 +2,7 @@ package backup
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -26,6 +27,8 @@ type RunConfig struct {
 	ToolVersion string
 	// Logger gets one line per group copied; nil → discard.
 	Logger *slog.Logger
+	// TLS, when set, makes the connections to the nodes mutual TLS.
+	TLS *tls.Config
 }
 
 // Result is what a backup or restore did.
@@ -96,7 +99,7 @@ func Run(ctx context.Context, cfg RunConfig) (Result, error) {
 		pending[slot] = true
 	}
 	for round := 1; ; round++ {
-		served, err := copyRound(ctx, cl, set, routes, pending, slotCount, m, res.Groups, log)
+		served, err := copyRound(ctx, cl, nodeclient.Nodes{TLS: cfg.TLS}, set, routes, pending, slotCount, m, res.Groups, log)
 		if err != nil {
 			return res, fmt.Errorf("backup %s: %w", set.ID(), err)
 		}
@@ -136,7 +139,7 @@ func Run(ctx context.Context, cfg RunConfig) (Result, error) {
 // group's cut in points. It returns which group served each slot copied;
 // a group that refuses with MOVED (the table changed since routes was
 // read) leaves its slots out.
-func copyRound(ctx context.Context, cl *coord.Cluster, set *Set, routes *coord.RouteTable, pending map[int]bool, slotCount int, m *meter, points map[string]GroupPoint, log *slog.Logger) (map[int]string, error) {
+func copyRound(ctx context.Context, cl *coord.Cluster, nodes nodeclient.Nodes, set *Set, routes *coord.RouteTable, pending map[int]bool, slotCount int, m *meter, points map[string]GroupPoint, log *slog.Logger) (map[int]string, error) {
 	slotsOf := map[string][]int{}
 	for slot := range slotCount {
 		if !pending[slot] {
@@ -169,7 +172,7 @@ func copyRound(ctx context.Context, cl *coord.Cluster, set *Set, routes *coord.R
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			pt, err := copyGroup(gctx, set, g, routes.Groups[name], slots, slotCount, routes.Table.Version, m)
+			pt, err := copyGroup(gctx, nodes, set, g, routes.Groups[name], slots, slotCount, routes.Table.Version, m)
 			if errors.Is(err, wire.ErrMoved) {
 				log.Info("group refused moved slots", "backup", set.ID(), "group", name, "err", err)
 				return
@@ -220,7 +223,7 @@ func slotList(slots map[int]bool) string {
 // next when one refuses before its copy starts; members judge that g owns
 // the slots from a slot table at least at tableVersion. A copy that fails once
 // started fails the backup: its slot files are partly written.
-func copyGroup(ctx context.Context, set *Set, g *coord.Group, route coord.GroupRoute, slots []int, slotCount int, tableVersion int64, m *meter) (GroupPoint, error) {
+func copyGroup(ctx context.Context, nodes nodeclient.Nodes, set *Set, g *coord.Group, route coord.GroupRoute, slots []int, slotCount int, tableVersion int64, m *meter) (GroupPoint, error) {
 	addr := map[string]string{}
 	for _, mem := range route.Members {
 		addr[mem.ID] = mem.Addr
@@ -231,7 +234,7 @@ func copyGroup(ctx context.Context, set *Set, g *coord.Group, route coord.GroupR
 	// What the primary has committed now is the least the copy holds:
 	// every write acknowledged before the backup started.
 	sctx, cancel := context.WithTimeout(ctx, cutTimeout)
-	st, err := nodeclient.NodeStatus(sctx, addr[g.Primary])
+	st, err := nodes.NodeStatus(sctx, addr[g.Primary])
 	cancel()
 	if err != nil {
 		return GroupPoint{}, fmt.Errorf("primary %s: %w", g.Primary, err)
@@ -245,7 +248,7 @@ func copyGroup(ctx context.Context, set *Set, g *coord.Group, route coord.GroupR
 	sources = append(sources, g.Primary)
 	var errs []error
 	for _, id := range sources {
-		pt, started, err := copyFrom(ctx, set, g.Name, id, addr[id], slots, slotCount, st.CommittedSeq, tableVersion, m)
+		pt, started, err := copyFrom(ctx, nodes, set, g.Name, id, addr[id], slots, slotCount, st.CommittedSeq, tableVersion, m)
 		if err == nil {
 			return pt, nil
 		}
@@ -263,7 +266,7 @@ func copyGroup(ctx context.Context, set *Set, g *coord.Group, route coord.GroupR
 // slot file is written by Set.WriteSlot in a goroutine of its own, fed
 // record by record, so the copy goes at the pace the store takes it.
 // started reports whether the copy had begun when it failed.
-func copyFrom(ctx context.Context, set *Set, group, id, addr string, slots []int, slotCount int, minSeq uint64, tableVersion int64, m *meter) (pt GroupPoint, started bool, err error) {
+func copyFrom(ctx context.Context, nodes nodeclient.Nodes, set *Set, group, id, addr string, slots []int, slotCount int, minSeq uint64, tableVersion int64, m *meter) (pt GroupPoint, started bool, err error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	slow := time.AfterFunc(cutTimeout, func() { cancel(fmt.Errorf("no copy within %s", cutTimeout)) })
@@ -321,7 +324,7 @@ func copyFrom(ctx context.Context, set *Set, group, id, addr string, slots []int
 		hdr = SlotHeader{Slots: slotCount, Group: group, Epoch: cut.Epoch, Sequence: cut.Seq}
 		return nil
 	}
-	err = nodeclient.Dump(ctx, addr, slots, minSeq, tableVersion, begin, func(slot int, key, value []byte) error {
+	err = nodes.Dump(ctx, addr, slots, minSeq, tableVersion, begin, func(slot int, key, value []byte) error {
 		if err := advance(slot); err != nil {
 			return err
 		}

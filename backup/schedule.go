@@ -2,6 +2,7 @@ package backup
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -60,15 +61,17 @@ type Scheduler struct {
 	cluster *coord.Cluster
 	log     *slog.Logger
 	version string
+	tls     *tls.Config
 
 	mu           sync.Mutex
 	last, lastOK coord.BackupRun
 }
 
 // NewScheduler returns the scheduler of cluster; toolVersion goes into
-// the manifests.
-func NewScheduler(cluster *coord.Cluster, toolVersion string, log *slog.Logger) *Scheduler {
-	return &Scheduler{cluster: cluster, version: toolVersion, log: log}
+// the manifests; tlsConf, when set, makes the connections to the nodes
+// mutual TLS.
+func NewScheduler(cluster *coord.Cluster, toolVersion string, tlsConf *tls.Config, log *slog.Logger) *Scheduler {
+	return &Scheduler{cluster: cluster, version: toolVersion, tls: tlsConf, log: log}
 }
 
 // LastRuns are the newest finished run and the newest successful one.
@@ -171,7 +174,7 @@ func (s *Scheduler) runOnce(ctx context.Context, sched coord.BackupSchedule) (Re
 	if err != nil {
 		return Result{}, err
 	}
-	res, err := Run(ctx, RunConfig{Cluster: s.cluster, Store: store, ToolVersion: s.version, Logger: s.log})
+	res, err := Run(ctx, RunConfig{Cluster: s.cluster, Store: store, ToolVersion: s.version, Logger: s.log, TLS: s.tls})
 	if err != nil {
 		return res, err
 	}

@@ -20,7 +20,7 @@ import (
 func TestScheduleAcrossLeaderChange(t *testing.T) {
 	c := clustertest.New(t, clustertest.Options{Slots: 8, ReplicationFactor: 1,
 		Backups: func(cl *coord.Cluster) coordinator.Backups {
-			return backup.NewScheduler(cl, "test", slog.New(slog.DiscardHandler))
+			return backup.NewScheduler(cl, "test", nil, slog.New(slog.DiscardHandler))
 		}})
 	c.StartCoordinator("c1")
 	c.StartCoordinator("c2")

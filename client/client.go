@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -69,6 +70,9 @@ type Options struct {
 	StreamsPerNode int
 	// DialTimeout bounds one connection attempt; 0 → 2s.
 	DialTimeout time.Duration
+	// TLS, when set, makes every connection to the nodes mutual TLS
+	// (tlsauth.Certs.ClientConfig); nil dials plain TCP.
+	TLS *tls.Config
 	// ReadFrom says which members answer Get: ReadPrimary (the zero value,
 	// linearizable), ReadSecondary or ReadAny (spread over the group's
 	// members; a secondary may return a stale value or miss a recent write).
@@ -472,14 +476,14 @@ func (c *Client) pipe(ctx context.Context, addr string, deadline time.Time) (*pi
 		}
 		d := &dial{done: make(chan struct{})}
 		c.dialing[addr] = d
-		cfg := pipeConfig{streams: c.cfg.StreamsPerNode, dialTimeout: c.cfg.DialTimeout,
+		cfg := pipeConfig{streams: c.cfg.StreamsPerNode, dial: wire.DialOptions{Timeout: c.cfg.DialTimeout, TLS: c.cfg.TLS},
 			stuckAfter: c.cfg.Timeout, suspect: c.silent[addr], onSuspect: c.wakeWatch}
 		c.pipesMu.Unlock()
 		if cfg.suspect {
 			// A node cut off by a partition does not refuse a dial, it
 			// lets it hang: give it no longer than a ping, so the caller
 			// soon re-reads the routes.
-			cfg.dialTimeout = min(cfg.dialTimeout, silentAfter)
+			cfg.dial.Timeout = min(cfg.dial.Timeout, silentAfter)
 		}
 
 		p, err := dialPipe(ctx, addr, cfg)

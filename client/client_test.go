@@ -36,7 +36,7 @@ func startInProcess(t *testing.T, cl *coord.Cluster, groups ...string) map[strin
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	log := slog.New(slog.DiscardHandler)
-	co, err := coordinator.Start(ctx, coordinator.Config{Cluster: cl, Listen: "127.0.0.1:0", Slots: 32, ReplicationFactor: 1, AssignDelay: 10 * time.Millisecond, NodeStatus: nodeclient.NodeStatus, Logger: log})
+	co, err := coordinator.Start(ctx, coordinator.Config{Cluster: cl, Listen: "127.0.0.1:0", Slots: 32, ReplicationFactor: 1, AssignDelay: 10 * time.Millisecond, NodeStatus: nodeclient.Nodes{}.NodeStatus, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +173,7 @@ func TestFollowsMovedSlots(t *testing.T) {
 	}
 	for _, n := range nodes {
 		for {
-			st, err := nodeclient.NodeStatus(ctx, n.Addr())
+			st, err := nodeclient.Nodes{}.NodeStatus(ctx, n.Addr())
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -121,7 +121,7 @@ func TestUnavailableMatchesEveryOutage(t *testing.T) {
 		}
 	})
 	t.Run("coordinators", func(t *testing.T) {
-		_, err := client.New(ctxFor(t, 5*time.Second), client.CoordinatorRoutes([]string{"127.0.0.1:1"}), client.Options{})
+		_, err := client.New(ctxFor(t, 5*time.Second), client.CoordinatorRoutes([]string{"127.0.0.1:1"}, nil), client.Options{})
 		if !errors.Is(err, client.ErrUnavailable) {
 			t.Fatalf("new with no coordinator up: %v", err)
 		}

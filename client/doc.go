@@ -45,4 +45,13 @@
 // attempts straddle a failover and another client's write
 // (docs/replication.md, "Idempotent writes"). A Put or Delete that fails
 // with a timeout or a lost connection may still have been applied, once.
+//
+// On a cluster that runs mutual TLS (docs/security.md), Options.TLS carries
+// the application's credentials, usually a "client" certificate:
+//
+//	certs, err := tlsauth.Load(tlsauth.Files{Cert: "app.pem", Key: "app-key.pem", CA: "ca.pem"})
+//	c, err := client.Dial(ctx, zkServers, "default", client.Options{TLS: certs.ClientConfig()})
+//
+// wire/nodeclient.Nodes makes the calls admin tools address to one node
+// (status, handover, dump) with the same credentials.
 package client

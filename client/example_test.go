@@ -86,7 +86,7 @@ func ExampleClient_Scan() {
 // caller; CoordinatorRoutes holds nothing open.
 func ExampleNew() {
 	ctx := context.Background()
-	c, err := client.New(ctx, client.CoordinatorRoutes([]string{"10.0.0.1:7000", "10.0.0.2:7000"}), client.Options{})
+	c, err := client.New(ctx, client.CoordinatorRoutes([]string{"10.0.0.1:7000", "10.0.0.2:7000"}, nil), client.Options{})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -79,8 +79,8 @@ type pipe struct {
 
 // pipeConfig says how to connect a pipe and what it tells its client.
 type pipeConfig struct {
-	streams     int
-	dialTimeout time.Duration
+	streams int
+	dial    wire.DialOptions
 	// A send that blocks for longer than stuckAfter (at least minStuck)
 	// closes the pipe: the node stopped reading, and requests queued behind
 	// the send would otherwise wait for it past their deadlines.
@@ -97,7 +97,7 @@ func dialPipe(ctx context.Context, addr string, cfg pipeConfig) (*pipe, error) {
 	p := &pipe{addr: addr, queue: make(chan *call, 4096), ctx: pctx, cancel: cancel, born: time.Now(),
 		onSuspect: cfg.onSuspect, pings: make(chan struct{}, 1)}
 	for i := 0; i < cfg.streams; i++ {
-		s, err := openStream(ctx, pctx, addr, cfg.dialTimeout)
+		s, err := openStream(ctx, pctx, addr, cfg.dial)
 		if err != nil {
 			p.close(err)
 			return nil, err
@@ -112,7 +112,7 @@ func dialPipe(ctx context.Context, addr string, cfg pipeConfig) (*pipe, error) {
 	}
 	p.wg.Add(2)
 	go func() { defer p.wg.Done(); p.sweep(cfg.stuckAfter) }()
-	go func() { defer p.wg.Done(); p.pingLoop(cfg.dialTimeout) }()
+	go func() { defer p.wg.Done(); p.pingLoop(cfg.dial) }()
 	return p, nil
 }
 
@@ -219,7 +219,7 @@ func (p *pipe) keepalive(ka *keepalive) error {
 // on a stream and connection of their own, dialed at the first ping: on
 // the data streams they would wait behind large batches, and a node slow to
 // get through those would pass for a silent one.
-func (p *pipe) pingLoop(dialTimeout time.Duration) {
+func (p *pipe) pingLoop(dial wire.DialOptions) {
 	ping := &wire.Batch{Requests: []*wire.Request{{Op: wire.Op_PING}}}
 	var s *stream
 	defer func() {
@@ -235,7 +235,7 @@ func (p *pipe) pingLoop(dialTimeout time.Duration) {
 		}
 		if s == nil {
 			var err error
-			if s, err = openStream(p.ctx, p.ctx, p.addr, dialTimeout); err != nil {
+			if s, err = openStream(p.ctx, p.ctx, p.addr, dial); err != nil {
 				continue // no reply: the sweeper judges
 			}
 		}
@@ -262,8 +262,8 @@ func (p *pipe) markSuspect() {
 // silent reports whether the keepalive closed the pipe.
 func (p *pipe) silent() bool { return errors.Is(context.Cause(p.ctx), errNodeSilent) }
 
-func openStream(dialCtx, pipeCtx context.Context, addr string, dialTimeout time.Duration) (*stream, error) {
-	conn, err := wire.Dial(dialCtx, addr, dialTimeout)
+func openStream(dialCtx, pipeCtx context.Context, addr string, dial wire.DialOptions) (*stream, error) {
+	conn, err := wire.Dial(dialCtx, addr, dial)
 	if err != nil {
 		return nil, err
 	}

@@ -3,9 +3,9 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
-	"time"
 
 	"storj.io/drpc/drpcconn"
 
@@ -52,7 +52,7 @@ func (c *Client) Scan(ctx context.Context, opts ScanOptions, fn func(key, value 
 			}
 		}
 		rt := c.routes.Load()
-		s := &scanner{ctx: ctx, start: start, end: end, pageSize: opts.PageSize, limit: opts.Limit, visited: visited}
+		s := &scanner{ctx: ctx, tls: c.cfg.TLS, start: start, end: end, pageSize: opts.PageSize, limit: opts.Limit, visited: visited}
 		err := s.run(rt, fn)
 		start, visited = s.start, s.visited
 		var fnErr *callbackError
@@ -117,6 +117,7 @@ func isTransportError(err error) bool {
 // scanner runs one pass of a scan over a fixed route table.
 type scanner struct {
 	ctx      context.Context
+	tls      *tls.Config
 	start    []byte // next key to visit, inclusive
 	end      []byte
 	pageSize int
@@ -152,7 +153,7 @@ func (s *scanner) run(rt *coord.RouteTable, fn func(key, value []byte) error) er
 		if g.PrimaryAddr == "" {
 			return fmt.Errorf("%w: group %s has no reachable primary", wire.ErrUnavailable, name)
 		}
-		conn, err := dialConn(s.ctx, g.PrimaryAddr, 2*time.Second)
+		conn, err := dialConn(s.ctx, g.PrimaryAddr, s.tls)
 		if err != nil {
 			return err
 		}

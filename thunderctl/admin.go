@@ -32,11 +32,15 @@ func adminCommand() *cli.Command {
 					durationFlag("interval", 2*time.Second, 100*time.Millisecond, time.Hour, "refresh period of --watch"),
 				},
 				Action: func(c *cli.Context) error {
+					nodes, err := nodesOf(c)
+					if err != nil {
+						return err
+					}
 					if c.Bool("watch") {
-						return watchStatus(c)
+						return watchStatus(c, nodes)
 					}
 					return withCluster(c, func(ctx context.Context, cl *coord.Cluster, f admin.Format) error {
-						st, err := admin.CollectStatus(ctx, cl, nodeclient.NodeStatus, nodeclient.NodeSlotCounts)
+						st, err := admin.CollectStatus(ctx, cl, nodes.NodeStatus, nodes.NodeSlotCounts)
 						if err != nil {
 							return err
 						}
@@ -83,8 +87,12 @@ func adminCommand() *cli.Command {
 					boolFlag("force", "promote --to NODE now, even if it is behind: acknowledged writes it lacks are lost"),
 				},
 				Action: func(c *cli.Context) error {
+					nodes, err := nodesOf(c)
+					if err != nil {
+						return err
+					}
 					return withCluster(c, func(ctx context.Context, cl *coord.Cluster, f admin.Format) error {
-						res, err := admin.Failover(ctx, cl, c.String("group"), c.String("to"), c.Bool("force"), nodeclient.NodeStatus, nodeclient.Handover)
+						res, err := admin.Failover(ctx, cl, c.String("group"), c.String("to"), c.Bool("force"), nodes.NodeStatus, nodes.Handover)
 						if err != nil {
 							return usageOr(err, admin.ErrNoSuchMember)
 						}
@@ -121,8 +129,12 @@ func adminCommand() *cli.Command {
 				Name:  "slots",
 				Usage: "which group owns which slot ranges; the migrations in flight and the last finished",
 				Action: func(c *cli.Context) error {
+					nodes, err := nodesOf(c)
+					if err != nil {
+						return err
+					}
 					return withCluster(c, func(ctx context.Context, cl *coord.Cluster, f admin.Format) error {
-						v, err := admin.CollectSlots(ctx, cl, nodeclient.NodeStatus)
+						v, err := admin.CollectSlots(ctx, cl, nodes.NodeStatus)
 						if err != nil {
 							return err
 						}
@@ -133,6 +145,7 @@ func adminCommand() *cli.Command {
 			rebalanceCommand(),
 			drainCommand(),
 			groupCommand(),
+			certsCommand(),
 		},
 	}
 }
@@ -212,7 +225,7 @@ func inCluster(ctx context.Context, c *cli.Context, fn func(context.Context, *co
 // screen); otherwise the reports follow one another, an empty line apart.
 // A failed collection is printed and watched through, as is an unhealthy
 // cluster.
-func watchStatus(c *cli.Context) error {
+func watchStatus(c *cli.Context, nodes nodeclient.Nodes) error {
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	w := c.App.Writer
@@ -228,7 +241,7 @@ func watchStatus(c *cli.Context) error {
 				fmt.Fprintf(&buf, "every %s, at %s (Ctrl-C to stop)\n\n", c.Duration("interval"), time.Now().Format(time.TimeOnly))
 			}
 			sctx, cancel := context.WithTimeout(ctx, c.Duration("timeout"))
-			st, err := admin.CollectStatus(sctx, cl, nodeclient.NodeStatus, nodeclient.NodeSlotCounts)
+			st, err := admin.CollectStatus(sctx, cl, nodes.NodeStatus, nodes.NodeSlotCounts)
 			cancel()
 			switch {
 			case ctx.Err() != nil:

@@ -246,17 +246,22 @@ func clusterConn(ctx context.Context, c *cli.Context, log *slog.Logger, sessionT
 // newClient connects a client through the coordinators (--coord) or
 // ZooKeeper, failing fast when every ZooKeeper server refuses.
 func newClient(ctx context.Context, c *cli.Context) (*client.Client, func(), error) {
+	tlsConf, err := clientTLS(c)
+	if err != nil {
+		return nil, nil, err
+	}
 	auth, _, err := zkOptions(c)
 	if err != nil {
 		return nil, nil, err
 	}
 	readFrom, _ := client.ParseReadFrom(c.String("read-from")) // checked by the flag
-	opts := client.Options{Timeout: c.Duration("timeout"), ReadFrom: readFrom, Logger: newLogger(c, slog.LevelError), FailFast: true, ZooKeeperAuth: auth}
+	opts := client.Options{Timeout: c.Duration("timeout"), ReadFrom: readFrom, Logger: newLogger(c, slog.LevelError),
+		TLS: tlsConf, FailFast: true, ZooKeeperAuth: auth}
 	rctx, cancel := context.WithTimeout(ctx, c.Duration("timeout"))
 	defer cancel()
 	var kv *client.Client
 	if coords := c.String("coord"); coords != "" {
-		kv, err = client.New(rctx, client.CoordinatorRoutes(strings.Split(coords, ",")), opts)
+		kv, err = client.New(rctx, client.CoordinatorRoutes(strings.Split(coords, ","), tlsConf), opts)
 	} else {
 		kv, err = client.Dial(rctx, c.String("zk"), c.String("cluster"), opts)
 	}

@@ -30,9 +30,13 @@ func backupCommand() *cli.Command {
 					"   thunderctl admin backup run --to s3://bucket/thunder --s3-endpoint http://minio:9000",
 				Flags: []cli.Flag{destFlag("to"), s3EndpointFlag()},
 				Action: func(c *cli.Context) error {
+					tlsConf, err := clientTLS(c)
+					if err != nil {
+						return err
+					}
 					return withBackupStore(c, "to", func(ctx context.Context, cl *coord.Cluster, store backup.Store, f admin.Format) error {
 						res, err := backup.Run(ctx, backup.RunConfig{Cluster: cl, Store: store, Progress: progressBar(c, f),
-							ToolVersion: readBuildInfo().Version, Logger: newLogger(c, slog.LevelError)})
+							ToolVersion: readBuildInfo().Version, Logger: newLogger(c, slog.LevelError), TLS: tlsConf})
 						if err != nil {
 							return err
 						}
@@ -154,13 +158,17 @@ func restoreCommand() *cli.Command {
 		},
 		Action: func(c *cli.Context) error {
 			dest, id, _ := backup.ParseSetRef(c.String("from")) // checked by the flag
+			tlsConf, err := clientTLS(c)
+			if err != nil {
+				return err
+			}
 			return inCluster(c.Context, c, func(ctx context.Context, cl *coord.Cluster, f admin.Format) error {
 				store, err := openStore(ctx, c, dest)
 				if err != nil {
 					return err
 				}
 				res, err := backup.Restore(ctx, backup.RestoreConfig{Cluster: cl, Store: store, ID: id, Overwrite: c.Bool("overwrite"),
-					Progress: progressBar(c, f), Logger: newLogger(c, slog.LevelError)})
+					Progress: progressBar(c, f), Logger: newLogger(c, slog.LevelError), TLS: tlsConf})
 				if err != nil {
 					return err
 				}

@@ -373,7 +373,7 @@ func dataClient(t *testing.T, addr string) wire.DRPCDataClient {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	conn, err := wire.Dial(ctx, addr, 0)
+	conn, err := wire.Dial(ctx, addr, wire.DialOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

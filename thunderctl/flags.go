@@ -95,7 +95,7 @@ func globalFlags() []cli.Flag {
 	timeout := durationFlag("timeout", client.DefaultTimeout, time.Millisecond, 24*time.Hour, "per-command timeout")
 	output := stringFlag("output", "table", "listing format: table or json", checkOutput)
 	output.Aliases = []string{"o"}
-	return []cli.Flag{
+	return append([]cli.Flag{
 		stringFlag("zk", "127.0.0.1:2181", "ZooKeeper connect string `HOST:PORT[,...][/CHROOT]`", checkZK),
 		zkAuthFlag(),
 		stringFlag("zk-acl", "", "ACL of the znodes this process creates, with --zk-auth: creator (that identity has every right, others none), "+
@@ -111,7 +111,7 @@ func globalFlags() []cli.Flag {
 		}),
 		stringFlag("log-level", "", "debug, info, warn or error (default: info for daemons, error for the other commands)", checkLogLevel),
 		stringFlag("log-format", "text", "log lines as text (key=value) or json", checkLogFormat),
-	}
+	}, tlsFlags()...)
 }
 
 func checkGroup(v string) error { return coord.CheckName("group", v) }

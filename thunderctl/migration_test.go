@@ -384,7 +384,7 @@ func ownersKeyCount(ctx context.Context, cl *coord.Cluster) (uint64, error) {
 		if g.PrimaryAddr == "" || len(rt.Table.SlotsOf(g.Name)) == 0 {
 			continue
 		}
-		st, err := nodeclient.NodeStatus(ctx, g.PrimaryAddr)
+		st, err := nodeclient.Nodes{}.NodeStatus(ctx, g.PrimaryAddr)
 		if err != nil {
 			return 0, err
 		}

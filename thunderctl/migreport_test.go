@@ -95,7 +95,7 @@ func TestMigrationReport(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		st, err := nodeclient.NodeStatus(ctx, rt.Groups["g2"].PrimaryAddr)
+		st, err := nodeclient.Nodes{}.NodeStatus(ctx, rt.Groups["g2"].PrimaryAddr)
 		if err != nil {
 			return err
 		}

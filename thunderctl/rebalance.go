@@ -15,7 +15,6 @@ import (
 	"github.com/thunderyurts/thunderyurts/admin"
 	"github.com/thunderyurts/thunderyurts/client/bench"
 	"github.com/thunderyurts/thunderyurts/coord"
-	"github.com/thunderyurts/thunderyurts/wire/nodeclient"
 )
 
 // progressEvery is how often a followed rebalance's progress is read.
@@ -135,6 +134,10 @@ func groupCommand() *cli.Command {
 func runRebalance(c *cli.Context, req admin.RebalanceRequest, cancel bool) error {
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	nodes, err := nodesOf(c)
+	if err != nil {
+		return err
+	}
 	return inCluster(ctx, c, func(ctx context.Context, cl *coord.Cluster, f admin.Format) error {
 		pctx, pcancel := context.WithTimeout(ctx, c.Duration("timeout"))
 		var v *admin.RebalanceView
@@ -142,7 +145,7 @@ func runRebalance(c *cli.Context, req admin.RebalanceRequest, cancel bool) error
 		if cancel {
 			v, err = admin.CancelRebalance(pctx, cl)
 		} else {
-			v, err = admin.Rebalance(pctx, cl, req, nodeclient.NodeSlotCounts)
+			v, err = admin.Rebalance(pctx, cl, req, nodes.NodeSlotCounts)
 		}
 		pcancel()
 		if err != nil {
@@ -158,7 +161,7 @@ func runRebalance(c *cli.Context, req admin.RebalanceRequest, cancel bool) error
 			fmt.Fprintln(c.App.Writer)
 		}
 		show := progressPrinter(c, f)
-		p, err := admin.FollowRebalance(ctx, cl, nodeclient.NodeStatus, progressEvery, c.Duration("timeout"), show.show)
+		p, err := admin.FollowRebalance(ctx, cl, nodes.NodeStatus, progressEvery, c.Duration("timeout"), show.show)
 		show.clear()
 		if ctx.Err() != nil {
 			fmt.Fprintf(c.App.ErrWriter, "stopped following; rebalance %s goes on (admin slots shows it, admin rebalance --cancel stops it)\n", v.Plan)

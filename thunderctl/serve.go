@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -18,7 +19,9 @@ import (
 	"github.com/thunderyurts/thunderyurts/daemon"
 	"github.com/thunderyurts/thunderyurts/daemon/coordinator"
 	"github.com/thunderyurts/thunderyurts/daemon/datanode"
+	"github.com/thunderyurts/thunderyurts/daemon/ops"
 	"github.com/thunderyurts/thunderyurts/wire/nodeclient"
+	"github.com/thunderyurts/thunderyurts/wire/tlsauth"
 )
 
 // shutdownGrace bounds a graceful stop before the process gives up waiting.
@@ -62,6 +65,8 @@ func daemonFlags(listen string) []cli.Flag {
 	return []cli.Flag{
 		stringFlag("listen", listen, "`HOST:PORT` to serve on", checkAddr),
 		stringFlag("http", "", "`HOST:PORT` for /metrics, /healthz and /readyz", checkOptionalAddr),
+		boolFlag("enable-pprof", "also serve Go profiles under /debug/pprof/ on --http (they show memory contents)"),
+		boolFlag("http-tls", "serve --http over mutual TLS with the --tls-* certificates (default: plain HTTP)"),
 		durationFlag("session-timeout", 6*time.Second, time.Second, time.Minute, "ZooKeeper session timeout"),
 	}
 }
@@ -73,10 +78,33 @@ const (
 	maxReplicas = 16
 )
 
+// certsPoll is how often a daemon checks its --tls-* files for changes.
+const certsPoll = 5 * time.Second
+
+// daemonEnv is what every daemon is started with.
+type daemonEnv struct {
+	log     *slog.Logger
+	cluster *coord.Cluster
+	certs   *tlsauth.Certs // nil: plain TCP
+	http    ops.Options
+}
+
 // runDaemon starts a daemon and serves until it stops or a signal comes: the
-// first SIGTERM/SIGINT stops it gracefully, a second exits at once.
-func runDaemon(c *cli.Context, start func(ctx context.Context, log *slog.Logger, cluster *coord.Cluster) (daemon.Daemon, error)) error {
+// first SIGTERM/SIGINT stops it gracefully, a second exits at once. SIGHUP
+// reloads the --tls-* files.
+func runDaemon(c *cli.Context, start func(ctx context.Context, env daemonEnv) (daemon.Daemon, error)) error {
 	log := newLogger(c, slog.LevelInfo)
+	certs, err := tlsCerts(c)
+	if err != nil {
+		return err
+	}
+	httpOpts := ops.Options{Pprof: c.Bool("enable-pprof")}
+	if c.Bool("http-tls") {
+		if certs == nil {
+			return usageIn(c, "--http-tls needs --tls-cert, --tls-key and --tls-ca")
+		}
+		httpOpts.TLS = certs.ServerConfig()
+	}
 	b := readBuildInfo()
 	log.Info("starting "+commandPath(c), "version", b.Version, "commit", b.Commit, "date", b.Date, "modified", b.Modified)
 	sigs := make(chan os.Signal, 2)
@@ -91,12 +119,16 @@ func runDaemon(c *cli.Context, start func(ctx context.Context, log *slog.Logger,
 		case <-ctx.Done():
 		}
 	}()
+	if certs != nil {
+		stopReload := reloadCerts(ctx, certs, log)
+		defer stopReload()
+	}
 	cluster, closeConn, err := clusterConn(ctx, c, log, c.Duration("session-timeout"), false)
 	if err != nil {
 		return err
 	}
 	defer closeConn()
-	d, err := start(ctx, log, cluster)
+	d, err := start(ctx, daemonEnv{log: log, cluster: cluster, certs: certs, http: httpOpts})
 	if err != nil {
 		return err
 	}
@@ -118,13 +150,43 @@ func runDaemon(c *cli.Context, start func(ctx context.Context, log *slog.Logger,
 	}
 }
 
+// reloadCerts reloads certs on SIGHUP and when their files change, until
+// ctx ends or the returned stop is called.
+func reloadCerts(ctx context.Context, certs *tlsauth.Certs, log *slog.Logger) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); certs.Watch(ctx, certsPoll, log) }()
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-hup:
+				if err := certs.Reload(); err != nil {
+					log.Error("SIGHUP: TLS files do not load; keeping the old ones", "err", err)
+				} else {
+					log.Info("SIGHUP: TLS files reloaded; new connections use them", "serial", certs.Serial())
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return func() { signal.Stop(hup); cancel(); wg.Wait() }
+}
+
 func serveCoord(c *cli.Context) error {
-	return runDaemon(c, func(ctx context.Context, log *slog.Logger, cluster *coord.Cluster) (daemon.Daemon, error) {
+	return runDaemon(c, func(ctx context.Context, env daemonEnv) (daemon.Daemon, error) {
+		tlsConf := env.certs.ClientConfig()
+		nodes := nodeclient.Nodes{TLS: tlsConf}
 		return coordinator.Start(ctx, coordinator.Config{
-			Cluster: cluster, Listen: c.String("listen"), HTTP: c.String("http"),
+			Cluster: env.cluster, Listen: c.String("listen"), HTTP: c.String("http"),
 			Slots: c.Int("slots"), ReplicationFactor: c.Int("replication-factor"),
-			AssignDelay: c.Duration("assign-delay"), NodeStatus: nodeclient.NodeStatus, Logger: log,
-			Backups: backup.NewScheduler(cluster, readBuildInfo().Version, log),
+			AssignDelay: c.Duration("assign-delay"), NodeStatus: nodes.NodeStatus, Logger: env.log,
+			Backups: backup.NewScheduler(env.cluster, readBuildInfo().Version, tlsConf, env.log),
+			TLS:     env.certs, HTTPOptions: env.http,
 		})
 	})
 }
@@ -146,15 +208,16 @@ func checkAcks(s string) error {
 
 func serveData(c *cli.Context) error {
 	acks, _ := parseAcks(c.String("acks")) // checked by the flag
-	return runDaemon(c, func(ctx context.Context, log *slog.Logger, cluster *coord.Cluster) (daemon.Daemon, error) {
+	return runDaemon(c, func(ctx context.Context, env daemonEnv) (daemon.Daemon, error) {
 		// A data node started before any coordinator waits for the cluster
 		// to be created, bounded so a typo in --cluster does not hang forever.
 		sctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 		defer cancel()
 		return datanode.Start(sctx, datanode.Config{
-			Cluster: cluster, Group: c.String("group"), Listen: c.String("listen"), Advertise: c.String("advertise"),
-			HTTP: c.String("http"), Dir: c.String("dir"), MaxValueSize: c.Int("max-value-size"), Logger: log,
+			Cluster: env.cluster, Group: c.String("group"), Listen: c.String("listen"), Advertise: c.String("advertise"),
+			HTTP: c.String("http"), Dir: c.String("dir"), MaxValueSize: c.Int("max-value-size"), Logger: env.log,
 			Acks: acks, MinInsync: c.Int("min-insync"), MaxLag: c.Duration("max-lag"), Repair: c.Bool("repair"),
+			TLS: env.certs, HTTPOptions: env.http,
 		})
 	})
 }

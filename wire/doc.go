@@ -11,7 +11,11 @@
 // Every connection is made with Dial and served with Serve, which bound what
 // one peer can make a server hold: connections per listener, frame and
 // message sizes, and how long a peer may stay silent or half-way through a
-// frame (docs/operations.md, "Connection bounds").
+// frame (docs/operations.md, "Connection bounds"). Given a TLS config
+// (DialOptions.TLS, ServerOptions.TLS, made by wire/tlsauth) they speak
+// mutual TLS, and a TLS listener lets each call through only when the
+// peer's certificate carries a role its RPC needs (auth.go,
+// docs/security.md); a refusal is the PERMISSION_DENIED code.
 //
 // thunder.pb.go and thunder_drpc.pb.go are generated from thunder.proto by
 // `make proto`; do not edit them.

@@ -27,17 +27,21 @@ var (
 	// ErrStaleEpoch: a replication or handover request named an epoch the
 	// group is not at; the caller reads the group again.
 	ErrStaleEpoch = errors.New("stale epoch")
+	// ErrPermissionDenied: the caller's certificate lacks the role the
+	// call needs.
+	ErrPermissionDenied = errors.New("permission denied")
 )
 
 var codeErrors = map[Code]error{
-	Code_NOT_FOUND:        ErrNotFound,
-	Code_MOVED:            ErrMoved,
-	Code_INVALID_ARGUMENT: ErrInvalidArgument,
-	Code_UNAVAILABLE:      ErrUnavailable,
-	Code_CORRUPT:          ErrCorrupt,
-	Code_NOT_PRIMARY:      ErrNotPrimary,
-	Code_INTERNAL:         ErrInternal,
-	Code_STALE_EPOCH:      ErrStaleEpoch,
+	Code_NOT_FOUND:         ErrNotFound,
+	Code_MOVED:             ErrMoved,
+	Code_INVALID_ARGUMENT:  ErrInvalidArgument,
+	Code_UNAVAILABLE:       ErrUnavailable,
+	Code_CORRUPT:           ErrCorrupt,
+	Code_NOT_PRIMARY:       ErrNotPrimary,
+	Code_INTERNAL:          ErrInternal,
+	Code_STALE_EPOCH:       ErrStaleEpoch,
+	Code_PERMISSION_DENIED: ErrPermissionDenied,
 }
 
 // Error is a non-OK answer from a node. It matches the sentinel of its Code

@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -33,7 +34,14 @@ func (l *guardedListener) Accept() (net.Conn, error) {
 		select {
 		case l.sem <- struct{}{}:
 			l.full = false
-			return newGuardedConn(c, l.opts, l.budget, func() { <-l.sem }), nil
+			gc := newGuardedConn(c, l.opts, l.budget, func() { <-l.sem })
+			if l.opts.TLS != nil {
+				// The guard follows the frames inside TLS; the handshake
+				// happens on the first read, within the handshake timeout.
+				gc.tls = tls.Server(c, l.opts.TLS)
+				gc.Conn = gc.tls
+			}
+			return gc, nil
 		default:
 			// Refuse at once rather than leave the peer waiting in the
 			// backlog: it sees the connection close and can try elsewhere.
@@ -129,6 +137,10 @@ type guardedConn struct {
 	smallRun int
 	err      error
 
+	// tls is the connection's TLS layer (Conn itself) when the listener
+	// serves TLS.
+	tls *tls.Conn
+
 	mu      sync.Mutex // guards held and closed against Close
 	held    int64      // budget taken
 	closed  bool
@@ -218,6 +230,9 @@ func (c *guardedConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if inMessage {
 		c.frameWaited += time.Since(now)
+	}
+	if err != nil && c.tls != nil && !c.tls.ConnectionState().HandshakeComplete {
+		return 0, c.cut(fmt.Errorf("TLS handshake: %w", err))
 	}
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		what := "the rest of a message begun"

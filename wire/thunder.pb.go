@@ -43,6 +43,9 @@ const (
 	// STALE_EPOCH: the request names an epoch the group is no longer (or not
 	// yet) at; read the group again.
 	Code_STALE_EPOCH Code = 8
+	// PERMISSION_DENIED: the caller's certificate lacks the role the call
+	// needs (docs/security.md).
+	Code_PERMISSION_DENIED Code = 9
 )
 
 // Enum value maps for Code.
@@ -57,17 +60,19 @@ var (
 		6: "NOT_PRIMARY",
 		7: "INTERNAL",
 		8: "STALE_EPOCH",
+		9: "PERMISSION_DENIED",
 	}
 	Code_value = map[string]int32{
-		"OK":               0,
-		"NOT_FOUND":        1,
-		"MOVED":            2,
-		"INVALID_ARGUMENT": 3,
-		"UNAVAILABLE":      4,
-		"CORRUPT":          5,
-		"NOT_PRIMARY":      6,
-		"INTERNAL":         7,
-		"STALE_EPOCH":      8,
+		"OK":                0,
+		"NOT_FOUND":         1,
+		"MOVED":             2,
+		"INVALID_ARGUMENT":  3,
+		"UNAVAILABLE":       4,
+		"CORRUPT":           5,
+		"NOT_PRIMARY":       6,
+		"INTERNAL":          7,
+		"STALE_EPOCH":       8,
+		"PERMISSION_DENIED": 9,
 	}
 )
 
@@ -3230,7 +3235,7 @@ const file_thunder_proto_rawDesc = "" +
 	"\x03end\x18\x03 \x01(\bR\x03end\"1\n" +
 	"\aDumpCut\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x10\n" +
-	"\x03seq\x18\x02 \x01(\x04R\x03seq*\x8c\x01\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq*\xa3\x01\n" +
 	"\x04Code\x12\x06\n" +
 	"\x02OK\x10\x00\x12\r\n" +
 	"\tNOT_FOUND\x10\x01\x12\t\n" +
@@ -3240,7 +3245,8 @@ const file_thunder_proto_rawDesc = "" +
 	"\aCORRUPT\x10\x05\x12\x0f\n" +
 	"\vNOT_PRIMARY\x10\x06\x12\f\n" +
 	"\bINTERNAL\x10\a\x12\x0f\n" +
-	"\vSTALE_EPOCH\x10\b*,\n" +
+	"\vSTALE_EPOCH\x10\b\x12\x15\n" +
+	"\x11PERMISSION_DENIED\x10\t*,\n" +
 	"\x02Op\x12\a\n" +
 	"\x03GET\x10\x00\x12\a\n" +
 	"\x03PUT\x10\x01\x12\n" +

@@ -2,6 +2,7 @@ package wire
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"math"
@@ -60,14 +61,37 @@ const maxReplyBytes = math.MaxInt32
 // DefaultDialTimeout bounds connection set-up when the caller gives none.
 const DefaultDialTimeout = 2 * time.Second
 
-// Dial opens a dRPC connection to addr, giving up after timeout (0:
-// DefaultDialTimeout) or when ctx ends. The caller closes it.
-func Dial(ctx context.Context, addr string, timeout time.Duration) (*drpcconn.Conn, error) {
-	if timeout <= 0 {
-		timeout = DefaultDialTimeout
+// DialOptions configure Dial.
+type DialOptions struct {
+	// Timeout bounds connection set-up, TLS handshake included; 0:
+	// DefaultDialTimeout.
+	Timeout time.Duration
+	// TLS, when set, makes the connection mutual TLS
+	// (tlsauth.Certs.ClientConfig); nil dials plain TCP.
+	TLS *tls.Config
+}
+
+// Dial opens a dRPC connection to addr, giving up after opts.Timeout or
+// when ctx ends. The caller closes it.
+func Dial(ctx context.Context, addr string, opts DialOptions) (*drpcconn.Conn, error) {
+	if opts.Timeout <= 0 {
+		opts.Timeout = DefaultDialTimeout
 	}
-	d := net.Dialer{Timeout: timeout}
-	raw, err := d.DialContext(ctx, "tcp", addr)
+	var raw net.Conn
+	var err error
+	if opts.TLS != nil {
+		cfg := opts.TLS.Clone()
+		if cfg.ServerName == "" {
+			cfg.ServerName, _, _ = net.SplitHostPort(addr)
+		}
+		d := tls.Dialer{NetDialer: &net.Dialer{Timeout: opts.Timeout}, Config: cfg}
+		tctx, cancel := context.WithTimeout(ctx, opts.Timeout)
+		raw, err = d.DialContext(tctx, "tcp", addr)
+		cancel()
+	} else {
+		d := net.Dialer{Timeout: opts.Timeout}
+		raw, err = d.DialContext(ctx, "tcp", addr)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
@@ -118,7 +142,13 @@ type ServerOptions struct {
 	// WriteTimeout closes a connection whose peer does not take what the
 	// server writes for this long.
 	WriteTimeout time.Duration
-	// Logger receives one line per connection cut off for breaking a limit.
+	// TLS, when set, serves mutual TLS only (tlsauth.Certs.ServerConfig):
+	// a peer without a certificate the CA signed is refused at the
+	// handshake, and each call needs the role its RPC requires
+	// (authorize). nil serves plain TCP, where every call is allowed.
+	TLS *tls.Config
+	// Logger receives one line per connection cut off for breaking a limit
+	// or failing the TLS handshake.
 	Logger *slog.Logger
 }
 
@@ -150,6 +180,9 @@ func Serve(ctx context.Context, lis net.Listener, handler drpc.Handler, opts Ser
 	mopts := managerOptions(opts.MaxMessageBytes)
 	// dRPC applies this only while a connection waits for its next call.
 	mopts.InactivityTimeout = opts.IdleTimeout
+	if opts.TLS != nil {
+		handler = authorize(handler)
+	}
 	srv := drpcserver.NewWithOptions(handler, drpcserver.Options{Manager: mopts})
 	return srv.Serve(ctx, newGuardedListener(lis, opts))
 }

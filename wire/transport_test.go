@@ -48,8 +48,14 @@ func (echo) HandleRPC(stream drpc.Stream, rpc string) error {
 	}
 }
 
-// serve starts Serve on a loopback port until the test ends.
+// serve starts Serve of echo on a loopback port until the test ends.
 func serve(t *testing.T, opts ServerOptions) string {
+	t.Helper()
+	return serveHandler(t, echo{}, opts)
+}
+
+// serveHandler starts Serve of h on a loopback port until the test ends.
+func serveHandler(t *testing.T, h drpc.Handler, opts ServerOptions) string {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -57,7 +63,7 @@ func serve(t *testing.T, opts ServerOptions) string {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- Serve(ctx, lis, echo{}, opts) }()
+	go func() { done <- Serve(ctx, lis, h, opts) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -71,7 +77,7 @@ func dialTest(t *testing.T, addr string) *drpcconn.Conn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	conn, err := Dial(ctx, addr, 0)
+	conn, err := Dial(ctx, addr, DialOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -375,7 +381,7 @@ func TestServeLimitsConnections(t *testing.T) {
 	_ = open[0].Close()
 	// The server notices the close asynchronously; poll for room.
 	for {
-		conn, err := Dial(ctx, addr, 0)
+		conn, err := Dial(ctx, addr, DialOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -189,5 +189,5 @@ func TestBackupDuringMigration(t *testing.T) {
 // dumpFrom asks group's primary for a copy of slot.
 func dumpFrom(ctx context.Context, c *clustertest.Cluster, group string, slot int) error {
 	addr := c.Node(c.Primary(group)).Addr()
-	return nodeclient.Dump(ctx, addr, []int{slot}, 0, 0, func(nodeclient.DumpCut) error { return nil }, func(int, []byte, []byte) error { return nil })
+	return nodeclient.Nodes{}.Dump(ctx, addr, []int{slot}, 0, 0, func(nodeclient.DumpCut) error { return nil }, func(int, []byte, []byte) error { return nil })
 }

@@ -171,7 +171,7 @@ func (c *Cluster) tryStart(m *member, change func(*datanode.Config)) error {
 	if m.dir == "" {
 		cfg := coordinator.Config{
 			Cluster: cl, ID: m.name, Listen: "127.0.0.1:0", Slots: c.opts.Slots, ReplicationFactor: c.opts.ReplicationFactor,
-			AssignDelay: c.opts.AssignDelay, NodeStatus: nodeclient.NodeStatus, Logger: log, HTTP: c.httpAddr(),
+			AssignDelay: c.opts.AssignDelay, NodeStatus: nodeclient.Nodes{}.NodeStatus, Logger: log, HTTP: c.httpAddr(),
 		}
 		if c.opts.Backups != nil {
 			cfg.Backups = c.opts.Backups(cl)
@@ -296,7 +296,7 @@ func (c *Cluster) stop(name string, graceful bool) {
 			// Close would hand a primary role over: let the node see its
 			// session in doubt and drop the role first.
 			c.Eventually(name+" drops its role", func(ctx context.Context) bool {
-				st, err := nodeclient.NodeStatus(ctx, m.addr)
+				st, err := nodeclient.Nodes{}.NodeStatus(ctx, m.addr)
 				return err == nil && st.Role != "primary"
 			})
 		}

@@ -45,7 +45,7 @@ func TestDivergedFollowerIsTruncated(t *testing.T) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		st, err := nodeclient.NodeStatus(ctx, oldNode.Addr())
+		st, err := nodeclient.Nodes{}.NodeStatus(ctx, oldNode.Addr())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -128,7 +128,7 @@ func TestPrimaryRefusesFollowerOfNewerEpoch(t *testing.T) {
 	g := c.WaitGroup("g1", func(*coord.Group) bool { return true })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	conn, err := wire.Dial(ctx, c.Node(p).Addr(), 0)
+	conn, err := wire.Dial(ctx, c.Node(p).Addr(), wire.DialOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -114,7 +114,7 @@ func handover(t *testing.T, c *clustertest.Cluster, from, to string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reply, err := nodeclient.Handover(ctx, c.Node(from).Addr(), g.Epoch, c.Node(to).ID())
+	reply, err := nodeclient.Nodes{}.Handover(ctx, c.Node(from).Addr(), g.Epoch, c.Node(to).ID())
 	if err != nil {
 		t.Fatalf("handover %s → %s: %v", from, to, err)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/thunderyurts/thunderyurts/internal/clock"
 	"github.com/thunderyurts/thunderyurts/wire"
 	"github.com/thunderyurts/thunderyurts/wire/routewire"
+	"github.com/thunderyurts/thunderyurts/wire/tlsauth"
 )
 
 // Config configures a coordinator. Cluster, Listen and NodeStatus are required.
@@ -46,6 +47,11 @@ type Config struct {
 	// leads; nil: no scheduled backups. Injected so the coordinator needs
 	// neither the client nor the backup code.
 	Backups Backups
+	// TLS, when set, serves mutual TLS only
+	// (docs/security.md); nil: plain TCP.
+	TLS *tlsauth.Certs
+	// HTTPOptions configure the --http endpoints (pprof, TLS).
+	HTTPOptions ops.Options
 	// Logger receives the coordinator's events; nil → slog.Default().
 	Logger *slog.Logger
 
@@ -154,7 +160,7 @@ func (c *Coordinator) start(ctx context.Context) error {
 		return fmt.Errorf("register route service: %w", err)
 	}
 	// Calls here are small: a route request is empty.
-	sopts := wire.ServerOptions{MaxMessageBytes: 1 << 20, Logger: c.log}
+	sopts := wire.ServerOptions{MaxMessageBytes: 1 << 20, TLS: c.cfg.TLS.ServerConfig(), Logger: c.log}
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
@@ -168,7 +174,7 @@ func (c *Coordinator) start(ctx context.Context) error {
 	c.wg.Add(1)
 	go func() { defer c.wg.Done(); watchSession(c.ctx) }()
 	if c.cfg.HTTP != "" {
-		if c.http, err = ops.Serve(c.cfg.HTTP, c.metrics.reg, func() error { return nil }, c.log); err != nil {
+		if c.http, err = ops.Serve(c.cfg.HTTP, c.metrics.reg, func() error { return nil }, c.log, c.cfg.HTTPOptions); err != nil {
 			return err
 		}
 	}

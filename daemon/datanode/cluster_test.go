@@ -48,7 +48,7 @@ func newTestCluster(t *testing.T) *testCluster {
 	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
 	co, err := coordinator.Start(ctx, coordinator.Config{Cluster: coord.NewCluster(c.srv.Connect(), "test").WithLogger(c.log),
-		Listen: "127.0.0.1:0", Slots: 16, ReplicationFactor: 2, AssignDelay: 10 * time.Millisecond, NodeStatus: nodeclient.NodeStatus, Logger: c.log.With("daemon", "coord")})
+		Listen: "127.0.0.1:0", Slots: 16, ReplicationFactor: 2, AssignDelay: 10 * time.Millisecond, NodeStatus: nodeclient.Nodes{}.NodeStatus, Logger: c.log.With("daemon", "coord")})
 	if err != nil {
 		t.Fatal(err)
 	}

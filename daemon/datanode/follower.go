@@ -35,7 +35,7 @@ func (n *Node) followOnce(ctx context.Context, primaryID string, epoch uint64) e
 	if err != nil {
 		return err
 	}
-	conn, err := wire.Dial(ctx, addr, 0)
+	conn, err := wire.Dial(ctx, addr, n.dialOptions())
 	if err != nil {
 		return fmt.Errorf("primary %s: %w", primaryID, err)
 	}

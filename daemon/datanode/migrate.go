@@ -250,6 +250,17 @@ func importedThrough(ctx context.Context, store *datastore.Store, id string) (th
 // client's, then durable here, and returns once the in-sync replicas hold
 // it (committed).
 func (p *primary) commitWrite(ctx context.Context, muts []datastore.Mutation) (uint64, error) {
+	seq, err := p.appendWrite(ctx, muts)
+	if err != nil {
+		return 0, err
+	}
+	return seq, p.waitCommitted(ctx, seq)
+}
+
+// appendWrite is commitWrite without the wait for the in-sync replicas: it
+// returns once muts are durable in this node's log, with the sequence
+// number to wait for.
+func (p *primary) appendWrite(ctx context.Context, muts []datastore.Mutation) (uint64, error) {
 	if err := p.admit(); err != nil {
 		return 0, err
 	}
@@ -260,7 +271,7 @@ func (p *primary) commitWrite(ctx context.Context, muts []datastore.Mutation) (u
 	}
 	p.n.dedupe.appended(entriesOf(muts, seq))
 	p.recompute()
-	return seq, p.waitCommitted(ctx, seq)
+	return seq, nil
 }
 
 // waitCommitted waits until the high watermark passes seq.

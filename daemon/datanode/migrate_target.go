@@ -139,6 +139,26 @@ func (imp *importer) resume(ctx context.Context) error {
 	return nil
 }
 
+// importAhead is how many stream messages the importer receives ahead of
+// the one it writes, so the source keeps sending while a batch is written.
+const importAhead = 4
+
+// received is one message of the stream, or the error that ended it.
+type received struct {
+	msg *wire.MigrateMessage
+	err error
+}
+
+// written is a batch in this node's log whose commit the importer has not
+// waited for yet: the import is a pipeline — while one batch replicates to
+// the group's in-sync replicas the next is received and written.
+type written struct {
+	seq         uint64
+	through     uint64
+	positioned  bool
+	keys, bytes uint64
+}
+
 // stream runs one Migrate stream from the source group's current primary.
 func (imp *importer) stream(ctx context.Context, log *slog.Logger) (progressed bool, err error) {
 	rt, err := imp.n.cfg.Cluster.Routes(ctx)
@@ -149,7 +169,7 @@ func (imp *importer) stream(ctx context.Context, log *slog.Logger) (progressed b
 	if !ok || g.PrimaryAddr == "" {
 		return false, fmt.Errorf("source group %s has no registered primary", imp.m.From)
 	}
-	conn, err := wire.Dial(ctx, g.PrimaryAddr, 0)
+	conn, err := wire.Dial(ctx, g.PrimaryAddr, imp.n.dialOptions())
 	if err != nil {
 		return false, fmt.Errorf("source group %s primary: %w", imp.m.From, err)
 	}
@@ -170,17 +190,54 @@ func (imp *importer) stream(ctx context.Context, log *slog.Logger) (progressed b
 		return false, fmt.Errorf("open the migration stream: %w", err)
 	}
 	log.Info("migration stream open", "source", g.PrimaryAddr, "source_epoch", g.Epoch, "from_seq", req.FromSeq)
+	msgs := make(chan received, importAhead)
+	var receiving sync.WaitGroup
+	receiving.Add(1)
+	go func() {
+		defer receiving.Done()
+		imp.receive(sctx, rpc, silence, msgs)
+	}()
+	defer receiving.Wait() // after cancel: deferred calls run last first
+	defer cancel(nil)
+
 	imp.staged, imp.stagedBytes = nil, 0 // a snapshot cut short is copied again from the drop
+	through, ended := imp.through, imp.snapshotOK.Load()
+	var last *written
 	for {
-		msg, err := rpc.Recv()
-		if err != nil {
-			if cause := context.Cause(sctx); cause != nil && ctx.Err() == nil {
-				return progressed, cause
+		var r received
+		select {
+		case r = <-msgs:
+		default:
+			// Nothing waits to be written: settle the last batch now, so
+			// a copy that caught up reports a committed position at once.
+			if err := imp.settle(sctx, last); err != nil {
+				return progressed, err
 			}
-			return progressed, wire.FromRPC(err)
+			last = nil
+			select {
+			case r = <-msgs:
+			case <-sctx.Done():
+				r.err = sctx.Err()
+			}
 		}
-		silence.Reset(silentSource)
-		if err := imp.apply(sctx, msg); err != nil {
+		if r.err != nil {
+			if cause := context.Cause(sctx); cause != nil && ctx.Err() == nil {
+				r.err = cause
+			}
+			// What was written may still commit: settle it, briefly, so a
+			// new stream resumes from there rather than from further back
+			// (which would be safe too: the records apply again in order).
+			settleCtx, stop := context.WithTimeout(ctx, silentSource)
+			defer stop()
+			_ = imp.settle(settleCtx, last) // the stream's error says why it ended
+			return progressed, r.err
+		}
+		w, err := imp.write(sctx, r.msg, &through, &ended)
+		if err == nil {
+			err = imp.settle(sctx, last)
+			last = w
+		}
+		if err != nil {
 			return progressed, err
 		}
 		if !progressed {
@@ -192,25 +249,49 @@ func (imp *importer) stream(ctx context.Context, log *slog.Logger) (progressed b
 	}
 }
 
-// apply writes one message of the stream.
-func (imp *importer) apply(ctx context.Context, msg *wire.MigrateMessage) error {
+// receive passes the stream's messages to msgs until it fails; its last
+// message carries the error.
+func (imp *importer) receive(ctx context.Context, rpc wire.DRPCData_MigrateClient, silence *time.Timer, msgs chan<- received) {
+	for {
+		msg, err := rpc.Recv()
+		if err != nil {
+			err = wire.FromRPC(err)
+		}
+		silence.Reset(silentSource)
+		select {
+		case msgs <- received{msg: msg, err: err}:
+		case <-ctx.Done():
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// write appends one message of the stream to the log, without waiting
+// for its commit. through and ended are the position and whether the
+// snapshot ended, as far as written: they run ahead of imp.through and
+// imp.snapshotOK, which settle moves once a batch is committed. A nil
+// batch means the message is staged or carried nothing.
+func (imp *importer) write(ctx context.Context, msg *wire.MigrateMessage, through *uint64, ended *bool) (*written, error) {
 	var muts []datastore.Mutation
-	through, positioned := uint64(0), false
+	at, positioned := uint64(0), false
 	switch body := msg.Body.(type) {
 	case *wire.MigrateMessage_SnapshotChunk:
-		if imp.snapshotOK.Load() {
-			return errors.New("migration stream: snapshot chunk after the snapshot")
+		if *ended {
+			return nil, errors.New("migration stream: snapshot chunk after the snapshot")
 		}
 		for _, r := range body.SnapshotChunk.Records {
 			imp.staged = append(imp.staged, datastore.Mutation{Slot: int(r.Slot), Key: r.Key, Value: r.Value})
 			imp.stagedBytes += len(r.Key) + len(r.Value)
 		}
 		if len(imp.staged) < importBatch && imp.stagedBytes < shipBytes {
-			return imp.checkSlots(imp.staged[len(imp.staged)-len(body.SnapshotChunk.Records):])
+			return nil, imp.checkSlots(imp.staged[len(imp.staged)-len(body.SnapshotChunk.Records):])
 		}
 		muts, imp.staged, imp.stagedBytes = imp.staged, nil, 0
 	case *wire.MigrateMessage_SnapshotEnd:
-		through, positioned = body.SnapshotEnd.Seq, true
+		at, positioned = body.SnapshotEnd.Seq, true
 		muts, imp.staged, imp.stagedBytes = imp.staged, nil, 0
 	case *wire.MigrateMessage_Entries:
 		for _, r := range body.Entries.Records {
@@ -219,41 +300,54 @@ func (imp *importer) apply(ctx context.Context, msg *wire.MigrateMessage) error 
 			muts = append(muts, datastore.Mutation{Slot: int(r.Slot), Key: r.Key, Value: r.Value, Delete: r.Delete, Drop: r.DropSlot,
 				Tag: datastore.Tag{Client: r.ClientId, Seq: r.ClientSeq}})
 		}
-		through, positioned = body.Entries.Through, true
+		at, positioned = body.Entries.Through, true
 	case *wire.MigrateMessage_Position:
 		imp.prevCommitted.Store(imp.sourceCommitted.Load())
 		imp.sourceCommitted.Store(body.Position.Committed)
-		through, positioned = body.Position.Through, body.Position.Through > imp.through
+		at, positioned = body.Position.Through, body.Position.Through > *through
 	}
 	if err := imp.checkSlots(muts); err != nil {
-		return err
+		return nil, err
 	}
-	if positioned && !imp.snapshotOK.Load() && msg.GetSnapshotEnd() == nil {
-		return errors.New("migration stream: log records before the snapshot's end")
+	if positioned && !*ended && msg.GetSnapshotEnd() == nil {
+		return nil, errors.New("migration stream: log records before the snapshot's end")
+	}
+	w := &written{keys: uint64(len(muts)), positioned: positioned, through: at}
+	for _, mu := range muts {
+		w.bytes += uint64(len(mu.Key) + len(mu.Value))
 	}
 	if positioned {
-		muts = append(muts, markMutation(imp.m.ID, through, true))
+		muts = append(muts, markMutation(imp.m.ID, at, true))
+		*through, *ended = at, true
 	}
 	if len(muts) == 0 {
+		return nil, nil
+	}
+	seq, err := imp.p.appendWrite(ctx, muts)
+	if err != nil {
+		return nil, fmt.Errorf("import: %w", err)
+	}
+	w.seq = seq
+	return w, nil
+}
+
+// settle waits until w (nil: nothing) is committed, then counts it and
+// moves the import position to it.
+func (imp *importer) settle(ctx context.Context, w *written) error {
+	if w == nil {
 		return nil
 	}
-	if _, err := imp.p.commitWrite(ctx, muts); err != nil {
+	if err := imp.p.waitCommitted(ctx, w.seq); err != nil {
 		return fmt.Errorf("import: %w", err)
 	}
-	var size uint64
-	for _, mu := range muts {
-		size += uint64(len(mu.Key) + len(mu.Value))
-	}
-	copied := uint64(len(muts))
-	if positioned {
-		copied--
-		imp.through = through
+	if w.positioned {
+		imp.through = w.through
 		imp.snapshotOK.Store(true)
 	}
-	imp.keys.Add(copied)
-	imp.bytes.Add(size)
-	imp.n.metrics.migrateKeys.Add(float64(copied))
-	imp.n.metrics.migrateBytes.Add(float64(size))
+	imp.keys.Add(w.keys)
+	imp.bytes.Add(w.bytes)
+	imp.n.metrics.migrateKeys.Add(float64(w.keys))
+	imp.n.metrics.migrateBytes.Add(float64(w.bytes))
 	return nil
 }
 

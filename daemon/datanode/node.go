@@ -22,6 +22,7 @@ import (
 	"github.com/thunderyurts/thunderyurts/daemon/ops"
 	"github.com/thunderyurts/thunderyurts/datastore"
 	"github.com/thunderyurts/thunderyurts/wire"
+	"github.com/thunderyurts/thunderyurts/wire/tlsauth"
 )
 
 // Config configures a data node. Cluster, Group, Listen and Dir are required.
@@ -54,6 +55,11 @@ type Config struct {
 	// instead of failing the start (repair.go); a healthy store opens as
 	// usual.
 	Repair bool
+	// TLS, when set, serves mutual TLS only and dials its group's primary and migration sources with it
+	// (docs/security.md); nil: plain TCP.
+	TLS *tlsauth.Certs
+	// HTTPOptions configure the --http endpoints (pprof, TLS).
+	HTTPOptions ops.Options
 	// Logger receives the node's events; nil → slog.Default().
 	Logger *slog.Logger
 }
@@ -188,7 +194,7 @@ func (n *Node) start(ctx context.Context) error {
 	if err := wire.DRPCRegisterData(mux, &service{n: n}); err != nil {
 		return fmt.Errorf("register data service: %w", err)
 	}
-	sopts := wire.ServerOptions{MaxMessageBytes: wire.DataMessageBytes(n.store().MaxValueSize()), Logger: n.log}
+	sopts := wire.ServerOptions{MaxMessageBytes: wire.DataMessageBytes(n.store().MaxValueSize()), TLS: n.cfg.TLS.ServerConfig(), Logger: n.log}
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
@@ -198,7 +204,7 @@ func (n *Node) start(ctx context.Context) error {
 		}
 	}()
 	if n.cfg.HTTP != "" {
-		if n.http, err = ops.Serve(n.cfg.HTTP, n.metrics.reg, n.readyErr, n.log); err != nil {
+		if n.http, err = ops.Serve(n.cfg.HTTP, n.metrics.reg, n.readyErr, n.log, n.cfg.HTTPOptions); err != nil {
 			return err
 		}
 	}
@@ -513,4 +519,10 @@ func syncRename(tmp, path string) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// dialOptions are how the node dials its peers: the primary it follows,
+// the source of a migration.
+func (n *Node) dialOptions() wire.DialOptions {
+	return wire.DialOptions{TLS: n.cfg.TLS.ClientConfig()}
 }

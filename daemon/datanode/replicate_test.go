@@ -141,7 +141,7 @@ func TestHandoverNeedsTheEpoch(t *testing.T) {
 		}
 	}
 	// Over the wire, the caller sees the same typed refusal.
-	if _, err := nodeclient.Handover(ctx, a.Addr(), epoch+1, b.ID()); !errors.Is(err, wire.ErrStaleEpoch) {
+	if _, err := (nodeclient.Nodes{}).Handover(ctx, a.Addr(), epoch+1, b.ID()); !errors.Is(err, wire.ErrStaleEpoch) {
 		t.Fatalf("handover over dRPC for epoch %d: %v", epoch+1, err)
 	}
 	if c.group().Primary != a.ID() {

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/thunderyurts/thunderyurts/coord"
@@ -43,6 +44,11 @@ type Config struct {
 	// command line, which ps shows.
 	ZKAuth zkcoord.Auth
 	ZKACL  coord.ACLMode
+	// Args are extra flags for every daemon (e.g. the --tls-* files).
+	Args []string
+	// ClientEnv are extra NAME=VALUE settings clients need, added to the
+	// export line (e.g. THUNDER_TLS_CERT).
+	ClientEnv []string
 	// Logger receives the cluster's events; nil → slog.Default().
 	Logger *slog.Logger
 }
@@ -149,6 +155,7 @@ func (c *Cluster) spawn(name, role, dir string, args ...string) error {
 		return err
 	}
 	args = append(append(args, "--listen", p.Addr, "--http", p.HTTP), c.zkFlags()...)
+	args = append(args, c.cfg.Args...)
 	if p.Proc, err = procs.Start(name, c.cfg.Binary, args, filepath.Join(c.cfg.Dir, "logs", name+".log")); err != nil {
 		return err
 	}
@@ -204,9 +211,9 @@ func (c *Cluster) Describe(w io.Writer) {
 
 // ExportLine is the shell line that points thunderctl at the cluster.
 func (c *Cluster) ExportLine() string {
-	line := fmt.Sprintf("export THUNDER_ZK=%s THUNDER_CLUSTER=%s", c.zk.Addr(), c.cfg.Cluster)
+	parts := []string{"export", "THUNDER_ZK=" + c.zk.Addr(), "THUNDER_CLUSTER=" + c.cfg.Cluster}
 	if !c.cfg.ZKAuth.IsZero() {
-		line += " THUNDER_ZK_AUTH=@" + ZKAuthFile(c.cfg.Dir)
+		parts = append(parts, "THUNDER_ZK_AUTH=@"+ZKAuthFile(c.cfg.Dir))
 	}
-	return line
+	return strings.Join(append(parts, c.cfg.ClientEnv...), " ")
 }

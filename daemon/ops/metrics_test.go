@@ -25,7 +25,7 @@ func TestMetricsExposition(t *testing.T) {
 		emit(4, "n2")
 		emit(5, "n3")
 	})
-	s, err := Serve("127.0.0.1:0", reg, func() error { return nil }, slog.New(slog.DiscardHandler))
+	s, err := Serve("127.0.0.1:0", reg, func() error { return nil }, slog.New(slog.DiscardHandler), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

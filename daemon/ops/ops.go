@@ -1,11 +1,14 @@
 // Package ops serves the HTTP endpoints every ThunderYurts daemon exposes
-// with --http: /metrics in the Prometheus text format, /debug/pprof/, /healthz (the process
-// is alive) and /readyz (it can serve its role). It is the home of the
-// Prometheus client library (metrics.go); docs/metrics.md lists the series.
+// with --http: /metrics in the Prometheus text format, /healthz (the process
+// is alive), /readyz (it can serve its role) and, when enabled, the Go
+// profiles under /debug/pprof/. Options.TLS serves them over TLS. It is the
+// home of the Prometheus client library (metrics.go); docs/metrics.md lists
+// the series.
 package ops
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -47,6 +50,14 @@ func capSeconds(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
+// Options are what an operator turns on for the endpoints.
+type Options struct {
+	// Pprof serves the Go profiles under /debug/pprof/ (--enable-pprof).
+	Pprof bool
+	// TLS, when set, serves HTTPS only (--http-tls); nil: plain HTTP.
+	TLS *tls.Config
+}
+
 // Server is a running HTTP endpoint.
 type Server struct {
 	srv  *http.Server
@@ -56,19 +67,24 @@ type Server struct {
 
 // Serve binds addr and serves the endpoints until Close. ready returns nil
 // when the daemon can serve its role, or why not.
-func Serve(addr string, reg *Registry, ready func() error, log *slog.Logger) (*Server, error) {
+func Serve(addr string, reg *Registry, ready func() error, log *slog.Logger, opts Options) (*Server, error) {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("http listen %s: %w", addr, err)
 	}
+	if opts.TLS != nil {
+		lis = tls.NewListener(lis, opts.TLS)
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", reg.handler(log))
-	// Profiles are served on the operator's HTTP address only, never on the
-	// data port, so they are as reachable as /metrics and no more.
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/profile", capSeconds(pprof.Profile))
-	mux.HandleFunc("/debug/pprof/trace", capSeconds(pprof.Trace))
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	// Profiles show the process's memory, keys and values included: they
+	// are served only when asked for, on the operator's HTTP address only.
+	if opts.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", capSeconds(pprof.Profile))
+		mux.HandleFunc("/debug/pprof/trace", capSeconds(pprof.Trace))
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, "ok\n")
 	})

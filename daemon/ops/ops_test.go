@@ -2,14 +2,19 @@ package ops
 
 import (
 	"bufio"
+	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/thunderyurts/thunderyurts/wire/tlsauth"
 )
 
 // serveWith serves with the given HTTP limits (conns 0: the default).
@@ -21,7 +26,7 @@ func serveWith(t *testing.T, l httpLimits) *Server {
 	}
 	limits = l
 	t.Cleanup(func() { limits = saved })
-	s, err := Serve("127.0.0.1:0", NewRegistry(), func() error { return nil }, slog.New(slog.DiscardHandler))
+	s, err := Serve("127.0.0.1:0", NewRegistry(), func() error { return nil }, slog.New(slog.DiscardHandler), Options{Pprof: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,5 +135,72 @@ func TestServerBoundsConnections(t *testing.T) {
 	_ = idle[0].Close()
 	if err := get(10 * time.Second); err != nil {
 		t.Fatalf("no connection served after one of the three closed: %v", err)
+	}
+}
+
+func TestProfilesOffUnlessEnabled(t *testing.T) {
+	s, err := Serve("127.0.0.1:0", NewRegistry(), func() error { return nil }, slog.New(slog.DiscardHandler), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	client := &http.Client{Timeout: 30 * time.Second}
+	for path, want := range map[string]int{"/debug/pprof/": http.StatusNotFound, "/debug/pprof/heap": http.StatusNotFound, "/metrics": http.StatusOK} {
+		resp, err := client.Get("http://" + s.Addr() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("%s without --enable-pprof: status %d, want %d", path, resp.StatusCode, want)
+		}
+	}
+}
+
+func TestHTTPTLSNeedsAClientCertificate(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Now()
+	if err := tlsauth.InitCA(dir, 1, now); err != nil {
+		t.Fatal(err)
+	}
+	load := func(name string, role tlsauth.Role) *tlsauth.Certs {
+		cert, err := tlsauth.Issue(dir, dir, tlsauth.Request{Name: name, Roles: []tlsauth.Role{role}, Hosts: []string{"127.0.0.1"}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := tlsauth.Load(tlsauth.Files{Cert: cert, Key: filepath.Join(dir, name+"-key.pem"), CA: filepath.Join(dir, tlsauth.CACertFile)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	s, err := Serve("127.0.0.1:0", NewRegistry(), func() error { return nil }, slog.New(slog.DiscardHandler), Options{TLS: load("node", tlsauth.RoleNode).ServerConfig()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	get := func(url string, conf *tls.Config) error {
+		c := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: conf}}
+		resp, err := c.Get(url)
+		if err != nil {
+			return err
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	}
+	scraper := load("scraper", tlsauth.RoleClient).ClientConfig()
+	if err := get("https://"+s.Addr()+"/metrics", scraper); err != nil {
+		t.Fatalf("https with a certificate of the CA: %v", err)
+	}
+	noCert := scraper.Clone()
+	noCert.GetClientCertificate = nil
+	if err := get("https://"+s.Addr()+"/metrics", noCert); err == nil {
+		t.Error("https without a client certificate was served")
+	}
+	if err := get("http://"+s.Addr()+"/metrics", nil); err == nil {
+		t.Error("plain http was served")
 	}
 }

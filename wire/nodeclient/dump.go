@@ -22,8 +22,8 @@ type DumpCut struct {
 // slot); fn's arguments are its own to keep. Records arrive as fast as fn
 // takes them: the node reads no further ahead than about one message. An
 // error from begin or fn ends the dump and is returned as is.
-func Dump(ctx context.Context, addr string, slots []int, minSeq uint64, tableVersion int64, begin func(DumpCut) error, fn func(slot int, key, value []byte) error) error {
-	conn, err := wire.Dial(ctx, addr, 0)
+func (n Nodes) Dump(ctx context.Context, addr string, slots []int, minSeq uint64, tableVersion int64, begin func(DumpCut) error, fn func(slot int, key, value []byte) error) error {
+	conn, err := wire.Dial(ctx, addr, wire.DialOptions{TLS: n.TLS})
 	if err != nil {
 		return err
 	}
