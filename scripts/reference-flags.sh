@@ -53,7 +53,7 @@ for cmd in "serve coord" "serve data" "dev" "get" "put" "del" "scan" "bench" \
 	"admin rebalance" "admin drain" "admin group weight" "admin group remove" \
 	"admin backup run" "admin backup list" "admin backup verify" \
 	"admin backup schedule set" "admin backup schedule show" "admin backup schedule clear" \
-	"admin restore" "version"; do
+	"admin restore" "admin certs init" "admin certs issue" "version"; do
 	# shellcheck disable=SC2086
 	"$bin" $cmd --help > "$tmp/cmd"
 	echo
