@@ -24,7 +24,7 @@ LDFLAGS   := -X main.commit=$(COMMIT) -X main.date=$(DATE) -X main.modified=$(MO
 # make release: these platforms, into dist/.
 PLATFORMS := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64
 
-.PHONY: all deps build test lint unit e2e proto demo bench release man clean
+.PHONY: all deps build test lint unit e2e proto demo bench release man reference clean
 
 all: build
 
@@ -60,6 +60,12 @@ man:
 	@mkdir -p docs/man
 	$(GO) run ./thunderctl man > docs/man/thunderctl.1
 
+## reference: regenerate the command and flag tables of docs/reference.md from the binary's help.
+reference: build
+	scripts/reference-flags.sh $(BIN) > docs/.flags.md
+	awk 'FNR==NR { gen = gen $$0 "\n"; next } /reference-flags.sh: begin/ { print; printf "%s", gen; skip = 1; next } /reference-flags.sh: end/ { skip = 0 } !skip' docs/.flags.md docs/reference.md > docs/.reference.md
+	mv docs/.reference.md docs/reference.md; rm -f docs/.flags.md
+
 ## test: gofmt, go vet, go mod tidy -diff, unit tests under the race detector, end-to-end tests with real processes and ZooKeeper.
 test: deps build lint unit e2e
 
@@ -68,6 +74,7 @@ lint:
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) mod tidy -diff
+	GOOS=darwin GOARCH=arm64 $(GO) build ./... && GOOS=darwin GOARCH=amd64 $(GO) build ./...
 
 unit:
 	$(GO) test -race -count=1 -timeout 10m $(RACE_PKGS)

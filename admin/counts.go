@@ -14,7 +14,7 @@ import (
 
 // Slot counts are what each slot holds on a group's primary
 // (NodeStatus.SlotCounts, asked with a NodeStatusFunc such as
-// client.Nodes.NodeSlotCounts): the rebalance plan shows the keys and bytes each
+// nodeclient.Nodes.NodeSlotCounts): the rebalance plan shows the keys and bytes each
 // move copies, and status finds keys a group holds in slots it does not
 // own.
 

@@ -54,7 +54,7 @@ func Restore(ctx context.Context, cfg RestoreConfig) (Result, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	kv, err := client.New(ctx, client.Config{Routes: cfg.Cluster, Logger: log, TLS: cfg.TLS})
+	kv, err := client.New(ctx, cfg.Cluster, client.Options{Logger: log, TLS: cfg.TLS})
 	if err != nil {
 		return Result{}, fmt.Errorf("restore: %w", err)
 	}

@@ -12,9 +12,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/thunderyurts/thunderyurts/client"
 	"github.com/thunderyurts/thunderyurts/coord"
 	"github.com/thunderyurts/thunderyurts/wire"
+	"github.com/thunderyurts/thunderyurts/wire/nodeclient"
 )
 
 // RunConfig configures Run. Cluster and Store are required.
@@ -99,7 +99,7 @@ func Run(ctx context.Context, cfg RunConfig) (Result, error) {
 		pending[slot] = true
 	}
 	for round := 1; ; round++ {
-		served, err := copyRound(ctx, cl, client.Nodes{TLS: cfg.TLS}, set, routes, pending, slotCount, m, res.Groups, log)
+		served, err := copyRound(ctx, cl, nodeclient.Nodes{TLS: cfg.TLS}, set, routes, pending, slotCount, m, res.Groups, log)
 		if err != nil {
 			return res, fmt.Errorf("backup %s: %w", set.ID(), err)
 		}
@@ -139,7 +139,7 @@ func Run(ctx context.Context, cfg RunConfig) (Result, error) {
 // group's cut in points. It returns which group served each slot copied;
 // a group that refuses with MOVED (the table changed since routes was
 // read) leaves its slots out.
-func copyRound(ctx context.Context, cl *coord.Cluster, nodes client.Nodes, set *Set, routes *coord.RouteTable, pending map[int]bool, slotCount int, m *meter, points map[string]GroupPoint, log *slog.Logger) (map[int]string, error) {
+func copyRound(ctx context.Context, cl *coord.Cluster, nodes nodeclient.Nodes, set *Set, routes *coord.RouteTable, pending map[int]bool, slotCount int, m *meter, points map[string]GroupPoint, log *slog.Logger) (map[int]string, error) {
 	slotsOf := map[string][]int{}
 	for slot := range slotCount {
 		if !pending[slot] {
@@ -223,7 +223,7 @@ func slotList(slots map[int]bool) string {
 // next when one refuses before its copy starts; members judge that g owns
 // the slots from a slot table at least at tableVersion. A copy that fails once
 // started fails the backup: its slot files are partly written.
-func copyGroup(ctx context.Context, nodes client.Nodes, set *Set, g *coord.Group, route coord.GroupRoute, slots []int, slotCount int, tableVersion int64, m *meter) (GroupPoint, error) {
+func copyGroup(ctx context.Context, nodes nodeclient.Nodes, set *Set, g *coord.Group, route coord.GroupRoute, slots []int, slotCount int, tableVersion int64, m *meter) (GroupPoint, error) {
 	addr := map[string]string{}
 	for _, mem := range route.Members {
 		addr[mem.ID] = mem.Addr
@@ -266,7 +266,7 @@ func copyGroup(ctx context.Context, nodes client.Nodes, set *Set, g *coord.Group
 // slot file is written by Set.WriteSlot in a goroutine of its own, fed
 // record by record, so the copy goes at the pace the store takes it.
 // started reports whether the copy had begun when it failed.
-func copyFrom(ctx context.Context, nodes client.Nodes, set *Set, group, id, addr string, slots []int, slotCount int, minSeq uint64, tableVersion int64, m *meter) (pt GroupPoint, started bool, err error) {
+func copyFrom(ctx context.Context, nodes nodeclient.Nodes, set *Set, group, id, addr string, slots []int, slotCount int, minSeq uint64, tableVersion int64, m *meter) (pt GroupPoint, started bool, err error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	slow := time.AfterFunc(cutTimeout, func() { cancel(fmt.Errorf("no copy within %s", cutTimeout)) })
@@ -317,7 +317,7 @@ func copyFrom(ctx context.Context, nodes client.Nodes, set *Set, group, id, addr
 		}
 		return nil
 	}
-	begin := func(cut client.DumpCut) error {
+	begin := func(cut nodeclient.DumpCut) error {
 		slow.Stop()
 		started = true
 		pt = GroupPoint{Epoch: cut.Epoch, Sequence: cut.Seq, Node: id}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/thunderyurts/thunderyurts/coord"
+	"github.com/thunderyurts/thunderyurts/coord/zkcoord"
 	"github.com/thunderyurts/thunderyurts/internal/clock"
 	"github.com/thunderyurts/thunderyurts/wire"
 )
@@ -22,7 +23,11 @@ var (
 	ErrNotFound = wire.ErrNotFound
 	// ErrInvalidArgument: the key or value is empty or too large; nothing was written.
 	ErrInvalidArgument = wire.ErrInvalidArgument
-	// ErrUnavailable: no node could serve the request within the timeout.
+	// ErrUnavailable: the cluster could not serve the call in time, whatever
+	// the part that failed: ZooKeeper unreachable or its session lost, no
+	// coordinator answering, a group with no primary, a node that refused
+	// the connection or did not answer before the deadline. Retrying later
+	// may succeed; a Put or Delete that failed so may have been applied.
 	ErrUnavailable = wire.ErrUnavailable
 	// ErrCorrupt: the node found the stored record corrupted and returned no data.
 	ErrCorrupt = wire.ErrCorrupt
@@ -31,7 +36,7 @@ var (
 )
 
 // DefaultTimeout bounds an operation when neither its context nor
-// Config.Timeout does. A failover with the default 6 s ZooKeeper session
+// Options.Timeout does. A failover with the default 6 s ZooKeeper session
 // timeout takes 6–7 s; 10 s lets the operations caught in one retry on the
 // new primary and succeed.
 const DefaultTimeout = 10 * time.Second
@@ -45,16 +50,15 @@ const MaxKeySize = 4096
 // and cost every request sharing that batch its connection.
 const MaxValueSize = 32 << 20
 
-// RouteSource tells the client where slots live. coord.Cluster reads the
-// routes straight from ZooKeeper; CoordinatorRoutes asks the coordinators.
+// RouteSource tells New where slots live. coord.Cluster reads the routes
+// straight from ZooKeeper (Dial uses one); CoordinatorRoutes asks the
+// coordinators.
 type RouteSource interface {
 	Routes(ctx context.Context) (*coord.RouteTable, error)
 }
 
-// Config configures a Client. The zero value is not usable: Routes is required.
-type Config struct {
-	// Routes supplies the slot table and the groups' primaries. Required.
-	Routes RouteSource
+// Options configure a Client. The zero value is usable.
+type Options struct {
 	// Timeout bounds each operation whose context has no deadline; 0 →
 	// DefaultTimeout. Keep it above the cluster's failover time (the
 	// ZooKeeper session timeout plus about a second), or a failover can
@@ -74,8 +78,18 @@ type Config struct {
 	// members; a secondary may return a stale value or miss a recent write).
 	ReadFrom ReadFrom
 	// Logger receives one line per routing change and per connection the
-	// keepalive closes; nil → discard.
+	// keepalive closes, and with Dial the ZooKeeper session's events; nil →
+	// nothing is logged. The client never writes to the default logger.
 	Logger *slog.Logger
+	// FailFast makes Dial give up as soon as every ZooKeeper server refused
+	// the connection (nothing listens there) instead of retrying until ctx
+	// ends: right for a command a person waits on, not for a service that
+	// may start before ZooKeeper does.
+	FailFast bool
+	// ZooKeeperAuth is the identity Dial presents to ZooKeeper when the
+	// cluster's znodes have access lists (docs/security.md); the zero value
+	// connects without credentials.
+	ZooKeeperAuth zkcoord.Auth
 }
 
 // ReadFrom selects the members that serve reads.
@@ -109,8 +123,12 @@ func ParseReadFrom(s string) (ReadFrom, error) {
 // "moved" answer or a broken connection refreshes the table and retries
 // until the operation's deadline.
 type Client struct {
-	cfg    Config
+	cfg    Options
+	source RouteSource
 	routes atomic.Pointer[coord.RouteTable]
+	// release frees what Dial opened for the client (its ZooKeeper
+	// session); nil for New.
+	release func() error
 
 	// id and writes tag every put and delete: the client's random id and
 	// the write's number, the same on every retry of it, so a primary
@@ -138,29 +156,54 @@ type Client struct {
 	bg       sync.WaitGroup
 }
 
-// New returns a client that has read the routes once; it fails if they
-// cannot be read within ctx.
-func New(ctx context.Context, cfg Config) (*Client, error) {
-	if cfg.Routes == nil {
-		return nil, errors.New("client: Config.Routes is required")
+// Dial connects to the cluster named cluster ("" → "default") through the
+// ZooKeeper ensemble zkServers ("host:port[,host:port...][/chroot]") and
+// returns a client that has read the routes once. Close releases everything
+// it opened. It fails with an error matching ErrUnavailable when ZooKeeper
+// gives no session or the routes cannot be read before ctx ends, and with
+// ErrInvalidArgument when zkServers or cluster is malformed.
+func Dial(ctx context.Context, zkServers, cluster string, opts Options) (*Client, error) {
+	log := orDiscard(opts.Logger)
+	if cluster == "" {
+		cluster = "default"
 	}
-	if cfg.Timeout <= 0 {
-		cfg.Timeout = DefaultTimeout
-	}
-	if cfg.StreamsPerNode <= 0 {
-		cfg.StreamsPerNode = 1
-	}
-	if cfg.DialTimeout <= 0 {
-		cfg.DialTimeout = 2 * time.Second
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	c := &Client{cfg: cfg, id: newClientID(), pipes: make(map[string]*pipe), dialing: make(map[string]*dial),
-		silent: make(map[string]bool), suspects: make(chan struct{}, 1)}
-	rt, err := cfg.Routes.Routes(ctx)
+	conn, err := zkcoord.Dial(ctx, zkServers, zkcoord.Options{Logger: log, FailFast: opts.FailFast, Auth: opts.ZooKeeperAuth})
 	if err != nil {
-		return nil, fmt.Errorf("read routes: %w", err)
+		return nil, edgeError(err)
+	}
+	c, err := New(ctx, coord.NewCluster(conn, cluster).WithLogger(log), opts)
+	if err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	c.release = conn.Close
+	return c, nil
+}
+
+// New returns a client that reads its routes from routes and has read them
+// once; it fails, with an error matching ErrUnavailable, if they cannot be
+// read within ctx. Dial is the usual way in; New serves a caller that has a
+// route source of its own (CoordinatorRoutes, or a coord.Cluster it keeps
+// using), which stays the caller's to close.
+func New(ctx context.Context, routes RouteSource, opts Options) (*Client, error) {
+	if routes == nil {
+		return nil, fmt.Errorf("%w: client: no route source", ErrInvalidArgument)
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = DefaultTimeout
+	}
+	if opts.StreamsPerNode <= 0 {
+		opts.StreamsPerNode = 1
+	}
+	if opts.DialTimeout <= 0 {
+		opts.DialTimeout = 2 * time.Second
+	}
+	opts.Logger = orDiscard(opts.Logger)
+	c := &Client{cfg: opts, source: routes, id: newClientID(), pipes: make(map[string]*pipe), dialing: make(map[string]*dial),
+		silent: make(map[string]bool), suspects: make(chan struct{}, 1)}
+	rt, err := routes.Routes(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read routes: %w", edgeError(err))
 	}
 	c.routes.Store(rt)
 	c.lastRefresh = time.Now()
@@ -169,6 +212,13 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	c.bg.Add(1)
 	go func() { defer c.bg.Done(); c.watch(wctx) }()
 	return c, nil
+}
+
+func orDiscard(log *slog.Logger) *slog.Logger {
+	if log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return log
 }
 
 // newClientID returns a random client id; 0 means untagged.
@@ -180,7 +230,8 @@ func newClientID() uint64 {
 	}
 }
 
-// Close closes every connection; calls in flight fail.
+// Close closes every connection, and the ZooKeeper session of a client
+// made by Dial; calls in flight fail.
 func (c *Client) Close() error {
 	c.stop()
 	c.bg.Wait()
@@ -194,6 +245,9 @@ func (c *Client) Close() error {
 	}
 	for _, p := range pipes {
 		p.wait()
+	}
+	if c.release != nil {
+		return c.release()
 	}
 	return nil
 }
@@ -488,7 +542,7 @@ func (c *Client) refresh(ctx context.Context, seenVersion int64) {
 	if cur := c.routes.Load(); cur.Table.Version > seenVersion || time.Since(c.lastRefresh) < 50*time.Millisecond {
 		return
 	}
-	rt, err := c.cfg.Routes.Routes(ctx)
+	rt, err := c.source.Routes(ctx)
 	c.lastRefresh = time.Now()
 	if err != nil {
 		c.cfg.Logger.Debug("route refresh failed", "err", err)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"path/filepath"
 	"slices"
@@ -18,17 +17,26 @@ import (
 	"github.com/thunderyurts/thunderyurts/coord/memcoord"
 	"github.com/thunderyurts/thunderyurts/daemon/coordinator"
 	"github.com/thunderyurts/thunderyurts/daemon/datanode"
+	"github.com/thunderyurts/thunderyurts/wire/nodeclient"
 )
 
 // inProcessCluster runs a coordinator and one single-node group per name in
 // this process, on an in-memory coordination service.
 func inProcessCluster(t *testing.T, groups ...string) (*coord.Cluster, map[string]*datanode.Node) {
 	t.Helper()
+	cl := coord.NewCluster(memcoord.New().Connect(), "test")
+	return cl, startInProcess(t, cl, groups...)
+}
+
+// startInProcess runs a coordinator and one single-node group per name in
+// this process on cl, and waits until every group owns slots and has a
+// primary.
+func startInProcess(t *testing.T, cl *coord.Cluster, groups ...string) map[string]*datanode.Node {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	cl := coord.NewCluster(memcoord.New().Connect(), "test")
-	co, err := coordinator.Start(ctx, coordinator.Config{Cluster: cl, Listen: "127.0.0.1:0", Slots: 32, ReplicationFactor: 1, AssignDelay: 10 * time.Millisecond, NodeStatus: client.Nodes{}.NodeStatus, Logger: log})
+	log := slog.New(slog.DiscardHandler)
+	co, err := coordinator.Start(ctx, coordinator.Config{Cluster: cl, Listen: "127.0.0.1:0", Slots: 32, ReplicationFactor: 1, AssignDelay: 10 * time.Millisecond, NodeStatus: nodeclient.Nodes{}.NodeStatus, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,12 +61,12 @@ func inProcessCluster(t *testing.T, groups ...string) (*coord.Cluster, map[strin
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return cl, nodes
+	return nodes
 }
 
 func newClient(t *testing.T, routes client.RouteSource) *client.Client {
 	t.Helper()
-	c, err := client.New(context.Background(), client.Config{Routes: routes, Timeout: 5 * time.Second})
+	c, err := client.New(context.Background(), routes, client.Options{Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +173,7 @@ func TestFollowsMovedSlots(t *testing.T) {
 	}
 	for _, n := range nodes {
 		for {
-			st, err := client.Nodes{}.NodeStatus(ctx, n.Addr())
+			st, err := nodeclient.Nodes{}.NodeStatus(ctx, n.Addr())
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -8,7 +8,7 @@
 // together in batches over a few long-lived streams, so many requests share
 // each round trip. On a "moved" answer, a node that is no longer primary, or
 // a broken connection, the client refreshes the routes and retries until the
-// operation's deadline (Config.Timeout when the context has none;
+// operation's deadline (Options.Timeout when the context has none;
 // DefaultTimeout, 10 s, outlasts a failover with the default ZooKeeper
 // session timeout).
 //
@@ -20,13 +20,22 @@
 // 100 ms and moves the requests waiting on a node that is no longer primary
 // to the new one.
 //
-//	conn, _ := zkcoord.Dial(ctx, "127.0.0.1:2181", zkcoord.Options{})
-//	c, err := client.New(ctx, client.Config{Routes: coord.NewCluster(conn, "default")})
+// Dial connects through ZooKeeper, and Close releases everything it opened:
+//
+//	c, err := client.Dial(ctx, "zk1:2181,zk2:2181,zk3:2181", "default", client.Options{})
 //	if err != nil { ... }
 //	defer c.Close()
 //	err = c.Put(ctx, []byte("user:1"), []byte("ada"))
 //	v, err := c.Get(ctx, []byte("user:1"))
 //	if errors.Is(err, client.ErrNotFound) { ... }
+//
+// Every failure to reach the cluster in time, whichever part failed
+// (ZooKeeper, the coordinators, a group without a primary, a node), matches
+// ErrUnavailable. The client logs nothing unless Options.Logger is set; in
+// particular the ZooKeeper session's events never reach the application's
+// default logger. New takes a route source of the caller's instead of
+// ZooKeeper, such as CoordinatorRoutes. The calls only operators' tools make
+// to one data node (status, handover, dump) are in wire/nodeclient.
 //
 // Every Put and Delete carries a tag, the client's random id and the
 // write's number in that client, and every retry of it the same tag: a
@@ -37,12 +46,12 @@
 // (docs/replication.md, "Idempotent writes"). A Put or Delete that fails
 // with a timeout or a lost connection may still have been applied, once.
 //
-// On a cluster that runs mutual TLS (docs/security.md), Config.TLS carries
+// On a cluster that runs mutual TLS (docs/security.md), Options.TLS carries
 // the application's credentials, usually a "client" certificate:
 //
 //	certs, err := tlsauth.Load(tlsauth.Files{Cert: "app.pem", Key: "app-key.pem", CA: "ca.pem"})
-//	c, err := client.New(ctx, client.Config{Routes: routes, TLS: certs.ClientConfig()})
+//	c, err := client.Dial(ctx, zkServers, "default", client.Options{TLS: certs.ClientConfig()})
 //
-// Nodes makes the calls admin tools address to one node (status,
-// handover, dump) with the same credentials.
+// wire/nodeclient.Nodes makes the calls admin tools address to one node
+// (status, handover, dump) with the same credentials.
 package client

@@ -14,7 +14,7 @@ import (
 
 func newClientTimeout(t *testing.T, routes client.RouteSource, timeout time.Duration) *client.Client {
 	t.Helper()
-	c, err := client.New(context.Background(), client.Config{Routes: routes, Timeout: timeout})
+	c, err := client.New(context.Background(), routes, client.Options{Timeout: timeout})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -53,9 +53,9 @@ func TestSuspectPipeToDeposedNodeClosesOnRouteChange(t *testing.T) {
 	old := silentListener(t)
 	var current atomic.Pointer[coord.RouteTable]
 	current.Store(oneGroup(old))
-	c, err := New(context.Background(), Config{Routes: routeFunc(func(context.Context) (*coord.RouteTable, error) {
+	c, err := New(context.Background(), routeFunc(func(context.Context) (*coord.RouteTable, error) {
 		return current.Load(), nil
-	})})
+	}), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -109,7 +108,7 @@ func (s *Store) sync() error {
 	if s.noSync {
 		return nil
 	}
-	return syscall.Fdatasync(int(s.wal.Fd()))
+	return fdatasync(s.wal)
 }
 
 // rollIfFull starts a new segment once the active one reached the segment

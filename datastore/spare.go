@@ -116,7 +116,7 @@ func (sp *spares) prepare() (*os.File, error) {
 	if err := syscall.Statfs(sp.dir, &fs); err != nil {
 		return nil, err
 	}
-	if free := int64(fs.Bavail) * fs.Bsize; free < spareMinFree*sp.size {
+	if free := int64(fs.Bavail) * int64(fs.Bsize); free < spareMinFree*sp.size {
 		return nil, fmt.Errorf("%d MiB free, a spare needs %d MiB and leaves room for %d more", free>>20, sp.size>>20, (spareMinFree-1)*sp.size>>20)
 	}
 	f, err := os.CreateTemp(sp.dir, spareGlob)
@@ -137,7 +137,7 @@ func (sp *spares) prepare() (*os.File, error) {
 			return nil, err
 		}
 		if !sp.noSync {
-			if err := syscall.Fdatasync(int(f.Fd())); err != nil {
+			if err := fdatasync(f); err != nil {
 				discardSpare(f)
 				return nil, err
 			}

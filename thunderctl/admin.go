@@ -14,9 +14,9 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/thunderyurts/thunderyurts/admin"
-	"github.com/thunderyurts/thunderyurts/client"
 	"github.com/thunderyurts/thunderyurts/client/bench"
 	"github.com/thunderyurts/thunderyurts/coord"
+	"github.com/thunderyurts/thunderyurts/wire/nodeclient"
 )
 
 func adminCommand() *cli.Command {
@@ -231,7 +231,7 @@ func inCluster(ctx context.Context, c *cli.Context, fn func(context.Context, *co
 // screen); otherwise the reports follow one another, an empty line apart.
 // A failed collection is printed and watched through, as is an unhealthy
 // cluster.
-func watchStatus(c *cli.Context, nodes client.Nodes) error {
+func watchStatus(c *cli.Context, nodes nodeclient.Nodes) error {
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	w := c.App.Writer

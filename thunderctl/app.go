@@ -246,34 +246,34 @@ func clusterConn(ctx context.Context, c *cli.Context, log *slog.Logger, sessionT
 }
 
 // newClient connects a client through the coordinators (--coord) or
-// ZooKeeper.
+// ZooKeeper, failing fast when every ZooKeeper server refuses.
 func newClient(ctx context.Context, c *cli.Context) (*client.Client, func(), error) {
-	log := newLogger(c, slog.LevelError)
 	tlsConf, err := clientTLS(c)
 	if err != nil {
 		return nil, nil, err
 	}
-	var routes client.RouteSource
-	closeRoutes := func() {}
-	if coords := c.String("coord"); coords != "" {
-		routes = client.CoordinatorRoutes(strings.Split(coords, ","), tlsConf)
-	} else {
-		cl, closeConn, err := clusterConn(ctx, c, log, 0, true)
-		if err != nil {
-			return nil, nil, err
-		}
-		routes, closeRoutes = cl, closeConn
-	}
-	readFrom, _ := client.ParseReadFrom(c.String("read-from")) // checked by the flag
-	rctx, cancel := context.WithTimeout(ctx, c.Duration("timeout"))
-	defer cancel()
-	kv, err := client.New(rctx, client.Config{Routes: routes, Timeout: c.Duration("timeout"), ReadFrom: readFrom, Logger: log, TLS: tlsConf})
+	auth, _, err := zkOptions(c)
 	if err != nil {
-		closeRoutes()
-		if errors.Is(err, coord.ErrNoCluster) {
-			return nil, nil, fmt.Errorf("cluster %q does not exist in ZooKeeper %s: %w", c.String("cluster"), c.String("zk"), err)
-		}
 		return nil, nil, err
 	}
-	return kv, func() { _ = kv.Close(); closeRoutes() }, nil
+	readFrom, _ := client.ParseReadFrom(c.String("read-from")) // checked by the flag
+	opts := client.Options{Timeout: c.Duration("timeout"), ReadFrom: readFrom, Logger: newLogger(c, slog.LevelError),
+		TLS: tlsConf, FailFast: true, ZooKeeperAuth: auth}
+	rctx, cancel := context.WithTimeout(ctx, c.Duration("timeout"))
+	defer cancel()
+	var kv *client.Client
+	if coords := c.String("coord"); coords != "" {
+		kv, err = client.New(rctx, client.CoordinatorRoutes(strings.Split(coords, ","), tlsConf), opts)
+	} else {
+		kv, err = client.Dial(rctx, c.String("zk"), c.String("cluster"), opts)
+	}
+	switch {
+	case errors.Is(err, coord.ErrInvalid):
+		return nil, nil, usageIn(c, "--zk: %v", err)
+	case errors.Is(err, coord.ErrNoCluster):
+		return nil, nil, fmt.Errorf("cluster %q does not exist in ZooKeeper %s: %w", c.String("cluster"), c.String("zk"), err)
+	case err != nil:
+		return nil, nil, err
+	}
+	return kv, func() { _ = kv.Close() }, nil
 }

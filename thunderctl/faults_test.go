@@ -268,7 +268,7 @@ func TestChaosKills(t *testing.T) {
 	tc, cl := startGroup(t, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := client.New(ctx, client.Config{Routes: cl}) // the default timeout
+	c, err := client.New(ctx, cl, client.Options{}) // the default timeout
 	if err != nil {
 		t.Fatal(err)
 	}

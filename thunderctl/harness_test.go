@@ -253,7 +253,7 @@ func (tc *testCluster) client(cl *coord.Cluster) *client.Client {
 	tc.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := client.New(ctx, client.Config{Routes: cl, Timeout: 10 * time.Second})
+	c, err := client.New(ctx, cl, client.Options{Timeout: 10 * time.Second})
 	if err != nil {
 		tc.t.Fatal(err)
 	}

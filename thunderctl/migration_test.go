@@ -16,6 +16,7 @@ import (
 
 	"github.com/thunderyurts/thunderyurts/client"
 	"github.com/thunderyurts/thunderyurts/coord"
+	"github.com/thunderyurts/thunderyurts/wire/nodeclient"
 )
 
 // The slot migration acceptance test (docs/migration.md): real processes
@@ -383,7 +384,7 @@ func ownersKeyCount(ctx context.Context, cl *coord.Cluster) (uint64, error) {
 		if g.PrimaryAddr == "" || len(rt.Table.SlotsOf(g.Name)) == 0 {
 			continue
 		}
-		st, err := client.Nodes{}.NodeStatus(ctx, g.PrimaryAddr)
+		st, err := nodeclient.Nodes{}.NodeStatus(ctx, g.PrimaryAddr)
 		if err != nil {
 			return 0, err
 		}

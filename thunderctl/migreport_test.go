@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/thunderyurts/thunderyurts/admin"
-	"github.com/thunderyurts/thunderyurts/client"
 	"github.com/thunderyurts/thunderyurts/coord"
+	"github.com/thunderyurts/thunderyurts/wire/nodeclient"
 )
 
 // What the admin commands show of a rebalance, end to end: the dry run's
@@ -95,7 +95,7 @@ func TestMigrationReport(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		st, err := client.Nodes{}.NodeStatus(ctx, rt.Groups["g2"].PrimaryAddr)
+		st, err := nodeclient.Nodes{}.NodeStatus(ctx, rt.Groups["g2"].PrimaryAddr)
 		if err != nil {
 			return err
 		}

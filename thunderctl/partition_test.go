@@ -203,7 +203,7 @@ func TestInnerWriter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := client.New(ctx, client.Config{Routes: coord.NewCluster(conn, cluster), Timeout: time.Second})
+	c, err := client.New(ctx, coord.NewCluster(conn, cluster), client.Options{Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/thunderyurts/thunderyurts/client"
 	"github.com/thunderyurts/thunderyurts/coord"
 	"github.com/thunderyurts/thunderyurts/wire"
+	"github.com/thunderyurts/thunderyurts/wire/nodeclient"
 	"github.com/thunderyurts/thunderyurts/wire/tlsauth"
 )
 
@@ -157,7 +158,7 @@ func TestSecureClientCertificateReadsAndWritesButCannotAdminister(t *testing.T) 
 	if !errors.Is(wire.FromRPC(err), wire.ErrPermissionDenied) {
 		t.Errorf("Replicate with a client certificate: %v, want permission denied", err)
 	}
-	_, err = client.Nodes{TLS: clientConf}.Handover(ctx, primary, g.Epoch, "")
+	_, err = nodeclient.Nodes{TLS: clientConf}.Handover(ctx, primary, g.Epoch, "")
 	if !errors.Is(err, wire.ErrPermissionDenied) || !strings.Contains(err.Error(), "Handover needs an admin certificate; this one is client") {
 		t.Errorf("Handover with a client certificate: %v, want permission denied", err)
 	}
@@ -211,7 +212,7 @@ func TestSecureCertificateRotationOnSIGHUP(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	kv, err := client.New(ctx, client.Config{Routes: cl, Timeout: 20 * time.Second, TLS: app.ClientConfig()})
+	kv, err := client.New(ctx, cl, client.Options{Timeout: 20 * time.Second, TLS: app.ClientConfig()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -373,7 +374,7 @@ func TestSecureRebalanceMovesSlotsOverTLS(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	kv, err := client.New(ctx, client.Config{Routes: cl, Timeout: 20 * time.Second, TLS: ca.clientConfig(ca.issue("app", "client"))})
+	kv, err := client.New(ctx, cl, client.Options{Timeout: 20 * time.Second, TLS: ca.clientConfig(ca.issue("app", "client"))})
 	if err != nil {
 		t.Fatal(err)
 	}

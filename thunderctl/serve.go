@@ -24,6 +24,7 @@ import (
 	"github.com/thunderyurts/thunderyurts/daemon/coordinator"
 	"github.com/thunderyurts/thunderyurts/daemon/datanode"
 	"github.com/thunderyurts/thunderyurts/daemon/ops"
+	"github.com/thunderyurts/thunderyurts/wire/nodeclient"
 	"github.com/thunderyurts/thunderyurts/wire/tlsauth"
 )
 
@@ -192,7 +193,7 @@ func startLogger(c *cli.Context) *slog.Logger {
 func serveCoord(c *cli.Context) error {
 	return runDaemon(c, func(ctx context.Context, env daemonEnv) (daemon.Daemon, error) {
 		tlsConf := env.certs.ClientConfig()
-		nodes := client.Nodes{TLS: tlsConf}
+		nodes := nodeclient.Nodes{TLS: tlsConf}
 		return coordinator.Start(ctx, coordinator.Config{
 			Cluster: env.cluster, Listen: c.String("listen"), HTTP: c.String("http"),
 			Slots: c.Int("slots"), ReplicationFactor: c.Int("replication-factor"),

@@ -7,7 +7,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/thunderyurts/thunderyurts/client"
+	"github.com/thunderyurts/thunderyurts/wire/nodeclient"
 	"github.com/thunderyurts/thunderyurts/wire/tlsauth"
 )
 
@@ -54,7 +54,7 @@ func clientTLS(c *cli.Context) (*tls.Config, error) {
 }
 
 // nodesOf calls data nodes with the command's credentials.
-func nodesOf(c *cli.Context) (client.Nodes, error) {
+func nodesOf(c *cli.Context) (nodeclient.Nodes, error) {
 	conf, err := clientTLS(c)
-	return client.Nodes{TLS: conf}, err
+	return nodeclient.Nodes{TLS: conf}, err
 }

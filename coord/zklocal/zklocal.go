@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/thunderyurts/thunderyurts/internal/sysproc"
 )
 
 // Where the Debian package installs ZooKeeper. Its jar names its
@@ -215,7 +217,8 @@ maxClientCnxns=0
 		"-Dorg.slf4j.simpleLogger.showDateTime=true", "-Dorg.slf4j.simpleLogger.dateTimeFormat=yyyy-MM-dd'T'HH:mm:ss.SSSZ",
 		mainName, cfg)
 	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = childAttr()
+	// Never outlive us, even if we crash before Stop.
+	cmd.SysProcAttr = sysproc.DieWithParent()
 	if err := cmd.Start(); err != nil {
 		out.Close()
 		return nil, fmt.Errorf("start zookeeper: %w", err)

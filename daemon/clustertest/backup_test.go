@@ -12,10 +12,10 @@ import (
 	"time"
 
 	"github.com/thunderyurts/thunderyurts/backup"
-	"github.com/thunderyurts/thunderyurts/client"
 	"github.com/thunderyurts/thunderyurts/coord"
 	"github.com/thunderyurts/thunderyurts/daemon/clustertest"
 	"github.com/thunderyurts/thunderyurts/wire"
+	"github.com/thunderyurts/thunderyurts/wire/nodeclient"
 )
 
 // pausingConn pauses the first read of the slot table: once it is read,
@@ -189,5 +189,5 @@ func TestBackupDuringMigration(t *testing.T) {
 // dumpFrom asks group's primary for a copy of slot.
 func dumpFrom(ctx context.Context, c *clustertest.Cluster, group string, slot int) error {
 	addr := c.Node(c.Primary(group)).Addr()
-	return client.Nodes{}.Dump(ctx, addr, []int{slot}, 0, 0, func(client.DumpCut) error { return nil }, func(int, []byte, []byte) error { return nil })
+	return nodeclient.Nodes{}.Dump(ctx, addr, []int{slot}, 0, 0, func(nodeclient.DumpCut) error { return nil }, func(int, []byte, []byte) error { return nil })
 }

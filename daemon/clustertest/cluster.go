@@ -17,6 +17,7 @@ import (
 	"github.com/thunderyurts/thunderyurts/daemon/coordinator"
 	"github.com/thunderyurts/thunderyurts/daemon/datanode"
 	"github.com/thunderyurts/thunderyurts/daemon/procs"
+	"github.com/thunderyurts/thunderyurts/wire/nodeclient"
 )
 
 var (
@@ -172,7 +173,7 @@ func (c *Cluster) tryStart(m *member, change func(*datanode.Config)) error {
 	if m.dir == "" {
 		cfg := coordinator.Config{
 			Cluster: cl, ID: m.name, Listen: "127.0.0.1:0", Slots: c.opts.Slots, ReplicationFactor: c.opts.ReplicationFactor,
-			AssignDelay: c.opts.AssignDelay, NodeStatus: client.Nodes{}.NodeStatus, Logger: log, HTTP: c.httpAddr(),
+			AssignDelay: c.opts.AssignDelay, NodeStatus: nodeclient.Nodes{}.NodeStatus, Logger: log, HTTP: c.httpAddr(),
 		}
 		if c.opts.Backups != nil {
 			cfg.Backups = c.opts.Backups(cl)
@@ -254,7 +255,7 @@ func (c *Cluster) Client() *client.Client {
 	c.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
-	cli, err := client.New(ctx, client.Config{Routes: cl, Timeout: 10 * time.Second})
+	cli, err := client.New(ctx, cl, client.Options{Timeout: 10 * time.Second})
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -313,7 +314,7 @@ func (c *Cluster) stop(name string, mode stopMode) {
 			// Close would hand a primary role over: let the node see its
 			// session in doubt and drop the role first.
 			c.Eventually(name+" drops its role", func(ctx context.Context) bool {
-				st, err := client.Nodes{}.NodeStatus(ctx, m.addr)
+				st, err := nodeclient.Nodes{}.NodeStatus(ctx, m.addr)
 				return err == nil && st.Role != "primary"
 			})
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/thunderyurts/thunderyurts/coord"
 	"github.com/thunderyurts/thunderyurts/daemon/clustertest"
 	"github.com/thunderyurts/thunderyurts/wire"
+	"github.com/thunderyurts/thunderyurts/wire/nodeclient"
 )
 
 // others returns the members of names other than skip.
@@ -44,7 +45,7 @@ func TestDivergedFollowerIsTruncated(t *testing.T) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		st, err := client.Nodes{}.NodeStatus(ctx, oldNode.Addr())
+		st, err := nodeclient.Nodes{}.NodeStatus(ctx, oldNode.Addr())
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/thunderyurts/thunderyurts/coord"
 	"github.com/thunderyurts/thunderyurts/daemon/clustertest"
 	"github.com/thunderyurts/thunderyurts/wire"
+	"github.com/thunderyurts/thunderyurts/wire/nodeclient"
 )
 
 // The tests of this file play the coordinator of a slot migration: they
@@ -125,7 +126,7 @@ func report(ctx context.Context, c *clustertest.Cluster, group, id string) *wire
 		if n.ID != g.Primary {
 			continue
 		}
-		st, err := client.Nodes{}.NodeStatus(ctx, n.Addr)
+		st, err := nodeclient.Nodes{}.NodeStatus(ctx, n.Addr)
 		if err != nil {
 			return nil
 		}
@@ -420,7 +421,7 @@ func TestMigrationMovesSlots(t *testing.T) {
 		t.Fatalf("target primary holds %d keys of the moved slots; want at least 260", k)
 	}
 	// Status counts only owned slots.
-	st, err := client.Nodes{}.NodeStatus(ctxFor(t, 5*time.Second), c.Node(c.Primary("g1")).Addr())
+	st, err := nodeclient.Nodes{}.NodeStatus(ctxFor(t, 5*time.Second), c.Node(c.Primary("g1")).Addr())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,10 +6,10 @@ import (
 	"time"
 
 	"github.com/thunderyurts/thunderyurts/admin"
-	"github.com/thunderyurts/thunderyurts/client"
 	"github.com/thunderyurts/thunderyurts/coord"
 	"github.com/thunderyurts/thunderyurts/daemon/clustertest"
 	"github.com/thunderyurts/thunderyurts/wire"
+	"github.com/thunderyurts/thunderyurts/wire/nodeclient"
 )
 
 // The tests of this file check what the data nodes report about slot
@@ -19,7 +19,7 @@ import (
 // slotCountsOf asks node name for its slot counts, by slot.
 func slotCountsOf(t *testing.T, c *clustertest.Cluster, name string) map[int]*wire.SlotDigest {
 	t.Helper()
-	st, err := client.Nodes{}.NodeSlotCounts(ctxFor(t, 10*time.Second), c.Node(name).Addr())
+	st, err := nodeclient.Nodes{}.NodeSlotCounts(ctxFor(t, 10*time.Second), c.Node(name).Addr())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +59,7 @@ func TestNodeSlotCounts(t *testing.T) {
 	if counts[0].GetKeys() != 30 || sumKeys != 50 || sumBytes != bytes {
 		t.Fatalf("counted %d keys (%d in slot 0), %d bytes; want 50 (30), %d", sumKeys, counts[0].GetKeys(), sumBytes, bytes)
 	}
-	st, err := client.Nodes{}.NodeStatus(ctxFor(t, 10*time.Second), c.Node(primary).Addr())
+	st, err := nodeclient.Nodes{}.NodeStatus(ctxFor(t, 10*time.Second), c.Node(primary).Addr())
 	if err != nil || len(st.SlotCounts) != 0 {
 		t.Fatalf("status not asking for counts has %d of them, %v", len(st.SlotCounts), err)
 	}
@@ -107,7 +107,7 @@ func TestStatusOrphanedKeys(t *testing.T) {
 	cli := c.Client()
 	put(t, cli, slotKeys("o", 12, 13, 40)...)
 	status := func() string {
-		s, err := admin.CollectStatus(ctxFor(t, 20*time.Second), c.Coord(), client.Nodes{}.NodeStatus, client.Nodes{}.NodeSlotCounts)
+		s, err := admin.CollectStatus(ctxFor(t, 20*time.Second), c.Coord(), nodeclient.Nodes{}.NodeStatus, nodeclient.Nodes{}.NodeSlotCounts)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/thunderyurts/thunderyurts/client"
 	"github.com/thunderyurts/thunderyurts/coord"
 	"github.com/thunderyurts/thunderyurts/daemon/clustertest"
+	"github.com/thunderyurts/thunderyurts/wire/nodeclient"
 )
 
 // group starts a coordinator and a group g1 of n data nodes and waits until
@@ -113,7 +114,7 @@ func handover(t *testing.T, c *clustertest.Cluster, from, to string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reply, err := client.Nodes{}.Handover(ctx, c.Node(from).Addr(), g.Epoch, c.Node(to).ID())
+	reply, err := nodeclient.Nodes{}.Handover(ctx, c.Node(from).Addr(), g.Epoch, c.Node(to).ID())
 	if err != nil {
 		t.Fatalf("handover %s → %s: %v", from, to, err)
 	}

@@ -6,10 +6,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/thunderyurts/thunderyurts/client"
 	"github.com/thunderyurts/thunderyurts/coord"
 	"github.com/thunderyurts/thunderyurts/daemon/clustertest"
 	"github.com/thunderyurts/thunderyurts/daemon/datanode"
+	"github.com/thunderyurts/thunderyurts/wire/nodeclient"
 )
 
 // A crashed node's registration outlives it with its session (here for
@@ -40,7 +40,7 @@ func TestCrashedNodesRestartWithoutSessionExpiry(t *testing.T) {
 			return len(g.ISR) == 3 && g.Primary != "" && (role == "secondary" || g.Epoch > before.Epoch)
 		})
 		c.Eventually(victim+" serves again", func(ctx context.Context) bool {
-			st, err := client.Nodes{}.NodeStatus(ctx, c.Node(victim).Addr())
+			st, err := nodeclient.Nodes{}.NodeStatus(ctx, c.Node(victim).Addr())
 			return err == nil && st.Role != "unknown"
 		})
 		put(t, cli, keys("after-"+role, 20)...)

@@ -15,11 +15,11 @@ import (
 
 	"storj.io/drpc/drpcconn"
 
-	"github.com/thunderyurts/thunderyurts/client"
 	"github.com/thunderyurts/thunderyurts/coord"
 	"github.com/thunderyurts/thunderyurts/coord/memcoord"
 	"github.com/thunderyurts/thunderyurts/daemon/coordinator"
 	"github.com/thunderyurts/thunderyurts/wire"
+	"github.com/thunderyurts/thunderyurts/wire/nodeclient"
 )
 
 // patience bounds every wait for something a test expects to happen.
@@ -48,7 +48,7 @@ func newTestCluster(t *testing.T) *testCluster {
 	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
 	co, err := coordinator.Start(ctx, coordinator.Config{Cluster: coord.NewCluster(c.srv.Connect(), "test").WithLogger(c.log),
-		Listen: "127.0.0.1:0", Slots: 16, ReplicationFactor: 2, AssignDelay: 10 * time.Millisecond, NodeStatus: client.Nodes{}.NodeStatus, Logger: c.log.With("daemon", "coord")})
+		Listen: "127.0.0.1:0", Slots: 16, ReplicationFactor: 2, AssignDelay: 10 * time.Millisecond, NodeStatus: nodeclient.Nodes{}.NodeStatus, Logger: c.log.With("daemon", "coord")})
 	if err != nil {
 		t.Fatal(err)
 	}

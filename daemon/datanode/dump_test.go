@@ -8,9 +8,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/thunderyurts/thunderyurts/client"
 	"github.com/thunderyurts/thunderyurts/coord"
 	"github.com/thunderyurts/thunderyurts/wire"
+	"github.com/thunderyurts/thunderyurts/wire/nodeclient"
 )
 
 // An in-sync secondary dumps every key of the slots asked, slot by slot in
@@ -45,8 +45,8 @@ func TestDumpFromInSyncSecondary(t *testing.T) {
 	got := map[string][]byte{}
 	var order []int
 	var lastKey []byte
-	var cut client.DumpCut
-	err := client.Nodes{}.Dump(ctx, b.Addr(), slots, committed, 0, func(c client.DumpCut) error { cut = c; return nil }, func(slot int, key, value []byte) error {
+	var cut nodeclient.DumpCut
+	err := nodeclient.Nodes{}.Dump(ctx, b.Addr(), slots, committed, 0, func(c nodeclient.DumpCut) error { cut = c; return nil }, func(slot int, key, value []byte) error {
 		if len(order) == 0 || order[len(order)-1] != slot {
 			order, lastKey = append(order, slot), nil
 		} else if bytes.Compare(lastKey, key) >= 0 {
@@ -81,7 +81,7 @@ func TestDumpFromInSyncSecondary(t *testing.T) {
 	// A member whose table is older than the backup's does not judge
 	// ownership from it.
 	ahead := b.state.Load().table.Version + 1
-	err = client.Nodes{}.Dump(ctx, b.Addr(), slots, 0, ahead, func(client.DumpCut) error { return nil }, func(int, []byte, []byte) error { return nil })
+	err = nodeclient.Nodes{}.Dump(ctx, b.Addr(), slots, 0, ahead, func(nodeclient.DumpCut) error { return nil }, func(int, []byte, []byte) error { return nil })
 	if wire.CodeOf(err) != wire.Code_STALE_EPOCH {
 		t.Fatalf("dump asking for slot table v%d: %v, want STALE_EPOCH", ahead, err)
 	}
@@ -91,7 +91,7 @@ func TestDumpFromInSyncSecondary(t *testing.T) {
 		g.ISR = slices.DeleteFunc(slices.Clone(g.ISR), func(id string) bool { return id == b.ID() })
 		s.group = &g
 	})
-	err = client.Nodes{}.Dump(ctx, b.Addr(), slots, 0, 0, func(client.DumpCut) error { return nil }, func(int, []byte, []byte) error { return nil })
+	err = nodeclient.Nodes{}.Dump(ctx, b.Addr(), slots, 0, 0, func(nodeclient.DumpCut) error { return nil }, func(int, []byte, []byte) error { return nil })
 	if err == nil || !strings.Contains(err.Error(), "not in the in-sync set") {
 		t.Fatalf("dump from a member out of the in-sync set: %v", err)
 	}

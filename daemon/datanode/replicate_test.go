@@ -11,11 +11,11 @@ import (
 
 	"storj.io/drpc/drpcconn"
 
-	"github.com/thunderyurts/thunderyurts/client"
 	"github.com/thunderyurts/thunderyurts/coord"
 	"github.com/thunderyurts/thunderyurts/datastore"
 	"github.com/thunderyurts/thunderyurts/internal/poll"
 	"github.com/thunderyurts/thunderyurts/wire"
+	"github.com/thunderyurts/thunderyurts/wire/nodeclient"
 )
 
 // fakeFollower opens Replicate to addr directly, as a process that is not a
@@ -141,7 +141,7 @@ func TestHandoverNeedsTheEpoch(t *testing.T) {
 		}
 	}
 	// Over the wire, the caller sees the same typed refusal.
-	if _, err := (client.Nodes{}).Handover(ctx, a.Addr(), epoch+1, b.ID()); !errors.Is(err, wire.ErrStaleEpoch) {
+	if _, err := (nodeclient.Nodes{}).Handover(ctx, a.Addr(), epoch+1, b.ID()); !errors.Is(err, wire.ErrStaleEpoch) {
 		t.Fatalf("handover over dRPC for epoch %d: %v", epoch+1, err)
 	}
 	if c.group().Primary != a.ID() {

@@ -18,9 +18,10 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/thunderyurts/thunderyurts/internal/sysproc"
 )
 
 // Credentials the server is started with; it accepts any.
@@ -61,7 +62,7 @@ func Start(t testing.TB, buckets ...string) *Server {
 	cmd := exec.Command(bin, "-bucket", strings.Join(buckets, ","))
 	cmd.Stderr = os.Stderr
 	// Never outlive the test binary, even if it crashes before cleanup.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = sysproc.DieWithParent()
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatalf("s3test: %v", err)

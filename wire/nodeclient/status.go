@@ -1,4 +1,4 @@
-package client
+package nodeclient
 
 import (
 	"context"
@@ -30,7 +30,7 @@ func (n Nodes) NodeSlotCounts(ctx context.Context, addr string) (*wire.NodeStatu
 }
 
 func (n Nodes) nodeStatus(ctx context.Context, addr string, req *wire.NodeStatusRequest) (*wire.NodeStatus, error) {
-	conn, err := dialConn(ctx, addr, n.TLS)
+	conn, err := wire.Dial(ctx, addr, wire.DialOptions{TLS: n.TLS})
 	if err != nil {
 		return nil, err
 	}
@@ -46,7 +46,7 @@ func (n Nodes) nodeStatus(ctx context.Context, addr string, req *wire.NodeStatus
 // the most caught-up in-sync member) without losing an acknowledged write.
 // epoch, when not 0, must be the group's current epoch.
 func (n Nodes) Handover(ctx context.Context, addr string, epoch uint64, to string) (*wire.HandoverReply, error) {
-	conn, err := dialConn(ctx, addr, n.TLS)
+	conn, err := wire.Dial(ctx, addr, wire.DialOptions{TLS: n.TLS})
 	if err != nil {
 		return nil, err
 	}

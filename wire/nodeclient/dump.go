@@ -1,4 +1,4 @@
-package client
+package nodeclient
 
 import (
 	"context"
@@ -23,7 +23,7 @@ type DumpCut struct {
 // takes them: the node reads no further ahead than about one message. An
 // error from begin or fn ends the dump and is returned as is.
 func (n Nodes) Dump(ctx context.Context, addr string, slots []int, minSeq uint64, tableVersion int64, begin func(DumpCut) error, fn func(slot int, key, value []byte) error) error {
-	conn, err := dialConn(ctx, addr, n.TLS)
+	conn, err := wire.Dial(ctx, addr, wire.DialOptions{TLS: n.TLS})
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,14 @@
+//go:build !linux
+
+package datastore
+
+import "os"
+
+// fdatasync makes f's written data durable. Off Linux there is no
+// fdatasync; os.File.Sync is fsync, and on macOS F_FULLFSYNC, the only call
+// there that flushes the drive's write cache.
+func fdatasync(f *os.File) error { return f.Sync() }
+
+// lowerThreadPriority does nothing off Linux: there setpriority acts on the
+// whole process, not on the calling thread.
+func lowerThreadPriority(int) {}
