@@ -28,6 +28,8 @@ const nodeStatusTimeout = 2 * time.Second
 type Status struct {
 	// State is StateHealthy when there are no warnings, else StateUnhealthy.
 	State string `json:"state"`
+	// Error is, when unhealthy, the line `admin status` exits with.
+	Error string `json:"error,omitempty"`
 	// Cluster, Slots and ReplicationFactor come from the cluster's metadata.
 	Cluster           string `json:"cluster"`
 	Slots             int    `json:"slots"`
@@ -379,9 +381,9 @@ func BuildStatus(meta coord.ClusterMeta, table *coord.SlotTable, groups []*coord
 
 // judge sets State from the warnings; call it after adding any.
 func (s *Status) judge() {
-	s.State = StateHealthy
-	if len(s.Warnings) > 0 {
-		s.State = StateUnhealthy
+	s.State, s.Error = StateHealthy, ""
+	if err := s.Problem(); err != nil {
+		s.State, s.Error = StateUnhealthy, err.Error()
 	}
 }
 
