@@ -167,7 +167,11 @@ func Dial(ctx context.Context, zkServers, cluster string, opts Options) (*Client
 	if cluster == "" {
 		cluster = "default"
 	}
-	conn, err := zkcoord.Dial(ctx, zkServers, zkcoord.Options{Logger: log, FailFast: opts.FailFast, Auth: opts.ZooKeeperAuth})
+	zopts := zkcoord.Options{Logger: log, FailFast: opts.FailFast, Auth: opts.ZooKeeperAuth}
+	if !zopts.Auth.IsZero() {
+		zopts.ACL = coord.ACLCreator // a chroot it creates is not left open
+	}
+	conn, err := zkcoord.Dial(ctx, zkServers, zopts)
 	if err != nil {
 		return nil, edgeError(err)
 	}

@@ -22,6 +22,10 @@ type NodeInfo struct {
 	// tell its own stale registration from another's (ReclaimNode).
 	Host string `json:"host,omitempty"`
 	Dir  string `json:"dir,omitempty"`
+	// Boot names the kernel boot the process ran under: a directory lock
+	// proves only that no process of the same kernel holds it, and host
+	// names repeat across machines (cloned VMs, rescheduled containers).
+	Boot string `json:"boot,omitempty"`
 }
 
 // CoordinatorInfo is a coordinator's election data.
@@ -61,13 +65,15 @@ func (c *Cluster) RegisterNode(ctx context.Context, info NodeInfo) error {
 }
 
 // ReclaimNode deletes the registration nodes/<info.ID> left by an earlier
-// process of the same node — one naming the same Host and Dir as info — so
+// process of the same node — one naming the same Host, Dir and Boot as
+// info — so
 // that info can be registered at once instead of after that process's
 // session expires. Only a caller that knows that process is gone may call
 // it: a data node does once it holds its data directory's lock, which the
 // kernel released when the earlier process died (docs/replication.md,
 // "Restarts"). It reports whether it deleted a registration; a
-// registration of another host or directory is left alone (false, nil).
+// registration of another host, directory or boot is left alone, as is
+// any when info names no boot (false, nil): its session must expire.
 func (c *Cluster) ReclaimNode(ctx context.Context, info NodeInfo) (bool, error) {
 	if c.err != nil {
 		return false, c.err
@@ -82,7 +88,7 @@ func (c *Cluster) ReclaimNode(ctx context.Context, info NodeInfo) (bool, error) 
 		return false, nil
 	case err != nil:
 		return false, fmt.Errorf("reclaim node %q: %w", info.ID, err)
-	case old.Host != info.Host || old.Dir != info.Dir || old.StartedAt.Equal(info.StartedAt):
+	case old.Host != info.Host || old.Dir != info.Dir || info.Boot == "" || old.Boot != info.Boot || old.StartedAt.Equal(info.StartedAt):
 		return false, nil
 	}
 	// The version pins the delete to the registration just judged stale.

@@ -23,7 +23,7 @@ func certsCommand() *cli.Command {
 			{
 				Name:  "init",
 				Usage: "make a new CA in --dir: ca.pem (give it to every process as --tls-ca) and ca-key.pem (keep it secret)",
-				Flags: []cli.Flag{dir(), intFlag("days", 3650, 1, 100*365, "days the CA is valid")},
+				Flags: []cli.Flag{dir(), intFlag("days", 3650, 1, 100*365, "the CA is valid for `N` days")},
 				Action: func(c *cli.Context) error {
 					if err := tlsauth.InitCA(c.String("dir"), c.Int("days"), time.Now()); err != nil {
 						return err
@@ -41,7 +41,7 @@ func certsCommand() *cli.Command {
 					requiredFlag("name", "the certificate's common `NAME`, also its file name", nonEmpty),
 					stringFlag("hosts", "", "`HOSTS` (DNS names, IPs, comma-separated) a node certificate serves as: every address peers dial", nil),
 					stringFlag("out", "", "`PATH` to write the files to (default: --dir)", nil),
-					intFlag("days", 365, 1, 100*365, "days the certificate is valid"),
+					intFlag("days", 365, 1, 100*365, "the certificate is valid for `N` days"),
 				},
 				Action: func(c *cli.Context) error {
 					roles, _ := parseRoles(c.String("role")) // checked by the flag

@@ -188,9 +188,7 @@ func TestSecureClientCertificateReadsAndWritesButCannotAdminister(t *testing.T) 
 // servedSerial is the serial of the certificate the daemon at addr
 // presents to a new connection.
 func servedSerial(addr string, conf *tls.Config) (string, error) {
-	conf = conf.Clone()
-	conf.ServerName = "127.0.0.1"
-	d := tls.Dialer{Config: conf}
+	d := tls.Dialer{Config: tlsauth.ForHost(conf, "127.0.0.1")}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	c, err := d.DialContext(ctx, "tcp", addr)

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -188,9 +189,7 @@ func TestTLSRolesPerRPC(t *testing.T) {
 // presents to a new connection.
 func servedSerial(t *testing.T, addr string, conf *tls.Config) string {
 	t.Helper()
-	conf = conf.Clone()
-	conf.ServerName = "127.0.0.1"
-	c, err := tls.Dial("tcp", addr, conf)
+	c, err := tls.Dial("tcp", addr, tlsauth.ForHost(conf, "127.0.0.1"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,6 +280,27 @@ func TestTLSClientChecksTheServer(t *testing.T) {
 	var inv x509.CertificateInvalidError
 	if !errors.As(err, &inv) {
 		t.Fatalf("server with a client certificate: %v, want an invalid certificate", err)
+	}
+}
+
+// A certificate of the CA for another host does not pass for the one
+// dialed, by IP address as by name.
+func TestTLSClientChecksTheServersHost(t *testing.T) {
+	ca := newPKI(t)
+	cert, err := tlsauth.Issue(ca.dir, ca.dir, tlsauth.Request{Name: "elsewhere", Roles: []tlsauth.Role{tlsauth.RoleNode},
+		Hosts: []string{"10.9.9.9", "elsewhere.example"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := tlsauth.Files{Cert: cert, Key: strings.TrimSuffix(cert, ".pem") + "-key.pem", CA: filepath.Join(ca.dir, tlsauth.CACertFile)}
+	addr := serveTLS(t, ca.load(files), echo{})
+	conf := ca.load(ca.issue("client", []tlsauth.Role{tlsauth.RoleClient}, time.Time{}, time.Time{})).ClientConfig()
+	_, port, _ := net.SplitHostPort(addr)
+	for _, a := range []string{addr, net.JoinHostPort("localhost", port)} {
+		var host x509.HostnameError
+		if err := tlsCall(t, a, rpcStatus, conf); !errors.As(err, &host) {
+			t.Errorf("dial %s, served for another host: %v, want a host mismatch", a, err)
+		}
 	}
 }
 

@@ -15,6 +15,8 @@ import (
 	"storj.io/drpc/drpcserver"
 	"storj.io/drpc/drpcstream"
 	"storj.io/drpc/drpcwire"
+
+	"github.com/thunderyurts/thunderyurts/wire/tlsauth"
 )
 
 // MaxBatchBytes is where a sender stops adding requests to a Batch: the
@@ -80,10 +82,8 @@ func Dial(ctx context.Context, addr string, opts DialOptions) (*drpcconn.Conn, e
 	var raw net.Conn
 	var err error
 	if opts.TLS != nil {
-		cfg := opts.TLS.Clone()
-		if cfg.ServerName == "" {
-			cfg.ServerName, _, _ = net.SplitHostPort(addr)
-		}
+		host, _, _ := net.SplitHostPort(addr)
+		cfg := tlsauth.ForHost(opts.TLS, host)
 		d := tls.Dialer{NetDialer: &net.Dialer{Timeout: opts.Timeout}, Config: cfg}
 		tctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 		raw, err = d.DialContext(tctx, "tcp", addr)

@@ -436,7 +436,7 @@ func testReclaimNode(t *testing.T, s *suite) {
 	cl := newCluster(t, ctx, s.newConn(t), 8)
 	// The registration of a process that died: its session lives on, and
 	// nothing keeps the registration in place any more.
-	old := coord.NodeInfo{ID: "n1", Group: "g", Addr: "a:1", Host: "h1", Dir: "/d1", StartedAt: time.Now().UTC().Round(0)}
+	old := coord.NodeInfo{ID: "n1", Group: "g", Addr: "a:1", Host: "h1", Dir: "/d1", Boot: "b1", StartedAt: time.Now().UTC().Round(0)}
 	data, err := json.Marshal(old)
 	must(t, err, "encode")
 	must(t, s.newConn(t).CreateEphemeral(ctx, coord.ClusterPath(cl.Name())+"/nodes/n1", data), "register n1")
@@ -444,7 +444,9 @@ func testReclaimNode(t *testing.T, s *suite) {
 	next := old
 	next.StartedAt = old.StartedAt.Add(time.Second)
 	mine := view(s.newConn(t), cl.Name())
-	for _, other := range []coord.NodeInfo{{ID: "n1", Host: "h2", Dir: "/d1"}, {ID: "n1", Host: "h1", Dir: "/d2"}, old} {
+	otherBoot, noBoot := next, next
+	otherBoot.Boot, noBoot.Boot = "b2", ""
+	for _, other := range []coord.NodeInfo{{ID: "n1", Host: "h2", Dir: "/d1", Boot: "b1"}, {ID: "n1", Host: "h1", Dir: "/d2", Boot: "b1"}, otherBoot, noBoot, old} {
 		ok, err := mine.ReclaimNode(ctx, other)
 		must(t, err, "reclaim another's registration")
 		if ok {

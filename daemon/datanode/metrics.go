@@ -49,7 +49,7 @@ func newMetrics(n *Node) *metrics {
 		reg:       reg,
 		batches:   reg.Counter("thunder_data_batches_total", "Request batches received."),
 		batchSize: reg.Histogram("thunder_data_batch_requests", "Requests per batch received.", ops.SizeBuckets),
-		requests: reg.Counters("thunder_data_requests_total", "Requests this node served or refused, by operation.",
+		requests: reg.Counters("thunder_data_requests_total", "Requests routed to this node's role, by operation (scan: pages); not those refused before routing.",
 			"op", opNames...),
 		latency: reg.Histograms("thunder_data_request_duration_seconds",
 			"Time from a request's arrival to its answer, by operation (writes: until every in-sync replica holds them).",

@@ -211,6 +211,9 @@ func (imp *importer) stream(ctx context.Context, log *slog.Logger) (progressed b
 			// Nothing waits to be written: settle the last batch now, so
 			// a copy that caught up reports a committed position at once.
 			if err := imp.settle(sctx, last); err != nil {
+				if cause := context.Cause(sctx); cause != nil && ctx.Err() == nil {
+					err = cause
+				}
 				return progressed, err
 			}
 			last = nil
@@ -238,6 +241,9 @@ func (imp *importer) stream(ctx context.Context, log *slog.Logger) (progressed b
 			last = w
 		}
 		if err != nil {
+			if cause := context.Cause(sctx); cause != nil && ctx.Err() == nil {
+				err = cause // the source fell silent meanwhile
+			}
 			return progressed, err
 		}
 		if !progressed {

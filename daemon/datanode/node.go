@@ -21,6 +21,7 @@ import (
 	"github.com/thunderyurts/thunderyurts/coord"
 	"github.com/thunderyurts/thunderyurts/daemon/ops"
 	"github.com/thunderyurts/thunderyurts/datastore"
+	"github.com/thunderyurts/thunderyurts/internal/sysproc"
 	"github.com/thunderyurts/thunderyurts/wire"
 	"github.com/thunderyurts/thunderyurts/wire/tlsauth"
 )
@@ -227,6 +228,7 @@ func (n *Node) start(ctx context.Context) error {
 	if info.Dir, err = filepath.Abs(n.cfg.Dir); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
+	info.Boot = sysproc.BootID()
 	if n.http != nil {
 		info.HTTP = n.http.Addr()
 	}

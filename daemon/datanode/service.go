@@ -152,6 +152,7 @@ func (s *service) handle(ctx context.Context, batch *wire.Batch, r *replier) {
 	if leased {
 		lease = st.primary.leaseErr()
 	}
+	served := 0
 	for i, res := range results {
 		switch {
 		case lease != nil && !gets[i].StaleOk:
@@ -160,9 +161,10 @@ func (s *service) handle(ctx context.Context, batch *wire.Batch, r *replier) {
 			replies = append(replies, errResponse(gets[i].Id, res.Err))
 		default:
 			replies = append(replies, &wire.Response{Id: gets[i].Id, Value: res.Value})
+			served++
 		}
 	}
-	n.metrics.observe(opGet, len(gets), time.Since(start))
+	n.metrics.observe(opGet, served, time.Since(start))
 	if len(muts) > 0 {
 		err := lease
 		if err == nil {

@@ -16,10 +16,13 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"slices"
 	"strconv"
 	"time"
 
 	"golang.org/x/net/netutil"
+
+	"github.com/thunderyurts/thunderyurts/wire/tlsauth"
 )
 
 // httpLimits bound what one HTTP client can hold; docs/operations.md lists
@@ -50,6 +53,24 @@ func capSeconds(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
+// adminOnly refuses, when tls, a request whose verified certificate does
+// not carry the admin role; without TLS it changes nothing.
+func adminOnly(tls bool) func(http.HandlerFunc) http.HandlerFunc {
+	return func(h http.HandlerFunc) http.HandlerFunc {
+		if !tls {
+			return h
+		}
+		return func(w http.ResponseWriter, r *http.Request) {
+			if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 ||
+				!slices.Contains(tlsauth.RolesOf(r.TLS.VerifiedChains[0][0]), tlsauth.RoleAdmin) {
+				http.Error(w, "profiles need an admin certificate", http.StatusForbidden)
+				return
+			}
+			h(w, r)
+		}
+	}
+}
+
 // Options are what an operator turns on for the endpoints.
 type Options struct {
 	// Pprof serves the Go profiles under /debug/pprof/ (--enable-pprof).
@@ -72,6 +93,9 @@ func Serve(addr string, reg *Registry, ready func() error, log *slog.Logger, opt
 	if err != nil {
 		return nil, fmt.Errorf("http listen %s: %w", addr, err)
 	}
+	// The limit goes under TLS: the server sees the *tls.Conn, and with it
+	// the client's certificate (Request.TLS).
+	lis = netutil.LimitListener(lis, limits.conns)
 	if opts.TLS != nil {
 		lis = tls.NewListener(lis, opts.TLS)
 	}
@@ -79,11 +103,13 @@ func Serve(addr string, reg *Registry, ready func() error, log *slog.Logger, opt
 	mux.Handle("/metrics", reg.handler(log))
 	// Profiles show the process's memory, keys and values included: they
 	// are served only when asked for, on the operator's HTTP address only.
+	// Over TLS, only an admin certificate gets them.
 	if opts.Pprof {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", capSeconds(pprof.Profile))
-		mux.HandleFunc("/debug/pprof/trace", capSeconds(pprof.Trace))
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		admin := adminOnly(opts.TLS != nil)
+		mux.HandleFunc("/debug/pprof/", admin(pprof.Index))
+		mux.HandleFunc("/debug/pprof/profile", admin(capSeconds(pprof.Profile)))
+		mux.HandleFunc("/debug/pprof/trace", admin(capSeconds(pprof.Trace)))
+		mux.HandleFunc("/debug/pprof/symbol", admin(pprof.Symbol))
 	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, "ok\n")
@@ -107,7 +133,7 @@ func Serve(addr string, reg *Registry, ready func() error, log *slog.Logger, opt
 	s := &Server{srv: srv, addr: lis.Addr().String(), done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
-		if err := s.srv.Serve(netutil.LimitListener(lis, limits.conns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http server stopped", "addr", s.addr, "err", err)
 		}
 	}()

@@ -174,26 +174,37 @@ func TestHTTPTLSNeedsAClientCertificate(t *testing.T) {
 		}
 		return c
 	}
-	s, err := Serve("127.0.0.1:0", NewRegistry(), func() error { return nil }, slog.New(slog.DiscardHandler), Options{TLS: load("node", tlsauth.RoleNode).ServerConfig()})
+	s, err := Serve("127.0.0.1:0", NewRegistry(), func() error { return nil }, slog.New(slog.DiscardHandler), Options{TLS: load("node", tlsauth.RoleNode).ServerConfig(), Pprof: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = s.Close() })
 	get := func(url string, conf *tls.Config) error {
+		if conf != nil {
+			conf = tlsauth.ForHost(conf, "127.0.0.1")
+		}
 		c := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: conf}}
 		resp, err := c.Get(url)
 		if err != nil {
 			return err
 		}
+		b, _ := io.ReadAll(resp.Body)
 		_ = resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("status %d", resp.StatusCode)
+			return fmt.Errorf("status %d %s", resp.StatusCode, b)
 		}
 		return nil
 	}
 	scraper := load("scraper", tlsauth.RoleClient).ClientConfig()
 	if err := get("https://"+s.Addr()+"/metrics", scraper); err != nil {
 		t.Fatalf("https with a certificate of the CA: %v", err)
+	}
+	// Profiles show memory: an admin certificate only.
+	if err := get("https://"+s.Addr()+"/debug/pprof/", scraper); err == nil {
+		t.Error("a client certificate got /debug/pprof")
+	}
+	if err := get("https://"+s.Addr()+"/debug/pprof/", load("operator", tlsauth.RoleAdmin).ClientConfig()); err != nil {
+		t.Errorf("an admin certificate: /debug/pprof: %v", err)
 	}
 	noCert := scraper.Clone()
 	noCert.GetClientCertificate = nil

@@ -169,9 +169,31 @@ func (c *Certs) ClientConfig() *tls.Config {
 	}
 }
 
+// ForHost is conf (a ClientConfig) for dialing host, a name or an IP
+// address (unless conf names a server already): crypto/tls leaves
+// ConnectionState.ServerName empty for an IP address, which sends no SNI,
+// so the server's certificate is checked against the host given here.
+func ForHost(conf *tls.Config, host string) *tls.Config {
+	conf = conf.Clone()
+	if conf.ServerName == "" {
+		conf.ServerName = host
+	}
+	if verify := conf.VerifyConnection; verify != nil {
+		name := conf.ServerName
+		conf.VerifyConnection = func(cs tls.ConnectionState) error {
+			cs.ServerName = name
+			return verify(cs)
+		}
+	}
+	return conf
+}
+
 func verifyServer(cs tls.ConnectionState, pool *x509.CertPool) error {
 	if len(cs.PeerCertificates) == 0 {
 		return errors.New("tls: server sent no certificate")
+	}
+	if cs.ServerName == "" {
+		return errors.New("tls: no server name or address to check the server's certificate against")
 	}
 	inter := x509.NewCertPool()
 	for _, ic := range cs.PeerCertificates[1:] {
