@@ -127,8 +127,8 @@ func (s *Store) recoverSegment(seg *segment, newest bool, prev *uint64) error {
 	return nil
 }
 
-// replay applies one recovered record to the in-memory state: records at
-// or below applied are only checked, epoch markers are replayed always
+// replay applies one recovered record to the in-memory state: tags are
+// collected (TakeLogTags), records at or below applied are only checked, epoch markers are replayed always
 // (they are idempotent), data entries above applied go to tail and overlay.
 func (s *Store) replay(rec record, prev *uint64) error {
 	if rec.typ == recEpoch {
@@ -144,6 +144,9 @@ func (s *Store) replay(rec record, prev *uint64) error {
 	*prev = rec.seq
 	if int(rec.slot) >= s.slots {
 		return fmt.Errorf("seq %d slot %d of %d: %w", rec.seq, rec.slot, s.slots, ErrCorrupt)
+	}
+	if !rec.tag.IsZero() {
+		s.logTags.add(TagSeq{Tag: rec.tag, Seq: rec.seq})
 	}
 	if rec.seq <= s.applied {
 		return nil

@@ -55,6 +55,28 @@ func boltPages(t *testing.T, path string, want uint16) []int64 {
 	return out
 }
 
+// freelistPage returns the offset of the free list page the newest meta
+// page names, and the page size.
+func freelistPage(t *testing.T, path string) (off, ps int64) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	le := binary.LittleEndian
+	ps = int64(le.Uint32(b[16+8:]))
+	m0, m1 := b[16:], b[ps+16:]
+	m := m0
+	if le.Uint64(m1[48:]) > le.Uint64(m0[48:]) {
+		m = m1
+	}
+	id := le.Uint64(m[32:])
+	if id == 1<<64-1 {
+		t.Fatal("the data file keeps no free list")
+	}
+	return int64(id) * ps, ps
+}
+
 // TestDataFileDamage: a damaged bbolt file gives a one-line error naming
 // it, or opens and returns every value or ErrCorrupt; never a panic or a
 // wrong value. Verify finds each damage.
@@ -100,6 +122,11 @@ func TestDataFileDamage(t *testing.T) {
 			}
 			flipByte(t, path, off+int64(i)+12, 0x01)
 		}, true, false},
+		{"free_list_names_a_page_in_use", func(t *testing.T, path string) {
+			free, ps := freelistPage(t, path)
+			write(t, path, free+10, binary.LittleEndian.AppendUint16(nil, 1)) // the count
+			write(t, path, free+16, binary.LittleEndian.AppendUint64(nil, uint64(leaf(t, path)/ps)))
+		}, false, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

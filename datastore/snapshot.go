@@ -195,6 +195,7 @@ func (s *Store) discardAll() error {
 	s.costedSeq, s.costedBytes = 0, 0
 	s.segments = nil
 	s.restoredTags = nil
+	s.logTags = tagRing{max: s.logTags.max}
 	s.readHints.reset()
 	s.notifyLocked()
 	s.mu.Unlock()

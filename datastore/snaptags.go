@@ -106,3 +106,50 @@ func readRestoredTags(tx *bolt.Tx) ([]TagSeq, error) {
 	}
 	return tags, nil
 }
+
+// MaxLogTags bounds the tags Open keeps from its log scan for TakeLogTags:
+// the newest ones, as many as a node's retry window holds.
+const MaxLogTags = 1 << 20
+
+// TakeLogTags returns the tags of the log entries Open's scan of the log
+// met, ascending by seq (the newest MaxLogTags at most), and forgets them:
+// a node rebuilds its retry table from them without reading the log a
+// second time. Later calls return nil until the next Open; entries written
+// since Open are not included.
+func (s *Store) TakeLogTags() []TagSeq {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tags := s.logTags.ordered()
+	s.logTags = tagRing{max: s.logTags.max}
+	return tags
+}
+
+// tagRing keeps the newest max tags it is given, growing as needed (a log
+// without tags costs nothing).
+type tagRing struct {
+	max  int
+	tags []TagSeq
+	next int // where the next tag goes once tags is full
+}
+
+func (r *tagRing) add(t TagSeq) {
+	if len(r.tags) < r.max {
+		r.tags = append(r.tags, t)
+		return
+	}
+	r.tags[r.next] = t
+	r.next = (r.next + 1) % r.max
+}
+
+func (r *tagRing) len() int { return len(r.tags) }
+
+// ordered returns the tags oldest first, rotated in place.
+func (r *tagRing) ordered() []TagSeq {
+	if len(r.tags) == 0 {
+		return nil
+	}
+	slices.Reverse(r.tags[:r.next])
+	slices.Reverse(r.tags[r.next:])
+	slices.Reverse(r.tags)
+	return r.tags
+}

@@ -47,3 +47,55 @@ func TestRestoredTagsPersist(t *testing.T) {
 	s = openStore(t, dir, Options{NoSync: true})
 	check("after a crash in the next restore", s, nil)
 }
+
+// Open collects the tags of the log it scans, applied entries included
+// and untagged ones not; TakeLogTags hands them over once, and a torn
+// final commit contributes none.
+func TestTakeLogTags(t *testing.T) {
+	s, dir := newStore(t, Options{NoSync: true})
+	ctx := testCtx(t)
+	t1, t2 := Tag{Client: 5, Seq: 1}, Tag{Client: 5, Seq: 2}
+	if _, err := s.Write(ctx, []Mutation{{Slot: 1, Key: []byte("a"), Tag: t1}, {Slot: 1, Key: []byte("b")}}); err != nil {
+		t.Fatal(err)
+	}
+	waitApplied(t, s)
+	if _, err := s.Write(ctx, []Mutation{{Slot: 2, Key: []byte("c"), Delete: true, Tag: t2}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.TakeLogTags(); got != nil {
+		t.Fatalf("a new store's log tags: %v", got)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, dir, Options{NoSync: true})
+	want := []TagSeq{{Tag: t1, Seq: 1}, {Tag: t2, Seq: 3}}
+	if got := s.TakeLogTags(); !slices.Equal(got, want) {
+		t.Fatalf("log tags %v, want %v", got, want)
+	}
+	if got := s.TakeLogTags(); got != nil {
+		t.Fatalf("log tags taken twice: %v", got)
+	}
+}
+
+// Open keeps only the newest tags of a long log, in seq order.
+func TestLogTagsWindow(t *testing.T) {
+	s, dir := newStore(t, Options{NoSync: true})
+	ctx := testCtx(t)
+	for i := range uint64(10) {
+		if _, err := s.Write(ctx, []Mutation{{Slot: 0, Key: []byte("k"), Tag: Tag{Client: 1, Seq: i + 1}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, dir, Options{NoSync: true, logTags: 4})
+	var want []TagSeq
+	for i := uint64(7); i <= 10; i++ {
+		want = append(want, TagSeq{Tag: Tag{Client: 1, Seq: i}, Seq: i})
+	}
+	if got := s.TakeLogTags(); !slices.Equal(got, want) {
+		t.Fatalf("log tags %v, want the newest four %v", got, want)
+	}
+}

@@ -92,6 +92,7 @@ type Options struct {
 	segmentSize  int64
 	tailBytes    int64
 	overlayLimit int64
+	logTags      int
 	hooks        hooks
 }
 
@@ -173,6 +174,7 @@ type Store struct {
 	readHints    readHints      // see log.go
 	pins         map[uint64]int // Snapshot retention pins by applied seq
 	restoredTags []TagSeq       // see snaptags.go; replaced, never edited in place
+	logTags      tagRing        // the tags Open's log scan met, until TakeLogTags
 	hurry        int            // readers waiting for the applier
 	changed      chan struct{}  // closed and replaced on every state change
 
@@ -240,6 +242,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		hooks:         opts.hooks,
 		log:           opts.Logger,
 		observer:      opts.Observer,
+		logTags:       tagRing{max: opts.logTags},
 		overlay:       make(map[uint64]uint64),
 		drops:         make(map[uint16][]uint64),
 		hashSeed:      maphash.MakeSeed(),
@@ -252,7 +255,9 @@ func Open(dir string, opts Options) (*Store, error) {
 		committerDone: make(chan struct{}),
 		applierDone:   make(chan struct{}),
 	}
-	if err := s.open(opts.Slots); err != nil {
+	start := time.Now()
+	took, err := s.open(opts.Slots)
+	if err != nil {
 		// The open error is what the operator needs; a close error on top
 		// of it adds nothing.
 		_ = s.release()
@@ -267,12 +272,14 @@ func Open(dir string, opts Options) (*Store, error) {
 		_ = s.release()
 		return nil, fmt.Errorf("datastore: open %s: %w", dir, err)
 	}
+	took.mark("spares")
 	s.spares = sp
 	go s.runCommitter()
 	go s.runApplier()
 	s.kickApplier()
-	s.log.Info("datastore opened", "dir", dir, "slots", s.slots, "applied", s.applied,
-		"last_seq", s.last, "committed", s.committed, "epoch", s.epoch, "segments", len(s.segments))
+	s.log.Info("datastore opened", append([]any{"dir", dir, "slots", s.slots, "applied", s.applied,
+		"last_seq", s.last, "committed", s.committed, "epoch", s.epoch, "segments", len(s.segments),
+		"log_tags", s.logTags.len(), "took", time.Since(start).Round(time.Millisecond)}, took.attrs...)...)
 	return s, nil
 }
 
@@ -298,6 +305,7 @@ func checkOptions(o *Options) error {
 	}
 	setDefault(&o.MaxKeySize, defaultMaxKeySize)
 	setDefault(&o.MaxValueSize, defaultMaxValueSize)
+	setDefault(&o.logTags, MaxLogTags)
 	setDefault64(&o.segmentSize, defaultSegmentSize)
 	setDefault64(&o.tailBytes, defaultTailBytes)
 	setDefault64(&o.overlayLimit, defaultOverlayLimit)
@@ -310,32 +318,53 @@ func checkOptions(o *Options) error {
 	return nil
 }
 
-// open does Open's work; on error the caller releases what it acquired.
-func (s *Store) open(slots int) error {
+// phases times the steps of Open for its log line, so an operator sees
+// where a slow start went.
+type phases struct {
+	last  time.Time
+	attrs []any
+}
+
+// mark ends the phase named name.
+func (p *phases) mark(name string) {
+	now := time.Now()
+	p.attrs = append(p.attrs, name, now.Sub(p.last).Round(time.Millisecond))
+	p.last = now
+}
+
+// open does Open's work, timing its phases; on error the caller releases
+// what it acquired.
+func (s *Store) open(slots int) (*phases, error) {
+	took := &phases{last: time.Now()}
 	if err := os.MkdirAll(s.walDir, 0o755); err != nil {
-		return err
+		return nil, err
 	}
 	if err := s.acquireLock(); err != nil {
-		return err
+		return nil, err
 	}
+	took.mark("lock")
+	// The free list is kept in the file (NoFreelistSync false): without it
+	// bbolt rebuilds it on every open by reading every page of the file,
+	// which dominated a restart. checkPageTree checks the kept list.
 	db, err := openDataFile(s.dataPath, &bolt.Options{
 		Timeout:         lockTimeout,
 		NoSync:          s.noSync,
-		NoFreelistSync:  true,
 		FreelistType:    bolt.FreelistMapType,
 		InitialMmapSize: initialMmapSize,
 		PageSize:        pageSize,
-	})
+	}, took)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	s.db = db
 	if err := guardBolt(s.dataPath, func() error { return s.loadMeta(slots) }); err != nil {
-		return err
+		return nil, err
 	}
+	took.mark("meta")
 	if err := s.recoverLog(); err != nil {
-		return err
+		return nil, err
 	}
+	took.mark("log")
 	s.durable = s.last
 	s.committed = s.applied
 	s.target = s.applied
@@ -345,7 +374,8 @@ func (s *Store) open(slots int) error {
 	s.epochs = clampEpochs(s.epochs, s.last+1)
 	s.logEpoch = epochAt(s.epochs, s.last)
 	s.trimSegments()
-	return nil
+	took.mark("trim")
+	return took, nil
 }
 
 // acquireLock takes the store directory's lock (LockDir).
