@@ -15,7 +15,7 @@ import (
 // The retry window of idempotent writes (docs/replication.md, "Idempotent
 // writes"): the table keeps a tag for dedupeWindow after its entry was
 // appended, and the newest dedupeMin tags whatever their age, but never
-// more than dedupeMax tags (about 130 bytes each, measured: 130 MiB at
+// more than dedupeMax tags (40 bytes each in the tag table: 40 MiB at
 // most, which only more than 8,700 tagged writes a second for two minutes
 // reach).
 const (
@@ -34,23 +34,13 @@ const (
 // entries a truncation removed, or a snapshot replaced, are simply not
 // found.
 type dedupe struct {
-	mu    sync.Mutex
-	seqs  map[datastore.Tag]uint64
-	order []tagged // in log order, oldest first, from head on
-	head  int
+	// mu guards the table; rebuild holds it until its fill is done.
+	mu   sync.Mutex
+	tags *tagTable // in log order
 	// pending holds the claimed tags not yet written; the inflight is made
 	// when a second attempt comes (nil until then: no allocation per write).
 	pending map[datastore.Tag]*inflight
 	born    time.Time // the table's clock starts here (monotonic)
-}
-
-// tagged is one tag in the table and when it was added, on the table's
-// clock: the tags, up to a million, hold no pointer for the collector to
-// scan.
-type tagged struct {
-	tag datastore.Tag
-	seq uint64
-	at  time.Duration
 }
 
 // inflight is a tagged write queued on this node and not yet in its log;
@@ -63,7 +53,7 @@ type inflight struct {
 }
 
 func newDedupe() *dedupe {
-	return &dedupe{seqs: map[datastore.Tag]uint64{}, pending: map[datastore.Tag]*inflight{}, born: time.Now()}
+	return &dedupe{tags: newTagTable(dedupeMax), pending: map[datastore.Tag]*inflight{}, born: time.Now()}
 }
 
 // claim looks tag up. A tag in the log returns its entry's seq (inLog
@@ -81,7 +71,7 @@ func (d *dedupe) claim(tag datastore.Tag, inLog func(datastore.Tag, uint64) bool
 			d.mu.Unlock()
 			return 0, f
 		}
-		seq, ok := d.seqs[tag]
+		seq, ok := d.tags.get(tag)
 		if !ok {
 			d.pending[tag] = nil
 			d.mu.Unlock()
@@ -93,9 +83,7 @@ func (d *dedupe) claim(tag datastore.Tag, inLog func(datastore.Tag, uint64) bool
 			return seq, nil
 		}
 		d.mu.Lock()
-		if d.seqs[tag] == seq {
-			delete(d.seqs, tag)
-		}
+		d.tags.remove(tag, seq)
 		d.mu.Unlock()
 	}
 }
@@ -179,74 +167,54 @@ func (d *dedupe) appended(entries []datastore.LogEntry) {
 }
 
 func (d *dedupe) addLocked(tag datastore.Tag, seq uint64, now time.Duration) {
-	d.seqs[tag] = seq
-	d.order = append(d.order, tagged{tag: tag, seq: seq, at: now})
+	d.tags.add(tag, seq, now)
 }
 
-// pruneLocked forgets the tags beyond the window.
+// pruneLocked forgets the tags beyond the window (the table itself never
+// holds more than dedupeMax).
 func (d *dedupe) pruneLocked(now time.Duration) {
-	for n := len(d.order) - d.head; n > dedupeMin; n-- {
-		t := d.order[d.head]
-		if n <= dedupeMax && now-t.at < dedupeWindow {
-			break
-		}
-		if d.seqs[t.tag] == t.seq {
-			delete(d.seqs, t.tag)
-		}
-		d.order[d.head] = tagged{}
-		d.head++
-	}
-	if d.head > len(d.order)/2 {
-		d.order = append(d.order[:0], d.order[d.head:]...)
-		d.head = 0
+	for d.tags.len() > dedupeMin && now-d.tags.oldest().at >= dedupeWindow {
+		d.tags.popOldest()
 	}
 }
 
-// rebuild replaces the table's tags with those of the newest dedupeMax
-// entries of store: the tags of the snapshot it was restored from, then
-// those of its log, as a store is opened. Writes in flight stay claimed:
-// their outcome comes from the store they were queued in.
-func (d *dedupe) rebuild(store *datastore.Store, log *slog.Logger) {
+// rebuild empties the table for store, just opened, and returns fill,
+// which puts in the tags of its newest dedupeMax entries: those of the
+// snapshot it was restored from, then those Open met in its log. The table
+// stays locked from rebuild until fill returns, so a tagged write or a
+// replicated append waits for it: a retry of a write in the log is still
+// found, and the table stays in log order. fill takes a while for a full
+// window, so a node runs it once it serves; it must run exactly once.
+// Writes in flight stay claimed: their outcome comes from the store they
+// were queued in.
+func (d *dedupe) rebuild(store *datastore.Store, log *slog.Logger) (fill func()) {
 	d.mu.Lock()
-	clear(d.seqs)
-	d.order, d.head = nil, 0
-	d.mu.Unlock()
+	d.tags = newTagTable(dedupeMax)
 	last := store.LastSeq()
-	from := store.FirstLogSeq()
+	from := uint64(1)
 	if last >= dedupeMax {
-		from = max(from, last-dedupeMax+1)
+		from = last - dedupeMax + 1
 	}
-	restored := store.RestoredTags()
-	if last >= dedupeMax {
-		i, _ := slices.BinarySearchFunc(restored, last-dedupeMax+1, func(t datastore.TagSeq, seq uint64) int { return cmp.Compare(t.Seq, seq) })
-		restored = restored[i:]
-	}
-	d.install(restored)
-	start, found := time.Now(), len(restored)
-	for from <= last {
-		entries, err := store.ReadLog(from, datastore.Limit{Entries: 4096, Bytes: shipBytes})
-		if first := store.FirstLogSeq(); errors.Is(err, datastore.ErrLogTrimmed) && first > from {
-			// Trimmed meanwhile: the older tags are gone with their entries.
-			from = first
-			continue
-		}
-		if err != nil {
-			log.Warn("idempotent writes: could not read the log's tags; retries of older writes may apply twice", "from", from, "err", err)
-			return
-		}
-		if len(entries) == 0 {
-			break
-		}
-		for i := range entries {
-			if !entries[i].Tag.IsZero() {
-				found++
+	restored := since(store.RestoredTags(), from)
+	logged := since(store.TakeLogTags(), max(from, store.FirstLogSeq()))
+	return func() {
+		defer d.mu.Unlock()
+		start, now := time.Now(), time.Since(d.born)
+		for _, tags := range [][]datastore.TagSeq{restored, logged} {
+			for _, t := range tags {
+				d.addLocked(t.Tag, t.Seq, now)
 			}
 		}
-		d.appended(entries)
-		from = entries[len(entries)-1].Seq + 1
+		d.pruneLocked(now)
+		log.Info("idempotent writes: retry table filled from the log", "tags", d.tags.len(), "last_seq", last,
+			"took", time.Since(start).Round(time.Millisecond))
 	}
-	log.Info("idempotent writes: read the tags of the log's tail", "tags", found, "last_seq", last,
-		"took", time.Since(start).Round(time.Millisecond))
+}
+
+// since is tags, ascending by seq, from seq from on.
+func since(tags []datastore.TagSeq, from uint64) []datastore.TagSeq {
+	i, _ := slices.BinarySearchFunc(tags, from, func(t datastore.TagSeq, seq uint64) int { return cmp.Compare(t.Seq, seq) })
+	return tags[i:]
 }
 
 // install adds tags of entries the node holds without their log entries:
@@ -266,11 +234,11 @@ func (d *dedupe) window(upTo uint64) []datastore.TagSeq {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var out []datastore.TagSeq
-	for _, t := range d.order[d.head:] {
-		if t.seq <= upTo && d.seqs[t.tag] == t.seq {
+	d.tags.each(func(t tagged) {
+		if t.seq <= upTo && d.tags.indexed(t) {
 			out = append(out, datastore.TagSeq{Tag: t.tag, Seq: t.seq})
 		}
-	}
+	})
 	return out
 }
 

@@ -149,36 +149,64 @@ func TestDedupePrunesToItsWindow(t *testing.T) {
 		d.addLocked(datastore.Tag{Client: 1, Seq: i + 1}, i+1, old)
 	}
 	d.pruneLocked(now)
-	if len(d.seqs) != dedupeMin {
-		t.Fatalf("%d old tags kept, want %d", len(d.seqs), dedupeMin)
+	if n := d.tags.len(); n != dedupeMin {
+		t.Fatalf("%d old tags kept, want %d", n, dedupeMin)
 	}
-	if _, ok := d.seqs[datastore.Tag{Client: 1, Seq: dedupeMin + 100}]; !ok {
+	if _, ok := d.tags.get(datastore.Tag{Client: 1, Seq: dedupeMin + 100}); !ok {
 		t.Fatal("the newest tag was dropped")
+	}
+	if _, ok := d.tags.get(datastore.Tag{Client: 1, Seq: 100}); ok {
+		t.Fatal("a tag beyond the window was kept")
 	}
 	for i := range uint64(dedupeMax + 10) {
 		d.addLocked(datastore.Tag{Client: 2, Seq: i + 1}, i+1, now)
 	}
 	d.pruneLocked(now)
-	if len(d.seqs) != dedupeMax || len(d.order)-d.head != dedupeMax {
-		t.Fatalf("%d tags (%d in order) kept, want at most %d", len(d.seqs), len(d.order)-d.head, dedupeMax)
+	if n := d.tags.len(); n != dedupeMax {
+		t.Fatalf("%d tags kept, want at most %d", n, dedupeMax)
+	}
+	if _, ok := d.tags.get(datastore.Tag{Client: 2, Seq: 10}); ok {
+		t.Fatal("a tag beyond dedupeMax was kept")
+	}
+	if seq, ok := d.tags.get(datastore.Tag{Client: 2, Seq: 11}); !ok || seq != 11 {
+		t.Fatalf("the oldest tag of the window: seq %d, %v", seq, ok)
 	}
 }
 
-// rebuild reads the tags of the log's tail.
+// rebuild takes the tags Open met in the log; until its fill is done the
+// table is locked, so a tagged write waits for it and still finds its
+// first attempt.
 func TestDedupeRebuildsFromTheLog(t *testing.T) {
-	store, err := datastore.Open(filepath.Join(t.TempDir(), "s"), datastore.Options{Slots: 4, AutoCommit: true, NoSync: true})
+	dir := filepath.Join(t.TempDir(), "s")
+	opts := datastore.Options{Slots: 4, AutoCommit: true, NoSync: true}
+	store, err := datastore.Open(dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer store.Close()
 	tag := datastore.Tag{Client: 3, Seq: 3}
 	ctx := context.Background()
 	if _, err := store.Write(ctx, []datastore.Mutation{{Slot: 1, Key: []byte("a")}, {Slot: 1, Key: []byte("b"), Tag: tag}}); err != nil {
 		t.Fatal(err)
 	}
+	if err := store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if store, err = datastore.Open(dir, opts); err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
 	d := newDedupe()
-	d.rebuild(store, testLogger(t))
-	if seq, _ := d.claim(tag, func(datastore.Tag, uint64) bool { return true }); seq != 2 {
+	fill := d.rebuild(store, testLogger(t))
+	if d.mu.TryLock() {
+		t.Fatal("the table is open before its fill")
+	}
+	got := make(chan uint64, 1)
+	go func() {
+		seq, _ := d.claim(tag, func(datastore.Tag, uint64) bool { return true })
+		got <- seq
+	}()
+	fill()
+	if seq := <-got; seq != 2 {
 		t.Fatalf("rebuilt table has the tag at seq %d, want 2", seq)
 	}
 }

@@ -174,10 +174,20 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 }
 
 func (n *Node) start(ctx context.Context) error {
+	// Each phase is logged with its time, so a slow start shows where it
+	// went.
+	began := time.Now()
+	last := began
+	phase := func(name string) {
+		now := time.Now()
+		n.log.Info("start phase done", "phase", name, "took", now.Sub(last).Round(time.Millisecond))
+		last = now
+	}
 	meta, err := n.waitForCluster(ctx)
 	if err != nil {
 		return err
 	}
+	phase("cluster")
 	n.slots, n.replication = meta.Slots, meta.ReplicationFactor
 	n.metrics = newMetrics(n)
 	watchSession := n.metrics.reg.WatchSession(n.cfg.Cluster.Conn())
@@ -188,12 +198,14 @@ func (n *Node) start(ctx context.Context) error {
 		return err
 	}
 	n.useStore(store)
+	phase("store")
 	if err := n.cfg.Cluster.EnsureGroup(ctx, n.cfg.Group); err != nil {
 		return fmt.Errorf("create group %s: %w", n.cfg.Group, err)
 	}
 	if err := n.watchCluster(); err != nil {
 		return err
 	}
+	phase("watch")
 	n.lis, err = net.Listen("tcp", n.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", n.cfg.Listen, err)
@@ -220,6 +232,7 @@ func (n *Node) start(ctx context.Context) error {
 			return err
 		}
 	}
+	phase("listen")
 	n.startedAt = time.Now().UTC().Round(0)
 	info := coord.NodeInfo{ID: n.id, Group: n.cfg.Group, Addr: n.addr, StartedAt: n.startedAt}
 	if info.Host, err = os.Hostname(); err != nil {
@@ -236,6 +249,7 @@ func (n *Node) start(ctx context.Context) error {
 	if err := n.register(ctx, info); err != nil {
 		return err
 	}
+	phase("register")
 	if n.cfg.Cluster.Conn().Lease().Session != session {
 		session = 0 // registered in some session: lead finds out which
 	}
@@ -245,7 +259,8 @@ func (n *Node) start(ctx context.Context) error {
 	go func() { defer n.wg.Done(); n.manageRole(session) }()
 	go func() { defer n.wg.Done(); n.mig.run(n.ctx) }()
 	close(n.ready)
-	n.log.Info("data node started", "addr", n.addr, "dir", n.cfg.Dir, "slots", meta.Slots)
+	n.log.Info("data node started: ready", "addr", n.addr, "dir", n.cfg.Dir, "slots", meta.Slots,
+		"took", time.Since(began).Round(time.Millisecond))
 	return nil
 }
 

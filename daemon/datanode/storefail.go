@@ -48,13 +48,22 @@ func (n *Node) noteStoreErr(err error) {
 	}
 }
 
-// useStore makes s the node's store, reads the tags of its log's tail, and
-// watches it, so a failure on a path no request waits on (the applier's, on
-// a full disk) stops the node serving at once too.
+// useStore makes s the node's store, fills the retry table with the tags
+// of its log's tail once the node is ready (or stops), and watches it, so
+// a failure on a path no request waits on (the applier's, on a full disk)
+// stops the node serving at once too.
 func (n *Node) useStore(s *datastore.Store) {
-	n.dedupe.rebuild(s, n.log)
+	fill := n.dedupe.rebuild(s, n.log)
 	n.db.Store(s)
-	n.wg.Add(1)
+	n.wg.Add(2)
+	go func() {
+		defer n.wg.Done()
+		select {
+		case <-n.ready:
+		case <-n.ctx.Done():
+		}
+		fill()
+	}()
 	go func() {
 		defer n.wg.Done()
 		select {

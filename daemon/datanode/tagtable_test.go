@@ -1,0 +1,146 @@
+package datanode
+
+import (
+	"hash/maphash"
+	"math/rand/v2"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/thunderyurts/thunderyurts/datastore"
+)
+
+// The ring's entries are 32 bytes: 40 bytes a tag with the index, which
+// is what dedupeMax's bound on the table's memory counts.
+func TestTaggedIs32Bytes(t *testing.T) {
+	if n := unsafe.Sizeof(tagged{}); n != 32 {
+		t.Fatalf("tagged is %d bytes", n)
+	}
+}
+
+// tagModel is what tagTable replaces: a map and a queue.
+type tagModel struct {
+	max   int
+	seqs  map[datastore.Tag]uint64
+	order []tagged
+}
+
+func (m *tagModel) add(tag datastore.Tag, seq uint64, at time.Duration) {
+	if len(m.order) == m.max {
+		m.popOldest()
+	}
+	m.seqs[tag] = seq
+	m.order = append(m.order, tagged{tag: tag, seq: seq, at: at})
+}
+
+func (m *tagModel) remove(tag datastore.Tag, seq uint64) {
+	if s, ok := m.seqs[tag]; ok && s == seq {
+		delete(m.seqs, tag)
+	}
+}
+
+func (m *tagModel) popOldest() {
+	m.remove(m.order[0].tag, m.order[0].seq)
+	m.order = m.order[1:]
+}
+
+// checkTable compares every lookup and the ring's order with the model.
+func checkTable(t *testing.T, step int, tt *tagTable, m *tagModel, universe []datastore.Tag) {
+	t.Helper()
+	for _, tag := range universe {
+		got, ok := tt.get(tag)
+		want, wok := m.seqs[tag]
+		if ok != wok || got != want {
+			t.Fatalf("step %d: get %v = %d, %v; the model says %d, %v", step, tag, got, ok, want, wok)
+		}
+	}
+	if tt.len() != len(m.order) {
+		t.Fatalf("step %d: %d entries, the model %d", step, tt.len(), len(m.order))
+	}
+	i := 0
+	tt.each(func(e tagged) {
+		if e != m.order[i] || tt.indexed(e) != (m.seqs[e.tag] == e.seq) {
+			t.Fatalf("step %d: entry %d is %+v, the model's %+v", step, i, e, m.order[i])
+		}
+		i++
+	})
+}
+
+// Random adds, removes and prunes over a small set of tags (so tags come
+// back) leave the table answering as a map and a queue would, through
+// its growth and once it is full.
+func TestTagTableMatchesAMapAndAQueue(t *testing.T) {
+	for _, max := range []int{64, 4 * tagTableStart} {
+		rng := rand.New(rand.NewPCG(1, uint64(max)))
+		universe := make([]datastore.Tag, max)
+		for i := range universe {
+			universe[i] = datastore.Tag{Client: rng.Uint64N(8) + 1, Seq: rng.Uint64()}
+		}
+		tt := newTagTable(max)
+		m := &tagModel{max: max, seqs: map[datastore.Tag]uint64{}}
+		var seq uint64
+		for step := range 40 * max {
+			switch r := rng.IntN(10); {
+			case r < 7:
+				seq++
+				tag := universe[rng.IntN(len(universe))]
+				tt.add(tag, seq, time.Duration(seq))
+				m.add(tag, seq, time.Duration(seq))
+			case r < 9:
+				tag := universe[rng.IntN(len(universe))]
+				s := m.seqs[tag]
+				if rng.IntN(4) == 0 {
+					s++ // a stale seq removes nothing
+				}
+				tt.remove(tag, s)
+				m.remove(tag, s)
+			case len(m.order) > 0:
+				if tt.oldest() != m.order[0] {
+					t.Fatalf("step %d: oldest %+v, the model's %+v", step, tt.oldest(), m.order[0])
+				}
+				tt.popOldest()
+				m.popOldest()
+			}
+			if step%(max/4) == 0 {
+				checkTable(t, step, tt, m, universe)
+			}
+		}
+		checkTable(t, -1, tt, m, universe)
+	}
+}
+
+// Tags whose hashes collide, all or in a few groups, are all found, and
+// removing one from the middle of a probe run leaves the others findable.
+func TestTagTableCollisions(t *testing.T) {
+	for name, hash := range map[string]func(maphash.Seed, datastore.Tag) uint64{
+		"all":    func(maphash.Seed, datastore.Tag) uint64 { return 7 },
+		"groups": func(_ maphash.Seed, tag datastore.Tag) uint64 { return tag.Seq % 3 * 5 },
+		"last":   func(maphash.Seed, datastore.Tag) uint64 { return 1<<64 - 1 }, // runs wrap around the index
+	} {
+		t.Run(name, func(t *testing.T) {
+			tt := newTagTable(256)
+			tt.hash = hash
+			m := &tagModel{max: 256, seqs: map[datastore.Tag]uint64{}}
+			var universe []datastore.Tag
+			for i := range uint64(200) {
+				tag := datastore.Tag{Client: 1, Seq: i}
+				universe = append(universe, tag)
+				tt.add(tag, i+1, 0)
+				m.add(tag, i+1, 0)
+			}
+			checkTable(t, 0, tt, m, universe)
+			for i := uint64(0); i < 200; i += 3 {
+				tt.remove(universe[i], i+1)
+				m.remove(universe[i], i+1)
+			}
+			checkTable(t, 1, tt, m, universe)
+			for i := uint64(200); i < 400; i++ { // evicts the oldest
+				tag := datastore.Tag{Client: 2, Seq: i}
+				universe = append(universe, tag)
+				tt.add(tag, i+1, 0)
+				m.add(tag, i+1, 0)
+			}
+			checkTable(t, 2, tt, m, universe)
+		})
+	}
+}
