@@ -85,6 +85,7 @@
 //	service.go    the Data service: routing, request batches, scans, status, handover
 //	replier.go    one request stream's replies, writes answered as the watermark passes them
 //	dedupe.go     the table of tagged writes in the log, so a retried write is written once
+//	tagtable.go   the table's storage: a ring of tags and an open-addressing index
 //	storefail.go  a failed store: stepping down, reopening with backoff
 //	repair.go     a damaged store: leaving the ISR, setting files aside, rebuilding from the group
 //	migrate.go    slot migrations: the tasks of each migration, drops, marks, reports
