@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // appliedStore writes 2000 keys over 4 slots, applies them, closes the
@@ -210,5 +212,48 @@ func TestSetAside(t *testing.T) {
 	}
 	if again, err := SetAside(filepath.Join(t.TempDir(), "empty")); err == nil && again != "" {
 		t.Fatalf("set aside of an empty directory: %q", again)
+	}
+}
+
+// A data file written without a kept free list (as releases before this
+// one wrote it) opens, keeps every value, and keeps a free list from then
+// on.
+func TestOpenKeepsTheFreeList(t *testing.T) {
+	dir, keys := appliedStore(t)
+	path := filepath.Join(dir, dataFile)
+	db, err := bolt.Open(path, 0o600, &bolt.Options{NoFreelistSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // both meta pages
+		if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put([]byte("x"), nil) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps := int64(binary.LittleEndian.Uint32(b[16+8:]))
+	for _, m := range [][]byte{b[16:], b[ps+16:]} {
+		if binary.LittleEndian.Uint64(m[32:]) != 1<<64-1 {
+			t.Fatal("the file still names a free list page")
+		}
+	}
+	s := openStore(t, dir, Options{})
+	for k, slot := range keys {
+		if v, err := s.Get(slot, []byte(k)); err != nil || string(v) != "value-"+k {
+			t.Fatalf("get %s: %q, %v", k, v, err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	freelistPage(t, path)
+	if err := Verify(dir); err != nil {
+		t.Fatal(err)
 	}
 }
