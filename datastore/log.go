@@ -362,8 +362,8 @@ func readSegment(sr *segmentReader, from, stop uint64, r *logRead, last *readHin
 
 // readHints remembers a few commit boundaries in the segment files where
 // recent reads stopped, so that the next read from there (a follower
-// catching up, the restart's scan of the log's tags) seeks to it instead
-// of reading its segment from the start again: reading a log of a million
+// catching up, a snapshot's check of its tags) seeks to it instead of
+// reading its segment from the start again: reading a log of a million
 // entries 4,096 at a time took half a minute.
 type readHints struct {
 	// gen changes whenever segment files are cut or replaced, which
