@@ -441,25 +441,35 @@ const applyEvery = 100 * time.Millisecond
 
 // applyPacer hurries the store's applier to the seqs it is asked for, one
 // round at a time and at most one round every applyEvery, instead of
-// leaving them to the applier's own batching delay.
+// leaving them to the applier's own batching delay; an urgent ask (a
+// hand-over waits for it) skips the pause.
 type applyPacer struct {
-	seqs chan uint64
+	seqs   chan uint64
+	urgent chan struct{}
 }
 
-func newApplyPacer() *applyPacer { return &applyPacer{seqs: make(chan uint64, 1)} }
+func newApplyPacer() *applyPacer {
+	return &applyPacer{seqs: make(chan uint64, 1), urgent: make(chan struct{}, 1)}
+}
 
-// ask asks for a round applying seq; it never blocks: an ask not yet taken
-// is replaced by the newer one.
-func (a *applyPacer) ask(seq uint64) {
-	for {
+// ask asks for a round applying seq, at once if urgent; it never blocks:
+// an ask not yet taken is replaced by the newer one.
+func (a *applyPacer) ask(seq uint64, urgent bool) {
+	for sent := false; !sent; {
 		select {
 		case a.seqs <- seq:
-			return
+			sent = true
 		default:
+			select {
+			case old := <-a.seqs:
+				seq = max(seq, old)
+			default:
+			}
 		}
+	}
+	if urgent {
 		select {
-		case old := <-a.seqs:
-			seq = max(seq, old)
+		case a.urgent <- struct{}{}:
 		default:
 		}
 	}
@@ -468,15 +478,26 @@ func (a *applyPacer) ask(seq uint64) {
 // run makes the rounds asked for until ctx ends or the store fails (those
 // who write to it see why).
 func (a *applyPacer) run(ctx context.Context, store func() *datastore.Store) {
+	pause := time.NewTimer(0)
+	defer pause.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case seq := <-a.seqs:
-			if store().ApplyThrough(ctx, seq) != nil || sleep(ctx, applyEvery) != nil {
-				return
-			}
+		case <-pause.C:
+		case <-a.urgent:
 		}
+		var seq uint64
+		select {
+		case <-ctx.Done():
+			return
+		case seq = <-a.seqs:
+		}
+		if store().ApplyThrough(ctx, seq) != nil {
+			return
+		}
+		// An urgent ask made during the round is for what it did not apply.
+		pause.Reset(applyEvery)
 	}
 }
 

@@ -209,7 +209,7 @@ func (src *migrationSender) shipLog(ctx context.Context, next uint64) error {
 		}
 		if next > committed {
 			if store.AppliedSeq() < committed {
-				src.apply.ask(committed)
+				src.apply.ask(committed, false)
 			}
 			wait := time.NewTimer(positionEvery)
 			select {

@@ -364,12 +364,19 @@ func (imp *importer) settle(ctx context.Context, w *written) error {
 		imp.snapshotOK.Store(true)
 	}
 	imp.positions.appliedAt(imp.n.store().AppliedSeq()) // forgets what the applier passed
-	imp.apply.ask(w.seq)
+	imp.apply.ask(w.seq, imp.holding())
 	imp.keys.Add(w.keys)
 	imp.bytes.Add(w.bytes)
 	imp.n.metrics.migrateKeys.Add(float64(w.keys))
 	imp.n.metrics.migrateBytes.Add(float64(w.bytes))
 	return nil
+}
+
+// holding says whether the node's table has the migration in hold: the
+// hand-over waits for what the import applies.
+func (imp *importer) holding() bool {
+	m := imp.n.state.Load().table.Migration(imp.m.ID)
+	return m != nil && m.State == coord.MigrationHold
 }
 
 // checkSlots refuses records of slots the migration does not move.
@@ -400,9 +407,13 @@ func (imp *importer) report(ctx context.Context, r *wire.MigrationStatus, hold b
 	imp.errMu.Unlock()
 	applied := store.AppliedSeq()
 	if hold {
-		ctx, cancel := context.WithTimeout(ctx, time.Second)
-		defer cancel()
-		if at, digests, err := store.SlotDigests(ctx, imp.m.Slots(), store.CommittedSeq()); err == nil {
+		// The digests where the applier stands, without waiting for it: a
+		// report that waited would hold up the coordinator's round; what
+		// is left to apply is applied at once, for the next round.
+		if committed := store.CommittedSeq(); applied < committed {
+			imp.apply.ask(committed, true)
+		}
+		if at, digests, err := store.SlotDigests(ctx, imp.m.Slots(), 0); err == nil {
 			applied, r.Digests = at, wireDigests(digests)
 		}
 	}

@@ -81,8 +81,8 @@ func TestAppliedImportPositions(t *testing.T) {
 	pctx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { defer close(done); pacer.run(pctx, func() *datastore.Store { return store }) }()
-	pacer.ask(second - 1)
-	pacer.ask(second) // replaces the ask not yet taken, or follows it
+	pacer.ask(second-1, false)
+	pacer.ask(second, true) // replaces the ask not yet taken, or follows it at once
 	poll.Until(t, 10*time.Second, "the pacer applies the second batch", func() bool { return store.AppliedSeq() >= second })
 	stop()
 	<-done
