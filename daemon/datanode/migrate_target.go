@@ -364,7 +364,10 @@ func (imp *importer) settle(ctx context.Context, w *written) error {
 		imp.snapshotOK.Store(true)
 	}
 	imp.positions.appliedAt(imp.n.store().AppliedSeq()) // forgets what the applier passed
-	imp.apply.ask(w.seq, imp.holding())
+	// Caught up, the copy waits only for this batch to be applied (the
+	// coordinator holds once it is): no pause before the round.
+	caughtUp := w.positioned && w.through >= imp.sourceCommitted.Load()
+	imp.apply.ask(w.seq, caughtUp || imp.holding())
 	imp.keys.Add(w.keys)
 	imp.bytes.Add(w.bytes)
 	imp.n.metrics.migrateKeys.Add(float64(w.keys))
