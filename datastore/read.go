@@ -288,6 +288,15 @@ func (s *Store) Scan(ctx context.Context, slots []int, start, end []byte, lim Li
 	return out, nil
 }
 
+// ApplyThrough waits until the applier has applied seq, hurrying it past
+// its batching delay, so that what is committed now is in the bbolt file
+// without waiting for the next round (a slot migration applies what it
+// imports as it goes, so its hand-over has little left to apply). Errors:
+// the applier's failure, ctx.Err() (also when seq is never committed).
+func (s *Store) ApplyThrough(ctx context.Context, seq uint64) error {
+	return s.waitApplied(ctx, seq)
+}
+
 // waitApplied waits until the applier reached seq, hurrying it.
 func (s *Store) waitApplied(ctx context.Context, seq uint64) error {
 	s.mu.RLock()

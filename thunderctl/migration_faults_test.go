@@ -222,8 +222,9 @@ func restartVictim(t *testing.T, ctx context.Context, tc *testCluster, cl *coord
 }
 
 // TestMigrationDigestMismatchAborts starts the source group's data node
-// with the test fault hook (THUNDER_TEST_MIGRATE_FAULT: "drop" leaves one
-// record out of the copy, "flip" changes one value): the migration aborts
+// with the test fault hook (THUNDER_TEST_MIGRATE_FAULT: "drop" leaves the
+// first record of every copy stream out, "flip" changes its value): the
+// migration aborts
 // with "digest mismatch slot N", kept in the history (admin zk
 // migrations/ID); once the rebalance is cancelled the target owns none of the
 // slots (it never did) and the source still serves every key.
@@ -260,9 +261,11 @@ func TestMigrationDigestMismatchAborts(t *testing.T) {
 					"--timeout", "20s", "admin", "rebalance")
 				out = fmt.Sprintf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 			}()
-			// The hook corrupts only the first record the node sends, so
-			// the move's next try would succeed: cancel the rebalance
-			// once the first one aborted.
+			// The hook corrupts the first record of every stream the node
+			// serves, so an import that reconnects (the pipelined importer
+			// does when the source falls silent or a write fails) is
+			// corrupted again, and so is the move's next try: cancel the
+			// rebalance once the first one aborted.
 			var rec coord.MigrationRecord
 			eventually(t, time.Minute, func() error {
 				hist, err := cl.MigrationHistory(ctx)

@@ -34,6 +34,9 @@ type fakeCluster struct {
 
 	mu        sync.Mutex
 	positions map[string]*wire.NodeStatus // by node address
+
+	// wrap, when set, wraps the sessions of the coordinators started next.
+	wrap func(*memcoord.Conn) coord.Conn
 }
 
 func newFakeCluster(t *testing.T) *fakeCluster {
@@ -78,7 +81,11 @@ func (f *fakeCluster) coordinatorWith(id string, probe func(context.Context, str
 	conn := f.srv.Connect()
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
-	cfg.Cluster, cfg.ID, cfg.Listen, cfg.Slots = coord.NewCluster(conn, "test"), id, "127.0.0.1:0", 16
+	var session coord.Conn = conn
+	if f.wrap != nil {
+		session = f.wrap(conn)
+	}
+	cfg.Cluster, cfg.ID, cfg.Listen, cfg.Slots = coord.NewCluster(session, "test"), id, "127.0.0.1:0", 16
 	cfg.AssignDelay, cfg.NodeStatus, cfg.Logger = 20*time.Millisecond, probe, discard
 	c, err := Start(ctx, cfg)
 	if err != nil {

@@ -34,8 +34,10 @@ const (
 	idlePoll = 500 * time.Millisecond
 	// holdPoll is how often it polls while a migration is in hold: every
 	// poll it waits there is a poll the clients of the held slots wait too,
-	// and only two primaries are asked.
+	// and only the slot table and two primaries are read.
 	holdPoll = 10 * time.Millisecond
+	// holdRoundsMax bounds a run of hold rounds between two full steps.
+	holdRoundsMax = time.Second
 	// holdLag is how far (in source log entries) the target may trail the
 	// source's committed position for the driver to hold: what the source
 	// then pauses for is the target importing that much.
@@ -75,8 +77,21 @@ type driver struct {
 	// source's last reports, and the source's report goes missing when its
 	// primary fails (its successor counts from none).
 	pauses map[string]pauseReport
-	// holding says the last step saw a migration of the plan in hold.
-	holding bool
+	// handovers is, per migration in hold or just switched, when the
+	// driver saw each phase of its hand-over, for the log line.
+	handovers map[string]*handover
+}
+
+// handover is what the driver saw of one hold, for the log line it writes
+// once the source reports the hold's end. Times are the driver's; the
+// hold starts when it wrote the hold to the table (Since).
+type handover struct {
+	attempt int
+	holds   uint32 // the source's count of ended holds before this one
+	// frozen: the source reported F; caught: the target reported its
+	// applied position through F with digests; compared: the digests were
+	// compared; switched: the compare-and-set of the switch succeeded.
+	start, frozen, caught, compared, switched time.Time
 }
 
 type pauseReport struct {
@@ -94,21 +109,70 @@ type copyProgress struct {
 // driveMigrations runs the driver until ctx, the leadership, ends.
 func (c *Coordinator) driveMigrations(ctx context.Context) {
 	d := &driver{c: c, cl: c.cfg.Cluster, cfg: c.cfg, progress: map[string]copyProgress{}, retryAt: map[int]time.Time{},
-		pauses: map[string]pauseReport{}}
+		pauses: map[string]pauseReport{}, handovers: map[string]*handover{}}
 	for ctx.Err() == nil {
-		busy, err := d.step(ctx)
+		v, plan, err := d.step(ctx)
 		if err != nil && ctx.Err() == nil {
 			c.log.Warn("migration driver", "err", err)
 		}
 		wait := idlePoll
-		switch {
-		case busy && d.holding:
-			wait = min(holdPoll, d.cfg.MigrationPoll)
-		case busy:
+		if plan != nil {
 			wait = d.cfg.MigrationPoll
+		}
+		if v != nil && d.holdRounds(ctx, v, plan) {
+			wait = 0
 		}
 		_ = clock.Sleep(ctx, wait)
 	}
+}
+
+// holdRounds polls every holdPoll while a migration of plan is in hold
+// (or about to be), reading only the slot table and the reports of the
+// two primaries of each such migration, as v found them: every round it
+// waits the held slots' clients wait too, and a full step (the plan, the
+// groups, the nodes) costs several times what a round does. It returns
+// once no migration is in hold, or after holdRoundsMax so that a step
+// looks at the plan (a cancel) and the primaries (a failover) again; ran
+// says whether it polled at all.
+func (d *driver) holdRounds(ctx context.Context, v *view, plan *coord.RebalancePlan) (ran bool) {
+	deadline := time.Now().Add(holdRoundsMax)
+	for ctx.Err() == nil && time.Now().Before(deadline) {
+		var holding []coord.Migration
+		for _, m := range v.table.Migrations {
+			tgt, _ := v.report(m.To, m.ID, roleTarget)
+			if planHas(plan, m.ID) && (m.State == coord.MigrationHold || m.State == coord.MigrationCopy && readyToHold(&m, tgt)) {
+				holding = append(holding, m)
+			}
+		}
+		if len(holding) == 0 {
+			return ran
+		}
+		ran = true
+		if clock.Sleep(ctx, min(holdPoll, d.cfg.MigrationPoll)) != nil {
+			return ran
+		}
+		table, _, err := d.cl.SlotTable(ctx)
+		if err != nil {
+			d.c.log.Warn("migration driver: hold round", "err", err)
+			continue
+		}
+		next := &view{table: table, primary: v.primary, reports: map[string]*wire.NodeStatus{}}
+		var addrs []string
+		for _, m := range holding {
+			addrs = appendPrimaries(addrs, next, m)
+		}
+		d.ask(ctx, next, addrs)
+		for i := range table.Migrations {
+			m := &table.Migrations[i]
+			if slices.ContainsFunc(holding, func(h coord.Migration) bool { return h.ID == m.ID }) {
+				if err := d.advance(ctx, next, m, plan); err != nil && !errors.Is(err, coord.ErrMigrationChanged) {
+					d.c.log.Warn("migration step failed", "migration", m.String(), "err", err)
+				}
+			}
+		}
+		v = next
+	}
+	return ran
 }
 
 // view is what one step reads.
@@ -136,20 +200,22 @@ func (v *view) report(group, id, role string) (*wire.MigrationStatus, *wire.Node
 }
 
 // step does one round: advance every migration of the plan in progress,
-// then the plan. busy says whether a plan is in progress, to poll fast.
-func (d *driver) step(ctx context.Context) (busy bool, err error) {
+// then the plan. It returns what it read (nil when no plan is in
+// progress), for the hold rounds.
+func (d *driver) step(ctx context.Context) (*view, *coord.RebalancePlan, error) {
 	plan, err := d.cl.RebalancePlan(ctx)
 	if errors.Is(err, coord.ErrNoNode) || (err == nil && plan.Done) {
 		clear(d.progress)
 		clear(d.pauses)
-		return false, nil
+		clear(d.handovers)
+		return nil, nil, nil
 	}
 	if err != nil {
-		return false, err
+		return nil, nil, err
 	}
 	v, err := d.read(ctx, plan)
 	if err != nil {
-		return true, err
+		return nil, plan, err
 	}
 	for id := range d.progress {
 		if v.table.Migration(id) == nil {
@@ -161,20 +227,21 @@ func (d *driver) step(ctx context.Context) (busy bool, err error) {
 			delete(d.pauses, id)
 		}
 	}
-	d.holding = false
+	for id := range d.handovers {
+		if v.table.Migration(id) == nil {
+			delete(d.handovers, id)
+		}
+	}
 	for i := range v.table.Migrations {
 		m := v.table.Migrations[i]
 		if !planHas(plan, m.ID) {
 			continue // not the plan's: whoever wrote it drives it
 		}
-		// In hold, or about to be: poll fast from the step that holds.
-		tgt, _ := v.report(m.To, m.ID, roleTarget)
-		d.holding = d.holding || m.State == coord.MigrationHold || m.State == coord.MigrationCopy && readyToHold(&m, tgt)
 		if err := d.advance(ctx, v, &m, plan); err != nil && !errors.Is(err, coord.ErrMigrationChanged) {
 			d.c.log.Warn("migration step failed", "migration", m.String(), "err", err)
 		}
 	}
-	return true, d.followPlan(ctx, plan.ID)
+	return v, plan, d.followPlan(ctx, plan.ID)
 }
 
 // read takes the table, the primaries' addresses and, for the groups in a
@@ -186,15 +253,28 @@ func (d *driver) read(ctx context.Context, plan *coord.RebalancePlan) (*view, er
 	}
 	var addrs []string
 	for _, m := range v.table.Migrations {
-		if !planHas(plan, m.ID) {
-			continue
-		}
-		for _, g := range []string{m.From, m.To} {
-			if a := v.primary[g]; a != "" && !slices.Contains(addrs, a) {
-				addrs = append(addrs, a)
-			}
+		if planHas(plan, m.ID) {
+			addrs = appendPrimaries(addrs, v, m)
 		}
 	}
+	d.ask(ctx, v, addrs)
+	return v, nil
+}
+
+// appendPrimaries adds the addresses of m's two groups' primaries to addrs,
+// once each.
+func appendPrimaries(addrs []string, v *view, m coord.Migration) []string {
+	for _, g := range []string{m.From, m.To} {
+		if a := v.primary[g]; a != "" && !slices.Contains(addrs, a) {
+			addrs = append(addrs, a)
+		}
+	}
+	return addrs
+}
+
+// ask puts the reports of the data nodes at addrs in v (asked in
+// parallel); a node that does not answer has none.
+func (d *driver) ask(ctx context.Context, v *view, addrs []string) {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, a := range addrs {
@@ -214,7 +294,6 @@ func (d *driver) read(ctx context.Context, plan *coord.RebalancePlan) (*view, er
 		}()
 	}
 	wg.Wait()
-	return v, nil
 }
 
 // readTable takes the table and the primaries' addresses, no reports.
@@ -284,6 +363,11 @@ func (d *driver) advance(ctx context.Context, v *view, m *coord.Migration, plan 
 		if cancelled {
 			return d.abort(ctx, m, errPlanCanceled)
 		}
+		ho := d.handovers[m.ID]
+		if ho == nil || ho.attempt != m.Attempt {
+			ho = &handover{attempt: m.Attempt, holds: d.pauses[m.ID].holds, start: m.Since}
+			d.handovers[m.ID] = ho
+		}
 		if held := now.Sub(m.Since); held > d.cfg.HoldTimeout {
 			_, err := d.cl.ReleaseHold(ctx, m.ID, m.Attempt, fmt.Sprintf("hold ran past %s: the source did not freeze, or the target did not catch up, in time", d.cfg.HoldTimeout))
 			if err == nil {
@@ -294,18 +378,26 @@ func (d *driver) advance(ctx context.Context, v *view, m *coord.Migration, plan 
 		// The source's report must come from a table that shows this hold:
 		// an older one could be the freeze of a released hold, after
 		// which the source served writes again.
-		if src == nil || src.Phase != phaseFrozen || srcNode.TableVersion < v.table.Version ||
-			tgt == nil || tgt.ImportedSeq < src.FrozenSeq || len(tgt.Digests) == 0 {
+		if src == nil || src.Phase != phaseFrozen || srcNode.TableVersion < v.table.Version {
 			return nil
 		}
-		if slot, why := compareDigests(m, src.Digests, tgt.Digests); why != "" {
+		seen(&ho.frozen, now)
+		if tgt == nil || tgt.ImportedSeq < src.FrozenSeq || len(tgt.Digests) == 0 {
+			return nil
+		}
+		seen(&ho.caught, now)
+		slot, why := compareDigests(m, src.Digests, tgt.Digests)
+		ho.compared = time.Now()
+		if why != "" {
 			return d.abort(ctx, m, fmt.Sprintf("digest mismatch slot %d: %s", slot, why))
 		}
 		if _, err := d.cl.SwitchMigration(ctx, m.ID, m.Attempt); err != nil {
 			return err
 		}
+		ho.switched = time.Now()
 		d.c.log.Info("migration: switched", "migration", m.ID, "to", m.To, "frozen_seq", src.FrozenSeq, "held", now.Sub(m.Since).Round(time.Millisecond))
 	case coord.MigrationCleanup:
+		d.logHandover(m, src)
 		if src != nil && src.Phase == phaseDropped {
 			return d.end(ctx, m)
 		}
@@ -315,6 +407,34 @@ func (d *driver) advance(ctx context.Context, v *view, m *coord.Migration, plan 
 		}
 	}
 	return nil
+}
+
+// seen sets *at to now unless it is set: when a phase was first seen.
+func seen(at *time.Time, now time.Time) {
+	if at.IsZero() {
+		*at = now
+	}
+}
+
+// logHandover writes the line of m's switched hold once the source
+// reports that hold ended (its count of holds went up): how long each
+// phase took as the driver saw it, from the hold written to the table to
+// the source's report of F (source_frozen: the barrier's commit and the
+// digests at F, plus the table's watch at the source and a poll), to the
+// target's applied position through F with digests (target), the digest
+// comparison (compare) and the switch's compare-and-set (switch); pause is
+// how long the source held requests, ending when it saw the switch.
+func (d *driver) logHandover(m *coord.Migration, src *wire.MigrationStatus) {
+	ho := d.handovers[m.ID]
+	if ho == nil || ho.switched.IsZero() || ho.attempt != m.Attempt || src == nil || src.Holds <= ho.holds {
+		return
+	}
+	delete(d.handovers, m.ID)
+	ms := func(d time.Duration) time.Duration { return d.Round(100 * time.Microsecond) }
+	d.c.log.Info("migration: hand-over", "migration", m.ID, "attempt", ho.attempt,
+		"pause", ms(time.Duration(src.LastPauseMicros)*time.Microsecond), "to_switch", ms(ho.switched.Sub(ho.start)),
+		"source_frozen", ms(ho.frozen.Sub(ho.start)), "target", ms(ho.caught.Sub(ho.frozen)),
+		"compare", ms(ho.compared.Sub(ho.caught)), "switch", ms(ho.switched.Sub(ho.compared)))
 }
 
 // noteProgress records the target's report and returns the copy's

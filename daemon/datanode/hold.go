@@ -67,7 +67,15 @@ type hold struct {
 	frozenSeq uint64
 	digests   []*wire.SlotDigest
 	err       error
+	// When the barrier F was committed (the watermark reached it) and when
+	// the digests at F were taken (the applier reached it): the source's
+	// phases of the hand-over, for the log line at the hold's end.
+	committed, frozen time.Time
 }
+
+// holdMarkName names the mark a hold's barrier writes: the source ships
+// the position past it to the target at once.
+func holdMarkName(id string) string { return markName(id) + "/hold" }
 
 // parkedBatch is the held part of one request batch of a stream.
 type parkedBatch struct {
@@ -239,9 +247,24 @@ func (h *holds) release(mg *migrations, hd *hold) {
 	h.longest = max(h.longest, held)
 	pz := h.pauses[hd.m.ID]
 	h.pauses[hd.m.ID] = pause{holds: pz.holds + 1, last: held}
+	phases := hd.phases(hd.started.Add(held))
 	h.mu.Unlock()
 	n := redispatch(parked)
-	mg.n.log.Info("hold ended", "migration", hd.m.String(), "attempt", hd.m.Attempt, "held", held.Round(time.Millisecond), "requests", n)
+	mg.n.log.Info("hold ended", append([]any{"migration", hd.m.String(), "attempt", hd.m.Attempt, "held", held.Round(time.Millisecond), "requests", n}, phases...)...)
+}
+
+// phases is how the hold's time went on this node, up to its end: until
+// the barrier was committed (barrier), until the applier reached it and
+// the digests were taken (digests), and from then until the table
+// switched or released the hold (release: the target's catch-up, the
+// coordinator's comparison and compare-and-set, and the table's watch).
+// None of a hold that never froze. h.mu is held.
+func (hd *hold) phases(end time.Time) []any {
+	if hd.frozen.IsZero() {
+		return nil
+	}
+	ms := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
+	return []any{"barrier", ms(hd.committed.Sub(hd.started)), "digests", ms(hd.frozen.Sub(hd.committed)), "release", ms(end.Sub(hd.frozen))}
 }
 
 // redispatch routes parked requests again, against the node's current
@@ -261,9 +284,10 @@ func redispatch(parked []parkedBatch) int {
 // and applied the slots cannot change any more while the hold lasts, and
 // their digests at F are the report the switch compares.
 func (h *holds) freeze(ctx context.Context, mg *migrations, hd *hold) {
-	barrier := datastore.Mutation{Mark: true, Key: []byte(markName(hd.m.ID) + "/hold"), Value: fmt.Appendf(nil, "%d", hd.m.Attempt)}
+	barrier := datastore.Mutation{Mark: true, Key: []byte(holdMarkName(hd.m.ID)), Value: fmt.Appendf(nil, "%d", hd.m.Attempt)}
 	for backoff := retryMin; ; backoff = min(2*backoff, retryMax) {
 		f, err := hd.p.commitWrite(ctx, []datastore.Mutation{barrier})
+		committed := time.Now()
 		var digests []datastore.SlotDigest
 		if err == nil {
 			_, digests, err = mg.n.store().SlotDigests(ctx, hd.m.Slots(), f)
@@ -274,6 +298,7 @@ func (h *holds) freeze(ctx context.Context, mg *migrations, hd *hold) {
 		h.mu.Lock()
 		if hd.err = err; err == nil {
 			hd.frozenSeq, hd.digests = f, wireDigests(digests)
+			hd.committed, hd.frozen = committed, time.Now()
 		}
 		h.mu.Unlock()
 		if err == nil {

@@ -27,12 +27,12 @@ import (
 type migrations struct {
 	n    *Node
 	kick chan struct{}
-	// fault corrupts one record this node sends as a migration source:
-	// "drop" leaves it out, "flip" changes its value. For the tests that
-	// prove a corrupted copy is caught by the digests; set from the
-	// environment variable THUNDER_TEST_MIGRATE_FAULT when the node starts.
-	fault     string
-	faultOnce sync.Once
+	// fault corrupts the first record of every copy stream this node
+	// serves as a migration source: "drop" leaves it out, "flip" changes
+	// its value. For the tests that prove a corrupted copy is caught by the
+	// digests; set from the environment variable THUNDER_TEST_MIGRATE_FAULT
+	// when the node starts.
+	fault string
 
 	holds holds
 
@@ -430,6 +430,75 @@ func wireDigests(in []datastore.SlotDigest) []*wire.SlotDigest {
 		out[i] = &wire.SlotDigest{Slot: uint32(d.Slot), Keys: d.Keys, Bytes: d.Bytes, Hash: d.Hash}
 	}
 	return out
+}
+
+// applyEvery paces the apply rounds a migration asks of its node's
+// applier (the source while the copy is caught up, the target as it
+// imports): often enough that a hand-over finds little left to apply,
+// rarely enough that the rounds' bbolt transactions (two fsyncs each) do
+// not crowd the log's commits that writers wait on.
+const applyEvery = 100 * time.Millisecond
+
+// applyPacer hurries the store's applier to the seqs it is asked for, one
+// round at a time and at most one round every applyEvery, instead of
+// leaving them to the applier's own batching delay; an urgent ask (a
+// hand-over waits for it) skips the pause.
+type applyPacer struct {
+	seqs   chan uint64
+	urgent chan struct{}
+}
+
+func newApplyPacer() *applyPacer {
+	return &applyPacer{seqs: make(chan uint64, 1), urgent: make(chan struct{}, 1)}
+}
+
+// ask asks for a round applying seq, at once if urgent; it never blocks:
+// an ask not yet taken is replaced by the newer one.
+func (a *applyPacer) ask(seq uint64, urgent bool) {
+	for sent := false; !sent; {
+		select {
+		case a.seqs <- seq:
+			sent = true
+		default:
+			select {
+			case old := <-a.seqs:
+				seq = max(seq, old)
+			default:
+			}
+		}
+	}
+	if urgent {
+		select {
+		case a.urgent <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// run makes the rounds asked for until ctx ends or the store fails (those
+// who write to it see why).
+func (a *applyPacer) run(ctx context.Context, store func() *datastore.Store) {
+	pause := time.NewTimer(0)
+	defer pause.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-pause.C:
+		case <-a.urgent:
+		}
+		var seq uint64
+		select {
+		case <-ctx.Done():
+			return
+		case seq = <-a.seqs:
+		}
+		if store().ApplyThrough(ctx, seq) != nil {
+			return
+		}
+		// An urgent ask made during the round is for what it did not apply.
+		pause.Reset(applyEvery)
+	}
 }
 
 // errNotMigrating: the migration left the state a task works in.

@@ -31,7 +31,11 @@ func (s *service) Migrate(req *wire.MigrateRequest, rpc wire.DRPCData_MigrateStr
 	defer cancel()
 	stop := context.AfterFunc(p.ctx, cancel)
 	defer stop()
-	src := &migrationSender{n: n, p: p, m: m, rpc: rpc, rate: throttle{bytesPerSec: m.RateMBps * 1e6}}
+	src := &migrationSender{n: n, p: p, m: m, rpc: rpc, rate: throttle{bytesPerSec: m.RateMBps * 1e6}, apply: newApplyPacer()}
+	applying := make(chan struct{})
+	go func() { defer close(applying); src.apply.run(ctx, n.store) }()
+	defer func() { <-applying }() // after cancel: deferred calls run last first
+	defer cancel()
 	log := n.log.With("migration", m.String())
 	next := req.FromSeq
 	if next == 0 {
@@ -79,6 +83,11 @@ type migrationSender struct {
 	m    coord.Migration
 	rpc  wire.DRPCData_MigrateStream
 	rate throttle
+	// apply applies what the stream caught up with, so that a hold's
+	// digests at its barrier wait for little of the applier.
+	apply *applyPacer
+	// faulted: the test fault hook corrupted this stream's first record.
+	faulted bool
 }
 
 // ended turns why the stream stopped into what the target is told: the
@@ -123,7 +132,7 @@ func (src *migrationSender) sendSnapshot(ctx context.Context) (seq uint64, recor
 	}}
 	seq, err = src.n.store().Snapshot(ctx, src.m.Slots(), func(slot int, key, value []byte) error {
 		records++
-		if src.n.mig.corrupt(&value) {
+		if src.corrupt(&value) {
 			return nil
 		}
 		return chunks.add(slot, key, value)
@@ -141,9 +150,12 @@ func (src *migrationSender) sendSnapshot(ctx context.Context) (seq uint64, recor
 // shipLog scans the log from next on, only up to the high watermark, and
 // sends the records of the slots with the position they bring the target
 // to; every positionEvery it sends the position it scanned through, found
-// records or not.
+// records or not, and at once when it scanned the barrier of a hold: the
+// hand-over waits for the target to reach it. Caught up, it has the
+// applier apply what is committed.
 func (src *migrationSender) shipLog(ctx context.Context, next uint64) error {
 	store := src.n.store()
+	barrier := holdMarkName(src.m.ID)
 	var lastPosition time.Time
 	for {
 		// The state is looked at after the watermark is read: whatever the
@@ -153,6 +165,7 @@ func (src *migrationSender) shipLog(ctx context.Context, next uint64) error {
 		if err := src.stillMigrating(); err != nil {
 			return err
 		}
+		urgent := false
 		if next <= committed {
 			entries, err := store.ReadLog(next, datastore.Limit{Entries: shipBatch, Bytes: shipBytes})
 			if err != nil {
@@ -166,11 +179,14 @@ func (src *migrationSender) shipLog(ctx context.Context, next uint64) error {
 					break
 				}
 				through = e.Seq
+				if e.Mark && string(e.Key) == barrier {
+					urgent = true
+				}
 				if e.Mark || !src.m.Has(e.Slot) {
 					continue
 				}
 				rec := wireLogEntry(e)
-				if src.n.mig.corrupt(&rec.Value) {
+				if src.corrupt(&rec.Value) {
 					continue
 				}
 				records = append(records, rec)
@@ -184,7 +200,7 @@ func (src *migrationSender) shipLog(ctx context.Context, next uint64) error {
 				}
 			}
 		}
-		if time.Since(lastPosition) >= positionEvery {
+		if urgent || time.Since(lastPosition) >= positionEvery {
 			msg := &wire.MigrateMessage{Body: &wire.MigrateMessage_Position{Position: &wire.MigratePosition{Through: next - 1, Committed: committed}}}
 			if err := src.send(ctx, msg, 0); err != nil {
 				return err
@@ -192,6 +208,9 @@ func (src *migrationSender) shipLog(ctx context.Context, next uint64) error {
 			lastPosition = time.Now()
 		}
 		if next > committed {
+			if store.AppliedSeq() < committed {
+				src.apply.ask(committed, false)
+			}
 			wait := time.NewTimer(positionEvery)
 			select {
 			case <-ctx.Done():
@@ -213,28 +232,27 @@ func (p *primary) watermark() (committed uint64, advanced <-chan struct{}) {
 	return p.committed, p.advanced
 }
 
-// corrupt applies the test fault hook to the first record this node sends
-// as a source: true means leave the record out ("drop"); "flip" changes
-// its value. Without the hook it does nothing.
-func (mg *migrations) corrupt(value *[]byte) (drop bool) {
-	if mg.fault == "" {
+// corrupt applies the test fault hook to the first record of this stream:
+// true means leave the record out ("drop"); "flip" changes its value.
+// Every stream is corrupted, so a copy that restarted or resumed is caught
+// as surely as the first. Without the hook it does nothing.
+func (src *migrationSender) corrupt(value *[]byte) (drop bool) {
+	fault := src.n.mig.fault
+	if fault == "" || src.faulted {
 		return false
 	}
-	mg.faultOnce.Do(func() {
-		mg.n.log.Warn("test fault: corrupting one migration record", "fault", mg.fault)
-		switch mg.fault {
-		case "drop":
-			drop = true
-		default:
-			v := append([]byte{}, *value...)
-			if len(v) == 0 {
-				v = []byte{0}
-			}
-			v[0] ^= 0xff
-			*value = v
-		}
-	})
-	return drop
+	src.faulted = true
+	src.n.log.Warn("test fault: corrupting the first record of a migration stream", "migration", src.m.ID, "fault", fault)
+	if fault == "drop" {
+		return true
+	}
+	v := append([]byte{}, *value...)
+	if len(v) == 0 {
+		v = []byte{0}
+	}
+	v[0] ^= 0xff
+	*value = v
+	return false
 }
 
 // throttle paces a stream at bytesPerSec (0: unbounded).

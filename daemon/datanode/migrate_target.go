@@ -39,7 +39,13 @@ type importer struct {
 
 	// through is the source position this role imported and committed;
 	// valid when resumable.
-	through    uint64
+	through uint64
+	// positions follows the committed positions into the store: the
+	// report shows the applied one.
+	positions importPositions
+	// apply applies the import as it is committed, so a hand-over waits
+	// for little of the applier.
+	apply      *applyPacer
 	resumable  bool
 	restart    bool // the source cannot resume from through: copy again
 	snapshotOK atomic.Bool
@@ -58,7 +64,7 @@ type importer struct {
 }
 
 func newImporter(n *Node, p *primary, m coord.Migration) *importer {
-	return &importer{n: n, p: p, m: m}
+	return &importer{n: n, p: p, m: m, apply: newApplyPacer()}
 }
 
 // run imports until ctx ends (the role ended, or the migration left copy
@@ -72,6 +78,9 @@ func (imp *importer) run(ctx context.Context) {
 	case <-ctx.Done():
 		return
 	}
+	applying := make(chan struct{})
+	go func() { defer close(applying); imp.apply.run(ctx, imp.n.store) }()
+	defer func() { <-applying }() // ctx ends first: run returns when it does
 	for backoff := retryMin; ctx.Err() == nil; {
 		if !imp.resumable {
 			if err := imp.resume(ctx); err != nil {
@@ -123,11 +132,14 @@ func (imp *importer) resume(ctx context.Context) error {
 		}
 		if ok {
 			imp.through, imp.resumable = through, true
+			imp.positions.reset()
+			imp.positions.committed(imp.n.store().CommittedSeq(), through)
 			imp.snapshotOK.Store(true)
 			imp.n.log.Info("migration import resumes", "migration", imp.m.String(), "through", through)
 			return nil
 		}
 	}
+	imp.positions.reset() // before the drop: no report pairs the old position with dropped slots
 	if _, err := imp.p.commitWrite(ctx, dropMutations(imp.m, true)); err != nil {
 		return fmt.Errorf("drop the slots before the copy: %w", err)
 	}
@@ -348,13 +360,26 @@ func (imp *importer) settle(ctx context.Context, w *written) error {
 	}
 	if w.positioned {
 		imp.through = w.through
+		imp.positions.committed(w.seq, w.through)
 		imp.snapshotOK.Store(true)
 	}
+	imp.positions.appliedAt(imp.n.store().AppliedSeq()) // forgets what the applier passed
+	// Caught up, the copy waits only for this batch to be applied (the
+	// coordinator holds once it is): no pause before the round.
+	caughtUp := w.positioned && w.through >= imp.sourceCommitted.Load()
+	imp.apply.ask(w.seq, caughtUp || imp.holding())
 	imp.keys.Add(w.keys)
 	imp.bytes.Add(w.bytes)
 	imp.n.metrics.migrateKeys.Add(float64(w.keys))
 	imp.n.metrics.migrateBytes.Add(float64(w.bytes))
 	return nil
+}
+
+// holding says whether the node's table has the migration in hold: the
+// hand-over waits for what the import applies.
+func (imp *importer) holding() bool {
+	m := imp.n.state.Load().table.Migration(imp.m.ID)
+	return m != nil && m.State == coord.MigrationHold
 }
 
 // checkSlots refuses records of slots the migration does not move.
@@ -367,10 +392,11 @@ func (imp *importer) checkSlots(muts []datastore.Mutation) error {
 	return nil
 }
 
-// report fills the target's report: the committed import position, the
-// source's watermark, what was copied, and in hold the slots' digests
-// where the import stands (the coordinator compares them once the
-// position reached the source's frozen seq).
+// report fills the target's report: the applied import position (what
+// is committed but not yet in the store counts as lag: the hand-over would
+// wait for it), the source's watermark, what was copied, and in hold the
+// slots' digests with the position they reflect (the coordinator compares
+// them once the position reached the source's frozen seq).
 func (imp *importer) report(ctx context.Context, r *wire.MigrationStatus, hold bool) {
 	store := imp.n.store()
 	r.Phase = "copying"
@@ -382,20 +408,71 @@ func (imp *importer) report(ctx context.Context, r *wire.MigrationStatus, hold b
 		r.Error = imp.lastErr.Error()
 	}
 	imp.errMu.Unlock()
-	through, ok, err := importedThrough(ctx, store, imp.m.ID)
-	if err != nil || !ok {
+	applied := store.AppliedSeq()
+	if hold {
+		// The digests where the applier stands, without waiting for it: a
+		// report that waited would hold up the coordinator's round; what
+		// is left to apply is applied at once, for the next round.
+		if committed := store.CommittedSeq(); applied < committed {
+			imp.apply.ask(committed, true)
+		}
+		if at, digests, err := store.SlotDigests(ctx, imp.m.Slots(), 0); err == nil {
+			applied, r.Digests = at, wireDigests(digests)
+		}
+	}
+	through, ok := imp.positions.appliedAt(applied)
+	if !ok {
+		r.Digests = nil
 		return
 	}
 	r.ImportedSeq = through
 	if prev := imp.prevCommitted.Load(); r.SnapshotDone && prev > 0 && through >= prev {
 		r.Phase = "caught-up"
 	}
-	if !hold {
-		return
+}
+
+// importPositions follows an import's positions from committed (the
+// batch carrying the mark is on the group's in-sync replicas) to applied
+// (the applier put it in the store, where reads and digests see it).
+type importPositions struct {
+	mu sync.Mutex
+	// pending are the committed positions not yet known applied, by
+	// ascending seq.
+	pending []seqPosition
+	// applied is the newest position known applied; valid when ok.
+	applied uint64
+	ok      bool
+}
+
+// seqPosition is a source position and the seq of this node's log that
+// recorded it.
+type seqPosition struct{ seq, through uint64 }
+
+// reset forgets every position: the slots were dropped.
+func (ip *importPositions) reset() {
+	ip.mu.Lock()
+	defer ip.mu.Unlock()
+	ip.pending, ip.applied, ip.ok = nil, 0, false
+}
+
+// committed records that the log's seq, committed, carries the position
+// through. Seqs come in ascending order.
+func (ip *importPositions) committed(seq, through uint64) {
+	ip.mu.Lock()
+	defer ip.mu.Unlock()
+	ip.pending = append(ip.pending, seqPosition{seq: seq, through: through})
+}
+
+// appliedAt returns the position a store applied through seq reflects;
+// ok is false while no position is applied.
+func (ip *importPositions) appliedAt(seq uint64) (through uint64, ok bool) {
+	ip.mu.Lock()
+	defer ip.mu.Unlock()
+	n := 0
+	for n < len(ip.pending) && ip.pending[n].seq <= seq {
+		ip.applied, ip.ok = ip.pending[n].through, true
+		n++
 	}
-	ctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	if _, digests, err := store.SlotDigests(ctx, imp.m.Slots(), store.CommittedSeq()); err == nil {
-		r.Digests = wireDigests(digests)
-	}
+	ip.pending = ip.pending[n:]
+	return ip.applied, ip.ok
 }

@@ -2,8 +2,12 @@ package datanode
 
 import (
 	"context"
+	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/thunderyurts/thunderyurts/datastore"
+	"github.com/thunderyurts/thunderyurts/internal/poll"
 )
 
 // The copy stream's throttle paces what it lets through at its rate, and
@@ -27,4 +31,63 @@ func TestThrottlePaces(t *testing.T) {
 	if err := free.wait(cctx, 1<<30); err != nil {
 		t.Fatalf("unbounded throttle waited: %v", err)
 	}
+}
+
+// A target reports the import position its store has applied, not the one
+// it received and committed: what the applier has yet to do counts as lag.
+// The pacer applies what it is asked to without the applier's batching
+// delay, and a drop forgets every position.
+func TestAppliedImportPositions(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	store, err := datastore.Open(filepath.Join(t.TempDir(), "s"), datastore.Options{Slots: 4, AutoCommit: true, NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = store.Close() }()
+	var ip importPositions
+	if through, ok := ip.appliedAt(store.AppliedSeq()); ok {
+		t.Fatalf("a position (%d) before any import", through)
+	}
+	// write commits one batch of the import bringing it to through, as the
+	// importer's settle records it.
+	write := func(key string, through uint64) uint64 {
+		t.Helper()
+		seq, err := store.Write(ctx, []datastore.Mutation{{Slot: 1, Key: []byte(key), Value: []byte("v")}, markMutation("m1", through, true)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ip.committed(seq, through)
+		return seq
+	}
+	want := func(what string, through uint64, ok bool) {
+		t.Helper()
+		if got, gotOK := ip.appliedAt(store.AppliedSeq()); got != through || gotOK != ok {
+			t.Fatalf("%s: applied position %d (%v), want %d (%v)", what, got, gotOK, through, ok)
+		}
+	}
+
+	first := write("a", 500)
+	// The applier waits seconds for a larger batch: received, not applied.
+	want("received", 0, false)
+	if err := store.ApplyThrough(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	want("applied", 500, true)
+
+	second := write("b", 700)
+	want("second received", 500, true)
+	pacer := newApplyPacer()
+	pctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); pacer.run(pctx, func() *datastore.Store { return store }) }()
+	pacer.ask(second-1, false)
+	pacer.ask(second, true) // replaces the ask not yet taken, or follows it at once
+	poll.Until(t, 10*time.Second, "the pacer applies the second batch", func() bool { return store.AppliedSeq() >= second })
+	stop()
+	<-done
+	want("second applied", 700, true)
+
+	ip.reset()
+	want("after a drop", 0, false)
 }

@@ -325,10 +325,12 @@ func (s *service) Status(ctx context.Context, req *wire.NodeStatusRequest) (*wir
 	store := n.store()
 	out := &wire.NodeStatus{Id: n.id, Group: n.cfg.Group, Role: "secondary", State: storeState(st),
 		Epoch: epochOf(st.group), TableVersion: st.table.Version, CommittedSeq: store.CommittedSeq(), LastEpoch: lastEpoch(store)}
-	stats, err := store.Stats()
+	// Not store.Stats: it walks every slot's pages, and the coordinator
+	// asks the primaries in a migration every 10 ms during a hold.
+	file, _, err := store.DiskBytes()
 	switch {
 	case err == nil:
-		out.LastSeq, out.FileBytes = stats.LastSeq, stats.FileBytes
+		out.LastSeq, out.FileBytes = store.LastSeq(), file
 		// Slots being imported or not yet dropped are not the group's.
 		if out.Keys, err = n.ownedKeys(ctx, st, store, req.GetSlotCounts()); err != nil && st.storeErr == nil {
 			return nil, err
@@ -340,7 +342,7 @@ func (s *service) Status(ctx context.Context, req *wire.NodeStatusRequest) (*wir
 			}
 		}
 	case st.storeErr == nil:
-		return nil, fmt.Errorf("store stats: %w", err)
+		return nil, fmt.Errorf("store files: %w", err)
 	default:
 		// A failed store may be closed already: report what is known.
 		out.LastSeq = store.LastSeq()
