@@ -68,6 +68,9 @@ func Restore(ctx context.Context, cfg RestoreConfig) (Result, error) {
 		}
 	}
 	routes, err := cfg.Cluster.Routes(ctx)
+	if err == nil && len(routes.Table.Owners) == 0 {
+		err = errors.New("the cluster has no slots yet")
+	}
 	if err != nil {
 		return Result{}, fmt.Errorf("restore: %w", err)
 	}

@@ -32,13 +32,7 @@ func (s *service) Load(ctx context.Context, req *wire.LoadRequest) (*wire.LoadRe
 		return refusal, nil
 	}
 	n.metrics.requests[opPut].Add(float64(len(req.Items)))
-	var w loadWritten
-	select {
-	case w = <-written:
-	case <-ctx.Done():
-		// Queued: the write may still happen; the restore sends it again.
-		return loadRefusal(fmt.Errorf("%w: the caller went away", wire.ErrUnavailable)), nil
-	}
+	w := <-written // the committer reports every queued write
 	n.noteStoreErr(w.err)
 	if w.err != nil {
 		return loadRefusal(w.err), nil
