@@ -19,8 +19,10 @@
 //     ErrCorrupt).
 //   - Writing a backup: NewSet(store, NewID(start)), WriteSlot(ctx, hdr,
 //     fill) for every slot of the cluster (concurrently if wanted; each
-//     streams into the store), then Finish(ctx, &Manifest{...}), which
-//     reads every file back and writes manifest.json last.
+//     streams into the store; in a directory its fsync comes later, in a
+//     background round with others), then Finish(ctx, &Manifest{...}),
+//     which waits until every file is durable, reads every file back and
+//     writes manifest.json last.
 //   - Reading one: OpenSet(ctx, store, id) returns the Manifest;
 //     Verify(ctx, store, id) checks everything; ReadSlot(ctx, store, m,
 //     entry, fn) streams one slot's records.

@@ -11,6 +11,7 @@ import (
 	"hash"
 	"hash/crc32"
 	"io"
+	"sync"
 )
 
 // The slot file format, version 1 (docs/backups.md has the full layout).
@@ -97,10 +98,16 @@ type SlotWriter struct {
 	scr   [32]byte
 }
 
+// slotBuffers are the write buffers of slot files, reused from one file to
+// the next: a backup writes a file per slot.
+var slotBuffers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 64<<10) }}
+
 // NewSlotWriter returns a writer of hdr's slot file to w. The header is
 // checked and written with the first Add or with Close.
 func NewSlotWriter(w io.Writer, hdr SlotHeader) *SlotWriter {
-	return &SlotWriter{w: bufio.NewWriterSize(w, 64<<10), hdr: hdr, sha: sha256.New()}
+	bw := slotBuffers.Get().(*bufio.Writer)
+	bw.Reset(w)
+	return &SlotWriter{w: bw, hdr: hdr, sha: sha256.New()}
 }
 
 // emit writes p to the file, counting it into the file's CRC when crc is
@@ -185,6 +192,9 @@ func (sw *SlotWriter) Close() (SlotSummary, error) {
 	if sw.err != nil {
 		return SlotSummary{}, sw.err
 	}
+	sw.w.Reset(nil)
+	slotBuffers.Put(sw.w)
+	sw.w = nil
 	sw.err = errors.New("slot file closed")
 	sw.sum.SHA256 = hex.EncodeToString(sw.sha.Sum(nil))
 	return sw.sum, nil
@@ -254,7 +264,7 @@ func (sr *SlotReader) corrupt(at int64, format string, args ...any) error {
 
 // read fills p from the file, counting it into the file CRC when crc is
 // set. what names the part being read, for a truncation error.
-func (sr *SlotReader) read(p []byte, crc bool, what string) error {
+func (sr *SlotReader) read(p []byte, crc bool, what part) error {
 	n, err := io.ReadFull(sr.r, p)
 	if crc {
 		sr.file = crc32.Update(sr.file, castagnoli, p[:n])
@@ -271,19 +281,19 @@ func (sr *SlotReader) read(p []byte, crc bool, what string) error {
 
 func (sr *SlotReader) readHeader() error {
 	h := sr.scr[:8+2+4+4+8+8+2]
-	if err := sr.read(h[:8], true, "the header"); err != nil {
+	if err := sr.read(h[:8], true, partHeader); err != nil {
 		return err
 	}
 	if !bytes.Equal(h[:8], magic[:]) {
 		return sr.corrupt(0, "not a ThunderYurts slot file (bad magic)")
 	}
-	if err := sr.read(h[8:10], true, "the header"); err != nil {
+	if err := sr.read(h[8:10], true, partHeader); err != nil {
 		return err
 	}
 	if v := binary.BigEndian.Uint16(h[8:10]); v != FormatVersion {
 		return sr.corrupt(8, "format version %d, this build reads version %d", v, FormatVersion)
 	}
-	if err := sr.read(h[10:], true, "the header"); err != nil {
+	if err := sr.read(h[10:], true, partHeader); err != nil {
 		return err
 	}
 	glen := int(binary.BigEndian.Uint16(h[34:36]))
@@ -291,7 +301,7 @@ func (sr *SlotReader) readHeader() error {
 		return sr.corrupt(34, "group name of %d bytes (at most %d)", glen, maxGroupName)
 	}
 	rest := make([]byte, glen+4)
-	if err := sr.read(rest, true, "the header"); err != nil {
+	if err := sr.read(rest, true, partHeader); err != nil {
 		return err
 	}
 	crc := crc32.Update(crc32.Checksum(h, castagnoli), castagnoli, rest[:glen])
@@ -325,7 +335,7 @@ func (sr *SlotReader) Next() (key, value []byte, err error) {
 func (sr *SlotReader) next() (key, value []byte, err error) {
 	start := sr.off
 	rec := sr.keys + 1
-	what := fmt.Sprintf("record %d", rec)
+	what := part(rec)
 	tag := sr.scr[:1]
 	if err := sr.read(tag, true, what); err != nil {
 		if sr.off == start && errors.Is(err, ErrCorrupt) { // a clean cut between records
@@ -370,12 +380,12 @@ func (sr *SlotReader) next() (key, value []byte, err error) {
 
 func (sr *SlotReader) readTrailer(start int64) error {
 	t := sr.scr[:16]
-	if err := sr.read(t, true, "the trailer"); err != nil {
+	if err := sr.read(t, true, partTrailer); err != nil {
 		return err
 	}
 	want := sr.file
 	c := sr.scr[16:20]
-	if err := sr.read(c, false, "the trailer"); err != nil {
+	if err := sr.read(c, false, partTrailer); err != nil {
 		return err
 	}
 	if binary.BigEndian.Uint32(c) != want {
@@ -394,6 +404,25 @@ func (sr *SlotReader) readTrailer(start int64) error {
 		return sr.corrupt(sr.off, "data after the trailer")
 	}
 	return io.EOF
+}
+
+// part names a part of a slot file in an error, formatted only then: the
+// header, the trailer, or the record of that number (from 1).
+type part int64
+
+const (
+	partHeader  part = -1
+	partTrailer part = -2
+)
+
+func (p part) String() string {
+	switch p {
+	case partHeader:
+		return "the header"
+	case partTrailer:
+		return "the trailer"
+	}
+	return fmt.Sprintf("record %d", int64(p))
 }
 
 // shortKey quotes at most 64 bytes of a key for an error.

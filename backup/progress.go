@@ -68,6 +68,12 @@ func (m *meter) add(keyBytes, valueBytes int) {
 	m.bytes.Add(int64(keyBytes + valueBytes))
 }
 
+// addBatch counts keys written together, of size bytes of keys and values.
+func (m *meter) addBatch(keys, size int) {
+	m.keys.Add(int64(keys))
+	m.bytes.Add(int64(size))
+}
+
 func (m *meter) now() Progress {
 	return Progress{Slots: int(m.slots.Load()), SlotTotal: m.slotTotal, Keys: m.keys.Load(), Bytes: m.bytes.Load(), Elapsed: time.Since(m.start)}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/thunderyurts/thunderyurts/client"
 	"github.com/thunderyurts/thunderyurts/coord"
+	"github.com/thunderyurts/thunderyurts/wire/nodeclient"
 )
 
 // RestoreConfig configures Restore. Cluster, Store and ID are required.
@@ -36,10 +37,12 @@ var ErrNotEmpty = errors.New("cluster is not empty")
 // backup first (the manifest and every file's checksums) and writes
 // nothing if any of it is damaged or missing; the error names the file.
 // It refuses a cluster that holds keys unless cfg.Overwrite. Every key is
-// routed by the cluster's current slot table through ordinary puts, so
-// the cluster may have any number of groups and another slot count than
-// the one backed up. Puts are idempotent: a restore that was interrupted
-// is completed by running it again with Overwrite.
+// routed by the cluster's current slot table, so the cluster may have any
+// number of groups and another slot count than the one backed up; keys go
+// to their group's primary in batches of about a megabyte (Data.Load, an
+// admin's call over TLS), each written through the replicated write path.
+// Writing a key again with the same value changes nothing: a restore that
+// was interrupted is completed by running it again with Overwrite.
 func Restore(ctx context.Context, cfg RestoreConfig) (Result, error) {
 	start := time.Now()
 	err := Verify(ctx, cfg.Store, cfg.ID)
@@ -64,9 +67,16 @@ func Restore(ctx context.Context, cfg RestoreConfig) (Result, error) {
 			return Result{}, fmt.Errorf("restore: %w", err)
 		}
 	}
+	routes, err := cfg.Cluster.Routes(ctx)
+	if err == nil && len(routes.Table.Owners) == 0 {
+		err = errors.New("the cluster has no slots yet")
+	}
+	if err != nil {
+		return Result{}, fmt.Errorf("restore: %w", err)
+	}
 	m := newMeter(len(man.Slots), cfg.Progress)
 	defer m.close()
-	l := newLoader(ctx, kv, m)
+	l := newLoader(ctx, routes, cfg.Cluster.Routes, nodeclient.Nodes{TLS: cfg.TLS}.Load, m)
 	for _, e := range man.Slots {
 		if err = ReadSlot(ctx, cfg.Store, man, e, l.put); err != nil {
 			break
@@ -74,7 +84,7 @@ func Restore(ctx context.Context, cfg RestoreConfig) (Result, error) {
 		m.slots.Add(1)
 	}
 	if werr := l.wait(); werr != nil {
-		err = werr // a put failing is why the read stopped
+		err = werr // a batch failing is why the read stopped
 	}
 	p := m.close()
 	res := Result{ID: man.ID, Slots: p.Slots, Keys: p.Keys, Bytes: p.Bytes, Took: time.Since(start)}

@@ -264,7 +264,7 @@ func copyGroup(ctx context.Context, nodes nodeclient.Nodes, set *Set, g *coord.G
 
 // copyFrom streams the copy served by node id into the slots' files; each
 // slot file is written by Set.WriteSlot in a goroutine of its own, fed
-// record by record, so the copy goes at the pace the store takes it.
+// chunks of records, so the copy goes at the pace the store takes it.
 // started reports whether the copy had begun when it failed.
 func copyFrom(ctx context.Context, nodes nodeclient.Nodes, set *Set, group, id, addr string, slots []int, slotCount int, minSeq uint64, tableVersion int64, m *meter) (pt GroupPoint, started bool, err error) {
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -273,8 +273,8 @@ func copyFrom(ctx context.Context, nodes nodeclient.Nodes, set *Set, group, id, 
 	defer slow.Stop()
 	var hdr SlotHeader
 	var cur *slotFeed
-	// Slot files being stored (made durable) while the next ones fill:
-	// small slots would otherwise wait for one fsync each.
+	// Slot files being stored while the next ones fill: small slots would
+	// otherwise wait for their file to be stored one by one.
 	var closing []*slotFeed
 	settle := func(keep int) error {
 		for len(closing) > keep {
@@ -346,11 +346,17 @@ func copyFrom(ctx context.Context, nodes nodeclient.Nodes, set *Set, group, id, 
 	return pt, started, err
 }
 
+// feedChunk is how many records a slotFeed hands over at once: one
+// channel operation per chunk rather than per record.
+const feedChunk = 256
+
 // slotFeed is one slot file being written: records go to Set.WriteSlot's
-// fill through a channel.
+// fill through a channel, in chunks; chunks written come back for reuse.
 type slotFeed struct {
 	slot   int
-	recs   chan [2][]byte
+	buf    [][2][]byte // the chunk being filled
+	chunks chan [][2][]byte
+	free   chan [][2][]byte
 	cancel context.CancelCauseFunc
 	ended  chan struct{} // WriteSlot returned; err is set
 	err    error
@@ -358,18 +364,26 @@ type slotFeed struct {
 
 func startSlot(ctx context.Context, set *Set, hdr SlotHeader) *slotFeed {
 	ctx, cancel := context.WithCancelCause(ctx)
-	f := &slotFeed{slot: hdr.Slot, recs: make(chan [2][]byte, 64), cancel: cancel, ended: make(chan struct{})}
+	f := &slotFeed{slot: hdr.Slot, buf: make([][2][]byte, 0, feedChunk), chunks: make(chan [][2][]byte, 2), free: make(chan [][2][]byte, 3),
+		cancel: cancel, ended: make(chan struct{})}
 	go func() { // owned by the feed: finish or abort waits for it
 		defer close(f.ended)
 		_, f.err = set.WriteSlot(ctx, hdr, func(add func(key, value []byte) error) error {
 			for {
 				select {
-				case r, ok := <-f.recs:
+				case chunk, ok := <-f.chunks:
 					if !ok {
 						return nil
 					}
-					if err := add(r[0], r[1]); err != nil {
-						return err
+					for _, r := range chunk {
+						if err := add(r[0], r[1]); err != nil {
+							return err
+						}
+					}
+					clear(chunk) // let the records go
+					select {
+					case f.free <- chunk[:0]:
+					default:
 					}
 				case <-ctx.Done():
 					return context.Cause(ctx)
@@ -382,16 +396,37 @@ func startSlot(ctx context.Context, set *Set, hdr SlotHeader) *slotFeed {
 
 // add hands a record to the file; it waits while the store is slower.
 func (f *slotFeed) add(key, value []byte) error {
-	select {
-	case f.recs <- [2][]byte{key, value}:
+	f.buf = append(f.buf, [2][]byte{key, value})
+	if len(f.buf) < feedChunk {
 		return nil
+	}
+	return f.flush()
+}
+
+// flush hands the records gathered over.
+func (f *slotFeed) flush() error {
+	if len(f.buf) == 0 {
+		return nil
+	}
+	select {
+	case f.chunks <- f.buf:
 	case <-f.ended:
 		return f.err
 	}
+	select {
+	case f.buf = <-f.free:
+	default:
+		f.buf = make([][2][]byte, 0, feedChunk)
+	}
+	return nil
 }
 
 // end says the file has all its records; wait waits until it is stored.
-func (f *slotFeed) end() { close(f.recs) }
+// A flush that fails is reported by wait.
+func (f *slotFeed) end() {
+	_ = f.flush()
+	close(f.chunks)
+}
 
 func (f *slotFeed) wait() error {
 	<-f.ended

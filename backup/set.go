@@ -19,12 +19,24 @@ import (
 // (concurrently if the caller likes), then Finish, which checks every file
 // and writes the manifest last. Until Finish returns nil the backup lists
 // as incomplete.
+//
+// In a directory, slot files are renamed into place without an fsync each;
+// rounds of fsyncs in the background make them durable while the next
+// ones are written, and Finish writes the manifest only once every file is
+// synced: a crash or a full disk never leaves a backup that lists as
+// complete without its files.
 type Set struct {
 	store Store
 	id    string
 
 	mu    sync.Mutex
 	slots map[int]SlotEntry
+	// Staged slot files not synced yet, whether a sync round runs, and
+	// the first error of one (sticky: the backup cannot be finished).
+	unsynced map[string]bool
+	syncing  bool
+	syncErr  error
+	idle     *sync.Cond // a sync round ended
 }
 
 // NewSet starts writing the backup id (see NewID) into store.
@@ -32,7 +44,9 @@ func NewSet(store Store, id string) (*Set, error) {
 	if _, err := ParseID(id); err != nil {
 		return nil, err
 	}
-	return &Set{store: store, id: id, slots: make(map[int]SlotEntry)}, nil
+	s := &Set{store: store, id: id, slots: make(map[int]SlotEntry), unsynced: map[string]bool{}}
+	s.idle = sync.NewCond(&s.mu)
+	return s, nil
 }
 
 // ID is the backup's ID.
@@ -50,42 +64,79 @@ func (s *Set) WriteSlot(ctx context.Context, hdr SlotHeader, fill func(add func(
 	if err := hdr.check(); err != nil {
 		return SlotEntry{}, fmt.Errorf("backup %s: %s: %w", s.id, file, err)
 	}
-	pr, pw := io.Pipe()
-	stored := make(chan error, 1)
-	go func() { // owned by WriteSlot, which waits for it
-		err := s.store.Put(ctx, name, pr)
-		// Unblock the writer whatever Put did; it reports Put's error.
-		pr.CloseWithError(errors.Join(err, io.ErrClosedPipe))
-		stored <- err
-	}()
-	sw := NewSlotWriter(pw, hdr)
-	err := fill(sw.Add)
+	w, staged, err := create(ctx, s.store, name)
+	if err != nil {
+		return SlotEntry{}, err
+	}
+	sw := NewSlotWriter(w, hdr)
+	err = fill(sw.Add)
 	var sum SlotSummary
 	if err == nil {
 		sum, err = sw.Close()
 	}
-	pw.CloseWithError(err) // nil: the file ends here
-	putErr := <-stored
-	switch {
-	case putErr != nil:
-		return SlotEntry{}, putErr // it carries err when that is what stopped it
-	case err != nil:
+	if err != nil {
+		if serr := w.abort(err); serr != nil {
+			return SlotEntry{}, serr // it carries err when that is what stopped it
+		}
 		return SlotEntry{}, fmt.Errorf("backup %s: %s: %w", s.id, file, err)
+	}
+	if err := w.commit(); err != nil {
+		return SlotEntry{}, err
 	}
 	e := SlotEntry{Slot: hdr.Slot, File: file, Group: hdr.Group, SHA256: sum.SHA256, Size: sum.Size, Keys: sum.Keys, Bytes: sum.Bytes,
 		Epoch: hdr.Epoch, Sequence: hdr.Sequence}
 	s.mu.Lock()
 	s.slots[hdr.Slot] = e
+	if staged {
+		s.unsynced[name] = true
+		if !s.syncing {
+			s.syncing = true
+			go s.syncRounds() // owned by the Set: it ends once nothing is left to sync, and Finish waits for it
+		}
+	}
 	s.mu.Unlock()
 	return e, nil
+}
+
+// syncRounds syncs the staged files, those staged during a round in the
+// next, until none is left or one fails.
+func (s *Set) syncRounds() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for len(s.unsynced) > 0 && s.syncErr == nil {
+		names := make([]string, 0, len(s.unsynced))
+		for name := range s.unsynced {
+			names = append(names, name)
+		}
+		clear(s.unsynced)
+		s.mu.Unlock()
+		err := syncObjects(s.store, names)
+		s.mu.Lock()
+		if err != nil {
+			s.syncErr = fmt.Errorf("backup %s: %w", s.id, err)
+		}
+	}
+	s.syncing = false
+	s.idle.Broadcast()
+}
+
+// synced waits until every staged file is durable, or a sync failed.
+func (s *Set) synced() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.syncing {
+		s.idle.Wait()
+	}
+	return s.syncErr
 }
 
 // Finish completes the backup. It fills in m's format version, ID, slot
 // entries (from WriteSlot) and End (now, if zero); the caller sets the
 // rest. It checks the manifest (every slot written once, every group
-// named), reads every file back and verifies it as Verify does, and only
-// then writes the manifest durably. m must describe every slot of the
-// cluster, with the groups the slot headers named.
+// named), waits until every slot file is durable, reads every file back
+// and verifies it as Verify does, and only then writes the manifest
+// durably. m must describe every slot of the cluster, with the groups the
+// slot headers named.
 func (s *Set) Finish(ctx context.Context, m *Manifest) error {
 	s.mu.Lock()
 	m.Slots = m.Slots[:0]
@@ -100,6 +151,9 @@ func (s *Set) Finish(ctx context.Context, m *Manifest) error {
 	}
 	if err := m.check(); err != nil {
 		return fmt.Errorf("backup %s: manifest: %w", s.id, err)
+	}
+	if err := s.synced(); err != nil {
+		return err
 	}
 	if err := verifyFiles(ctx, s.store, m); err != nil {
 		return err

@@ -242,3 +242,97 @@ func (r ctxReader) Read(p []byte) (int, error) {
 	}
 	return r.r.Read(p)
 }
+
+// stager is a store that can make an object durable later than it is
+// written: a staged object lists and reads at once, but may not survive
+// a crash until syncObjects returned for it. A backup stages its slot
+// files, syncs them in rounds while others are written, and Puts its
+// manifest once all are synced.
+type stager interface {
+	stage(name string) (*stagedFile, error)
+	syncObjects(names []string) error
+}
+
+// objectWriter is one object being written: commit stores it; abort gives
+// it up and returns the store's own error, if it failed first.
+type objectWriter interface {
+	io.Writer
+	commit() error
+	abort(cause error) error
+}
+
+// create starts writing the object name. staged says that it is not
+// durable once committed, until syncObjects returns for it; a store that
+// cannot stage streams it through Put, durable once committed.
+func create(ctx context.Context, s Store, name string) (w objectWriter, staged bool, err error) {
+	c, ok := s.(checked)
+	st, canStage := c.s.(stager)
+	if !ok || !canStage {
+		return startPut(ctx, s, name), false, nil
+	}
+	if err := checkName(name); err != nil {
+		return nil, false, c.fail("put", name, err)
+	}
+	sf, err := st.stage(name)
+	if err != nil {
+		return nil, false, c.fail("put", name, err)
+	}
+	return checkedFile{sf, c, name}, true, nil
+}
+
+// syncObjects makes staged objects of s durable.
+func syncObjects(s Store, names []string) error {
+	c := s.(checked) // only a checked store stages
+	return c.fail("sync", "", c.s.(stager).syncObjects(names))
+}
+
+// checkedFile gives a staged file's errors the store's form.
+type checkedFile struct {
+	sf   *stagedFile
+	c    checked
+	name string
+}
+
+func (f checkedFile) Write(p []byte) (int, error) {
+	n, err := f.sf.Write(p)
+	return n, f.c.fail("put", f.name, err)
+}
+
+func (f checkedFile) commit() error { return f.c.fail("put", f.name, f.sf.commit()) }
+
+func (f checkedFile) abort(error) error {
+	f.sf.abort()
+	return nil
+}
+
+// pipePut streams what is written into a Put of its own goroutine.
+type pipePut struct {
+	pw     *io.PipeWriter
+	stored chan error
+}
+
+func startPut(ctx context.Context, s Store, name string) *pipePut {
+	pr, pw := io.Pipe()
+	p := &pipePut{pw: pw, stored: make(chan error, 1)}
+	go func() { // owned by the pipePut: commit and abort wait for it
+		err := s.Put(ctx, name, pr)
+		// Unblock the writer whatever Put did; it reports Put's error.
+		pr.CloseWithError(errors.Join(err, io.ErrClosedPipe))
+		p.stored <- err
+	}()
+	return p
+}
+
+func (p *pipePut) Write(b []byte) (int, error) { return p.pw.Write(b) }
+
+func (p *pipePut) commit() error {
+	p.pw.Close() // the object ends here
+	return <-p.stored
+}
+
+// abort fails the Put with cause, so nothing new is stored; Put's error
+// carries cause when that is what stopped it.
+func (p *pipePut) abort(cause error) error {
+	p.pw.CloseWithError(cause)
+	return <-p.stored
+}

@@ -1,6 +1,7 @@
 package backup
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -12,12 +13,15 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 )
 
 // dirStore keeps each object in a file under root, its name's slashes
 // becoming subdirectories. A Put writes a temporary file (".name.tmp-…",
 // never listed), fsyncs it, renames it into place and fsyncs the directory,
-// so an object is either absent or whole, even across a crash.
+// so an object is either absent or whole, even across a crash. A backup's
+// slot files skip the fsyncs when written and are synced in rounds
+// (stager), before the manifest is written.
 type dirStore struct {
 	root string
 }
@@ -42,38 +46,123 @@ func (d *dirStore) path(name string) string {
 	return filepath.Join(d.root, filepath.FromSlash(name))
 }
 
-func (d *dirStore) put(ctx context.Context, name string, r io.Reader) (err error) {
+func (d *dirStore) put(ctx context.Context, name string, r io.Reader) error {
+	sf, err := d.stage(name)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(sf.f, ctxReader{ctx, r}); err != nil {
+		sf.abort()
+		return err
+	}
+	if err := sf.f.Sync(); err != nil {
+		sf.abort()
+		return err
+	}
+	if err := sf.commit(); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(sf.final))
+}
+
+// stage starts writing name into a temporary file, which commit renames
+// into place: for Put, after an fsync; for a slot file of a backup, without
+// one, syncObjects making it durable later in a round with others.
+func (d *dirStore) stage(name string) (*stagedFile, error) {
 	final := d.path(name)
 	dir := filepath.Dir(final)
 	if err := d.mkdirs(dir); err != nil {
-		return err
+		return nil, err
 	}
 	var rnd [4]byte
 	_, _ = rand.Read(rnd[:]) // never fails
 	tmp := filepath.Join(dir, "."+filepath.Base(final)+".tmp-"+hex.EncodeToString(rnd[:]))
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
+	return &stagedFile{f: f, tmp: tmp, final: final}, nil
+}
+
+// stagedFile is an object being written to its temporary file.
+type stagedFile struct {
+	f          *os.File
+	tmp, final string
+}
+
+func (sf *stagedFile) Write(p []byte) (int, error) { return sf.f.Write(p) }
+
+// commit closes the file and renames it into place; on error nothing new
+// lists under the name.
+func (sf *stagedFile) commit() error {
+	err := sf.f.Close()
+	if err == nil {
+		err = os.Rename(sf.tmp, sf.final)
+	}
+	if err != nil {
+		os.Remove(sf.tmp)
+	}
+	return err
+}
+
+// abort gives the file up.
+func (sf *stagedFile) abort() {
+	sf.f.Close()
+	os.Remove(sf.tmp)
+}
+
+// syncObjects makes the named objects, committed without an fsync, durable:
+// each file, then each directory holding them (their renames). The files
+// are synced syncParallel at a time, so the file system can commit their
+// fsyncs together.
+func (d *dirStore) syncObjects(names []string) error {
+	var mu sync.Mutex
+	var first error
+	dirs := map[string]bool{}
+	next := make(chan string)
+	var wg sync.WaitGroup
+	for range min(syncParallel, len(names)) {
+		wg.Go(func() {
+			for p := range next {
+				if err := syncFile(p); err != nil {
+					mu.Lock()
+					first = cmp.Or(first, err)
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	for _, name := range names {
+		p := d.path(name)
+		dirs[filepath.Dir(p)] = true
+		next <- p
+	}
+	close(next)
+	wg.Wait()
+	if first != nil {
+		return first
+	}
+	for dir := range dirs {
+		if err := syncDir(dir); err != nil {
+			return err
 		}
-	}()
-	if _, err = io.Copy(f, ctxReader{ctx, r}); err != nil {
+	}
+	return nil
+}
+
+// syncParallel bounds the fsyncs of one syncObjects at once.
+const syncParallel = 8
+
+func syncFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
 		return err
 	}
-	if err = f.Sync(); err != nil {
-		return err
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("fsync %s: %w", path, err)
 	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(tmp, final); err != nil {
-		return err
-	}
-	return syncDir(dir)
+	return nil
 }
 
 // mkdirs creates dir and its missing parents below root (never root

@@ -174,6 +174,18 @@ func TestSecureClientCertificateReadsAndWritesButCannotAdminister(t *testing.T) 
 			t.Errorf("%v with an admin certificate: exit %d: %s", cmd, code, stderr)
 		}
 	}
+	// A restore writes through Data.Load: admins only.
+	ids, err := os.ReadDir(backups)
+	if err != nil || len(ids) != 1 {
+		t.Fatalf("backups made: %v, %v", ids, err)
+	}
+	restore := []string{"admin", "restore", "--overwrite", "--from", filepath.Join(backups, ids[0].Name())}
+	if _, stderr, code := tc.cli(nil, append(append([]string{}, clientArgs...), restore...)...); code != 1 || !strings.Contains(stderr, "Load needs an admin certificate") {
+		t.Errorf("restore with a client certificate: exit %d: %s", code, stderr)
+	}
+	if _, stderr, code := tc.cli(nil, append(append([]string{}, adminArgs...), restore...)...); code != 0 {
+		t.Errorf("restore with an admin certificate: exit %d: %s", code, stderr)
+	}
 	if g2 := tc.waitGroup(cl, "g1", 10*time.Second, func(*coord.Group) bool { return true }); g2.Epoch == g.Epoch {
 		t.Errorf("graceful failover with the admin certificate left epoch %d", g.Epoch)
 	}

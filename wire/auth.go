@@ -27,7 +27,9 @@ var rpcRoles = map[string][]tlsauth.Role{
 	// A node hands over on shutdown in-process; only operators call it.
 	"/thunderyurts.wire.Data/Handover": {tlsauth.RoleAdmin},
 	// Backups: `admin backup run`, and the leading coordinator's schedule.
-	"/thunderyurts.wire.Data/Dump":       {tlsauth.RoleAdmin, tlsauth.RoleNode},
+	"/thunderyurts.wire.Data/Dump": {tlsauth.RoleAdmin, tlsauth.RoleNode},
+	// A restore's bulk writes: `admin restore` only.
+	"/thunderyurts.wire.Data/Load":       {tlsauth.RoleAdmin},
 	"/thunderyurts.wire.Route/GetRoutes": anyRole,
 }
 

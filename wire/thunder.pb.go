@@ -3017,6 +3017,126 @@ func (x *DumpCut) GetSeq() uint64 {
 	return 0
 }
 
+// LoadRequest is a batch of keys for the primary of their slots' group.
+type LoadRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Items         []*KeyValue            `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LoadRequest) Reset() {
+	*x = LoadRequest{}
+	mi := &file_thunder_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LoadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LoadRequest) ProtoMessage() {}
+
+func (x *LoadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_thunder_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LoadRequest.ProtoReflect.Descriptor instead.
+func (*LoadRequest) Descriptor() ([]byte, []int) {
+	return file_thunder_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *LoadRequest) GetItems() []*KeyValue {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+// LoadReply: OK once every key of the batch is committed (durable on the
+// group's in-sync replicas). A batch with a key whose slot the node does
+// not serve is refused whole, nothing of it written: MOVED (owner_group
+// and table_version name the owner in the node's table), NOT_PRIMARY, or
+// UNAVAILABLE (among others while a migration holds the slot). UNAVAILABLE
+// after the batch was appended (the role ended before it committed) means
+// it may or may not be kept.
+type LoadReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Code          Code                   `protobuf:"varint,1,opt,name=code,proto3,enum=thunderyurts.wire.Code" json:"code,omitempty"`
+	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	OwnerGroup    string                 `protobuf:"bytes,3,opt,name=owner_group,json=ownerGroup,proto3" json:"owner_group,omitempty"`
+	TableVersion  int64                  `protobuf:"varint,4,opt,name=table_version,json=tableVersion,proto3" json:"table_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LoadReply) Reset() {
+	*x = LoadReply{}
+	mi := &file_thunder_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LoadReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LoadReply) ProtoMessage() {}
+
+func (x *LoadReply) ProtoReflect() protoreflect.Message {
+	mi := &file_thunder_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LoadReply.ProtoReflect.Descriptor instead.
+func (*LoadReply) Descriptor() ([]byte, []int) {
+	return file_thunder_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *LoadReply) GetCode() Code {
+	if x != nil {
+		return x.Code
+	}
+	return Code_OK
+}
+
+func (x *LoadReply) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *LoadReply) GetOwnerGroup() string {
+	if x != nil {
+		return x.OwnerGroup
+	}
+	return ""
+}
+
+func (x *LoadReply) GetTableVersion() int64 {
+	if x != nil {
+		return x.TableVersion
+	}
+	return 0
+}
+
 var File_thunder_proto protoreflect.FileDescriptor
 
 const file_thunder_proto_rawDesc = "" +
@@ -3235,7 +3355,15 @@ const file_thunder_proto_rawDesc = "" +
 	"\x03end\x18\x03 \x01(\bR\x03end\"1\n" +
 	"\aDumpCut\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x10\n" +
-	"\x03seq\x18\x02 \x01(\x04R\x03seq*\xa3\x01\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\"@\n" +
+	"\vLoadRequest\x121\n" +
+	"\x05items\x18\x01 \x03(\v2\x1b.thunderyurts.wire.KeyValueR\x05items\"\x98\x01\n" +
+	"\tLoadReply\x12+\n" +
+	"\x04code\x18\x01 \x01(\x0e2\x17.thunderyurts.wire.CodeR\x04code\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x12\x1f\n" +
+	"\vowner_group\x18\x03 \x01(\tR\n" +
+	"ownerGroup\x12#\n" +
+	"\rtable_version\x18\x04 \x01(\x03R\ftableVersion*\xa3\x01\n" +
 	"\x04Code\x12\x06\n" +
 	"\x02OK\x10\x00\x12\r\n" +
 	"\tNOT_FOUND\x10\x01\x12\t\n" +
@@ -3252,7 +3380,7 @@ const file_thunder_proto_rawDesc = "" +
 	"\x03PUT\x10\x01\x12\n" +
 	"\n" +
 	"\x06DELETE\x10\x02\x12\b\n" +
-	"\x04PING\x10\x032\xa7\x04\n" +
+	"\x04PING\x10\x032\xed\x04\n" +
 	"\x04Data\x12E\n" +
 	"\x06Stream\x12\x18.thunderyurts.wire.Batch\x1a\x1d.thunderyurts.wire.BatchReply(\x010\x01\x12D\n" +
 	"\x04Scan\x12\x1e.thunderyurts.wire.ScanRequest\x1a\x1c.thunderyurts.wire.ScanReply\x12M\n" +
@@ -3260,7 +3388,8 @@ const file_thunder_proto_rawDesc = "" +
 	"\tReplicate\x12\".thunderyurts.wire.FollowerMessage\x1a!.thunderyurts.wire.PrimaryMessage(\x010\x01\x12P\n" +
 	"\bHandover\x12\".thunderyurts.wire.HandoverRequest\x1a .thunderyurts.wire.HandoverReply\x12Q\n" +
 	"\aMigrate\x12!.thunderyurts.wire.MigrateRequest\x1a!.thunderyurts.wire.MigrateMessage0\x01\x12F\n" +
-	"\x04Dump\x12\x1e.thunderyurts.wire.DumpRequest\x1a\x1c.thunderyurts.wire.DumpChunk0\x012Q\n" +
+	"\x04Dump\x12\x1e.thunderyurts.wire.DumpRequest\x1a\x1c.thunderyurts.wire.DumpChunk0\x01\x12D\n" +
+	"\x04Load\x12\x1e.thunderyurts.wire.LoadRequest\x1a\x1c.thunderyurts.wire.LoadReply2Q\n" +
 	"\x05Route\x12H\n" +
 	"\tGetRoutes\x12 .thunderyurts.wire.RoutesRequest\x1a\x19.thunderyurts.wire.RoutesB+Z)github.com/thunderyurts/thunderyurts/wireb\x06proto3"
 
@@ -3277,7 +3406,7 @@ func file_thunder_proto_rawDescGZIP() []byte {
 }
 
 var file_thunder_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_thunder_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_thunder_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_thunder_proto_goTypes = []any{
 	(Code)(0),                  // 0: thunderyurts.wire.Code
 	(Op)(0),                    // 1: thunderyurts.wire.Op
@@ -3321,6 +3450,8 @@ var file_thunder_proto_goTypes = []any{
 	(*DumpRequest)(nil),        // 39: thunderyurts.wire.DumpRequest
 	(*DumpChunk)(nil),          // 40: thunderyurts.wire.DumpChunk
 	(*DumpCut)(nil),            // 41: thunderyurts.wire.DumpCut
+	(*LoadRequest)(nil),        // 42: thunderyurts.wire.LoadRequest
+	(*LoadReply)(nil),          // 43: thunderyurts.wire.LoadReply
 }
 var file_thunder_proto_depIdxs = []int32{
 	1,  // 0: thunderyurts.wire.Request.op:type_name -> thunderyurts.wire.Op
@@ -3356,27 +3487,31 @@ var file_thunder_proto_depIdxs = []int32{
 	15, // 30: thunderyurts.wire.MigrateEntries.records:type_name -> thunderyurts.wire.LogEntry
 	24, // 31: thunderyurts.wire.DumpChunk.records:type_name -> thunderyurts.wire.SnapshotRecord
 	41, // 32: thunderyurts.wire.DumpChunk.cut:type_name -> thunderyurts.wire.DumpCut
-	4,  // 33: thunderyurts.wire.Data.Stream:input_type -> thunderyurts.wire.Batch
-	7,  // 34: thunderyurts.wire.Data.Scan:input_type -> thunderyurts.wire.ScanRequest
-	10, // 35: thunderyurts.wire.Data.Status:input_type -> thunderyurts.wire.NodeStatusRequest
-	17, // 36: thunderyurts.wire.Data.Replicate:input_type -> thunderyurts.wire.FollowerMessage
-	28, // 37: thunderyurts.wire.Data.Handover:input_type -> thunderyurts.wire.HandoverRequest
-	34, // 38: thunderyurts.wire.Data.Migrate:input_type -> thunderyurts.wire.MigrateRequest
-	39, // 39: thunderyurts.wire.Data.Dump:input_type -> thunderyurts.wire.DumpRequest
-	30, // 40: thunderyurts.wire.Route.GetRoutes:input_type -> thunderyurts.wire.RoutesRequest
-	5,  // 41: thunderyurts.wire.Data.Stream:output_type -> thunderyurts.wire.BatchReply
-	9,  // 42: thunderyurts.wire.Data.Scan:output_type -> thunderyurts.wire.ScanReply
-	11, // 43: thunderyurts.wire.Data.Status:output_type -> thunderyurts.wire.NodeStatus
-	20, // 44: thunderyurts.wire.Data.Replicate:output_type -> thunderyurts.wire.PrimaryMessage
-	29, // 45: thunderyurts.wire.Data.Handover:output_type -> thunderyurts.wire.HandoverReply
-	35, // 46: thunderyurts.wire.Data.Migrate:output_type -> thunderyurts.wire.MigrateMessage
-	40, // 47: thunderyurts.wire.Data.Dump:output_type -> thunderyurts.wire.DumpChunk
-	33, // 48: thunderyurts.wire.Route.GetRoutes:output_type -> thunderyurts.wire.Routes
-	41, // [41:49] is the sub-list for method output_type
-	33, // [33:41] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	8,  // 33: thunderyurts.wire.LoadRequest.items:type_name -> thunderyurts.wire.KeyValue
+	0,  // 34: thunderyurts.wire.LoadReply.code:type_name -> thunderyurts.wire.Code
+	4,  // 35: thunderyurts.wire.Data.Stream:input_type -> thunderyurts.wire.Batch
+	7,  // 36: thunderyurts.wire.Data.Scan:input_type -> thunderyurts.wire.ScanRequest
+	10, // 37: thunderyurts.wire.Data.Status:input_type -> thunderyurts.wire.NodeStatusRequest
+	17, // 38: thunderyurts.wire.Data.Replicate:input_type -> thunderyurts.wire.FollowerMessage
+	28, // 39: thunderyurts.wire.Data.Handover:input_type -> thunderyurts.wire.HandoverRequest
+	34, // 40: thunderyurts.wire.Data.Migrate:input_type -> thunderyurts.wire.MigrateRequest
+	39, // 41: thunderyurts.wire.Data.Dump:input_type -> thunderyurts.wire.DumpRequest
+	42, // 42: thunderyurts.wire.Data.Load:input_type -> thunderyurts.wire.LoadRequest
+	30, // 43: thunderyurts.wire.Route.GetRoutes:input_type -> thunderyurts.wire.RoutesRequest
+	5,  // 44: thunderyurts.wire.Data.Stream:output_type -> thunderyurts.wire.BatchReply
+	9,  // 45: thunderyurts.wire.Data.Scan:output_type -> thunderyurts.wire.ScanReply
+	11, // 46: thunderyurts.wire.Data.Status:output_type -> thunderyurts.wire.NodeStatus
+	20, // 47: thunderyurts.wire.Data.Replicate:output_type -> thunderyurts.wire.PrimaryMessage
+	29, // 48: thunderyurts.wire.Data.Handover:output_type -> thunderyurts.wire.HandoverReply
+	35, // 49: thunderyurts.wire.Data.Migrate:output_type -> thunderyurts.wire.MigrateMessage
+	40, // 50: thunderyurts.wire.Data.Dump:output_type -> thunderyurts.wire.DumpChunk
+	43, // 51: thunderyurts.wire.Data.Load:output_type -> thunderyurts.wire.LoadReply
+	33, // 52: thunderyurts.wire.Route.GetRoutes:output_type -> thunderyurts.wire.Routes
+	44, // [44:53] is the sub-list for method output_type
+	35, // [35:44] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_thunder_proto_init() }
@@ -3407,7 +3542,7 @@ func file_thunder_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_thunder_proto_rawDesc), len(file_thunder_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   40,
+			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -45,6 +45,7 @@ type DRPCDataClient interface {
 	Handover(ctx context.Context, in *HandoverRequest) (*HandoverReply, error)
 	Migrate(ctx context.Context, in *MigrateRequest) (DRPCData_MigrateClient, error)
 	Dump(ctx context.Context, in *DumpRequest) (DRPCData_DumpClient, error)
+	Load(ctx context.Context, in *LoadRequest) (*LoadReply, error)
 }
 
 type drpcDataClient struct {
@@ -242,6 +243,15 @@ func (x *drpcData_DumpClient) RecvMsg(m *DumpChunk) error {
 	return x.MsgRecv(m, drpcEncoding_File_thunder_proto{})
 }
 
+func (c *drpcDataClient) Load(ctx context.Context, in *LoadRequest) (*LoadReply, error) {
+	out := new(LoadReply)
+	err := c.cc.Invoke(ctx, "/thunderyurts.wire.Data/Load", drpcEncoding_File_thunder_proto{}, in, out)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 type DRPCDataServer interface {
 	Stream(DRPCData_StreamStream) error
 	Scan(context.Context, *ScanRequest) (*ScanReply, error)
@@ -250,6 +260,7 @@ type DRPCDataServer interface {
 	Handover(context.Context, *HandoverRequest) (*HandoverReply, error)
 	Migrate(*MigrateRequest, DRPCData_MigrateStream) error
 	Dump(*DumpRequest, DRPCData_DumpStream) error
+	Load(context.Context, *LoadRequest) (*LoadReply, error)
 }
 
 type DRPCDataUnimplementedServer struct{}
@@ -282,9 +293,13 @@ func (s *DRPCDataUnimplementedServer) Dump(*DumpRequest, DRPCData_DumpStream) er
 	return drpcerr.WithCode(errors.New("Unimplemented"), drpcerr.Unimplemented)
 }
 
+func (s *DRPCDataUnimplementedServer) Load(context.Context, *LoadRequest) (*LoadReply, error) {
+	return nil, drpcerr.WithCode(errors.New("Unimplemented"), drpcerr.Unimplemented)
+}
+
 type DRPCDataDescription struct{}
 
-func (DRPCDataDescription) NumMethods() int { return 7 }
+func (DRPCDataDescription) NumMethods() int { return 8 }
 
 func (DRPCDataDescription) Method(n int) (string, drpc.Encoding, drpc.Receiver, interface{}, bool) {
 	switch n {
@@ -349,6 +364,15 @@ func (DRPCDataDescription) Method(n int) (string, drpc.Encoding, drpc.Receiver, 
 						&drpcData_DumpStream{in2.(drpc.Stream)},
 					)
 			}, DRPCDataServer.Dump, true
+	case 7:
+		return "/thunderyurts.wire.Data/Load", drpcEncoding_File_thunder_proto{},
+			func(srv interface{}, ctx context.Context, in1, in2 interface{}) (drpc.Message, error) {
+				return srv.(DRPCDataServer).
+					Load(
+						ctx,
+						in1.(*LoadRequest),
+					)
+			}, DRPCDataServer.Load, true
 	default:
 		return "", nil, nil, nil, false
 	}
@@ -510,6 +534,26 @@ func (x *drpcData_DumpStream) GetStream() drpc.Stream {
 
 func (x *drpcData_DumpStream) Send(m *DumpChunk) error {
 	return x.MsgSend(m, drpcEncoding_File_thunder_proto{})
+}
+
+type DRPCData_LoadStream interface {
+	drpc.Stream
+	SendAndClose(*LoadReply) error
+}
+
+type drpcData_LoadStream struct {
+	drpc.Stream
+}
+
+func (x *drpcData_LoadStream) GetStream() drpc.Stream {
+	return x.Stream
+}
+
+func (x *drpcData_LoadStream) SendAndClose(m *LoadReply) error {
+	if err := x.MsgSend(m, drpcEncoding_File_thunder_proto{}); err != nil {
+		return err
+	}
+	return x.CloseSend()
 }
 
 type DRPCRouteClient interface {

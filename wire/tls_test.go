@@ -103,6 +103,7 @@ const (
 	rpcReplicate = "/thunderyurts.wire.Data/Replicate"
 	rpcHandover  = "/thunderyurts.wire.Data/Handover"
 	rpcStatus    = "/thunderyurts.wire.Data/Status"
+	rpcLoad      = "/thunderyurts.wire.Data/Load"
 )
 
 func TestTLSRefusesPeersWithoutAValidCertificate(t *testing.T) {
@@ -161,6 +162,9 @@ func TestTLSRolesPerRPC(t *testing.T) {
 		{"client+admin Handover", rpcHandover, both, true},
 		{"node Replicate", rpcReplicate, nodeConf, true},
 		{"node Handover", rpcHandover, nodeConf, false},
+		{"admin Load", rpcLoad, adminConf, true},
+		{"client Load", rpcLoad, clientConf, false},
+		{"node Load", rpcLoad, nodeConf, false},
 		{"no role Stream", rpcStream, noRole, false},
 		{"no role Status", rpcStatus, noRole, true},
 		{"unknown RPC", "/thunderyurts.wire.Data/Nope", adminConf, false},
