@@ -13,15 +13,19 @@ import (
 // about 130 bytes a tag; here the entries sit in a ring of fixed-size
 // values and the map is an open-addressing index of 4-byte ring positions
 // at most half full: 40 bytes a tag, 40 MiB for a full window of
-// dedupeMax, and nothing for the collector to scan. Both grow by doubling
-// up to max, so a node without tagged writes keeps them small.
+// dedupeMax, and nothing for the collector to scan.
+//
+// Both are allocated at their full size at once. Memory the allocator takes
+// fresh from the system is not resident until written, so a node without
+// tagged writes still holds little of it. Growing by doubling rebuilt the
+// whole index under the dedupe's lock: at 512 Ki tags that held every write
+// of the node for 100-400 ms, on every replica at the same moment.
 //
 // An entry whose tag was added again later, or removed, stays in the ring
 // until it is the oldest, but is no longer indexed. Not safe for
 // concurrent use.
 type tagTable struct {
-	max  int      // most entries kept; a power of two
-	ring []tagged // len a power of two
+	ring []tagged // the most entries kept; len a power of two
 	head uint64   // position of the oldest entry; ring[pos&(len-1)]
 	tail uint64   // position of the next entry
 	// index holds ring slot+1 of the indexed entries (0: empty), at the
@@ -40,12 +44,9 @@ type tagged struct {
 	at  time.Duration
 }
 
-// tagTableStart is the ring's first size.
-const tagTableStart = 1 << 10
-
+// newTagTable returns a table of max entries; max must be a power of two.
 func newTagTable(max int) *tagTable {
-	n := min(tagTableStart, max)
-	return &tagTable{max: max, ring: make([]tagged, n), index: make([]uint32, 2*n), seed: maphash.MakeSeed(), hash: hashTag}
+	return &tagTable{ring: make([]tagged, max), index: make([]uint32, 2*max), seed: maphash.MakeSeed(), hash: hashTag}
 }
 
 func hashTag(seed maphash.Seed, tag datastore.Tag) uint64 { return maphash.Comparable(seed, tag) }
@@ -68,11 +69,7 @@ func (t *tagTable) get(tag datastore.Tag) (uint64, bool) {
 // when max are kept.
 func (t *tagTable) add(tag datastore.Tag, seq uint64, at time.Duration) {
 	if t.len() == len(t.ring) {
-		if len(t.ring) < t.max {
-			t.grow()
-		} else {
-			t.popOldest()
-		}
+		t.popOldest()
 	}
 	slot := uint32(t.tail & uint64(len(t.ring)-1))
 	t.ring[slot] = tagged{tag: tag, seq: seq, at: at}
@@ -162,28 +159,4 @@ func (t *tagTable) unindex(i int) {
 		i = j
 	}
 	t.index[i] = 0
-}
-
-// grow doubles the ring, moving the entries to its start in order, and
-// rebuilds the index at twice the ring's size.
-func (t *tagTable) grow() {
-	old := t.ring
-	live := make([]bool, len(old))
-	for _, v := range t.index {
-		if v != 0 {
-			live[v-1] = true
-		}
-	}
-	n := 2 * len(old)
-	t.ring, t.index = make([]tagged, n), make([]uint32, 2*n)
-	mask := uint64(len(old) - 1)
-	k := uint32(0)
-	for p := t.head; p < t.tail; p++ {
-		t.ring[k] = old[p&mask]
-		if live[p&mask] {
-			t.index[t.free(t.ring[k].tag)] = k + 1
-		}
-		k++
-	}
-	t.head, t.tail = 0, uint64(k)
 }

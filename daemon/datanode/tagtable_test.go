@@ -67,10 +67,10 @@ func checkTable(t *testing.T, step int, tt *tagTable, m *tagModel, universe []da
 }
 
 // Random adds, removes and prunes over a small set of tags (so tags come
-// back) leave the table answering as a map and a queue would, through
-// its growth and once it is full.
+// back) leave the table answering as a map and a queue would, before and
+// once it is full.
 func TestTagTableMatchesAMapAndAQueue(t *testing.T) {
-	for _, max := range []int{64, 4 * tagTableStart} {
+	for _, max := range []int{64, 4096} {
 		rng := rand.New(rand.NewPCG(1, uint64(max)))
 		universe := make([]datastore.Tag, max)
 		for i := range universe {
@@ -142,5 +142,23 @@ func TestTagTableCollisions(t *testing.T) {
 			}
 			checkTable(t, 2, tt, m, universe)
 		})
+	}
+}
+
+// The table is never reallocated, before or once it is full: a table
+// that grew rebuilt its whole index under the dedupe's lock, stalling every
+// write of the node.
+func TestTagTableNeverGrows(t *testing.T) {
+	const max = 1 << 12
+	tt := newTagTable(max)
+	ring, index := &tt.ring[0], &tt.index[0]
+	for seq := range uint64(3 * max) {
+		tt.add(datastore.Tag{Client: 1, Seq: seq + 1}, seq+1, 0)
+		if &tt.ring[0] != ring || &tt.index[0] != index {
+			t.Fatalf("the table was reallocated at its %d-th entry", seq+1)
+		}
+	}
+	if tt.len() != max {
+		t.Fatalf("table holds %d entries, want %d", tt.len(), max)
 	}
 }
