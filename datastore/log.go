@@ -211,6 +211,10 @@ type Limit struct {
 	Bytes int
 }
 
+// readLogPrealloc bounds the entries ReadLog makes room for before it
+// knows how many its byte bound lets through.
+const readLogPrealloc = 4096
+
 // logRead is one ReadLog's output and the bound it fills up to.
 type logRead struct {
 	lim   Limit
@@ -227,23 +231,33 @@ func (r *logRead) add(e LogEntry) {
 	r.bytes += len(e.Key) + len(e.Value)
 }
 
-// ReadLog returns the log entries with Seq >= from in order, within lim,
-// as copies the caller owns; none when from is past
+// ReadLog returns the log entries with Seq >= from in order, within lim;
+// none when from is past
 // LastSeq(). A from of 0 counts as 1. Entries are readable as soon as the
 // committer has written them, before their fdatasync returns (compare
 // DurableSeq). Recent entries (about the last 16 MiB, and all unapplied
-// ones) come from memory, older ones from the segment files.
+// ones) come from memory, older ones from the segment files. Keys and
+// values may share memory with the store's and must not be modified: an
+// entry's bytes never change once it is written, so readers (a primary
+// ships each entry once to every follower) need no copy of their own.
 //
 // Errors: ErrLogTrimmed when entries at or after from have been deleted or
 // predate a Restore (the reader needs a Snapshot), ErrCorrupt naming file
 // and offset, ErrClosed.
 func (s *Store) ReadLog(from uint64, lim Limit) ([]LogEntry, error) {
 	from = max(from, 1)
-	r := &logRead{lim: lim}
 	s.mu.RLock()
 	if s.closed {
 		s.mu.RUnlock()
 		return nil, fmt.Errorf("read log: %w", ErrClosed)
+	}
+	r := &logRead{lim: lim}
+	if from <= s.last {
+		n := min(s.last+1-from, readLogPrealloc)
+		if lim.Entries > 0 {
+			n = min(n, uint64(lim.Entries))
+		}
+		r.out = make([]LogEntry, 0, n)
 	}
 	tailFirst := s.last + 1
 	if s.tail.len() > 0 {
@@ -278,15 +292,7 @@ func (s *Store) ReadLog(from uint64, lim Limit) ([]LogEntry, error) {
 		}
 		s.mu.RUnlock()
 	}
-	out := r.out
-	p := newPacker(r.bytes)
-	for i := range out {
-		out[i].Key, out[i].Value = p.copy(out[i].Key), p.copy(out[i].Value)
-		if out[i].Delete {
-			out[i].Value = nil
-		}
-	}
-	return out, nil
+	return r.out, nil
 }
 
 // readSegments reads data entries with from <= seq < stop from the
@@ -354,7 +360,8 @@ func readSegment(sr *segmentReader, from, stop uint64, r *logRead, last *readHin
 		if rec.seq >= stop || r.full() {
 			return true, nil
 		}
-		// Keys and values alias the reader's buffer until the next record.
+		// entry copies the key and value out of the reader's buffer,
+		// which the next record overwrites.
 		e := rec.entry()
 		r.add(e.logEntry())
 	}
