@@ -34,7 +34,39 @@ const (
 
 	// yieldEvery is how many puts the applier makes between yields.
 	yieldEvery = 256
+
+	// maxApplyDirty bounds the pages one apply transaction dirties, in
+	// bytes. A random put dirties a whole leaf page, and bbolt holds every
+	// dirty page in memory (as a node, then a page buffer) until the
+	// commit: over 10 million keys a round of 32 MiB of entries dirtied
+	// over a gigabyte, the heap reached the memory limit, and the collector,
+	// running without pause, cut the node's writes to a tenth. Rounds are
+	// cut by entry count to stay near this bound (nextApplyCap). It is
+	// larger than the whole data file of a million keys of 100 bytes,
+	// whose rounds dirty every leaf and are cut by the byte bound above:
+	// cutting those as well multiplied the bytes written per put.
+	maxApplyDirty = 256 << 20
+	// applyPageGuess is what the first round assumes an entry dirties:
+	// about a page.
+	applyPageGuess = pageSize
+	// minApplyCap keeps rounds from becoming so small that their fsyncs
+	// dominate.
+	minApplyCap = 1024
 )
+
+// nextApplyCap returns the most entries the round after one that applied
+// n entries and dirtied dirty bytes of pages may take, so that it dirties
+// about target bytes. Entries share pages less the fewer there are, so
+// scaling a small round up overestimates what a larger one dirties, and
+// the cap grows at most twofold a round; scaling a round that went past
+// target down brings the next one close to it.
+func nextApplyCap(prevCap, n int, dirty, target int64) int {
+	next := 2 * prevCap
+	if dirty > 0 {
+		next = min(next, int(float64(n)*float64(target)/float64(dirty)))
+	}
+	return max(min(next, maxApplyEntries), minApplyCap)
+}
 
 // onBackgroundThread runs fn on an OS thread of its own at nice
 // backgroundNice and returns its result. An apply transaction is hundreds of
@@ -192,7 +224,7 @@ func (s *Store) applyOnce() (int, error) {
 	// entries under it held the committer up for milliseconds.
 	var cost int64
 	n := 0
-	for ; n < batch.len() && cost < maxApplyBytes; n++ {
+	for ; n < batch.len() && n < s.applyCap && cost < maxApplyBytes; n++ {
 		cost += batch.at(n).cost()
 	}
 	batch.n = n
@@ -204,6 +236,7 @@ func (s *Store) applyOnce() (int, error) {
 	start := time.Now()
 	last := batch.at(batch.len() - 1).seq
 	var order []*entry
+	var boltTx *bolt.Tx
 	err := run(func() error {
 		order = latestInOrder(&batch)
 		need := 0
@@ -214,6 +247,7 @@ func (s *Store) applyOnce() (int, error) {
 		}
 		return guardBolt(s.dataPath, func() error {
 			return s.db.Update(func(tx *bolt.Tx) error {
+				boltTx = tx
 				w := applyTx{tx: tx, records: make([]byte, 0, need), slots: newSlotsTx(tx)}
 				for j, e := range order {
 					if j%yieldEvery == yieldEvery-1 {
@@ -239,6 +273,9 @@ func (s *Store) applyOnce() (int, error) {
 		return 0, fmt.Errorf("seqs %d..%d: %w", batch.at(0).seq, last, err)
 	}
 	s.applies.Add(1)
+	// The transaction's statistics are complete once it committed.
+	stats := boltTx.Stats()
+	s.applyCap = nextApplyCap(s.applyCap, batch.len(), stats.GetPageAlloc(), s.applyDirty)
 	s.observer.Applied(batch.len(), time.Since(start))
 	s.log.Debug("datastore applied", "entries", batch.len(), "keys", len(order), "last_seq", last, "took", time.Since(start))
 	s.mu.Lock()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -185,5 +186,86 @@ func TestApplyBoundedByBytes(t *testing.T) {
 	s.mu.Unlock()
 	if left != 0 || s.applyDue() {
 		t.Fatalf("after applying everything %d committed bytes counted", left)
+	}
+}
+
+// rounds records the entries of each apply round.
+type rounds struct {
+	noObserver
+	mu sync.Mutex
+	n  []int
+}
+
+func (r *rounds) Applied(entries int, _ time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.n = append(r.n, entries)
+}
+
+// Random puts over a key space of many pages are applied in rounds cut to
+// the pages they dirty, not only to their bytes: each dirties about a page,
+// and a round of every committed entry would hold that many pages in
+// memory.
+func TestApplyBoundedByDirtyPages(t *testing.T) {
+	// Values of 4,000 bytes: ~4,000 leaf pages; rounds aim at 1,536.
+	const keys, target = 12_000, 24 << 20
+	obs := &rounds{}
+	s, _ := newStore(t, Options{NoSync: true, Observer: obs, applyDirty: target})
+	value := make([]byte, 4000)
+	write := func(ids []int) {
+		muts := make([]Mutation, len(ids))
+		for i, id := range ids {
+			muts[i] = Mutation{Slot: id % 16, Key: fmt.Appendf(nil, "k%07d", id), Value: value}
+		}
+		if _, err := s.Write(testCtx(t), muts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all := make([]int, keys)
+	for i := range all {
+		all[i] = i
+	}
+	write(all)
+	waitApplied(t, s)
+	obs.mu.Lock()
+	obs.n = nil
+	obs.mu.Unlock()
+
+	rng := rand.New(rand.NewPCG(1, 2))
+	updates := make([]int, 8_000)
+	for i := range updates {
+		updates[i] = rng.IntN(keys)
+	}
+	write(updates)
+	s.hurryApplier(func() error { return s.waitApplied(testCtx(t), s.CommittedSeq()) })
+
+	obs.mu.Lock()
+	defer obs.mu.Unlock()
+	if len(obs.n) < 3 {
+		t.Fatalf("%d random updates over %d keys applied in rounds of %v: want them cut to about %d dirty bytes", len(updates), keys, obs.n, target)
+	}
+	for _, n := range obs.n[1:] {
+		if n > len(updates)/2 {
+			t.Fatalf("a round applied %d of %d random updates (rounds %v)", n, len(updates), obs.n)
+		}
+	}
+}
+
+func TestNextApplyCap(t *testing.T) {
+	for _, c := range []struct {
+		prev, n     int
+		dirty, want int64
+		next        int
+	}{
+		{prev: 16384, n: 16384, dirty: 16384 * 4096, want: 64 << 20, next: 16384},           // a page an entry: stays
+		{prev: 16384, n: 16384, dirty: 4 << 20, want: 64 << 20, next: 32768},                // far below: at most doubles
+		{prev: 100_000, n: 100_000, dirty: 256 << 20, want: 64 << 20, next: 25_000},         // overshot: scaled down
+		{prev: 100_000, n: 10, dirty: 0, want: 64 << 20, next: 200_000},                     // nothing dirtied: doubles
+		{prev: 2000, n: 2000, dirty: 1 << 30, want: 64 << 20, next: minApplyCap},            // floor
+		{prev: maxApplyEntries, n: 500, dirty: 4096, want: 64 << 20, next: maxApplyEntries}, // ceiling
+	} {
+		if got := nextApplyCap(c.prev, c.n, c.dirty, c.want); got != c.next {
+			t.Errorf("nextApplyCap(%d, %d, %d, %d) = %d, want %d", c.prev, c.n, c.dirty, c.want, got, c.next)
+		}
 	}
 }

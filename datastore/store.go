@@ -92,6 +92,7 @@ type Options struct {
 	segmentSize  int64
 	tailBytes    int64
 	overlayLimit int64
+	applyDirty   int64
 	logTags      int
 	hooks        hooks
 }
@@ -187,8 +188,12 @@ type Store struct {
 	spares   *spares
 
 	applyMu sync.Mutex // held by an apply cycle; excludes it from truncation and restore
-	commits atomic.Uint64
-	applies atomic.Uint64
+	// applyCap is the most entries the next apply round takes, learned from
+	// the pages the last rounds dirtied (nextApplyCap); guarded by applyMu.
+	applyCap   int
+	applyDirty int64 // the dirty page bytes a round aims at
+	commits    atomic.Uint64
+	applies    atomic.Uint64
 
 	wake          chan struct{}
 	applyWake     chan struct{}
@@ -239,6 +244,8 @@ func Open(dir string, opts Options) (*Store, error) {
 		segSize:       opts.segmentSize,
 		tailMax:       opts.tailBytes,
 		overMax:       opts.overlayLimit,
+		applyDirty:    opts.applyDirty,
+		applyCap:      int(opts.applyDirty / applyPageGuess),
 		hooks:         opts.hooks,
 		log:           opts.Logger,
 		observer:      opts.Observer,
@@ -309,6 +316,7 @@ func checkOptions(o *Options) error {
 	setDefault64(&o.segmentSize, defaultSegmentSize)
 	setDefault64(&o.tailBytes, defaultTailBytes)
 	setDefault64(&o.overlayLimit, defaultOverlayLimit)
+	setDefault64(&o.applyDirty, maxApplyDirty)
 	if o.LogRetention == 0 {
 		o.LogRetention = defaultRetention
 	}
