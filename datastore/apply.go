@@ -39,12 +39,12 @@ const (
 	// bytes. A random put dirties a whole leaf page, and bbolt holds every
 	// dirty page in memory (as a node, then a page buffer) until the
 	// commit: over 10 million keys a round of 32 MiB of entries dirtied
-	// over a gigabyte, the heap reached the memory limit, and the collector,
-	// running without pause, cut the node's writes to a tenth. Rounds are
-	// cut by entry count to stay near this bound (nextApplyCap). It is
-	// larger than the whole data file of a million keys of 100 bytes,
-	// whose rounds dirty every leaf and are cut by the byte bound above:
-	// cutting those as well multiplied the bytes written per put.
+	// over a gigabyte, the heap sat at the memory limit and writes fell to
+	// a fifth. Rounds are cut by entry count to stay near this bound
+	// (nextApplyCap). It is larger than the whole data file of a million
+	// keys of 100 bytes, whose rounds dirty every leaf and are cut by the
+	// byte bound above: cutting them smaller would write every leaf more
+	// often for the same puts.
 	maxApplyDirty = 256 << 20
 	// applyPageGuess is what the first round assumes an entry dirties:
 	// about a page.
