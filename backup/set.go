@@ -13,6 +13,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/thunderyurts/thunderyurts/internal/sysproc"
 )
 
 // Set writes one backup into a store: every slot's file with WriteSlot
@@ -91,7 +93,9 @@ func (s *Set) WriteSlot(ctx context.Context, hdr SlotHeader, fill func(add func(
 		s.unsynced[name] = true
 		if !s.syncing {
 			s.syncing = true
-			go s.syncRounds() // owned by the Set: it ends once nothing is left to sync, and Finish waits for it
+			// Owned by the Set: it ends once nothing is left to sync, and
+			// Finish waits for it. Background work, as the backup's is.
+			sysproc.GoBackground(s.syncRounds)
 		}
 	}
 	s.mu.Unlock()

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/thunderyurts/thunderyurts/internal/clock"
+	"github.com/thunderyurts/thunderyurts/internal/sysproc"
 	"github.com/thunderyurts/thunderyurts/wire"
 )
 
@@ -71,16 +72,23 @@ func (s *service) Dump(req *wire.DumpRequest, rpc wire.DRPCData_DumpStream) erro
 		cut = &wire.DumpCut{Epoch: epochAt(store.Epochs(), seq), Seq: seq}
 		return rpc.Send(&wire.DumpChunk{Cut: cut})
 	}
-	_, err := store.SnapshotCut(ctx, slots, begin, func(slot int, key, value []byte) error {
-		records++
-		return chunks.add(slot, key, value)
+	// The copy (reading the store, encoding, sending) is background work:
+	// back-to-back backups on a busy node took the cores from the writes
+	// clients wait on. A member that serves a copy is slower at it then;
+	// nothing waits on it but the backup.
+	err := sysproc.Background(func() error {
+		_, err := store.SnapshotCut(ctx, slots, begin, func(slot int, key, value []byte) error {
+			records++
+			return chunks.add(slot, key, value)
+		})
+		if err == nil {
+			err = chunks.flush()
+		}
+		if err == nil {
+			err = rpc.Send(&wire.DumpChunk{End: true})
+		}
+		return err
 	})
-	if err == nil {
-		err = chunks.flush()
-	}
-	if err == nil {
-		err = rpc.Send(&wire.DumpChunk{End: true})
-	}
 	if err != nil {
 		return wire.Errorf(codeOf(err), "dump: node %s: %v", n.id, err)
 	}
