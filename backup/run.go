@@ -77,7 +77,7 @@ const maxRounds = 10
 // writing and hashing the files, syncing them, reading them back) run on
 // threads of a lower CPU priority (sysproc.Background), so on a busy
 // machine it slows down rather than take the cores from the clients'
-// writes. The members serve their copies the same way.
+// writes.
 func Run(ctx context.Context, cfg RunConfig) (res Result, err error) {
 	err = sysproc.Background(func() error {
 		res, err = run(ctx, cfg)
