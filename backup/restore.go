@@ -29,6 +29,11 @@ type RestoreConfig struct {
 	TLS *tls.Config
 }
 
+// verifyReaders is how many slot files a restore checks at once before it
+// writes anything: the files are small (a slot's share of the keys), and
+// reading and hashing them one by one left a core idle.
+const verifyReaders = 4
+
 // ErrNotEmpty: Restore found keys in the cluster and was not told to
 // overwrite them.
 var ErrNotEmpty = errors.New("cluster is not empty")
@@ -45,10 +50,11 @@ var ErrNotEmpty = errors.New("cluster is not empty")
 // was interrupted is completed by running it again with Overwrite.
 func Restore(ctx context.Context, cfg RestoreConfig) (Result, error) {
 	start := time.Now()
-	err := Verify(ctx, cfg.Store, cfg.ID)
-	var man *Manifest
+	// As Verify does, with files read verifyReaders at a time: the
+	// cluster is idle until every file is checked.
+	man, err := OpenSet(ctx, cfg.Store, cfg.ID)
 	if err == nil {
-		man, err = OpenSet(ctx, cfg.Store, cfg.ID)
+		err = verifyFiles(ctx, cfg.Store, man, verifyReaders)
 	}
 	if err != nil {
 		return Result{}, fmt.Errorf("restore: %w; nothing was written", err)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/thunderyurts/thunderyurts/coord"
+	"github.com/thunderyurts/thunderyurts/internal/sysproc"
 	"github.com/thunderyurts/thunderyurts/wire"
 	"github.com/thunderyurts/thunderyurts/wire/nodeclient"
 )
@@ -71,7 +72,21 @@ const maxRounds = 10
 // slot). Slots not kept are copied again from their owner in the next
 // round, after the table is read again; each slot's file is the copy of
 // the last round that read it, so every slot is in the backup once.
-func Run(ctx context.Context, cfg RunConfig) (Result, error) {
+//
+// A backup is background work: its goroutines (receiving the copies,
+// writing and hashing the files, syncing them, reading them back) run on
+// threads of a lower CPU priority (sysproc.Background), so on a busy
+// machine it slows down rather than take the cores from the clients'
+// writes.
+func Run(ctx context.Context, cfg RunConfig) (res Result, err error) {
+	err = sysproc.Background(func() error {
+		res, err = run(ctx, cfg)
+		return err
+	})
+	return res, err
+}
+
+func run(ctx context.Context, cfg RunConfig) (Result, error) {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -170,7 +185,7 @@ func copyRound(ctx context.Context, cl *coord.Cluster, nodes nodeclient.Nodes, s
 			return nil, fmt.Errorf("slots %v: owner group %s is not in the cluster", slots, name)
 		}
 		wg.Add(1)
-		go func() {
+		sysproc.GoBackground(func() {
 			defer wg.Done()
 			pt, err := copyGroup(gctx, nodes, set, g, routes.Groups[name], slots, slotCount, routes.Table.Version, m)
 			if errors.Is(err, wire.ErrMoved) {
@@ -188,7 +203,7 @@ func copyRound(ctx context.Context, cl *coord.Cluster, nodes nodeclient.Nodes, s
 			}
 			mu.Unlock()
 			log.Info("group copied", "backup", set.ID(), "group", name, "node", pt.Node, "epoch", pt.Epoch, "seq", pt.Sequence, "slots", len(slots))
-		}()
+		})
 	}
 	wg.Wait()
 	if err := context.Cause(gctx); err != nil {
@@ -366,7 +381,7 @@ func startSlot(ctx context.Context, set *Set, hdr SlotHeader) *slotFeed {
 	ctx, cancel := context.WithCancelCause(ctx)
 	f := &slotFeed{slot: hdr.Slot, buf: make([][2][]byte, 0, feedChunk), chunks: make(chan [][2][]byte, 2), free: make(chan [][2][]byte, 3),
 		cancel: cancel, ended: make(chan struct{})}
-	go func() { // owned by the feed: finish or abort waits for it
+	sysproc.GoBackground(func() { // owned by the feed: finish or abort waits for it
 		defer close(f.ended)
 		_, f.err = set.WriteSlot(ctx, hdr, func(add func(key, value []byte) error) error {
 			for {
@@ -390,7 +405,7 @@ func startSlot(ctx context.Context, set *Set, hdr SlotHeader) *slotFeed {
 				}
 			}
 		})
-	}()
+	})
 	return f
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/thunderyurts/thunderyurts/coord"
 	"github.com/thunderyurts/thunderyurts/internal/clock"
+	"github.com/thunderyurts/thunderyurts/internal/sysproc"
 )
 
 // cronParser reads five-field specs and, for tests and frequent backups,
@@ -178,13 +179,20 @@ func (s *Scheduler) runOnce(ctx context.Context, sched coord.BackupSchedule) (Re
 	if err != nil {
 		return res, err
 	}
-	if err := Verify(ctx, store, res.ID); err != nil {
-		return res, fmt.Errorf("verify backup %s: %w", res.ID, err)
+	// Reading backups back is background work, as Run's is.
+	return res, sysproc.Background(func() error { return s.verifyAndPrune(ctx, store, sched, res.ID) })
+}
+
+// verifyAndPrune verifies the backup id a scheduled run wrote, and then
+// prunes to the schedule's keep.
+func (s *Scheduler) verifyAndPrune(ctx context.Context, store Store, sched coord.BackupSchedule, id string) error {
+	if err := Verify(ctx, store, id); err != nil {
+		return fmt.Errorf("verify backup %s: %w", id, err)
 	}
 	// A backup a scheduled run verified counts as good without being read
 	// again; any other (a manual run's, or one older than the history)
 	// is verified now.
-	verified := map[string]bool{res.ID: true}
+	verified := map[string]bool{id: true}
 	if runs, err := s.cluster.BackupRuns(ctx); err == nil {
 		for _, r := range runs {
 			if r.OK() {
@@ -196,10 +204,10 @@ func (s *Scheduler) runOnce(ctx context.Context, sched coord.BackupSchedule) (Re
 		return verified[in.ID] || Verify(ctx, store, in.ID) == nil
 	})
 	if err != nil {
-		return res, fmt.Errorf("prune to %d backups: %w", sched.Keep, err)
+		return fmt.Errorf("prune to %d backups: %w", sched.Keep, err)
 	}
 	if len(removed) > 0 {
 		s.log.Info("pruned backups", "removed", removed, "keep", sched.Keep)
 	}
-	return res, nil
+	return nil
 }

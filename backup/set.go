@@ -12,7 +12,10 @@ import (
 	"io"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/thunderyurts/thunderyurts/internal/sysproc"
 )
 
 // Set writes one backup into a store: every slot's file with WriteSlot
@@ -91,7 +94,9 @@ func (s *Set) WriteSlot(ctx context.Context, hdr SlotHeader, fill func(add func(
 		s.unsynced[name] = true
 		if !s.syncing {
 			s.syncing = true
-			go s.syncRounds() // owned by the Set: it ends once nothing is left to sync, and Finish waits for it
+			// Owned by the Set: it ends once nothing is left to sync, and
+			// Finish waits for it. Background work, as the backup's is.
+			sysproc.GoBackground(s.syncRounds)
 		}
 	}
 	s.mu.Unlock()
@@ -155,7 +160,7 @@ func (s *Set) Finish(ctx context.Context, m *Manifest) error {
 	if err := s.synced(); err != nil {
 		return err
 	}
-	if err := verifyFiles(ctx, s.store, m); err != nil {
+	if err := verifyFiles(ctx, s.store, m, 1); err != nil {
 		return err
 	}
 	data, err := json.MarshalIndent(m, "", "  ")
@@ -224,12 +229,12 @@ func Verify(ctx context.Context, store Store, id string) error {
 	if err != nil {
 		return err
 	}
-	return verifyFiles(ctx, store, m)
+	return verifyFiles(ctx, store, m, 1)
 }
 
 // verifyFiles checks that the backup's directory holds exactly m's files
-// (and the manifest) and reads every one back.
-func verifyFiles(ctx context.Context, store Store, m *Manifest) error {
+// (and the manifest) and reads every one back, readers files at a time.
+func verifyFiles(ctx context.Context, store Store, m *Manifest, readers int) error {
 	objs, err := store.List(ctx, m.ID+"/")
 	if err != nil {
 		return err
@@ -258,8 +263,38 @@ func verifyFiles(ctx context.Context, store Store, m *Manifest) error {
 		sort.Strings(extra)
 		return corrupt(extra[0], "not in the manifest")
 	}
-	for _, e := range m.Slots {
-		if err := readSlotFile(ctx, store, m, e, nil); err != nil {
+	return readSlotFiles(ctx, store, m, readers)
+}
+
+// readSlotFiles reads every slot file of m, readers at a time, checking
+// everything Verify checks of each. The error is the first file's in
+// slot order that failed: files are taken in that order, and once one
+// fails no other is started, but those started are read to their end.
+// The calling goroutine is one of the readers, so one reader reads at
+// the caller's priority (a backup's, in the background).
+func readSlotFiles(ctx context.Context, store Store, m *Manifest, readers int) error {
+	errs := make([]error, len(m.Slots))
+	var next atomic.Int64
+	var failed atomic.Bool
+	read := func() {
+		for !failed.Load() {
+			i := int(next.Add(1) - 1)
+			if i >= len(m.Slots) {
+				return
+			}
+			if errs[i] = readSlotFile(ctx, store, m, m.Slots[i], nil); errs[i] != nil {
+				failed.Store(true)
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	for range min(readers, len(m.Slots)) - 1 {
+		wg.Go(read)
+	}
+	read()
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
 			return err
 		}
 	}

@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/thunderyurts/thunderyurts/internal/sysproc"
 )
 
 // Store is where backups live: a flat namespace of objects whose names are
@@ -314,12 +316,14 @@ type pipePut struct {
 func startPut(ctx context.Context, s Store, name string) *pipePut {
 	pr, pw := io.Pipe()
 	p := &pipePut{pw: pw, stored: make(chan error, 1)}
-	go func() { // owned by the pipePut: commit and abort wait for it
+	// Owned by the pipePut: commit and abort wait for it. Background
+	// work, as the backup writing the object is.
+	sysproc.GoBackground(func() {
 		err := s.Put(ctx, name, pr)
 		// Unblock the writer whatever Put did; it reports Put's error.
 		pr.CloseWithError(errors.Join(err, io.ErrClosedPipe))
 		p.stored <- err
-	}()
+	})
 	return p
 }
 

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/thunderyurts/thunderyurts/internal/sysproc"
 )
 
 // Bounds of one apply transaction: large enough that bbolt's per-commit
@@ -67,30 +69,6 @@ func nextApplyCap(prevCap, n int, dirty, target int64) int {
 	}
 	return max(min(next, maxApplyEntries), minApplyCap)
 }
-
-// onBackgroundThread runs fn on an OS thread of its own at nice
-// backgroundNice and returns its result. An apply transaction is hundreds of
-// milliseconds of CPU every applyDelay on each replica; at normal priority
-// it took the cores from the log's commits and the replication round trips,
-// whose latency clients wait on. Like a compaction thread in RocksDB it now
-// yields to them. (SCHED_IDLE measured no better, and a thread starved that
-// hard delays the Go runtime's stop-the-world phases: one took 10 ms.) The
-// goroutine exits still locked to its thread, so Go ends the thread with it:
-// the priority never reaches other work, and raising it again (which needs
-// privileges) is never needed. Setting the priority is best effort.
-func onBackgroundThread(fn func() error) error {
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		lowerThreadPriority(backgroundNice)
-		done <- fn()
-	}()
-	return <-done
-}
-
-// backgroundNice is the nice value of the thread that writes an apply
-// transaction (CFS weight 110 against 1024 at nice 0).
-const backgroundNice = 10
 
 // kickApplier tells the applier that the committed seq moved.
 func (s *Store) kickApplier() {
@@ -213,9 +191,13 @@ func (s *Store) applyOnce() (int, error) {
 	from := int(s.applied + 1 - base)
 	batch := s.tail.view(from, min(int(s.committed+1-base), s.tail.len(), from+maxApplyEntries))
 	epoch, epochs := s.epoch, s.epochs
-	// A reader waiting for this round (a scan, a snapshot for a new
-	// secondary) is waiting on it now: then it runs at normal priority.
-	run := onBackgroundThread
+	// An apply transaction is hundreds of milliseconds of CPU every
+	// applyDelay on each replica; at normal priority it took the cores from
+	// the log's commits and the replication round trips, whose latency
+	// clients wait on, so it runs in the background. A reader waiting for
+	// this round (a scan, a snapshot for a new secondary) is waiting on it
+	// now: then it runs at normal priority.
+	run := sysproc.Background
 	if s.hurry > 0 {
 		run = func(fn func() error) error { return fn() }
 	}

@@ -8,7 +8,3 @@ import "os"
 // fdatasync; os.File.Sync is fsync, and on macOS F_FULLFSYNC, the only call
 // there that flushes the drive's write cache.
 func fdatasync(f *os.File) error { return f.Sync() }
-
-// lowerThreadPriority does nothing off Linux: there setpriority acts on the
-// whole process, not on the calling thread.
-func lowerThreadPriority(int) {}

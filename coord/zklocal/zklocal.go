@@ -218,8 +218,7 @@ maxClientCnxns=0
 		mainName, cfg)
 	cmd.Stdout, cmd.Stderr = out, out
 	// Never outlive us, even if we crash before Stop.
-	cmd.SysProcAttr = sysproc.DieWithParent()
-	if err := cmd.Start(); err != nil {
+	if err := sysproc.StartChild(cmd); err != nil {
 		out.Close()
 		return nil, fmt.Errorf("start zookeeper: %w", err)
 	}

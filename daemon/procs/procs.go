@@ -60,8 +60,8 @@ func (p *Proc) Restart() error {
 	defer logFile.Close()
 	cmd := exec.Command(p.Program, p.Args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = sysproc.DieWithParent()
-	if err := cmd.Start(); err != nil {
+	// Never outlive us, even if we crash before stopping it.
+	if err := sysproc.StartChild(cmd); err != nil {
 		return fmt.Errorf("start %s: %w", p.Name, err)
 	}
 	done := make(chan struct{})

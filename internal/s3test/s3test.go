@@ -61,13 +61,12 @@ func Start(t testing.TB, buckets ...string) *Server {
 	bin := build(t)
 	cmd := exec.Command(bin, "-bucket", strings.Join(buckets, ","))
 	cmd.Stderr = os.Stderr
-	// Never outlive the test binary, even if it crashes before cleanup.
-	cmd.SysProcAttr = sysproc.DieWithParent()
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatalf("s3test: %v", err)
 	}
-	if err := cmd.Start(); err != nil {
+	// Never outlive the test binary, even if it crashes before cleanup.
+	if err := sysproc.StartChild(cmd); err != nil {
 		t.Fatalf("s3test: start %s: %v", bin, err)
 	}
 	t.Cleanup(func() {
