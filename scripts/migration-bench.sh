@@ -6,7 +6,7 @@
 # moving, starts a third group of 2, rebalances onto it and drains it once
 # without writers, then again and again with the writers running until
 # HANDOVERS more migrations have switched. Few slots make each migration
-# large (~1/6 of the keys: with the defaults ~130,000), so that the copy
+# large (~1/6 of the keys: with the defaults ~160,000), so that the copy
 # itself is timed, not the fixed costs around it. It prints per migration
 # the copy speed: the keys and bytes the target imported (the history) over
 # the time from "migration: started" to the first "target caught up" (the
@@ -15,8 +15,8 @@
 # primaries, released holds included); and the writers' throughput and p99
 # while migrations run against idle, in DURATION chunks. The writers' keys
 # are in every slot, moving ones included: their p99 includes the holds.
-# Everything it starts is stopped and DIR removed when it exits (KEEP=1
-# keeps DIR with the logs). PPROF=1 starts every daemon with --enable-pprof
+# It works in a new directory under DIR; everything it starts is stopped
+# and that directory removed when it exits (KEEP=1 keeps it, with the logs). PPROF=1 starts every daemon with --enable-pprof
 # (profiles on their http addresses, listed in DIR/dev.out). Figures on a
 # shared machine are indicative only.
 #
@@ -34,7 +34,7 @@ handovers=${HANDOVERS:-100}
 value=${VALUE:-100}
 duration=${DURATION:-10s}
 mkdir -p "$dir"
-dir=$(realpath "$dir")
+dir=$(mktemp -d "$(realpath "$dir")/migration-bench.XXXXXX") # removed at exit: never DIR itself
 if [ -n "${PPROF:-}" ]; then
 	export THUNDER_ENABLE_PPROF=true # the daemons inherit it; the other commands have no such flag
 fi
@@ -50,6 +50,8 @@ cleanup() {
 	done
 	if [ -z "${KEEP:-}" ]; then
 		rm -rf "${dir:?}"
+	else
+		echo "kept $dir"
 	fi
 }
 trap cleanup EXIT
@@ -129,6 +131,10 @@ rounds=2
 start=$(date +%s)
 while [ $(($(handed) - quiet)) -lt "$handovers" ]; do
 	rounds=$((rounds + 1))
+	if [ "$rounds" -gt $((handovers + 2)) ]; then
+		echo "$((rounds - 3)) rounds switched only $(($(handed) - quiet)) migrations: see $dir/cluster/logs (KEEP=1)" >&2
+		exit 1
+	fi
 	round "$rounds"
 done
 touch "$dir/stop"
