@@ -151,14 +151,72 @@ func (imp *importer) resume(ctx context.Context) error {
 	return nil
 }
 
-// importAhead is how many stream messages the importer receives ahead of
-// the one it writes, so the source keeps sending while a batch is written.
-const importAhead = 4
+// The importer receives ahead of the message it writes, so that the source
+// keeps sending while a batch is written and replicates: up to
+// importAheadBytes of keys and values (a message larger than that passes
+// alone) in at most importAheadMessages messages. A whole batch of small
+// records is 16 snapshot chunks: a window of 4 messages stalled the source
+// for most of each batch's commit. Large values still hold little memory.
+const (
+	importAheadBytes    = 2 * shipBytes
+	importAheadMessages = 64
+)
 
-// received is one message of the stream, or the error that ended it.
+// received is one message of the stream, or the error that ended it, and
+// the bytes it holds in the receive window.
 type received struct {
-	msg *wire.MigrateMessage
-	err error
+	msg  *wire.MigrateMessage
+	err  error
+	size int
+}
+
+// aheadWindow bounds the bytes of the messages received and not yet taken
+// by the writer. One goroutine takes, another gives back.
+type aheadWindow struct {
+	limit int64
+	held  atomic.Int64
+	freed chan struct{} // a give since the last take looked
+}
+
+func newAheadWindow(limit int64) *aheadWindow {
+	return &aheadWindow{limit: limit, freed: make(chan struct{}, 1)}
+}
+
+// take waits until n more bytes fit the window, or it is empty, or ctx
+// ends.
+func (w *aheadWindow) take(ctx context.Context, n int) error {
+	for {
+		if held := w.held.Load(); held == 0 || held+int64(n) <= w.limit {
+			w.held.Add(int64(n))
+			return nil
+		}
+		select {
+		case <-w.freed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// give returns n bytes to the window.
+func (w *aheadWindow) give(n int) {
+	w.held.Add(-int64(n))
+	select {
+	case w.freed <- struct{}{}:
+	default:
+	}
+}
+
+// messageBytes is what a stream message holds in keys and values.
+func messageBytes(msg *wire.MigrateMessage) int {
+	n := 0
+	for _, r := range msg.GetSnapshotChunk().GetRecords() {
+		n += len(r.Key) + len(r.Value)
+	}
+	for _, r := range msg.GetEntries().GetRecords() {
+		n += len(r.Key) + len(r.Value)
+	}
+	return n
 }
 
 // written is a batch in this node's log whose commit the importer has not
@@ -202,12 +260,13 @@ func (imp *importer) stream(ctx context.Context, log *slog.Logger) (progressed b
 		return false, fmt.Errorf("open the migration stream: %w", err)
 	}
 	log.Info("migration stream open", "source", g.PrimaryAddr, "source_epoch", g.Epoch, "from_seq", req.FromSeq)
-	msgs := make(chan received, importAhead)
+	msgs := make(chan received, importAheadMessages)
+	ahead := newAheadWindow(importAheadBytes)
 	var receiving sync.WaitGroup
 	receiving.Add(1)
 	go func() {
 		defer receiving.Done()
-		imp.receive(sctx, rpc, silence, msgs)
+		imp.receive(sctx, rpc, silence, ahead, msgs)
 	}()
 	defer receiving.Wait() // after cancel: deferred calls run last first
 	defer cancel(nil)
@@ -235,6 +294,7 @@ func (imp *importer) stream(ctx context.Context, log *slog.Logger) (progressed b
 				r.err = sctx.Err()
 			}
 		}
+		ahead.give(r.size)
 		if r.err != nil {
 			if cause := context.Cause(sctx); cause != nil && ctx.Err() == nil {
 				r.err = cause
@@ -267,17 +327,22 @@ func (imp *importer) stream(ctx context.Context, log *slog.Logger) (progressed b
 	}
 }
 
-// receive passes the stream's messages to msgs until it fails; its last
-// message carries the error.
-func (imp *importer) receive(ctx context.Context, rpc wire.DRPCData_MigrateClient, silence *time.Timer, msgs chan<- received) {
+// receive passes the stream's messages to msgs, as far as the window
+// lets it run ahead, until the stream fails; its last message carries the
+// error.
+func (imp *importer) receive(ctx context.Context, rpc wire.DRPCData_MigrateClient, silence *time.Timer, ahead *aheadWindow, msgs chan<- received) {
 	for {
 		msg, err := rpc.Recv()
 		if err != nil {
 			err = wire.FromRPC(err)
 		}
 		silence.Reset(silentSource)
+		size := messageBytes(msg)
+		if ahead.take(ctx, size) != nil {
+			return
+		}
 		select {
-		case msgs <- received{msg: msg, err: err}:
+		case msgs <- received{msg: msg, err: err, size: size}:
 		case <-ctx.Done():
 			return
 		}

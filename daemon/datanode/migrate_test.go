@@ -91,3 +91,43 @@ func TestAppliedImportPositions(t *testing.T) {
 	ip.reset()
 	want("after a drop", 0, false)
 }
+
+// The importer's receive window lets messages through while their bytes
+// fit, holds the next until enough are given back, passes a message larger
+// than the window when it is empty, and gives up when its context ends.
+func TestAheadWindow(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	w := newAheadWindow(100)
+	for _, n := range []int{60, 40, 0} {
+		if err := w.take(ctx, n); err != nil {
+			t.Fatalf("take %d of a window holding %d: %v", n, w.held.Load(), err)
+		}
+	}
+	took := make(chan error, 1)
+	go func() { took <- w.take(ctx, 50) }()
+	select {
+	case err := <-took:
+		t.Fatalf("took 50 bytes into a full window (%v)", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	w.give(40) // 60 held: 50 more do not fit yet
+	select {
+	case err := <-took:
+		t.Fatalf("took 50 bytes next to 60 in a window of 100 (%v)", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	w.give(60)
+	if err := <-took; err != nil {
+		t.Fatal(err)
+	}
+	w.give(50)
+	if err := w.take(ctx, 1000); err != nil {
+		t.Fatalf("an empty window refused a large message: %v", err)
+	}
+	cctx, stop := context.WithCancel(ctx)
+	stop()
+	if err := w.take(cctx, 1); err == nil {
+		t.Fatal("a full window took a message after its context ended")
+	}
+}

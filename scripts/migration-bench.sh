@@ -1,0 +1,209 @@
+#!/usr/bin/env bash
+# Slot migration speed, hand-over pauses, and what migrations cost the
+# writers: starts a local cluster (2 groups of 2 data nodes, 1 coordinator,
+# SLOTS slots), fills it with VALUE-byte values (KEYS puts over a space of
+# KEYS keys: ~63% of them distinct), measures 16 writers with nothing
+# moving, starts a third group of 2, rebalances onto it and drains it once
+# without writers, then again and again with the writers running until
+# HANDOVERS more migrations have switched. Few slots make each migration
+# large (~1/6 of the keys: with the defaults ~160,000), so that the copy
+# itself is timed, not the fixed costs around it. It prints per migration
+# the copy speed: the keys and bytes the target imported (the history) over
+# the time from "migration: started" to the first "target caught up" (the
+# coordinator's log: the drop, the snapshot and the log tail up to the
+# hold); the holds' durations ("hold ended ... held=" of the source
+# primaries, released holds included); and the writers' throughput and p99
+# while migrations run against idle, in DURATION chunks. The writers' keys
+# are in every slot, moving ones included: their p99 includes the holds.
+# It works in a new directory under DIR; everything it starts is stopped
+# and that directory removed when it exits (KEEP=1 keeps it, with the logs). PPROF=1 starts every daemon with --enable-pprof
+# (profiles on their http addresses, listed in DIR/dev.out). Figures on a
+# shared machine are indicative only.
+#
+# Usage: scripts/migration-bench.sh BIN DIR BASEPORT
+#        (env: KEYS=1500000, SLOTS=128, HANDOVERS=100, VALUE=100, DURATION=10s,
+#         KEEP=, PPROF=; ports BASEPORT..BASEPORT+99)
+set -euo pipefail
+usage="usage: migration-bench.sh BIN DIR BASEPORT"
+bin=$(realpath "${1:?$usage}")
+dir=${2:?$usage}
+port=${3:?$usage}
+keys=${KEYS:-1500000}
+slots=${SLOTS:-128}
+handovers=${HANDOVERS:-100}
+value=${VALUE:-100}
+duration=${DURATION:-10s}
+mkdir -p "$dir"
+dir=$(mktemp -d "$(realpath "$dir")/migration-bench.XXXXXX") # removed at exit: never DIR itself
+if [ -n "${PPROF:-}" ]; then
+	export THUNDER_ENABLE_PPROF=true # the daemons inherit it; the other commands have no such flag
+fi
+
+pids=()
+cleanup() {
+	touch "$dir/stop"
+	for p in "${pids[@]}"; do
+		kill -INT "$p" 2>/dev/null || true
+	done
+	for p in "${pids[@]}"; do
+		wait "$p" 2>/dev/null || true
+	done
+	if [ -z "${KEEP:-}" ]; then
+		rm -rf "${dir:?}"
+	else
+		echo "kept $dir"
+	fi
+}
+trap cleanup EXIT
+
+"$bin" dev --dir "$dir/cluster" --groups 2 --replicas 2 --coords 1 --slots "$slots" --base-port "$port" \
+	--ready-file "$dir/ready" >"$dir/dev.out" 2>"$dir/dev.log" &
+pids+=($!)
+for _ in $(seq 1 600); do
+	[ -s "$dir/ready" ] && break
+	kill -0 "${pids[0]}" 2>/dev/null || { tail -20 "$dir/dev.log"; echo "the cluster failed to start" >&2; exit 1; }
+	sleep 0.1
+done
+[ -s "$dir/ready" ] || { echo "the cluster did not come up within 60s" >&2; exit 1; }
+# shellcheck disable=SC1091
+source "$dir/ready"
+
+# field NAME FILE: the first number NAME has in a command's JSON output.
+field() { sed -n "s/.*\"$1\": *\([0-9.e+]*\).*/\1/p" "$2" | head -1; }
+# handed: how many migrations switched so far (one line each in the coordinator's log).
+handed() { cat "$dir"/cluster/logs/coord-*.log | grep -c 'migration: hand-over' || true; }
+
+echo "== filling: $keys puts of $value-byte values over $keys keys ($(uptime))"
+"$bin" bench --clients 64 --ops "$keys" --reads 0 --keys "$keys" --value-size "$value" -o json >"$dir/fill.json"
+echo "   $(field ops_per_sec "$dir/fill.json") puts/s"
+
+# writers FILE-PREFIX: 16 writers in DURATION chunks until DIR/stop exists.
+writers() {
+	local i=0
+	while [ ! -e "$dir/stop" ]; do
+		i=$((i + 1))
+		"$bin" bench --clients 16 --duration "$duration" --reads 0 --keys "$keys" --value-size "$value" -o json \
+			>"$dir/$1-$i.json" 2>>"$dir/writers.log" || true
+	done
+}
+
+echo "== writers idle: 3 x $duration ($(uptime))"
+for i in 1 2 3; do
+	"$bin" bench --clients 16 --duration "$duration" --reads 0 --keys "$keys" --value-size "$value" -o json >"$dir/idle-$i.json"
+done
+
+echo "== a third group of 2 joins"
+for i in 1 2; do
+	"$bin" serve data --group g3 --dir "$dir/g3-$i" --listen "127.0.0.1:$((port + 80 + i))" \
+		--http "127.0.0.1:$((port + 90 + i))" >"$dir/g3-$i.log" 2>&1 &
+	pids+=($!)
+	echo "   data-g3-$i http 127.0.0.1:$((port + 90 + i))" >>"$dir/dev.out"
+done
+for _ in $(seq 1 300); do
+	"$bin" admin rebalance --dry-run -o json 2>/dev/null | grep -q '"to": *"g3"' && break
+	sleep 0.2
+done
+
+# round N: a rebalance onto g3 (N odd) or a drain of g3 (N even).
+round() {
+	if [ $(($1 % 2)) = 1 ]; then
+		"$bin" admin group weight g3 1 >/dev/null
+		"$bin" admin rebalance -o json >"$dir/round-$1.json"
+	else
+		"$bin" admin drain --group g3 -o json >"$dir/round-$1.json"
+	fi
+	# The history keeps the last 50 migrations: save it every round.
+	"$bin" admin zk -r -o json migrations >"$dir/history-$1.json"
+	echo "   round $1: $(handed) hand-overs, $(($(date +%s) - start)) s ($(uptime | sed 's/.*load/load/'))"
+}
+
+echo "== rebalance and drain of g3 without writers ($(uptime))"
+start=$(date +%s)
+round 1
+round 2
+quiet=$(handed)
+
+echo "== rebalance and drain of g3 with the writers running, until $handovers more hand-overs ($(uptime))"
+busy_since=$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)
+writers busy &
+pids+=($!)
+rounds=2
+start=$(date +%s)
+while [ $(($(handed) - quiet)) -lt "$handovers" ]; do
+	rounds=$((rounds + 1))
+	if [ "$rounds" -gt $((handovers + 2)) ]; then
+		echo "$((rounds - 3)) rounds switched only $(($(handed) - quiet)) migrations: see $dir/cluster/logs (KEEP=1)" >&2
+		exit 1
+	fi
+	round "$rounds"
+done
+touch "$dir/stop"
+wait "${pids[-1]}"
+rm -f "$dir/stop"
+busy_secs=$(($(date +%s) - start))
+
+echo
+echo "== copy speed per migration (started -> target caught up; keys and bytes the target imported)"
+# The coordinator's log: time=... msg="migration: started" migration=ID and
+# msg="migration: target caught up, holding" migration=ID.
+cat "$dir"/cluster/logs/coord-*.log | awk '
+	function secs(t) { split(substr(t, 12, 12), a, ":"); return a[1] * 3600 + a[2] * 60 + a[3] }
+	/msg="migration: started"/ || /msg="migration: target caught up/ {
+		t = ""; id = ""
+		for (i = 1; i <= NF; i++) {
+			if ($i ~ /^time=/) t = substr($i, 6)
+			if ($i ~ /^migration=/) id = substr($i, 11)
+		}
+		if ($0 ~ /started/) { start[id] = secs(t); at[id] = t }
+		else if (!(id in caught)) caught[id] = secs(t)
+	}
+	END { for (id in caught) if (id in start) { d = caught[id] - start[id]; if (d < 0) d += 86400; print id, d, at[id] } }
+' | sort >"$dir/copytimes"
+# The history records: "id", "keys", "bytes" of every finished migration.
+cat "$dir"/history-*.json | tr -d ' \n' | sed 's/}/}\n/g' |
+	sed -n 's/.*"id":"\([^"]*\)".*"keys":\([0-9]*\),"bytes":\([0-9]*\).*/\1 \2 \3/p' | sort -u >"$dir/copied"
+# copies: id keys seconds keys/s MB/s writers(0/1)
+join "$dir/copied" "$dir/copytimes" | awk -v busy="$busy_since" '$4 > 0 {
+	printf "%s %d %.3f %.0f %.1f %d\n", $1, $2, $4, $2 / $4, $3 / $4 / 1e6, ($5 >= busy) }' >"$dir/copies"
+printf '   %-28s %9s %8s %9s %7s %s\n' migration keys seconds keys/s MB/s writers
+awk '{ printf "   %-28s %9d %8.3f %9d %7.1f %s\n", $1, $2, $3, $4, $5, $6 ? "yes" : "no" }' "$dir/copies"
+# summary WRITERS COLUMN NAME: median, min and max of a column of $dir/copies.
+summary() {
+	awk -v w="$1" -v c="$2" '$6 == w { print $c }' "$dir/copies" | sort -g | awk -v name="$3" '{ v[NR] = $1 }
+		END { if (NR) printf "   %-32s median %8s (%s-%s) over %d migrations\n", name ":", v[int((NR + 1) / 2)], v[1], v[NR], NR }'
+}
+summary 0 4 "keys/s, no writers"
+summary 0 5 "MB/s, no writers"
+summary 0 2 "keys per migration, no writers"
+summary 1 4 "keys/s, writers running"
+summary 1 5 "MB/s, writers running"
+summary 1 2 "keys per migration, writers running"
+
+echo
+echo "== holds (\"hold ended ... held=\" of the source primaries: every hold, released ones included)"
+# holds SINCE NAME: percentiles of the holds that ended at or after SINCE.
+holds() {
+	cat "$dir"/cluster/logs/data-*.log "$dir"/g3-*.log | grep 'msg="hold ended"' |
+		sed -n 's/^time=\([^ ]*\) .* held=\([0-9.]*\)\([µmun]*s\) .*/\1 \2 \3/p' |
+		awk -v since="$1" '$1 >= since { f = $3 == "s" ? 1000 : $3 == "ms" ? 1 : $3 == "µs" || $3 == "us" ? 0.001 : 0.000001; print $2 * f }' |
+		sort -g | awk -v name="$2" '{ v[NR] = $1 }
+			function p(q) { i = int(q * NR + 0.999999); if (i < 1) i = 1; return v[i] }
+			END { if (NR) printf "   %-16s %4d holds: p50 %4.0f ms, p90 %4.0f ms, p99 %4.0f ms, max %4.0f ms\n", name, NR, p(0.5), p(0.9), p(0.99), v[NR] }'
+}
+holds 0 all
+holds "$busy_since" "writers running"
+released=$(cat "$dir"/cluster/logs/coord-*.log | grep -c 'msg="migration: hold released"' || true)
+echo "   $(handed) hand-overs, $released holds released by the coordinator"
+
+echo
+echo "== writers (16 clients, 100% puts of $value bytes over all $keys keys, moving slots included, $duration chunks)"
+# report NAME PREFIX: mean throughput and the median and largest p99 of the chunks.
+report() {
+	for f in "$dir/$2"-*.json; do
+		[ -s "$f" ] && echo "$(field ops_per_sec "$f") $(field p99_us "$f")"
+	done | sort -k2 -g | awk -v name="$1" '{ ops += $1; p[NR] = $2 }
+		END { printf "   %-16s %8.0f puts/s, p99 median %6.1f ms, max %6.1f ms (%d chunks)\n", name, ops / NR, p[int((NR + 1) / 2)] / 1000, p[NR] / 1000, NR }'
+}
+report idle idle
+report "while migrating" busy
+echo "   $((rounds - 2)) rounds with writers in $busy_secs s; $(uptime)"
