@@ -11,6 +11,8 @@
 # Usage: scripts/backup-bench.sh BIN DIR BASEPORT
 #        (env: KEYS=100000, DURATION=15s; ports BASEPORT.. and BASEPORT+100..)
 set -euo pipefail
+# shellcheck source=scripts/devcluster.sh
+source "$(dirname "$0")/devcluster.sh"
 bin=$(realpath "${1:?usage: backup-bench.sh BIN DIR BASEPORT}")
 dir=${2:?usage: backup-bench.sh BIN DIR BASEPORT}
 port=${3:?usage: backup-bench.sh BIN DIR BASEPORT}
@@ -21,12 +23,7 @@ dir=$(realpath "$dir")
 
 pids=()
 cleanup() {
-	for p in "${pids[@]}"; do
-		kill -INT "$p" 2>/dev/null || true
-	done
-	for p in "${pids[@]}"; do
-		wait "$p" 2>/dev/null || true
-	done
+	stop_all "${pids[@]}"
 	rm -rf "${dir:?}/src" "$dir/dst" "$dir/backups" "$dir"/*.json "$dir"/*.out
 }
 trap cleanup EXIT

@@ -1,4 +1,19 @@
-# Sourced by the scripts that need a throwaway local cluster:
+# shellcheck shell=bash
+# Sourced by the scripts that need a throwaway local cluster.
+#
+# stop_all PID...: interrupts each process (a dev cluster stops its
+# daemons on SIGINT), then waits for every one of them.
+stop_all() {
+	local p
+	for p in "$@"; do
+		kill -INT "$p" 2>/dev/null || true
+	done
+	for p in "$@"; do
+		wait "$p" 2>/dev/null || true
+	done
+}
+
+
 # dev_up BIN NAME [dev flags...] starts `BIN dev` in a new temporary
 # directory $dir, waits until it serves, exports THUNDER_ZK and
 # THUNDER_CLUSTER, and stops it and removes $dir when the script exits.

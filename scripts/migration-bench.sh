@@ -24,6 +24,8 @@
 #        (env: KEYS=1500000, SLOTS=128, HANDOVERS=100, VALUE=100, DURATION=10s,
 #         KEEP=, PPROF=; ports BASEPORT..BASEPORT+99)
 set -euo pipefail
+# shellcheck source=scripts/devcluster.sh
+source "$(dirname "$0")/devcluster.sh"
 usage="usage: migration-bench.sh BIN DIR BASEPORT"
 bin=$(realpath "${1:?$usage}")
 dir=${2:?$usage}
@@ -42,12 +44,7 @@ fi
 pids=()
 cleanup() {
 	touch "$dir/stop"
-	for p in "${pids[@]}"; do
-		kill -INT "$p" 2>/dev/null || true
-	done
-	for p in "${pids[@]}"; do
-		wait "$p" 2>/dev/null || true
-	done
+	stop_all "${pids[@]}"
 	if [ -z "${KEEP:-}" ]; then
 		rm -rf "${dir:?}"
 	else
