@@ -245,7 +245,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		tailMax:       opts.tailBytes,
 		overMax:       opts.overlayLimit,
 		applyDirty:    opts.applyDirty,
-		applyCap:      int(opts.applyDirty / applyPageGuess),
+		applyCap:      max(int(opts.applyDirty/applyPageGuess), minApplyCap),
 		hooks:         opts.hooks,
 		log:           opts.Logger,
 		observer:      opts.Observer,
