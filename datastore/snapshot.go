@@ -30,13 +30,20 @@ import (
 // ErrBadSlot, ErrCorrupt (naming slot and key; fn has then seen only the
 // keys before it), ErrRestoring, ErrClosed.
 func (s *Store) Snapshot(ctx context.Context, slots []int, fn func(slot int, key, value []byte) error) (seq uint64, err error) {
-	return s.SnapshotCut(ctx, slots, nil, fn)
+	return s.snapshot(ctx, slots, nil, fn, false)
 }
 
-// SnapshotCut is Snapshot that first calls begin, when not nil, with the
-// seq the copy reflects, before any fn: for a copy whose header names its
-// log position (backups). An error from begin ends it as fn's would.
+// SnapshotCut is Snapshot for a backup: it first calls begin with the seq
+// the copy reflects, before any fn, for a copy whose header names its log
+// position; an error from begin ends it as fn's would. The apply round it
+// may wait for keeps its low priority: no client waits on a backup.
 func (s *Store) SnapshotCut(ctx context.Context, slots []int, begin func(seq uint64) error, fn func(slot int, key, value []byte) error) (seq uint64, err error) {
+	return s.snapshot(ctx, slots, begin, fn, true)
+}
+
+// snapshot serves Snapshot and SnapshotCut: begin may be nil, and
+// background is waitApplied's.
+func (s *Store) snapshot(ctx context.Context, slots []int, begin func(seq uint64) error, fn func(slot int, key, value []byte) error, background bool) (seq uint64, err error) {
 	for _, slot := range slots {
 		if err := s.checkSlot(slot); err != nil {
 			return 0, fmt.Errorf("snapshot: %w", err)
@@ -61,7 +68,7 @@ func (s *Store) SnapshotCut(ctx context.Context, slots []int, begin func(seq uin
 		}
 		s.mu.Unlock()
 	}()
-	if err := s.waitApplied(ctx, want); err != nil {
+	if err := s.waitApplied(ctx, want, background); err != nil {
 		return 0, fmt.Errorf("snapshot: wait for the applier to reach seq %d: %w", want, err)
 	}
 	err = s.view(func(tx *bolt.Tx) error {

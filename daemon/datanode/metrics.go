@@ -79,6 +79,8 @@ func newMetrics(n *Node) *metrics {
 		{"thunder_data_last_seq", "Sequence number of the newest op-log entry.", func() float64 { return float64(n.store().LastSeq()) }},
 		{"thunder_data_high_watermark", "Sequence number up to which the log is committed (held by every in-sync replica).",
 			func() float64 { return float64(n.store().CommittedSeq()) }},
+		{"thunder_data_applied_seq", "Sequence number up to which the log is applied to the data file; the committed entries after it are held in memory.",
+			func() float64 { return float64(n.store().AppliedSeq()) }},
 		{"thunder_data_epoch", "The group's epoch as this node knows it; it goes up at every change of primary.",
 			func() float64 { return float64(epochOf(n.state.Load().group)) }},
 		{"thunder_data_is_primary", "1 when this node is its group's primary.", func() float64 { return bool01(n.state.Load().isPrimary()) }},

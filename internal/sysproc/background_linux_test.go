@@ -90,3 +90,46 @@ func TestStartChildSurvivesThreadsEnding(t *testing.T) {
 	case <-time.After(300 * time.Millisecond):
 	}
 }
+
+// TestBackgroundThreadsReusedThenEnd: background work runs on a thread a
+// finished one left idle, still at low priority, and an idle thread ends
+// after the timeout.
+func TestBackgroundThreadsReusedThenEnd(t *testing.T) {
+	idle.mu.Lock()
+	idle.timeout = 200 * time.Millisecond
+	idle.mu.Unlock()
+	t.Cleanup(func() {
+		idle.mu.Lock()
+		idle.timeout = 5 * time.Second
+		idle.mu.Unlock()
+	})
+	type run struct{ tid, nice int }
+	runOnce := func() run {
+		done := make(chan run)
+		GoBackground(func() { done <- run{syscall.Gettid(), threadNice(t)} })
+		return <-done
+	}
+	waiting := func() int {
+		idle.mu.Lock()
+		defer idle.mu.Unlock()
+		return len(idle.workers)
+	}
+	first := runOnce()
+	for waiting() == 0 { // the thread parks once its fn returned
+		time.Sleep(time.Millisecond)
+	}
+	second := runOnce()
+	if second.tid != first.tid || second.nice != BackgroundNice {
+		t.Errorf("second work ran on thread %d at nice %d, want the first's idle thread %d at nice %d", second.tid, second.nice, first.tid, BackgroundNice)
+	}
+	deadline := time.Now().Add(15 * time.Second) // threads parked before the test wait 5 s
+	for waiting() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d idle background threads still wait after 15 s", waiting())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if third := runOnce(); third.nice != BackgroundNice {
+		t.Errorf("work on a new thread ran at nice %d, want %d", third.nice, BackgroundNice)
+	}
+}
