@@ -142,7 +142,7 @@ func (s *Store) waitForApplyBatch() bool {
 func (s *Store) applyDue() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.committed-s.applied >= minApplyEntries || s.committedBytesLocked() >= minApplyBytes || s.hurry > 0 || s.hurryBg > 0
+	return s.committed-s.applied >= minApplyEntries || s.committedBytesLocked() >= minApplyBytes || s.hurry > 0
 }
 
 // committedBytesLocked is what the committed, unapplied entries cost, as
@@ -163,21 +163,15 @@ func (s *Store) committedBytesLocked() int64 {
 	return s.costedBytes
 }
 
-// hurryApplier makes the applier skip its batching delay while fn runs;
-// background says that fn's caller is background work, which leaves the
-// rounds at low priority.
-func (s *Store) hurryApplier(background bool, fn func() error) error {
-	count := &s.hurry
-	if background {
-		count = &s.hurryBg
-	}
+// hurryApplier makes the applier skip its batching delay while fn runs.
+func (s *Store) hurryApplier(fn func() error) error {
 	s.mu.Lock()
-	*count++
+	s.hurry++
 	s.mu.Unlock()
 	s.kickApplier()
 	defer func() {
 		s.mu.Lock()
-		*count--
+		s.hurry--
 		s.mu.Unlock()
 	}()
 	return fn()
@@ -202,9 +196,7 @@ func (s *Store) applyOnce() (int, error) {
 	// the log's commits and the replication round trips, whose latency
 	// clients wait on, so it runs in the background. A reader waiting for
 	// this round (a scan, a snapshot for a new secondary) is waiting on it
-	// now: then it runs at normal priority. A backup's copy is not: on a
-	// member serving back-to-back backups its rounds at normal priority
-	// took the cores from the writes.
+	// now: then it runs at normal priority.
 	run := sysproc.Background
 	if s.hurry > 0 {
 		run = func(fn func() error) error { return fn() }
@@ -218,16 +210,16 @@ func (s *Store) applyOnce() (int, error) {
 		cost += batch.at(n).cost()
 	}
 	batch.n = n
+	if s.hooks.beforeApply != nil {
+		if err := s.hooks.beforeApply(); err != nil {
+			return 0, err
+		}
+	}
 	start := time.Now()
 	last := batch.at(batch.len() - 1).seq
 	var order []*entry
 	var boltTx *bolt.Tx
 	err := run(func() error {
-		if s.hooks.beforeApply != nil {
-			if err := s.hooks.beforeApply(); err != nil {
-				return err
-			}
-		}
 		order = latestInOrder(&batch)
 		need := 0
 		for _, e := range order {

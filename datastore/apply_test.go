@@ -174,7 +174,7 @@ func TestApplyBoundedByBytes(t *testing.T) {
 		t.Fatalf("apply not due with %d bytes committed", cost)
 	}
 	close(release)
-	if err := s.waitApplied(testCtx(t), last, false); err != nil {
+	if err := s.waitApplied(testCtx(t), last); err != nil {
 		t.Fatal(err)
 	}
 	// Twice the bound committed: at least two rounds.
@@ -237,7 +237,7 @@ func TestApplyBoundedByDirtyPages(t *testing.T) {
 		updates[i] = rng.IntN(keys)
 	}
 	write(updates)
-	s.hurryApplier(false, func() error { return s.waitApplied(testCtx(t), s.CommittedSeq(), false) })
+	s.hurryApplier(func() error { return s.waitApplied(testCtx(t), s.CommittedSeq()) })
 
 	obs.mu.Lock()
 	defer obs.mu.Unlock()

@@ -42,7 +42,7 @@ func (s *Store) SlotDigests(ctx context.Context, slots []int, atLeast uint64) (a
 			return 0, nil, fmt.Errorf("slot digests: %w", err)
 		}
 	}
-	if err := s.waitApplied(ctx, atLeast, false); err != nil {
+	if err := s.waitApplied(ctx, atLeast); err != nil {
 		return 0, nil, fmt.Errorf("slot digests: wait for the applier to reach seq %d: %w", atLeast, err)
 	}
 	out := make([]SlotDigest, len(slots))

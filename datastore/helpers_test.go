@@ -88,7 +88,7 @@ func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 func waitApplied(tb testing.TB, s *Store) {
 	tb.Helper()
 	want := s.CommittedSeq()
-	if err := s.waitApplied(testCtx(tb), want, false); err != nil {
+	if err := s.waitApplied(testCtx(tb), want); err != nil {
 		tb.Fatalf("wait for applied seq %d: %v", want, err)
 	}
 }

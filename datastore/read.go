@@ -240,7 +240,7 @@ func (s *Store) Scan(ctx context.Context, slots []int, start, end []byte, lim Li
 	s.mu.RLock()
 	want := s.committed
 	s.mu.RUnlock()
-	if err := s.waitApplied(ctx, want, false); err != nil {
+	if err := s.waitApplied(ctx, want); err != nil {
 		return nil, fmt.Errorf("scan: wait for the applier to reach seq %d: %w", want, err)
 	}
 	inRange := func(k []byte) bool { return k != nil && (len(end) == 0 || bytes.Compare(k, end) < 0) }
@@ -294,19 +294,18 @@ func (s *Store) Scan(ctx context.Context, slots []int, start, end []byte, lim Li
 // imports as it goes, so its hand-over has little left to apply). Errors:
 // the applier's failure, ctx.Err() (also when seq is never committed).
 func (s *Store) ApplyThrough(ctx context.Context, seq uint64) error {
-	return s.waitApplied(ctx, seq, false)
+	return s.waitApplied(ctx, seq)
 }
 
-// waitApplied waits until the applier reached seq, hurrying it
-// (hurryApplier's background says at which priority).
-func (s *Store) waitApplied(ctx context.Context, seq uint64, background bool) error {
+// waitApplied waits until the applier reached seq, hurrying it.
+func (s *Store) waitApplied(ctx context.Context, seq uint64) error {
 	s.mu.RLock()
 	done := s.applied >= seq
 	s.mu.RUnlock()
 	if done {
 		return nil
 	}
-	return s.hurryApplier(background, func() error {
+	return s.hurryApplier(func() error {
 		var stopped error
 		err := s.waitFor(ctx, func() bool {
 			stopped = s.applyErr

@@ -1,6 +1,7 @@
 package datastore
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -35,15 +36,19 @@ func (s *Store) Snapshot(ctx context.Context, slots []int, fn func(slot int, key
 
 // SnapshotCut is Snapshot for a backup: it first calls begin with the seq
 // the copy reflects, before any fn, for a copy whose header names its log
-// position; an error from begin ends it as fn's would. The apply round it
-// may wait for keeps its low priority: no client waits on a backup.
+// position; an error from begin ends it as fn's would. It does not wait for
+// the applier: what is committed but not yet applied is read from memory
+// and merged into the data file's keys, so a backup right after a burst of
+// writes does not wait for (nor hurry) the round that applies them, and a
+// member serving back-to-back backups keeps its rounds large and in the
+// background.
 func (s *Store) SnapshotCut(ctx context.Context, slots []int, begin func(seq uint64) error, fn func(slot int, key, value []byte) error) (seq uint64, err error) {
 	return s.snapshot(ctx, slots, begin, fn, true)
 }
 
-// snapshot serves Snapshot and SnapshotCut: begin may be nil, and
-// background is waitApplied's.
-func (s *Store) snapshot(ctx context.Context, slots []int, begin func(seq uint64) error, fn func(slot int, key, value []byte) error, background bool) (seq uint64, err error) {
+// snapshot serves Snapshot and SnapshotCut: begin may be nil, and merge
+// says whether the unapplied entries are merged in rather than waited for.
+func (s *Store) snapshot(ctx context.Context, slots []int, begin func(seq uint64) error, fn func(slot int, key, value []byte) error, merge bool) (seq uint64, err error) {
 	for _, slot := range slots {
 		if err := s.checkSlot(slot); err != nil {
 			return 0, fmt.Errorf("snapshot: %w", err)
@@ -68,15 +73,38 @@ func (s *Store) snapshot(ctx context.Context, slots []int, begin func(seq uint64
 		}
 		s.mu.Unlock()
 	}()
-	if err := s.waitApplied(ctx, want, background); err != nil {
-		return 0, fmt.Errorf("snapshot: wait for the applier to reach seq %d: %w", want, err)
+	if !merge {
+		if err := s.waitApplied(ctx, want); err != nil {
+			return 0, fmt.Errorf("snapshot: wait for the applier to reach seq %d: %w", want, err)
+		}
+	} else {
+		// No round commits while the read transaction starts and the
+		// entries after its applied seq are copied: then those entries
+		// are still in the tail, and their chunks are not recycled.
+		s.applyMu.Lock()
 	}
+	held := merge
+	release := func() {
+		if held {
+			held = false
+			s.applyMu.Unlock()
+		}
+	}
+	defer release()
 	err = s.view(func(tx *bolt.Tx) error {
 		applied, err := metaU64(tx, metaApplied)
 		if err != nil {
 			return err
 		}
 		seq = applied
+		var pending unapplied
+		if merge && applied < want {
+			if pending, err = s.unappliedThrough(applied, want); err != nil {
+				return err
+			}
+			seq = want
+		}
+		release()
 		if begin != nil {
 			if err := begin(seq); err != nil {
 				return err
@@ -84,16 +112,41 @@ func (s *Store) snapshot(ctx context.Context, slots []int, begin func(seq uint64
 		}
 		n := 0
 		for _, slot := range slots {
-			b := slotBucket(tx, slot)
-			if b == nil {
-				continue
+			drop, ents := pending.slot(slot)
+			var c *bolt.Cursor
+			if b := slotBucket(tx, slot); b != nil && drop == 0 {
+				c = b.Cursor()
 			}
-			c := b.Cursor()
-			for k, rec := c.First(); k != nil; k, rec = c.Next() {
+			var k, rec []byte
+			if c != nil {
+				k, rec = c.First()
+			}
+			for k != nil || len(ents) > 0 {
 				if n++; n%1024 == 0 {
 					if err := ctx.Err(); err != nil {
 						return err
 					}
+				}
+				order := -1 // the next unapplied entry comes first
+				if k != nil {
+					order = 1
+					if len(ents) > 0 {
+						order = bytes.Compare(ents[0].key, k)
+					}
+				}
+				if order <= 0 {
+					e := ents[0]
+					ents = ents[1:]
+					if order == 0 {
+						k, rec = c.Next() // the file's older version
+					}
+					if e.del {
+						continue
+					}
+					if err := fn(slot, e.key, e.value); err != nil {
+						return err
+					}
+					continue
 				}
 				v, ok := openRecord(k, rec)
 				if !ok {
@@ -102,6 +155,7 @@ func (s *Store) snapshot(ctx context.Context, slots []int, begin func(seq uint64
 				if err := fn(slot, k, v); err != nil {
 					return err
 				}
+				k, rec = c.Next()
 			}
 		}
 		return nil
@@ -110,6 +164,71 @@ func (s *Store) snapshot(ctx context.Context, slots []int, begin func(seq uint64
 		return 0, fmt.Errorf("snapshot: %w", err)
 	}
 	return seq, nil
+}
+
+// unapplied is the newest unapplied entry of each key, sorted by slot and
+// key, without marks, and the newest unapplied drop of each slot.
+type unapplied struct {
+	ents  []entry
+	drops map[uint16]uint64
+}
+
+// unappliedThrough copies the committed entries from seq from+1 through
+// to, which the caller keeps from being applied (s.applyMu).
+func (s *Store) unappliedThrough(from, to uint64) (unapplied, error) {
+	s.mu.RLock()
+	first := s.tail.bySeq(from + 1)
+	last := s.tail.bySeq(to)
+	var v tailView
+	if first != nil && last != nil {
+		base := s.tail.firstSeq()
+		v = s.tail.view(int(from+1-base), int(to+1-base))
+	}
+	s.mu.RUnlock()
+	if first == nil || last == nil {
+		return unapplied{}, fmt.Errorf("committed entries %d..%d are not in memory: %w", from+1, to, ErrCorrupt)
+	}
+	u := unapplied{ents: make([]entry, 0, v.len()), drops: map[uint16]uint64{}}
+	for i := range v.len() {
+		e := v.at(i)
+		switch {
+		case e.mark:
+		case e.drop:
+			u.drops[e.slot] = e.seq
+		default:
+			u.ents = append(u.ents, *e)
+		}
+	}
+	slices.SortFunc(u.ents, func(x, y entry) int { return compareKeySeq(&x, &y) })
+	latest := u.ents[:0]
+	for i, e := range u.ents {
+		if i+1 < len(u.ents) && sameKey(&u.ents[i+1], &e) {
+			continue
+		}
+		latest = append(latest, e)
+	}
+	u.ents = latest
+	return u, nil
+}
+
+// slot returns the newest unapplied drop of slot (0: none) and the newest
+// unapplied entry of each of its keys written after that drop, by key.
+func (u unapplied) slot(slot int) (drop uint64, ents []entry) {
+	i, _ := slices.BinarySearchFunc(u.ents, slot, func(e entry, slot int) int { return cmp.Compare(int(e.slot), slot) })
+	j := i
+	for j < len(u.ents) && int(u.ents[j].slot) == slot {
+		j++
+	}
+	drop = u.drops[uint16(slot)]
+	if drop == 0 {
+		return 0, u.ents[i:j]
+	}
+	for _, e := range u.ents[i:j] {
+		if e.seq > drop {
+			ents = append(ents, e)
+		}
+	}
+	return drop, ents
 }
 
 // Bounds of one restore transaction.

@@ -3,6 +3,8 @@ package datastore
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"reflect"
 	"testing"
 )
 
@@ -38,5 +40,139 @@ func TestSnapshotCut(t *testing.T) {
 		return nil
 	}); !errors.Is(err, stop) {
 		t.Fatalf("failing begin: %v", err)
+	}
+}
+
+// SnapshotCut merges what is committed but not applied into the data
+// file's keys instead of waiting for the applier: overwrites, deletes, new
+// keys, a dropped slot written again and a mark, in key order, cut at the
+// committed seq, the same copy Snapshot gives once everything is applied.
+func TestSnapshotCutMergesUnapplied(t *testing.T) {
+	s, _ := newStore(t, Options{NoSync: true})
+	ctx := testCtx(t)
+	model := map[int]map[string]string{0: {}, 1: {}, 2: {}}
+	write := func(muts ...Mutation) {
+		t.Helper()
+		if _, err := s.Write(ctx, muts); err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range muts {
+			switch {
+			case m.Mark:
+			case m.Drop:
+				model[m.Slot] = map[string]string{}
+			case m.Delete:
+				delete(model[m.Slot], string(m.Key))
+			default:
+				model[m.Slot][string(m.Key)] = string(m.Value)
+			}
+		}
+	}
+	put := func(slot int, key, value string) Mutation {
+		return Mutation{Slot: slot, Key: []byte(key), Value: []byte(value)}
+	}
+	for slot := range 3 {
+		for i := range 20 {
+			write(put(slot, fmt.Sprintf("k%02d", 2*i), "old"))
+		}
+	}
+	waitApplied(t, s)
+	write(put(0, "k04", "new"), put(0, "k05", "new"), Mutation{Slot: 0, Key: []byte("k06"), Delete: true},
+		put(0, "k99", "a"), put(0, "k99", "b"), put(0, "a", "first"), Mutation{Slot: 0, Key: []byte("k38"), Delete: true})
+	write(put(1, "k07", "gone"), Mutation{Slot: 1, Key: []byte("k07"), Delete: true}, Mutation{Key: []byte("mark"), Value: []byte("m"), Mark: true})
+	write(put(2, "k01", "before the drop"))
+	if _, err := s.DropSlots(ctx, []int{2}); err != nil {
+		t.Fatal(err)
+	}
+	model[2] = map[string]string{}
+	write(put(2, "k03", "after the drop"))
+
+	copyOf := func(snap func(fn func(slot int, key, value []byte) error) (uint64, error)) (uint64, map[int]map[string]string) {
+		t.Helper()
+		got := map[int]map[string]string{0: {}, 1: {}, 2: {}}
+		last := map[int]string{}
+		seq, err := snap(func(slot int, key, value []byte) error {
+			if prev, ok := last[slot]; ok && string(key) <= prev {
+				t.Errorf("slot %d: key %q after %q", slot, key, prev)
+			}
+			last[slot] = string(key)
+			got[slot][string(key)] = string(value)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return seq, got
+	}
+	committed := s.CommittedSeq()
+	seq, got := copyOf(func(fn func(int, []byte, []byte) error) (uint64, error) {
+		return s.SnapshotCut(ctx, []int{0, 1, 2}, func(uint64) error { return nil }, fn)
+	})
+	if applied := s.AppliedSeq(); applied >= committed {
+		t.Fatalf("applied seq %d reached the committed %d: the copy waited for the applier", applied, committed)
+	}
+	if seq != committed || !reflect.DeepEqual(got, model) {
+		t.Fatalf("SnapshotCut = seq %d (committed %d)\n%v\nwant\n%v", seq, committed, got, model)
+	}
+	waitApplied(t, s)
+	seq, got = copyOf(func(fn func(int, []byte, []byte) error) (uint64, error) {
+		return s.Snapshot(ctx, []int{0, 1, 2}, fn)
+	})
+	if seq != committed || !reflect.DeepEqual(got, model) {
+		t.Fatalf("Snapshot once applied = seq %d\n%v\nwant\n%v", seq, got, model)
+	}
+}
+
+// SnapshotCut against a model, over random puts, deletes and drops with
+// the applier at random points behind them.
+func TestSnapshotCutRandom(t *testing.T) {
+	s, _ := newStore(t, Options{NoSync: true})
+	ctx := testCtx(t)
+	rng := rand.New(rand.NewPCG(1, 2))
+	model := map[int]map[string]string{}
+	for slot := range 4 {
+		model[slot] = map[string]string{}
+	}
+	slots := []int{3, 0, 1, 2}
+	for round := range 40 {
+		var muts []Mutation
+		for range rng.IntN(50) {
+			slot, key := rng.IntN(4), fmt.Sprintf("k%03d", rng.IntN(200))
+			switch r := rng.IntN(100); {
+			case r < 2:
+				muts = append(muts, Mutation{Slot: slot, Drop: true})
+				model[slot] = map[string]string{}
+			case r < 30:
+				muts = append(muts, Mutation{Slot: slot, Key: []byte(key), Delete: true})
+				delete(model[slot], key)
+			default:
+				v := fmt.Sprintf("v%d-%d", round, rng.IntN(1000))
+				muts = append(muts, Mutation{Slot: slot, Key: []byte(key), Value: []byte(v)})
+				model[slot][key] = v
+			}
+		}
+		if len(muts) > 0 {
+			if _, err := s.Write(ctx, muts); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if rng.IntN(4) == 0 {
+			waitApplied(t, s)
+		}
+		got := map[int]map[string]string{}
+		for slot := range 4 {
+			got[slot] = map[string]string{}
+		}
+		seq, err := s.SnapshotCut(ctx, slots, func(uint64) error { return nil }, func(slot int, key, value []byte) error {
+			got[slot][string(key)] = string(value)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seq != s.CommittedSeq() || !reflect.DeepEqual(got, model) {
+			t.Fatalf("round %d: SnapshotCut at seq %d (committed %d, applied %d) differs from the model\n%v\nwant\n%v",
+				round, seq, s.CommittedSeq(), s.AppliedSeq(), got, model)
+		}
 	}
 }

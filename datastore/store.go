@@ -117,8 +117,8 @@ type hooks struct {
 	// beforeSync runs on the committer after a batch is written and
 	// published to ReadLog, before its fdatasync.
 	beforeSync func()
-	// beforeApply runs on the applier's thread before each bbolt
-	// transaction; an error fails the transaction.
+	// beforeApply runs on the applier before each bbolt transaction; an
+	// error fails the transaction.
 	beforeApply func() error
 	// keyHash replaces the overlay's hash (tests make keys collide).
 	keyHash func(slot uint16, key []byte) uint64
@@ -177,7 +177,6 @@ type Store struct {
 	restoredTags []TagSeq       // see snaptags.go; replaced, never edited in place
 	logTags      tagRing        // the tags Open's log scan met, until TakeLogTags
 	hurry        int            // readers waiting for the applier
-	hurryBg      int            // background readers (backups) waiting for it: see applyOnce
 	changed      chan struct{}  // closed and replaced on every state change
 
 	// Owned by the committer goroutine (and by Open before it starts).
