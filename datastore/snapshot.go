@@ -13,42 +13,33 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// Snapshot waits until the applier has applied everything committed when
-// it was called, then calls fn for every key of the given slots, slot by
-// slot in the given order and in key order within a slot, all from one
-// bbolt read transaction, and returns the applied seq that transaction reflects: the
-// copy plus the log entries after that seq reproduce the store exactly
-// (docs/replication.md, "Catch-up"). The caller then ships the log from seq+1 with
-// ReadLog; while Snapshot runs, the log segments holding those entries are
-// pinned (not deleted), but after it returns they are kept only as
+// Snapshot calls fn for every key of the given slots as of everything
+// committed when it was called, slot by slot in the given order and in key
+// order within a slot, and returns the committed seq the copy reflects:
+// the copy plus the log entries after that seq reproduce the store exactly
+// (docs/replication.md, "Catch-up"). It does not wait for the applier: the
+// keys come from one bbolt read transaction, merged with the committed
+// entries not applied yet, read from memory. A copy started right after a
+// burst of writes so neither waits for the round that applies them nor
+// hurries it. The caller then ships the log from seq+1 with ReadLog; while
+// Snapshot runs, the log segments holding those entries are pinned (not
+// deleted), but after it returns they are kept only as
 // Options.LogRetention says, so the caller should start reading promptly.
-// key and value alias the file and are valid only until fn returns. The
-// read transaction also keeps the pages it reads from being reused; the
-// file grows meanwhile.
+// key and value alias the file or the log and are valid only until fn
+// returns. The read transaction also keeps the pages it reads from being
+// reused; the file grows meanwhile.
 //
-// Errors: the first error of fn, ctx.Err() (while waiting, and checked
-// every 1024 keys),
+// Errors: the first error of fn, ctx.Err() (checked every 1024 keys),
 // ErrBadSlot, ErrCorrupt (naming slot and key; fn has then seen only the
 // keys before it), ErrRestoring, ErrClosed.
 func (s *Store) Snapshot(ctx context.Context, slots []int, fn func(slot int, key, value []byte) error) (seq uint64, err error) {
-	return s.snapshot(ctx, slots, nil, fn, false)
+	return s.SnapshotCut(ctx, slots, nil, fn)
 }
 
-// SnapshotCut is Snapshot for a backup: it first calls begin with the seq
-// the copy reflects, before any fn, for a copy whose header names its log
-// position; an error from begin ends it as fn's would. It does not wait for
-// the applier: what is committed but not yet applied is read from memory
-// and merged into the data file's keys, so a backup right after a burst of
-// writes does not wait for (nor hurry) the round that applies them, and a
-// member serving back-to-back backups keeps its rounds large and in the
-// background.
+// SnapshotCut is Snapshot that first calls begin, when not nil, with the
+// seq the copy reflects, before any fn: for a copy whose header names its
+// log position (backups). An error from begin ends it as fn's would.
 func (s *Store) SnapshotCut(ctx context.Context, slots []int, begin func(seq uint64) error, fn func(slot int, key, value []byte) error) (seq uint64, err error) {
-	return s.snapshot(ctx, slots, begin, fn, true)
-}
-
-// snapshot serves Snapshot and SnapshotCut: begin may be nil, and merge
-// says whether the unapplied entries are merged in rather than waited for.
-func (s *Store) snapshot(ctx context.Context, slots []int, begin func(seq uint64) error, fn func(slot int, key, value []byte) error, merge bool) (seq uint64, err error) {
 	for _, slot := range slots {
 		if err := s.checkSlot(slot); err != nil {
 			return 0, fmt.Errorf("snapshot: %w", err)
@@ -73,17 +64,11 @@ func (s *Store) snapshot(ctx context.Context, slots []int, begin func(seq uint64
 		}
 		s.mu.Unlock()
 	}()
-	if !merge {
-		if err := s.waitApplied(ctx, want); err != nil {
-			return 0, fmt.Errorf("snapshot: wait for the applier to reach seq %d: %w", want, err)
-		}
-	} else {
-		// No round commits while the read transaction starts and the
-		// entries after its applied seq are copied: then those entries
-		// are still in the tail, and their chunks are not recycled.
-		s.applyMu.Lock()
-	}
-	held := merge
+	// No round commits while the read transaction starts and the entries
+	// after its applied seq are copied: then those entries are still in
+	// the tail, and their chunks are not recycled.
+	s.applyMu.Lock()
+	held := true
 	release := func() {
 		if held {
 			held = false
@@ -98,7 +83,7 @@ func (s *Store) snapshot(ctx context.Context, slots []int, begin func(seq uint64
 		}
 		seq = applied
 		var pending unapplied
-		if merge && applied < want {
+		if applied < want {
 			if pending, err = s.unappliedThrough(applied, want); err != nil {
 				return err
 			}
