@@ -45,6 +45,21 @@ func (s *Store) SnapshotCut(ctx context.Context, slots []int, begin func(seq uin
 			return 0, fmt.Errorf("snapshot: %w", err)
 		}
 	}
+	// No round commits while the entries after the applied seq are copied
+	// and the read transaction starts: then those entries are still in the
+	// tail, their chunks are not recycled, and the transaction holds
+	// exactly the applied seq. Restores and truncations wait too.
+	if err := s.lockApply(ctx); err != nil {
+		return 0, fmt.Errorf("snapshot: wait for the apply round in progress: %w", err)
+	}
+	held := true
+	release := func() {
+		if held {
+			held = false
+			s.applyMu.Unlock()
+		}
+	}
+	defer release()
 	s.mu.Lock()
 	if s.closed || s.restoring {
 		err := ErrClosed
@@ -64,32 +79,21 @@ func (s *Store) SnapshotCut(ctx context.Context, slots []int, begin func(seq uin
 		}
 		s.mu.Unlock()
 	}()
-	// No round commits while the read transaction starts and the entries
-	// after its applied seq are copied: then those entries are still in
-	// the tail, and their chunks are not recycled.
-	s.applyMu.Lock()
-	held := true
-	release := func() {
-		if held {
-			held = false
-			s.applyMu.Unlock()
-		}
+	seq = max(pin, want)
+	pending, err := s.unappliedThrough(pin, want, slots)
+	if err != nil {
+		return 0, fmt.Errorf("snapshot: %w", err)
 	}
-	defer release()
 	err = s.view(func(tx *bolt.Tx) error {
 		applied, err := metaU64(tx, metaApplied)
 		if err != nil {
 			return err
 		}
-		seq = applied
-		var pending unapplied
-		if applied < want {
-			if pending, err = s.unappliedThrough(applied, want); err != nil {
-				return err
-			}
-			seq = want
-		}
 		release()
+		if applied != pin {
+			return fmt.Errorf("the data file is at seq %d, the applier at %d: %w", applied, pin, ErrCorrupt)
+		}
+		pending.sort()
 		if begin != nil {
 			if err := begin(seq); err != nil {
 				return err
@@ -151,64 +155,105 @@ func (s *Store) SnapshotCut(ctx context.Context, slots []int, begin func(seq uin
 	return seq, nil
 }
 
-// unapplied is the newest unapplied entry of each key, sorted by slot and
-// key, without marks, and the newest unapplied drop of each slot.
+// lockApply takes s.applyMu, waiting at most as long as ctx allows: a
+// round may wait for a long read transaction (a remap), and a copy given
+// up must not wait behind it.
+func (s *Store) lockApply(ctx context.Context) error {
+	if s.applyMu.TryLock() {
+		return nil
+	}
+	locked := make(chan struct{})
+	go func() { // ends once it has the lock; hands it over or gives it back
+		s.applyMu.Lock()
+		close(locked)
+	}()
+	select {
+	case <-locked:
+		return nil
+	case <-ctx.Done():
+		go func() {
+			<-locked
+			s.applyMu.Unlock()
+		}()
+		return ctx.Err()
+	}
+}
+
+// unapplied holds the committed entries a snapshot merges into the data
+// file's keys: after sort, the newest entry of each key, by slot and key,
+// and the newest drop of each slot. Marks are left out.
 type unapplied struct {
 	ents  []entry
+	order []*entry
 	drops map[uint16]uint64
 }
 
-// unappliedThrough copies the committed entries from seq from+1 through
-// to, which the caller keeps from being applied (s.applyMu).
-func (s *Store) unappliedThrough(from, to uint64) (unapplied, error) {
+// unappliedThrough copies the entries of slots from seq from+1 through to,
+// which the caller keeps from being applied (s.applyMu): their chunks are
+// not recycled meanwhile, and the committer appends to other entries.
+func (s *Store) unappliedThrough(from, to uint64, slots []int) (unapplied, error) {
+	u := unapplied{drops: map[uint16]uint64{}}
+	if from >= to {
+		return u, nil
+	}
 	s.mu.RLock()
-	first := s.tail.bySeq(from + 1)
-	last := s.tail.bySeq(to)
+	ok := s.tail.bySeq(from+1) != nil && s.tail.bySeq(to) != nil
 	var v tailView
-	if first != nil && last != nil {
+	if ok {
 		base := s.tail.firstSeq()
 		v = s.tail.view(int(from+1-base), int(to+1-base))
 	}
 	s.mu.RUnlock()
-	if first == nil || last == nil {
-		return unapplied{}, fmt.Errorf("committed entries %d..%d are not in memory: %w", from+1, to, ErrCorrupt)
+	if !ok {
+		return u, fmt.Errorf("committed entries %d..%d are not in memory: %w", from+1, to, ErrCorrupt)
 	}
-	u := unapplied{ents: make([]entry, 0, v.len()), drops: map[uint16]uint64{}}
+	wanted := make([]bool, s.Slots())
+	for _, slot := range slots {
+		wanted[slot] = true
+	}
 	for i := range v.len() {
 		e := v.at(i)
 		switch {
-		case e.mark:
+		case e.mark || !wanted[e.slot]:
 		case e.drop:
 			u.drops[e.slot] = e.seq
 		default:
 			u.ents = append(u.ents, *e)
 		}
 	}
-	slices.SortFunc(u.ents, func(x, y entry) int { return compareKeySeq(&x, &y) })
-	latest := u.ents[:0]
-	for i, e := range u.ents {
-		if i+1 < len(u.ents) && sameKey(&u.ents[i+1], &e) {
+	return u, nil
+}
+
+// sort orders the entries by slot and key, keeping the newest of each key.
+func (u *unapplied) sort() {
+	u.order = make([]*entry, len(u.ents))
+	for i := range u.ents {
+		u.order[i] = &u.ents[i]
+	}
+	slices.SortFunc(u.order, compareKeySeq)
+	latest := u.order[:0]
+	for i, e := range u.order {
+		if i+1 < len(u.order) && sameKey(u.order[i+1], e) {
 			continue
 		}
 		latest = append(latest, e)
 	}
-	u.ents = latest
-	return u, nil
+	u.order = latest
 }
 
 // slot returns the newest unapplied drop of slot (0: none) and the newest
 // unapplied entry of each of its keys written after that drop, by key.
-func (u unapplied) slot(slot int) (drop uint64, ents []entry) {
-	i, _ := slices.BinarySearchFunc(u.ents, slot, func(e entry, slot int) int { return cmp.Compare(int(e.slot), slot) })
+func (u *unapplied) slot(slot int) (drop uint64, ents []*entry) {
+	i, _ := slices.BinarySearchFunc(u.order, slot, func(e *entry, slot int) int { return cmp.Compare(int(e.slot), slot) })
 	j := i
-	for j < len(u.ents) && int(u.ents[j].slot) == slot {
+	for j < len(u.order) && int(u.order[j].slot) == slot {
 		j++
 	}
 	drop = u.drops[uint16(slot)]
 	if drop == 0 {
-		return 0, u.ents[i:j]
+		return 0, u.order[i:j]
 	}
-	for _, e := range u.ents[i:j] {
+	for _, e := range u.order[i:j] {
 		if e.seq > drop {
 			ents = append(ents, e)
 		}

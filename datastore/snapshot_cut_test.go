@@ -176,3 +176,99 @@ func TestSnapshotCutRandom(t *testing.T) {
 		}
 	}
 }
+
+// Snapshots taken while a writer writes and apply rounds run and trim the
+// tail each equal the history replayed to the seq they return.
+func TestSnapshotConcurrent(t *testing.T) {
+	s, _ := newStore(t, Options{NoSync: true, tailBytes: 64 << 10})
+	ctx := testCtx(t)
+	type batch struct {
+		last uint64
+		muts []Mutation
+	}
+	var history []batch
+	written := make(chan struct{})
+	go func() { // the writer
+		defer close(written)
+		rng := rand.New(rand.NewPCG(3, 4))
+		for round := range 400 {
+			muts := make([]Mutation, 1+rng.IntN(40))
+			for i := range muts {
+				slot, key := rng.IntN(4), []byte(fmt.Sprintf("k%03d", rng.IntN(300)))
+				switch r := rng.IntN(100); {
+				case r < 1:
+					muts[i] = Mutation{Slot: slot, Drop: true}
+				case r < 25:
+					muts[i] = Mutation{Slot: slot, Key: key, Delete: true}
+				default:
+					muts[i] = Mutation{Slot: slot, Key: key, Value: fmt.Appendf(nil, "v%d-%d", round, i)}
+				}
+			}
+			last, err := s.Write(ctx, muts)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			history = append(history, batch{last, muts})
+		}
+	}()
+	applying := make(chan struct{})
+	go func() { // rounds at random moments
+		defer close(applying)
+		for {
+			select {
+			case <-written:
+				return
+			default:
+			}
+			waitApplied(t, s)
+		}
+	}()
+	type copied struct {
+		seq uint64
+		kv  map[int]map[string]string
+	}
+	var copies []copied
+	for done := false; !done; {
+		select {
+		case <-written:
+			done = true
+		default:
+		}
+		c := copied{kv: map[int]map[string]string{0: {}, 1: {}, 2: {}, 3: {}}}
+		var err error
+		c.seq, err = s.Snapshot(ctx, []int{2, 0, 3, 1}, func(slot int, key, value []byte) error {
+			c.kv[slot][string(key)] = string(value)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		copies = append(copies, c)
+	}
+	<-applying
+	for _, c := range copies {
+		want := map[int]map[string]string{0: {}, 1: {}, 2: {}, 3: {}}
+		for _, b := range history {
+			for i, m := range b.muts {
+				if b.last-uint64(len(b.muts)-1-i) > c.seq {
+					break
+				}
+				switch {
+				case m.Drop:
+					want[m.Slot] = map[string]string{}
+				case m.Delete:
+					delete(want[m.Slot], string(m.Key))
+				default:
+					want[m.Slot][string(m.Key)] = string(m.Value)
+				}
+			}
+		}
+		if !reflect.DeepEqual(c.kv, want) {
+			t.Fatalf("the copy at seq %d differs from the history replayed to it\n%v\nwant\n%v", c.seq, c.kv, want)
+		}
+	}
+	if len(copies) < 5 {
+		t.Errorf("only %d copies were taken while the writer wrote", len(copies))
+	}
+}

@@ -62,7 +62,7 @@ metric() { (
 
 # settle NAME: waits (up to a minute) until every data node of cluster NAME
 # has applied all it committed to its data file: right after a burst of
-# writes, a backup's copy first waits for the members to apply it.
+# writes, the members' apply rounds compete with a backup for the cores.
 settle() {
 	local addrs a applied hw
 	addrs=$(on "$1" "$bin" admin status -o json | sed -n 's/.*"http": *"\([^"]*\)".*/\1/p' | tail -n +2)

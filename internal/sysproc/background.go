@@ -64,7 +64,9 @@ var idle = struct {
 func background(fn func()) {
 	runtime.LockOSThread()
 	lowerThreadPriority(BackgroundNice)
-	next := make(chan func())
+	// Buffered: GoBackground hands work over without waiting for this
+	// low-priority thread to be scheduled.
+	next := make(chan func(), 1)
 	var timer *time.Timer
 	for {
 		fn()

@@ -63,14 +63,19 @@ func TestBackgroundLowersOnlyItsThread(t *testing.T) {
 
 // A child outlives the thread that asked to start it: Linux sends the
 // parent-death signal when the starting thread ends, and the threads of
-// background work end with it. (Three children: Go never ends the main
-// thread, which one of the threads may be.)
+// background work end once idle. (Three children from three threads held
+// at once: Go never ends the main thread, which one of them may be.)
 func TestStartChildSurvivesThreadsEnding(t *testing.T) {
+	setIdleTimeout(t, 20*time.Millisecond)
 	exited := make(chan error, 3)
+	hold := make(chan struct{})
 	for range 3 {
 		cmd := exec.Command("sleep", "30")
 		started := make(chan error, 1)
-		GoBackground(func() { started <- StartChild(cmd) }) // this thread ends once StartChild returns
+		GoBackground(func() { // this thread ends 20 ms after hold is closed
+			started <- StartChild(cmd)
+			<-hold
+		})
 		if err := <-started; err != nil {
 			t.Fatal(err)
 		}
@@ -84,6 +89,7 @@ func TestStartChildSurvivesThreadsEnding(t *testing.T) {
 			<-done
 		})
 	}
+	close(hold)
 	select {
 	case err := <-exited:
 		t.Fatalf("a child exited (%v) when the thread that asked to start it ended", err)
@@ -91,18 +97,24 @@ func TestStartChildSurvivesThreadsEnding(t *testing.T) {
 	}
 }
 
+// setIdleTimeout makes idle background threads end after d for the test.
+func setIdleTimeout(t *testing.T, d time.Duration) {
+	idle.mu.Lock()
+	before := idle.timeout
+	idle.timeout = d
+	idle.mu.Unlock()
+	t.Cleanup(func() {
+		idle.mu.Lock()
+		idle.timeout = before
+		idle.mu.Unlock()
+	})
+}
+
 // TestBackgroundThreadsReusedThenEnd: background work runs on a thread a
 // finished one left idle, still at low priority, and an idle thread ends
 // after the timeout.
 func TestBackgroundThreadsReusedThenEnd(t *testing.T) {
-	idle.mu.Lock()
-	idle.timeout = 200 * time.Millisecond
-	idle.mu.Unlock()
-	t.Cleanup(func() {
-		idle.mu.Lock()
-		idle.timeout = 5 * time.Second
-		idle.mu.Unlock()
-	})
+	setIdleTimeout(t, 200*time.Millisecond)
 	type run struct{ tid, nice int }
 	runOnce := func() run {
 		done := make(chan run)
