@@ -57,15 +57,7 @@ func TestSnapshotCutMergesUnapplied(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, m := range muts {
-			switch {
-			case m.Mark:
-			case m.Drop:
-				model[m.Slot] = map[string]string{}
-			case m.Delete:
-				delete(model[m.Slot], string(m.Key))
-			default:
-				model[m.Slot][string(m.Key)] = string(m.Value)
-			}
+			applyToModel(model, m)
 		}
 	}
 	put := func(slot int, key, value string) Mutation {
@@ -135,21 +127,10 @@ func TestSnapshotCutRandom(t *testing.T) {
 	}
 	slots := []int{3, 0, 1, 2}
 	for round := range 40 {
-		var muts []Mutation
-		for range rng.IntN(50) {
-			slot, key := rng.IntN(4), fmt.Sprintf("k%03d", rng.IntN(200))
-			switch r := rng.IntN(100); {
-			case r < 2:
-				muts = append(muts, Mutation{Slot: slot, Drop: true})
-				model[slot] = map[string]string{}
-			case r < 30:
-				muts = append(muts, Mutation{Slot: slot, Key: []byte(key), Delete: true})
-				delete(model[slot], key)
-			default:
-				v := fmt.Sprintf("v%d-%d", round, rng.IntN(1000))
-				muts = append(muts, Mutation{Slot: slot, Key: []byte(key), Value: []byte(v)})
-				model[slot][key] = v
-			}
+		muts := make([]Mutation, rng.IntN(50))
+		for i := range muts {
+			muts[i] = randomMutation(rng, 200, fmt.Sprintf("v%d-%d", round, i))
+			applyToModel(model, muts[i])
 		}
 		if len(muts) > 0 {
 			if _, err := s.Write(ctx, muts); err != nil {
@@ -194,15 +175,7 @@ func TestSnapshotConcurrent(t *testing.T) {
 		for round := range 400 {
 			muts := make([]Mutation, 1+rng.IntN(40))
 			for i := range muts {
-				slot, key := rng.IntN(4), []byte(fmt.Sprintf("k%03d", rng.IntN(300)))
-				switch r := rng.IntN(100); {
-				case r < 1:
-					muts[i] = Mutation{Slot: slot, Drop: true}
-				case r < 25:
-					muts[i] = Mutation{Slot: slot, Key: key, Delete: true}
-				default:
-					muts[i] = Mutation{Slot: slot, Key: key, Value: fmt.Appendf(nil, "v%d-%d", round, i)}
-				}
+				muts[i] = randomMutation(rng, 300, fmt.Sprintf("v%d-%d", round, i))
 			}
 			last, err := s.Write(ctx, muts)
 			if err != nil {
@@ -254,14 +227,7 @@ func TestSnapshotConcurrent(t *testing.T) {
 				if b.last-uint64(len(b.muts)-1-i) > c.seq {
 					break
 				}
-				switch {
-				case m.Drop:
-					want[m.Slot] = map[string]string{}
-				case m.Delete:
-					delete(want[m.Slot], string(m.Key))
-				default:
-					want[m.Slot][string(m.Key)] = string(m.Value)
-				}
+				applyToModel(want, m)
 			}
 		}
 		if !reflect.DeepEqual(c.kv, want) {
@@ -271,4 +237,30 @@ func TestSnapshotConcurrent(t *testing.T) {
 	if len(copies) < 5 {
 		t.Errorf("only %d copies were taken while the writer wrote", len(copies))
 	}
+}
+
+// applyToModel applies m to a model of a store's slots: slot, key, value.
+func applyToModel(model map[int]map[string]string, m Mutation) {
+	switch {
+	case m.Mark:
+	case m.Drop:
+		model[m.Slot] = map[string]string{}
+	case m.Delete:
+		delete(model[m.Slot], string(m.Key))
+	default:
+		model[m.Slot][string(m.Key)] = string(m.Value)
+	}
+}
+
+// randomMutation is a put of value (73 %), a delete (25 %) or a drop of
+// one of slots 0-3, over keys k000 up to keys.
+func randomMutation(rng *rand.Rand, keys int, value string) Mutation {
+	slot, key := rng.IntN(4), fmt.Appendf(nil, "k%03d", rng.IntN(keys))
+	switch r := rng.IntN(100); {
+	case r < 2:
+		return Mutation{Slot: slot, Drop: true}
+	case r < 27:
+		return Mutation{Slot: slot, Key: key, Delete: true}
+	}
+	return Mutation{Slot: slot, Key: key, Value: []byte(value)}
 }
