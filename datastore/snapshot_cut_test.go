@@ -169,10 +169,15 @@ func TestSnapshotConcurrent(t *testing.T) {
 	}
 	var history []batch
 	written := make(chan struct{})
+	// A copy ended: the writer waits for one every 40 batches.
+	copiedOne := make(chan struct{})
 	go func() { // the writer
 		defer close(written)
 		rng := rand.New(rand.NewPCG(3, 4))
 		for round := range 400 {
+			if round%40 == 39 {
+				<-copiedOne
+			}
 			muts := make([]Mutation, 1+rng.IntN(40))
 			for i := range muts {
 				muts[i] = randomMutation(rng, 300, fmt.Sprintf("v%d-%d", round, i))
@@ -218,6 +223,11 @@ func TestSnapshotConcurrent(t *testing.T) {
 			t.Fatal(err)
 		}
 		copies = append(copies, c)
+		select {
+		case copiedOne <- struct{}{}:
+		case <-written:
+			done = true
+		}
 	}
 	<-applying
 	for _, c := range copies {
@@ -234,7 +244,7 @@ func TestSnapshotConcurrent(t *testing.T) {
 			t.Fatalf("the copy at seq %d differs from the history replayed to it\n%v\nwant\n%v", c.seq, c.kv, want)
 		}
 	}
-	if len(copies) < 5 {
+	if len(copies) < 10 {
 		t.Errorf("only %d copies were taken while the writer wrote", len(copies))
 	}
 }
