@@ -19,8 +19,8 @@ const BackgroundNice = 10
 // stop-the-world phases: one took 10 ms.) The threads run nothing but
 // background work, and one idle for 5 s ends still locked, so Go ends the
 // thread with it: the priority never reaches other work (raising it again
-// would need privileges). Goroutines fn starts run at normal priority. Setting the priority is best effort, and
-// does nothing off Linux.
+// would need privileges). Goroutines fn starts run at normal priority.
+// Setting the priority is best effort, and does nothing off Linux.
 func Background(fn func() error) error {
 	done := make(chan error, 1)
 	GoBackground(func() { done <- fn() })
