@@ -14,10 +14,11 @@ import (
 const tableWait = 5 * time.Second
 
 // Dump streams one consistent copy of the requested slots for a backup:
-// every slot is read from one read transaction of the store, cut at the
-// same log position, which the first message names (docs/backups.md). Any
-// in-sync member serves it, so a backup need not load the primary. Records
-// leave in chunks of about shipBytes, each sent from inside the snapshot
+// every slot is read from one read transaction of the store, with the
+// committed writes not applied yet merged in, cut at the same log
+// position, which the first message names (docs/backups.md). Any in-sync
+// member serves it, so a backup need not load the primary. Records leave
+// in chunks of about shipBytes, each sent from inside the snapshot
 // callback: a slow reader slows the copy down instead of making this node
 // hold a whole slot in memory.
 func (s *service) Dump(req *wire.DumpRequest, rpc wire.DRPCData_DumpStream) error {
