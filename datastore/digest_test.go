@@ -350,3 +350,96 @@ func editData(tb testing.TB, dir string, fn func(tx *bolt.Tx) error) {
 		tb.Fatal(err)
 	}
 }
+
+// CommittedSlotDigests describes the committed content without waiting for
+// the applier: against a model, over random puts, deletes and drops with
+// the applier at random points behind them.
+func TestCommittedSlotDigestsRandom(t *testing.T) {
+	s, _ := newStore(t, Options{NoSync: true, Slots: 4})
+	ctx := testCtx(t)
+	rng := rand.New(rand.NewPCG(5, 6))
+	model := map[int]map[string]string{0: {}, 1: {}, 2: {}, 3: {}}
+	behind := 0
+	for round := range 60 {
+		muts := make([]Mutation, rng.IntN(50))
+		for i := range muts {
+			muts[i] = randomMutation(rng, 100, fmt.Sprintf("v%d-%d", round, i))
+			applyToModel(model, muts[i])
+		}
+		if len(muts) > 0 {
+			if _, err := s.Write(ctx, muts); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if rng.IntN(4) == 0 {
+			waitApplied(t, s)
+		}
+		seq, got, err := s.CommittedSlotDigests(ctx, []int{3, 1, 0, 2}, s.CommittedSeq())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.AppliedSeq() < seq {
+			behind++
+		}
+		want := modelDigests(4, model)
+		sameDigests(t, fmt.Sprintf("round %d, seq %d", round, seq), got, []SlotDigest{want[3], want[1], want[0], want[2]})
+	}
+	if behind == 0 {
+		t.Fatal("the applier was never behind the digests: they waited for it, or the test tests nothing")
+	}
+}
+
+// Digests read while a writer writes and apply rounds run and trim the
+// tail each equal the model's of the history replayed to the seq they
+// return.
+func TestCommittedSlotDigestsConcurrent(t *testing.T) {
+	s, _ := newStore(t, Options{NoSync: true, Slots: 4, tailBytes: 64 << 10})
+	ctx := testCtx(t)
+	reads := readsDuringWrites(t, s, func() (uint64, any) {
+		seq, d, err := s.CommittedSlotDigests(ctx, []int{0, 1, 2, 3}, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return seq, d
+	})
+	for _, r := range reads {
+		sameDigests(t, fmt.Sprintf("digests at seq %d", r.seq), r.got.([]SlotDigest), modelDigests(4, r.want))
+	}
+}
+
+// An apply round that commits and trims the tail after CommittedSlotDigests
+// read the data file makes it read again: the digests still describe the
+// committed content.
+func TestCommittedSlotDigestsRoundMeanwhile(t *testing.T) {
+	var s *Store
+	reads := 0
+	s, _ = newStore(t, Options{NoSync: true, Slots: 4, tailBytes: 1, hooks: hooks{beforeTailRead: func() {
+		if reads++; reads == 1 {
+			waitApplied(t, s)
+		}
+	}}})
+	ctx := testCtx(t)
+	model := map[int]map[string]string{0: {}, 1: {}, 2: {}, 3: {}}
+	rng := rand.New(rand.NewPCG(7, 8))
+	for round := range 3 {
+		muts := make([]Mutation, 100)
+		for i := range muts {
+			muts[i] = randomMutation(rng, 50, fmt.Sprintf("v%d-%d", round, i))
+			applyToModel(model, muts[i])
+		}
+		if _, err := s.Write(ctx, muts); err != nil {
+			t.Fatal(err)
+		}
+		if round == 0 {
+			waitApplied(t, s)
+		}
+	}
+	seq, got, err := s.CommittedSlotDigests(ctx, []int{0, 1, 2, 3}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reads != 2 || seq != s.CommittedSeq() {
+		t.Fatalf("%d reads of the tail at seq %d (committed %d), want a second one after the round", reads, seq, s.CommittedSeq())
+	}
+	sameDigests(t, "after a round meanwhile", got, modelDigests(4, model))
+}

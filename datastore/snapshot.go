@@ -81,8 +81,8 @@ func (s *Store) SnapshotCut(ctx context.Context, slots []int, begin func(seq uin
 	}()
 	seq = max(pin, want)
 	pending, err := s.unappliedThrough(pin, want, slots)
-	if err != nil {
-		return 0, fmt.Errorf("snapshot: %w", err)
+	if err != nil { // the applier is held off: they must be there
+		return 0, fmt.Errorf("snapshot: committed %v: %w", err, ErrCorrupt)
 	}
 	err = s.view(func(tx *bolt.Tx) error {
 		applied, err := metaU64(tx, metaApplied)
@@ -188,38 +188,43 @@ type unapplied struct {
 	drops map[uint16]uint64
 }
 
+// errTailTrimmed: the tail no longer holds a committed entry a reader of
+// the data file needs; an apply round committed after the reader's
+// transaction began (a reader holding s.applyMu never sees it).
+var errTailTrimmed = errors.New("not in memory: applied and trimmed")
+
 // unappliedThrough copies the entries of slots from seq from+1 through to,
-// which the caller keeps from being applied (s.applyMu): their chunks are
-// not recycled meanwhile, and the committer appends to other entries.
+// reading the tail a piece at a time under s.mu so that the committer is
+// never held up for long. The copies stay valid after s.mu is released:
+// the entries are copied, and their keys and values are never reused.
+// Errors: errTailTrimmed.
 func (s *Store) unappliedThrough(from, to uint64, slots []int) (unapplied, error) {
 	u := unapplied{drops: map[uint16]uint64{}}
-	if from >= to {
-		return u, nil
-	}
-	s.mu.RLock()
-	ok := s.tail.bySeq(from+1) != nil && s.tail.bySeq(to) != nil
-	var v tailView
-	if ok {
-		base := s.tail.firstSeq()
-		v = s.tail.view(int(from+1-base), int(to+1-base))
-	}
-	s.mu.RUnlock()
-	if !ok {
-		return u, fmt.Errorf("committed entries %d..%d are not in memory: %w", from+1, to, ErrCorrupt)
-	}
 	wanted := make([]bool, s.Slots())
 	for _, slot := range slots {
 		wanted[slot] = true
 	}
-	for i := range v.len() {
-		e := v.at(i)
-		switch {
-		case e.mark || !wanted[e.slot]:
-		case e.drop:
-			u.drops[e.slot] = e.seq
-		default:
-			u.ents = append(u.ents, *e)
+	for next := from + 1; next <= to; {
+		n := min(to+1-next, tailChunkLen)
+		s.mu.RLock()
+		if s.tail.bySeq(next) == nil || s.tail.bySeq(next+n-1) == nil {
+			s.mu.RUnlock()
+			return u, fmt.Errorf("entries %d..%d %w", next, next+n-1, errTailTrimmed)
 		}
+		base := s.tail.firstSeq()
+		v := s.tail.view(int(next-base), int(next+n-base))
+		for i := range v.len() {
+			e := v.at(i)
+			switch {
+			case e.mark || !wanted[e.slot]:
+			case e.drop:
+				u.drops[e.slot] = e.seq
+			default:
+				u.ents = append(u.ents, *e)
+			}
+		}
+		s.mu.RUnlock()
+		next += n
 	}
 	return u, nil
 }
@@ -304,6 +309,7 @@ func (s *Store) Restore(ctx context.Context) (*Restorer, error) {
 		return nil, fmt.Errorf("restore: %w", err)
 	}
 	s.restoring = true
+	s.restores++
 	s.mu.Unlock()
 	r := &request{kind: kindCall, restore: true, call: s.discardAll}
 	if _, err := s.submit(context.WithoutCancel(ctx), r); err != nil {

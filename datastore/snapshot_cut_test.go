@@ -163,20 +163,53 @@ func TestSnapshotCutRandom(t *testing.T) {
 func TestSnapshotConcurrent(t *testing.T) {
 	s, _ := newStore(t, Options{NoSync: true, tailBytes: 64 << 10})
 	ctx := testCtx(t)
+	reads := readsDuringWrites(t, s, func() (uint64, any) {
+		kv := map[int]map[string]string{0: {}, 1: {}, 2: {}, 3: {}}
+		seq, err := s.Snapshot(ctx, []int{2, 0, 3, 1}, func(slot int, key, value []byte) error {
+			kv[slot][string(key)] = string(value)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return seq, kv
+	})
+	for _, r := range reads {
+		if !reflect.DeepEqual(r.got, r.want) {
+			t.Fatalf("the copy at seq %d differs from the history replayed to it\n%v\nwant\n%v", r.seq, r.got, r.want)
+		}
+	}
+}
+
+// replayedRead is what one read of readsDuringWrites returned, at seq,
+// and the content of slots 0-3 the history replayed to seq leaves.
+type replayedRead struct {
+	seq  uint64
+	got  any
+	want map[int]map[string]string
+}
+
+// readsDuringWrites calls read (returning the seq it reflects and what it
+// read) over and over while a writer writes random mutations of slots 0-3
+// and apply rounds run at random moments, and returns each read with the
+// history replayed to its seq.
+func readsDuringWrites(t *testing.T, s *Store, read func() (uint64, any)) []replayedRead {
+	t.Helper()
+	ctx := testCtx(t)
 	type batch struct {
 		last uint64
 		muts []Mutation
 	}
 	var history []batch
 	written := make(chan struct{})
-	// A copy ended: the writer waits for one every 40 batches.
-	copiedOne := make(chan struct{})
+	// A read ended: the writer waits for one every 40 batches.
+	readOne := make(chan struct{})
 	go func() { // the writer
 		defer close(written)
 		rng := rand.New(rand.NewPCG(3, 4))
 		for round := range 400 {
 			if round%40 == 39 {
-				<-copiedOne
+				<-readOne
 			}
 			muts := make([]Mutation, 1+rng.IntN(40))
 			for i := range muts {
@@ -202,51 +235,39 @@ func TestSnapshotConcurrent(t *testing.T) {
 			waitApplied(t, s)
 		}
 	}()
-	type copied struct {
-		seq uint64
-		kv  map[int]map[string]string
-	}
-	var copies []copied
+	var reads []replayedRead
 	for done := false; !done; {
 		select {
 		case <-written:
 			done = true
 		default:
 		}
-		c := copied{kv: map[int]map[string]string{0: {}, 1: {}, 2: {}, 3: {}}}
-		var err error
-		c.seq, err = s.Snapshot(ctx, []int{2, 0, 3, 1}, func(slot int, key, value []byte) error {
-			c.kv[slot][string(key)] = string(value)
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		copies = append(copies, c)
+		var r replayedRead
+		r.seq, r.got = read()
+		reads = append(reads, r)
 		select {
-		case copiedOne <- struct{}{}:
+		case readOne <- struct{}{}:
 		case <-written:
 			done = true
 		}
 	}
 	<-applying
-	for _, c := range copies {
+	for i := range reads {
 		want := map[int]map[string]string{0: {}, 1: {}, 2: {}, 3: {}}
 		for _, b := range history {
-			for i, m := range b.muts {
-				if b.last-uint64(len(b.muts)-1-i) > c.seq {
+			for j, m := range b.muts {
+				if b.last-uint64(len(b.muts)-1-j) > reads[i].seq {
 					break
 				}
 				applyToModel(want, m)
 			}
 		}
-		if !reflect.DeepEqual(c.kv, want) {
-			t.Fatalf("the copy at seq %d differs from the history replayed to it\n%v\nwant\n%v", c.seq, c.kv, want)
-		}
+		reads[i].want = want
 	}
-	if len(copies) < 10 {
-		t.Errorf("only %d copies were taken while the writer wrote", len(copies))
+	if len(reads) < 10 {
+		t.Errorf("only %d reads were taken while the writer wrote", len(reads))
 	}
+	return reads
 }
 
 // applyToModel applies m to a model of a store's slots: slot, key, value.

@@ -120,6 +120,9 @@ type hooks struct {
 	// beforeApply runs on the applier before each bbolt transaction; an
 	// error fails the transaction.
 	beforeApply func() error
+	// beforeTailRead runs in CommittedSlotDigests after its read
+	// transaction began, before it copies the tail's entries.
+	beforeTailRead func()
 	// keyHash replaces the overlay's hash (tests make keys collide).
 	keyHash func(slot uint16, key []byte) uint64
 }
@@ -151,6 +154,7 @@ type Store struct {
 	queue     []*request
 	closed    bool
 	restoring bool
+	restores  uint64 // restores started: see CommittedSlotDigests
 	failErr   error
 	failed    chan struct{} // closed when failErr is set
 	applyErr  error         // why the applier stopped

@@ -290,7 +290,7 @@ func (h *holds) freeze(ctx context.Context, mg *migrations, hd *hold) {
 		committed := time.Now()
 		var digests []datastore.SlotDigest
 		if err == nil {
-			_, digests, err = mg.n.store().SlotDigests(ctx, hd.m.Slots(), f)
+			_, digests, err = mg.n.store().CommittedSlotDigests(ctx, hd.m.Slots(), f)
 		}
 		if ctx.Err() != nil {
 			return

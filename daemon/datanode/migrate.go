@@ -432,17 +432,16 @@ func wireDigests(in []datastore.SlotDigest) []*wire.SlotDigest {
 	return out
 }
 
-// applyEvery paces the apply rounds a migration asks of its node's
-// applier (the source while the copy is caught up, the target as it
-// imports): often enough that a hand-over finds little left to apply,
-// rarely enough that the rounds' bbolt transactions (two fsyncs each) do
+// applyEvery paces the apply rounds a migration's target asks of its
+// applier as it imports: often enough that the applied import position it
+// reports trails little, rarely enough that the rounds' bbolt transactions (two fsyncs each) do
 // not crowd the log's commits that writers wait on.
 const applyEvery = 100 * time.Millisecond
 
 // applyPacer hurries the store's applier to the seqs it is asked for, one
 // round at a time and at most one round every applyEvery, instead of
 // leaving them to the applier's own batching delay; an urgent ask (a
-// hand-over waits for it) skips the pause.
+// caught-up copy waits for it before its hold) skips the pause.
 type applyPacer struct {
 	seqs   chan uint64
 	urgent chan struct{}

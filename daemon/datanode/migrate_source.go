@@ -31,11 +31,7 @@ func (s *service) Migrate(req *wire.MigrateRequest, rpc wire.DRPCData_MigrateStr
 	defer cancel()
 	stop := context.AfterFunc(p.ctx, cancel)
 	defer stop()
-	src := &migrationSender{n: n, p: p, m: m, rpc: rpc, rate: throttle{bytesPerSec: m.RateMBps * 1e6}, apply: newApplyPacer()}
-	applying := make(chan struct{})
-	go func() { defer close(applying); src.apply.run(ctx, n.store) }()
-	defer func() { <-applying }() // after cancel: deferred calls run last first
-	defer cancel()
+	src := &migrationSender{n: n, p: p, m: m, rpc: rpc, rate: throttle{bytesPerSec: m.RateMBps * 1e6}}
 	log := n.log.With("migration", m.String())
 	next := req.FromSeq
 	if next == 0 {
@@ -83,9 +79,6 @@ type migrationSender struct {
 	m    coord.Migration
 	rpc  wire.DRPCData_MigrateStream
 	rate throttle
-	// apply applies what the stream caught up with, so that a hold's
-	// digests at its barrier wait for little of the applier.
-	apply *applyPacer
 	// faulted: the test fault hook corrupted this stream's first record.
 	faulted bool
 }
@@ -151,8 +144,7 @@ func (src *migrationSender) sendSnapshot(ctx context.Context) (seq uint64, recor
 // sends the records of the slots with the position they bring the target
 // to; every positionEvery it sends the position it scanned through, found
 // records or not, and at once when it scanned the barrier of a hold: the
-// hand-over waits for the target to reach it. Caught up, it has the
-// applier apply what is committed.
+// hand-over waits for the target to reach it.
 func (src *migrationSender) shipLog(ctx context.Context, next uint64) error {
 	store := src.n.store()
 	barrier := holdMarkName(src.m.ID)
@@ -208,9 +200,6 @@ func (src *migrationSender) shipLog(ctx context.Context, next uint64) error {
 			lastPosition = time.Now()
 		}
 		if next > committed {
-			if store.AppliedSeq() < committed {
-				src.apply.ask(committed, false)
-			}
 			wait := time.NewTimer(positionEvery)
 			select {
 			case <-ctx.Done():

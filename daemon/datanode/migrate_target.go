@@ -41,10 +41,10 @@ type importer struct {
 	// valid when resumable.
 	through uint64
 	// positions follows the committed positions into the store: the
-	// report shows the applied one.
+	// report shows the applied one in copy, the committed one in hold.
 	positions importPositions
-	// apply applies the import as it is committed, so a hand-over waits
-	// for little of the applier.
+	// apply applies the import as it is committed, so the applied
+	// position reported in copy trails the committed one little.
 	apply      *applyPacer
 	resumable  bool
 	restart    bool // the source cannot resume from through: copy again
@@ -274,27 +274,14 @@ func (imp *importer) stream(ctx context.Context, log *slog.Logger) (progressed b
 	imp.staged, imp.stagedBytes = nil, 0 // a snapshot cut short is copied again from the drop
 	through, ended := imp.through, imp.snapshotOK.Load()
 	var last *written
+	var held *received // taken while gathering a batch, not part of it
 	for {
 		var r received
-		select {
-		case r = <-msgs:
-		default:
-			// Nothing waits to be written: settle the last batch now, so
-			// a copy that caught up reports a committed position at once.
-			if err := imp.settle(sctx, last); err != nil {
-				if cause := context.Cause(sctx); cause != nil && ctx.Err() == nil {
-					err = cause
-				}
-				return progressed, err
-			}
-			last = nil
-			select {
-			case r = <-msgs:
-			case <-sctx.Done():
-				r.err = sctx.Err()
-			}
+		if held != nil {
+			r, held = *held, nil
+		} else {
+			r = imp.next(sctx, msgs, ahead, &last)
 		}
-		ahead.give(r.size)
 		if r.err != nil {
 			if cause := context.Cause(sctx); cause != nil && ctx.Err() == nil {
 				r.err = cause
@@ -307,7 +294,9 @@ func (imp *importer) stream(ctx context.Context, log *slog.Logger) (progressed b
 			_ = imp.settle(settleCtx, last) // the stream's error says why it ended
 			return progressed, r.err
 		}
-		w, err := imp.write(sctx, r.msg, &through, &ended)
+		batch := []*wire.MigrateMessage{r.msg}
+		batch, held = gatherLog(batch, msgs, ahead)
+		w, err := imp.write(sctx, batch, &through, &ended)
 		if err == nil {
 			err = imp.settle(sctx, last)
 			last = w
@@ -325,6 +314,70 @@ func (imp *importer) stream(ctx context.Context, log *slog.Logger) (progressed b
 		}
 		progressed = true
 	}
+}
+
+// next returns the next message of the stream. When none waits, it first
+// settles the last batch (and forgets it), so that a copy that caught up
+// reports a committed position at once. A settle that fails ends the
+// stream as an error of the stream would.
+func (imp *importer) next(ctx context.Context, msgs <-chan received, ahead *aheadWindow, last **written) received {
+	var r received
+	select {
+	case r = <-msgs:
+	default:
+		err := imp.settle(ctx, *last)
+		*last = nil // settled, or its failure ends the stream
+		if err != nil {
+			return received{err: err}
+		}
+		select {
+		case r = <-msgs:
+		case <-ctx.Done():
+			r.err = ctx.Err()
+		}
+	}
+	ahead.give(r.size)
+	return r
+}
+
+// gatherLog adds to a batch starting with log records or a position the
+// ones already received after it, up to importBatch records: behind a
+// source that commits often, each message carries a few records, and one
+// write (one commit) per message made the import only as fast as the
+// source wrote, with the stream's buffers as a standing queue that a hold
+// had to wait out. It returns the first message it took but could not add
+// (an error, or part of a snapshot), nil if none.
+func gatherLog(batch []*wire.MigrateMessage, msgs <-chan received, ahead *aheadWindow) ([]*wire.MigrateMessage, *received) {
+	records := logRecords(batch[0])
+	for records >= 0 && records < importBatch {
+		select {
+		case r := <-msgs:
+			ahead.give(r.size)
+			n := -1
+			if r.err == nil {
+				n = logRecords(r.msg)
+			}
+			if n < 0 {
+				return batch, &r
+			}
+			batch, records = append(batch, r.msg), records+n
+		default:
+			return batch, nil
+		}
+	}
+	return batch, nil
+}
+
+// logRecords is how many log records msg carries, -1 if it is not log
+// records or a position.
+func logRecords(msg *wire.MigrateMessage) int {
+	switch body := msg.Body.(type) {
+	case *wire.MigrateMessage_Entries:
+		return len(body.Entries.Records)
+	case *wire.MigrateMessage_Position:
+		return 0
+	}
+	return -1
 }
 
 // receive passes the stream's messages to msgs, as far as the window
@@ -352,48 +405,53 @@ func (imp *importer) receive(ctx context.Context, rpc wire.DRPCData_MigrateClien
 	}
 }
 
-// write appends one message of the stream to the log, without waiting
-// for its commit. through and ended are the position and whether the
+// write appends messages of the stream to the log as one write, without
+// waiting for its commit: one message, or log records and positions in a
+// row (gatherLog). through and ended are the position and whether the
 // snapshot ended, as far as written: they run ahead of imp.through and
 // imp.snapshotOK, which settle moves once a batch is committed. A nil
 // batch means the message is staged or carried nothing.
-func (imp *importer) write(ctx context.Context, msg *wire.MigrateMessage, through *uint64, ended *bool) (*written, error) {
+func (imp *importer) write(ctx context.Context, msgs []*wire.MigrateMessage, through *uint64, ended *bool) (*written, error) {
 	var muts []datastore.Mutation
 	at, positioned := uint64(0), false
-	switch body := msg.Body.(type) {
-	case *wire.MigrateMessage_SnapshotChunk:
-		if *ended {
-			return nil, errors.New("migration stream: snapshot chunk after the snapshot")
+	for _, msg := range msgs {
+		switch body := msg.Body.(type) {
+		case *wire.MigrateMessage_SnapshotChunk:
+			if *ended {
+				return nil, errors.New("migration stream: snapshot chunk after the snapshot")
+			}
+			for _, r := range body.SnapshotChunk.Records {
+				imp.staged = append(imp.staged, datastore.Mutation{Slot: int(r.Slot), Key: r.Key, Value: r.Value})
+				imp.stagedBytes += len(r.Key) + len(r.Value)
+			}
+			if len(imp.staged) < importBatch && imp.stagedBytes < shipBytes {
+				return nil, imp.checkSlots(imp.staged[len(imp.staged)-len(body.SnapshotChunk.Records):])
+			}
+			muts, imp.staged, imp.stagedBytes = imp.staged, nil, 0
+		case *wire.MigrateMessage_SnapshotEnd:
+			at, positioned = body.SnapshotEnd.Seq, true
+			muts, imp.staged, imp.stagedBytes = imp.staged, nil, 0
+		case *wire.MigrateMessage_Entries:
+			for _, r := range body.Entries.Records {
+				// The writers' tags come along, so a retry that reaches the
+				// target after the switch is known here too.
+				muts = append(muts, datastore.Mutation{Slot: int(r.Slot), Key: r.Key, Value: r.Value, Delete: r.Delete, Drop: r.DropSlot,
+					Tag: datastore.Tag{Client: r.ClientId, Seq: r.ClientSeq}})
+			}
+			at, positioned = body.Entries.Through, true
+		case *wire.MigrateMessage_Position:
+			imp.prevCommitted.Store(imp.sourceCommitted.Load())
+			imp.sourceCommitted.Store(body.Position.Committed)
+			if body.Position.Through > max(*through, at) {
+				at, positioned = body.Position.Through, true
+			}
 		}
-		for _, r := range body.SnapshotChunk.Records {
-			imp.staged = append(imp.staged, datastore.Mutation{Slot: int(r.Slot), Key: r.Key, Value: r.Value})
-			imp.stagedBytes += len(r.Key) + len(r.Value)
+		if positioned && !*ended && msg.GetSnapshotEnd() == nil {
+			return nil, errors.New("migration stream: log records before the snapshot's end")
 		}
-		if len(imp.staged) < importBatch && imp.stagedBytes < shipBytes {
-			return nil, imp.checkSlots(imp.staged[len(imp.staged)-len(body.SnapshotChunk.Records):])
-		}
-		muts, imp.staged, imp.stagedBytes = imp.staged, nil, 0
-	case *wire.MigrateMessage_SnapshotEnd:
-		at, positioned = body.SnapshotEnd.Seq, true
-		muts, imp.staged, imp.stagedBytes = imp.staged, nil, 0
-	case *wire.MigrateMessage_Entries:
-		for _, r := range body.Entries.Records {
-			// The writers' tags come along, so a retry that reaches the
-			// target after the switch is known here too.
-			muts = append(muts, datastore.Mutation{Slot: int(r.Slot), Key: r.Key, Value: r.Value, Delete: r.Delete, Drop: r.DropSlot,
-				Tag: datastore.Tag{Client: r.ClientId, Seq: r.ClientSeq}})
-		}
-		at, positioned = body.Entries.Through, true
-	case *wire.MigrateMessage_Position:
-		imp.prevCommitted.Store(imp.sourceCommitted.Load())
-		imp.sourceCommitted.Store(body.Position.Committed)
-		at, positioned = body.Position.Through, body.Position.Through > *through
 	}
 	if err := imp.checkSlots(muts); err != nil {
 		return nil, err
-	}
-	if positioned && !*ended && msg.GetSnapshotEnd() == nil {
-		return nil, errors.New("migration stream: log records before the snapshot's end")
 	}
 	w := &written{keys: uint64(len(muts)), positioned: positioned, through: at}
 	for _, mu := range muts {
@@ -432,19 +490,12 @@ func (imp *importer) settle(ctx context.Context, w *written) error {
 	// Caught up, the copy waits only for this batch to be applied (the
 	// coordinator holds once it is): no pause before the round.
 	caughtUp := w.positioned && w.through >= imp.sourceCommitted.Load()
-	imp.apply.ask(w.seq, caughtUp || imp.holding())
+	imp.apply.ask(w.seq, caughtUp)
 	imp.keys.Add(w.keys)
 	imp.bytes.Add(w.bytes)
 	imp.n.metrics.migrateKeys.Add(float64(w.keys))
 	imp.n.metrics.migrateBytes.Add(float64(w.bytes))
 	return nil
-}
-
-// holding says whether the node's table has the migration in hold: the
-// hand-over waits for what the import applies.
-func (imp *importer) holding() bool {
-	m := imp.n.state.Load().table.Migration(imp.m.ID)
-	return m != nil && m.State == coord.MigrationHold
 }
 
 // checkSlots refuses records of slots the migration does not move.
@@ -457,11 +508,12 @@ func (imp *importer) checkSlots(muts []datastore.Mutation) error {
 	return nil
 }
 
-// report fills the target's report: the applied import position (what
-// is committed but not yet in the store counts as lag: the hand-over would
-// wait for it), the source's watermark, what was copied, and in hold the
-// slots' digests with the position they reflect (the coordinator compares
-// them once the position reached the source's frozen seq).
+// report fills the target's report: the import position its store has
+// applied (what is committed but not yet applied counts as lag, so that a
+// hold starts with little left to apply), the source's watermark, what was
+// copied, and in hold the committed import position with the slots'
+// digests there (the coordinator compares them once the position reached
+// the source's frozen seq; they never wait for the applier).
 func (imp *importer) report(ctx context.Context, r *wire.MigrationStatus, hold bool) {
 	store := imp.n.store()
 	r.Phase = "copying"
@@ -473,19 +525,14 @@ func (imp *importer) report(ctx context.Context, r *wire.MigrationStatus, hold b
 		r.Error = imp.lastErr.Error()
 	}
 	imp.errMu.Unlock()
-	applied := store.AppliedSeq()
+	through, ok := imp.positions.appliedAt(store.AppliedSeq())
 	if hold {
-		// The digests where the applier stands, without waiting for it: a
-		// report that waited would hold up the coordinator's round; what
-		// is left to apply is applied at once, for the next round.
-		if committed := store.CommittedSeq(); applied < committed {
-			imp.apply.ask(committed, true)
-		}
-		if at, digests, err := store.SlotDigests(ctx, imp.m.Slots(), 0); err == nil {
-			applied, r.Digests = at, wireDigests(digests)
+		if at, digests, err := store.CommittedSlotDigests(ctx, imp.m.Slots(), 0); err == nil {
+			if committed, cok := imp.positions.at(at); cok {
+				through, ok, r.Digests = committed, true, wireDigests(digests)
+			}
 		}
 	}
-	through, ok := imp.positions.appliedAt(applied)
 	if !ok {
 		r.Digests = nil
 		return
@@ -526,6 +573,21 @@ func (ip *importPositions) committed(seq, through uint64) {
 	ip.mu.Lock()
 	defer ip.mu.Unlock()
 	ip.pending = append(ip.pending, seqPosition{seq: seq, through: through})
+}
+
+// at returns the position a store holding this node's log through seq
+// reflects, without forgetting any; ok is false while there is none.
+func (ip *importPositions) at(seq uint64) (through uint64, ok bool) {
+	ip.mu.Lock()
+	defer ip.mu.Unlock()
+	through, ok = ip.applied, ip.ok
+	for _, p := range ip.pending {
+		if p.seq > seq {
+			break
+		}
+		through, ok = p.through, true
+	}
+	return through, ok
 }
 
 // appliedAt returns the position a store applied through seq reflects;

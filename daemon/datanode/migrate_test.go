@@ -2,12 +2,14 @@ package datanode
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/thunderyurts/thunderyurts/datastore"
 	"github.com/thunderyurts/thunderyurts/internal/poll"
+	"github.com/thunderyurts/thunderyurts/wire"
 )
 
 // The copy stream's throttle paces what it lets through at its rate, and
@@ -77,6 +79,10 @@ func TestAppliedImportPositions(t *testing.T) {
 
 	second := write("b", 700)
 	want("second received", 500, true)
+	if through, ok := ip.at(second); through != 700 || !ok {
+		t.Fatalf("committed position %d (%v), want 700", through, ok)
+	}
+	want("second received, its committed position read", 500, true)
 	pacer := newApplyPacer()
 	pctx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
@@ -129,5 +135,43 @@ func TestAheadWindow(t *testing.T) {
 	stop()
 	if err := w.take(cctx, 1); err == nil {
 		t.Fatal("a full window took a message after its context ended")
+	}
+}
+
+// The importer writes the log records and positions already received
+// behind one another as one write, up to importBatch records, and stops
+// at what it cannot add: part of a snapshot or the stream's error.
+func TestGatherLog(t *testing.T) {
+	entries := func(n int) *wire.MigrateMessage {
+		return &wire.MigrateMessage{Body: &wire.MigrateMessage_Entries{Entries: &wire.MigrateEntries{Records: make([]*wire.LogEntry, n)}}}
+	}
+	position := &wire.MigrateMessage{Body: &wire.MigrateMessage_Position{Position: &wire.MigratePosition{Through: 9}}}
+	chunk := &wire.MigrateMessage{Body: &wire.MigrateMessage_SnapshotChunk{SnapshotChunk: &wire.SnapshotChunk{}}}
+	queue := func(rs ...received) chan received {
+		ch := make(chan received, len(rs))
+		for _, r := range rs {
+			ch <- r
+		}
+		return ch
+	}
+	for _, tc := range []struct {
+		name  string
+		first *wire.MigrateMessage
+		queue []received
+		batch int  // messages in the write
+		held  bool // a message taken but left out
+		left  int  // messages still queued
+	}{
+		{"records and positions", entries(3), []received{{msg: position}, {msg: entries(2)}}, 3, false, 0},
+		{"up to a snapshot chunk", position, []received{{msg: entries(1)}, {msg: chunk}, {msg: entries(1)}}, 2, true, 1},
+		{"up to the stream's error", entries(1), []received{{err: errors.New("gone")}}, 1, true, 0},
+		{"a snapshot chunk alone", chunk, []received{{msg: entries(1)}}, 1, false, 1},
+		{"up to importBatch records", entries(importBatch - 10), []received{{msg: entries(10)}, {msg: entries(1)}}, 2, false, 1},
+	} {
+		ch := queue(tc.queue...)
+		batch, held := gatherLog([]*wire.MigrateMessage{tc.first}, ch, newAheadWindow(1<<20))
+		if len(batch) != tc.batch || (held != nil) != tc.held || len(ch) != tc.left {
+			t.Errorf("%s: a batch of %d, held %v, %d left; want %d, %v, %d", tc.name, len(batch), held != nil, len(ch), tc.batch, tc.held, tc.left)
+		}
 	}
 }
