@@ -2,8 +2,8 @@
 # Slot migration speed, hand-over pauses, and what migrations cost the
 # writers: starts a local cluster (2 groups of 2 data nodes, 1 coordinator,
 # SLOTS slots), fills it with VALUE-byte values (KEYS puts over a space of
-# KEYS keys: ~63% of them distinct), measures 16 writers with nothing
-# moving, starts a third group of 2, rebalances onto it and drains it once
+# KEYS keys: ~63% of them distinct), starts a third group of 2 (owning no
+# slots), measures 16 writers with nothing moving, rebalances onto it and drains it once
 # without writers, then again and again with the writers running until
 # HANDOVERS more migrations have switched. Few slots make each migration
 # large (~1/6 of the keys: with the defaults ~160,000), so that the copy
@@ -13,8 +13,9 @@
 # coordinator's log: the drop, the snapshot and the log tail up to the
 # hold); the holds' durations ("hold ended ... held=" of the source
 # primaries, released holds included); and the writers' throughput and p99
-# while migrations run against idle, in DURATION chunks. The writers' keys
-# are in every slot, moving ones included: their p99 includes the holds.
+# while migrations run against idle, in DURATION chunks: 8 writers over
+# every slot, moving ones included (their p99 includes the holds), and 8
+# over the slots the plan never moves (what a rebalance costs the others).
 # It works in a new directory under DIR; everything it starts is stopped
 # and that directory removed when it exits (KEEP=1 keeps it, with the logs). PPROF=1 starts every daemon with --enable-pprof
 # (profiles on their http addresses, listed in DIR/dev.out). Figures on a
@@ -74,21 +75,6 @@ echo "== filling: $keys puts of $value-byte values over $keys keys ($(uptime))"
 "$bin" bench --clients 64 --ops "$keys" --reads 0 --keys "$keys" --value-size "$value" -o json >"$dir/fill.json"
 echo "   $(field ops_per_sec "$dir/fill.json") puts/s"
 
-# writers FILE-PREFIX: 16 writers in DURATION chunks until DIR/stop exists.
-writers() {
-	local i=0
-	while [ ! -e "$dir/stop" ]; do
-		i=$((i + 1))
-		"$bin" bench --clients 16 --duration "$duration" --reads 0 --keys "$keys" --value-size "$value" -o json \
-			>"$dir/$1-$i.json" 2>>"$dir/writers.log" || true
-	done
-}
-
-echo "== writers idle: 3 x $duration ($(uptime))"
-for i in 1 2 3; do
-	"$bin" bench --clients 16 --duration "$duration" --reads 0 --keys "$keys" --value-size "$value" -o json >"$dir/idle-$i.json"
-done
-
 echo "== a third group of 2 joins"
 for i in 1 2; do
 	"$bin" serve data --group g3 --dir "$dir/g3-$i" --listen "127.0.0.1:$((port + 80 + i))" \
@@ -97,8 +83,46 @@ for i in 1 2; do
 	echo "   data-g3-$i http 127.0.0.1:$((port + 90 + i))" >>"$dir/dev.out"
 done
 for _ in $(seq 1 300); do
-	"$bin" admin rebalance --dry-run -o json 2>/dev/null | grep -q '"to": *"g3"' && break
+	"$bin" admin rebalance --dry-run -o json >"$dir/plan.json" 2>/dev/null && grep -q '"to": *"g3"' "$dir/plan.json" && break
 	sleep 0.2
+done
+# stay: the slots the plan does not move, as ranges (every rebalance and
+# drain of the run moves the same ones).
+stay=$(tr -d ' \n' <"$dir/plan.json" | grep -o '"slots":{"from":[0-9]*,"to":[0-9]*}' | sed 's/[^0-9]/ /g' |
+	awk -v n="$slots" '{ for (s = $1; s <= $2; s++) moving[s] = 1 }
+		END {
+			for (s = 0; s <= n; s++) {
+				if (s < n && !(s in moving)) { if (first == "") first = s; continue }
+				if (first != "") { out = out sep (first == s - 1 ? first : first "-" (s - 1)); sep = ","; first = "" }
+			}
+			print out
+		}')
+[ -n "$stay" ] || { echo "the plan moves every slot: $(cat "$dir/plan.json")" >&2; exit 1; }
+echo "   slots the plan never moves: $stay"
+
+# writers FILE-PREFIX: both sets of writers (chunk) in DURATION chunks
+# until DIR/stop exists.
+writers() {
+	local i=0
+	while [ ! -e "$dir/stop" ]; do
+		i=$((i + 1))
+		chunk "$1" "$i" || true
+	done
+}
+# chunk FILE-PREFIX N: DURATION of 8 writers over all keys and 8 over the
+# keys of the slots that never move.
+chunk() {
+	"$bin" bench --clients 8 --duration "$duration" --reads 0 --keys "$keys" --value-size "$value" -o json \
+		>"$dir/$1-all-$2.json" 2>>"$dir/writers.log" &
+	local all=$!
+	"$bin" bench --clients 8 --duration "$duration" --reads 0 --keys "$keys" --value-size "$value" --slots "$stay" -o json \
+		>"$dir/$1-other-$2.json" 2>>"$dir/writers.log"
+	wait "$all"
+}
+
+echo "== writers idle: 3 x $duration ($(uptime))"
+for i in 1 2 3; do
+	chunk idle "$i"
 done
 
 # round N: a rebalance onto g3 (N odd) or a drain of g3 (N even).
@@ -193,14 +217,16 @@ released=$(cat "$dir"/cluster/logs/coord-*.log | grep -c 'msg="migration: hold r
 echo "   $(handed) hand-overs, $released holds released by the coordinator"
 
 echo
-echo "== writers (16 clients, 100% puts of $value bytes over all $keys keys, moving slots included, $duration chunks)"
+echo "== writers (100% puts of $value bytes in $duration chunks: 8 clients over all $keys keys, moving slots included, and 8 over the slots that never move)"
 # report NAME PREFIX: mean throughput and the median and largest p99 of the chunks.
 report() {
 	for f in "$dir/$2"-*.json; do
 		[ -s "$f" ] && echo "$(field ops_per_sec "$f") $(field p99_us "$f")"
 	done | sort -k2 -g | awk -v name="$1" '{ ops += $1; p[NR] = $2 }
-		END { printf "   %-16s %8.0f puts/s, p99 median %6.1f ms, max %6.1f ms (%d chunks)\n", name, ops / NR, p[int((NR + 1) / 2)] / 1000, p[NR] / 1000, NR }'
+		END { printf "   %-24s %8.0f puts/s, p99 median %6.1f ms, max %6.1f ms (%d chunks)\n", name, ops / NR, p[int((NR + 1) / 2)] / 1000, p[NR] / 1000, NR }'
 }
-report idle idle
-report "while migrating" busy
+report "all keys, idle" idle-all
+report "all keys, migrating" busy-all
+report "other slots, idle" idle-other
+report "other slots, migrating" busy-other
 echo "   $((rounds - 2)) rounds with writers in $busy_secs s; $(uptime)"

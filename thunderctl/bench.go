@@ -2,15 +2,19 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/thunderyurts/thunderyurts/client"
 	"github.com/thunderyurts/thunderyurts/client/bench"
+	"github.com/thunderyurts/thunderyurts/coord"
 )
 
 func benchCommand() *cli.Command {
@@ -26,6 +30,8 @@ func benchCommand() *cli.Command {
 			intFlag("key-size", def.KeySize, 1, client.MaxKeySize, "key size in `BYTES`"),
 			intFlag("keys", def.Keys, 1, math.MaxInt, "key space of `N` keys"),
 			intFlag("reads", def.ReadPercent, 0, 100, "share of reads, in `PERCENT`"),
+			stringFlag("slots", "", "only the keys of these `SLOTS`, a list of slots and ranges such as 0-41,64-105 (default: every slot): "+
+				"load part of the key space, such as the slots a rebalance leaves in place", checkSlotList),
 			durationFlag("report-interval", 0, 0, time.Hour, "print throughput and latency for every interval of this `DURATION` (0 = only the total); with -o json, an intervals array"),
 			intFlag("procs", 1, 0, 1024, "`N` cores (GOMAXPROCS) the load generator runs on; 0 = all. One, like redis-benchmark: "+
 				"on a machine it shares with the cluster it takes less CPU from the servers it measures, and its clients' requests leave in fewer, larger batches"),
@@ -56,6 +62,14 @@ func benchCommand() *cli.Command {
 				return err
 			}
 			defer closeClient()
+			if list := c.String("slots"); list != "" {
+				slots := len(kv.Routes().Table.Owners)
+				in, err := slotSet(list, slots)
+				if err != nil {
+					return usageIn(c, "--slots %q: %v", list, err)
+				}
+				cfg.KeyFilter = func(key []byte) bool { return in[coord.SlotOf(key, slots)] }
+			}
 			// The client bounds each operation by --timeout.
 			res, err := bench.Run(ctx, kv, cfg)
 			if err != nil {
@@ -64,4 +78,47 @@ func benchCommand() *cli.Command {
 			return bench.Print(c.App.Writer, res, format == "json")
 		},
 	}
+}
+
+// checkSlotList checks the form of a --slots list.
+func checkSlotList(list string) error {
+	_, err := parseSlotList(list)
+	return err
+}
+
+// parseSlotList reads a --slots list: slots and ranges FIRST-LAST,
+// separated by commas, as ranges.
+func parseSlotList(list string) ([][2]int, error) {
+	var ranges [][2]int
+	for _, part := range strings.Split(list, ",") {
+		first, last, isRange := strings.Cut(part, "-")
+		lo, err := strconv.Atoi(first)
+		hi := lo
+		if err == nil && isRange {
+			hi, err = strconv.Atoi(last)
+		}
+		if err != nil || lo < 0 || hi < lo {
+			return nil, fmt.Errorf("%q is not a slot or a range FIRST-LAST", part)
+		}
+		ranges = append(ranges, [2]int{lo, hi})
+	}
+	return ranges, nil
+}
+
+// slotSet is the set of the slots a --slots list names, among slots.
+func slotSet(list string, slots int) ([]bool, error) {
+	ranges, err := parseSlotList(list)
+	if err != nil {
+		return nil, err
+	}
+	in := make([]bool, slots)
+	for _, r := range ranges {
+		if r[1] >= slots {
+			return nil, fmt.Errorf("slot %d is not one of the cluster's %d (0-%d)", r[1], slots, slots-1)
+		}
+		for slot := r[0]; slot <= r[1]; slot++ {
+			in[slot] = true
+		}
+	}
+	return in, nil
 }

@@ -51,6 +51,10 @@ type Config struct {
 	Keys int
 	// ReadPercent is the share of operations that are reads (--reads), 0..100.
 	ReadPercent int
+	// KeyFilter, when not nil, narrows the key space to the keys it accepts
+	// (--slots: the keys of some slots), each picked uniformly at random;
+	// Run fails with ErrInvalidConfig when it accepts none.
+	KeyFilter func(key []byte) bool
 	// Progress, when not nil, receives a progress line redrawn in place with
 	// "\r" about five times a second and cleared at the end. The caller
 	// decides whether it is a terminal (see IsTerminal).
@@ -67,6 +71,10 @@ type Config struct {
 	// interval as it ends.
 	Report io.Writer
 }
+
+// maxFilteredKeys bounds the key space a KeyFilter narrows: Run lists the
+// keys it accepts before it starts.
+const maxFilteredKeys = 20_000_000
 
 // DefaultConfig returns the defaults of `thunderctl bench`: 64 clients,
 // 100,000 operations, 16-byte keys over a space of 100,000, 100-byte values,
@@ -102,6 +110,8 @@ func (cfg *Config) validate() error {
 		return bad("--reads must be between 0 and 100, got %d", cfg.ReadPercent)
 	case cfg.ReportInterval < 0:
 		return bad("--report-interval must be >= 0, got %s", cfg.ReportInterval)
+	case cfg.KeyFilter != nil && cfg.Keys > maxFilteredKeys:
+		return bad("--slots takes a key space of at most %d keys, got --keys %d", maxFilteredKeys, cfg.Keys)
 	}
 	if need := 1 + len(strconv.Itoa(cfg.Keys-1)); cfg.KeySize < need {
 		return bad("--key-size %d cannot hold %d distinct keys, need >= %d", cfg.KeySize, cfg.Keys, need)
@@ -171,6 +181,7 @@ type worker struct {
 type run struct {
 	kv      KV
 	cfg     Config
+	keys    []int32 // the indexes KeyFilter accepts; nil without one
 	started atomic.Int64 // operations claimed so far, also read by the progress line
 	stop    atomic.Bool  // set when Duration has passed
 }
@@ -189,6 +200,16 @@ func Run(ctx context.Context, kv KV, cfg Config) (*Result, error) {
 		seed = time.Now().UnixNano()
 	}
 	r := &run{kv: kv, cfg: cfg}
+	if cfg.KeyFilter != nil {
+		for i := range cfg.Keys {
+			if cfg.KeyFilter(formatKey(i, cfg.KeySize)) {
+				r.keys = append(r.keys, int32(i))
+			}
+		}
+		if len(r.keys) == 0 {
+			return nil, fmt.Errorf("%w: none of the %d keys is in the slots asked for", ErrInvalidConfig, cfg.Keys)
+		}
+	}
 
 	start := time.Now()
 	if cfg.Duration > 0 {
@@ -253,7 +274,7 @@ func (r *run) loop(ctx context.Context, w *worker) {
 		if n := r.started.Add(1); ops > 0 && n > ops {
 			return
 		}
-		key := formatKey(w.rng.Intn(r.cfg.Keys), r.cfg.KeySize)
+		key := formatKey(r.pickKey(w.rng), r.cfg.KeySize)
 		read := w.rng.Intn(100) < r.cfg.ReadPercent
 		var value []byte
 		if !read {
@@ -275,6 +296,15 @@ func (r *run) loop(ctx context.Context, w *worker) {
 		}
 		w.count(read, err, took, begin)
 	}
+}
+
+// pickKey returns the index of a key picked uniformly at random from the
+// key space, or from the keys KeyFilter accepts.
+func (r *run) pickKey(rng *rand.Rand) int {
+	if r.keys != nil {
+		return int(r.keys[rng.Intn(len(r.keys))])
+	}
+	return rng.Intn(r.cfg.Keys)
 }
 
 func (w *worker) count(read bool, err error, took time.Duration, at time.Time) {

@@ -121,6 +121,23 @@ func TestRunCountsAndMix(t *testing.T) {
 	}
 }
 
+// A key filter narrows the key space: every operation uses a key it
+// accepts, and over the run each of them comes up.
+func TestRunKeyFilter(t *testing.T) {
+	kv := newMemKV()
+	cfg := testConfig()
+	cfg.KeyFilter = func(key []byte) bool { return key[len(key)-1] == '7' } // 100 of the 1000
+	runBounded(t, kv, cfg)
+	if len(kv.data) != 100 {
+		t.Errorf("%d distinct keys written, want the 100 the filter accepts", len(kv.data))
+	}
+	for k := range kv.data {
+		if !cfg.KeyFilter([]byte(k)) {
+			t.Fatalf("key %q written, the filter refuses it", k)
+		}
+	}
+}
+
 func TestRunReadsOfEmptyStoreAreNotFound(t *testing.T) {
 	cfg := testConfig()
 	cfg.ReadPercent = 100
@@ -219,6 +236,8 @@ func TestConfigValidation(t *testing.T) {
 		{func(c *Config) { c.Keys = 0 }, "--keys must be >= 1"},
 		{func(c *Config) { c.ValueSize = -1 }, "--value-size must be >= 0"},
 		{func(c *Config) { c.Keys, c.KeySize = 100000, 5 }, "need >= 6"},
+		{func(c *Config) { c.KeyFilter = func([]byte) bool { return false } }, "none of the 100000 keys"},
+		{func(c *Config) { c.Keys, c.KeyFilter = maxFilteredKeys+1, func([]byte) bool { return true } }, "--slots takes a key space of at most"},
 	} {
 		cfg := DefaultConfig()
 		tc.mutate(&cfg)
