@@ -163,15 +163,22 @@ func (s *Store) committedBytesLocked() int64 {
 	return s.costedBytes
 }
 
-// hurryApplier makes the applier skip its batching delay while fn runs.
-func (s *Store) hurryApplier(fn func() error) error {
+// hurryApplier makes the applier skip its batching delay while fn runs,
+// and with boost run its rounds at normal priority meanwhile.
+func (s *Store) hurryApplier(boost bool, fn func() error) error {
 	s.mu.Lock()
 	s.hurry++
+	if boost {
+		s.boost++
+	}
 	s.mu.Unlock()
 	s.kickApplier()
 	defer func() {
 		s.mu.Lock()
 		s.hurry--
+		if boost {
+			s.boost--
+		}
 		s.mu.Unlock()
 	}()
 	return fn()
@@ -195,10 +202,10 @@ func (s *Store) applyOnce() (int, error) {
 	// applyDelay on each replica; at normal priority it took the cores from
 	// the log's commits and the replication round trips, whose latency
 	// clients wait on, so it runs in the background. A reader waiting for
-	// this round (a scan, a snapshot for a new secondary) is waiting on it
-	// now: then it runs at normal priority.
+	// this round (a scan, a status's counts, writers held back by a full
+	// overlay) is waiting on it now: then it runs at normal priority.
 	run := sysproc.Background
-	if s.hurry > 0 {
+	if s.boost > 0 {
 		run = func(fn func() error) error { return fn() }
 	}
 	s.mu.RUnlock()

@@ -237,7 +237,7 @@ func TestApplyBoundedByDirtyPages(t *testing.T) {
 		updates[i] = rng.IntN(keys)
 	}
 	write(updates)
-	s.hurryApplier(func() error { return s.waitApplied(testCtx(t), s.CommittedSeq()) })
+	waitApplied(t, s)
 
 	obs.mu.Lock()
 	defer obs.mu.Unlock()

@@ -323,6 +323,7 @@ func (s *Store) enqueue(ctx context.Context, r *request) error {
 		if hurrying {
 			s.mu.Lock()
 			s.hurry--
+			s.boost--
 			s.mu.Unlock()
 		}
 	}()
@@ -337,6 +338,7 @@ func (s *Store) enqueue(ctx context.Context, r *request) error {
 		if !hurrying {
 			hurrying = true
 			s.hurry++
+			s.boost++ // writers wait on the round
 			s.kickApplier()
 		}
 		ch := s.changed

@@ -290,22 +290,30 @@ func (s *Store) Scan(ctx context.Context, slots []int, start, end []byte, lim Li
 
 // ApplyThrough waits until the applier has applied seq, hurrying it past
 // its batching delay, so that what is committed now is in the bbolt file
-// without waiting for the next round (a slot migration applies what it
-// imports as it goes, so its hand-over has little left to apply). Errors:
-// the applier's failure, ctx.Err() (also when seq is never committed).
-func (s *Store) ApplyThrough(ctx context.Context, seq uint64) error {
-	return s.waitApplied(ctx, seq)
+// without waiting for the next round (a slot migration's target applies
+// what it imports as it goes). The rounds keep their background priority
+// unless urgent (someone waits on them). Errors: the applier's failure,
+// ctx.Err() (also when seq is never committed).
+func (s *Store) ApplyThrough(ctx context.Context, seq uint64, urgent bool) error {
+	return s.applyThrough(ctx, seq, urgent)
 }
 
-// waitApplied waits until the applier reached seq, hurrying it.
+// waitApplied waits until the applier reached seq, hurrying it at normal
+// priority: a reader waits on the round.
 func (s *Store) waitApplied(ctx context.Context, seq uint64) error {
+	return s.applyThrough(ctx, seq, true)
+}
+
+// applyThrough waits until the applier reached seq, hurrying it; boost
+// runs the rounds meanwhile at normal priority.
+func (s *Store) applyThrough(ctx context.Context, seq uint64, boost bool) error {
 	s.mu.RLock()
 	done := s.applied >= seq
 	s.mu.RUnlock()
 	if done {
 		return nil
 	}
-	return s.hurryApplier(func() error {
+	return s.hurryApplier(boost, func() error {
 		var stopped error
 		err := s.waitFor(ctx, func() bool {
 			stopped = s.applyErr

@@ -180,7 +180,8 @@ type Store struct {
 	pins         map[uint64]int // Snapshot retention pins by applied seq
 	restoredTags []TagSeq       // see snaptags.go; replaced, never edited in place
 	logTags      tagRing        // the tags Open's log scan met, until TakeLogTags
-	hurry        int            // readers waiting for the applier
+	hurry        int            // waiting for the applier: it skips its batching delay
+	boost        int            // of hurry, those a request waits on: rounds run at normal priority
 	changed      chan struct{}  // closed and replaced on every state change
 
 	// Owned by the committer goroutine (and by Open before it starts).

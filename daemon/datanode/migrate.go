@@ -440,8 +440,9 @@ const applyEvery = 100 * time.Millisecond
 
 // applyPacer hurries the store's applier to the seqs it is asked for, one
 // round at a time and at most one round every applyEvery, instead of
-// leaving them to the applier's own batching delay; an urgent ask (a
-// caught-up copy waits for it before its hold) skips the pause.
+// leaving them to the applier's own batching delay. The rounds keep the
+// applier's background priority, but for an urgent ask (a caught-up copy
+// waits for it before its hold), which also skips the pause.
 type applyPacer struct {
 	seqs   chan uint64
 	urgent chan struct{}
@@ -480,11 +481,13 @@ func (a *applyPacer) run(ctx context.Context, store func() *datastore.Store) {
 	pause := time.NewTimer(0)
 	defer pause.Stop()
 	for {
+		urgent := false
 		select {
 		case <-ctx.Done():
 			return
 		case <-pause.C:
 		case <-a.urgent:
+			urgent = true
 		}
 		var seq uint64
 		select {
@@ -492,7 +495,7 @@ func (a *applyPacer) run(ctx context.Context, store func() *datastore.Store) {
 			return
 		case seq = <-a.seqs:
 		}
-		if store().ApplyThrough(ctx, seq) != nil {
+		if store().ApplyThrough(ctx, seq, urgent) != nil {
 			return
 		}
 		// An urgent ask made during the round is for what it did not apply.

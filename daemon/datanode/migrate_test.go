@@ -72,7 +72,7 @@ func TestAppliedImportPositions(t *testing.T) {
 	first := write("a", 500)
 	// The applier waits seconds for a larger batch: received, not applied.
 	want("received", 0, false)
-	if err := store.ApplyThrough(ctx, first); err != nil {
+	if err := store.ApplyThrough(ctx, first, false); err != nil {
 		t.Fatal(err)
 	}
 	want("applied", 500, true)
