@@ -38,10 +38,8 @@ type SlotDigest struct {
 // as long as ctx allows when atLeast is never committed. Errors: ErrBadSlot,
 // ErrCorrupt, ErrClosed, ctx.Err().
 func (s *Store) SlotDigests(ctx context.Context, slots []int, atLeast uint64) (applied uint64, _ []SlotDigest, _ error) {
-	for _, slot := range slots {
-		if err := s.checkSlot(slot); err != nil {
-			return 0, nil, fmt.Errorf("slot digests: %w", err)
-		}
+	if err := s.checkSlots(slots); err != nil {
+		return 0, nil, fmt.Errorf("slot digests: %w", err)
 	}
 	if err := s.waitApplied(ctx, atLeast); err != nil {
 		return 0, nil, fmt.Errorf("slot digests: wait for the applier to reach seq %d: %w", atLeast, err)
@@ -78,15 +76,21 @@ func (s *Store) SlotDigests(ctx context.Context, slots []int, atLeast uint64) (a
 // slots' unapplied entries. Errors: ErrBadSlot, ErrCorrupt, ErrRestoring,
 // ErrClosed, ctx.Err().
 func (s *Store) CommittedSlotDigests(ctx context.Context, slots []int, atLeast uint64) (seq uint64, _ []SlotDigest, _ error) {
-	for _, slot := range slots {
-		if err := s.checkSlot(slot); err != nil {
-			return 0, nil, fmt.Errorf("slot digests: %w", err)
-		}
+	if err := s.checkSlots(slots); err != nil {
+		return 0, nil, fmt.Errorf("slot digests: %w", err)
 	}
 	if err := s.waitFor(ctx, func() bool { return s.committed >= atLeast }); err != nil {
 		return 0, nil, fmt.Errorf("slot digests: wait for seq %d to commit: %w", atLeast, err)
 	}
-	for {
+	for tries := 1; ; tries++ {
+		if tries == trimmedTries {
+			// Rounds keep trimming what the reads need (a backlog larger
+			// than the tail keeps): read once more with them held off.
+			if err := s.lockApply(ctx); err != nil {
+				return 0, nil, fmt.Errorf("slot digests: wait for the apply round in progress: %w", err)
+			}
+			defer s.applyMu.Unlock()
+		}
 		if err := ctx.Err(); err != nil {
 			return 0, nil, fmt.Errorf("slot digests: %w", err)
 		}
@@ -102,13 +106,20 @@ func (s *Store) CommittedSlotDigests(ctx context.Context, slots []int, atLeast u
 	}
 }
 
+// trimmedTries is how many reads CommittedSlotDigests makes before it
+// holds the applier off for the last one.
+const trimmedTries = 4
+
 // committedDigestsOnce reads the digests at the committed seq without
 // holding s.applyMu: the read transaction's applied seq says where the
 // tail's entries take over, and errTailTrimmed says they were gone.
 func (s *Store) committedDigestsOnce(slots []int) (seq uint64, out []SlotDigest, err error) {
 	s.mu.RLock()
-	restores := s.restores
+	restores, restoring := s.restores, s.restoring
 	s.mu.RUnlock()
+	if restoring { // the file holds part of a snapshot, the tail none of it
+		return 0, nil, ErrRestoring
+	}
 	out = make([]SlotDigest, len(slots))
 	err = s.view(func(tx *bolt.Tx) error {
 		applied, err := metaU64(tx, metaApplied)

@@ -443,3 +443,34 @@ func TestCommittedSlotDigestsRoundMeanwhile(t *testing.T) {
 	}
 	sameDigests(t, "after a round meanwhile", got, modelDigests(4, model))
 }
+
+// When every read finds its records trimmed by a round, the last read holds
+// the applier off and succeeds.
+func TestCommittedSlotDigestsKeepTrimmed(t *testing.T) {
+	var s *Store
+	reads := 0
+	model := map[int]map[string]string{0: {}, 1: {}, 2: {}, 3: {}}
+	write := func(m Mutation) {
+		if _, err := s.Write(testCtx(t), []Mutation{m}); err != nil {
+			t.Error(err)
+		}
+		applyToModel(model, m)
+	}
+	s, _ = newStore(t, Options{NoSync: true, Slots: 4, tailBytes: 1, hooks: hooks{beforeTailRead: func() {
+		// A round trims what this read needs, and a write leaves the next
+		// one something to need.
+		if reads++; reads < trimmedTries {
+			waitApplied(t, s)
+			write(Mutation{Slot: reads % 4, Key: fmt.Appendf(nil, "r%d", reads), Value: []byte("v")})
+		}
+	}}})
+	rng := rand.New(rand.NewPCG(9, 10))
+	for i := range 200 {
+		write(randomMutation(rng, 50, fmt.Sprintf("v%d", i)))
+	}
+	_, got, err := s.CommittedSlotDigests(testCtx(t), []int{0, 1, 2, 3}, 0)
+	if err != nil || reads != trimmedTries {
+		t.Fatalf("CommittedSlotDigests after %d reads: %v; want it to succeed on read %d", reads, err, trimmedTries)
+	}
+	sameDigests(t, "after rounds at every read", got, modelDigests(4, model))
+}

@@ -232,10 +232,8 @@ func (s *Store) Scan(ctx context.Context, slots []int, start, end []byte, lim Li
 	slots = slices.Clone(slots)
 	slices.Sort(slots)
 	slots = slices.Compact(slots)
-	for _, slot := range slots {
-		if err := s.checkSlot(slot); err != nil {
-			return nil, fmt.Errorf("scan: %w", err)
-		}
+	if err := s.checkSlots(slots); err != nil {
+		return nil, fmt.Errorf("scan: %w", err)
 	}
 	s.mu.RLock()
 	want := s.committed

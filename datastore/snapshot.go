@@ -40,15 +40,13 @@ func (s *Store) Snapshot(ctx context.Context, slots []int, fn func(slot int, key
 // seq the copy reflects, before any fn: for a copy whose header names its
 // log position (backups). An error from begin ends it as fn's would.
 func (s *Store) SnapshotCut(ctx context.Context, slots []int, begin func(seq uint64) error, fn func(slot int, key, value []byte) error) (seq uint64, err error) {
-	for _, slot := range slots {
-		if err := s.checkSlot(slot); err != nil {
-			return 0, fmt.Errorf("snapshot: %w", err)
-		}
+	if err := s.checkSlots(slots); err != nil {
+		return 0, fmt.Errorf("snapshot: %w", err)
 	}
 	// No round commits while the entries after the applied seq are copied
 	// and the read transaction starts: then those entries are still in the
-	// tail, their chunks are not recycled, and the transaction holds
-	// exactly the applied seq. Restores and truncations wait too.
+	// tail and the transaction holds exactly the applied seq. Restores and
+	// truncations wait too.
 	if err := s.lockApply(ctx); err != nil {
 		return 0, fmt.Errorf("snapshot: wait for the apply round in progress: %w", err)
 	}

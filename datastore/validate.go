@@ -50,6 +50,15 @@ func (s *Store) checkSlot(slot int) error {
 	return nil
 }
 
+func (s *Store) checkSlots(slots []int) error {
+	for _, slot := range slots {
+		if err := s.checkSlot(slot); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (s *Store) checkKV(key, value []byte, del bool) error {
 	if len(key) == 0 {
 		return ErrEmptyKey

@@ -115,7 +115,7 @@ chunk() {
 	"$bin" bench --clients 8 --duration "$duration" --reads 0 --keys "$keys" --value-size "$value" -o json \
 		>"$dir/$1-all-$2.json" 2>>"$dir/writers.log" &
 	local all=$!
-	"$bin" bench --clients 8 --duration "$duration" --reads 0 --keys "$keys" --value-size "$value" --slots "$stay" -o json \
+	"$bin" bench --clients 8 --duration "$duration" --reads 0 --keys "$keys" --value-size "$value" --key-slots "$stay" -o json \
 		>"$dir/$1-other-$2.json" 2>>"$dir/writers.log"
 	wait "$all"
 }

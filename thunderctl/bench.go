@@ -30,7 +30,7 @@ func benchCommand() *cli.Command {
 			intFlag("key-size", def.KeySize, 1, client.MaxKeySize, "key size in `BYTES`"),
 			intFlag("keys", def.Keys, 1, math.MaxInt, "key space of `N` keys"),
 			intFlag("reads", def.ReadPercent, 0, 100, "share of reads, in `PERCENT`"),
-			stringFlag("slots", "", "only the keys of these `SLOTS`, a list of slots and ranges such as 0-41,64-105 (default: every slot): "+
+			stringFlag("key-slots", "", "only the keys of these `SLOTS`, a list of slots and ranges such as 0-41,64-105 (default: every slot): "+
 				"load part of the key space, such as the slots a rebalance leaves in place", checkSlotList),
 			durationFlag("report-interval", 0, 0, time.Hour, "print throughput and latency for every interval of this `DURATION` (0 = only the total); with -o json, an intervals array"),
 			intFlag("procs", 1, 0, 1024, "`N` cores (GOMAXPROCS) the load generator runs on; 0 = all. One, like redis-benchmark: "+
@@ -62,11 +62,11 @@ func benchCommand() *cli.Command {
 				return err
 			}
 			defer closeClient()
-			if list := c.String("slots"); list != "" {
+			if list := c.String("key-slots"); list != "" {
 				slots := len(kv.Routes().Table.Owners)
 				in, err := slotSet(list, slots)
 				if err != nil {
-					return usageIn(c, "--slots %q: %v", list, err)
+					return usageIn(c, "--key-slots %q: %v", list, err)
 				}
 				cfg.KeyFilter = func(key []byte) bool { return in[coord.SlotOf(key, slots)] }
 			}
@@ -80,22 +80,22 @@ func benchCommand() *cli.Command {
 	}
 }
 
-// checkSlotList checks the form of a --slots list.
+// checkSlotList checks the form of a --key-slots list.
 func checkSlotList(list string) error {
 	_, err := parseSlotList(list)
 	return err
 }
 
-// parseSlotList reads a --slots list: slots and ranges FIRST-LAST,
+// parseSlotList reads a --key-slots list: slots and ranges FIRST-LAST,
 // separated by commas, as ranges.
 func parseSlotList(list string) ([][2]int, error) {
 	var ranges [][2]int
 	for _, part := range strings.Split(list, ",") {
 		first, last, isRange := strings.Cut(part, "-")
-		lo, err := strconv.Atoi(first)
+		lo, err := strconv.Atoi(strings.TrimSpace(first))
 		hi := lo
 		if err == nil && isRange {
-			hi, err = strconv.Atoi(last)
+			hi, err = strconv.Atoi(strings.TrimSpace(last))
 		}
 		if err != nil || lo < 0 || hi < lo {
 			return nil, fmt.Errorf("%q is not a slot or a range FIRST-LAST", part)
@@ -105,7 +105,7 @@ func parseSlotList(list string) ([][2]int, error) {
 	return ranges, nil
 }
 
-// slotSet is the set of the slots a --slots list names, among slots.
+// slotSet is the set of the slots a --key-slots list names, among slots.
 func slotSet(list string, slots int) ([]bool, error) {
 	ranges, err := parseSlotList(list)
 	if err != nil {

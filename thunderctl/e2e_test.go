@@ -102,9 +102,9 @@ func TestClusterReadWriteScan(t *testing.T) {
 		t.Fatalf("scan --prefix --limit: exit %d, %q", code, out)
 	}
 
-	// bench --slots writes only keys of those slots.
-	if _, stderr, code := tc.cli(nil, "bench", "--ops", "300", "--keys", "5000", "--slots", "0-9,50", "-o", "json"); code != 0 {
-		t.Fatalf("bench --slots: exit %d: %s", code, stderr)
+	// bench --key-slots writes only keys of those slots.
+	if _, stderr, code := tc.cli(nil, "bench", "--ops", "300", "--keys", "5000", "--key-slots", "0-9,50", "-o", "json"); code != 0 {
+		t.Fatalf("bench --key-slots: exit %d: %s", code, stderr)
 	}
 	out, _, code = tc.cli(nil, "scan", "--prefix", "k0")
 	benched := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
@@ -114,10 +114,10 @@ func TestClusterReadWriteScan(t *testing.T) {
 	for _, line := range benched {
 		k, _, _ := strings.Cut(line, "\t")
 		if slot := coord.SlotOf([]byte(k), len(rt.Table.Owners)); slot > 9 && slot != 50 {
-			t.Fatalf("bench --slots 0-9,50 wrote %s, of slot %d", k, slot)
+			t.Fatalf("bench --key-slots 0-9,50 wrote %s, of slot %d", k, slot)
 		}
 	}
-	if _, stderr, code := tc.cli(nil, "bench", "--ops", "1", "--slots", "64"); code != exitUsage || !strings.Contains(stderr, "not one of the cluster's 64") {
+	if _, stderr, code := tc.cli(nil, "bench", "--ops", "1", "--key-slots", "64"); code != exitUsage || !strings.Contains(stderr, "not one of the cluster's 64") {
 		t.Fatalf("bench --slots 64 of 64 slots: exit %d: %s", code, stderr)
 	}
 

@@ -127,7 +127,7 @@ func TestUsageErrors(t *testing.T) {
 		{"bench reads 101", []string{"bench", "--reads", "101"}, "--reads 101: want 0 to 100", nil},
 		{"bench clients 0", []string{"bench", "--clients", "0"}, "--clients 0", nil},
 		{"bench procs -1", []string{"bench", "--procs", "-1"}, "--procs -1", nil},
-		{"bench slots backwards", []string{"bench", "--slots", "0-3,9-5"}, `--slots "0-3,9-5": "9-5" is not a slot or a range FIRST-LAST`, nil},
+		{"bench key-slots backwards", []string{"bench", "--key-slots", "0-3,9-5"}, `--key-slots "0-3,9-5": "9-5" is not a slot or a range FIRST-LAST`, nil},
 		{"dev groups 0", []string{"dev", "--groups", "0"}, "--groups 0: want 1 to 16", nil},
 		{"dev slots 0", []string{"dev", "--slots", "0"}, "--slots 0", nil},
 		// Malformed values.

@@ -922,7 +922,7 @@ type MigrationStatus struct {
 	// phase is what the node is doing: target "copying", "caught-up",
 	// "dropped" (an aborted migration's staged slots are gone); source
 	// "serving", "held" (requests for the slots are being held), "frozen"
-	// (held, and frozen_seq is committed and applied), "dropped" (cleanup
+	// (held, and frozen_seq is committed), "dropped" (cleanup
 	// done); "failed" with error set.
 	Phase string `protobuf:"bytes,3,opt,name=phase,proto3" json:"phase,omitempty"`
 	Error string `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
@@ -936,10 +936,10 @@ type MigrationStatus struct {
 	Keys  uint64 `protobuf:"varint,8,opt,name=keys,proto3" json:"keys,omitempty"`
 	Bytes uint64 `protobuf:"varint,9,opt,name=bytes,proto3" json:"bytes,omitempty"`
 	// Source, while held: F, the source's last log seq touching the slots;
-	// reported once the source's watermark and applier have passed it.
+	// reported once the source's watermark has passed it.
 	FrozenSeq uint64 `protobuf:"varint,10,opt,name=frozen_seq,json=frozenSeq,proto3" json:"frozen_seq,omitempty"`
 	// digests: per slot, the source's at frozen_seq, or the target's at
-	// imported_seq (once its applier reached it).
+	// imported_seq (both as of the committed log, unapplied records merged).
 	Digests []*SlotDigest `protobuf:"bytes,11,rep,name=digests,proto3" json:"digests,omitempty"`
 	// Source: how many of this migration's holds the node ended as its
 	// group's primary (released or switched), and how long the last one

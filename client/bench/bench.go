@@ -52,7 +52,7 @@ type Config struct {
 	// ReadPercent is the share of operations that are reads (--reads), 0..100.
 	ReadPercent int
 	// KeyFilter, when not nil, narrows the key space to the keys it accepts
-	// (--slots: the keys of some slots), each picked uniformly at random;
+	// (--key-slots: the keys of some slots), each picked uniformly at random;
 	// Run fails with ErrInvalidConfig when it accepts none.
 	KeyFilter func(key []byte) bool
 	// Progress, when not nil, receives a progress line redrawn in place with
@@ -111,7 +111,7 @@ func (cfg *Config) validate() error {
 	case cfg.ReportInterval < 0:
 		return bad("--report-interval must be >= 0, got %s", cfg.ReportInterval)
 	case cfg.KeyFilter != nil && cfg.Keys > maxFilteredKeys:
-		return bad("--slots takes a key space of at most %d keys, got --keys %d", maxFilteredKeys, cfg.Keys)
+		return bad("--key-slots takes a key space of at most %d keys, got --keys %d", maxFilteredKeys, cfg.Keys)
 	}
 	if need := 1 + len(strconv.Itoa(cfg.Keys-1)); cfg.KeySize < need {
 		return bad("--key-size %d cannot hold %d distinct keys, need >= %d", cfg.KeySize, cfg.Keys, need)
@@ -181,7 +181,7 @@ type worker struct {
 type run struct {
 	kv      KV
 	cfg     Config
-	keys    []int32 // the indexes KeyFilter accepts; nil without one
+	keys    []int32      // the indexes KeyFilter accepts; nil without one
 	started atomic.Int64 // operations claimed so far, also read by the progress line
 	stop    atomic.Bool  // set when Duration has passed
 }

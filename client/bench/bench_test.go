@@ -237,7 +237,7 @@ func TestConfigValidation(t *testing.T) {
 		{func(c *Config) { c.ValueSize = -1 }, "--value-size must be >= 0"},
 		{func(c *Config) { c.Keys, c.KeySize = 100000, 5 }, "need >= 6"},
 		{func(c *Config) { c.KeyFilter = func([]byte) bool { return false } }, "none of the 100000 keys"},
-		{func(c *Config) { c.Keys, c.KeyFilter = maxFilteredKeys+1, func([]byte) bool { return true } }, "--slots takes a key space of at most"},
+		{func(c *Config) { c.Keys, c.KeyFilter = maxFilteredKeys+1, func([]byte) bool { return true } }, "--key-slots takes a key space of at most"},
 	} {
 		cfg := DefaultConfig()
 		tc.mutate(&cfg)

@@ -89,7 +89,7 @@ type handover struct {
 	attempt int
 	holds   uint32 // the source's count of ended holds before this one
 	// frozen: the source reported F; caught: the target reported its
-	// applied position through F with digests; compared: the digests were
+	// import position through F with digests; compared: the digests were
 	// compared; switched: the compare-and-set of the switch succeeded.
 	start, frozen, caught, compared, switched time.Time
 }
@@ -421,7 +421,7 @@ func seen(at *time.Time, now time.Time) {
 // phase took as the driver saw it, from the hold written to the table to
 // the source's report of F (source_frozen: the barrier's commit and the
 // digests at F, plus the table's watch at the source and a poll), to the
-// target's applied position through F with digests (target), the digest
+// target's import position through F with digests (target), the digest
 // comparison (compare) and the switch's compare-and-set (switch); pause is
 // how long the source held requests, ending when it saw the switch.
 func (d *driver) logHandover(m *coord.Migration, src *wire.MigrationStatus) {

@@ -68,7 +68,7 @@ type hold struct {
 	digests   []*wire.SlotDigest
 	err       error
 	// When the barrier F was committed (the watermark reached it) and when
-	// the digests at F were taken (the applier reached it): the source's
+	// the digests at F were taken: the source's
 	// phases of the hand-over, for the log line at the hold's end.
 	committed, frozen time.Time
 }
@@ -254,8 +254,8 @@ func (h *holds) release(mg *migrations, hd *hold) {
 }
 
 // phases is how the hold's time went on this node, up to its end: until
-// the barrier was committed (barrier), until the applier reached it and
-// the digests were taken (digests), and from then until the table
+// the barrier was committed (barrier), until the digests at it were taken
+// (digests), and from then until the table
 // switched or released the hold (release: the target's catch-up, the
 // coordinator's comparison and compare-and-set, and the table's watch).
 // None of a hold that never froze. h.mu is held.
@@ -281,8 +281,9 @@ func redispatch(parked []parkedBatch) int {
 
 // freeze writes the hold's barrier through the commit path: every write
 // admitted before the hold has a lower seq. Once the barrier F is committed
-// and applied the slots cannot change any more while the hold lasts, and
-// their digests at F are the report the switch compares.
+// the slots cannot change any more while the hold lasts, and their digests
+// at F (merging what is not applied yet) are the report the switch
+// compares.
 func (h *holds) freeze(ctx context.Context, mg *migrations, hd *hold) {
 	barrier := datastore.Mutation{Mark: true, Key: []byte(holdMarkName(hd.m.ID)), Value: fmt.Appendf(nil, "%d", hd.m.Attempt)}
 	for backoff := retryMin; ; backoff = min(2*backoff, retryMax) {

@@ -434,8 +434,8 @@ func wireDigests(in []datastore.SlotDigest) []*wire.SlotDigest {
 
 // applyEvery paces the apply rounds a migration's target asks of its
 // applier as it imports: often enough that the applied import position it
-// reports trails little, rarely enough that the rounds' bbolt transactions (two fsyncs each) do
-// not crowd the log's commits that writers wait on.
+// reports trails little, rarely enough that the rounds' bbolt transactions
+// (two fsyncs each) do not crowd the log's commits that writers wait on.
 const applyEvery = 100 * time.Millisecond
 
 // applyPacer hurries the store's applier to the seqs it is asked for, one
@@ -494,6 +494,13 @@ func (a *applyPacer) run(ctx context.Context, store func() *datastore.Store) {
 		case <-ctx.Done():
 			return
 		case seq = <-a.seqs:
+		}
+		// ask sends the seq before the token: an urgent ask that woke an
+		// idle pacer through seqs is for this round.
+		select {
+		case <-a.urgent:
+			urgent = true
+		default:
 		}
 		if store().ApplyThrough(ctx, seq, urgent) != nil {
 			return

@@ -19,10 +19,11 @@ import (
 // sends a position every positionEvery.
 const silentSource = 10 * time.Second
 
-// importBatch bounds how many snapshot records the importer gathers into
-// one write (and at most shipBytes of them): every write waits for the
-// group's commit, so one per snapshot chunk made the copy wait on a round
-// of fsyncs per 1,024 small records.
+// importBatch bounds how many snapshot records (and at most shipBytes of
+// them), or log records already received (gatherLog; the receive window
+// bounds their bytes), the importer gathers into one write: every write
+// waits for the group's commit, so one per snapshot chunk made the copy
+// wait on a round of fsyncs per 1,024 small records.
 const importBatch = 16 << 10
 
 // importer copies one migration's slots into the target group while its
@@ -510,7 +511,8 @@ func (imp *importer) checkSlots(muts []datastore.Mutation) error {
 
 // report fills the target's report: the import position its store has
 // applied (what is committed but not yet applied counts as lag, so that a
-// hold starts with little left to apply), the source's watermark, what was
+// hold starts with few unapplied records for its digests to merge, which
+// costs about a microsecond each), the source's watermark, what was
 // copied, and in hold the committed import position with the slots'
 // digests there (the coordinator compares them once the position reached
 // the source's frozen seq; they never wait for the applier).
@@ -552,7 +554,7 @@ type importPositions struct {
 	// ascending seq.
 	pending []seqPosition
 	// applied is the newest position known applied; valid when ok.
-	applied uint64
+	applied seqPosition
 	ok      bool
 }
 
@@ -564,7 +566,7 @@ type seqPosition struct{ seq, through uint64 }
 func (ip *importPositions) reset() {
 	ip.mu.Lock()
 	defer ip.mu.Unlock()
-	ip.pending, ip.applied, ip.ok = nil, 0, false
+	ip.pending, ip.applied, ip.ok = nil, seqPosition{}, false
 }
 
 // committed records that the log's seq, committed, carries the position
@@ -575,31 +577,39 @@ func (ip *importPositions) committed(seq, through uint64) {
 	ip.pending = append(ip.pending, seqPosition{seq: seq, through: through})
 }
 
-// at returns the position a store holding this node's log through seq
-// reflects, without forgetting any; ok is false while there is none.
-func (ip *importPositions) at(seq uint64) (through uint64, ok bool) {
-	ip.mu.Lock()
-	defer ip.mu.Unlock()
-	through, ok = ip.applied, ip.ok
-	for _, p := range ip.pending {
-		if p.seq > seq {
-			break
-		}
-		through, ok = p.through, true
-	}
-	return through, ok
+// appliedAt returns the position a store applied through seq reflects,
+// and forgets the pending positions at or below seq; ok is false while no
+// position is applied.
+func (ip *importPositions) appliedAt(seq uint64) (through uint64, ok bool) {
+	return ip.position(seq, true)
 }
 
-// appliedAt returns the position a store applied through seq reflects;
-// ok is false while no position is applied.
-func (ip *importPositions) appliedAt(seq uint64) (through uint64, ok bool) {
+// at returns the position a store holding this node's log through seq
+// reflects, forgetting none; ok is false while there is none, or when the
+// newest position known applied is past seq (the caller's view of the
+// store is older than it).
+func (ip *importPositions) at(seq uint64) (through uint64, ok bool) {
+	return ip.position(seq, false)
+}
+
+func (ip *importPositions) position(seq uint64, forget bool) (through uint64, ok bool) {
 	ip.mu.Lock()
 	defer ip.mu.Unlock()
+	if ip.ok && ip.applied.seq > seq {
+		if forget {
+			return ip.applied.through, true
+		}
+		return 0, false
+	}
+	at, ok := ip.applied, ip.ok
 	n := 0
 	for n < len(ip.pending) && ip.pending[n].seq <= seq {
-		ip.applied, ip.ok = ip.pending[n].through, true
+		at, ok = ip.pending[n], true
 		n++
 	}
-	ip.pending = ip.pending[n:]
-	return ip.applied, ip.ok
+	if forget {
+		ip.applied, ip.ok = at, ok
+		ip.pending = ip.pending[n:]
+	}
+	return at.through, ok
 }

@@ -93,6 +93,11 @@ func TestAppliedImportPositions(t *testing.T) {
 	stop()
 	<-done
 	want("second applied", 700, true)
+	// A view of the store older than the position known applied (digests
+	// read while the applier passed it) gets none: not that newer one.
+	if through, ok := ip.at(first); ok {
+		t.Fatalf("position %d at seq %d, older than the applied one", through, first)
+	}
 
 	ip.reset()
 	want("after a drop", 0, false)
