@@ -361,19 +361,7 @@ func TestCommittedSlotDigestsRandom(t *testing.T) {
 	model := map[int]map[string]string{0: {}, 1: {}, 2: {}, 3: {}}
 	behind := 0
 	for round := range 60 {
-		muts := make([]Mutation, rng.IntN(50))
-		for i := range muts {
-			muts[i] = randomMutation(rng, 100, fmt.Sprintf("v%d-%d", round, i))
-			applyToModel(model, muts[i])
-		}
-		if len(muts) > 0 {
-			if _, err := s.Write(ctx, muts); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if rng.IntN(4) == 0 {
-			waitApplied(t, s)
-		}
+		randomRound(t, s, rng, model, 100, round)
 		seq, got, err := s.CommittedSlotDigests(ctx, []int{3, 1, 0, 2}, s.CommittedSeq())
 		if err != nil {
 			t.Fatal(err)

@@ -127,19 +127,7 @@ func TestSnapshotCutRandom(t *testing.T) {
 	}
 	slots := []int{3, 0, 1, 2}
 	for round := range 40 {
-		muts := make([]Mutation, rng.IntN(50))
-		for i := range muts {
-			muts[i] = randomMutation(rng, 200, fmt.Sprintf("v%d-%d", round, i))
-			applyToModel(model, muts[i])
-		}
-		if len(muts) > 0 {
-			if _, err := s.Write(ctx, muts); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if rng.IntN(4) == 0 {
-			waitApplied(t, s)
-		}
+		randomRound(t, s, rng, model, 200, round)
 		got := map[int]map[string]string{}
 		for slot := range 4 {
 			got[slot] = map[string]string{}
@@ -280,6 +268,25 @@ func applyToModel(model map[int]map[string]string, m Mutation) {
 		delete(model[m.Slot], string(m.Key))
 	default:
 		model[m.Slot][string(m.Key)] = string(m.Value)
+	}
+}
+
+// randomRound writes up to 49 random mutations over keys keys (the model
+// follows them), and one time in four waits for the applier to apply them.
+func randomRound(t *testing.T, s *Store, rng *rand.Rand, model map[int]map[string]string, keys, round int) {
+	t.Helper()
+	muts := make([]Mutation, rng.IntN(50))
+	for i := range muts {
+		muts[i] = randomMutation(rng, keys, fmt.Sprintf("v%d-%d", round, i))
+		applyToModel(model, muts[i])
+	}
+	if len(muts) > 0 {
+		if _, err := s.Write(testCtx(t), muts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if rng.IntN(4) == 0 {
+		waitApplied(t, s)
 	}
 }
 
