@@ -128,12 +128,8 @@ func (s *Store) committedDigestsOnce(slots []int) (seq uint64, out []SlotDigest,
 		}
 		s.mu.RLock()
 		seq = s.committed
-		switch {
-		case s.closed:
-			err = ErrClosed
-		case s.restoring:
-			err = ErrRestoring
-		case s.restores != restores:
+		err = s.unreadableLocked()
+		if err == nil && s.restores != restores {
 			// A restore ran since the transaction began: the file it
 			// read and the tail do not belong together; read again.
 			err = errTailTrimmed
@@ -164,7 +160,7 @@ func (s *Store) committedDigestsOnce(slots []int) (seq uint64, out []SlotDigest,
 			}
 			for _, e := range ents {
 				if c != nil {
-					if k, rec := c.Seek(e.key); bytes.Equal(k, e.key) {
+					if rec := storedRecord(c, e.key); rec != nil {
 						st.remove(e.key, storedValue(rec))
 					}
 				}
@@ -295,8 +291,11 @@ func (t *slotsTx) writer(slot uint16, create bool) (*slotWriter, error) {
 }
 
 // old returns the stored record of key, nil if none.
-func (w *slotWriter) old(key []byte) []byte {
-	if k, rec := w.c.Seek(key); bytes.Equal(k, key) {
+func (w *slotWriter) old(key []byte) []byte { return storedRecord(w.c, key) }
+
+// storedRecord returns the record of key that c's bucket holds, nil if none.
+func storedRecord(c *bolt.Cursor, key []byte) []byte {
+	if k, rec := c.Seek(key); bytes.Equal(k, key) {
 		return rec
 	}
 	return nil

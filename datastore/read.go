@@ -293,25 +293,13 @@ func (s *Store) Scan(ctx context.Context, slots []int, start, end []byte, lim Li
 // unless urgent (someone waits on them). Errors: the applier's failure,
 // ctx.Err() (also when seq is never committed).
 func (s *Store) ApplyThrough(ctx context.Context, seq uint64, urgent bool) error {
-	return s.applyThrough(ctx, seq, urgent)
-}
-
-// waitApplied waits until the applier reached seq, hurrying it at normal
-// priority: a reader waits on the round.
-func (s *Store) waitApplied(ctx context.Context, seq uint64) error {
-	return s.applyThrough(ctx, seq, true)
-}
-
-// applyThrough waits until the applier reached seq, hurrying it; boost
-// runs the rounds meanwhile at normal priority.
-func (s *Store) applyThrough(ctx context.Context, seq uint64, boost bool) error {
 	s.mu.RLock()
 	done := s.applied >= seq
 	s.mu.RUnlock()
 	if done {
 		return nil
 	}
-	return s.hurryApplier(boost, func() error {
+	return s.hurryApplier(urgent, func() error {
 		var stopped error
 		err := s.waitFor(ctx, func() bool {
 			stopped = s.applyErr
@@ -322,4 +310,10 @@ func (s *Store) applyThrough(ctx context.Context, seq uint64, boost bool) error 
 		}
 		return err
 	})
+}
+
+// waitApplied waits until the applier reached seq, hurrying it at normal
+// priority: a reader waits on the round.
+func (s *Store) waitApplied(ctx context.Context, seq uint64) error {
+	return s.ApplyThrough(ctx, seq, true)
 }

@@ -59,11 +59,7 @@ func (s *Store) SnapshotCut(ctx context.Context, slots []int, begin func(seq uin
 	}
 	defer release()
 	s.mu.Lock()
-	if s.closed || s.restoring {
-		err := ErrClosed
-		if !s.closed {
-			err = ErrRestoring
-		}
+	if err := s.unreadableLocked(); err != nil {
 		s.mu.Unlock()
 		return 0, fmt.Errorf("snapshot: %w", err)
 	}
@@ -151,6 +147,18 @@ func (s *Store) SnapshotCut(ctx context.Context, slots []int, begin func(seq uin
 		return 0, fmt.Errorf("snapshot: %w", err)
 	}
 	return seq, nil
+}
+
+// unreadableLocked says why the data file and the tail cannot be read
+// together now (ErrClosed, ErrRestoring), nil if they can. s.mu is held.
+func (s *Store) unreadableLocked() error {
+	switch {
+	case s.closed:
+		return ErrClosed
+	case s.restoring:
+		return ErrRestoring
+	}
+	return nil
 }
 
 // lockApply takes s.applyMu, waiting at most as long as ctx allows: a
