@@ -403,7 +403,9 @@ func TestCommittedSlotDigestsRoundMeanwhile(t *testing.T) {
 	reads := 0
 	s, _ = newStore(t, Options{NoSync: true, Slots: 4, tailBytes: 1, hooks: hooks{beforeTailRead: func() {
 		if reads++; reads == 1 {
+			s.applyMu.Unlock()
 			waitApplied(t, s)
+			holdApplier(t, s) // the round has trimmed the tail
 		}
 	}}})
 	ctx := testCtx(t)
@@ -420,9 +422,11 @@ func TestCommittedSlotDigestsRoundMeanwhile(t *testing.T) {
 		}
 		if round == 0 {
 			waitApplied(t, s)
+			holdApplier(t, s) // the next rounds' entries stay in the tail
 		}
 	}
 	seq, got, err := s.CommittedSlotDigests(ctx, []int{0, 1, 2, 3}, 0)
+	s.applyMu.Unlock()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -445,20 +449,38 @@ func TestCommittedSlotDigestsKeepTrimmed(t *testing.T) {
 		applyToModel(model, m)
 	}
 	s, _ = newStore(t, Options{NoSync: true, Slots: 4, tailBytes: 1, hooks: hooks{beforeTailRead: func() {
-		// A round trims what this read needs, and a write leaves the next
-		// one something to need.
+		// A round trims what this read needs, and a write the applier is
+		// held off from leaves the next read something to need; the last
+		// read holds the applier itself.
 		if reads++; reads < trimmedTries {
+			s.applyMu.Unlock()
 			waitApplied(t, s)
+			holdApplier(t, s) // the round has trimmed the tail
 			write(Mutation{Slot: reads % 4, Key: fmt.Appendf(nil, "r%d", reads), Value: []byte("v")})
+			if reads+1 == trimmedTries {
+				s.applyMu.Unlock()
+			}
 		}
 	}}})
 	rng := rand.New(rand.NewPCG(9, 10))
 	for i := range 200 {
 		write(randomMutation(rng, 50, fmt.Sprintf("v%d", i)))
 	}
+	holdApplier(t, s)
+	write(Mutation{Slot: 0, Key: []byte("r0"), Value: []byte("v")})
 	_, got, err := s.CommittedSlotDigests(testCtx(t), []int{0, 1, 2, 3}, 0)
 	if err != nil || reads != trimmedTries {
 		t.Fatalf("CommittedSlotDigests after %d reads: %v; want it to succeed on read %d", reads, err, trimmedTries)
 	}
 	sameDigests(t, "after rounds at every read", got, modelDigests(4, model))
+}
+
+// holdApplier waits out the apply round in progress, if any (its trim
+// included), and keeps the next from starting until s.applyMu is unlocked,
+// so the entries written meanwhile stay in the tail, unapplied.
+func holdApplier(t *testing.T, s *Store) {
+	t.Helper()
+	if err := s.lockApply(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
 }
