@@ -16,6 +16,10 @@
 # while migrations run against idle, in DURATION chunks: 8 writers over
 # every slot, moving ones included (their p99 includes the holds), and 8
 # over the slots the plan never moves (what a rebalance costs the others).
+# The latter also report every second (--report-interval 1s): their
+# per-second p99s idle, and in the seconds wholly within a rebalance onto
+# g3 (the sources pay) or a drain of g3 (the targets, which serve those
+# writers, import), tell the two costs apart.
 # It works in a new directory under DIR; everything it starts is stopped
 # and that directory removed when it exits (KEEP=1 keeps it, with the logs). PPROF=1 starts every daemon with --enable-pprof
 # (profiles on their http addresses, listed in DIR/dev.out). Figures on a
@@ -115,8 +119,9 @@ chunk() {
 	"$bin" bench --clients 8 --duration "$duration" --reads 0 --keys "$keys" --value-size "$value" -o json \
 		>"$dir/$1-all-$2.json" 2>>"$dir/writers.log" &
 	local all=$!
-	"$bin" bench --clients 8 --duration "$duration" --reads 0 --keys "$keys" --value-size "$value" --key-slots "$stay" -o json \
-		>"$dir/$1-other-$2.json" 2>>"$dir/writers.log"
+	date +%s.%N >"$dir/$1-other-$2.start"
+	"$bin" bench --clients 8 --duration "$duration" --reads 0 --keys "$keys" --value-size "$value" --key-slots "$stay" \
+		--report-interval 1s -o json >"$dir/$1-other-$2.json" 2>>"$dir/writers.log"
 	wait "$all"
 }
 
@@ -127,12 +132,16 @@ done
 
 # round N: a rebalance onto g3 (N odd) or a drain of g3 (N even).
 round() {
+	local from kind=drain
+	from=$(date +%s.%N)
 	if [ $(($1 % 2)) = 1 ]; then
+		kind=rebalance
 		"$bin" admin group weight g3 1 >/dev/null
 		"$bin" admin rebalance -o json >"$dir/round-$1.json"
 	else
 		"$bin" admin drain --group g3 -o json >"$dir/round-$1.json"
 	fi
+	echo "$from $(date +%s.%N) $kind" >>"$dir/phases"
 	# The history keeps the last 50 migrations: save it every round.
 	"$bin" admin zk -r -o json migrations >"$dir/history-$1.json"
 	echo "   round $1: $(handed) hand-overs, $(($(date +%s) - start)) s ($(uptime | sed 's/.*load/load/'))"
@@ -229,4 +238,31 @@ report "all keys, idle" idle-all
 report "all keys, migrating" busy-all
 report "other slots, idle" idle-other
 report "other slots, migrating" busy-other
+# seconds PREFIX: "time p99_us" of every second of the other slots' writers.
+seconds() {
+	for f in "$dir/$1"-other-*.json; do
+		[ -s "$f" ] || continue
+		grep -o '"end_seconds": *[0-9.e+-]*\|"p99_us": *[0-9.e+-]*' "$f" |
+			awk -v t0="$(cat "${f%.json}.start")" -F': *' '
+				$1 ~ /end_seconds/ { end = $2; next }
+				end != "" { printf "%.3f %s\n", t0 + end, $2; end = "" }'
+	done
+}
+# stats NAME: the median, p90 and largest of the per-second p99s (µs) on stdin.
+stats() {
+	sort -g | awk -v name="$1" '{ v[NR] = $1 }
+		END { if (NR) printf "   %-24s per-second p99: median %6.1f ms, p90 %6.1f ms, max %6.1f ms (%d s)\n",
+			name, v[int((NR + 1) / 2)] / 1000, v[int(0.9 * NR + 0.999999)] / 1000, v[NR] / 1000, NR }'
+}
+# during KIND: the per-second p99s of the busy seconds wholly within a
+# round of KIND (rebalance or drain).
+during() {
+	{ sed 's/^/round /' "$dir/phases"; seconds busy | sed 's/^/second /'; } | awk -v kind="$1" '
+		$1 == "round" && $4 == kind { from[++n] = $2; to[n] = $3; next }
+		$1 == "second" { for (i = 1; i <= n; i++) if ($2 - 1 >= from[i] && $2 <= to[i]) { print $3; break } }'
+}
+echo "   the other slots' writers second by second (--report-interval 1s):"
+seconds idle | awk '{ print $2 }' | stats "idle"
+during rebalance | stats "rebalancing onto g3"
+during drain | stats "draining g3"
 echo "   $((rounds - 2)) rounds with writers in $busy_secs s; $(uptime)"

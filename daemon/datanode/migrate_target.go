@@ -26,6 +26,40 @@ const silentSource = 10 * time.Second
 // wait on a round of fsyncs per 1,024 small records.
 const importBatch = 16 << 10
 
+// While the group's clients write too, a snapshot write carries at most
+// sharedImportBatch records, and the import pauses after each as long as
+// it took to commit (at most maxYield): a client's write committed with or
+// right after a batch waits for the batch's log write, fsync and
+// replication, and the import would otherwise take the group's commits and
+// CPU whole. It then takes about half of them; alone, all of them.
+const (
+	sharedImportBatch = 2 << 10
+	maxYield          = 100 * time.Millisecond
+)
+
+// logShare follows whether an import shares its group's log with the
+// group's clients: whether other writes came between its last two writes.
+type logShare struct {
+	last   uint64 // the seq of the import's last write; 0: none yet
+	shared bool
+}
+
+// wrote notes a write of the import's entries first..last and says whether
+// other writes came since the import's write before.
+func (l *logShare) wrote(first, last uint64) bool {
+	l.shared = l.last != 0 && first > l.last+1
+	l.last = last
+	return l.shared
+}
+
+// snapshotBatch is how many snapshot records the next write may carry.
+func (l *logShare) snapshotBatch() int {
+	if l.shared {
+		return sharedImportBatch
+	}
+	return importBatch
+}
+
 // importer copies one migration's slots into the target group while its
 // primary role lasts: the source's snapshot and log records become writes
 // of this primary, each batch with the mark migration/<id> set to the
@@ -59,6 +93,7 @@ type importer struct {
 	// batch, or with the snapshot's end.
 	staged      []datastore.Mutation
 	stagedBytes int
+	share       logShare
 
 	errMu   sync.Mutex
 	lastErr error
@@ -228,6 +263,10 @@ type written struct {
 	through     uint64
 	positioned  bool
 	keys, bytes uint64
+	// shared: snapshot records written, since start, while the group's
+	// clients wrote too (logShare).
+	shared bool
+	start  time.Time
 }
 
 // stream runs one Migrate stream from the source group's current primary.
@@ -300,6 +339,9 @@ func (imp *importer) stream(ctx context.Context, log *slog.Logger) (progressed b
 		w, err := imp.write(sctx, batch, &through, &ended)
 		if err == nil {
 			err = imp.settle(sctx, last)
+		}
+		if err == nil {
+			err = imp.yield(sctx, last)
 			last = w
 		}
 		if err != nil {
@@ -425,7 +467,7 @@ func (imp *importer) write(ctx context.Context, msgs []*wire.MigrateMessage, thr
 				imp.staged = append(imp.staged, datastore.Mutation{Slot: int(r.Slot), Key: r.Key, Value: r.Value})
 				imp.stagedBytes += len(r.Key) + len(r.Value)
 			}
-			if len(imp.staged) < importBatch && imp.stagedBytes < shipBytes {
+			if len(imp.staged) < imp.share.snapshotBatch() && imp.stagedBytes < shipBytes {
 				return nil, imp.checkSlots(imp.staged[len(imp.staged)-len(body.SnapshotChunk.Records):])
 			}
 			muts, imp.staged, imp.stagedBytes = imp.staged, nil, 0
@@ -465,12 +507,31 @@ func (imp *importer) write(ctx context.Context, msgs []*wire.MigrateMessage, thr
 	if len(muts) == 0 {
 		return nil, nil
 	}
+	w.start = time.Now()
 	seq, err := imp.p.appendWrite(ctx, muts)
 	if err != nil {
 		return nil, fmt.Errorf("import: %w", err)
 	}
 	w.seq = seq
+	w.shared = imp.share.wrote(seq+1-uint64(len(muts)), seq) && !positioned
 	return w, nil
+}
+
+// yield pauses after a committed batch of snapshot records that shared the
+// group's log with its clients' writes for as long as the batch took, at
+// most maxYield.
+func (imp *importer) yield(ctx context.Context, w *written) error {
+	if w == nil || !w.shared {
+		return nil
+	}
+	t := time.NewTimer(min(time.Since(w.start), maxYield))
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // settle waits until w (nil: nothing) is committed, then counts it and

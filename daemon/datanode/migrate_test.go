@@ -180,3 +180,30 @@ func TestGatherLog(t *testing.T) {
 		}
 	}
 }
+
+// The import shares the log once other writes come between two of its
+// writes, and takes its snapshot in smaller batches until they stop.
+func TestLogShare(t *testing.T) {
+	var l logShare
+	for _, step := range []struct {
+		first, last uint64
+		shared      bool
+	}{
+		{5, 9, false},   // its first write: nothing to compare with
+		{10, 20, false}, // right after its own
+		{23, 30, true},  // two client entries came between
+		{31, 31, false}, // alone again
+		{40, 100, true},
+	} {
+		if got := l.wrote(step.first, step.last); got != step.shared {
+			t.Fatalf("write %d..%d: shared %v; want %v", step.first, step.last, got, step.shared)
+		}
+		want := importBatch
+		if step.shared {
+			want = sharedImportBatch
+		}
+		if got := l.snapshotBatch(); got != want {
+			t.Fatalf("after write %d..%d: a snapshot batch of %d records; want %d", step.first, step.last, got, want)
+		}
+	}
+}
