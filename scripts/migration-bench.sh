@@ -119,9 +119,9 @@ chunk() {
 	"$bin" bench --clients 8 --duration "$duration" --reads 0 --keys "$keys" --value-size "$value" -o json \
 		>"$dir/$1-all-$2.json" 2>>"$dir/writers.log" &
 	local all=$!
-	date +%s.%N >"$dir/$1-other-$2.start"
 	"$bin" bench --clients 8 --duration "$duration" --reads 0 --keys "$keys" --value-size "$value" --key-slots "$stay" \
 		--report-interval 1s -o json >"$dir/$1-other-$2.json" 2>>"$dir/writers.log"
+	date +%s.%N >"$dir/$1-other-$2.end" # the run's start: this less its elapsed_seconds
 	wait "$all"
 }
 
@@ -238,14 +238,20 @@ report "all keys, idle" idle-all
 report "all keys, migrating" busy-all
 report "other slots, idle" idle-other
 report "other slots, migrating" busy-other
-# seconds PREFIX: "time p99_us" of every second of the other slots' writers.
+# seconds PREFIX: "time p99_us" of every whole second of the other slots'
+# writers (the short last interval, of the requests still in flight at the
+# end, is left out).
 seconds() {
+	local f t0
 	for f in "$dir/$1"-other-*.json; do
-		[ -s "$f" ] || continue
-		grep -o '"end_seconds": *[0-9.e+-]*\|"p99_us": *[0-9.e+-]*' "$f" |
-			awk -v t0="$(cat "${f%.json}.start")" -F': *' '
+		if [ ! -s "$f" ] || [ ! -s "${f%.json}.end" ]; then
+			continue
+		fi
+		t0=$(awk -v end="$(cat "${f%.json}.end")" -v took="$(field elapsed_seconds "$f")" 'BEGIN { printf "%.3f", end - took }')
+		{ grep -o '"end_seconds": *[0-9.e+-]*\|"p99_us": *[0-9.e+-]*' "$f" || true; } |
+			awk -v t0="$t0" -F': *' '
 				$1 ~ /end_seconds/ { end = $2; next }
-				end != "" { printf "%.3f %s\n", t0 + end, $2; end = "" }'
+				end != "" { if (end - prev >= 0.9) printf "%.3f %s\n", t0 + end, $2; prev = end; end = "" }'
 	done
 }
 # stats NAME: the median, p90 and largest of the per-second p99s (µs) on stdin.

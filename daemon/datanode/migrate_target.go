@@ -26,19 +26,22 @@ const silentSource = 10 * time.Second
 // wait on a round of fsyncs per 1,024 small records.
 const importBatch = 16 << 10
 
-// While the group's clients write too, a snapshot write carries at most
-// sharedImportBatch records, and the import pauses after each as long as
-// it took to commit (at most maxYield): a client's write committed with or
-// right after a batch waits for the batch's log write, fsync and
-// replication, and the import would otherwise take the group's commits and
-// CPU whole. It then takes about half of them; alone, all of them.
+// While the group's clients write too (seen from the write after the one
+// they came before), a snapshot write carries at most sharedImportBatch
+// records, and the import waits for each to commit and then pauses about
+// as long (at most maxYield) before it writes the next: a client's write
+// committed with or right after a batch waits for the batch's log write,
+// fsync and replication, and the import would otherwise take the group's
+// commits and CPU whole. It then takes about half of them; alone, all.
 const (
 	sharedImportBatch = 2 << 10
 	maxYield          = 100 * time.Millisecond
 )
 
 // logShare follows whether an import shares its group's log with the
-// group's clients: whether other writes came between its last two writes.
+// group's clients: whether other writes came between its last two writes
+// (another import into the group, when the coordinator runs more than one
+// per group, counts too: the two then take turns).
 type logShare struct {
 	last   uint64 // the seq of the import's last write; 0: none yet
 	shared bool
@@ -312,6 +315,7 @@ func (imp *importer) stream(ctx context.Context, log *slog.Logger) (progressed b
 	defer cancel(nil)
 
 	imp.staged, imp.stagedBytes = nil, 0 // a snapshot cut short is copied again from the drop
+	imp.share = logShare{}               // nothing to compare with yet (a restart first wrote its drop)
 	through, ended := imp.through, imp.snapshotOK.Load()
 	var last *written
 	var held *received // taken while gathering a batch, not part of it
@@ -336,12 +340,21 @@ func (imp *importer) stream(ctx context.Context, log *slog.Logger) (progressed b
 		}
 		batch := []*wire.MigrateMessage{r.msg}
 		batch, held = gatherLog(batch, msgs, ahead)
-		w, err := imp.write(sctx, batch, &through, &ended)
+		var err error
+		if last != nil && last.shared {
+			// Shared with the clients: the log is theirs between two
+			// batches, not one batch ahead.
+			if err = imp.settle(sctx, last); err == nil {
+				err = imp.yield(sctx, last)
+			}
+			last = nil
+		}
+		var w *written
 		if err == nil {
-			err = imp.settle(sctx, last)
+			w, err = imp.write(sctx, batch, &through, &ended)
 		}
 		if err == nil {
-			err = imp.yield(sctx, last)
+			err = imp.settle(sctx, last)
 			last = w
 		}
 		if err != nil {
@@ -517,9 +530,9 @@ func (imp *importer) write(ctx context.Context, msgs []*wire.MigrateMessage, thr
 	return w, nil
 }
 
-// yield pauses after a committed batch of snapshot records that shared the
-// group's log with its clients' writes for as long as the batch took, at
-// most maxYield.
+// yield pauses after a batch of snapshot records that shared the group's
+// log with its clients' writes, settled just before, for as long as it
+// took from its write, at most maxYield.
 func (imp *importer) yield(ctx context.Context, w *written) error {
 	if w == nil || !w.shared {
 		return nil
