@@ -11,6 +11,7 @@ import (
 
 	"github.com/thunderyurts/thunderyurts/coord"
 	"github.com/thunderyurts/thunderyurts/datastore"
+	"github.com/thunderyurts/thunderyurts/internal/clock"
 	"github.com/thunderyurts/thunderyurts/wire"
 )
 
@@ -537,14 +538,7 @@ func (imp *importer) yield(ctx context.Context, w *written) error {
 	if w == nil || !w.shared {
 		return nil
 	}
-	t := time.NewTimer(min(time.Since(w.start), maxYield))
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return clock.Sleep(ctx, min(time.Since(w.start), maxYield))
 }
 
 // settle waits until w (nil: nothing) is committed, then counts it and
