@@ -535,9 +535,6 @@ func (imp *importer) write(ctx context.Context, msgs []*wire.MigrateMessage, thr
 // log with its clients' writes, settled just before, for as long as it
 // took from its write, at most maxYield.
 func (imp *importer) yield(ctx context.Context, w *written) error {
-	if w == nil || !w.shared {
-		return nil
-	}
 	return clock.Sleep(ctx, min(time.Since(w.start), maxYield))
 }
 
