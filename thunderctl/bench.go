@@ -87,9 +87,9 @@ func checkSlotList(list string) error {
 }
 
 // parseSlotList reads a --key-slots list: slots and ranges FIRST-LAST,
-// separated by commas, as ranges.
-func parseSlotList(list string) ([][2]int, error) {
-	var ranges [][2]int
+// separated by commas, as ranges (of no group).
+func parseSlotList(list string) ([]coord.SlotRange, error) {
+	var ranges []coord.SlotRange
 	for _, part := range strings.Split(list, ",") {
 		first, last, isRange := strings.Cut(part, "-")
 		lo, err := strconv.Atoi(strings.TrimSpace(first))
@@ -100,7 +100,7 @@ func parseSlotList(list string) ([][2]int, error) {
 		if err != nil || lo < 0 || hi < lo {
 			return nil, fmt.Errorf("%q is not a slot or a range FIRST-LAST", part)
 		}
-		ranges = append(ranges, [2]int{lo, hi})
+		ranges = append(ranges, coord.SlotRange{From: lo, To: hi})
 	}
 	return ranges, nil
 }
@@ -113,10 +113,10 @@ func slotSet(list string, slots int) ([]bool, error) {
 	}
 	in := make([]bool, slots)
 	for _, r := range ranges {
-		if r[1] >= slots {
-			return nil, fmt.Errorf("slot %d is not one of the cluster's %d (0-%d)", r[1], slots, slots-1)
+		if r.To >= slots {
+			return nil, fmt.Errorf("slot %d is not one of the cluster's %d (0-%d)", r.To, slots, slots-1)
 		}
-		for slot := r[0]; slot <= r[1]; slot++ {
+		for slot := r.From; slot <= r.To; slot++ {
 			in[slot] = true
 		}
 	}
