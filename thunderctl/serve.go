@@ -57,6 +57,8 @@ func serveCommand() *cli.Command {
 					stringFlag("acks", "all", "`ACKS`: acknowledge a write once durable on every in-sync replica (all) or on the primary alone (1)", checkAcks),
 					intFlag("min-insync", 1, 1, maxReplicas, "`N`: refuse writes while fewer in-sync replicas (primary included) remain"),
 					durationFlag("max-lag", 2*time.Second, time.Millisecond, time.Hour, "drop a follower from the in-sync set after it has been behind for `DURATION`"),
+					intFlag("migrate-busy-rate", 2, 0, 1_000_000, "bound a migration's snapshot copy into or out of this node's group to `MB/s` while the group's clients write "+
+						"(0 = unbounded); admin rebalance --rate bounds it as well"),
 					boolFlag("repair", "if the store is refused as damaged, set its files aside and rebuild it from the group's primary"),
 					stringFlag("memory-limit", "1GiB", "soft limit of the process's memory (Go's GOMEMLIMIT): the garbage collector works harder near it; "+
 						"`SIZE` in B, KiB, MiB or GiB, 0 for none (the GOMEMLIMIT environment variable counts when the flag is not given)", checkMemoryLimit),
@@ -273,7 +275,16 @@ func serveData(c *cli.Context) error {
 			Cluster: env.cluster, Group: c.String("group"), Listen: c.String("listen"), Advertise: c.String("advertise"),
 			HTTP: c.String("http"), Dir: c.String("dir"), MaxValueSize: c.Int("max-value-size"), Logger: env.log,
 			Acks: acks, MinInsync: c.Int("min-insync"), MaxLag: c.Duration("max-lag"), Repair: c.Bool("repair"),
-			TLS: env.certs, HTTPOptions: env.http,
+			BusyCopyRate: busyCopyRate(c.Int("migrate-busy-rate")), TLS: env.certs, HTTPOptions: env.http,
 		})
 	})
+}
+
+// busyCopyRate turns --migrate-busy-rate (MB/s, 0 unbounded) into
+// datanode.Config.BusyCopyRate (bytes/s, negative unbounded).
+func busyCopyRate(mbps int) float64 {
+	if mbps == 0 {
+		return -1
+	}
+	return float64(mbps) * 1e6
 }

@@ -38,6 +38,12 @@ const (
 	holdPoll = 10 * time.Millisecond
 	// holdRoundsMax bounds a run of hold rounds between two full steps.
 	holdRoundsMax = time.Second
+	// primaryTTL is how long the driver's steps reuse the primaries'
+	// addresses: reading them takes a ZooKeeper read per group and per
+	// node, every step, and a driver polling every 100 ms made most of
+	// ZooKeeper's load during a rebalance. A primary that does not answer
+	// has them read again at the next step.
+	primaryTTL = time.Second
 	// holdLag is how far (in source log entries) the target may trail the
 	// source's committed position for the driver to hold: what the source
 	// then pauses for is the target importing that much.
@@ -80,6 +86,11 @@ type driver struct {
 	// handovers is, per migration in hold or just switched, when the
 	// driver saw each phase of its hand-over, for the log line.
 	handovers map[string]*handover
+	// primary is each group's primary's address as read at primaryRead
+	// (zero: read them at the next step); a view shares the map, which is
+	// replaced, never changed.
+	primary     map[string]string
+	primaryRead time.Time
 }
 
 // handover is what the driver saw of one hold, for the log line it writes
@@ -255,6 +266,9 @@ func (d *driver) read(ctx context.Context, plan *coord.RebalancePlan) (*view, er
 	for _, m := range v.table.Migrations {
 		if planHas(plan, m.ID) {
 			addrs = appendPrimaries(addrs, v, m)
+			if v.primary[m.From] == "" || v.primary[m.To] == "" {
+				d.primaryRead = time.Time{} // in a failover: look again next step
+			}
 		}
 	}
 	d.ask(ctx, v, addrs)
@@ -286,6 +300,9 @@ func (d *driver) ask(ctx context.Context, v *view, addrs []string) {
 			st, err := d.cfg.NodeStatus(sctx, a)
 			if err != nil {
 				d.c.log.Debug("migration: primary did not report", "addr", a, "err", err)
+				mu.Lock()
+				d.primaryRead = time.Time{} // a failover, perhaps: read the primaries again
+				mu.Unlock()
 				return
 			}
 			mu.Lock()
@@ -296,17 +313,23 @@ func (d *driver) ask(ctx context.Context, v *view, addrs []string) {
 	wg.Wait()
 }
 
-// readTable takes the table and the primaries' addresses, no reports.
+// readTable takes the table and the primaries' addresses (read again
+// once older than primaryTTL), no reports.
 func (d *driver) readTable(ctx context.Context) (*view, error) {
 	table, _, err := d.cl.SlotTable(ctx)
 	if err != nil {
 		return nil, err
 	}
-	v := &view{table: table, primary: map[string]string{}, reports: map[string]*wire.NodeStatus{}}
-	return v, d.readPrimaries(ctx, v)
+	if d.primary == nil || time.Since(d.primaryRead) >= primaryTTL {
+		if err := d.readPrimaries(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return &view{table: table, primary: d.primary, reports: map[string]*wire.NodeStatus{}}, nil
 }
 
-func (d *driver) readPrimaries(ctx context.Context, v *view) error {
+func (d *driver) readPrimaries(ctx context.Context) error {
+	at := time.Now()
 	groups, err := d.cl.Groups(ctx)
 	if err != nil {
 		return err
@@ -319,9 +342,14 @@ func (d *driver) readPrimaries(ctx context.Context, v *view) error {
 	for _, n := range nodes {
 		addr[n.ID] = n.Addr
 	}
+	primary := map[string]string{}
 	for _, g := range groups {
-		v.primary[g.Name] = addr[g.Primary]
+		primary[g.Name] = addr[g.Primary]
+		if g.Primary != "" && addr[g.Primary] == "" {
+			at = time.Time{} // a primary not registered yet: look again next step
+		}
 	}
+	d.primary, d.primaryRead = primary, at
 	return nil
 }
 

@@ -120,7 +120,12 @@ func (src *migrationSender) send(ctx context.Context, msg *wire.MigrateMessage, 
 // of at most snapshotChunk records and shipBytes, and returns the log
 // position the copy reflects.
 func (src *migrationSender) sendSnapshot(ctx context.Context) (seq uint64, records int, err error) {
+	busy := busyPace{throttle: throttle{bytesPerSec: max(src.n.cfg.BusyCopyRate, 0)}}
 	chunks := chunker{send: func(chunk *wire.SnapshotChunk, size int) error {
+		committed, _ := src.p.watermark()
+		if err := busy.wait(ctx, committed, size); err != nil {
+			return err
+		}
 		return src.send(ctx, &wire.MigrateMessage{Body: &wire.MigrateMessage_SnapshotChunk{SnapshotChunk: chunk}}, size)
 	}}
 	seq, err = src.n.store().Snapshot(ctx, src.m.Slots(), func(slot int, key, value []byte) error {
@@ -242,6 +247,25 @@ func (src *migrationSender) corrupt(value *[]byte) (drop bool) {
 	v[0] ^= 0xff
 	*value = v
 	return false
+}
+
+// busyPace paces a snapshot at its throttle's rate while the source
+// group's clients write: the source writes nothing of its own during a
+// snapshot, so a watermark that moved since the chunk before is theirs.
+type busyPace struct {
+	throttle
+	seen uint64 // the watermark at the chunk before; 0: none yet
+}
+
+// wait blocks until size more bytes fit the rate if the group's watermark,
+// now committed, moved since the last call.
+func (b *busyPace) wait(ctx context.Context, committed uint64, size int) error {
+	moved := b.seen != 0 && committed != b.seen
+	b.seen = committed
+	if !moved {
+		return nil
+	}
+	return b.throttle.wait(ctx, size)
 }
 
 // throttle paces a stream at bytesPerSec (0: unbounded).

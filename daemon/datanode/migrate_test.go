@@ -35,6 +35,28 @@ func TestThrottlePaces(t *testing.T) {
 	}
 }
 
+// A source paces its snapshot only while its group's watermark moves
+// between chunks (its clients write), and then at the busy rate.
+func TestBusyPace(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // a wait that must sleep fails at once
+	b := busyPace{throttle: throttle{bytesPerSec: 1e6}}
+	for i, step := range []struct {
+		committed uint64
+		paced     bool
+	}{
+		{10, false}, // the first chunk: nothing to compare with
+		{10, false}, // no client wrote
+		{11, true},  // one did: 1 MB at 1 MB/s waits
+		{11, false},
+	} {
+		err := b.wait(ctx, step.committed, 1e6)
+		if paced := err != nil; paced != step.paced {
+			t.Fatalf("chunk %d at watermark %d: paced %v (%v); want %v", i, step.committed, paced, err, step.paced)
+		}
+	}
+}
+
 // A target reports the import position its store has applied, not the one
 // it received and committed: what the applier has yet to do counts as lag.
 // The pacer applies what it is asked to without the applier's batching

@@ -52,6 +52,11 @@ type Config struct {
 	// MaxLag is how long a follower may stay behind before the primary
 	// drops it from the in-sync set; 0 → 2s.
 	MaxLag time.Duration
+	// BusyCopyRate bounds, in bytes of keys and values per second, the
+	// snapshot of a migration this node imports or serves while its
+	// group's clients write too; 0 → DefaultBusyCopyRate, negative:
+	// unbounded. The migration's own rate bounds it as well.
+	BusyCopyRate float64
 	// Repair rebuilds a store that is refused as damaged from the group
 	// instead of failing the start (repair.go); a healthy store opens as
 	// usual.
@@ -152,6 +157,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	cfg.MinInsync = max(cfg.MinInsync, 1)
 	if cfg.MaxLag <= 0 {
 		cfg.MaxLag = 2 * time.Second
+	}
+	if cfg.BusyCopyRate == 0 {
+		cfg.BusyCopyRate = DefaultBusyCopyRate
 	}
 	lock, err := lockDir(cfg.Dir)
 	if err != nil {
