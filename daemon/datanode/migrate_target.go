@@ -549,16 +549,9 @@ func (imp *importer) settle(ctx context.Context, w *written) error {
 	}
 	imp.positions.appliedAt(imp.n.store().AppliedSeq()) // forgets what the applier passed
 	// Caught up, the copy waits only for this batch to be applied (the
-	// coordinator holds once it is): no pause before the round. Before
-	// that, while the group's clients write too, rounds are left to the
-	// applier's own batching: a round applies their writes as well, and a
-	// random write dirties a whole leaf page, written out by every round
-	// that applies one (rounds every applyEvery wrote 20 MB/s of pages for
-	// 1,500 writes/s).
+	// coordinator holds once it is): no pause before the round.
 	caughtUp := w.positioned && w.through >= imp.sourceCommitted.Load()
-	if caughtUp || !imp.share.shared {
-		imp.apply.ask(w.seq, caughtUp)
-	}
+	imp.apply.ask(w.seq, caughtUp)
 	imp.keys.Add(w.keys)
 	imp.bytes.Add(w.bytes)
 	imp.n.metrics.migrateKeys.Add(float64(w.keys))
