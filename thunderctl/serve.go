@@ -57,7 +57,7 @@ func serveCommand() *cli.Command {
 					stringFlag("acks", "all", "`ACKS`: acknowledge a write once durable on every in-sync replica (all) or on the primary alone (1)", checkAcks),
 					intFlag("min-insync", 1, 1, maxReplicas, "`N`: refuse writes while fewer in-sync replicas (primary included) remain"),
 					durationFlag("max-lag", 2*time.Second, time.Millisecond, time.Hour, "drop a follower from the in-sync set after it has been behind for `DURATION`"),
-					intFlag("migrate-busy-rate", 2, 0, 1_000_000, "bound a migration's snapshot copy into or out of this node's group to `MB/s` while the group's clients write "+
+					intFlag("migrate-busy-rate", int(datanode.DefaultBusyCopyRate/1e6), 0, 1_000_000, "bound a migration's snapshot copy into or out of this node's group to `MB/s` while the group's clients write "+
 						"(0 = unbounded); admin rebalance --rate bounds it as well"),
 					boolFlag("repair", "if the store is refused as damaged, set its files aside and rebuild it from the group's primary"),
 					stringFlag("memory-limit", "1GiB", "soft limit of the process's memory (Go's GOMEMLIMIT): the garbage collector works harder near it; "+
