@@ -120,7 +120,7 @@ func (src *migrationSender) send(ctx context.Context, msg *wire.MigrateMessage, 
 // of at most snapshotChunk records and shipBytes, and returns the log
 // position the copy reflects.
 func (src *migrationSender) sendSnapshot(ctx context.Context) (seq uint64, records int, err error) {
-	busy := busyPace{throttle: throttle{bytesPerSec: max(src.n.cfg.BusyCopyRate, 0)}}
+	busy := busyPace{throttle: src.n.busyThrottle()}
 	chunks := chunker{send: func(chunk *wire.SnapshotChunk, size int) error {
 		committed, _ := src.p.watermark()
 		if err := busy.wait(ctx, committed, size); err != nil {

@@ -42,6 +42,11 @@ const sharedImportBatch = 512
 // their idle p99 at it (docs/migration.md).
 const DefaultBusyCopyRate = 2e6
 
+// busyThrottle paces a copy at the node's busy rate (unbounded if negative).
+func (n *Node) busyThrottle() throttle {
+	return throttle{bytesPerSec: max(n.cfg.BusyCopyRate, 0)}
+}
+
 // logShare follows whether an import shares its group's log with the
 // group's clients: whether other writes came between its last two writes
 // (another import into the group, when the coordinator runs more than one
@@ -108,7 +113,7 @@ type importer struct {
 }
 
 func newImporter(n *Node, p *primary, m coord.Migration) *importer {
-	return &importer{n: n, p: p, m: m, apply: newApplyPacer(), busy: throttle{bytesPerSec: max(n.cfg.BusyCopyRate, 0)}}
+	return &importer{n: n, p: p, m: m, apply: newApplyPacer(), busy: n.busyThrottle()}
 }
 
 // run imports until ctx ends (the role ended, or the migration left copy
