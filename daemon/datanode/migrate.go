@@ -438,31 +438,48 @@ func wireDigests(in []datastore.SlotDigest) []*wire.SlotDigest {
 // (two fsyncs each) do not crowd the log's commits that writers wait on.
 const applyEvery = 100 * time.Millisecond
 
+// busyApplyEvery paces them instead while the group's clients write too:
+// a round applies their writes along with the import, and a random
+// client write dirties a leaf page, so rounds every applyEvery wrote a
+// leaf many times in the seconds over which the applier's own rounds
+// write it once. Spaced out, what the import leaves unapplied is a few
+// seconds of the busy pace, and the round a caught-up copy asks for at
+// once stays small.
+const busyApplyEvery = 2 * time.Second
+
 // applyPacer hurries the store's applier to the seqs it is asked for, one
-// round at a time and at most one round every applyEvery, instead of
-// leaving them to the applier's own batching delay. The rounds keep the
-// applier's background priority, but for an urgent ask (a caught-up copy
-// waits for it before its hold), which also skips the pause.
+// round at a time and at most one round every applyEvery (busyApplyEvery
+// while the group's clients write), instead of leaving them to the
+// applier's own batching delay. The rounds keep the applier's background
+// priority, but for an urgent ask (a caught-up copy waits for it before
+// its hold), which also skips the pause.
 type applyPacer struct {
-	seqs   chan uint64
+	asks   chan applyAsk
 	urgent chan struct{}
 }
 
-func newApplyPacer() *applyPacer {
-	return &applyPacer{seqs: make(chan uint64, 1), urgent: make(chan struct{}, 1)}
+// applyAsk is the newest ask: the seq to apply and whether the group's
+// clients write too.
+type applyAsk struct {
+	seq  uint64
+	busy bool
 }
 
-// ask asks for a round applying seq, at once if urgent; it never blocks:
-// an ask not yet taken is replaced by the newer one.
-func (a *applyPacer) ask(seq uint64, urgent bool) {
+func newApplyPacer() *applyPacer {
+	return &applyPacer{asks: make(chan applyAsk, 1), urgent: make(chan struct{}, 1)}
+}
+
+// ask asks for a round applying seq, at once if urgent, paced as busy
+// says; it never blocks: an ask not yet taken is replaced by the newer one.
+func (a *applyPacer) ask(seq uint64, urgent, busy bool) {
 	for sent := false; !sent; {
 		select {
-		case a.seqs <- seq:
+		case a.asks <- applyAsk{seq: seq, busy: busy}:
 			sent = true
 		default:
 			select {
-			case old := <-a.seqs:
-				seq = max(seq, old)
+			case old := <-a.asks:
+				seq = max(seq, old.seq)
 			default:
 			}
 		}
@@ -489,24 +506,28 @@ func (a *applyPacer) run(ctx context.Context, store func() *datastore.Store) {
 		case <-a.urgent:
 			urgent = true
 		}
-		var seq uint64
+		var ask applyAsk
 		select {
 		case <-ctx.Done():
 			return
-		case seq = <-a.seqs:
+		case ask = <-a.asks:
 		}
 		// ask sends the seq before the token: an urgent ask that woke an
-		// idle pacer through seqs is for this round.
+		// idle pacer through asks is for this round.
 		select {
 		case <-a.urgent:
 			urgent = true
 		default:
 		}
-		if store().ApplyThrough(ctx, seq, urgent) != nil {
+		if store().ApplyThrough(ctx, ask.seq, urgent) != nil {
 			return
 		}
 		// An urgent ask made during the round is for what it did not apply.
-		pause.Reset(applyEvery)
+		if ask.busy {
+			pause.Reset(busyApplyEvery)
+		} else {
+			pause.Reset(applyEvery)
+		}
 	}
 }
 

@@ -91,7 +91,8 @@ type importer struct {
 	// report shows the applied one in copy, the committed one in hold.
 	positions importPositions
 	// apply applies the import as it is committed, so the applied
-	// position reported in copy trails the committed one little.
+	// position reported in copy trails the committed one little (by a
+	// few seconds of the busy pace while the group's clients write).
 	apply      *applyPacer
 	resumable  bool
 	restart    bool // the source cannot resume from through: copy again
@@ -556,7 +557,7 @@ func (imp *importer) settle(ctx context.Context, w *written) error {
 	// Caught up, the copy waits only for this batch to be applied (the
 	// coordinator holds once it is): no pause before the round.
 	caughtUp := w.positioned && w.through >= imp.sourceCommitted.Load()
-	imp.apply.ask(w.seq, caughtUp)
+	imp.apply.ask(w.seq, caughtUp, imp.share.shared)
 	imp.keys.Add(w.keys)
 	imp.bytes.Add(w.bytes)
 	imp.n.metrics.migrateKeys.Add(float64(w.keys))

@@ -109,8 +109,8 @@ func TestAppliedImportPositions(t *testing.T) {
 	pctx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { defer close(done); pacer.run(pctx, func() *datastore.Store { return store }) }()
-	pacer.ask(second-1, false)
-	pacer.ask(second, true) // replaces the ask not yet taken, or follows it at once
+	pacer.ask(second-1, false, true)
+	pacer.ask(second, true, true) // replaces the ask not yet taken, or follows it at once
 	poll.Until(t, 10*time.Second, "the pacer applies the second batch", func() bool { return store.AppliedSeq() >= second })
 	stop()
 	<-done
@@ -123,6 +123,47 @@ func TestAppliedImportPositions(t *testing.T) {
 
 	ip.reset()
 	want("after a drop", 0, false)
+}
+
+// While the group's clients write, the pacer spaces its rounds
+// busyApplyEvery apart (each applies their random writes too), and an
+// urgent ask, a caught-up copy's, still gets a round at once.
+func TestApplyPacerBusy(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	store, err := datastore.Open(filepath.Join(t.TempDir(), "s"), datastore.Options{Slots: 4, AutoCommit: true, NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = store.Close() }()
+	write := func(key string) uint64 {
+		t.Helper()
+		seq, err := store.Write(ctx, []datastore.Mutation{{Slot: 1, Key: []byte(key), Value: []byte("v")}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return seq
+	}
+	pacer := newApplyPacer()
+	pctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); pacer.run(pctx, func() *datastore.Store { return store }) }()
+	defer func() { stop(); <-done }()
+
+	first := write("a")
+	pacer.ask(first, false, true) // the first round comes at once
+	poll.Until(t, 10*time.Second, "the pacer's first round", func() bool { return store.AppliedSeq() >= first })
+	asked := time.Now()
+	second := write("b")
+	pacer.ask(second, false, true)
+	// The applier's own batching delay is seconds longer than this wait:
+	// only the pacer could apply the write, and its pause is not over.
+	time.Sleep(300 * time.Millisecond)
+	if applied := store.AppliedSeq(); applied >= second && time.Since(asked) < busyApplyEvery/2 {
+		t.Fatalf("a busy pacer made its next round within %s of the one before", time.Since(asked))
+	}
+	pacer.ask(second, true, true)
+	poll.Until(t, 10*time.Second, "the urgent round", func() bool { return store.AppliedSeq() >= second })
 }
 
 // The importer's receive window lets messages through while their bytes
