@@ -64,11 +64,7 @@ func TestBusyPace(t *testing.T) {
 func TestAppliedImportPositions(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	store, err := datastore.Open(filepath.Join(t.TempDir(), "s"), datastore.Options{Slots: 4, AutoCommit: true, NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = store.Close() }()
+	store := smallStore(t)
 	var ip importPositions
 	if through, ok := ip.appliedAt(store.AppliedSeq()); ok {
 		t.Fatalf("a position (%d) before any import", through)
@@ -105,15 +101,11 @@ func TestAppliedImportPositions(t *testing.T) {
 		t.Fatalf("committed position %d (%v), want 700", through, ok)
 	}
 	want("second received, its committed position read", 500, true)
-	pacer := newApplyPacer()
-	pctx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); pacer.run(pctx, func() *datastore.Store { return store }) }()
+	pacer, stop := startPacer(ctx, store)
 	pacer.ask(second-1, false, true)
 	pacer.ask(second, true, true) // replaces the ask not yet taken, or follows it at once
 	poll.Until(t, 10*time.Second, "the pacer applies the second batch", func() bool { return store.AppliedSeq() >= second })
 	stop()
-	<-done
 	want("second applied", 700, true)
 	// A view of the store older than the position known applied (digests
 	// read while the applier passed it) gets none: not that newer one.
@@ -131,11 +123,7 @@ func TestAppliedImportPositions(t *testing.T) {
 func TestApplyPacerBusy(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	store, err := datastore.Open(filepath.Join(t.TempDir(), "s"), datastore.Options{Slots: 4, AutoCommit: true, NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = store.Close() }()
+	store := smallStore(t)
 	write := func(key string) uint64 {
 		t.Helper()
 		seq, err := store.Write(ctx, []datastore.Mutation{{Slot: 1, Key: []byte(key), Value: []byte("v")}})
@@ -144,11 +132,8 @@ func TestApplyPacerBusy(t *testing.T) {
 		}
 		return seq
 	}
-	pacer := newApplyPacer()
-	pctx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); pacer.run(pctx, func() *datastore.Store { return store }) }()
-	defer func() { stop(); <-done }()
+	pacer, stop := startPacer(ctx, store)
+	defer stop()
 
 	first := write("a")
 	pacer.ask(first, false, true) // the first round comes at once
@@ -164,6 +149,28 @@ func TestApplyPacerBusy(t *testing.T) {
 	}
 	pacer.ask(second, true, true)
 	poll.Until(t, 10*time.Second, "the urgent round", func() bool { return store.AppliedSeq() >= second })
+}
+
+// smallStore opens a store of 4 slots that commits without fsync; the
+// test closes it.
+func smallStore(t *testing.T) *datastore.Store {
+	t.Helper()
+	store, err := datastore.Open(filepath.Join(t.TempDir(), "s"), datastore.Options{Slots: 4, AutoCommit: true, NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	return store
+}
+
+// startPacer runs an apply pacer on store until stop, which returns once
+// the pacer did.
+func startPacer(ctx context.Context, store *datastore.Store) (_ *applyPacer, stop func()) {
+	pacer := newApplyPacer()
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); pacer.run(ctx, func() *datastore.Store { return store }) }()
+	return pacer, func() { cancel(); <-done }
 }
 
 // The importer's receive window lets messages through while their bytes

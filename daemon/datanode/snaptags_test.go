@@ -91,11 +91,7 @@ func TestSnapshotCarriesTheRetryWindow(t *testing.T) {
 // entry is gone (truncated, replaced) would make the follower answer a
 // write that was never written.
 func TestSnapshotTagsAreCheckedAgainstTheLog(t *testing.T) {
-	store, err := datastore.Open(filepath.Join(t.TempDir(), "s"), datastore.Options{Slots: 4, AutoCommit: true, NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
+	store := smallStore(t)
 	held, later := datastore.Tag{Client: 1, Seq: 1}, datastore.Tag{Client: 1, Seq: 3}
 	muts := []datastore.Mutation{{Slot: 1, Key: []byte("a"), Tag: held}, {Slot: 1, Key: []byte("b")}, {Slot: 1, Key: []byte("c"), Tag: later}}
 	if _, err := store.Write(context.Background(), muts); err != nil {
