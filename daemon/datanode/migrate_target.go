@@ -34,9 +34,10 @@ const importBatch = 16 << 10
 // fsync and replication, and the copy's CPU (about 5 µs a key over the
 // groups' members) and disk writes (log, spare segments, pages) are taken
 // from the clients' requests. Small batches keep what one commit adds to
-// a client's write small (64 records of 100 bytes: ~8 KB); the commits a
-// second they take still carry more than the busy pace. The source paces
-// its snapshot the same way while its own clients write (sendSnapshot).
+// a client's write small (64 records of 100 bytes: ~8 KB), and one
+// commit per batch still keeps up with the default busy pace. The source
+// paces its snapshot the same way while its own clients write
+// (sendSnapshot).
 const sharedImportBatch = 64
 
 // DefaultBusyCopyRate is Config.BusyCopyRate's default, 2 MB/s: on the
