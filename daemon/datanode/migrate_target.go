@@ -41,8 +41,9 @@ const importBatch = 16 << 10
 const sharedImportBatch = 64
 
 // DefaultBusyCopyRate is Config.BusyCopyRate's default, 2 MB/s: on the
-// project's 2-core machine the other slots' writers kept within about 2×
-// their idle p99 at it (docs/migration.md).
+// project's 2-core machine the other slots' writers kept within 2× their
+// idle p99 during rebalances at it; half the rate took only about 2 ms
+// off the drain seconds' p99 (docs/migration.md).
 const DefaultBusyCopyRate = 2e6
 
 // busyThrottle paces a copy at the node's busy rate (unbounded if negative).
