@@ -207,8 +207,9 @@ func (r *rounds) Applied(entries int, _ time.Duration) {
 // and a round of every committed entry would hold that many pages in
 // memory.
 func TestApplyBoundedByDirtyPages(t *testing.T) {
-	// Values of 4,000 bytes: ~4,000 leaf pages; rounds aim at 1,536.
-	const keys, target = 12_000, 24 << 20
+	// Values of 4,000 bytes, four to a leaf page (the fill, in key order,
+	// packs them): ~3,000 pages; rounds aim at 1,024.
+	const keys, target = 12_000, 16 << 20
 	obs := &rounds{}
 	s, _ := newStore(t, Options{NoSync: true, Observer: obs, applyDirty: target})
 	value := make([]byte, 4000)

@@ -255,6 +255,9 @@ type slotWriter struct {
 	// c finds the old values. One cursor repositioned for each key
 	// allocates once; Bucket.Get allocates a cursor per call.
 	c *bolt.Cursor
+	// appended: this transaction's puts to the slot all went past the end
+	// of its bucket, as a copied slot's do; inside: one did not.
+	appended, inside bool
 }
 
 func newSlotsTx(tx *bolt.Tx) *slotsTx {
@@ -307,8 +310,15 @@ func (t *slotsTx) put(slot uint16, key, value, rec []byte) error {
 	if err != nil {
 		return err
 	}
-	if old := w.old(key); old != nil {
+	k, old := w.c.Seek(key)
+	switch {
+	case k == nil:
+		w.appended = true
+	case bytes.Equal(k, key):
 		w.st.remove(key, storedValue(old))
+		fallthrough
+	default:
+		w.inside = true
 	}
 	encodeRecord(rec, key, value)
 	w.st.add(key, value)
@@ -336,13 +346,25 @@ func (t *slotsTx) drop(slot uint16) error {
 		return err
 	}
 	w.st, w.b, w.c = slotStats{}, nil, nil
+	w.appended, w.inside = false, false
 	name := slotBucketName(int(slot))
 	return t.tx.DeleteBucket(name[:])
 }
 
-// flush writes the stats of the slots changed.
+// appendFill is how full the commit packs the leaf pages of a slot whose
+// puts all went past its bucket's end. bbolt splits a node at half a page
+// by default, so that random inserts find room; a slot copied in key order
+// (a migration's snapshot) then took twice the pages, each written, and
+// later read, for half its worth.
+const appendFill = 1.0
+
+// flush writes the stats of the slots changed and sets how full the
+// commit packs their pages.
 func (t *slotsTx) flush() error {
 	for slot, w := range t.slots {
+		if w.b != nil && w.appended && !w.inside {
+			w.b.FillPercent = appendFill
+		}
 		if err := putSlotStats(t.stats, slot, w.st); err != nil {
 			return fmt.Errorf("stats of slot %d: %w", slot, err)
 		}

@@ -484,3 +484,57 @@ func holdApplier(t *testing.T, s *Store) {
 		t.Fatal(err)
 	}
 }
+
+// A slot filled in key order, in rounds, as a migration's copy fills it,
+// is packed into full leaf pages; keys put in random order keep bbolt's
+// half-page splits, which leave room for the inserts that follow.
+func TestAppendedSlotPagesFull(t *testing.T) {
+	s, _ := newStore(t, Options{NoSync: true})
+	const n, round = 20_000, 1_000
+	value := make([]byte, 100)
+	write := func(slot int, order []int) {
+		for start := 0; start < n; start += round {
+			muts := make([]Mutation, 0, round)
+			for _, i := range order[start : start+round] {
+				muts = append(muts, Mutation{Slot: slot, Key: fmt.Appendf(nil, "k%07d", i), Value: value})
+			}
+			if _, err := s.Write(testCtx(t), muts); err != nil {
+				t.Fatal(err)
+			}
+			waitApplied(t, s) // a round per write
+		}
+	}
+	inOrder := make([]int, n)
+	for i := range inOrder {
+		inOrder[i] = i
+	}
+	write(1, inOrder)
+	write(2, rand.Perm(n))
+	fill := func(slot int) float64 {
+		var st bolt.BucketStats
+		if err := s.db.View(func(tx *bolt.Tx) error {
+			name := slotBucketName(slot)
+			st = tx.Bucket(name[:]).Stats()
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return float64(st.LeafInuse) / float64(st.LeafAlloc)
+	}
+	if f := fill(1); f < 0.9 {
+		t.Errorf("slot filled in key order: leaf pages %.0f%% full, want at least 90%%", 100*f)
+	}
+	if f := fill(2); f > 0.8 {
+		t.Errorf("slot filled in random order: leaf pages %.0f%% full, want room left for inserts", 100*f)
+	}
+	for _, slot := range []int{1, 2} {
+		for _, i := range []int{0, 1, n / 2, n - 1} {
+			if got := mustGet(t, s, slot, fmt.Sprintf("k%07d", i)); got != string(value) {
+				t.Fatalf("slot %d key %d: %q", slot, i, got)
+			}
+		}
+	}
+	if d := digests(t, s); d[1].Keys != n || d[2].Keys != n {
+		t.Fatalf("slot key counts %d and %d, want %d each", d[1].Keys, d[2].Keys, n)
+	}
+}
