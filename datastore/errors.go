@@ -32,6 +32,10 @@ var (
 	// longer than MaxValueSize; nothing is written.
 	ErrValueTooLarge = errors.New("datastore: value too large")
 
+	// ErrStepEnd is not a failure: SnapshotInSteps's callback returns it to
+	// end the step after the key it was given (and took).
+	ErrStepEnd = errors.New("datastore: end of the snapshot's step")
+
 	// ErrClosed is returned by every method once Close has been called, and
 	// by writes that were still queued when it was.
 	ErrClosed = errors.New("datastore: store closed")

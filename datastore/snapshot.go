@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"slices"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -27,28 +28,120 @@ import (
 // Options.LogRetention says, so the caller should start reading promptly.
 // key and value alias the file or the log and are valid only until fn
 // returns. The read transaction also keeps the pages it reads from being
-// reused; the file grows meanwhile.
+// reused; the file grows meanwhile: a slow reader wants SnapshotInSteps.
 //
 // Errors: the first error of fn, ctx.Err() (checked every 1024 keys),
 // ErrBadSlot, ErrCorrupt (naming slot and key; fn has then seen only the
 // keys before it), ErrRestoring, ErrClosed.
 func (s *Store) Snapshot(ctx context.Context, slots []int, fn func(slot int, key, value []byte) error) (seq uint64, err error) {
-	return s.SnapshotCut(ctx, slots, nil, fn)
+	return s.snapshot(ctx, slots, 0, nil, fn, nil)
 }
 
 // SnapshotCut is Snapshot that first calls begin, when not nil, with the
 // seq the copy reflects, before any fn: for a copy whose header names its
 // log position (backups). An error from begin ends it as fn's would.
 func (s *Store) SnapshotCut(ctx context.Context, slots []int, begin func(seq uint64) error, fn func(slot int, key, value []byte) error) (seq uint64, err error) {
+	return s.snapshot(ctx, slots, 0, begin, fn, nil)
+}
+
+// SnapshotInSteps is Snapshot for a reader that may be slow (a paced
+// migration copy): it reads in steps, each from a new read transaction,
+// and calls between (when not nil) before every step but the first,
+// outside any transaction, for the waits of a slow reader. A step ends once
+// step has passed (checked after each key) or once fn returns ErrStepEnd.
+// One transaction held for the whole of a slow copy keeps every page freed
+// meanwhile from being reused, so the file grows by all the writes of that
+// time, and once it outgrows its memory map the remap waits for the
+// transaction: every write of the node stalled, for seconds.
+// The copy is then not one cut: each key is as some committed seq at or
+// after the returned one left it, so only the copy followed by the log
+// from seq+1 reproduces the store (whatever changed a key between two
+// steps is in that log). A migration's import is exactly that. The log is
+// pinned from seq on until it returns, as for Snapshot.
+func (s *Store) SnapshotInSteps(ctx context.Context, slots []int, step time.Duration, fn func(slot int, key, value []byte) error, between func() error) (seq uint64, err error) {
+	return s.snapshot(ctx, slots, step, nil, fn, between)
+}
+
+// snapshotCursor is where a snapshot stands between its steps.
+type snapshotCursor struct {
+	slots []int
+	// i indexes the slot being read; after is the last key read in it, nil
+	// before its first.
+	i     int
+	after []byte
+	// pinned: the first step pinned the log at pin; seq is the position the
+	// copy reflects (at least).
+	pinned   bool
+	pin, seq uint64
+	n        int // keys read, for the ctx checks
+}
+
+// snapshot does the work of Snapshot (step 0: one transaction),
+// SnapshotCut and SnapshotInSteps.
+func (s *Store) snapshot(ctx context.Context, slots []int, step time.Duration, begin func(seq uint64) error, fn func(slot int, key, value []byte) error, between func() error) (uint64, error) {
 	if err := s.checkSlots(slots); err != nil {
 		return 0, fmt.Errorf("snapshot: %w", err)
+	}
+	c := &snapshotCursor{slots: slots}
+	defer func() {
+		if c.pinned {
+			s.mu.Lock()
+			if s.pins[c.pin]--; s.pins[c.pin] == 0 {
+				delete(s.pins, c.pin)
+			}
+			s.mu.Unlock()
+		}
+	}()
+	for {
+		if err := s.snapshotStep(ctx, c, step, begin, fn); err != nil {
+			return 0, fmt.Errorf("snapshot: %w", err)
+		}
+		if c.i == len(slots) {
+			return c.seq, nil
+		}
+		begin = nil
+		if between != nil {
+			if err := between(); err != nil {
+				return 0, fmt.Errorf("snapshot: %w", err)
+			}
+		}
+	}
+}
+
+// snapshotStep reads from where c stands, from one read transaction, until
+// the slots are done or step (when not 0) has passed.
+func (s *Store) snapshotStep(ctx context.Context, c *snapshotCursor, step time.Duration, begin func(seq uint64) error, fn func(slot int, key, value []byte) error) error {
+	if c.pinned {
+		// A later step need not hold the applier off (and wait for its
+		// round): its transaction's applied seq names the entries to merge,
+		// still in the tail unless a round applied and trimmed them since.
+		err := s.view(func(tx *bolt.Tx) error {
+			applied, err := metaU64(tx, metaApplied)
+			if err != nil {
+				return err
+			}
+			s.mu.RLock()
+			err, want := s.unreadableLocked(), s.committed
+			s.mu.RUnlock()
+			if err != nil {
+				return err
+			}
+			pending, err := s.unappliedThrough(applied, want, c.slots[c.i:])
+			if err != nil {
+				return err
+			}
+			return c.read(ctx, tx, &pending, step, nil, fn)
+		})
+		if !errors.Is(err, errTailTrimmed) {
+			return err
+		}
 	}
 	// No round commits while the entries after the applied seq are copied
 	// and the read transaction starts: then those entries are still in the
 	// tail and the transaction holds exactly the applied seq. Restores and
 	// truncations wait too.
 	if err := s.lockApply(ctx); err != nil {
-		return 0, fmt.Errorf("snapshot: wait for the apply round in progress: %w", err)
+		return fmt.Errorf("wait for the apply round in progress: %w", err)
 	}
 	held := true
 	release := func() {
@@ -61,24 +154,19 @@ func (s *Store) SnapshotCut(ctx context.Context, slots []int, begin func(seq uin
 	s.mu.Lock()
 	if err := s.unreadableLocked(); err != nil {
 		s.mu.Unlock()
-		return 0, fmt.Errorf("snapshot: %w", err)
+		return err
 	}
 	pin, want := s.applied, s.committed
-	s.pins[pin]++
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		if s.pins[pin]--; s.pins[pin] == 0 {
-			delete(s.pins, pin)
-		}
-		s.mu.Unlock()
-	}()
-	seq = max(pin, want)
-	pending, err := s.unappliedThrough(pin, want, slots)
-	if err != nil { // the applier is held off: they must be there
-		return 0, fmt.Errorf("snapshot: committed %v: %w", err, ErrCorrupt)
+	if !c.pinned {
+		s.pins[pin]++
+		c.pinned, c.pin, c.seq = true, pin, max(pin, want)
 	}
-	err = s.view(func(tx *bolt.Tx) error {
+	s.mu.Unlock()
+	pending, err := s.unappliedThrough(pin, want, c.slots[c.i:])
+	if err != nil { // the applier is held off: they must be there
+		return fmt.Errorf("committed %v: %w", err, ErrCorrupt)
+	}
+	return s.view(func(tx *bolt.Tx) error {
 		applied, err := metaU64(tx, metaApplied)
 		if err != nil {
 			return err
@@ -87,66 +175,90 @@ func (s *Store) SnapshotCut(ctx context.Context, slots []int, begin func(seq uin
 		if applied != pin {
 			return fmt.Errorf("the data file is at seq %d, the applier at %d: %w", applied, pin, ErrCorrupt)
 		}
-		pending.sort()
-		if begin != nil {
-			if err := begin(seq); err != nil {
-				return err
-			}
+		return c.read(ctx, tx, &pending, step, begin, fn)
+	})
+}
+
+// read reads from where c stands in tx, merging pending, until the slots
+// are done or step (when not 0) has passed; it calls begin, when not nil,
+// before any fn.
+func (c *snapshotCursor) read(ctx context.Context, tx *bolt.Tx, pending *unapplied, step time.Duration, begin func(seq uint64) error, fn func(slot int, key, value []byte) error) error {
+	var deadline time.Time
+	if step > 0 {
+		deadline = time.Now().Add(step)
+	}
+	pending.sort()
+	if begin != nil {
+		if err := begin(c.seq); err != nil {
+			return err
 		}
-		n := 0
-		for _, slot := range slots {
-			drop, ents := pending.slot(slot)
-			var c *bolt.Cursor
-			if b := slotBucket(tx, slot); b != nil && drop == 0 {
-				c = b.Cursor()
+	}
+	for ; c.i < len(c.slots); c.i, c.after = c.i+1, nil {
+		slot := c.slots[c.i]
+		drop, ents := pending.slot(slot)
+		var cur *bolt.Cursor
+		if b := slotBucket(tx, slot); b != nil && drop == 0 {
+			cur = b.Cursor()
+		}
+		var k, rec []byte
+		if c.after != nil {
+			j, found := slices.BinarySearchFunc(ents, c.after, func(e *entry, key []byte) int { return bytes.Compare(e.key, key) })
+			if found {
+				j++
 			}
-			var k, rec []byte
-			if c != nil {
-				k, rec = c.First()
+			ents = ents[j:]
+			if cur != nil {
+				if k, rec = cur.Seek(c.after); bytes.Equal(k, c.after) {
+					k, rec = cur.Next()
+				}
 			}
-			for k != nil || len(ents) > 0 {
-				if n++; n%1024 == 0 {
-					if err := ctx.Err(); err != nil {
-						return err
-					}
+		} else if cur != nil {
+			k, rec = cur.First()
+		}
+		for k != nil || len(ents) > 0 {
+			if c.n++; c.n%1024 == 0 {
+				if err := ctx.Err(); err != nil {
+					return err
 				}
-				order := -1 // the next unapplied entry comes first
-				if k != nil {
-					order = 1
-					if len(ents) > 0 {
-						order = bytes.Compare(ents[0].key, k)
-					}
+			}
+			order := -1 // the next unapplied entry comes first
+			if k != nil {
+				order = 1
+				if len(ents) > 0 {
+					order = bytes.Compare(ents[0].key, k)
 				}
-				if order <= 0 {
-					e := ents[0]
-					ents = ents[1:]
-					if order == 0 {
-						k, rec = c.Next() // the file's older version
-					}
-					if e.del {
-						continue
-					}
-					if err := fn(slot, e.key, e.value); err != nil {
-						return err
-					}
-					continue
+			}
+			var read []byte // the key this turn read
+			var err error   // fn's
+			if order <= 0 {
+				e := ents[0]
+				ents = ents[1:]
+				if order == 0 {
+					k, rec = cur.Next() // the file's older version
 				}
+				read = e.key
+				if !e.del {
+					err = fn(slot, e.key, e.value)
+				}
+			} else {
 				v, ok := openRecord(k, rec)
 				if !ok {
 					return corruptRecord(slot, k, "checksum mismatch")
 				}
-				if err := fn(slot, k, v); err != nil {
-					return err
-				}
-				k, rec = c.Next()
+				err = fn(slot, k, v)
+				read = k
+				k, rec = cur.Next()
+			}
+			switch {
+			case step > 0 && (errors.Is(err, ErrStepEnd) || err == nil && time.Now().After(deadline)):
+				c.after = bytes.Clone(read)
+				return nil
+			case err != nil:
+				return err
 			}
 		}
-		return nil
-	})
-	if err != nil {
-		return 0, fmt.Errorf("snapshot: %w", err)
 	}
-	return seq, nil
+	return nil
 }
 
 // unreadableLocked says why the data file and the tail cannot be read

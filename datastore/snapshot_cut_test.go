@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"testing"
+	"time"
 )
 
 // SnapshotCut names the seq before the first record, the same seq it
@@ -46,7 +47,8 @@ func TestSnapshotCut(t *testing.T) {
 // SnapshotCut merges what is committed but not applied into the data
 // file's keys instead of waiting for the applier: overwrites, deletes, new
 // keys, a dropped slot written again and a mark, in key order, cut at the
-// committed seq, the same copy Snapshot gives once everything is applied.
+// committed seq, the same copy Snapshot gives once everything is applied;
+// so does SnapshotInSteps, with nothing written between its steps.
 func TestSnapshotCutMergesUnapplied(t *testing.T) {
 	s, _ := newStore(t, Options{NoSync: true})
 	ctx := testCtx(t)
@@ -105,6 +107,17 @@ func TestSnapshotCutMergesUnapplied(t *testing.T) {
 	}
 	if seq != committed || !reflect.DeepEqual(got, model) {
 		t.Fatalf("SnapshotCut = seq %d (committed %d)\n%v\nwant\n%v", seq, committed, got, model)
+	}
+	// In steps of one key each: every step resumes after a key the file
+	// holds, one only the unapplied entries hold, or one they delete.
+	seq, got = copyOf(func(fn func(int, []byte, []byte) error) (uint64, error) {
+		return s.SnapshotInSteps(ctx, []int{0, 1, 2}, time.Nanosecond, fn, nil)
+	})
+	if applied := s.AppliedSeq(); applied >= committed {
+		t.Fatalf("applied seq %d reached the committed %d: the copy waited for the applier", applied, committed)
+	}
+	if seq != committed || !reflect.DeepEqual(got, model) {
+		t.Fatalf("SnapshotInSteps = seq %d (committed %d)\n%v\nwant\n%v", seq, committed, got, model)
 	}
 	waitApplied(t, s)
 	seq, got = copyOf(func(fn func(int, []byte, []byte) error) (uint64, error) {
@@ -169,12 +182,95 @@ func TestSnapshotConcurrent(t *testing.T) {
 	}
 }
 
+// A copy in steps taken while a writer writes and apply rounds run, a new
+// read transaction for every key, followed by the history after the seq it
+// returns, reproduces the store: what a migration's target imports.
+func TestSnapshotInStepsConcurrent(t *testing.T) {
+	s, _ := newStore(t, Options{NoSync: true, tailBytes: 64 << 10})
+	ctx := testCtx(t)
+	reads := readsDuringWrites(t, s, func() (uint64, any) {
+		kv := map[int]map[string]string{0: {}, 1: {}, 2: {}, 3: {}}
+		seq, err := s.SnapshotInSteps(ctx, []int{2, 0, 3, 1}, time.Nanosecond, func(slot int, key, value []byte) error {
+			kv[slot][string(key)] = string(value)
+			return nil
+		}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return seq, kv
+	})
+	for _, r := range reads {
+		got := r.got.(map[int]map[string]string)
+		for _, m := range r.later {
+			applyToModel(got, m)
+			applyToModel(r.want, m)
+		}
+		if !reflect.DeepEqual(got, r.want) {
+			t.Fatalf("the copy in steps from seq %d, plus the history after it, differs from the store\n%v\nwant\n%v", r.seq, got, r.want)
+		}
+	}
+}
+
+// A copy in steps begins a new read transaction once a step has passed
+// and once its callback ends the step, and calls between outside them: a
+// reader that waits there holds no transaction.
+func TestSnapshotInStepsRenewsTransaction(t *testing.T) {
+	s, _ := newStore(t, Options{NoSync: true})
+	ctx := testCtx(t)
+	var muts []Mutation
+	for i := range 100 {
+		muts = append(muts, Mutation{Slot: i % 2, Key: fmt.Appendf(nil, "k%03d", i), Value: []byte("v")})
+	}
+	if _, err := s.Write(ctx, muts); err != nil {
+		t.Fatal(err)
+	}
+	waitApplied(t, s)
+	copySteps := func(step time.Duration, fn func() error) (keys, steps int) {
+		t.Helper()
+		before := s.db.Stats().TxN
+		steps = 1
+		if _, err := s.SnapshotInSteps(ctx, []int{1, 0}, step, func(int, []byte, []byte) error {
+			keys++
+			return fn()
+		}, func() error {
+			if open := s.db.Stats().OpenTxN; open != 0 {
+				t.Errorf("%d read transactions open between two steps", open)
+			}
+			steps++
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if began := s.db.Stats().TxN - before; began != steps {
+			t.Errorf("%d steps began %d read transactions", steps, began)
+		}
+		return keys, steps
+	}
+	if keys, steps := copySteps(time.Millisecond, func() error {
+		time.Sleep(time.Millisecond)
+		return nil
+	}); keys != 100 || steps < 100 {
+		t.Errorf("a copy of %d keys, each past the step, took %d steps; want 100 keys and 100 steps or more", keys, steps)
+	}
+	n := 0
+	if keys, steps := copySteps(time.Hour, func() error {
+		if n++; n%10 == 0 {
+			return ErrStepEnd
+		}
+		return nil
+	}); keys != 100 || steps != 11 {
+		t.Errorf("a copy of %d keys, ending a step every 10, took %d steps; want 100 keys and 11 steps", keys, steps)
+	}
+}
+
 // replayedRead is what one read of readsDuringWrites returned, at seq,
-// and the content of slots 0-3 the history replayed to seq leaves.
+// the content of slots 0-3 the history replayed to seq leaves, and the
+// history after seq.
 type replayedRead struct {
-	seq  uint64
-	got  any
-	want map[int]map[string]string
+	seq   uint64
+	got   any
+	want  map[int]map[string]string
+	later []Mutation
 }
 
 // readsDuringWrites calls read (returning the seq it reflects and what it
@@ -245,7 +341,8 @@ func readsDuringWrites(t *testing.T, s *Store, read func() (uint64, any)) []repl
 		for _, b := range history {
 			for j, m := range b.muts {
 				if b.last-uint64(len(b.muts)-1-j) > reads[i].seq {
-					break
+					reads[i].later = append(reads[i].later, m)
+					continue
 				}
 				applyToModel(want, m)
 			}

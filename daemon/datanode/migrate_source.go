@@ -15,6 +15,12 @@ import (
 // scanned its log, records of the slots or not.
 const positionEvery = 75 * time.Millisecond
 
+// snapshotStep bounds how long a migration's copy holds one read
+// transaction of the source's data file while it reads a chunk (sending
+// and the pace wait outside it); the remap that file's growth may need
+// waits that long at most.
+const snapshotStep = 250 * time.Millisecond
+
 // Migrate serves the copy of a migration's slots to the target group's
 // primary: a consistent snapshot of the slots (unless the target resumes
 // from a log position), then every log record of the slots after it, only
@@ -116,25 +122,46 @@ func (src *migrationSender) send(ctx context.Context, msg *wire.MigrateMessage, 
 	return src.rpc.Send(msg)
 }
 
-// sendSnapshot sends the slots' keys from one read transaction in chunks
-// of at most snapshotChunk records and shipBytes, and returns the log
-// position the copy reflects.
+// sendSnapshot sends the slots' keys in chunks of at most snapshotChunk
+// records and shipBytes, and returns the log position the copy reflects.
+// The copy reads in steps (Store.SnapshotInSteps), one read transaction
+// per chunk at most: a chunk is sent, and the pace waited for, between
+// two steps. A copy paced by the group's writers takes minutes; held in one
+// transaction, it let the data file grow by all their writes, and its remap
+// stalled every write of the node for seconds.
 func (src *migrationSender) sendSnapshot(ctx context.Context) (seq uint64, records int, err error) {
 	busy := busyPace{throttle: src.n.busyThrottle()}
-	chunks := chunker{send: func(chunk *wire.SnapshotChunk, size int) error {
+	send := func(chunk *wire.SnapshotChunk, size int) error {
 		committed, _ := src.p.watermark()
 		if err := busy.wait(ctx, committed, size); err != nil {
 			return err
 		}
 		return src.send(ctx, &wire.MigrateMessage{Body: &wire.MigrateMessage_SnapshotChunk{SnapshotChunk: chunk}}, size)
+	}
+	var full *wire.SnapshotChunk // gathered in a step, sent after it
+	fullSize, stepping := 0, true
+	chunks := chunker{send: func(chunk *wire.SnapshotChunk, size int) error {
+		if !stepping {
+			return send(chunk, size)
+		}
+		full, fullSize = chunk, size
+		return datastore.ErrStepEnd
 	}}
-	seq, err = src.n.store().Snapshot(ctx, src.m.Slots(), func(slot int, key, value []byte) error {
+	seq, err = src.n.store().SnapshotInSteps(ctx, src.m.Slots(), snapshotStep, func(slot int, key, value []byte) error {
 		records++
 		if src.corrupt(&value) {
 			return nil
 		}
 		return chunks.add(slot, key, value)
+	}, func() error {
+		if full == nil {
+			return nil
+		}
+		chunk := full
+		full = nil
+		return send(chunk, fullSize)
 	})
+	stepping = false
 	if err == nil {
 		err = chunks.flush()
 	}
