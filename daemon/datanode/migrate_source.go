@@ -16,9 +16,9 @@ import (
 const positionEvery = 75 * time.Millisecond
 
 // snapshotStep bounds how long a migration's copy holds one read
-// transaction of the source's data file while it reads a chunk (sending
-// and the pace wait outside it); the remap that file's growth may need
-// waits that long at most.
+// transaction of the source's data file while it reads (sending and the
+// pace wait come between two steps); the remap that file's growth may
+// need waits that long at most.
 const snapshotStep = 250 * time.Millisecond
 
 // Migrate serves the copy of a migration's slots to the target group's
@@ -125,45 +125,57 @@ func (src *migrationSender) send(ctx context.Context, msg *wire.MigrateMessage, 
 // sendSnapshot sends the slots' keys in chunks of at most snapshotChunk
 // records and shipBytes, and returns the log position the copy reflects.
 // The copy reads in steps (Store.SnapshotInSteps), one read transaction
-// per chunk at most: a chunk is sent, and the pace waited for, between
-// two steps. A copy paced by the group's writers takes minutes; held in one
-// transaction, it let the data file grow by all their writes, and its remap
-// stalled every write of the node for seconds.
+// per shipBytes of chunks at most: the chunks a step read are sent, and
+// the pace waited for, between two steps. A copy paced by the group's
+// writers takes minutes; held in one transaction, it let the data file
+// grow by all their writes, and its remap stalled every write of the node
+// for seconds.
 func (src *migrationSender) sendSnapshot(ctx context.Context) (seq uint64, records int, err error) {
 	busy := busyPace{throttle: src.n.busyThrottle()}
-	send := func(chunk *wire.SnapshotChunk, size int) error {
-		committed, _ := src.p.watermark()
-		if err := busy.wait(ctx, committed, size); err != nil {
-			return err
-		}
-		return src.send(ctx, &wire.MigrateMessage{Body: &wire.MigrateMessage_SnapshotChunk{SnapshotChunk: chunk}}, size)
+	type parkedChunk struct {
+		chunk *wire.SnapshotChunk
+		size  int
 	}
-	var full *wire.SnapshotChunk // gathered in a step, sent after it
-	fullSize, stepping := 0, true
+	var parked []parkedChunk // read in this step, sent after it
+	parkedBytes := 0
 	chunks := chunker{send: func(chunk *wire.SnapshotChunk, size int) error {
-		if !stepping {
-			return send(chunk, size)
-		}
-		full, fullSize = chunk, size
-		return datastore.ErrStepEnd
+		parked = append(parked, parkedChunk{chunk, size})
+		parkedBytes += size
+		return nil
 	}}
+	sendParked := func() error {
+		for len(parked) > 0 {
+			p := parked[0]
+			parked = parked[1:]
+			committed, _ := src.p.watermark()
+			if err := busy.wait(ctx, committed, p.size); err != nil {
+				return err
+			}
+			if err := src.send(ctx, &wire.MigrateMessage{Body: &wire.MigrateMessage_SnapshotChunk{SnapshotChunk: p.chunk}}, p.size); err != nil {
+				return err
+			}
+		}
+		parkedBytes = 0
+		return nil
+	}
 	seq, err = src.n.store().SnapshotInSteps(ctx, src.m.Slots(), snapshotStep, func(slot int, key, value []byte) error {
 		records++
 		if src.corrupt(&value) {
 			return nil
 		}
-		return chunks.add(slot, key, value)
-	}, func() error {
-		if full == nil {
-			return nil
+		if err := chunks.add(slot, key, value); err != nil {
+			return err
 		}
-		chunk := full
-		full = nil
-		return send(chunk, fullSize)
-	})
-	stepping = false
+		if parkedBytes >= shipBytes {
+			return datastore.ErrStepEnd
+		}
+		return nil
+	}, sendParked)
 	if err == nil {
 		err = chunks.flush()
+	}
+	if err == nil {
+		err = sendParked()
 	}
 	if err != nil {
 		return 0, 0, err
