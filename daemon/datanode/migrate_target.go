@@ -102,8 +102,10 @@ type importer struct {
 	restart    bool // the source cannot resume from through: copy again
 	snapshotOK atomic.Bool
 	// The source's watermark in its newest position message, and in the
-	// one before: caught up means the copy reached the latter.
+	// one before: caught up means the copy reached the latter. heard: a
+	// position message came; before it the watermark is unknown, not 0.
 	sourceCommitted, prevCommitted atomic.Uint64
+	heard                          atomic.Bool
 	keys, bytes                    atomic.Uint64
 	// staged holds snapshot records received but not yet written, and
 	// their size: they are written with the next chunk that fills the
@@ -512,6 +514,7 @@ func (imp *importer) write(ctx context.Context, msgs []*wire.MigrateMessage, thr
 		case *wire.MigrateMessage_Position:
 			imp.prevCommitted.Store(imp.sourceCommitted.Load())
 			imp.sourceCommitted.Store(body.Position.Committed)
+			imp.heard.Store(true)
 			if body.Position.Through > max(*through, at) {
 				at, positioned = body.Position.Through, true
 			}
@@ -589,7 +592,12 @@ func (imp *importer) checkSlots(muts []datastore.Mutation) error {
 func (imp *importer) report(ctx context.Context, r *wire.MigrationStatus, hold bool) {
 	store := imp.n.store()
 	r.Phase = "copying"
-	r.SnapshotDone = imp.snapshotOK.Load()
+	// Done only once the source's watermark is known too: a done snapshot
+	// reported with the watermark still 0 read as no lag, and the hold
+	// started with all the log written during the copy still to come (it
+	// ran out of time after 1 s; the copy's log arrives after its end, and
+	// the resumed import of a new primary starts without a watermark).
+	r.SnapshotDone = imp.snapshotOK.Load() && imp.heard.Load()
 	r.SourceCommitted = imp.sourceCommitted.Load()
 	r.Keys, r.Bytes = imp.keys.Load(), imp.bytes.Load()
 	imp.errMu.Lock()

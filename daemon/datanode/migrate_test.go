@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/thunderyurts/thunderyurts/coord"
 	"github.com/thunderyurts/thunderyurts/datastore"
 	"github.com/thunderyurts/thunderyurts/internal/poll"
 	"github.com/thunderyurts/thunderyurts/wire"
@@ -275,5 +276,40 @@ func TestLogShare(t *testing.T) {
 		if got := l.snapshotBatch(); got != want {
 			t.Fatalf("after write %d..%d: a snapshot batch of %d records; want %d", step.first, step.last, got, want)
 		}
+	}
+}
+
+// A target reports its snapshot done only once it heard the source's
+// watermark: before, a zero watermark read as no lag, and the coordinator
+// held while the log of the copy's whole time was still to come.
+func TestImportReportWaitsForWatermark(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	n := &Node{}
+	store := smallStore(t)
+	n.db.Store(store)
+	imp := &importer{n: n, m: coord.Migration{ID: "m1", First: 1, Last: 1}}
+	seq, err := store.Write(ctx, []datastore.Mutation{{Slot: 1, Key: []byte("k"), Value: []byte("v")}, markMutation("m1", 40, true)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	imp.positions.committed(seq, 40)
+	imp.snapshotOK.Store(true) // settle saw the snapshot's end committed
+	if err := store.ApplyThrough(ctx, seq, true); err != nil {
+		t.Fatal(err)
+	}
+	var r wire.MigrationStatus
+	imp.report(ctx, &r, false)
+	if r.SnapshotDone || r.ImportedSeq != 40 {
+		t.Fatalf("before any position: snapshot done %v, imported %d; want not done, 40", r.SnapshotDone, r.ImportedSeq)
+	}
+	through, ended := uint64(40), true
+	position := &wire.MigrateMessage{Body: &wire.MigrateMessage_Position{Position: &wire.MigratePosition{Committed: 900}}}
+	if w, err := imp.write(ctx, []*wire.MigrateMessage{position}, &through, &ended); w != nil || err != nil {
+		t.Fatalf("a position behind the import wrote %v, %v", w, err)
+	}
+	imp.report(ctx, &r, false)
+	if !r.SnapshotDone || r.SourceCommitted-r.ImportedSeq != 860 {
+		t.Fatalf("after a position: snapshot done %v, lag %d; want done, 860", r.SnapshotDone, r.SourceCommitted-r.ImportedSeq)
 	}
 }
