@@ -22,11 +22,11 @@ const positionEvery = 75 * time.Millisecond
 const snapshotStep = 250 * time.Millisecond
 
 // Migrate serves the copy of a migration's slots to the target group's
-// primary: a consistent snapshot of the slots (unless the target resumes
-// from a log position), then every log record of the slots after it, only
-// up to the high watermark, with regular positions; all throttled at the
-// migration's rate. Sends block while the target is slow to read, so the
-// stream holds one message at a time.
+// primary: a copy of the slots, read in steps (unless the target resumes
+// from a log position), then every log record of the slots from the copy's
+// start, only up to the high watermark, with regular positions; all
+// throttled at the migration's rate. Sends block while the target is slow
+// to read, so the stream holds one message at a time.
 func (s *service) Migrate(req *wire.MigrateRequest, rpc wire.DRPCData_MigrateStream) error {
 	n := s.n
 	p, m, err := n.migrationSource(req)
