@@ -40,10 +40,13 @@ const (
 	maxMaxValueSize = 1 << 30
 
 	// initialMmapSize reserves address space (not memory or disk) so the file
-	// can grow to 1 GiB without a remap; a remap waits for every open read
-	// transaction, which would stall the applier behind a long Scan or
-	// Snapshot.
-	initialMmapSize = 1 << 30
+	// can grow to 16 GiB without a remap. A remap waits for every open read
+	// transaction, and the apply round that needs it, and the writes behind
+	// that round, wait with it: a new secondary's or a backup's copy holds
+	// one for as long as it runs. Past the reservation bbolt remaps at every
+	// further GiB. (etcd reserves 10 GiB the same way; a read-only shared
+	// mapping costs no memory until its pages are read.)
+	initialMmapSize = 16 << 30
 
 	// pageSize of a new data file (an existing one keeps its own). Each
 	// apply round rewrites most leaf pages; 16 KiB pages mean a quarter of
@@ -366,6 +369,10 @@ func (s *Store) open(slots int) (*phases, error) {
 		InitialMmapSize: initialMmapSize,
 		PageSize:        pageSize,
 	}, took)
+	if errors.Is(err, syscall.ENOMEM) {
+		return nil, fmt.Errorf("map data file %s (%d GiB of address space; an address-space limit such as ulimit -v must allow it): %w",
+			s.dataPath, initialMmapSize>>30, err)
+	}
 	if err != nil {
 		return nil, err
 	}
