@@ -53,32 +53,6 @@ on() { (
 	"$@"
 ); }
 
-# metric ADDR NAME: a gauge from a daemon's /metrics (bash's /dev/tcp: no curl needed).
-metric() { (
-	exec 3<>"/dev/tcp/${1%:*}/${1##*:}"
-	printf 'GET /metrics HTTP/1.0\r\nHost: %s\r\n\r\n' "$1" >&3
-	sed -n "s/^$2 \([0-9.e+]*\)\r*$/\1/p" <&3
-); }
-
-# settle NAME: waits (up to a minute) until every data node of cluster NAME
-# has applied all it committed to its data file: right after a burst of
-# writes, the members' apply rounds compete with a backup for the cores.
-settle() {
-	local addrs a applied hw
-	addrs=$(on "$1" "$bin" admin status -o json | sed -n 's/.*"http": *"\([^"]*\)".*/\1/p' | tail -n +2)
-	for _ in $(seq 1 600); do
-		local done=1
-		for a in $addrs; do
-			applied=$(metric "$a" thunder_data_applied_seq) hw=$(metric "$a" thunder_data_high_watermark)
-			[ -n "$applied" ] && [ "$applied" = "$hw" ] || done=0
-		done
-		[ "$done" = 1 ] && return 0
-		sleep 0.1
-	done
-	echo "cluster $1: the members did not apply their logs within a minute" >&2
-	exit 1
-}
-
 # field NAME FILE: a number from a command's JSON output.
 field() { sed -n "s/.*\"$1\": *\([0-9.e+]*\).*/\1/p" "$2" | head -1; }
 rate() { awk -v n="$1" -v ns="$2" 'BEGIN { printf "%.0f", n / (ns / 1e9) }'; }
@@ -95,7 +69,7 @@ echo "== backup and restore ($(uptime))"
 # The first backup starts right after the fill, the second once the
 # members have applied it; the restore is of the second.
 on src "$bin" admin backup run --to "$dir/backups" -o json >"$dir/burst.json"
-settle src
+on src settle "$bin"
 on src "$bin" admin backup run --to "$dir/backups" -o json >"$dir/backup.json"
 id=$(sed -n 's/.*"id": *"\([^"]*\)".*/\1/p' "$dir/backup.json" | head -1)
 on dst "$bin" admin restore --from "$dir/backups/$id" -o json >"$dir/restore.json"

@@ -34,3 +34,33 @@ dev_up() {
 	# shellcheck disable=SC1090
 	source "$ready"
 }
+
+# metric ADDR NAME: a gauge from a daemon's /metrics (bash's /dev/tcp: no curl needed).
+metric() { (
+	exec 3<>"/dev/tcp/${1%:*}/${1##*:}"
+	printf 'GET /metrics HTTP/1.0\r\nHost: %s\r\n\r\n' "$1" >&3
+	sed -n "s/^$2 \([0-9.e+]*\)\r*$/\1/p" <&3
+); }
+
+# settle BIN: waits (up to a minute) until every data node of the cluster
+# THUNDER_ZK names has applied all it committed to its data file. Right
+# after a burst of writes the members' apply rounds run on for seconds and
+# take the cores and the disk from whatever is measured next.
+settle() {
+	local addrs a applied hw
+	# The data nodes' addresses: the "nodes" part of the status (exit 1 on
+	# warnings, such as a group owning no slots).
+	addrs=$("$1" admin status -o json 2>/dev/null | sed -n '/"nodes"/,$ s/.*"http": *"\([^"]*\)".*/\1/p' || true)
+	[ -n "$addrs" ] || { echo "settle: no data node listed by admin status" >&2; exit 1; }
+	for _ in $(seq 1 600); do
+		local done=1
+		for a in $addrs; do
+			applied=$(metric "$a" thunder_data_applied_seq) hw=$(metric "$a" thunder_data_high_watermark)
+			[ -n "$hw" ] && [ "$applied" = "$hw" ] || done=0
+		done
+		[ "$done" = 1 ] && return 0
+		sleep 0.1
+	done
+	echo "the data nodes did not apply their logs within a minute" >&2
+	exit 1
+}

@@ -3,9 +3,10 @@
 # writers: starts a local cluster (2 groups of 2 data nodes, 1 coordinator,
 # SLOTS slots), fills it with VALUE-byte values (KEYS puts over a space of
 # KEYS keys: ~63% of them distinct), starts a third group of 2 (owning no
-# slots), measures 16 writers with nothing moving, rebalances onto it and drains it once
-# without writers, then again and again with the writers running until
-# HANDOVERS more migrations have switched. Few slots make each migration
+# slots), measures 16 writers with nothing moving, waits until every member
+# applied its log, rebalances onto it and drains it once without writers,
+# then again and again with the writers running until HANDOVERS more
+# migrations have switched. Few slots make each migration
 # large (~1/6 of the keys: with the defaults ~160,000), so that the copy
 # itself is timed, not the fixed costs around it. It prints per migration
 # the copy speed: the keys and bytes the target imported (the history) over
@@ -147,7 +148,11 @@ round() {
 	echo "   round $1: $(handed) hand-overs, $(($(date +%s) - start)) s ($(uptime | sed 's/.*load/load/'))"
 }
 
-echo "== rebalance and drain of g3 without writers ($(uptime))"
+# The copies without writers are timed on a settled cluster: the writers'
+# last seconds leave each member up to a second or so of apply rounds.
+t0=$(date +%s.%N)
+settle "$bin"
+echo "== rebalance and drain of g3 without writers, after $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s waiting for the members to apply their logs ($(uptime))"
 start=$(date +%s)
 round 1
 round 2
