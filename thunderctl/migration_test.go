@@ -20,14 +20,14 @@ import (
 )
 
 // The slot migration acceptance test (docs/migration.md): real processes
-// and ZooKeeper, 2 groups of 3 holding ~20,000 keys, a third group joins
+// and ZooKeeper, 2 groups of 3 holding ~100,000 keys, a third group joins
 // and `admin rebalance` moves slots to it while writers and readers run;
 // the coordinator leader is killed half way. Then a group is drained,
 // stopped and removed.
 
 const (
-	migKeys    = 20000 // k-00000 …
-	migDeleted = 1000  // k-00000 to k-00999 are deleted before the rebalance
+	migKeys    = 100000 // k-00000 … k-99999
+	migDeleted = 1000   // k-00000 to k-00999 are deleted before the rebalance
 )
 
 func TestMigrationRebalanceAndDrain(t *testing.T) {
@@ -47,7 +47,7 @@ func TestMigrationRebalanceAndDrain(t *testing.T) {
 	defer cancel()
 	c := tc.client(cl)
 
-	putMigrationKeys(t, ctx, c)
+	putMigrationKeys(t, ctx, c, migKeys)
 
 	// The third group joins; what the rebalance will move is known now.
 	for _, m := range []string{"a", "b", "c"} {
@@ -132,7 +132,7 @@ func TestMigrationRebalanceAndDrain(t *testing.T) {
 	if len(ops.failed) > 0 {
 		t.Errorf("%d reader/writer calls failed, first: %s", len(ops.failed), ops.failed[0])
 	}
-	live := checkMigratedData(t, ctx, tc, c, cl, w)
+	live := checkMigratedData(t, ctx, tc, c, cl, w, migKeys)
 	ops.check(t)
 
 	// Drain g1 — Ctrl-C on the command half way leaves the drain running,
@@ -177,7 +177,7 @@ func TestMigrationRebalanceAndDrain(t *testing.T) {
 	if _, _, err := cl.Group(ctx, "g1"); !errors.Is(err, coord.ErrNoNode) {
 		t.Fatalf("g1 after its removal: %v", err)
 	}
-	if again := checkMigratedData(t, ctx, tc, c, cl, w); again != live {
+	if again := checkMigratedData(t, ctx, tc, c, cl, w, migKeys); again != live {
 		t.Errorf("%d keys after the drain, %d before", again, live)
 	}
 	out2, _, code := tc.cli(nil, "admin", "slots")
@@ -186,11 +186,11 @@ func TestMigrationRebalanceAndDrain(t *testing.T) {
 	}
 }
 
-// putMigrationKeys stores k-00000 to k-19999 (v-00000 …) and deletes the
-// first 1,000 again: what checkMigratedData expects.
-func putMigrationKeys(t *testing.T, ctx context.Context, c *client.Client) {
+// putMigrationKeys stores k-00000 and on, n keys (v-00000 …), and deletes
+// the first migDeleted again: what checkMigratedData(…, n) expects.
+func putMigrationKeys(t *testing.T, ctx context.Context, c *client.Client, n int) {
 	t.Helper()
-	parallel(t, 64, migKeys, func(i int) error {
+	parallel(t, 64, n, func(i int) error {
 		return c.Put(ctx, []byte(fmt.Sprintf("k-%05d", i)), []byte(fmt.Sprintf("v-%05d", i)))
 	})
 	parallel(t, 64, migDeleted, func(i int) error { return c.Delete(ctx, []byte(fmt.Sprintf("k-%05d", i))) })
@@ -313,11 +313,12 @@ func (w *migrationWriters) halt() { w.once.Do(func() { close(w.stop); w.wg.Wait(
 
 // checkMigratedData checks every acknowledged write reads back latest,
 // deleted keys stay deleted, a scan returns each key once and the primaries'
-// key counts add up to what the scan found; it returns that count.
-func checkMigratedData(t *testing.T, ctx context.Context, tc *testCluster, c *client.Client, cl *coord.Cluster, w *migrationWriters) int {
+// key counts add up to what the scan found; it returns that count. n is
+// what putMigrationKeys stored.
+func checkMigratedData(t *testing.T, ctx context.Context, tc *testCluster, c *client.Client, cl *coord.Cluster, w *migrationWriters, n int) int {
 	t.Helper()
 	want := map[string]string{}
-	for i := migDeleted; i < migKeys; i++ {
+	for i := migDeleted; i < n; i++ {
 		want[fmt.Sprintf("k-%05d", i)] = fmt.Sprintf("v-%05d", i)
 	}
 	for k, v := range w.latest {
