@@ -15,14 +15,15 @@
 # hold), with the first rebalance's copies apart (a new group's first
 # writes take memory its VM may be slow to supply: docs/migration.md,
 # "December 4, evening"); the holds' durations ("hold ended ... held=" of
-# the source primaries, released holds included); and the writers' throughput and p99
-# while migrations run against idle, in DURATION chunks: 8 writers over
-# every slot, moving ones included (their p99 includes the holds), and 8
-# over the slots the plan never moves (what a rebalance costs the others).
-# The latter also report every second (--report-interval 1s): their
-# per-second p99s idle, and in the seconds wholly within a rebalance onto
-# g3 (the sources pay) or a drain of g3 (the targets, which serve those
-# writers, import), tell the two costs apart.
+# the source primaries, released holds included); and the writers'
+# throughput and p99 while migrations run against idle: 8 writers over
+# every slot, moving ones included (their p99 includes the holds), in
+# DURATION chunks, and 8 over the slots the plan never moves (what a
+# rebalance costs the others), in DURATION chunks idle and for each
+# round's length while migrating, so that their p99 is the round's: a
+# rebalance onto g3 (the sources pay) or a drain of g3 (the targets, which
+# serve those writers, import). The latter also report every second
+# (--report-interval 1s).
 # It works in a new directory under DIR; everything it starts is stopped
 # and that directory removed when it exits (KEEP=1 keeps it, with the logs). PPROF=1 starts every daemon with --enable-pprof
 # (profiles on their http addresses, listed in DIR/dev.out). Figures on a
@@ -51,9 +52,24 @@ if [ -n "${PPROF:-}" ]; then
 	export THUNDER_ENABLE_PPROF=true # the daemons inherit it; the other commands have no such flag
 fi
 
+# stop_others [FILE]: ends the other slots' writers started as FILE (all
+# of them without FILE) with SIGTERM, which makes bench print what ran.
+stop_others() {
+	local f
+	for _ in $(seq 1 50); do # FILE's writers may not have started yet
+		[ -z "${1:-}" ] || [ -e "$dir/$1.pid" ] || [ -e "$dir/$1.end" ] && break
+		sleep 0.1
+	done
+	local which="*"
+	[ -z "${1:-}" ] || which=$1
+	for f in "$dir"/$which.pid; do # which: a file name or *, no spaces
+		[ -e "$f" ] && kill -TERM "$(cat "$f")" 2>/dev/null || true
+	done
+}
 pids=()
 cleanup() {
 	touch "$dir/stop"
+	stop_others
 	stop_all "${pids[@]}"
 	if [ -z "${KEEP:-}" ]; then
 		rm -rf "${dir:?}"
@@ -109,44 +125,68 @@ stay=$(tr -d ' \n' <"$dir/plan.json" | grep -o '"slots":{"from":[0-9]*,"to":[0-9
 [ -n "$stay" ] || { echo "the plan moves every slot: $(cat "$dir/plan.json")" >&2; exit 1; }
 echo "   slots the plan never moves: $stay"
 
-# writers FILE-PREFIX: both sets of writers (chunk) in DURATION chunks
-# until DIR/stop exists.
+# writers: the writers over all keys in DURATION chunks until DIR/stop
+# exists; while they run, each round brings the other slots' writers.
 writers() {
 	local i=0
 	while [ ! -e "$dir/stop" ]; do
 		i=$((i + 1))
-		chunk "$1" "$i" || true
+		"$bin" bench --clients 8 --duration "$duration" --reads 0 --keys "$keys" --value-size "$value" -o json \
+			>"$dir/busy-all-$i.json" 2>>"$dir/writers.log" || true
 	done
 }
-# chunk FILE-PREFIX N: DURATION of 8 writers over all keys and 8 over the
-# keys of the slots that never move.
+# other FILE [DURATION]: 8 writers over the keys of the slots that never
+# move, for DURATION (default: until stop_others), per second too.
+other() {
+	"$bin" bench --clients 8 --duration "${2:-1h}" --reads 0 --keys "$keys" --value-size "$value" --key-slots "$stay" \
+		--report-interval 1s -o json >"$dir/$1.json" 2>>"$dir/writers.log" &
+	echo $! >"$dir/$1.pid"
+	wait $! || true
+	date +%s.%N >"$dir/$1.end" # the run's start: this less its elapsed_seconds
+	rm -f "$dir/$1.pid"
+}
+# chunk N: DURATION of 8 writers over all keys and 8 over the keys of the
+# slots that never move, idle.
 chunk() {
 	"$bin" bench --clients 8 --duration "$duration" --reads 0 --keys "$keys" --value-size "$value" -o json \
-		>"$dir/$1-all-$2.json" 2>>"$dir/writers.log" &
+		>"$dir/idle-all-$1.json" 2>>"$dir/writers.log" &
 	local all=$!
-	"$bin" bench --clients 8 --duration "$duration" --reads 0 --keys "$keys" --value-size "$value" --key-slots "$stay" \
-		--report-interval 1s -o json >"$dir/$1-other-$2.json" 2>>"$dir/writers.log"
-	date +%s.%N >"$dir/$1-other-$2.end" # the run's start: this less its elapsed_seconds
+	other "idle-other-$1" "$duration"
 	wait "$all"
 }
 
+# Idle is measured on a settled cluster too: right after the fill the
+# members' apply rounds would be in it.
+settle "$bin"
 echo "== writers idle: 3 x $duration ($(uptime))"
 for i in 1 2 3; do
-	chunk idle "$i"
+	chunk "$i"
 done
 
-# round N: a rebalance onto g3 (N odd) or a drain of g3 (N even).
+# round N: a rebalance onto g3 (N odd) or a drain of g3 (N even). While
+# the writers run, the other slots' writers run for the round's length
+# alone, so that their p99 is the round's.
 round() {
-	local from kind=drain
-	from=$(date +%s.%N)
+	local from kind=drain others=""
 	if [ $(($1 % 2)) = 1 ]; then
 		kind=rebalance
 		"$bin" admin group weight g3 1 >/dev/null
+	fi
+	if [ -n "${busy_since:-}" ]; then
+		other "busy-other-$kind-$1" &
+		others=$!
+	fi
+	from=$(date +%s.%N)
+	if [ "$kind" = rebalance ]; then
 		"$bin" admin rebalance -o json >"$dir/round-$1.json"
 	else
 		"$bin" admin drain --group g3 -o json >"$dir/round-$1.json"
 	fi
 	echo "$from $(date +%s.%N) $kind" >>"$dir/phases"
+	if [ -n "$others" ]; then
+		stop_others "busy-other-$kind-$1"
+		wait "$others" || true
+	fi
 	# The history keeps the last 50 migrations: save it every round.
 	"$bin" admin zk -r -o json migrations >"$dir/history-$1.json"
 	echo "   round $1: $(handed) hand-overs, $(($(date +%s) - start)) s ($(uptime | sed 's/.*load/load/'))"
@@ -170,7 +210,7 @@ quiet=$(handed)
 
 echo "== rebalance and drain of g3 with the writers running, until $handovers more hand-overs ($(uptime))"
 busy_since=$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)
-writers busy &
+writers &
 pids+=($!)
 start=$(date +%s)
 while [ $(($(handed) - quiet)) -lt "$handovers" ]; do
@@ -243,18 +283,19 @@ released=$(cat "$dir"/cluster/logs/coord-*.log | grep -c 'msg="migration: hold r
 echo "   $(handed) hand-overs, $released holds released by the coordinator"
 
 echo
-echo "== writers (100% puts of $value bytes in $duration chunks: 8 clients over all $keys keys, moving slots included, and 8 over the slots that never move)"
-# report NAME PREFIX: mean throughput and the median and largest p99 of the chunks.
+echo "== writers (100% puts of $value bytes: 8 clients over all $keys keys, moving slots included, in $duration chunks, and 8 over the slots that never move, in $duration chunks idle and a run per round while migrating)"
+# report NAME PREFIX UNIT: mean throughput and the median and largest p99 of the runs.
 report() {
 	for f in "$dir/$2"-*.json; do
 		[ -s "$f" ] && echo "$(field ops_per_sec "$f") $(field p99_us "$f")"
-	done | sort -k2 -g | awk -v name="$1" '{ ops += $1; p[NR] = $2 }
-		END { printf "   %-24s %8.0f puts/s, p99 median %6.1f ms, max %6.1f ms (%d chunks)\n", name, ops / NR, p[int((NR + 1) / 2)] / 1000, p[NR] / 1000, NR }'
+	done | sort -k2 -g | awk -v name="$1" -v unit="$3" '{ ops += $1; p[NR] = $2 }
+		END { if (NR) printf "   %-28s %8.0f puts/s, p99 median %6.1f ms, max %6.1f ms (%d %s)\n", name, ops / NR, p[int((NR + 1) / 2)] / 1000, p[NR] / 1000, NR, unit }'
 }
-report "all keys, idle" idle-all
-report "all keys, migrating" busy-all
-report "other slots, idle" idle-other
-report "other slots, migrating" busy-other
+report "all keys, idle" idle-all chunks
+report "all keys, migrating" busy-all chunks
+report "other slots, idle" idle-other chunks
+report "other slots, each rebalance" busy-other-rebalance rounds
+report "other slots, each drain" busy-other-drain rounds
 # seconds PREFIX: "time p99_us" of every whole second of the other slots'
 # writers (the short last interval, of the requests still in flight at the
 # end, is left out).

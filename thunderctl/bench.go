@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"os"
+	"os/signal"
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -22,6 +25,9 @@ func benchCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "bench",
 		Usage: "load the cluster through the client package and print throughput and latency",
+		Description: "Example:\n   thunderctl bench --clients 64 --duration 30s --reads 0 --report-interval 1s\n" +
+			"Ctrl-C (or SIGTERM) ends the run early and prints the figures of what ran, as the end of --duration would; " +
+			"a second one stops it at once.",
 		Flags: append(clientFlags(true), outputFlag(),
 			intFlag("clients", def.Clients, 1, 100000, "`N` concurrent clients"),
 			intFlag("ops", def.Ops, 0, math.MaxInt, "`N` operations in all (0 = run for --duration)"),
@@ -70,9 +76,19 @@ func benchCommand() *cli.Command {
 				}
 				cfg.KeyFilter = func(key []byte) bool { return in[coord.SlotOf(key, slots)] }
 			}
-			// The client bounds each operation by --timeout.
-			res, err := bench.Run(ctx, kv, cfg)
-			if err != nil {
+			// Ctrl-C (or SIGTERM) ends the run early: the figures of what
+			// ran are printed, as at the end of --duration; a second one
+			// stops the process at once. The client bounds each operation
+			// by --timeout.
+			sctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			context.AfterFunc(sctx, stop) // the second signal is the default's again
+			res, err := bench.Run(sctx, kv, cfg)
+			interrupted := res != nil && errors.Is(err, context.Canceled) && sctx.Err() != nil && ctx.Err() == nil
+			switch {
+			case interrupted:
+				fmt.Fprintf(c.App.ErrWriter, "bench: interrupted after %s; the figures cover what ran\n", res.Elapsed.Round(time.Millisecond))
+			case err != nil:
 				return usageOr(err, bench.ErrInvalidConfig)
 			}
 			return bench.Print(c.App.Writer, res, format == "json")

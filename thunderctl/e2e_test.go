@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -120,6 +121,7 @@ func TestClusterReadWriteScan(t *testing.T) {
 	if _, stderr, code := tc.cli(nil, "bench", "--ops", "1", "--key-slots", "64"); code != exitUsage || !strings.Contains(stderr, "not one of the cluster's 64") {
 		t.Fatalf("bench --slots 64 of 64 slots: exit %d: %s", code, stderr)
 	}
+	benchInterrupted(t, tc)
 
 	// Delete, then get exits 3.
 	if _, _, code := tc.cli(nil, "del", "cli-0000"); code != 0 {
@@ -393,5 +395,42 @@ func TestConfigPrecedence(t *testing.T) {
 		if got := used(tc.env, tc.args...); !strings.Contains(got, tc.want) {
 			t.Errorf("THUNDER_ZK=%q %v used the wrong ZooKeeper: %s", tc.env, tc.args, got)
 		}
+	}
+}
+
+// benchInterrupted: SIGINT ends a bench of an hour early, with the figures
+// of what ran and exit 0.
+func benchInterrupted(t *testing.T, tc *testCluster) {
+	t.Helper()
+	cmd := exec.Command(thunderctlBin, "--zk", tc.zk.Addr(), "--cluster", tc.name, "bench", "--duration", "1h", "--clients", "4", "-o", "json")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("bench after SIGINT: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatal("bench did not end within 30 s of SIGINT")
+	}
+	var res struct {
+		Ops     int64   `json:"ops"`
+		Elapsed float64 `json:"elapsed_seconds"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil || res.Ops == 0 || res.Elapsed < 1 || res.Elapsed > 30 {
+		t.Fatalf("bench after SIGINT printed %+v (%v):\n%s", res, err, stdout.String())
+	}
+	if !strings.Contains(stderr.String(), "bench: interrupted after ") {
+		t.Fatalf("bench after SIGINT said %q", stderr.String())
 	}
 }
