@@ -70,6 +70,7 @@ pids=()
 cleanup() {
 	touch "$dir/stop"
 	stop_others
+	[ -z "${round_others:-}" ] || wait "$round_others" 2>/dev/null || true
 	stop_all "${pids[@]}"
 	if [ -z "${KEEP:-}" ]; then
 		rm -rf "${dir:?}"
@@ -136,11 +137,12 @@ writers() {
 	done
 }
 # other FILE [DURATION]: 8 writers over the keys of the slots that never
-# move, for DURATION (default: until stop_others), per second too.
+# move, for DURATION (default: until stop_others, 10 minutes at most), per
+# second too.
 other() {
-	"$bin" bench --clients 8 --duration "${2:-1h}" --reads 0 --keys "$keys" --value-size "$value" --key-slots "$stay" \
+	"$bin" bench --clients 8 --duration "${2:-10m}" --reads 0 --keys "$keys" --value-size "$value" --key-slots "$stay" \
 		--report-interval 1s -o json >"$dir/$1.json" 2>>"$dir/writers.log" &
-	echo $! >"$dir/$1.pid"
+	echo $! >"$dir/$1.pid.new" && mv "$dir/$1.pid.new" "$dir/$1.pid" # never read half written
 	wait $! || true
 	date +%s.%N >"$dir/$1.end" # the run's start: this less its elapsed_seconds
 	rm -f "$dir/$1.pid"
@@ -167,14 +169,15 @@ done
 # the writers run, the other slots' writers run for the round's length
 # alone, so that their p99 is the round's.
 round() {
-	local from kind=drain others=""
+	local from kind=drain
 	if [ $(($1 % 2)) = 1 ]; then
 		kind=rebalance
 		"$bin" admin group weight g3 1 >/dev/null
 	fi
+	round_others=""
 	if [ -n "${busy_since:-}" ]; then
 		other "busy-other-$kind-$1" &
-		others=$!
+		round_others=$!
 	fi
 	from=$(date +%s.%N)
 	if [ "$kind" = rebalance ]; then
@@ -183,9 +186,9 @@ round() {
 		"$bin" admin drain --group g3 -o json >"$dir/round-$1.json"
 	fi
 	echo "$from $(date +%s.%N) $kind" >>"$dir/phases"
-	if [ -n "$others" ]; then
+	if [ -n "$round_others" ]; then
 		stop_others "busy-other-$kind-$1"
-		wait "$others" || true
+		wait "$round_others" || true
 	fi
 	# The history keeps the last 50 migrations: save it every round.
 	"$bin" admin zk -r -o json migrations >"$dir/history-$1.json"

@@ -26,8 +26,7 @@ func benchCommand() *cli.Command {
 		Name:  "bench",
 		Usage: "load the cluster through the client package and print throughput and latency",
 		Description: "Example:\n   thunderctl bench --clients 64 --duration 30s --reads 0 --report-interval 1s\n" +
-			"Ctrl-C (or SIGTERM) ends the run early and prints the figures of what ran, as the end of --duration would; " +
-			"a second one stops it at once.",
+			"Ctrl-C (or SIGTERM) ends the run early and prints the figures of the operations that finished, as the end of --duration would, exit 0.",
 		Flags: append(clientFlags(true), outputFlag(),
 			intFlag("clients", def.Clients, 1, 100000, "`N` concurrent clients"),
 			intFlag("ops", def.Ops, 0, math.MaxInt, "`N` operations in all (0 = run for --duration)"),
@@ -58,9 +57,14 @@ func benchCommand() *cli.Command {
 			case bench.IsTerminal(os.Stderr) && format != "json":
 				cfg.Progress = c.App.ErrWriter
 			}
+			// Ctrl-C (or SIGTERM) ends the run early: the figures of what
+			// ran are printed, as at the end of --duration. Caught from
+			// the start, so that a signal while connecting ends the
+			// command with an error rather than killing it silently.
+			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			context.AfterFunc(ctx, stop) // a second signal has its default effect again
 			// --timeout bounds each operation here, not the whole run.
-			ctx, cancel := context.WithCancel(c.Context)
-			defer cancel()
 			rctx, rcancel := context.WithTimeout(ctx, c.Duration("timeout"))
 			kv, closeClient, err := newClient(rctx, c)
 			rcancel()
@@ -76,18 +80,13 @@ func benchCommand() *cli.Command {
 				}
 				cfg.KeyFilter = func(key []byte) bool { return in[coord.SlotOf(key, slots)] }
 			}
-			// Ctrl-C (or SIGTERM) ends the run early: the figures of what
-			// ran are printed, as at the end of --duration; a second one
-			// stops the process at once. The client bounds each operation
-			// by --timeout.
-			sctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			context.AfterFunc(sctx, stop) // the second signal is the default's again
-			res, err := bench.Run(sctx, kv, cfg)
-			interrupted := res != nil && errors.Is(err, context.Canceled) && sctx.Err() != nil && ctx.Err() == nil
+			// The client bounds each operation by --timeout.
+			res, err := bench.Run(ctx, kv, cfg)
 			switch {
-			case interrupted:
-				fmt.Fprintf(c.App.ErrWriter, "bench: interrupted after %s; the figures cover what ran\n", res.Elapsed.Round(time.Millisecond))
+			case res != nil && errors.Is(err, context.Canceled) && res.Ops > 0:
+				fmt.Fprintf(c.App.ErrWriter, "bench: interrupted after %s; the figures cover the operations that finished\n", res.Elapsed.Round(time.Millisecond))
+			case errors.Is(err, context.Canceled):
+				return errors.New("bench: interrupted before any operation finished")
 			case err != nil:
 				return usageOr(err, bench.ErrInvalidConfig)
 			}

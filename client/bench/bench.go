@@ -202,6 +202,9 @@ func Run(ctx context.Context, kv KV, cfg Config) (*Result, error) {
 	r := &run{kv: kv, cfg: cfg}
 	if cfg.KeyFilter != nil {
 		for i := range cfg.Keys {
+			if i%65536 == 0 && ctx.Err() != nil {
+				return &Result{}, ctx.Err()
+			}
 			if cfg.KeyFilter(formatKey(i, cfg.KeySize)) {
 				r.keys = append(r.keys, int32(i))
 			}
