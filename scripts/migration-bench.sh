@@ -126,14 +126,18 @@ stay=$(tr -d ' \n' <"$dir/plan.json" | grep -o '"slots":{"from":[0-9]*,"to":[0-9
 [ -n "$stay" ] || { echo "the plan moves every slot: $(cat "$dir/plan.json")" >&2; exit 1; }
 echo "   slots the plan never moves: $stay"
 
+# all FILE: DURATION of 8 writers over all keys.
+all() {
+	"$bin" bench --clients 8 --duration "$duration" --reads 0 --keys "$keys" --value-size "$value" -o json \
+		>"$dir/$1.json" 2>>"$dir/writers.log"
+}
 # writers: the writers over all keys in DURATION chunks until DIR/stop
 # exists; while they run, each round brings the other slots' writers.
 writers() {
 	local i=0
 	while [ ! -e "$dir/stop" ]; do
 		i=$((i + 1))
-		"$bin" bench --clients 8 --duration "$duration" --reads 0 --keys "$keys" --value-size "$value" -o json \
-			>"$dir/busy-all-$i.json" 2>>"$dir/writers.log" || true
+		all "busy-all-$i" || true
 	done
 }
 # other FILE [DURATION]: 8 writers over the keys of the slots that never
@@ -150,11 +154,10 @@ other() {
 # chunk N: DURATION of 8 writers over all keys and 8 over the keys of the
 # slots that never move, idle.
 chunk() {
-	"$bin" bench --clients 8 --duration "$duration" --reads 0 --keys "$keys" --value-size "$value" -o json \
-		>"$dir/idle-all-$1.json" 2>>"$dir/writers.log" &
-	local all=$!
+	all "idle-all-$1" &
+	local pid=$!
 	other "idle-other-$1" "$duration"
-	wait "$all"
+	wait "$pid"
 }
 
 # Idle is measured on a settled cluster too: right after the fill the
