@@ -2,9 +2,12 @@ package datastore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/crc32"
+	"os"
 	"runtime"
+	"slices"
 	"time"
 )
 
@@ -14,8 +17,9 @@ const (
 	kindWrite requestKind = iota
 	kindApply
 	kindEpoch
-	// kindCall runs call on the committer goroutine, between batches, for
-	// operations that rewrite the log (TruncateAfter, Restore).
+	// kindCall runs call on the committer goroutine, between batches and
+	// once no commit is in flight, for operations that rewrite the log
+	// (TruncateAfter, Restore).
 	kindCall
 )
 
@@ -31,9 +35,10 @@ type request struct {
 
 	lastSeq uint64
 	err     error
-	done    chan struct{} // closed by the committer, for a waiting caller
-	// notify, for an asynchronous caller, is called by the committer
-	// instead of closing done.
+	done    chan struct{} // closed once answered, for a waiting caller
+	// notify, for an asynchronous caller, is called instead of closing
+	// done, on the syncer (or the committer: calls, and requests failed
+	// by Close).
 	notify func(lastSeq uint64, err error)
 }
 
@@ -93,10 +98,11 @@ func (t Tag) IsZero() bool { return t.Client == 0 }
 // queues them, so the caller may reuse its buffers as soon as Write returns.
 //
 // Concurrent calls are group-committed: one committer takes everything
-// queued, writes it with one write and one fdatasync, wakes the callers,
-// and at once takes what queued meanwhile. While more than 128 MiB of
-// entries wait for the applier (it applies only committed entries), Write
-// blocks before queueing. If ctx ends while the call waits, Write returns
+// queued and writes it with one write; a syncer fdatasyncs it and wakes the
+// callers. While that fdatasync runs the committer writes what queued
+// meanwhile as the next batch, so up to two are in flight. While more than
+// 128 MiB of entries wait for the applier (it applies only committed
+// entries), Write blocks before queueing. If ctx ends while the call waits, Write returns
 // ctx.Err(); once queued the write may still happen, and its outcome is then
 // unknown to the caller. Other errors: ErrClosed (also for calls still
 // queued when Close is called), ErrRestoring, and ErrFailed once a log write
@@ -122,10 +128,10 @@ func (s *Store) Write(ctx context.Context, muts []Mutation) (lastSeq uint64, err
 }
 
 // WriteAsync is Write without the wait for durability: once the mutations
-// are validated and queued it returns, and the committer later calls done
-// with what Write would have returned. done runs on the committer
-// goroutine, so it must be quick and must not call into the Store's write
-// path. When WriteAsync returns an error (invalid mutations, ctx ended
+// are validated and queued it returns, and the store later calls done
+// with what Write would have returned. done runs on a goroutine of the
+// store (the syncer, or the committer for writes failed by Close), so it
+// must be quick and must not call into the Store's write path. When WriteAsync returns an error (invalid mutations, ctx ended
 // while the overlay was over its limit, a closed or failed store), done is
 // not called. muts must not be empty.
 func (s *Store) WriteAsync(ctx context.Context, muts []Mutation, done func(lastSeq uint64, err error)) error {
@@ -230,7 +236,7 @@ func (s *Store) ApplyLog(ctx context.Context, entries []LogEntry) error {
 }
 
 // ApplyLogAsync is ApplyLog without the wait, as WriteAsync is to Write:
-// the committer calls done with the outcome (lastSeq is the last entry's
+// the store calls done with the outcome (lastSeq is the last entry's
 // Seq). Calls from one goroutine are appended in the order made, so a
 // follower can queue the next entries while the previous ones are synced.
 // entries must not be empty.
@@ -359,14 +365,40 @@ func (s *Store) enqueue(ctx context.Context, r *request) error {
 	return nil
 }
 
-// runCommitter is the single goroutine that writes the log. It is owned by
-// the Store and stops when Close sets closed, failing whatever is still
-// queued then.
+// maxInFlight is how many written commits may wait for an fdatasync: the
+// one being synced and the next, written meanwhile, so followers receive
+// it and start their own fdatasync early. More would only make batches
+// smaller.
+const maxInFlight = 2
+
+// A syncJob is one batch handed from the committer to the syncer, which
+// answers its requests once the log is durable through it, in log order.
+type syncJob struct {
+	batch   []*request
+	wal     *os.File // the segment it was written to; nil if it wrote nothing
+	end     int64    // the segment's size after it
+	last    uint64   // the log's last seq after it
+	entries int      // data entries it wrote
+}
+
+// runCommitter is the single goroutine that writes the log; its syncer
+// goroutine fdatasyncs it. It is owned by the Store and stops when Close
+// sets closed, failing whatever is still queued then, after the syncer
+// answered every batch written.
 func (s *Store) runCommitter() {
 	defer close(s.committerDone)
-	var batch []*request
+	jobs := make(chan *syncJob, maxInFlight)
+	syncerDone := make(chan struct{})
+	go s.runSyncer(jobs, syncerDone)
+	defer func() {
+		close(jobs)
+		<-syncerDone
+	}()
 	for {
 		s.mu.Lock()
+		for s.inFlight >= maxInFlight && !s.closed {
+			s.waitLocked()
+		}
 		if s.closed {
 			queue := s.queue
 			s.queue = nil
@@ -377,7 +409,7 @@ func (s *Store) runCommitter() {
 			}
 			return
 		}
-		batch = s.takeBatch(batch[:0])
+		batch := s.takeBatch()
 		s.mu.Unlock()
 		if len(batch) == 0 {
 			select {
@@ -387,23 +419,114 @@ func (s *Store) runCommitter() {
 			continue
 		}
 		if batch[0].kind == kindCall {
+			s.waitSynced()
 			s.runCall(batch[0])
-		} else {
-			s.commit(batch)
+			batch[0].finish()
+			continue
 		}
-		for i, r := range batch {
-			r.finish()
-			batch[i] = nil
+		j := s.commit(batch)
+		s.mu.Lock()
+		s.inFlight++
+		s.mu.Unlock()
+		jobs <- j
+	}
+}
+
+// waitLocked waits for the next state change. s.mu must be held for
+// writing; it is released while waiting.
+func (s *Store) waitLocked() {
+	ch := s.changed
+	s.mu.Unlock()
+	<-ch
+	s.mu.Lock()
+}
+
+// waitSynced waits until every written commit is synced and answered. The
+// committer calls it before it changes segment or rewrites the log.
+func (s *Store) waitSynced() {
+	s.mu.Lock()
+	for s.inFlight > 0 {
+		s.waitLocked()
+	}
+	s.mu.Unlock()
+}
+
+// runSyncer fdatasyncs what the committer wrote and answers its requests,
+// taking every job waiting into one fdatasync, until jobs is closed.
+func (s *Store) runSyncer(jobs <-chan *syncJob, done chan<- struct{}) {
+	defer close(done)
+	var group []*syncJob
+	for j := range jobs {
+		group = append(group[:0], j)
+		for more := true; more; {
+			select {
+			case j, ok := <-jobs:
+				if more = ok; ok {
+					group = append(group, j)
+				}
+			default:
+				more = false
+			}
 		}
-		// Let the woken writers queue their next writes before the next
-		// batch is taken: on two cores this makes batches larger.
+		s.syncJobs(group)
+		clear(group)
+		// Let the answered writers queue their next writes before the
+		// committer takes the next batch: on two cores this makes batches
+		// larger.
 		runtime.Gosched()
 	}
 }
 
-// takeBatch moves the queued requests up to the first call into batch, or
-// the call alone when it is first. s.mu must be held.
-func (s *Store) takeBatch(batch []*request) []*request {
+// syncJobs makes the jobs durable with one fdatasync and answers them.
+// Once the store failed (a write or an fdatasync), jobs not yet answered
+// fail too, even those that wrote nothing: what they rely on may be lost.
+func (s *Store) syncJobs(group []*syncJob) {
+	var wal *os.File
+	var end int64
+	entries := 0
+	for _, j := range group {
+		if j.wal != nil {
+			wal, end = j.wal, j.end
+		}
+		entries += j.entries
+	}
+	err := s.Err()
+	if err == nil && wal != nil {
+		if s.hooks.beforeSync != nil {
+			s.hooks.beforeSync()
+		}
+		start := time.Now()
+		if err = s.sync(wal); err != nil {
+			err = s.setFailed("fdatasync log in "+s.walDir, err)
+		} else {
+			s.observer.GroupCommit(entries, time.Since(start))
+			s.synced.Store(end)
+		}
+	}
+	if err == nil {
+		s.mu.Lock()
+		s.durable = group[len(group)-1].last
+		s.advanceCommittedLocked()
+		s.notifyLocked()
+		s.mu.Unlock()
+	}
+	for _, j := range group {
+		if err != nil {
+			failAll(j.batch, err)
+		}
+		for _, r := range j.batch {
+			r.finish()
+		}
+	}
+	s.mu.Lock()
+	s.inFlight -= len(group)
+	s.notifyLocked()
+	s.mu.Unlock()
+}
+
+// takeBatch takes the queued requests up to the first call, or the call
+// alone when it is first. s.mu must be held.
+func (s *Store) takeBatch() []*request {
 	n := 0
 	for _, r := range s.queue {
 		if r.kind == kindCall {
@@ -414,7 +537,7 @@ func (s *Store) takeBatch(batch []*request) []*request {
 		}
 		n++
 	}
-	batch = append(batch, s.queue[:n]...)
+	batch := slices.Clone(s.queue[:n])
 	rest := copy(s.queue, s.queue[n:])
 	clear(s.queue[rest:])
 	s.queue = s.queue[:rest]
@@ -429,30 +552,36 @@ func (s *Store) runCall(r *request) {
 	r.err = r.call()
 }
 
-// commit writes one batch to the log and stores each request's result.
-// Requests refused on their own (a log gap, a stale epoch) get their error
-// without affecting the others; a failed write or fdatasync fails them all
+// commit writes one batch to the log and returns it for the syncer, which
+// answers it. Requests refused on their own (a log gap, a stale epoch) get
+// their error without affecting the others; a failed write fails them all
 // and the store.
-func (s *Store) commit(batch []*request) {
+func (s *Store) commit(batch []*request) *syncJob {
+	j := &syncJob{batch: batch}
 	if err := s.Err(); err != nil {
 		failAll(batch, err)
-		return
+		return j
 	}
 	if err := s.rollIfFull(); err != nil {
-		s.failStop(batch, "roll log segment", err)
-		return
+		if errors.Is(err, ErrFailed) {
+			failAll(batch, err)
+		} else {
+			s.failStop(batch, "roll log segment", err)
+		}
+		return j
 	}
 	st := s.logState
 	prev := st.last
+	j.last = st.last
 	buf := s.walBuf[:0]
 	for _, r := range batch {
 		buf = s.encode(&st, r, buf)
 	}
 	if len(buf) == 0 {
 		s.walBuf = buf
-		return // only no-op epoch changes and refusals
+		return j // only no-op epoch changes and refusals
 	}
-	m := commitMark{bytes: int64(len(buf)), crc: crc32.Checksum(buf, castagnoli), last: st.last}
+	m := commitMark{bytes: int64(len(buf)), crc: crc32.Checksum(buf, castagnoli), last: st.last, synced: s.synced.Load()}
 	if st.last > s.last {
 		m.first = s.last + 1
 	}
@@ -460,7 +589,7 @@ func (s *Store) commit(batch []*request) {
 	s.walBuf = buf
 	if err := s.writeLog(buf); err != nil {
 		s.failStop(batch, "write log", err)
-		return
+		return j
 	}
 	s.walSize += int64(len(buf))
 	s.mu.Lock()
@@ -476,24 +605,12 @@ func (s *Store) commit(batch []*request) {
 	seg.last, seg.size = st.last, s.walSize
 	s.notifyLocked()
 	s.mu.Unlock()
-	if s.hooks.beforeSync != nil {
-		s.hooks.beforeSync()
-	}
-	synced := time.Now()
-	if err := s.sync(); err != nil {
-		s.failStop(batch, "fdatasync log", err)
-		return
-	}
-	s.observer.GroupCommit(int(st.last-prev), time.Since(synced))
-	s.mu.Lock()
-	s.durable = st.last
-	s.advanceCommittedLocked()
-	s.notifyLocked()
-	s.mu.Unlock()
+	j.wal, j.end, j.last, j.entries = s.wal, s.walSize, st.last, int(st.last-prev)
 	s.commits.Add(1)
 	if len(s.walBuf) > 4<<20 {
 		s.walBuf = nil // one huge batch should not pin its buffer forever
 	}
+	return j
 }
 
 // encode checks r against the log state st, assigns sequence numbers and

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -293,4 +294,228 @@ func TestFailStop(t *testing.T) {
 		t.Fatalf("reads still work: %q", got)
 	}
 	s.wal = nil // already closed; Close must not fail on it
+}
+
+// heldSync holds the first n fdatasyncs, each until release lets one go
+// (or is closed); later ones pass.
+type heldSync struct {
+	mu      sync.Mutex
+	left    int
+	held    chan struct{} // one per sync held
+	release chan struct{}
+}
+
+func newHeldSync(n int) *heldSync {
+	return &heldSync{left: n, held: make(chan struct{}, n), release: make(chan struct{})}
+}
+
+func (h *heldSync) beforeSync() {
+	h.mu.Lock()
+	hold := h.left > 0
+	if hold {
+		h.left--
+	}
+	h.mu.Unlock()
+	if hold {
+		h.held <- struct{}{}
+		<-h.release
+	}
+}
+
+// waitInFlight waits until n commits are in flight.
+func waitInFlight(t *testing.T, s *Store, n int) {
+	t.Helper()
+	ctx := testCtx(t)
+	for {
+		s.mu.RLock()
+		got := s.inFlight
+		s.mu.RUnlock()
+		if got == n {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%d commits in flight, want %d", got, n)
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
+// commitMarks reads the commit records of the store's only segment, with
+// the offset each commit starts at.
+func commitMarks(t *testing.T, s *Store) (marks []commitMark, starts []int64) {
+	t.Helper()
+	s.mu.RLock()
+	path := s.segments[len(s.segments)-1].path
+	s.mu.RUnlock()
+	recs := readLayout(t, path)
+	start := int64(0)
+	for _, r := range recs {
+		if r.typ != recCommit {
+			continue
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, ok := commitAt(b[r.off:], r.off)
+		if !ok {
+			t.Fatalf("commit record at %d does not decode", r.off)
+		}
+		marks, starts = append(marks, m), append(starts, start)
+		start = r.end
+	}
+	return marks, starts
+}
+
+// While a commit's fdatasync runs, the committer writes the next one (its
+// commit record saying that nothing was synced yet), ships it to ReadLog,
+// and holds a third back; the writers are answered once their own
+// fdatasync returned.
+func TestTwoCommitsInFlight(t *testing.T) {
+	h := newHeldSync(1)
+	s, dir := newStore(t, Options{NoSync: true, hooks: hooks{beforeSync: h.beforeSync}})
+	ctx := testCtx(t)
+	put := func(key string) chan error {
+		done := make(chan error, 1)
+		go func() {
+			_, err := s.Write(ctx, []Mutation{{Slot: 1, Key: []byte(key), Value: []byte("v-" + key)}})
+			done <- err
+		}()
+		return done
+	}
+	a := put("a")
+	<-h.held
+	b := put("b")
+	if err := s.WaitLog(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if entries, err := s.ReadLog(2, Limit{}); err != nil || len(entries) != 1 || string(entries[0].Key) != "b" {
+		t.Fatalf("second commit not readable while the first syncs: %v, %v", entries, err)
+	}
+	waitInFlight(t, s, 2)
+	c := put("c")
+	time.Sleep(50 * time.Millisecond)
+	if s.LastSeq() != 2 || s.DurableSeq() != 0 {
+		t.Fatalf("last %d durable %d: want a third commit held back and nothing durable", s.LastSeq(), s.DurableSeq())
+	}
+	select {
+	case err := <-a:
+		t.Fatalf("a answered before its fdatasync: %v", err)
+	case err := <-b:
+		t.Fatalf("b answered before its fdatasync: %v", err)
+	default:
+	}
+	marks, _ := commitMarks(t, s)
+	if len(marks) != 2 || marks[1].synced != 0 {
+		t.Fatalf("commit records %+v: want the second to say nothing was synced", marks)
+	}
+	close(h.release)
+	for _, ch := range []chan error{a, b, c} {
+		if err := <-ch; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s.DurableSeq() != 3 {
+		t.Fatalf("durable %d after the writes returned", s.DurableSeq())
+	}
+	marks, starts := commitMarks(t, s)
+	if len(marks) != 3 || marks[2].synced < starts[1] {
+		t.Fatalf("commit records %+v at %v: the third was written after the first's fdatasync", marks, starts)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, dir, Options{})
+	for _, k := range []string{"a", "b", "c"} {
+		if got := mustGet(t, s, 1, k); got != "v-"+k {
+			t.Fatalf("%s after reopen: %q", k, got)
+		}
+	}
+	// Open syncs what it recovered, so the first commit after it vouches
+	// for everything before.
+	mustPut(t, s, 1, "d", "v-d")
+	marks, starts = commitMarks(t, s)
+	if n := len(marks); n != 4 || marks[3].synced != starts[3] {
+		t.Fatalf("commit records %+v at %v: the first after Open says the log was synced up to it", marks, starts)
+	}
+}
+
+// A failed fdatasync fails every commit not yet answered, the one written
+// during it and a no-op SetEpoch that relies on the marker it was to sync.
+func TestFailedSyncFailsCommitsInFlight(t *testing.T) {
+	h := newHeldSync(1)
+	s, _ := newStore(t, Options{hooks: hooks{beforeSync: h.beforeSync}})
+	ctx := testCtx(t)
+	call := func(f func() error) chan error {
+		done := make(chan error, 1)
+		go func() { done <- f() }()
+		return done
+	}
+	marker := call(func() error { return s.SetEpoch(ctx, 5) })
+	<-h.held
+	again := call(func() error { return s.SetEpoch(ctx, 5) })
+	waitInFlight(t, s, 2)
+	// Closing the segment under the syncer makes its fdatasync fail.
+	if err := s.wal.Close(); err != nil {
+		t.Fatal(err)
+	}
+	close(h.release)
+	for name, ch := range map[string]chan error{"epoch marker": marker, "no-op epoch change after it": again} {
+		if err := <-ch; !errors.Is(err, ErrFailed) {
+			t.Fatalf("%s: %v, want ErrFailed", name, err)
+		}
+	}
+	if _, err := s.Write(ctx, []Mutation{{Slot: 0, Key: []byte("k")}}); !errors.Is(err, ErrFailed) {
+		t.Fatalf("write after the failed fdatasync: %v", err)
+	}
+	s.wal = nil // already closed; Close must not fail on it
+}
+
+// A segment roll waits for the commits in flight: the old segment is
+// synced before the new one is written, whose first commit record says
+// nothing of it was synced.
+func TestRollWaitsForCommitsInFlight(t *testing.T) {
+	h := newHeldSync(2)
+	s, _ := newStore(t, Options{NoSync: true, segmentSize: 4096, hooks: hooks{beforeSync: h.beforeSync}})
+	ctx := testCtx(t)
+	put := func(key string) chan error {
+		done := make(chan error, 1)
+		go func() {
+			_, err := s.Write(ctx, []Mutation{{Slot: 1, Key: []byte(key), Value: bytes.Repeat([]byte("v"), 2500)}})
+			done <- err
+		}()
+		return done
+	}
+	segments := func() int {
+		s.mu.RLock()
+		defer s.mu.RUnlock()
+		return len(s.segments)
+	}
+	a := put("a")
+	<-h.held
+	b := put("b")
+	waitInFlight(t, s, 2)
+	h.release <- struct{}{} // a's fdatasync; b's is held next
+	if err := <-a; err != nil {
+		t.Fatal(err)
+	}
+	<-h.held
+	c := put("c") // the segment is full: c needs a new one
+	time.Sleep(50 * time.Millisecond)
+	if n, last := segments(), s.LastSeq(); n != 1 || last != 2 {
+		t.Fatalf("%d segments, last seq %d while b's fdatasync is held: want the roll to wait", n, last)
+	}
+	close(h.release)
+	for _, ch := range []chan error{b, c} {
+		if err := <-ch; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := segments(); n != 2 {
+		t.Fatalf("%d segments after the roll", n)
+	}
+	if marks, _ := commitMarks(t, s); len(marks) != 1 || marks[0].synced != 0 {
+		t.Fatalf("new segment's commit records %+v: want one saying nothing was synced", marks)
+	}
 }

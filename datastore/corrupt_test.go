@@ -2,6 +2,7 @@ package datastore
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -209,11 +210,50 @@ func writeAt(t *testing.T, path string, off int64, data []byte) {
 	}
 }
 
+// span is a commit's bytes, its commit record included.
+type span struct{ start, end int64 }
+
+// lastCommits returns the second-to-last commit: the final one's
+// predecessor.
+func lastCommits(recs []logRecord, commits []int) span {
+	return span{recs[commits[len(commits)-3]].end, recs[commits[len(commits)-2]].end}
+}
+
+// setSynced rewrites the commit record at offset at, the segment's last
+// record, to say synced; -1 writes it as format version 4 did, without
+// synced, and cuts the file after it.
+func setSynced(t *testing.T, seg string, at, synced int64) {
+	t.Helper()
+	b, err := os.ReadFile(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, ok := commitAt(b[at:], at)
+	if !ok {
+		t.Fatalf("no commit record at %d", at)
+	}
+	m.synced = synced
+	rec := appendCommit(nil, m)
+	if synced < 0 {
+		var v [commitValueV4]byte
+		binary.BigEndian.PutUint64(v[:], uint64(m.bytes))
+		binary.BigEndian.PutUint32(v[8:], m.crc)
+		binary.BigEndian.PutUint64(v[12:], m.first)
+		copy(v[20:], commitMagic)
+		rec = appendRecord(nil, recCommit, m.last, 0, 0, nil, v[:])
+		if err := os.Truncate(seg, at+int64(len(rec))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeAt(t, seg, at, rec)
+}
+
 // TestLogCorruption is the corruption suite of the write-ahead log: every
 // case either opens with every acknowledged write present, or refuses with
-// one line naming the file and offset; a torn final commit (simulated by
+// one line naming the file and offset; a torn tail (simulated by
 // damage a crash can cause to the last, unacknowledged commit) is dropped.
 func TestLogCorruption(t *testing.T) {
+	const refuse = -1
 	// Each case damages the segment; recs are its records, commits the
 	// indexes of its commit records.
 	type damage func(t *testing.T, seg string, recs []logRecord, commits []int)
@@ -241,48 +281,50 @@ func TestLogCorruption(t *testing.T) {
 	cases := []struct {
 		name string
 		damage
-		torn bool // the final commit is dropped; else Open must refuse
+		// dropped is how many acknowledged writes at the end Open drops
+		// as a torn tail; refuse: Open must refuse the log.
+		dropped int
 	}{
-		{"length high bit mid-segment", flipData(mid, 1, 0x80), false},
-		{"length low bit mid-segment", flipData(mid, 4, 0x01), false},
-		{"payload checksum mid-segment", flipData(mid, 6, 0x10), false},
-		{"header checksum mid-segment", flipData(mid, 11, 0x02), false},
-		{"payload mid-segment", flipData(mid, recHeader+30, 0x04), false},
-		{"tag mid-segment", flipData(mid, 0, 0x80), false},
-		{"length high bit near the tail", flipData(3, 1, 0x80), false},
-		{"payload near the tail", flipData(2, recHeader+40, 0x01), false},
-		{"length in the final commit", flipData(1, 2, 0x40), false},
-		{"payload in the final commit", flipData(1, recHeader+500, 0x01), false},
-		{"commit record length, final", flipCommit(1, 3, 0x01), false},
-		{"commit record payload, final", flipCommit(1, recHeader+30, 0x01), false},
-		{"commit record checksum, mid-segment", flipCommit(mid, 7, 0x01), false},
+		{"length high bit mid-segment", flipData(mid, 1, 0x80), refuse},
+		{"length low bit mid-segment", flipData(mid, 4, 0x01), refuse},
+		{"payload checksum mid-segment", flipData(mid, 6, 0x10), refuse},
+		{"header checksum mid-segment", flipData(mid, 11, 0x02), refuse},
+		{"payload mid-segment", flipData(mid, recHeader+30, 0x04), refuse},
+		{"tag mid-segment", flipData(mid, 0, 0x80), refuse},
+		{"length high bit near the tail", flipData(3, 1, 0x80), refuse},
+		{"payload near the tail", flipData(2, recHeader+40, 0x01), refuse},
+		{"length in the final commit", flipData(1, 2, 0x40), refuse},
+		{"payload in the final commit", flipData(1, recHeader+500, 0x01), refuse},
+		{"commit record length, final", flipCommit(1, 3, 0x01), refuse},
+		{"commit record payload, final", flipCommit(1, recHeader+30, 0x01), refuse},
+		{"commit record checksum, mid-segment", flipCommit(mid, 7, 0x01), refuse},
 		{"zeroed page inside the last commits", func(t *testing.T, seg string, recs []logRecord, commits []int) {
 			page := (recs[commits[len(commits)-15]].end + 4095) &^ 4095
 			if page+4096 > recs[commits[len(commits)-2]].off {
 				t.Fatalf("last commits too small for the test: page %d", page)
 			}
 			writeAt(t, seg, page, make([]byte, 4096))
-		}, false},
+		}, refuse},
 		{"zeros then data, commit record present", func(t *testing.T, seg string, recs []logRecord, commits []int) {
 			writeAt(t, seg, (finalStart(recs, commits)+sectorSize)&^(sectorSize-1), make([]byte, sectorSize))
-		}, false},
+		}, refuse},
 		{"garbage appended", func(t *testing.T, seg string, recs []logRecord, commits []int) {
 			writeAt(t, seg, recs[len(recs)-1].end, []byte("this is not a log record, just some garbage"))
-		}, false},
+		}, refuse},
 		{"final commit cut by the end of the file", func(t *testing.T, seg string, recs []logRecord, commits []int) {
 			if err := os.Truncate(seg, finalStart(recs, commits)+1500); err != nil {
 				t.Fatal(err)
 			}
-		}, true},
+		}, 3},
 		{"final commit record cut off", func(t *testing.T, seg string, recs []logRecord, commits []int) {
 			if err := os.Truncate(seg, recs[len(recs)-1].end-3); err != nil {
 				t.Fatal(err)
 			}
-		}, true},
+		}, 3},
 		{"final commit's last sectors unwritten", func(t *testing.T, seg string, recs []logRecord, commits []int) {
 			from := (finalStart(recs, commits) + 2*sectorSize) &^ (sectorSize - 1)
 			writeAt(t, seg, from, make([]byte, recs[len(recs)-1].end-from))
-		}, true},
+		}, 3},
 		{"final commit's first sector unwritten", func(t *testing.T, seg string, recs []logRecord, commits []int) {
 			// Zeros from the commit's start to the next sector boundary
 			// and the sector after: zeros, then data, then zeros.
@@ -292,11 +334,28 @@ func TestLogCorruption(t *testing.T) {
 			last := recs[len(recs)-1]
 			from := last.off &^ (sectorSize - 1)
 			writeAt(t, seg, from, make([]byte, last.end-from))
-		}, true},
+		}, 3},
 		{"records without a commit record appended", func(t *testing.T, seg string, recs []logRecord, commits []int) {
 			extra := appendRecord(nil, recPut, 9999, 0, 1, []byte("x"), []byte("y"))
 			writeAt(t, seg, recs[len(recs)-1].end, extra)
-		}, false},
+		}, 0},
+		{"commit lost, the one written during its fdatasync kept", func(t *testing.T, seg string, recs []logRecord, commits []int) {
+			prev := lastCommits(recs, commits)
+			setSynced(t, seg, recs[commits[len(commits)-1]].off, prev.start)
+			writeAt(t, seg, prev.start, make([]byte, prev.end-prev.start))
+		}, 5},
+		{"commit lost, the one written after its fdatasync kept", func(t *testing.T, seg string, recs []logRecord, commits []int) {
+			prev := lastCommits(recs, commits)
+			writeAt(t, seg, prev.start, make([]byte, prev.end-prev.start))
+		}, refuse},
+		{"commit lost, the next commit record of format version 4", func(t *testing.T, seg string, recs []logRecord, commits []int) {
+			prev := lastCommits(recs, commits)
+			setSynced(t, seg, recs[commits[len(commits)-1]].off, -1)
+			writeAt(t, seg, prev.start, make([]byte, prev.end-prev.start))
+		}, refuse},
+		{"final commit record of format version 4", func(t *testing.T, seg string, recs []logRecord, commits []int) {
+			setSynced(t, seg, recs[commits[len(commits)-1]].off, -1)
+		}, 0},
 	}
 	for _, zeroed := range []bool{false, true} {
 		for _, tc := range cases {
@@ -306,7 +365,7 @@ func TestLogCorruption(t *testing.T) {
 				recs := readLayout(t, seg)
 				commits := commitRecords(recs)
 				tc.damage(t, seg, recs, commits)
-				refuses := !tc.torn && !strings.HasPrefix(tc.name, "records without")
+				refuses := tc.dropped == refuse
 				s, err := Open(dir, Options{AutoCommit: true, Logger: testLogger(t)})
 				if refuses {
 					if err == nil {
@@ -323,10 +382,7 @@ func TestLogCorruption(t *testing.T) {
 					t.Fatalf("open: %v", err)
 				}
 				defer s.Close()
-				want := acked
-				if tc.torn {
-					want = acked[:len(acked)-3] // the final commit's three writes
-				}
+				want := acked[:len(acked)-tc.dropped]
 				if s.LastSeq() != want[len(want)-1].seq {
 					t.Fatalf("last seq %d, want %d", s.LastSeq(), want[len(want)-1].seq)
 				}
@@ -348,6 +404,30 @@ func TestLogCorruption(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// A torn commit whose successor's entries are already in bbolt cannot be
+// a torn tail: applied entries were committed, hence acknowledged.
+func TestTornTailWithAppliedSuccessor(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "s")
+	s := openStore(t, dir, Options{Slots: 16, NoSync: true, Logger: discard()})
+	for i := range 3 {
+		mustPut(t, s, 1, fmt.Sprintf("k%d", i), "v")
+	}
+	waitApplied(t, s)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	seg := onlySegment(t, dir)
+	recs := readLayout(t, seg)
+	commits := commitRecords(recs)
+	prev := lastCommits(recs, commits)
+	setSynced(t, seg, recs[commits[len(commits)-1]].off, prev.start)
+	writeAt(t, seg, prev.start, make([]byte, prev.end-prev.start))
+	_, err := Open(dir, Options{AutoCommit: true, Logger: testLogger(t)})
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "a commit after it holds seq 3") {
+		t.Fatalf("open: %v, want ErrCorrupt naming the applied seq 3", err)
 	}
 }
 

@@ -6,13 +6,15 @@
 // Each Write (or ApplyLog, for a follower replaying its primary's log, or
 // SetEpoch) is copied by the calling goroutine and queued; one committer
 // goroutine takes everything queued, assigns sequence numbers, encodes it
-// into one buffer, writes it with one write and one fdatasync, wakes the
-// callers and immediately takes what queued meanwhile, so the batch size
-// follows the load and no timer delays a lone write. WriteAsync and
-// ApplyLogAsync queue the same way but return at once; the committer then
-// calls back, so a server need not park a goroutine per request. Entries are readable
-// by ReadLog as soon as they are written, before their fdatasync returns,
-// so a replicating primary ships them while it fsyncs.
+// into one buffer and writes it with one write; a syncer goroutine
+// fdatasyncs it and wakes the callers. While that fdatasync runs, the
+// committer writes what queued meanwhile as the next batch (two at most
+// are in flight), so the batch size follows the load and no timer delays a
+// lone write. WriteAsync and ApplyLogAsync queue the same way but return
+// at once; the syncer then calls back, so a server need not park a
+// goroutine per request. Entries are readable by ReadLog as soon as they
+// are written, before their fdatasync returns, so a replicating primary
+// ships them while it fsyncs.
 //
 // Reads see exactly the entries at or below the committed seq (the high
 // watermark, see SetCommitted and Options.AutoCommit). Committed entries
@@ -38,18 +40,21 @@
 //     tagged put or delete has its writer's Tag, client id (8) | client seq
 //     (8), after the key length; a drop has no key or value, a mark has slot
 //     0 and its name as key. An epoch marker says its epoch starts at seq+1 and takes no
-//     sequence number. Each commit (one write and fdatasync) ends with a
-//     commit record whose value is the commit's byte count (8) | their
-//     crc32c (4) | its first data seq, 0 if none (8) | "TYCM"; a commit is
-//     replayed only when its commit record matches it. Open drops only a torn
-//     final commit of the newest segment (damage a crash can leave: missing
-//     bytes or zeroed sectors, with no valid commit record after it); any
-//     other damage is ErrCorrupt naming file and offset. v1 records (length
+//     sequence number. Each commit (one write) ends with a commit record
+//     whose value is the commit's byte count (8) | their crc32c (4) | its
+//     first data seq, 0 if none (8) | how far the segment had been
+//     fdatasynced when it was written (8) | "TYCM" (format version 4 wrote
+//     it without that offset); a commit is replayed only when its commit
+//     record matches it. Open drops only a torn tail of the newest segment
+//     (damage a crash can leave: missing bytes or zeroed sectors that no
+//     later commit record vouches for, by its own commit or its synced
+//     offset, see record.go), with everything after it; any other damage
+//     is ErrCorrupt naming file and offset. v1 records (length
 //     (4) | crc32c (4) | payload, first byte at most 0x40) written by format
 //     version 2 stay readable, each its own commit. Segments whose entries
 //     are all applied and older than Options.LogRetention are deleted.
 //   - data.db, a bbolt file: bucket "meta" with the records "version"
-//     (format version, 4; 2 and 3 are upgraded on Open), "slots", "applied" (seq
+//     (format version, 5; 2 to 4 are upgraded on Open), "slots", "applied" (seq
 //     of the newest applied entry), "epoch" (highest epoch seen), each an 8-byte big-endian
 //     number, "epochs" (the epoch map: pairs of 8-byte epoch and start seq),
 //     during a Restore, "restoring", and after one that was given tags,

@@ -16,7 +16,7 @@ var (
 	// record or a meta record) fails its CRC32C check or cannot be decoded.
 	// The data of such a record is never returned. The error names the slot
 	// and key, or the file and offset. Open returns it for damage to the log
-	// other than a torn final commit, and for a damaged bbolt file (a page,
+	// other than a torn tail, and for a damaged bbolt file (a page,
 	// the meta pages); Verify for any damage it finds.
 	ErrCorrupt = errors.New("datastore: corrupt record")
 

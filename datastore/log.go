@@ -104,16 +104,18 @@ func (s *Store) writeLog(buf []byte) error {
 	return err
 }
 
-func (s *Store) sync() error {
+// sync makes what was written to the log segment f durable.
+func (s *Store) sync(f *os.File) error {
 	if s.noSync {
 		return nil
 	}
-	return fdatasync(s.wal)
+	return fdatasync(f)
 }
 
 // rollIfFull starts a new segment once the active one reached the segment
-// size, then deletes segments no longer needed. The active segment is
-// fsynced already: every batch is.
+// size, then deletes segments no longer needed. It waits for the active
+// segment's fdatasyncs first, and returns the store's error (ErrFailed)
+// if one failed.
 func (s *Store) rollIfFull() error {
 	// A segment in use asks for the next spare once it holds a little (an
 	// idle store never writes one), so the spare can be written slowly. A
@@ -125,6 +127,10 @@ func (s *Store) rollIfFull() error {
 	s.spares.request()
 	if s.walSize < s.segSize && !(s.walGrows && len(s.spares.ready) > 0) {
 		return nil
+	}
+	s.waitSynced()
+	if err := s.Err(); err != nil {
+		return err
 	}
 	next := s.last + 1
 	path := segmentPath(s.walDir, next)
@@ -142,6 +148,7 @@ func (s *Store) rollIfFull() error {
 	}
 	old := s.wal
 	s.wal, s.walSize, s.walGrows = f, 0, grows
+	s.synced.Store(0)
 	if err := old.Close(); err != nil {
 		s.log.Warn("datastore closing log segment", "err", err)
 	}
@@ -526,6 +533,7 @@ func cutPoint(seg segment, seq uint64) (off int64, kept uint64, closing []byte, 
 				if open.first == 0 {
 					open.last = kept
 				}
+				open.synced = at // a cut follows every fdatasync of the log
 				closing = appendCommit(nil, open)
 			}
 			return at, kept, closing, nil
@@ -562,9 +570,10 @@ func (s *Store) cutLog(segs []segment, i int, off int64, closing []byte) (int64,
 	}
 	size := off + int64(len(closing))
 	s.walSize, s.walGrows = size, true
-	if err := s.sync(); err != nil {
+	if err := s.sync(s.wal); err != nil {
 		return 0, err
 	}
+	s.synced.Store(size)
 	return size, syncDir(s.walDir)
 }
 

@@ -156,11 +156,12 @@ func (s *Store) readMeta(tx *bolt.Tx, slots int) error {
 	}
 	switch version {
 	case formatVersion:
-	case formatVersionV1Log, formatVersionNoStats:
-		// The log's v1 records stay readable; what is written from now on
-		// is v2, which older builds must not try to read, and a version 3
-		// store gets its stats (ensureStats), which older builds would not
-		// keep up to date.
+	case formatVersionV1Log, formatVersionNoStats, formatVersionV4:
+		// The log's v1 records and short commit records stay readable;
+		// what is written from now on is v2 with longer commit records,
+		// which older builds must not try to read, and a version 3 store
+		// gets its stats (ensureStats), which older builds would not keep
+		// up to date.
 		if err := putMeta(tx, metaVersion, formatVersion); err != nil {
 			return err
 		}

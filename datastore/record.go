@@ -24,12 +24,19 @@ import (
 // layout, so logs written before tags existed read as before. A drop (type
 // 7) has the slot and no key or value; a mark (type 8) has slot 0, the
 // mark's name as key and its value.
-// Every commit (the records of one write and fdatasync) ends with a commit
-// record whose value is the commit's byte count (8) | crc32c of those
-// bytes (4) | seq of its first data record, 0 if none (8) | "TYCM"; its seq
-// is the log's last seq after the commit. Everything up to a valid commit
-// record was possibly acknowledged; only bytes after the last one may be
-// dropped as a torn commit.
+// Every commit (the records of one write) ends with a commit record whose
+// value is the commit's byte count (8) | crc32c of those bytes (4) | seq
+// of its first data record, 0 if none (8) | synced (8) | "TYCM"; its seq is
+// the log's last seq after the commit. synced is how far the segment had
+// been fdatasynced when the commit was written: the committer writes the
+// next commit while the previous one's fdatasync runs, so a crash can keep
+// a commit and lose the one before it. Bytes below a valid commit record's
+// synced offset, and its own commit, were possibly acknowledged; damage
+// that no later commit record vouches for that way is a torn tail, dropped
+// with everything after it. Format version 4 wrote the value without
+// synced (24 bytes): such a record vouches for everything before it, as
+// each of those commits was written only after the previous one's
+// fdatasync.
 //
 // Version 1 records (stores of format version 2) are length (4) | crc32c
 // of the payload (4) | payload, without commit records. Their first byte is
@@ -61,9 +68,11 @@ const (
 	recDrop = 7
 	recMark = 8
 
-	commitValue  = 8 + 4 + 8 + 4
-	commitRecord = recHeader + recFixed + commitValue
-	commitMagic  = "TYCM"
+	commitValue    = 8 + 4 + 8 + 8 + 4
+	commitRecord   = recHeader + recFixed + commitValue
+	commitValueV4  = 8 + 4 + 8 + 4 // without synced
+	commitRecordV4 = recHeader + recFixed + commitValueV4
+	commitMagic    = "TYCM"
 
 	// sectorSize is the unit in which a crash tears a write: a sector
 	// holds either what was written or what was there before.
@@ -152,12 +161,15 @@ func appendTaggedRecord(dst []byte, typ byte, seq, epoch uint64, slot uint16, ta
 }
 
 // commitMark describes one commit: its bytes before the commit record,
-// their checksum, and its first and last data seqs (first 0: no data).
+// their checksum, its first and last data seqs (first 0: no data) and how
+// far its segment was fdatasynced when it was written (synced; a format
+// version 4 record says nothing, read as the commit's own start).
 type commitMark struct {
-	bytes int64
-	crc   uint32
-	first uint64
-	last  uint64
+	bytes  int64
+	crc    uint32
+	first  uint64
+	last   uint64
+	synced int64
 }
 
 // appendCommit appends the commit record that closes the commit m.
@@ -166,22 +178,38 @@ func appendCommit(dst []byte, m commitMark) []byte {
 	binary.BigEndian.PutUint64(v[:], uint64(m.bytes))
 	binary.BigEndian.PutUint32(v[8:], m.crc)
 	binary.BigEndian.PutUint64(v[12:], m.first)
-	copy(v[20:], commitMagic)
+	binary.BigEndian.PutUint64(v[20:], uint64(m.synced))
+	copy(v[28:], commitMagic)
 	return appendRecord(dst, recCommit, m.last, 0, 0, nil, v[:])
 }
 
-// decodeCommit reads a commit record's mark.
-func decodeCommit(rec record) (commitMark, bool) {
+// decodeCommit reads the mark of the commit record rec, which ends at
+// offset end of its segment.
+func decodeCommit(rec record, end int64) (commitMark, bool) {
 	v := rec.value
-	if len(rec.key) != 0 || len(v) != commitValue || string(v[20:]) != commitMagic {
+	if len(rec.key) != 0 || len(v) != commitValue && len(v) != commitValueV4 || string(v[len(v)-4:]) != commitMagic {
 		return commitMark{}, false
 	}
-	return commitMark{
+	m := commitMark{
 		bytes: int64(binary.BigEndian.Uint64(v)),
 		crc:   binary.BigEndian.Uint32(v[8:]),
 		first: binary.BigEndian.Uint64(v[12:]),
 		last:  rec.seq,
-	}, true
+	}
+	recLen := int64(commitRecord)
+	if len(v) == commitValueV4 {
+		recLen = commitRecordV4
+	}
+	m.synced = end - recLen - m.bytes // a version 4 commit's start
+	if len(v) == commitValue {
+		// Nothing past the record itself can have been synced before it
+		// was written.
+		m.synced = int64(binary.BigEndian.Uint64(v[20:]))
+		if m.synced < 0 || m.synced > end-recLen {
+			return commitMark{}, false
+		}
+	}
+	return m, true
 }
 
 // decodePayload checks and decodes a payload whose checksum is want.
@@ -215,19 +243,22 @@ func decodePayload(p []byte, want uint32) (record, bool) {
 	return r, true
 }
 
-// isCommitRecord reports whether b starts with a valid commit record.
-func isCommitRecord(b []byte) bool {
-	if len(b) < commitRecord || b[0] != recTag ||
-		crc32.Checksum(b[:9], castagnoli) != binary.BigEndian.Uint32(b[9:]) ||
-		binary.BigEndian.Uint32(b[1:]) != commitRecord-recHeader {
-		return false
+// commitAt decodes the commit record that b starts with, if it is a valid
+// one; at is b's offset in its segment.
+func commitAt(b []byte, at int64) (commitMark, bool) {
+	if len(b) < recHeader || b[0] != recTag ||
+		crc32.Checksum(b[:9], castagnoli) != binary.BigEndian.Uint32(b[9:]) {
+		return commitMark{}, false
 	}
-	rec, ok := decodePayload(b[recHeader:commitRecord], binary.BigEndian.Uint32(b[5:]))
+	n := int64(recHeader) + int64(binary.BigEndian.Uint32(b[1:]))
+	if n != commitRecord && n != commitRecordV4 || int64(len(b)) < n {
+		return commitMark{}, false
+	}
+	rec, ok := decodePayload(b[recHeader:n], binary.BigEndian.Uint32(b[5:]))
 	if !ok || rec.typ != recCommit {
-		return false
+		return commitMark{}, false
 	}
-	_, ok = decodeCommit(rec)
-	return ok
+	return decodeCommit(rec, at+n)
 }
 
 // damageError reports a record that fails its checks; it wraps ErrCorrupt.
@@ -373,7 +404,7 @@ func (sr *segmentReader) nextV2(at int64, hdr []byte) (record, error) {
 // closeCommit checks the commit record at offset at against the commit
 // it closes.
 func (sr *segmentReader) closeCommit(at int64, rec record) error {
-	m, ok := decodeCommit(rec)
+	m, ok := decodeCommit(rec, sr.off)
 	want := sr.open
 	want.bytes = at - sr.commitStart
 	if !ok || m.bytes != want.bytes || m.crc != want.crc || m.first != want.first || m.first != 0 && m.last != want.last {
@@ -471,13 +502,23 @@ func (sr *segmentReader) zerosFrom(off int64) bool {
 	return true
 }
 
-// scanTail looks at the bytes from offset from to the end of the file: it
-// returns the offset of the first valid commit record among them (found
-// false if none) and the end of their last non-zero byte.
-func (sr *segmentReader) scanTail(from int64) (marker int64, found bool, dataEnd int64) {
+// tornTail describes the bytes after damage that Open drops as torn.
+type tornTail struct {
+	dataEnd int64  // where their last non-zero byte ends
+	commits int    // valid commit records among them: commits written during the torn one's fdatasync
+	first   uint64 // the first data seq of those commits, 0 if none
+}
+
+// scanTail looks at the bytes from offset from to the end of the file,
+// after damage in the commit that starts at offset start: it returns the
+// offset of the first valid commit record among them that vouches for
+// that commit (found false if none) and what it found. A record vouches
+// for its own commit and for the bytes its segment had fdatasynced when it
+// was written.
+func (sr *segmentReader) scanTail(from, start int64) (marker int64, found bool, tail tornTail) {
 	const chunk = 1 << 20
 	buf := make([]byte, chunk+commitRecord)
-	dataEnd = from
+	tail.dataEnd = from
 	for base := from; base < sr.size; base += chunk {
 		n, _ := sr.f.ReadAt(buf[:min(int64(len(buf)), sr.size-base)], base)
 		b := buf[:n]
@@ -487,35 +528,46 @@ func (sr *segmentReader) scanTail(from int64) (marker int64, found bool, dataEnd
 			if j < 0 {
 				break
 			}
-			if i += j; isCommitRecord(b[i:]) {
-				marker, found = base+int64(i), true
+			i += j
+			at := base + int64(i)
+			m, ok := commitAt(b[i:], at)
+			switch {
+			case !ok:
+			case at-m.bytes <= start || m.synced > start:
+				marker, found = at, true
+			default:
+				tail.commits++
+				if tail.first == 0 {
+					tail.first = m.first
+				}
 			}
 		}
 		for i := len(own) - 1; i >= 0; i-- {
 			if own[i] != 0 {
-				dataEnd = base + int64(i) + 1
+				tail.dataEnd = base + int64(i) + 1
 				break
 			}
 		}
 	}
-	return marker, found, dataEnd
+	return marker, found, tail
 }
 
 // finalTorn reports whether err, a failure of next, is the torn final
-// commit of the log, which Open drops: damage that looks torn, in the
-// newest segment, with no valid commit record after it. dataEnd is where
-// the non-zero bytes after the damage end. Any other failure is returned
-// as the error to refuse the log with.
-func (sr *segmentReader) finalTorn(err error, newest bool) (dataEnd int64, torn bool, _ error) {
+// commit of the log, which Open drops with everything after it: damage
+// that looks torn, in the newest segment, that no valid commit record
+// after it vouches for (scanTail). tail describes what follows the
+// damage. Any other failure is returned as the error to refuse the log
+// with.
+func (sr *segmentReader) finalTorn(err error, newest bool) (tail tornTail, torn bool, _ error) {
 	var dmg *damageError
 	if !errors.As(err, &dmg) || !newest || !dmg.torn {
-		return 0, false, err
+		return tornTail{}, false, err
 	}
-	marker, found, dataEnd := sr.scanTail(dmg.offset + 1)
+	marker, found, tail := sr.scanTail(dmg.offset+1, sr.commitStart)
 	if found {
-		return 0, false, fmt.Errorf("%w; a valid commit record follows at offset %d, so acknowledged writes are damaged", err, marker)
+		return tornTail{}, false, fmt.Errorf("%w; the commit record at offset %d vouches for it, so acknowledged writes are damaged", err, marker)
 	}
-	return dataEnd, true, nil
+	return tail, true, nil
 }
 
 func allZero(b []byte) bool {

@@ -43,6 +43,13 @@ func (s *Store) recoverLog() error {
 		_ = f.Close()
 		return err
 	}
+	// After a crash of the process the last commits may still be in the
+	// page cache only. They count as durable from here on, and the first
+	// commit records written after Open say so.
+	if err := s.sync(f); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("fdatasync log %s: %w", active.path, err)
+	}
 	s.wal, s.walGrows = f, fi.Size() <= active.size
 	if active.size == 0 {
 		if err := syncDir(s.walDir); err != nil {
@@ -50,17 +57,18 @@ func (s *Store) recoverLog() error {
 		}
 	}
 	s.walSize = active.size
+	s.synced.Store(active.size)
 	return nil
 }
 
 // recoverSegment replays one segment's records, a commit at a time: the
 // records of a commit are replayed once its commit record matched them.
-// Damage that looks like a torn write and is followed by no valid commit
-// record is the final commit of the newest segment, cut short by a crash
-// before its fdatasync returned, so never acknowledged: it is cut off with
+// Damage that looks like a torn write, in the newest segment, that no
+// later commit record vouches for (finalTorn) is a commit cut short by a
+// crash before its fdatasync returned, so never acknowledged; so was any
+// commit after it, written while that fdatasync ran: they are cut off with
 // a warning. Any other damage is refused with ErrCorrupt, naming file and
-// offset: everything up to the last commit record may have been
-// acknowledged.
+// offset.
 func (s *Store) recoverSegment(seg *segment, newest bool, prev *uint64) error {
 	sr, err := openSegment(seg.path, -1)
 	if err != nil {
@@ -79,7 +87,7 @@ func (s *Store) recoverSegment(seg *segment, newest bool, prev *uint64) error {
 			break
 		}
 		if err != nil {
-			dataEnd, torn, refused := sr.finalTorn(err, newest)
+			tail, torn, refused := sr.finalTorn(err, newest)
 			if !torn {
 				return refused
 			}
@@ -89,9 +97,12 @@ func (s *Store) recoverSegment(seg *segment, newest bool, prev *uint64) error {
 					return fmt.Errorf("%w; its commit holds seq %d, which %s has applied", err, p.rec.seq, dataFile)
 				}
 			}
-			s.log.Warn("datastore dropping the torn final commit of the log (its fdatasync never returned, so it was never acknowledged)",
-				"file", seg.path, "offset", sr.commitStart, "why", err, "dropped_bytes", max(dataEnd-sr.commitStart, 0),
-				"dropped_records", len(pending))
+			if tail.first != 0 && tail.first <= s.applied {
+				return fmt.Errorf("%w; a commit after it holds seq %d, which %s has applied", err, tail.first, dataFile)
+			}
+			s.log.Warn("datastore dropping the torn tail of the log (its fdatasync never returned, so it was never acknowledged)",
+				"file", seg.path, "offset", sr.commitStart, "why", err, "dropped_bytes", max(tail.dataEnd-sr.commitStart, 0),
+				"dropped_records", len(pending), "dropped_later_commits", tail.commits)
 			if err := truncateFile(seg.path, sr.commitStart, s.noSync); err != nil {
 				return err
 			}

@@ -66,7 +66,7 @@ func recoverBolt(path string, err *error) {
 // write-ahead-log record with its commit. It reads everything, so it takes time in proportion to the
 // store's size; Open does not do this (it reads only the log above the
 // applied seq and the meta records). The store must not be open: Verify
-// takes the directory lock (ErrLocked). A torn final commit, which Open
+// takes the directory lock (ErrLocked). A torn tail, which Open
 // would drop with a warning, is not an error. Errors: ErrLocked, ErrCorrupt
 // (naming the file, and the offset, slot or key), ErrFormat, I/O errors.
 func Verify(dir string) error {

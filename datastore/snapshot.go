@@ -608,6 +608,7 @@ func (s *Store) restartLog(seq, epoch uint64, epochs []EpochStart) error {
 		return s.setFailed("restore: create log", err)
 	}
 	s.wal, s.walSize, s.walGrows = f, 0, true
+	s.synced.Store(0)
 	s.mu.Lock()
 	s.logState = logState{last: seq, epoch: epoch, logEpoch: epochAt(epochs, seq), epochs: epochs}
 	s.durable, s.committed, s.applied, s.target = seq, seq, seq, seq

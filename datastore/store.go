@@ -18,11 +18,14 @@ import (
 )
 
 const (
-	// formatVersion 4 writes the log in record format v2 (record.go),
-	// drops and marks included, and keeps per-slot stats (digest.go);
-	// version 2 stores, whose logs hold v1 records, and version 3 stores,
-	// which have no stats, are upgraded on Open.
-	formatVersion        = 4
+	// formatVersion 5 writes the log in record format v2 (record.go),
+	// drops and marks included, with commit records that say how far the
+	// log was synced, and keeps per-slot stats (digest.go); version 2
+	// stores, whose logs hold v1 records, version 3 stores, which have no
+	// stats, and version 4 stores, whose commit records are shorter, are
+	// upgraded on Open.
+	formatVersion        = 5
+	formatVersionV4      = 4
 	formatVersionNoStats = 3
 	formatVersionV1Log   = 2
 
@@ -101,10 +104,10 @@ type Options struct {
 }
 
 // Observer is told of each group commit and apply round. It is called on
-// the committer and applier goroutines, so it must return at once.
+// the syncer and applier goroutines, so it must return at once.
 type Observer interface {
-	// GroupCommit: one batch of entries was written to the log, and made
-	// durable by an fdatasync that took fsync.
+	// GroupCommit: entries written to the log (one or two batches) were
+	// made durable by an fdatasync that took fsync.
 	GroupCommit(entries int, fsync time.Duration)
 	// Applied: one apply round wrote entries to the data file in took.
 	Applied(entries int, took time.Duration)
@@ -117,7 +120,7 @@ func (noObserver) Applied(int, time.Duration)     {}
 
 // hooks let tests stop the engine at its dangerous moments.
 type hooks struct {
-	// beforeSync runs on the committer after a batch is written and
+	// beforeSync runs on the syncer after a batch is written and
 	// published to ReadLog, before its fdatasync.
 	beforeSync func()
 	// beforeApply runs on the applier before each bbolt transaction; an
@@ -163,6 +166,7 @@ type Store struct {
 	applyErr  error         // why the applier stopped
 	logState                // written by the committer only
 	durable   uint64        // newest seq fdatasynced
+	inFlight  int           // commits written or queued for the syncer and not yet answered
 	committed uint64        // reads and the applier see seqs <= committed
 	target    uint64        // highest seq SetCommitted asked for
 	applied   uint64        // newest seq in bbolt
@@ -202,6 +206,10 @@ type Store struct {
 	applyDirty int64 // the dirty page bytes a round aims at
 	commits    atomic.Uint64
 	applies    atomic.Uint64
+	// synced is how far the active segment is known fdatasynced: the
+	// syncer raises it, the committer writes it into each commit record
+	// and resets it when the segment changes, with no commit in flight.
+	synced atomic.Int64
 
 	wake          chan struct{}
 	applyWake     chan struct{}
@@ -230,7 +238,7 @@ func (e *lockedError) Is(target error) bool { return target == ErrLocked }
 //
 // Errors: ErrBadOptions, ErrSlotsMismatch, ErrLocked, ErrFormat, ErrCorrupt
 // (a damaged data.db page or meta record, damage to the log other than a
-// torn final commit, or a log that does not continue the applied state;
+// torn tail, or a log that does not continue the applied state;
 // one line naming the file and offset, see SetAside for the way out), and
 // I/O or bbolt errors.
 func Open(dir string, opts Options) (*Store, error) {
@@ -459,12 +467,12 @@ func (s *Store) release() error {
 	return errors.Join(errs...)
 }
 
-// Close stops the committer after the batch in progress (failing writes
-// still queued with ErrClosed), stops the applier after its transaction in
-// progress, then closes the log, waits for open reads and closes the bbolt
-// file, and drops the directory lock. Unapplied log entries stay in the log
-// and are replayed by the next Open. It is idempotent: later calls return
-// the first call's result.
+// Close stops the committer once the batches in flight are synced
+// (failing writes still queued with ErrClosed), stops the applier after
+// its transaction in progress, then closes the log, waits for open reads
+// and closes the bbolt file, and drops the directory lock. Unapplied log
+// entries stay in the log and are replayed by the next Open. It is
+// idempotent: later calls return the first call's result.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.mu.Lock()

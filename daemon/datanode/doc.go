@@ -9,7 +9,8 @@
 // slot in the node's current slot table; otherwise the node answers MOVED
 // (naming the owner and the table version) or NOT_PRIMARY, and the client
 // refreshes its routes. Writes of every batch that arrive while the previous
-// commit runs share one log write and one fdatasync; no goroutine waits per
+// commit is written share one log write, and an fdatasync makes one or two
+// such commits durable; no goroutine waits per
 // request: each request stream has one replier that answers, in one
 // message, every read at once and every write the high watermark has
 // passed. A primary answers only while it holds a lease on its ZooKeeper

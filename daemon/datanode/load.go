@@ -32,7 +32,7 @@ func (s *service) Load(ctx context.Context, req *wire.LoadRequest) (*wire.LoadRe
 		return refusal, nil
 	}
 	n.metrics.requests[opPut].Add(float64(len(req.Items)))
-	w := <-written // the committer reports every queued write
+	w := <-written // the store reports every queued write
 	n.noteStoreErr(w.err)
 	if w.err != nil {
 		return loadRefusal(w.err), nil

@@ -65,7 +65,7 @@ func newMetrics(n *Node) *metrics {
 		isrExpands: reg.Counter("thunder_data_isr_expands_total", "Members this node, as primary, added back to its group's in-sync set."),
 		fsync:      reg.Histogram("thunder_data_wal_fsync_duration_seconds", "Time of one fdatasync of the write-ahead log.", ops.LatencyBuckets),
 		groupCommit: reg.Histogram("thunder_data_wal_group_commit_entries",
-			"Log entries made durable by one group commit (one write and fdatasync).", ops.SizeBuckets),
+			"Log entries made durable by one fdatasync of the write-ahead log (one or two group commits).", ops.SizeBuckets),
 		applyTime: reg.Histogram("thunder_data_apply_duration_seconds", "Time of one apply round (log entries into the data file).", ops.LatencyBuckets),
 		applyEntries: reg.Histogram("thunder_data_apply_entries", "Log entries written to the data file by one apply round.",
 			ops.SizeBuckets),
