@@ -383,23 +383,23 @@ type syncJob struct {
 
 // runCommitter is the single goroutine that writes the log; its syncer
 // goroutine fdatasyncs it. It is owned by the Store and stops when Close
-// sets closed, failing whatever is still queued then, after the syncer
-// answered every batch written.
+// sets closed: once the syncer answered every batch written, it fails
+// whatever is still queued.
 func (s *Store) runCommitter() {
 	defer close(s.committerDone)
 	jobs := make(chan *syncJob, maxInFlight)
 	syncerDone := make(chan struct{})
 	go s.runSyncer(jobs, syncerDone)
-	defer func() {
-		close(jobs)
-		<-syncerDone
-	}()
 	for {
 		s.mu.Lock()
 		for s.inFlight >= maxInFlight && !s.closed {
 			s.waitLocked()
 		}
 		if s.closed {
+			s.mu.Unlock()
+			close(jobs)
+			<-syncerDone
+			s.mu.Lock()
 			queue := s.queue
 			s.queue = nil
 			s.mu.Unlock()
@@ -478,8 +478,9 @@ func (s *Store) runSyncer(jobs <-chan *syncJob, done chan<- struct{}) {
 }
 
 // syncJobs makes the jobs durable with one fdatasync and answers them.
-// Once the store failed (a write or an fdatasync), jobs not yet answered
-// fail too, even those that wrote nothing: what they rely on may be lost.
+// Once the store failed (a log write or fdatasync, a log rewrite, a bbolt
+// commit), jobs not yet answered fail too, even those that wrote nothing:
+// what they rely on may be lost.
 func (s *Store) syncJobs(group []*syncJob) {
 	var wal *os.File
 	var end int64

@@ -358,7 +358,7 @@ func commitMarks(t *testing.T, s *Store) (marks []commitMark, starts []int64) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		m, ok := commitAt(b[r.off:], r.off)
+		m, _, ok := commitAt(b[r.off:], r.off)
 		if !ok {
 			t.Fatalf("commit record at %d does not decode", r.off)
 		}
@@ -441,9 +441,44 @@ func TestTwoCommitsInFlight(t *testing.T) {
 	}
 }
 
-// A failed fdatasync fails every commit not yet answered, the one written
-// during it and a no-op SetEpoch that relies on the marker it was to sync.
+// A failed fdatasync fails every commit not yet answered: the writes
+// written during it, and a no-op SetEpoch that relies on the marker it
+// was to sync.
 func TestFailedSyncFailsCommitsInFlight(t *testing.T) {
+	t.Run("write", func(t *testing.T) {
+		h := newHeldSync(1)
+		s, _ := newStore(t, Options{hooks: hooks{beforeSync: h.beforeSync}})
+		ctx := testCtx(t)
+		put := func(key string) chan error {
+			done := make(chan error, 1)
+			go func() {
+				_, err := s.Write(ctx, []Mutation{{Slot: 1, Key: []byte(key)}})
+				done <- err
+			}()
+			return done
+		}
+		a := put("a")
+		<-h.held
+		b := put("b")
+		waitInFlight(t, s, 2)
+		if err := s.wal.Close(); err != nil {
+			t.Fatal(err)
+		}
+		close(h.release)
+		for name, ch := range map[string]chan error{"a": a, "b, written during a's fdatasync": b} {
+			if err := <-ch; !errors.Is(err, ErrFailed) {
+				t.Fatalf("%s: %v, want ErrFailed", name, err)
+			}
+		}
+		if s.DurableSeq() != 0 {
+			t.Fatalf("durable seq %d after the failed fdatasync", s.DurableSeq())
+		}
+		s.wal = nil // already closed; Close must not fail on it
+	})
+	t.Run("no-op epoch change", testFailedSyncNoOpEpoch)
+}
+
+func testFailedSyncNoOpEpoch(t *testing.T) {
 	h := newHeldSync(1)
 	s, _ := newStore(t, Options{hooks: hooks{beforeSync: h.beforeSync}})
 	ctx := testCtx(t)

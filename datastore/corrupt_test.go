@@ -213,9 +213,8 @@ func writeAt(t *testing.T, path string, off int64, data []byte) {
 // span is a commit's bytes, its commit record included.
 type span struct{ start, end int64 }
 
-// lastCommits returns the second-to-last commit: the final one's
-// predecessor.
-func lastCommits(recs []logRecord, commits []int) span {
+// secondToLast returns the span of the final commit's predecessor.
+func secondToLast(recs []logRecord, commits []int) span {
 	return span{recs[commits[len(commits)-3]].end, recs[commits[len(commits)-2]].end}
 }
 
@@ -228,7 +227,7 @@ func setSynced(t *testing.T, seg string, at, synced int64) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, ok := commitAt(b[at:], at)
+	m, _, ok := commitAt(b[at:], at)
 	if !ok {
 		t.Fatalf("no commit record at %d", at)
 	}
@@ -340,16 +339,37 @@ func TestLogCorruption(t *testing.T) {
 			writeAt(t, seg, recs[len(recs)-1].end, extra)
 		}, 0},
 		{"commit lost, the one written during its fdatasync kept", func(t *testing.T, seg string, recs []logRecord, commits []int) {
-			prev := lastCommits(recs, commits)
+			prev := secondToLast(recs, commits)
 			setSynced(t, seg, recs[commits[len(commits)-1]].off, prev.start)
 			writeAt(t, seg, prev.start, make([]byte, prev.end-prev.start))
 		}, 5},
 		{"commit lost, the one written after its fdatasync kept", func(t *testing.T, seg string, recs []logRecord, commits []int) {
-			prev := lastCommits(recs, commits)
+			prev := secondToLast(recs, commits)
 			writeAt(t, seg, prev.start, make([]byte, prev.end-prev.start))
 		}, refuse},
+		{"commit lost, two written during its fdatasync kept", func(t *testing.T, seg string, recs []logRecord, commits []int) {
+			lost := span{recs[commits[len(commits)-4]].end, recs[commits[len(commits)-3]].end}
+			setSynced(t, seg, recs[commits[len(commits)-2]].off, lost.start)
+			setSynced(t, seg, recs[commits[len(commits)-1]].off, lost.start)
+			writeAt(t, seg, lost.start, make([]byte, lost.end-lost.start))
+		}, refuse},
+		{"commit lost, the next says less was synced than its start", func(t *testing.T, seg string, recs []logRecord, commits []int) {
+			prev := secondToLast(recs, commits)
+			setSynced(t, seg, recs[commits[len(commits)-1]].off, prev.start-1)
+			writeAt(t, seg, prev.start, make([]byte, prev.end-prev.start))
+		}, refuse},
+		{"commit lost, the next says more was synced than it holds", func(t *testing.T, seg string, recs []logRecord, commits []int) {
+			prev := secondToLast(recs, commits)
+			at := recs[commits[len(commits)-1]].off
+			setSynced(t, seg, at, at+1)
+			writeAt(t, seg, prev.start, make([]byte, prev.end-prev.start))
+		}, refuse},
+		{"final commit record says more was synced than it holds", func(t *testing.T, seg string, recs []logRecord, commits []int) {
+			at := recs[commits[len(commits)-1]].off
+			setSynced(t, seg, at, at+1)
+		}, refuse},
 		{"commit lost, the next commit record of format version 4", func(t *testing.T, seg string, recs []logRecord, commits []int) {
-			prev := lastCommits(recs, commits)
+			prev := secondToLast(recs, commits)
 			setSynced(t, seg, recs[commits[len(commits)-1]].off, -1)
 			writeAt(t, seg, prev.start, make([]byte, prev.end-prev.start))
 		}, refuse},
@@ -422,7 +442,7 @@ func TestTornTailWithAppliedSuccessor(t *testing.T) {
 	seg := onlySegment(t, dir)
 	recs := readLayout(t, seg)
 	commits := commitRecords(recs)
-	prev := lastCommits(recs, commits)
+	prev := secondToLast(recs, commits)
 	setSynced(t, seg, recs[commits[len(commits)-1]].off, prev.start)
 	writeAt(t, seg, prev.start, make([]byte, prev.end-prev.start))
 	_, err := Open(dir, Options{AutoCommit: true, Logger: testLogger(t)})

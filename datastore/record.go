@@ -243,22 +243,24 @@ func decodePayload(p []byte, want uint32) (record, bool) {
 	return r, true
 }
 
-// commitAt decodes the commit record that b starts with, if it is a valid
-// one; at is b's offset in its segment.
-func commitAt(b []byte, at int64) (commitMark, bool) {
+// commitAt decodes the commit record that b starts with; at is b's offset
+// in its segment. isCommit says b starts with a record of the commit type
+// whose checksums match; ok that its mark is valid too.
+func commitAt(b []byte, at int64) (m commitMark, isCommit, ok bool) {
 	if len(b) < recHeader || b[0] != recTag ||
 		crc32.Checksum(b[:9], castagnoli) != binary.BigEndian.Uint32(b[9:]) {
-		return commitMark{}, false
+		return commitMark{}, false, false
 	}
 	n := int64(recHeader) + int64(binary.BigEndian.Uint32(b[1:]))
 	if n != commitRecord && n != commitRecordV4 || int64(len(b)) < n {
-		return commitMark{}, false
+		return commitMark{}, false, false
 	}
-	rec, ok := decodePayload(b[recHeader:n], binary.BigEndian.Uint32(b[5:]))
-	if !ok || rec.typ != recCommit {
-		return commitMark{}, false
+	rec, valid := decodePayload(b[recHeader:n], binary.BigEndian.Uint32(b[5:]))
+	if !valid || rec.typ != recCommit {
+		return commitMark{}, false, false
 	}
-	return decodeCommit(rec, at+n)
+	m, ok = decodeCommit(rec, at+n)
+	return m, true, ok
 }
 
 // damageError reports a record that fails its checks; it wraps ErrCorrupt.
@@ -511,10 +513,14 @@ type tornTail struct {
 
 // scanTail looks at the bytes from offset from to the end of the file,
 // after damage in the commit that starts at offset start: it returns the
-// offset of the first valid commit record among them that vouches for
-// that commit (found false if none) and what it found. A record vouches
-// for its own commit and for the bytes its segment had fdatasynced when it
-// was written.
+// offset of the first commit record among them that vouches for that
+// commit (found false if none) and what it found. A record vouches for its
+// own commit and for the bytes its segment had fdatasynced when it was
+// written. So does any record that a crash cannot explain: one with a
+// mark that does not decode, one that says less was synced than the
+// commit's start (synced is the start of the oldest commit in flight when
+// it was written), and the maxInFlight'th commit written during the torn
+// one's fdatasync, which the committer would have waited for.
 func (sr *segmentReader) scanTail(from, start int64) (marker int64, found bool, tail tornTail) {
 	const chunk = 1 << 20
 	buf := make([]byte, chunk+commitRecord)
@@ -530,10 +536,10 @@ func (sr *segmentReader) scanTail(from, start int64) (marker int64, found bool, 
 			}
 			i += j
 			at := base + int64(i)
-			m, ok := commitAt(b[i:], at)
+			m, isCommit, ok := commitAt(b[i:], at)
 			switch {
-			case !ok:
-			case at-m.bytes <= start || m.synced > start:
+			case !isCommit:
+			case !ok || at-m.bytes <= start || m.synced != start || tail.commits+1 >= maxInFlight:
 				marker, found = at, true
 			default:
 				tail.commits++
@@ -552,8 +558,8 @@ func (sr *segmentReader) scanTail(from, start int64) (marker int64, found bool, 
 	return marker, found, tail
 }
 
-// finalTorn reports whether err, a failure of next, is the torn final
-// commit of the log, which Open drops with everything after it: damage
+// finalTorn reports whether err, a failure of next, is the torn tail of
+// the log, which Open drops with everything after it: damage
 // that looks torn, in the newest segment, that no valid commit record
 // after it vouches for (scanTail). tail describes what follows the
 // damage. Any other failure is returned as the error to refuse the log
