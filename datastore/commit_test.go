@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -406,10 +407,11 @@ func TestTwoCommitsInFlight(t *testing.T) {
 		t.Fatalf("b answered before its fdatasync: %v", err)
 	default:
 	}
-	marks, _ := commitMarks(t, s)
-	if len(marks) != 2 || marks[1].synced != 0 {
+	marks, starts := commitMarks(t, s)
+	if len(marks) != 2 || marks[1].synced != starts[0] {
 		t.Fatalf("commit records %+v: want the second to say nothing was synced", marks)
 	}
+	powerLossImage(t, s, span{starts[0], starts[1]})
 	close(h.release)
 	for _, ch := range []chan error{a, b, c} {
 		if err := <-ch; err != nil {
@@ -419,7 +421,7 @@ func TestTwoCommitsInFlight(t *testing.T) {
 	if s.DurableSeq() != 3 {
 		t.Fatalf("durable %d after the writes returned", s.DurableSeq())
 	}
-	marks, starts := commitMarks(t, s)
+	marks, starts = commitMarks(t, s)
 	if len(marks) != 3 || marks[2].synced < starts[1] {
 		t.Fatalf("commit records %+v at %v: the third was written after the first's fdatasync", marks, starts)
 	}
@@ -438,6 +440,40 @@ func TestTwoCommitsInFlight(t *testing.T) {
 	marks, starts = commitMarks(t, s)
 	if n := len(marks); n != 4 || marks[3].synced != starts[3] {
 		t.Fatalf("commit records %+v at %v: the first after Open says the log was synced up to it", marks, starts)
+	}
+}
+
+// powerLossImage copies the log of s as a power loss could leave it now,
+// with the commit in lost unwritten, into a fresh store directory, and
+// checks that Open drops that commit and the one after it, which was
+// written during its fdatasync, and nothing else.
+func powerLossImage(t *testing.T, s *Store, lost span) {
+	t.Helper()
+	s.mu.RLock()
+	path := s.segments[len(s.segments)-1].path
+	s.mu.RUnlock()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clear(b[lost.start:lost.end])
+	img := filepath.Join(t.TempDir(), "img")
+	if err := openStore(t, img, Options{Slots: 16}).Close(); err != nil {
+		t.Fatal(err)
+	}
+	wal := filepath.Join(img, walDir)
+	if err := os.RemoveAll(wal); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(wal, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(wal, filepath.Base(path)), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := openStore(t, img, Options{})
+	if r.LastSeq() != 0 {
+		t.Fatalf("power-loss image opened with last seq %d, want both commits dropped", r.LastSeq())
 	}
 }
 

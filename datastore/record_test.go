@@ -3,6 +3,7 @@ package datastore
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"os"
 	"path/filepath"
@@ -150,4 +151,78 @@ func TestV1LogDamage(t *testing.T) {
 			t.Fatalf("open: %v", err)
 		}
 	})
+}
+
+// A store of format version 4, whose commit records have no synced offset,
+// opens, is upgraded to 5 and goes on in the same segment with the longer
+// records; Verify and a reopen read both kinds.
+func TestFormatV4Upgrade(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "s")
+	s := openStore(t, dir, Options{Slots: 16, Logger: discard()})
+	for i := range 3 {
+		mustPut(t, s, 1, fmt.Sprintf("k%d", i), "v")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	seg := onlySegment(t, dir)
+	recs := readLayout(t, seg)
+	commits := commitRecords(recs)
+	setSynced(t, seg, recs[commits[len(commits)-1]].off, -1)
+	db, err := bolt.Open(filepath.Join(dir, dataFile), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error { return putMeta(tx, metaVersion, formatVersionV4) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, dir, Options{Logger: discard()})
+	mustPut(t, s, 1, "new", "v")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := Verify(dir); err != nil {
+		t.Fatalf("verify after the upgrade: %v", err)
+	}
+	recs = readLayout(t, seg)
+	b, err := os.ReadFile(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, long := 0, 0
+	for _, r := range recs {
+		if r.typ == recCommit {
+			switch r.end - r.off {
+			case commitRecordV4:
+				short++
+			case commitRecord:
+				if m, _, ok := commitAt(b[r.off:], r.off); !ok || m.synced != r.off-m.bytes {
+					t.Fatalf("commit record at %d after the upgrade: %+v", r.off, m)
+				}
+				long++
+			}
+		}
+	}
+	if short != 1 || long != len(commits) {
+		t.Fatalf("%d short and %d long commit records, want 1 and %d", short, long, len(commits))
+	}
+	s = openStore(t, dir, Options{Logger: discard()})
+	for _, k := range []string{"k0", "k1", "k2", "new"} {
+		if mustGet(t, s, 1, k) != "v" {
+			t.Fatalf("%s lost", k)
+		}
+	}
+	err = s.db.View(func(tx *bolt.Tx) error {
+		v, err := metaU64(tx, metaVersion)
+		if err == nil && v != formatVersion {
+			t.Errorf("format version %d after the upgrade", v)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
