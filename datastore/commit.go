@@ -102,12 +102,13 @@ func (t Tag) IsZero() bool { return t.Client == 0 }
 // callers. While that fdatasync runs the committer writes what queued
 // meanwhile as the next batch, so up to two are in flight. While more than
 // 128 MiB of entries wait for the applier (it applies only committed
-// entries), Write blocks before queueing. If ctx ends while the call waits, Write returns
-// ctx.Err(); once queued the write may still happen, and its outcome is then
-// unknown to the caller. Other errors: ErrClosed (also for calls still
-// queued when Close is called), ErrRestoring, and ErrFailed once a log write
-// or fdatasync has failed: the store is then fail-stop and refuses every
-// later write, and sequence numbers are never reused.
+// entries), Write blocks before queueing. If ctx ends while the call
+// waits, Write returns ctx.Err(); once queued the write may still happen,
+// and its outcome is then unknown to the caller. Other errors: ErrClosed
+// (also for calls still queued when Close is called), ErrRestoring, and
+// ErrFailed once a log write or fdatasync has failed: the store is then
+// fail-stop and refuses every later write, and sequence numbers are never
+// reused.
 func (s *Store) Write(ctx context.Context, muts []Mutation) (lastSeq uint64, err error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
@@ -131,9 +132,10 @@ func (s *Store) Write(ctx context.Context, muts []Mutation) (lastSeq uint64, err
 // are validated and queued it returns, and the store later calls done
 // with what Write would have returned. done runs on a goroutine of the
 // store (the syncer, or the committer for writes failed by Close), so it
-// must be quick and must not call into the Store's write path. When WriteAsync returns an error (invalid mutations, ctx ended
-// while the overlay was over its limit, a closed or failed store), done is
-// not called. muts must not be empty.
+// must be quick and must not call into the Store's write path. When
+// WriteAsync returns an error (invalid mutations, ctx ended while the
+// overlay was over its limit, a closed or failed store), done is not
+// called. muts must not be empty.
 func (s *Store) WriteAsync(ctx context.Context, muts []Mutation, done func(lastSeq uint64, err error)) error {
 	if len(muts) == 0 {
 		return fmt.Errorf("write: no mutations")

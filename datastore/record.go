@@ -187,7 +187,8 @@ func appendCommit(dst []byte, m commitMark) []byte {
 // offset end of its segment.
 func decodeCommit(rec record, end int64) (commitMark, bool) {
 	v := rec.value
-	if len(rec.key) != 0 || len(v) != commitValue && len(v) != commitValueV4 || string(v[len(v)-4:]) != commitMagic {
+	if len(rec.key) != 0 || len(v) != commitValue && len(v) != commitValueV4 ||
+		string(v[len(v)-4:]) != commitMagic {
 		return commitMark{}, false
 	}
 	m := commitMark{
