@@ -43,16 +43,7 @@ func v1Store(t *testing.T) (dir, seg string) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	db, err := bolt.Open(filepath.Join(dir, dataFile), 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Update(func(tx *bolt.Tx) error { return putMeta(tx, metaVersion, formatVersionV1Log) }); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
+	setFormatVersion(t, dir, formatVersionV1Log)
 	log := appendRecordV1(nil, recEpoch, 0, 3, 0, nil, nil)
 	for i, k := range []string{"k1", "k2", "k3", "k4"} {
 		log = appendRecordV1(log, recPut, uint64(i+1), 3, 5, []byte(k), []byte("v-"+k))
@@ -113,16 +104,7 @@ func TestV1LogCompat(t *testing.T) {
 		t.Fatal("v2 write lost")
 	}
 	waitApplied(t, s)
-	err = s.db.View(func(tx *bolt.Tx) error {
-		v, err := metaU64(tx, metaVersion)
-		if err == nil && v != formatVersion {
-			t.Errorf("format version %d after the upgrade", v)
-		}
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	checkFormatVersion(t, s)
 }
 
 // TestV1LogDamage: a v1 log keeps the v1 rules: a record cut off at the
@@ -169,16 +151,7 @@ func TestFormatV4Upgrade(t *testing.T) {
 	recs := readLayout(t, seg)
 	commits := commitRecords(recs)
 	setSynced(t, seg, recs[commits[len(commits)-1]].off, -1)
-	db, err := bolt.Open(filepath.Join(dir, dataFile), 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Update(func(tx *bolt.Tx) error { return putMeta(tx, metaVersion, formatVersionV4) }); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
+	setFormatVersion(t, dir, formatVersionV4)
 	s = openStore(t, dir, Options{Logger: discard()})
 	mustPut(t, s, 1, "new", "v")
 	if err := s.Close(); err != nil {
@@ -215,7 +188,30 @@ func TestFormatV4Upgrade(t *testing.T) {
 			t.Fatalf("%s lost", k)
 		}
 	}
-	err = s.db.View(func(tx *bolt.Tx) error {
+	checkFormatVersion(t, s)
+}
+
+// setFormatVersion makes the closed store in dir say it has format
+// version v.
+func setFormatVersion(t *testing.T, dir string, v uint64) {
+	t.Helper()
+	db, err := bolt.Open(filepath.Join(dir, dataFile), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error { return putMeta(tx, metaVersion, v) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// checkFormatVersion checks that the open store s was upgraded to this
+// build's format version.
+func checkFormatVersion(t *testing.T, s *Store) {
+	t.Helper()
+	err := s.db.View(func(tx *bolt.Tx) error {
 		v, err := metaU64(tx, metaVersion)
 		if err == nil && v != formatVersion {
 			t.Errorf("format version %d after the upgrade", v)
