@@ -575,11 +575,11 @@ func (s *Store) commit(batch []*request) *syncJob {
 	}
 	st := s.logState
 	prev := st.last
-	j.last = st.last
 	buf := s.walBuf[:0]
 	for _, r := range batch {
 		buf = s.encode(&st, r, buf)
 	}
+	j.last = st.last
 	if len(buf) == 0 {
 		s.walBuf = buf
 		return j // only no-op epoch changes and refusals
@@ -608,7 +608,7 @@ func (s *Store) commit(batch []*request) *syncJob {
 	seg.last, seg.size = st.last, s.walSize
 	s.notifyLocked()
 	s.mu.Unlock()
-	j.wal, j.end, j.last, j.entries = s.wal, s.walSize, st.last, int(st.last-prev)
+	j.wal, j.end, j.entries = s.wal, s.walSize, int(st.last-prev)
 	s.commits.Add(1)
 	if len(s.walBuf) > 4<<20 {
 		s.walBuf = nil // one huge batch should not pin its buffer forever
