@@ -150,28 +150,40 @@ func (s *Store) WriteAsync(ctx context.Context, muts []Mutation, done func(lastS
 
 // writeRequest validates muts and copies them into a request.
 func (s *Store) writeRequest(muts []Mutation) (*request, error) {
-	size := 0
+	r := &request{kind: kindWrite, entries: make([]entry, len(muts))}
 	for i := range muts {
 		m := &muts[i]
 		if err := s.validateOp(m.Slot, m.Key, m.Value, m.Delete, m.Drop, m.Mark); err != nil {
 			return nil, fmt.Errorf("write: mutation %d (slot %d, key %s): %w", i, m.Slot, keyForError(m.Key), err)
 		}
-		size += len(m.Key)
-		if !m.Delete {
-			size += len(m.Value)
-		}
+		r.entries[i] = entry{slot: opSlot(m.Slot, m.Mark), del: m.Delete, drop: m.Drop, mark: m.Mark, tag: m.Tag, key: m.Key, value: m.Value}
 	}
-	r := &request{kind: kindWrite, entries: make([]entry, len(muts))}
-	buf := make([]byte, 0, size)
-	for i := range muts {
-		m := &muts[i]
-		r.entries[i] = entry{slot: opSlot(m.Slot, m.Mark), del: m.Delete, drop: m.Drop, mark: m.Mark, tag: m.Tag}
-		r.entries[i].key, buf = carve(buf, m.Key)
-		if !m.Delete {
-			r.entries[i].value, buf = carve(buf, m.Value)
-		}
-	}
+	r.ownBytes()
 	return r, nil
+}
+
+// ownBytes copies the keys and values of r's entries, which still point
+// at the caller's memory, into one buffer: one allocation per request, not
+// per entry, and kept as long as the entries are. A delete's value is
+// dropped.
+func (r *request) ownBytes() {
+	size := 0
+	for i := range r.entries {
+		size += len(r.entries[i].key)
+		if !r.entries[i].del {
+			size += len(r.entries[i].value)
+		}
+	}
+	buf := make([]byte, 0, size)
+	for i := range r.entries {
+		e := &r.entries[i]
+		e.key, buf = carve(buf, e.key)
+		if e.del {
+			e.value = nil
+		} else {
+			e.value, buf = carve(buf, e.value)
+		}
+	}
 }
 
 // carve appends b to buf and returns the copy, capped so that appending to
@@ -277,10 +289,10 @@ func (s *Store) applyRequest(entries []LogEntry) (*request, error) {
 		if err := s.validateOp(e.Slot, e.Key, e.Value, e.Delete, e.Drop, e.Mark); err != nil {
 			return nil, fmt.Errorf("apply log: seq %d (slot %d, key %s): %w", e.Seq, e.Slot, keyForError(e.Key), err)
 		}
-		r.entries[i] = newEntry(opSlot(e.Slot, e.Mark), e.Delete, e.Key, e.Value)
-		r.entries[i].seq, r.entries[i].epoch, r.entries[i].tag = e.Seq, e.Epoch, e.Tag
-		r.entries[i].drop, r.entries[i].mark = e.Drop, e.Mark
+		r.entries[i] = entry{slot: opSlot(e.Slot, e.Mark), del: e.Delete, drop: e.Drop, mark: e.Mark, seq: e.Seq, epoch: e.Epoch, tag: e.Tag,
+			key: e.Key, value: e.Value}
 	}
+	r.ownBytes()
 	return r, nil
 }
 

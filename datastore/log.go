@@ -222,19 +222,21 @@ type Limit struct {
 // knows how many its byte bound lets through.
 const readLogPrealloc = 4096
 
-// logRead is one ReadLog's output and the bound it fills up to.
+// logRead is one AppendLog's output and the bound it fills up to.
 type logRead struct {
 	lim   Limit
 	out   []LogEntry
+	n     int // entries added to out
 	bytes int
 }
 
 func (r *logRead) full() bool {
-	return r.lim.Entries > 0 && len(r.out) >= r.lim.Entries || r.lim.Bytes > 0 && r.bytes >= r.lim.Bytes
+	return r.lim.Entries > 0 && r.n >= r.lim.Entries || r.lim.Bytes > 0 && r.bytes >= r.lim.Bytes
 }
 
 func (r *logRead) add(e LogEntry) {
 	r.out = append(r.out, e)
+	r.n++
 	r.bytes += len(e.Key) + len(e.Value)
 }
 
@@ -252,19 +254,27 @@ func (r *logRead) add(e LogEntry) {
 // predate a Restore (the reader needs a Snapshot), ErrCorrupt naming file
 // and offset, ErrClosed.
 func (s *Store) ReadLog(from uint64, lim Limit) ([]LogEntry, error) {
+	return s.AppendLog(nil, from, lim)
+}
+
+// AppendLog is ReadLog appending to dst (lim bounds what it appends), so
+// that a reader that ships entries as it reads them (a primary, once per
+// follower and per entry) reuses one slice instead of allocating one per
+// read. On an error it returns nil.
+func (s *Store) AppendLog(dst []LogEntry, from uint64, lim Limit) ([]LogEntry, error) {
 	from = max(from, 1)
 	s.mu.RLock()
 	if s.closed {
 		s.mu.RUnlock()
 		return nil, fmt.Errorf("read log: %w", ErrClosed)
 	}
-	r := &logRead{lim: lim}
+	r := &logRead{lim: lim, out: dst}
 	if from <= s.last {
 		n := min(s.last+1-from, readLogPrealloc)
 		if lim.Entries > 0 {
 			n = min(n, uint64(lim.Entries))
 		}
-		r.out = make([]LogEntry, 0, n)
+		r.out = slices.Grow(dst, int(n))
 	}
 	tailFirst := s.last + 1
 	if s.tail.len() > 0 {
@@ -283,7 +293,7 @@ func (s *Store) ReadLog(from uint64, lim Limit) ([]LogEntry, error) {
 			s.readHints.add(hints.gen, h)
 			s.mu.Unlock()
 		}
-		from += uint64(len(r.out))
+		from += uint64(r.n)
 	}
 	if !r.full() {
 		s.mu.RLock()
@@ -291,11 +301,11 @@ func (s *Store) ReadLog(from uint64, lim Limit) ([]LogEntry, error) {
 			for i := int(from - s.tail.firstSeq()); i < s.tail.len() && !r.full(); i++ {
 				r.add(s.tail.at(i).logEntry())
 			}
-		} else if from < s.last+1 && len(r.out) == 0 {
+		} else if from < s.last+1 && r.n == 0 {
 			// The tail moved past from between the two looks: rare, and
 			// the reader simply asks again.
 			s.mu.RUnlock()
-			return s.ReadLog(from, lim)
+			return s.AppendLog(dst, from, lim)
 		}
 		s.mu.RUnlock()
 	}

@@ -279,22 +279,35 @@ func TestReadLogInPiecesFromSegments(t *testing.T) {
 	if err != nil || len(all) != int(st.LastSeq-st.FirstLogSeq+1) {
 		t.Fatalf("read all: %d entries, %v", len(all), err)
 	}
-	for _, n := range []int{1, 3, 7} {
-		var got []LogEntry
-		for from := st.FirstLogSeq; from <= st.LastSeq; {
-			part, err := s.ReadLog(from, Limit{Entries: n})
-			if err != nil || len(part) == 0 {
-				t.Fatalf("read %d from %d: %d entries, %v", n, from, len(part), err)
+	// Pieces read with ReadLog, and appended by AppendLog to those before
+	// them (its bound counts only what it appends).
+	for _, appending := range []bool{false, true} {
+		for _, n := range []int{1, 3, 7} {
+			var got []LogEntry
+			for from := st.FirstLogSeq; from <= st.LastSeq; {
+				var part []LogEntry
+				if appending {
+					before := len(got)
+					got, err = s.AppendLog(got, from, Limit{Entries: n})
+					if err == nil {
+						part = got[before:]
+					}
+				} else {
+					part, err = s.ReadLog(from, Limit{Entries: n})
+					got = append(got, part...)
+				}
+				if err != nil || len(part) == 0 || len(part) > n {
+					t.Fatalf("read %d from %d (appending %v): %d entries, %v", n, from, appending, len(part), err)
+				}
+				from = part[len(part)-1].Seq + 1
 			}
-			got = append(got, part...)
-			from = part[len(part)-1].Seq + 1
-		}
-		if len(got) != len(all) {
-			t.Fatalf("read %d at a time: %d entries, want %d", n, len(got), len(all))
-		}
-		for i := range got {
-			if got[i].Seq != all[i].Seq || !bytes.Equal(got[i].Key, all[i].Key) || !bytes.Equal(got[i].Value, all[i].Value) {
-				t.Fatalf("read %d at a time: entry %d is %+v, want %+v", n, i, got[i], all[i])
+			if len(got) != len(all) {
+				t.Fatalf("read %d at a time (appending %v): %d entries, want %d", n, appending, len(got), len(all))
+			}
+			for i := range got {
+				if got[i].Seq != all[i].Seq || !bytes.Equal(got[i].Key, all[i].Key) || !bytes.Equal(got[i].Value, all[i].Value) {
+					t.Fatalf("read %d at a time (appending %v): entry %d is %+v, want %+v", n, appending, i, got[i], all[i])
+				}
 			}
 		}
 	}

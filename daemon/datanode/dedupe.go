@@ -141,26 +141,24 @@ func (d *dedupe) written(muts []datastore.Mutation, last uint64, err error) {
 	}
 }
 
-// entriesOf is muts as the log entries one Write of them made, ending at
-// seq last: the tagged ones only, the rest of no interest to the dedupe.
-func entriesOf(muts []datastore.Mutation, last uint64) []datastore.LogEntry {
-	var out []datastore.LogEntry
+// tagsOf is the tags of muts.
+func tagsOf(muts []datastore.Mutation) []datastore.Tag {
+	out := make([]datastore.Tag, len(muts))
 	for i := range muts {
-		if !muts[i].Tag.IsZero() {
-			out = append(out, datastore.LogEntry{Seq: last - uint64(len(muts)-1-i), Tag: muts[i].Tag})
-		}
+		out[i] = muts[i].Tag
 	}
 	return out
 }
 
-// appended adds the tags of entries this node appended to its log.
-func (d *dedupe) appended(entries []datastore.LogEntry) {
+// appended adds the tags of entries this node appended to its log: tags[i]
+// is that of the entry at seq first+i (zero: untagged).
+func (d *dedupe) appended(first uint64, tags []datastore.Tag) {
 	now := time.Since(d.born)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for i := range entries {
-		if !entries[i].Tag.IsZero() {
-			d.addLocked(entries[i].Tag, entries[i].Seq, now)
+	for i, tag := range tags {
+		if !tag.IsZero() {
+			d.addLocked(tag, first+uint64(i), now)
 		}
 	}
 	d.pruneLocked(now)

@@ -117,7 +117,7 @@ func TestRestartedPrimaryKnowsItsTags(t *testing.T) {
 func TestDedupeChecksHitsAgainstTheLog(t *testing.T) {
 	d := newDedupe()
 	tag := datastore.Tag{Client: 1, Seq: 1}
-	d.appended([]datastore.LogEntry{{Seq: 5, Tag: tag}})
+	d.appended(5, []datastore.Tag{tag})
 	if seq, first := d.claim(tag, func(datastore.Tag, uint64) bool { return true }); seq != 5 || first != nil {
 		t.Fatalf("claim of a logged tag: seq %d, in flight %v", seq, first)
 	}

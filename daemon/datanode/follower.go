@@ -96,8 +96,9 @@ type receiver struct {
 	restorer *datastore.Restorer
 	heard    atomic.Int64 // unix nanos of the last message received or applied
 
-	inflight   sync.WaitGroup // queued appends not yet durable
-	progressed chan struct{}  // an append finished: time to acknowledge
+	inflight   sync.WaitGroup       // queued appends not yet durable
+	progressed chan struct{}        // an append finished: time to acknowledge
+	entries    []datastore.LogEntry // appendEntries' buffer
 	// committed is the primary's watermark from the newest entries message.
 	// Only entries messages set it: one that comes with a truncation or a
 	// snapshot describes the log after it, and must not make this node's
@@ -205,18 +206,25 @@ func (f *receiver) appendEntries(ctx context.Context, in []*wire.LogEntry, commi
 	if f.restorer != nil {
 		return errors.New("log entries during a snapshot")
 	}
-	entries := make([]datastore.LogEntry, len(in))
+	// The store copies the entries, so one buffer serves every message;
+	// what the append's outcome needs is kept apart, in its own.
+	entries := f.entries[:0]
+	tags := make([]datastore.Tag, len(in))
 	for i, e := range in {
-		entries[i] = storeLogEntry(e)
+		entries = append(entries, storeLogEntry(e))
+		tags[i] = entries[i].Tag
 	}
+	first := entries[0].Seq
+	f.entries = entries
+	defer clear(entries) // the store's copy is made: let the message go
 	f.inflight.Add(1)
 	err := store.ApplyLogAsync(ctx, entries, func(last uint64, err error) {
 		defer f.inflight.Done()
 		if err != nil {
-			f.fail(fmt.Errorf("append %d entries from %d: %w", len(entries), entries[0].Seq, err))
+			f.fail(fmt.Errorf("append %d entries from %d: %w", len(tags), first, err))
 			return
 		}
-		f.n.dedupe.appended(entries)
+		f.n.dedupe.appended(first, tags)
 		f.appended.Store(last)
 		select {
 		case f.progressed <- struct{}{}:
@@ -225,7 +233,7 @@ func (f *receiver) appendEntries(ctx context.Context, in []*wire.LogEntry, commi
 	})
 	if err != nil {
 		f.inflight.Done()
-		return fmt.Errorf("append %d entries from %d: %w", len(entries), entries[0].Seq, err)
+		return fmt.Errorf("append %d entries from %d: %w", len(tags), first, err)
 	}
 	return nil
 }

@@ -269,7 +269,7 @@ func (p *primary) appendWrite(ctx context.Context, muts []datastore.Mutation) (u
 	if err != nil {
 		return 0, err
 	}
-	p.n.dedupe.appended(entriesOf(muts, seq))
+	p.n.dedupe.appended(seq+1-uint64(len(muts)), tagsOf(muts))
 	p.recompute()
 	return seq, nil
 }

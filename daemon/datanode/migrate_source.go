@@ -193,6 +193,7 @@ func (src *migrationSender) shipLog(ctx context.Context, next uint64) error {
 	store := src.n.store()
 	barrier := holdMarkName(src.m.ID)
 	var lastPosition time.Time
+	var bufs shipBuffers
 	for {
 		// The state is looked at after the watermark is read: whatever the
 		// node writes once the migration has ended (the source's drop at
@@ -203,11 +204,10 @@ func (src *migrationSender) shipLog(ctx context.Context, next uint64) error {
 		}
 		urgent := false
 		if next <= committed {
-			entries, err := store.ReadLog(next, datastore.Limit{Entries: shipBatch, Bytes: shipBytes})
+			entries, err := bufs.readLog(store, next)
 			if err != nil {
 				return fmt.Errorf("read log from %d: %w", next, err)
 			}
-			var records []*wire.LogEntry
 			size := 0
 			through := next - 1
 			for _, e := range entries {
@@ -221,16 +221,16 @@ func (src *migrationSender) shipLog(ctx context.Context, next uint64) error {
 				if e.Mark || !src.m.Has(e.Slot) {
 					continue
 				}
-				rec := wireLogEntry(e)
+				rec := bufs.wire(e)
 				if src.corrupt(&rec.Value) {
 					continue
 				}
-				records = append(records, rec)
+				bufs.out = append(bufs.out, rec)
 				size += len(e.Key) + len(e.Value)
 			}
 			next = through + 1
-			if len(records) > 0 {
-				msg := &wire.MigrateMessage{Body: &wire.MigrateMessage_Entries{Entries: &wire.MigrateEntries{Records: records, Through: through}}}
+			if len(bufs.out) > 0 {
+				msg := &wire.MigrateMessage{Body: &wire.MigrateMessage_Entries{Entries: &wire.MigrateEntries{Records: bufs.out, Through: through}}}
 				if err := src.send(ctx, msg, size); err != nil {
 					return err
 				}

@@ -180,6 +180,7 @@ func (sh *shipper) run(ctx context.Context, hello *wire.Hello) error {
 // node's own fsync finishes, so replication overlaps it), bounded by the
 // follower's acknowledgements.
 func (sh *shipper) shipLog(ctx context.Context, next uint64) error {
+	var bufs shipBuffers
 	for ctx.Err() == nil {
 		if next > sh.p.ackedOf(sh.follower)+maxUnacked {
 			if err := clock.Sleep(ctx, time.Millisecond); err != nil {
@@ -187,7 +188,7 @@ func (sh *shipper) shipLog(ctx context.Context, next uint64) error {
 			}
 			continue
 		}
-		entries, err := sh.n.store().ReadLog(next, datastore.Limit{Entries: shipBatch, Bytes: shipBytes})
+		entries, err := bufs.readLog(sh.n.store(), next)
 		if err != nil {
 			return fmt.Errorf("read log from %d: %w", next, err)
 		}
@@ -205,10 +206,10 @@ func (sh *shipper) shipLog(ctx context.Context, next uint64) error {
 			}
 			// Idle: the empty message carries the high watermark.
 		}
-		msg := &wire.Entries{Entries: make([]*wire.LogEntry, len(entries))}
-		for i, e := range entries {
-			msg.Entries[i] = wireLogEntry(e)
+		for _, e := range entries {
+			bufs.out = append(bufs.out, bufs.wire(e))
 		}
+		msg := &wire.Entries{Entries: bufs.out}
 		if len(entries) > 0 {
 			next = entries[len(entries)-1].Seq + 1
 			sh.sent.Store(next - 1)
@@ -281,13 +282,45 @@ func (p *primary) ackedOf(id string) uint64 {
 	return 0
 }
 
-// wireLogEntry is a log entry as the wire carries it; storeLogEntry the
-// converse.
-func wireLogEntry(e datastore.LogEntry) *wire.LogEntry {
-	return &wire.LogEntry{Seq: e.Seq, Epoch: e.Epoch, Slot: uint32(e.Slot), Key: e.Key, Value: e.Value, Delete: e.Delete, DropSlot: e.Drop, Mark: e.Mark,
-		ClientId: e.Tag.Client, ClientSeq: e.Tag.Seq}
+// shipBuffers are a shipping loop's log entries, read and converted for
+// the wire, reused from one send to the next: drpc marshals a message
+// within Send, and a primary ships every entry to every follower, so
+// allocating them anew for each send made a quarter of a primary's
+// allocations (the garbage collector's work, and the put tail's).
+type shipBuffers struct {
+	read  []datastore.LogEntry
+	wired []wire.LogEntry
+	out   []*wire.LogEntry // the wire entries to send, which the loop chooses
 }
 
+// readLog reads the entries from next on, within one send's bounds, in
+// place of the previous ones; the previous wire entries are dropped too.
+func (b *shipBuffers) readLog(store *datastore.Store, next uint64) ([]datastore.LogEntry, error) {
+	// Cleared, not only cut: the keys and values they point at are the
+	// store's, which trims them once applied.
+	clear(b.read)
+	clear(b.wired)
+	clear(b.out)
+	b.wired, b.out = b.wired[:0], b.out[:0]
+	var err error
+	b.read, err = store.AppendLog(b.read[:0], next, datastore.Limit{Entries: shipBatch, Bytes: shipBytes})
+	if cap(b.wired) < len(b.read) {
+		b.wired = make([]wire.LogEntry, 0, len(b.read))
+	}
+	return b.read, err
+}
+
+// wire returns e as the wire carries it, valid until the next readLog.
+func (b *shipBuffers) wire(e datastore.LogEntry) *wire.LogEntry {
+	// No reallocation, so earlier results stay in place: readLog made
+	// room for every entry it read.
+	b.wired = append(b.wired, wire.LogEntry{Seq: e.Seq, Epoch: e.Epoch, Slot: uint32(e.Slot), Key: e.Key, Value: e.Value, Delete: e.Delete,
+		DropSlot: e.Drop, Mark: e.Mark, ClientId: e.Tag.Client, ClientSeq: e.Tag.Seq})
+	return &b.wired[len(b.wired)-1]
+}
+
+// storeLogEntry is a log entry as the wire carried it, in the store's
+// terms.
 func storeLogEntry(e *wire.LogEntry) datastore.LogEntry {
 	return datastore.LogEntry{Seq: e.Seq, Epoch: e.Epoch, Slot: int(e.Slot), Key: e.Key, Value: e.Value, Delete: e.Delete, Drop: e.DropSlot, Mark: e.Mark,
 		Tag: datastore.Tag{Client: e.ClientId, Seq: e.ClientSeq}}

@@ -112,7 +112,12 @@ func (r *replier) close() {
 // nothing left to answer.
 func (r *replier) run(ctx context.Context, rpc wire.DRPCData_StreamStream) error {
 	reply := &wire.BatchReply{}
+	// The success responses of writes, reused from one send to the next
+	// (drpc marshals within Send): a primary answers every put. When
+	// append moves them, those already taken stay valid where they were.
+	var oks []wire.Response
 	for {
+		oks = oks[:0]
 		r.mu.Lock()
 		reply.Responses = append(reply.Responses[:0], r.out...)
 		clear(r.out)
@@ -140,7 +145,8 @@ func (r *replier) run(ctx context.Context, rpc wire.DRPCData_StreamStream) error
 				}
 			case done:
 				for _, id := range w.ids {
-					reply.Responses = append(reply.Responses, &wire.Response{Id: id})
+					oks = append(oks, wire.Response{Id: id})
+					reply.Responses = append(reply.Responses, &oks[len(oks)-1])
 				}
 				if r.m != nil {
 					took := time.Since(w.start)

@@ -137,6 +137,10 @@ func (s *service) handle(ctx context.Context, batch *wire.Batch, r *replier) {
 			refs = append(refs, datastore.KeyRef{Slot: slot, Key: req.Key})
 		case wire.Op_PUT, wire.Op_DELETE:
 			n.metrics.requests[opOf(req.Op)].Inc()
+			if muts == nil {
+				// Sized once: a batch is mostly writes or mostly reads.
+				muts, putIDs = make([]datastore.Mutation, 0, len(batch.Requests)), make([]uint64, 0, len(batch.Requests))
+			}
 			putIDs = append(putIDs, req.Id)
 			muts = append(muts, datastore.Mutation{Slot: slot, Key: req.Key, Value: req.Value, Delete: req.Op == wire.Op_DELETE,
 				Tag: datastore.Tag{Client: req.ClientId, Seq: req.ClientSeq}})

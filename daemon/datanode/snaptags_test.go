@@ -100,7 +100,7 @@ func TestSnapshotTagsAreCheckedAgainstTheLog(t *testing.T) {
 	n := &Node{dedupe: newDedupe()}
 	n.db.Store(store)
 	gone := datastore.Tag{Client: 2, Seq: 1}
-	n.dedupe.appended([]datastore.LogEntry{{Seq: 1, Tag: held}, {Seq: 2, Tag: gone}, {Seq: 3, Tag: later}})
+	n.dedupe.appended(1, []datastore.Tag{held, gone, later})
 	got, err := n.snapshotTags(store, 2)
 	if err != nil {
 		t.Fatal(err)
