@@ -30,13 +30,12 @@ const (
 	maxApplyBytes   = 64 << 20
 
 	// The applier lets entries accumulate for up to applyDelay unless
-	// minApplyEntries or minApplyBytes are waiting or a reader asks it to
+	// minApplyEntries or maxApplyBytes are waiting or a reader asks it to
 	// hurry: random keys dirty most leaf pages whatever the batch size, so
 	// fewer, larger transactions write far less, and their page writes and
 	// fsyncs compete less with the log's fdatasync. Under load the byte
 	// bound starts a round long before the delay ends.
 	minApplyEntries = 1_000_000
-	minApplyBytes   = maxApplyBytes
 	applyDelay      = 10 * time.Second
 
 	// yieldEvery is how many puts the applier makes between yields.
@@ -45,10 +44,10 @@ const (
 	// maxApplyDirty bounds the pages one apply transaction dirties, in
 	// bytes. A random put dirties a whole leaf page, and bbolt holds every
 	// dirty page in memory (as a node, then a page buffer) until the
-	// commit: over 10 million keys a round of 32 MiB of entries dirtied
-	// over a gigabyte, the heap sat at the memory limit and writes fell to
-	// a fifth. Rounds are cut by entry count to stay near this bound
-	// (nextApplyCap). It is larger than the whole data file of a million
+	// commit: over 10 million keys a round of 32 MiB of entries (the bound
+	// then) dirtied over a gigabyte, the heap sat at the memory limit and
+	// writes fell to a fifth. Rounds are cut by entry count to stay near
+	// this bound (nextApplyCap). It is larger than the whole data file of a million
 	// keys of 100 bytes, whose rounds dirty every leaf and are cut by the
 	// byte bound above: cutting them smaller would write every leaf more
 	// often for the same puts.
@@ -147,17 +146,17 @@ func (s *Store) waitForApplyBatch() bool {
 func (s *Store) applyDue() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.committed-s.applied >= minApplyEntries || s.committedBytesLocked() >= minApplyBytes || s.hurry > 0
+	return s.committed-s.applied >= minApplyEntries || s.committedBytesLocked() >= s.applyBytes || s.hurry > 0
 }
 
 // committedBytesLocked is what the committed, unapplied entries cost, as
-// far as minApplyBytes. Each entry is counted once (costedSeq moves on),
+// far as a round's bytes (s.applyBytes, maxApplyBytes but in tests). Each entry is counted once (costedSeq moves on),
 // and applyOnce takes off what it applied, so a call is cheap.
 func (s *Store) committedBytesLocked() int64 {
 	if s.costedSeq < s.applied {
 		s.costedSeq, s.costedBytes = s.applied, 0
 	}
-	for s.costedSeq < s.committed && s.costedBytes < minApplyBytes {
+	for s.costedSeq < s.committed && s.costedBytes < s.applyBytes {
 		e := s.tail.bySeq(s.costedSeq + 1)
 		if e == nil {
 			break
@@ -218,7 +217,7 @@ func (s *Store) applyOnce() (int, error) {
 	// entries under it held the committer up for milliseconds.
 	var cost int64
 	n := 0
-	for ; n < batch.len() && n < s.applyCap && cost < maxApplyBytes; n++ {
+	for ; n < batch.len() && n < s.applyCap && cost < s.applyBytes; n++ {
 		cost += batch.at(n).cost()
 	}
 	batch.n = n

@@ -133,20 +133,20 @@ func TestApplyFailureReopen(t *testing.T) {
 }
 
 // The applier starts a round once the committed, unapplied entries cost
-// minApplyBytes, however few they are, and a round applies at most
-// maxApplyBytes: memory does not grow with the write rate.
+// the byte bound (maxApplyBytes, here 4 MiB), however few they are, and a
+// round applies at most that: memory does not grow with the write rate.
 func TestApplyBoundedByBytes(t *testing.T) {
 	release := make(chan struct{})
-	var rounds atomic.Int32
-	s, _ := newManual(t, Options{NoSync: true, overlayLimit: 1 << 30, hooks: hooks{beforeApply: func() error {
-		rounds.Add(1)
+	// Rounds are not cut by the pages they dirty (applyDirty): only bytes.
+	obs := &rounds{}
+	s, _ := newManual(t, Options{NoSync: true, Observer: obs, overlayLimit: 1 << 30, applyBytes: 4 << 20, applyDirty: 1 << 30, hooks: hooks{beforeApply: func() error {
 		<-release
 		return nil
 	}}})
 	value := make([]byte, 100)
 	var seqs []uint64
 	var cost int64
-	for i := 0; cost < 2*minApplyBytes; i++ {
+	for i := 0; cost < 2*s.applyBytes; i++ {
 		muts := make([]Mutation, 1000)
 		for j := range muts {
 			muts[j] = Mutation{Slot: j % 16, Key: fmt.Appendf(nil, "k%07d", i*1000+j), Value: value}
@@ -177,10 +177,19 @@ func TestApplyBoundedByBytes(t *testing.T) {
 	if err := s.waitApplied(testCtx(t), last); err != nil {
 		t.Fatal(err)
 	}
-	// Twice the bound committed: at least two rounds.
-	if n := rounds.Load(); n < 2 {
-		t.Fatalf("%d bytes applied in %d round(s); a round applies at most %d", cost, n, maxApplyBytes)
+	// Twice the bound committed: at least two rounds, none over the bound
+	// by more than the entry that crossed it.
+	each := cost / (int64(len(seqs)) * 1000)
+	obs.mu.Lock()
+	if len(obs.n) < 2 {
+		t.Errorf("%d bytes applied in %d round(s); a round applies at most %d", cost, len(obs.n), s.applyBytes)
 	}
+	for _, n := range obs.n {
+		if int64(n)*each > s.applyBytes+each {
+			t.Errorf("a round applied %d entries, %d bytes; the bound is %d", n, int64(n)*each, s.applyBytes)
+		}
+	}
+	obs.mu.Unlock()
 	s.mu.Lock()
 	left := s.committedBytesLocked()
 	s.mu.Unlock()

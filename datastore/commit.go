@@ -164,7 +164,7 @@ func (s *Store) writeRequest(muts []Mutation) (*request, error) {
 
 // ownBytes copies the keys and values of r's entries, which still point
 // at the caller's memory, into one buffer: one allocation per request, not
-// per entry, and kept as long as the entries are. A delete's value is
+// per entry, and kept as long as any of them is. A delete's value is
 // dropped.
 func (r *request) ownBytes() {
 	size := 0

@@ -98,6 +98,7 @@ type Options struct {
 	segmentSize  int64
 	tailBytes    int64
 	overlayLimit int64
+	applyBytes   int64
 	applyDirty   int64
 	logTags      int
 	hooks        hooks
@@ -203,6 +204,7 @@ type Store struct {
 	// applyCap is the most entries the next apply round takes, learned from
 	// the pages the last rounds dirtied (nextApplyCap); guarded by applyMu.
 	applyCap   int
+	applyBytes int64 // the entry cost that starts a round, and the most it applies
 	applyDirty int64 // the dirty page bytes a round aims at
 	commits    atomic.Uint64
 	applies    atomic.Uint64
@@ -260,6 +262,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		segSize:       opts.segmentSize,
 		tailMax:       opts.tailBytes,
 		overMax:       opts.overlayLimit,
+		applyBytes:    opts.applyBytes,
 		applyDirty:    opts.applyDirty,
 		applyCap:      max(int(opts.applyDirty/applyPageGuess), minApplyCap),
 		hooks:         opts.hooks,
@@ -332,6 +335,7 @@ func checkOptions(o *Options) error {
 	setDefault64(&o.segmentSize, defaultSegmentSize)
 	setDefault64(&o.tailBytes, defaultTailBytes)
 	setDefault64(&o.overlayLimit, defaultOverlayLimit)
+	setDefault64(&o.applyBytes, maxApplyBytes)
 	setDefault64(&o.applyDirty, maxApplyDirty)
 	if o.LogRetention == 0 {
 		o.LogRetention = defaultRetention

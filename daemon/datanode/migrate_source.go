@@ -231,9 +231,11 @@ func (src *migrationSender) shipLog(ctx context.Context, next uint64) error {
 			next = through + 1
 			if len(bufs.out) > 0 {
 				msg := &wire.MigrateMessage{Body: &wire.MigrateMessage_Entries{Entries: &wire.MigrateEntries{Records: bufs.out, Through: through}}}
-				if err := src.send(ctx, msg, size); err != nil {
-					return err
-				}
+				err = src.send(ctx, msg, size)
+			}
+			bufs.release()
+			if err != nil {
+				return err
 			}
 		}
 		if urgent || time.Since(lastPosition) >= positionEvery {

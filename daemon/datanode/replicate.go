@@ -214,7 +214,9 @@ func (sh *shipper) shipLog(ctx context.Context, next uint64) error {
 			next = entries[len(entries)-1].Seq + 1
 			sh.sent.Store(next - 1)
 		}
-		if err := sh.send(&wire.PrimaryMessage{Body: &wire.PrimaryMessage_Entries{Entries: msg}}); err != nil {
+		err = sh.send(&wire.PrimaryMessage{Body: &wire.PrimaryMessage_Entries{Entries: msg}})
+		bufs.release()
+		if err != nil {
 			return err
 		}
 	}
@@ -296,21 +298,27 @@ type shipBuffers struct {
 // readLog reads the entries from next on, within one send's bounds, in
 // place of the previous ones; the previous wire entries are dropped too.
 func (b *shipBuffers) readLog(store *datastore.Store, next uint64) ([]datastore.LogEntry, error) {
-	// Cleared, not only cut: the keys and values they point at are the
-	// store's, which trims them once applied.
-	clear(b.read)
-	clear(b.wired)
-	clear(b.out)
-	b.wired, b.out = b.wired[:0], b.out[:0]
+	b.release()
 	var err error
-	b.read, err = store.AppendLog(b.read[:0], next, datastore.Limit{Entries: shipBatch, Bytes: shipBytes})
+	b.read, err = store.AppendLog(b.read, next, datastore.Limit{Entries: shipBatch, Bytes: shipBytes})
 	if cap(b.wired) < len(b.read) {
 		b.wired = make([]wire.LogEntry, 0, len(b.read))
 	}
 	return b.read, err
 }
 
-// wire returns e as the wire carries it, valid until the next readLog.
+// release drops the entries read and their wire copies, once sent. They
+// are cleared, not only cut: the keys and values they point at are the
+// store's, which lets them go once applied, and a loop may idle a while
+// before its next read.
+func (b *shipBuffers) release() {
+	clear(b.read)
+	clear(b.wired)
+	clear(b.out)
+	b.read, b.wired, b.out = b.read[:0], b.wired[:0], b.out[:0]
+}
+
+// wire returns e as the wire carries it, valid until release.
 func (b *shipBuffers) wire(e datastore.LogEntry) *wire.LogEntry {
 	// No reallocation, so earlier results stay in place: readLog made
 	// room for every entry it read.

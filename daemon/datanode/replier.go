@@ -23,6 +23,9 @@ type replier struct {
 	m        *metrics      // nil: not counted
 }
 
+// maxKeptOks bounds the success responses a replier keeps for reuse.
+const maxKeptOks = 4096
+
 // maxQueuedReplies bounds the replies queued on a stream for a client that
 // reads them slower than it sends requests; with those in the send under
 // way, a stream holds at most about twice as many.
@@ -168,6 +171,9 @@ func (r *replier) run(ctx context.Context, rpc wire.DRPCData_StreamStream) error
 		if len(reply.Responses) > 0 {
 			err := sendReplies(rpc, reply.Responses)
 			clear(reply.Responses) // let the values go
+			if cap(oks) > maxKeptOks {
+				oks = nil // a burst's worth is not kept for the stream's life
+			}
 			if err != nil {
 				return err
 			}
