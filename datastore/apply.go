@@ -47,10 +47,10 @@ const (
 	// commit: over 10 million keys a round of 32 MiB of entries (the bound
 	// then) dirtied over a gigabyte, the heap sat at the memory limit and
 	// writes fell to a fifth. Rounds are cut by entry count to stay near
-	// this bound (nextApplyCap). It is larger than the whole data file of a million
-	// keys of 100 bytes, whose rounds dirty every leaf and are cut by the
-	// byte bound above: cutting them smaller would write every leaf more
-	// often for the same puts.
+	// this bound (nextApplyCap). It is larger than the whole data file of
+	// a million keys of 100 bytes, whose rounds dirty every leaf and are
+	// cut by the byte bound above: cutting them smaller would write every
+	// leaf more often for the same puts.
 	maxApplyDirty = 256 << 20
 	// applyPageGuess is what the first round assumes an entry dirties:
 	// about a page.

@@ -288,7 +288,7 @@ func (p *primary) ackedOf(id string) uint64 {
 // the wire, reused from one send to the next: drpc marshals a message
 // within Send, and a primary ships every entry to every follower, so
 // allocating them anew for each send made a quarter of a primary's
-// allocations (the garbage collector's work, and the put tail's).
+// allocations.
 type shipBuffers struct {
 	read  []datastore.LogEntry
 	wired []wire.LogEntry
