@@ -127,6 +127,8 @@ func (s *Store) runApplier() {
 func (s *Store) waitForApplyBatch() bool {
 	timer := time.NewTimer(applyDelay)
 	defer timer.Stop()
+	s.setApplyArmed(true)
+	defer s.setApplyArmed(false)
 	for {
 		if s.applyDue() {
 			return true
@@ -141,11 +143,23 @@ func (s *Store) waitForApplyBatch() bool {
 	}
 }
 
+// setApplyArmed records whether the applier waits with its delay running,
+// so that a move of the committed seq wakes it only once a round is due.
+func (s *Store) setApplyArmed(armed bool) {
+	s.mu.Lock()
+	s.applyArmed = armed
+	s.mu.Unlock()
+}
+
 // applyDue reports whether a large batch is committed or a reader hurries
 // the applier.
 func (s *Store) applyDue() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.applyDueLocked()
+}
+
+func (s *Store) applyDueLocked() bool {
 	return s.committed-s.applied >= minApplyEntries || s.committedBytesLocked() >= s.applyBytes || s.hurry > 0
 }
 

@@ -279,3 +279,48 @@ func TestNextApplyCap(t *testing.T) {
 		}
 	}
 }
+
+// TestApplierWokenWhenDue: while the applier waits for a round to be due,
+// commits too small for one do not wake it, and the commit that makes one
+// due does, well before its delay runs out.
+func TestApplierWokenWhenDue(t *testing.T) {
+	if applyDelay < 10*time.Second {
+		t.Fatalf("applyDelay is %s: the test tells a woken applier from its delay only if that is long", applyDelay)
+	}
+	s, _ := newManual(t, Options{NoSync: true, applyBytes: 64 << 10})
+	armed := func() bool {
+		s.mu.RLock()
+		defer s.mu.RUnlock()
+		return s.applyArmed
+	}
+	s.SetCommitted(mustPut(t, s, 1, "k0", "v"))
+	deadline := time.Now().Add(5 * time.Second)
+	for !armed() || len(s.applyWake) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the applier did not start waiting for a round")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	var small uint64
+	for i := 1; i <= 10; i++ {
+		small = mustPut(t, s, 1, fmt.Sprintf("k%d", i), "v")
+		s.SetCommitted(small)
+		if len(s.applyWake) > 0 {
+			t.Fatalf("commit %d of a few bytes woke the applier", i)
+		}
+	}
+	value := make([]byte, 1000)
+	var last uint64
+	for i := 0; i < 100; i++ {
+		last = mustPut(t, s, 2, fmt.Sprintf("big%d", i), string(value))
+	}
+	s.SetCommitted(last)
+	// A round applies at most applyBytes: the first one is enough.
+	deadline = time.Now().Add(5 * time.Second)
+	for s.AppliedSeq() <= small {
+		if time.Now().After(deadline) {
+			t.Fatalf("applied %d of %d: a due round did not wake the applier", s.AppliedSeq(), last)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

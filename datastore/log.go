@@ -194,7 +194,9 @@ func (s *Store) trimSegments() {
 // after has been written (maybe not yet fsynced), so a primary can ship it
 // while it fsyncs. Errors: ctx.Err(), ErrClosed.
 func (s *Store) WaitLog(ctx context.Context, after uint64) error {
-	return s.waitFor(ctx, func() bool { return s.last > after })
+	s.logWaiters.Add(1)
+	defer s.logWaiters.Add(-1)
+	return s.waitOn(ctx, &s.logChanged, func() bool { return s.last > after })
 }
 
 // FirstLogSeq returns the seq of the oldest entry ReadLog can return now,

@@ -337,3 +337,54 @@ func TestReadHintsGeneration(t *testing.T) {
 		t.Fatal("a hint survived the reset, or a stale one was added")
 	}
 }
+
+// TestLogWaitersWakeForTheLog: WaitLog's waiters (a primary's shippers)
+// are woken when the log's end moves or the store closes, not each time
+// the durable or committed seq moves.
+func TestLogWaitersWakeForTheLog(t *testing.T) {
+	s, _ := newManual(t, Options{NoSync: true})
+	ctx := testCtx(t)
+	// The log's channel and the one of every change.
+	channels := func() (log, any chan struct{}) {
+		s.mu.RLock()
+		defer s.mu.RUnlock()
+		return s.logChanged, s.changed
+	}
+	woken := func(ch chan struct{}) bool {
+		select {
+		case <-ch:
+			return true
+		default:
+			return false
+		}
+	}
+	ch, _ := channels()
+	first := mustPut(t, s, 1, "a", "1")
+	if !woken(ch) {
+		t.Fatal("a write did not wake the log's waiters")
+	}
+	ch, changed := channels()
+	s.SetCommitted(first)
+	if !woken(changed) {
+		t.Fatal("a new watermark woke nobody")
+	}
+	if woken(ch) {
+		t.Fatal("a new watermark woke the log's waiters")
+	}
+	mustPut(t, s, 1, "b", "2")
+	ch, _ = channels()
+	if err := s.TruncateAfter(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	if !woken(ch) {
+		t.Fatal("a truncation did not wake the log's waiters")
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- s.WaitLog(ctx, first) }()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-waited; !errors.Is(err, ErrClosed) {
+		t.Fatalf("WaitLog on a closed store: %v", err)
+	}
+}

@@ -190,7 +190,19 @@ type Store struct {
 	logTags      tagRing        // the tags Open's log scan met, until TakeLogTags
 	hurry        int            // waiting for the applier: it skips its batching delay
 	boost        int            // of hurry, those a request waits on: rounds run at normal priority
-	changed      chan struct{}  // closed and replaced on every state change
+	// applyArmed: the applier waits for a round to be due, its delay
+	// running; a move of the committed seq wakes it only once one is (a
+	// wake-up per group commit cost a context switch each).
+	applyArmed bool
+	changed    chan struct{} // closed and replaced on every state change
+	// logChanged is closed and replaced on a state change that moved the
+	// log's end (or closed the store), and logNotified is the end it
+	// told: a primary's shippers wait on it alone, as waking them for
+	// every watermark and fdatasync made them queue behind their own
+	// spurious wake-ups.
+	logChanged  chan struct{}
+	logNotified uint64
+	logWaiters  atomic.Int32 // in WaitLog, woken or not
 
 	// Owned by the committer goroutine (and by Open before it starts).
 	wal     *os.File
@@ -274,6 +286,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		hashSeed:      maphash.MakeSeed(),
 		pins:          make(map[uint64]int),
 		changed:       make(chan struct{}),
+		logChanged:    make(chan struct{}),
 		failed:        make(chan struct{}),
 		wake:          make(chan struct{}, 1),
 		applyWake:     make(chan struct{}, 1),
@@ -500,14 +513,25 @@ func (s *Store) Close() error {
 func (s *Store) notifyLocked() {
 	close(s.changed)
 	s.changed = make(chan struct{})
+	if s.last != s.logNotified || s.closed {
+		s.logNotified = s.last
+		close(s.logChanged)
+		s.logChanged = make(chan struct{})
+	}
 }
 
 // waitFor blocks until cond (called with s.mu read-locked) holds, ctx ends
 // or the store is closed.
 func (s *Store) waitFor(ctx context.Context, cond func() bool) error {
+	return s.waitOn(ctx, &s.changed, cond)
+}
+
+// waitOn is waitFor woken by *changed, one of the store's change
+// channels.
+func (s *Store) waitOn(ctx context.Context, changed *chan struct{}, cond func() bool) error {
 	for {
 		s.mu.RLock()
-		ok, closed, ch := cond(), s.closed, s.changed
+		ok, closed, ch := cond(), s.closed, *changed
 		s.mu.RUnlock()
 		switch {
 		case ok:
@@ -584,6 +608,8 @@ func (s *Store) advanceCommittedLocked() {
 	if c := min(s.target, s.durable); c > s.committed {
 		s.committed = c
 		s.notifyLocked()
-		s.kickApplier()
+		if !s.applyArmed || s.applyDueLocked() {
+			s.kickApplier()
+		}
 	}
 }

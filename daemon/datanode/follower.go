@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -224,12 +225,17 @@ func (f *receiver) appendEntries(ctx context.Context, in []*wire.LogEntry, commi
 			f.fail(fmt.Errorf("append %d entries from %d: %w", len(tags), first, err))
 			return
 		}
-		f.n.dedupe.appended(first, tags)
 		f.appended.Store(last)
 		select {
 		case f.progressed <- struct{}{}:
 		default: // an acknowledgement is due already
 		}
+		// The tags go in once the acknowledgement is sent, off the
+		// writers' path (yielding lets acknowledge run first): only a
+		// primary looks them up, and this node leads only after every
+		// append of this stream has returned (receive waits for them).
+		runtime.Gosched()
+		f.n.dedupe.appended(first, tags)
 	})
 	if err != nil {
 		f.inflight.Done()
