@@ -7,6 +7,7 @@ GOBIN     := $(shell $(GO) env GOPATH)/bin
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PROTOC_GEN_GO_VERSION   := v1.36.12
 PROTOC_GEN_DRPC_VERSION := v1.0.0
+PROTOC_GEN_VTPROTO_VERSION := v0.6.0
 # Packages whose tests run under the race detector: everything with
 # goroutines of its own. The end-to-end tests in thunderctl run real
 # processes, the daemons among them built with it.
@@ -39,6 +40,7 @@ deps:
 	fi
 	@[ -x $(GOBIN)/protoc-gen-go ] || $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 	@[ -x $(GOBIN)/protoc-gen-go-drpc ] || $(GO) install storj.io/drpc/cmd/protoc-gen-go-drpc@$(PROTOC_GEN_DRPC_VERSION)
+	@[ -x $(GOBIN)/protoc-gen-go-vtproto ] || $(GO) install github.com/planetscale/vtprotobuf/cmd/protoc-gen-go-vtproto@$(PROTOC_GEN_VTPROTO_VERSION)
 	@$(GO) mod download
 
 ## build: bin/thunderctl
@@ -90,7 +92,8 @@ e2e: build
 ## proto: regenerate the committed wire code from wire/thunder.proto.
 proto: deps
 	cd wire && PATH=$(GOBIN):$$PATH protoc --go_out=. --go_opt=paths=source_relative \
-		--go-drpc_out=. --go-drpc_opt=paths=source_relative thunder.proto
+		--go-vtproto_out=. --go-vtproto_opt=paths=source_relative,features=marshal+unmarshal+size \
+		--go-drpc_out=. --go-drpc_opt=paths=source_relative,protolib=github.com/thunderyurts/thunderyurts/wire/wirecodec thunder.proto
 
 ## demo: start a local cluster, put, get and scan through it, stop it.
 demo: deps build

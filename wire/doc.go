@@ -17,6 +17,10 @@
 // peer's certificate carries a role its RPC needs (auth.go,
 // docs/security.md); a refusal is the PERMISSION_DENIED code.
 //
-// thunder.pb.go and thunder_drpc.pb.go are generated from thunder.proto by
-// `make proto`; do not edit them.
+// thunder.pb.go, thunder_vtproto.pb.go and thunder_drpc.pb.go are
+// generated from thunder.proto by `make proto`; do not edit them. The dRPC
+// code encodes messages through wirecodec, which uses vtprotobuf's
+// generated marshal and unmarshal methods (thunder_vtproto.pb.go): a
+// replication message of 64 entries takes about half the time it takes
+// google.golang.org/protobuf's reflection-driven code.
 package wire

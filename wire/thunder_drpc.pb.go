@@ -7,8 +7,7 @@ package wire
 import (
 	context "context"
 	errors "errors"
-	protojson "google.golang.org/protobuf/encoding/protojson"
-	proto "google.golang.org/protobuf/proto"
+	wirecodec "github.com/thunderyurts/thunderyurts/wire/wirecodec"
 	drpc "storj.io/drpc"
 	drpcerr "storj.io/drpc/drpcerr"
 )
@@ -16,23 +15,19 @@ import (
 type drpcEncoding_File_thunder_proto struct{}
 
 func (drpcEncoding_File_thunder_proto) Marshal(msg drpc.Message) ([]byte, error) {
-	return proto.Marshal(msg.(proto.Message))
-}
-
-func (drpcEncoding_File_thunder_proto) MarshalAppend(buf []byte, msg drpc.Message) ([]byte, error) {
-	return proto.MarshalOptions{}.MarshalAppend(buf, msg.(proto.Message))
+	return wirecodec.Marshal(msg)
 }
 
 func (drpcEncoding_File_thunder_proto) Unmarshal(buf []byte, msg drpc.Message) error {
-	return proto.Unmarshal(buf, msg.(proto.Message))
+	return wirecodec.Unmarshal(buf, msg)
 }
 
 func (drpcEncoding_File_thunder_proto) JSONMarshal(msg drpc.Message) ([]byte, error) {
-	return protojson.Marshal(msg.(proto.Message))
+	return wirecodec.JSONMarshal(msg)
 }
 
 func (drpcEncoding_File_thunder_proto) JSONUnmarshal(buf []byte, msg drpc.Message) error {
-	return protojson.Unmarshal(buf, msg.(proto.Message))
+	return wirecodec.JSONUnmarshal(buf, msg)
 }
 
 type DRPCDataClient interface {
