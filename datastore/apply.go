@@ -159,6 +159,8 @@ func (s *Store) applyDue() bool {
 	return s.applyDueLocked()
 }
 
+// applyDueLocked is applyDue with s.mu held for writing, as
+// committedBytesLocked moves its running count.
 func (s *Store) applyDueLocked() bool {
 	return s.committed-s.applied >= minApplyEntries || s.committedBytesLocked() >= s.applyBytes || s.hurry > 0
 }

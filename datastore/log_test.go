@@ -379,8 +379,24 @@ func TestLogWaitersWakeForTheLog(t *testing.T) {
 	if !woken(ch) {
 		t.Fatal("a truncation did not wake the log's waiters")
 	}
+	// A waiter parked in WaitLog: woken by a write, then by Close.
 	waited := make(chan error, 1)
-	go func() { waited <- s.WaitLog(ctx, first) }()
+	parked := func(after uint64) {
+		go func() { waited <- s.WaitLog(ctx, after) }()
+		deadline := time.Now().Add(5 * time.Second)
+		for s.logWaiters.Load() == 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("WaitLog did not wait")
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	parked(first)
+	last := mustPut(t, s, 1, "c", "3")
+	if err := <-waited; err != nil {
+		t.Fatalf("WaitLog woken by a write: %v", err)
+	}
+	parked(last)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}

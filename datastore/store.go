@@ -313,6 +313,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	took.mark("spares")
 	s.spares = sp
+	s.logNotified = s.last
 	go s.runCommitter()
 	go s.runApplier()
 	s.kickApplier()
@@ -508,8 +509,9 @@ func (s *Store) Close() error {
 	return s.closeErr
 }
 
-// notifyLocked wakes everyone waiting for a state change. s.mu must be
-// held for writing.
+// notifyLocked wakes everyone waiting for a state change, and WaitLog's
+// waiters when the log's end moved or the store closed. s.mu must be held
+// for writing.
 func (s *Store) notifyLocked() {
 	close(s.changed)
 	s.changed = make(chan struct{})
@@ -603,7 +605,8 @@ func (s *Store) SetCommitted(seq uint64) {
 }
 
 // advanceCommittedLocked moves committed towards target as far as the
-// durable seq allows and wakes the applier when it moved.
+// durable seq allows and, when it moved, wakes the applier unless it
+// already waits, armed, for a round that is not due yet.
 func (s *Store) advanceCommittedLocked() {
 	if c := min(s.target, s.durable); c > s.committed {
 		s.committed = c

@@ -88,7 +88,7 @@ func (n *Node) addrOf(ctx context.Context, id string) (string, error) {
 // each batch of entries for the store's group commit without waiting for
 // it, so entries that arrive while the previous ones are being synced join
 // the next fdatasync at once; a second goroutine acknowledges whatever has
-// become durable, one message for all of it.
+// become durable by the time it runs, in one message.
 type receiver struct {
 	n        *Node
 	rpc      wire.DRPCData_ReplicateClient
@@ -230,10 +230,12 @@ func (f *receiver) appendEntries(ctx context.Context, in []*wire.LogEntry, commi
 		case f.progressed <- struct{}{}:
 		default: // an acknowledgement is due already
 		}
-		// The tags go in once the acknowledgement is sent, off the
-		// writers' path (yielding lets acknowledge run first): only a
-		// primary looks them up, and this node leads only after every
+		// Yielding lets acknowledge send before the tags go in, which
+		// took ~30µs per message on the way to the writers' answer: only a
+		// primary looks tags up, and this node leads only after every
 		// append of this stream has returned (receive waits for them).
+		// The store's later callbacks, if any, wait as long; a group
+		// commit of a follower seldom holds more than one message.
 		runtime.Gosched()
 		f.n.dedupe.appended(first, tags)
 	})

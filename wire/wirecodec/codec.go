@@ -2,6 +2,7 @@ package wirecodec
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 	"unicode/utf8"
 
@@ -13,27 +14,44 @@ import (
 // vtMessage is a message with vtprotobuf's generated methods.
 type vtMessage interface {
 	proto.Message
-	MarshalVT() ([]byte, error)
+	SizeVT() int
+	MarshalToSizedBufferVT([]byte) (int, error)
 	UnmarshalVT([]byte) error
 }
 
 // Marshal encodes msg.
 func Marshal(msg any) ([]byte, error) {
-	if m, ok := msg.(vtMessage); ok {
-		return m.MarshalVT()
-	}
-	m, err := protoMessage(msg)
-	if err != nil {
-		return nil, err
-	}
-	return proto.Marshal(m)
+	return MarshalAppend(nil, msg)
 }
 
-// Unmarshal decodes buf into msg, which is empty (drpc passes a new one).
-// Like google.golang.org/protobuf, it refuses strings that are not valid
-// UTF-8, which vtprotobuf's decoder does not check.
+// MarshalAppend appends msg's encoding to buf: dRPC passes each stream's
+// send buffer, so a send allocates nothing once the buffer has grown.
+// Unlike google.golang.org/protobuf it does not check strings for UTF-8:
+// the receiver's Unmarshal does, and refuses the message.
+func MarshalAppend(buf []byte, msg any) ([]byte, error) {
+	m, ok := msg.(vtMessage)
+	if !ok {
+		pm, err := protoMessage(msg)
+		if err != nil {
+			return nil, err
+		}
+		return proto.MarshalOptions{}.MarshalAppend(buf, pm)
+	}
+	n := m.SizeVT()
+	buf = slices.Grow(buf, n)
+	if _, err := m.MarshalToSizedBufferVT(buf[len(buf) : len(buf)+n]); err != nil {
+		return nil, err
+	}
+	return buf[:len(buf)+n], nil
+}
+
+// Unmarshal decodes buf into msg, replacing what it held. Like
+// google.golang.org/protobuf, it refuses strings that are not valid UTF-8,
+// which vtprotobuf's decoder does not check.
 func Unmarshal(buf []byte, msg any) error {
 	if m, ok := msg.(vtMessage); ok {
+		// UnmarshalVT merges into what m holds.
+		proto.Reset(m)
 		if err := m.UnmarshalVT(buf); err != nil {
 			return err
 		}
@@ -142,22 +160,28 @@ func stringPaths(md protoreflect.MessageDescriptor) []protoreflect.FieldDescript
 }
 
 // leadsToString reports whether fd is a string or holds one at some
-// depth; seen guards against recursive messages.
-func leadsToString(fd protoreflect.FieldDescriptor, seen map[protoreflect.FullName]bool) bool {
+// depth. onPath holds the message types above fd: one met again (a
+// recursive message) counts as holding a string, as walking it is only
+// slower.
+func leadsToString(fd protoreflect.FieldDescriptor, onPath map[protoreflect.FullName]bool) bool {
 	if fd.IsMap() {
-		return leadsToString(fd.MapKey(), seen) || leadsToString(fd.MapValue(), seen)
+		return leadsToString(fd.MapKey(), onPath) || leadsToString(fd.MapValue(), onPath)
 	}
 	if fd.Kind() == protoreflect.StringKind {
 		return true
 	}
 	md := fd.Message()
-	if md == nil || seen[md.FullName()] {
+	if md == nil {
 		return false
 	}
-	seen[md.FullName()] = true
+	if onPath[md.FullName()] {
+		return true
+	}
+	onPath[md.FullName()] = true
+	defer delete(onPath, md.FullName())
 	fields := md.Fields()
 	for i := range fields.Len() {
-		if leadsToString(fields.Get(i), seen) {
+		if leadsToString(fields.Get(i), onPath) {
 			return true
 		}
 	}
