@@ -298,17 +298,30 @@ func TestFailStop(t *testing.T) {
 }
 
 // heldSync holds the first n fdatasyncs, each until release lets one go
-// (or is closed); later ones pass.
+// (or releaseAll closes it); later ones pass.
 type heldSync struct {
 	mu      sync.Mutex
 	left    int
 	held    chan struct{} // one per sync held
 	release chan struct{}
+	once    sync.Once
 }
 
 func newHeldSync(n int) *heldSync {
-	return &heldSync{left: n, held: make(chan struct{}, n), release: make(chan struct{})}
+	return &heldSync{left: n, held: make(chan struct{}, 16), release: make(chan struct{})}
 }
+
+// hold holds the next n fdatasyncs.
+func (h *heldSync) hold(n int) {
+	h.mu.Lock()
+	h.left = n
+	h.mu.Unlock()
+}
+
+// releaseAll lets every held and later fdatasync pass. A test registers
+// it as a cleanup after its store's, so that a failure while a sync is
+// held does not leave the store's Close waiting for it.
+func (h *heldSync) releaseAll() { h.once.Do(func() { close(h.release) }) }
 
 func (h *heldSync) beforeSync() {
 	h.mu.Lock()
@@ -412,7 +425,7 @@ func TestTwoCommitsInFlight(t *testing.T) {
 		t.Fatalf("commit records %+v: want the second to say nothing was synced", marks)
 	}
 	powerLossImage(t, s, span{starts[0], starts[1]})
-	close(h.release)
+	h.releaseAll()
 	for _, ch := range []chan error{a, b, c} {
 		if err := <-ch; err != nil {
 			t.Fatal(err)
@@ -511,7 +524,7 @@ func TestFailedSyncFailsCommitsInFlight(t *testing.T) {
 			if err := s.wal.Close(); err != nil {
 				t.Fatal(err)
 			}
-			close(h.release)
+			h.releaseAll()
 			for name, ch := range map[string]chan error{"first": first, "second, in flight with it": second} {
 				if err := <-ch; !errors.Is(err, ErrFailed) {
 					t.Fatalf("%s: %v, want ErrFailed", name, err)
@@ -532,22 +545,48 @@ func TestFailedSyncFailsCommitsInFlight(t *testing.T) {
 // synced before the new one is written, whose first commit record says
 // nothing of it was synced.
 func TestRollWaitsForCommitsInFlight(t *testing.T) {
-	h := newHeldSync(2)
+	h := newHeldSync(0) // held below, once the log is on a spare segment
 	s, _ := newStore(t, Options{NoSync: true, segmentSize: 4096, hooks: hooks{beforeSync: h.beforeSync}})
+	t.Cleanup(h.releaseAll)
 	ctx := testCtx(t)
-	put := func(key string) chan error {
+	write := func(key string, size int) chan error {
 		done := make(chan error, 1)
 		go func() {
-			_, err := s.Write(ctx, []Mutation{{Slot: 1, Key: []byte(key), Value: bytes.Repeat([]byte("v"), 2500)}})
+			_, err := s.Write(ctx, []Mutation{{Slot: 1, Key: []byte(key), Value: bytes.Repeat([]byte("v"), size)}})
 			done <- err
 		}()
 		return done
 	}
+	put := func(key string) chan error { return write(key, 2500) }
 	segments := func() int {
 		s.mu.RLock()
 		defer s.mu.RUnlock()
 		return len(s.segments)
 	}
+	// A store starts on a segment that grows as it is written; a commit
+	// into it asks for a spare, and the first commit after the spare is
+	// ready moves the log there. Get there first, so that below only a
+	// full segment rolls.
+	for _, key := range []string{"w0", "w1"} {
+		if err := <-write(key, 100); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for len(s.spares.ready) == 0 && segments() == 1 {
+		select {
+		case <-ctx.Done():
+			t.Fatal("no spare segment prepared")
+		case <-time.After(time.Millisecond):
+		}
+	}
+	if err := <-write("w2", 100); err != nil {
+		t.Fatal(err)
+	}
+	segs, first := segments(), s.LastSeq()
+	if segs != 2 {
+		t.Fatalf("%d segments: want the log moved to its spare", segs)
+	}
+	h.hold(2)
 	a := put("a")
 	<-h.held
 	b := put("b")
@@ -559,16 +598,16 @@ func TestRollWaitsForCommitsInFlight(t *testing.T) {
 	<-h.held
 	c := put("c") // the segment is full: c needs a new one
 	time.Sleep(50 * time.Millisecond)
-	if n, last := segments(), s.LastSeq(); n != 1 || last != 2 {
+	if n, last := segments(), s.LastSeq(); n != segs || last != first+2 {
 		t.Fatalf("%d segments, last seq %d while b's fdatasync is held: want the roll to wait", n, last)
 	}
-	close(h.release)
+	h.releaseAll()
 	for _, ch := range []chan error{b, c} {
 		if err := <-ch; err != nil {
 			t.Fatal(err)
 		}
 	}
-	if n := segments(); n != 2 {
+	if n := segments(); n != segs+1 {
 		t.Fatalf("%d segments after the roll", n)
 	}
 	if marks, _ := commitMarks(t, s); len(marks) != 1 || marks[0].synced != 0 {
