@@ -13,18 +13,15 @@ import (
 	"github.com/thunderyurts/thunderyurts/internal/sysproc"
 )
 
-// Bounds of one apply transaction: large enough that bbolt's per-commit
-// costs (two fsyncs, page writes) are shared by many entries, small enough
-// that one transaction's dirty pages stay modest.
+// Bounds of one apply round: large enough that bbolt's per-commit costs
+// (two fsyncs, page writes) are shared by many entries, small enough that
+// the unapplied tail, which waits in memory for its round, stays modest.
 //
-// The bytes are what the entries cost in memory (entry.cost): a round's
-// transaction holds about as much again in bbolt's dirty pages, so the
-// bound is what keeps a node's memory flat at any write rate. It is
+// The bytes are what the entries cost in memory (entry.cost). They are
 // 64 MiB, not 32: a group's replicas run their rounds at the same moment
 // (they get the same entries), and the rounds' page writes and fsyncs slow
 // the log's fdatasyncs on a shared disk; rounds half as often took the
-// puts' p99 on a group of 3 from about 5 ms to 4.5, for about 50 MB more
-// at a node's peak.
+// puts' p99 on a group of 3 from about 5 ms to 4.5.
 const (
 	maxApplyEntries = 1_000_000
 	maxApplyBytes   = 64 << 20
@@ -32,7 +29,7 @@ const (
 	// The applier lets entries accumulate for up to applyDelay unless
 	// minApplyEntries or maxApplyBytes are waiting or a reader asks it to
 	// hurry: random keys dirty most leaf pages whatever the batch size, so
-	// fewer, larger transactions write far less, and their page writes and
+	// fewer, larger rounds write far less, and their page writes and
 	// fsyncs compete less with the log's fdatasync. Under load the byte
 	// bound starts a round long before the delay ends.
 	minApplyEntries = 1_000_000
@@ -41,38 +38,17 @@ const (
 	// yieldEvery is how many puts the applier makes between yields.
 	yieldEvery = 256
 
-	// maxApplyDirty bounds the pages one apply transaction dirties, in
-	// bytes. A random put dirties a whole leaf page, and bbolt holds every
-	// dirty page in memory (as a node, then a page buffer) until the
-	// commit: over 10 million keys a round of 32 MiB of entries (the bound
-	// then) dirtied over a gigabyte, the heap sat at the memory limit and
-	// writes fell to a fifth. Rounds are cut by entry count to stay near
-	// this bound (nextApplyCap). It is larger than the whole data file of
-	// a million keys of 100 bytes, whose rounds dirty every leaf and are
-	// cut by the byte bound above: cutting them smaller would write every
-	// leaf more often for the same puts.
-	maxApplyDirty = 256 << 20
-	// applyPageGuess is what the first round assumes an entry dirties:
-	// about a page.
-	applyPageGuess = pageSize
-	// minApplyCap keeps rounds from becoming so small that their fsyncs
-	// dominate.
-	minApplyCap = 1024
+	// maxApplyDirty bounds the pages one bbolt transaction of a round
+	// dirties, in bytes. A random put dirties a whole leaf page, and bbolt
+	// holds every dirty page in memory (as a node, then a page buffer)
+	// until the commit: a round over a million keys of 100 bytes dirtied
+	// every leaf, ~250 MB of heap at once, and over 10 million keys a
+	// gigabyte. A round therefore commits in parts, slot by slot and key
+	// by key (applyPart), each of about this many dirty bytes: every leaf
+	// is still written at most once a round, and memory no longer follows
+	// the data set's size.
+	maxApplyDirty = 32 << 20
 )
-
-// nextApplyCap returns the most entries the round after one that applied
-// n entries and dirtied dirty bytes of pages may take, so that it dirties
-// about target bytes. Entries share pages less the fewer there are, so
-// scaling a small round up overestimates what a larger one dirties, and
-// the cap grows at most twofold a round; scaling a round that went past
-// target down brings the next one close to it.
-func nextApplyCap(prevCap, n int, dirty, target int64) int {
-	next := 2 * prevCap
-	if dirty > 0 {
-		next = min(next, int(float64(n)*float64(target)/float64(dirty)))
-	}
-	return max(min(next, maxApplyEntries), minApplyCap)
-}
 
 // kickApplier tells the applier that the committed seq moved.
 func (s *Store) kickApplier() {
@@ -204,8 +180,10 @@ func (s *Store) hurryApplier(boost bool, fn func() error) error {
 	return fn()
 }
 
-// applyOnce applies the oldest committed, unapplied entries in one bbolt
-// transaction and returns how many it applied.
+// applyOnce applies the oldest committed, unapplied entries, a round, and
+// returns how many it applied. A round commits in one bbolt transaction
+// or, when its changes dirty more than s.applyDirty bytes of pages, in
+// several (applyPart).
 func (s *Store) applyOnce() (int, error) {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
@@ -233,7 +211,7 @@ func (s *Store) applyOnce() (int, error) {
 	// entries under it held the committer up for milliseconds.
 	var cost int64
 	n := 0
-	for ; n < batch.len() && n < s.applyCap && cost < s.applyBytes; n++ {
+	for ; n < batch.len() && cost < s.applyBytes; n++ {
 		cost += batch.at(n).cost()
 	}
 	batch.n = n
@@ -245,56 +223,38 @@ func (s *Store) applyOnce() (int, error) {
 	start := time.Now()
 	last := batch.at(batch.len() - 1).seq
 	var order []*entry
-	var boltTx *bolt.Tx
+	parts := 0
 	err := run(func() error {
 		order = latestInOrder(&batch)
-		need := 0
-		for _, e := range order {
-			if !e.del {
-				need += recordSize(len(e.value))
+		w := applyRound{epoch: epoch, epochs: epochs, last: last}
+		for from := 0; from < len(order); parts++ {
+			if parts > 0 && s.hooks.betweenApplyParts != nil {
+				if err := s.hooks.betweenApplyParts(); err != nil {
+					return err
+				}
+			}
+			var err error
+			if from, err = s.applyPart(&w, order, from); err != nil {
+				return err
 			}
 		}
-		return guardBolt(s.dataPath, func() error {
-			return s.db.Update(func(tx *bolt.Tx) error {
-				boltTx = tx
-				w := applyTx{tx: tx, records: make([]byte, 0, need), slots: newSlotsTx(tx)}
-				for j, e := range order {
-					if j%yieldEvery == yieldEvery-1 {
-						// Two cores: without yielding, requests runnable on the
-						// other core's queue wait out a whole time slice.
-						runtime.Gosched()
-					}
-					if err := w.apply(e); err != nil {
-						return fmt.Errorf("seq %d slot %d key %s: %w", e.seq, e.slot, keyForError(e.key), err)
-					}
-				}
-				if err := w.slots.flush(); err != nil {
-					return err
-				}
-				if err := putMeta(tx, metaApplied, last); err != nil {
-					return err
-				}
-				return putEpochs(tx, epoch, epochs)
-			})
-		})
+		return nil
 	})
 	if err != nil {
 		return 0, fmt.Errorf("seqs %d..%d: %w", batch.at(0).seq, last, err)
 	}
 	s.applies.Add(1)
-	// The transaction's statistics are complete once it committed.
-	stats := boltTx.Stats()
-	s.applyCap = nextApplyCap(s.applyCap, batch.len(), stats.GetPageAlloc(), s.applyDirty)
 	s.observer.Applied(batch.len(), time.Since(start))
-	s.log.Debug("datastore applied", "entries", batch.len(), "keys", len(order), "last_seq", last, "took", time.Since(start))
+	s.log.Debug("datastore applied", "entries", batch.len(), "keys", len(order), "transactions", parts, "last_seq", last, "took", time.Since(start))
 	s.mu.Lock()
 	s.applied = last
+	s.applyPartial = false
 	if s.costedSeq >= last {
 		s.costedBytes -= cost
 	}
 	s.mu.Unlock()
 	// The overlay forgets the applied entries a chunk at a time: one
-	// transaction may hold a million entries, and writers and readers need
+	// round may hold a million entries, and writers and readers need
 	// s.mu in between. Lookups stop at the applied seq, so an applied entry
 	// still indexed reads as not there, and bbolt answers.
 	for start := 0; start < len(order); start += overlayChunk {
@@ -316,8 +276,60 @@ func (s *Store) applyOnce() (int, error) {
 	return batch.len(), nil
 }
 
-// applyTx is the state of one apply transaction.
-type applyTx struct {
+// applyPart applies order[from:] in one bbolt transaction, up to the
+// entry at which the transaction has dirtied s.applyDirty bytes of pages,
+// and returns where it stopped. The part that reaches the end records the
+// round's last seq and the epochs. Any earlier part leaves the file
+// holding entries past the applied seq once it commits, so it first sets
+// s.applyPartial: readers of the file alone wait for the round to end
+// (viewSettled). Readers that merge the unapplied entries over the file
+// need not: those entries are the newest of their keys, and a key's stats
+// are taken off by the value the file holds, so a part already applied
+// reads the same. For the same reason a restart after a crash between
+// parts replays the whole round from the recorded applied seq and ends in
+// the same state.
+func (s *Store) applyPart(w *applyRound, order []*entry, from int) (int, error) {
+	to := from
+	err := guardBolt(s.dataPath, func() error {
+		return s.db.Update(func(tx *bolt.Tx) error {
+			w.begin(tx)
+			for ; to < len(order); to++ {
+				if (to-from)%yieldEvery == yieldEvery-1 {
+					// Two cores: without yielding, requests runnable on the
+					// other core's queue wait out a whole time slice.
+					runtime.Gosched()
+					// Every node bbolt has read for a change is written
+					// out, a page or more, at the commit.
+					if stats := tx.Stats(); stats.GetNodeCount()*pageSize >= s.applyDirty {
+						break
+					}
+				}
+				e := order[to]
+				if err := w.apply(e); err != nil {
+					return fmt.Errorf("seq %d slot %d key %s: %w", e.seq, e.slot, keyForError(e.key), err)
+				}
+			}
+			if err := w.slots.flush(); err != nil {
+				return err
+			}
+			if to < len(order) {
+				s.mu.Lock()
+				s.applyPartial = true
+				s.mu.Unlock()
+				return nil
+			}
+			if err := putMeta(tx, metaApplied, w.last); err != nil {
+				return err
+			}
+			return putEpochs(tx, w.epoch, w.epochs)
+		})
+	})
+	return to, err
+}
+
+// applyRound is the state of one apply round, carried from each of its
+// transactions to the next.
+type applyRound struct {
 	tx      *bolt.Tx
 	records []byte // room for the stored records of the puts
 	slots   *slotsTx
@@ -325,10 +337,33 @@ type applyTx struct {
 	// first, and the older entries of its slot went with it.
 	dropSlot uint16
 	dropSeq  uint64
+	// What the round's last transaction records.
+	last   uint64
+	epoch  uint64
+	epochs []EpochStart
+}
+
+// recordChunk is how much room for stored records a round allocates at
+// a time: a transaction's records live until its commit.
+const recordChunk = 1 << 20
+
+// begin starts the round's next transaction.
+func (w *applyRound) begin(tx *bolt.Tx) {
+	w.tx, w.slots, w.records = tx, newSlotsTx(tx), nil
+}
+
+// record returns room for a stored record of n bytes. bbolt keeps the
+// slices it is given until the commit, so they are never reused.
+func (w *applyRound) record(n int) []byte {
+	if cap(w.records)-len(w.records) < n {
+		w.records = make([]byte, 0, max(n, recordChunk))
+	}
+	w.records = w.records[:len(w.records)+n]
+	return w.records[len(w.records)-n:]
 }
 
 // apply applies one entry of latestInOrder's order.
-func (w *applyTx) apply(e *entry) error {
+func (w *applyRound) apply(e *entry) error {
 	if e.mark {
 		return putMark(w.tx, e.key, e.value)
 	}
@@ -341,9 +376,7 @@ func (w *applyTx) apply(e *entry) error {
 	case e.del:
 		return w.slots.delete(e.slot, e.key)
 	}
-	n := recordSize(len(e.value))
-	w.records = w.records[:len(w.records)+n]
-	return w.slots.put(e.slot, e.key, e.value, w.records[len(w.records)-n:])
+	return w.slots.put(e.slot, e.key, e.value, w.record(recordSize(len(e.value))))
 }
 
 // overlayChunk bounds the entries the overlay forgets under one hold of

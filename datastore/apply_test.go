@@ -1,6 +1,7 @@
 package datastore
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // TestLatestInOrder: one entry per slot and key, the newest, in slot and
@@ -211,16 +214,25 @@ func (r *rounds) Applied(entries int, _ time.Duration) {
 	r.n = append(r.n, entries)
 }
 
-// Random puts over a key space of many pages are applied in rounds cut to
-// the pages they dirty, not only to their bytes: each dirties about a page,
-// and a round of every committed entry would hold that many pages in
-// memory.
-func TestApplyBoundedByDirtyPages(t *testing.T) {
+// Random puts over a key space of many pages dirty about a page each: a
+// round of them commits in parts of about applyDirty bytes of dirty pages,
+// so that bbolt never holds the whole round's pages in memory at once.
+func TestApplyPartsBoundedByDirtyPages(t *testing.T) {
 	// Values of 4,000 bytes, four to a leaf page (the fill, in key order,
-	// packs them): ~3,000 pages; rounds aim at 1,024.
+	// packs them): ~3,000 pages; parts aim at 1,024.
 	const keys, target = 12_000, 16 << 20
 	obs := &rounds{}
-	s, _ := newStore(t, Options{NoSync: true, Observer: obs, applyDirty: target})
+	var armed atomic.Bool
+	var s *Store
+	var allocs []int64 // page bytes allocated by the commits before each part ends
+	opts := Options{NoSync: true, Observer: obs, applyDirty: target, hooks: hooks{betweenApplyParts: func() error {
+		if armed.Load() {
+			stats := s.db.Stats()
+			allocs = append(allocs, stats.TxStats.GetPageAlloc())
+		}
+		return nil
+	}}}
+	s, _ = newStore(t, opts)
 	value := make([]byte, 4000)
 	write := func(ids []int) {
 		muts := make([]Mutation, len(ids))
@@ -246,37 +258,119 @@ func TestApplyBoundedByDirtyPages(t *testing.T) {
 	for i := range updates {
 		updates[i] = rng.IntN(keys)
 	}
+	before := s.db.Stats()
+	allocs = []int64{before.TxStats.GetPageAlloc()}
+	armed.Store(true)
 	write(updates)
 	waitApplied(t, s)
+	armed.Store(false)
 
 	obs.mu.Lock()
 	defer obs.mu.Unlock()
-	if len(obs.n) < 3 {
-		t.Fatalf("%d random updates over %d keys applied in rounds of %v: want them cut to about %d dirty bytes", len(updates), keys, obs.n, target)
+	if len(obs.n) != 1 {
+		t.Fatalf("%d random updates applied in rounds of %v: want one round, in parts", len(updates), obs.n)
 	}
-	for _, n := range obs.n[1:] {
-		if n > len(updates)/2 {
-			t.Fatalf("a round applied %d of %d random updates (rounds %v)", n, len(updates), obs.n)
+	after := s.db.Stats()
+	allocs = append(allocs, after.TxStats.GetPageAlloc())
+	if len(allocs) < 4 {
+		t.Fatalf("%d random updates over %d keys of 4,000 bytes committed in %d transaction(s): want them cut to about %d dirty bytes", len(updates), keys, len(allocs)-1, target)
+	}
+	// A part checks its nodes every yieldEvery entries, each of which
+	// dirties up to a page and its parents.
+	limit := int64(target + 2*yieldEvery*pageSize)
+	for i := 1; i < len(allocs); i++ {
+		if part := allocs[i] - allocs[i-1]; part > limit {
+			t.Errorf("transaction %d of the round allocated %d bytes of pages; the bound is %d (parts %v)", i, part, limit, allocs)
+		}
+	}
+	for _, id := range updates[:100] {
+		if got := mustGet(t, s, id%16, fmt.Sprintf("k%07d", id)); len(got) != len(value) {
+			t.Fatalf("k%07d: %d bytes", id, len(got))
 		}
 	}
 }
 
-func TestNextApplyCap(t *testing.T) {
-	for _, c := range []struct {
-		prev, n     int
-		dirty, want int64
-		next        int
-	}{
-		{prev: 16384, n: 16384, dirty: 16384 * 4096, want: 64 << 20, next: 16384},           // a page an entry: stays
-		{prev: 16384, n: 16384, dirty: 4 << 20, want: 64 << 20, next: 32768},                // far below: at most doubles
-		{prev: 100_000, n: 100_000, dirty: 256 << 20, want: 64 << 20, next: 25_000},         // overshot: scaled down
-		{prev: 100_000, n: 10, dirty: 0, want: 64 << 20, next: 200_000},                     // nothing dirtied: doubles
-		{prev: 2000, n: 2000, dirty: 1 << 30, want: 64 << 20, next: minApplyCap},            // floor
-		{prev: maxApplyEntries, n: 500, dirty: 4096, want: 64 << 20, next: maxApplyEntries}, // ceiling
-	} {
-		if got := nextApplyCap(c.prev, c.n, c.dirty, c.want); got != c.next {
-			t.Errorf("nextApplyCap(%d, %d, %d, %d) = %d, want %d", c.prev, c.n, c.dirty, c.want, got, c.next)
+// TestApplyPartsCrash: a round that commits in parts (here every
+// yieldEvery entries) leaves the file holding some of its entries past the
+// applied seq. Readers of the file alone wait for the round; a digest of
+// the committed state is already exact; and a store copied there, as a
+// crash would leave it, replays the round and ends with the same content
+// and digests.
+func TestApplyPartsCrash(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "s")
+	var armed atomic.Bool
+	var parts atomic.Int32
+	var s *Store
+	var crashed string
+	var mid []SlotDigest
+	var midErr, settledErr error
+	opts := Options{Slots: 16, NoSync: true, applyDirty: pageSize, hooks: hooks{betweenApplyParts: func() error {
+		if !armed.Load() || parts.Add(1) != 2 {
+			return nil
 		}
+		crashed = copyStore(t, dir)
+		_, mid, midErr = s.CommittedSlotDigests(testCtx(t), allSlots(s), 0)
+		ctx, cancel := context.WithTimeout(testCtx(t), 50*time.Millisecond)
+		defer cancel()
+		settledErr = s.viewSettled(ctx, func(*bolt.Tx) error { return nil })
+		return nil
+	}}}
+	s = openStore(t, dir, opts)
+	rng := rand.New(rand.NewPCG(5, 6))
+	content := workload(t, s, rng, 3000)
+	waitApplied(t, s)
+
+	// One round of random puts, deletes and drops over the slots.
+	armed.Store(true)
+	var muts []Mutation
+	for i := range 3000 {
+		slot := rng.IntN(s.Slots())
+		key := fmt.Sprintf("k%03d", rng.IntN(400))
+		switch {
+		case i%500 == 499:
+			mustWrite(t, s, muts...)
+			muts = muts[:0]
+			mustDrop(t, s, slot)
+			content[slot] = map[string]string{}
+		case rng.IntN(5) == 0:
+			muts = append(muts, Mutation{Slot: slot, Key: []byte(key), Delete: true})
+			delete(content[slot], key)
+		default:
+			v := fmt.Sprintf("w%d", i)
+			muts = append(muts, Mutation{Slot: slot, Key: []byte(key), Value: []byte(v)})
+			content[slot][key] = v
+		}
+	}
+	mustWrite(t, s, muts...)
+	waitApplied(t, s)
+	if parts.Load() < 2 {
+		t.Fatalf("the round committed in %d part(s): want several", parts.Load()+1)
+	}
+	if !errors.Is(settledErr, context.DeadlineExceeded) {
+		t.Fatalf("a read of the file alone between a round's parts: %v, want it to wait", settledErr)
+	}
+	want := modelDigests(s.Slots(), content)
+	if midErr != nil {
+		t.Fatal(midErr)
+	}
+	sameDigests(t, "committed digests between a round's parts", mid, want)
+	sameDigests(t, "digests after the round", digests(t, s), want)
+
+	c := openStore(t, crashed, Options{NoSync: true})
+	if c.AppliedSeq() >= c.LastSeq() {
+		t.Fatalf("crashed copy: applied %d, last %d: nothing to replay", c.AppliedSeq(), c.LastSeq())
+	}
+	sameDigests(t, "after replaying the round", digests(t, c), want)
+	if got, want := dump(t, c), dump(t, s); !slices.EqualFunc(got, want, func(a, b KV) bool {
+		return bytes.Equal(a.Key, b.Key) && bytes.Equal(a.Value, b.Value)
+	}) {
+		t.Fatalf("after replaying the round: %d pairs, want %d", len(got), len(want))
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := Verify(crashed); err != nil {
+		t.Fatal(err)
 	}
 }
 

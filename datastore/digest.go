@@ -45,7 +45,7 @@ func (s *Store) SlotDigests(ctx context.Context, slots []int, atLeast uint64) (a
 		return 0, nil, fmt.Errorf("slot digests: wait for the applier to reach seq %d: %w", atLeast, err)
 	}
 	out := make([]SlotDigest, len(slots))
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.viewSettled(ctx, func(tx *bolt.Tx) error {
 		var err error
 		if applied, err = metaU64(tx, metaApplied); err != nil {
 			return err

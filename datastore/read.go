@@ -36,6 +36,60 @@ type KV struct {
 // view runs fn in a read transaction and reports a closed store as ErrClosed.
 func (s *Store) view(fn func(tx *bolt.Tx) error) error { return s.inTx(s.db.View, fn) }
 
+// viewSettled is view between apply rounds, where the data file holds
+// exactly the applied seq's state. A round that commits in parts
+// (applyPart) leaves some of its entries in the file until its last
+// transaction, and a reader of the file alone must not see them: a scan
+// would see one write and miss an earlier one. It waits for such a round
+// to end; if rounds keep starting again before it can begin, it holds the
+// applier off for its last try.
+func (s *Store) viewSettled(ctx context.Context, fn func(tx *bolt.Tx) error) error {
+	settled := func(fn func(*bolt.Tx) error) error {
+		s.mu.RLock()
+		partial, failed := s.applyPartial, s.applyErr
+		var tx *bolt.Tx
+		var err error
+		if !partial {
+			// Begun under s.mu: no part commits after the check and
+			// before the transaction.
+			tx, err = s.db.Begin(false)
+		}
+		s.mu.RUnlock()
+		switch {
+		case partial && failed != nil: // the file holds part of a failed round
+			return failed
+		case partial:
+			return errRoundInParts
+		case err != nil:
+			return err
+		}
+		defer func() { _ = tx.Rollback() }()
+		return fn(tx)
+	}
+	for tries := 1; tries < settledTries; tries++ {
+		if err := s.inTx(settled, fn); !errors.Is(err, errRoundInParts) {
+			return err
+		}
+		err := s.waitFor(ctx, func() bool { return !s.applyPartial || s.applyErr != nil })
+		if err != nil {
+			return err
+		}
+	}
+	if err := s.lockApply(ctx); err != nil {
+		return fmt.Errorf("wait for the apply round in progress: %w", err)
+	}
+	defer s.applyMu.Unlock()
+	return s.inTx(settled, fn)
+}
+
+// errRoundInParts: an apply round is between the transactions it commits
+// in.
+var errRoundInParts = errors.New("an apply round is between its transactions")
+
+// settledTries is how many times viewSettled tries before it holds the
+// applier off.
+const settledTries = 4
+
 // update runs fn in a write transaction unless the store is closed.
 func (s *Store) update(fn func(tx *bolt.Tx) error) error { return s.inTx(s.db.Update, fn) }
 
@@ -222,11 +276,12 @@ func (h mergeHeap) down(i int) {
 }
 
 // Scan returns the keys in [start, end) held in any of the given slots, in
-// byte order, with their values, within lim. A nil start scans from the first key; a nil or empty end has no
-// upper bound. Scan first waits until the applier has applied everything
-// committed when it was called, then reads the bbolt file alone: all slots
-// in one transaction, merged through one cursor per slot, so only the
-// returned pairs are ever copied. Errors: ErrBadSlot, ErrCorrupt (naming
+// byte order, with their values, within lim. A nil start scans from the
+// first key; a nil or empty end has no upper bound. Scan first waits until
+// the applier has applied everything committed when it was called, then
+// reads the bbolt file alone, between apply rounds (viewSettled): all
+// slots in one transaction, merged through one cursor per slot, so only
+// the returned pairs are ever copied. Errors: ErrBadSlot, ErrCorrupt (naming
 // slot and key), ErrClosed, ctx.Err() while waiting.
 func (s *Store) Scan(ctx context.Context, slots []int, start, end []byte, lim Limit) ([]KV, error) {
 	slots = slices.Clone(slots)
@@ -243,7 +298,7 @@ func (s *Store) Scan(ctx context.Context, slots []int, start, end []byte, lim Li
 	}
 	inRange := func(k []byte) bool { return k != nil && (len(end) == 0 || bytes.Compare(k, end) < 0) }
 	var out []KV
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.viewSettled(ctx, func(tx *bolt.Tx) error {
 		h := make(mergeHeap, 0, len(slots))
 		for _, slot := range slots {
 			b := slotBucket(tx, slot)

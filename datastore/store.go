@@ -124,9 +124,12 @@ type hooks struct {
 	// beforeSync runs on the syncer after a batch is written and
 	// published to ReadLog, before its fdatasync.
 	beforeSync func()
-	// beforeApply runs on the applier before each bbolt transaction; an
-	// error fails the transaction.
+	// beforeApply runs on the applier before each apply round; an error
+	// fails the round.
 	beforeApply func() error
+	// betweenApplyParts runs on the applier between the transactions of
+	// a round that commits in parts; an error fails the round.
+	betweenApplyParts func() error
 	// beforeTailRead runs in CommittedSlotDigests after its read
 	// transaction began, before it copies the tail's entries.
 	beforeTailRead func()
@@ -194,7 +197,10 @@ type Store struct {
 	// running; a move of the committed seq wakes it only once one is (a
 	// wake-up per group commit cost a context switch each).
 	applyArmed bool
-	changed    chan struct{} // closed and replaced on every state change
+	// applyPartial: a round commits in parts, and the data file holds
+	// some of its entries past the applied seq (applyPart).
+	applyPartial bool
+	changed      chan struct{} // closed and replaced on every state change
 	// logChanged is closed and replaced on a state change that moved the
 	// log's end (or closed the store), and logNotified is the end it
 	// told: a primary's shippers wait on it alone, as waking them for
@@ -212,12 +218,9 @@ type Store struct {
 	walGrows bool
 	spares   *spares
 
-	applyMu sync.Mutex // held by an apply cycle; excludes it from truncation and restore
-	// applyCap is the most entries the next apply round takes, learned from
-	// the pages the last rounds dirtied (nextApplyCap); guarded by applyMu.
-	applyCap   int
-	applyBytes int64 // the entry cost that starts a round, and the most it applies
-	applyDirty int64 // the dirty page bytes a round aims at
+	applyMu    sync.Mutex // held by an apply cycle; excludes it from truncation and restore
+	applyBytes int64      // the entry cost that starts a round, and the most it applies
+	applyDirty int64      // the dirty page bytes after which a round's transaction commits
 	commits    atomic.Uint64
 	applies    atomic.Uint64
 	// synced is how far the active segment is known fdatasynced: the
@@ -276,7 +279,6 @@ func Open(dir string, opts Options) (*Store, error) {
 		overMax:       opts.overlayLimit,
 		applyBytes:    opts.applyBytes,
 		applyDirty:    opts.applyDirty,
-		applyCap:      max(int(opts.applyDirty/applyPageGuess), minApplyCap),
 		hooks:         opts.hooks,
 		log:           opts.Logger,
 		observer:      opts.Observer,
