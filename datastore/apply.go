@@ -13,9 +13,10 @@ import (
 	"github.com/thunderyurts/thunderyurts/internal/sysproc"
 )
 
-// Bounds of one apply round: large enough that bbolt's per-commit costs
-// (two fsyncs, page writes) are shared by many entries, small enough that
-// the unapplied tail, which waits in memory for its round, stays modest.
+// Bounds of one apply round: large enough that random keys share the leaf
+// pages they dirty (each leaf is written about once a round), small
+// enough that the unapplied tail, which waits in memory for its round,
+// stays modest.
 //
 // The bytes are what the entries cost in memory (entry.cost). They are
 // 64 MiB, not 32: a group's replicas run their rounds at the same moment
@@ -44,9 +45,9 @@ const (
 	// until the commit: a round over a million keys of 100 bytes dirtied
 	// every leaf, ~250 MB of heap at once, and over 10 million keys a
 	// gigabyte. A round therefore commits in parts, slot by slot and key
-	// by key (applyPart), each of about this many dirty bytes: every leaf
-	// is still written at most once a round, and memory no longer follows
-	// the data set's size.
+	// by key (applyPart), each of about this many dirty bytes: a leaf is
+	// still written about once a round, and memory no longer follows the
+	// data set's size.
 	maxApplyDirty = 32 << 20
 )
 
@@ -211,7 +212,9 @@ func (s *Store) applyOnce() (int, error) {
 	// entries under it held the committer up for milliseconds.
 	var cost int64
 	n := 0
-	for ; n < batch.len() && cost < s.applyBytes; n++ {
+	// A round replaying one that a crash cut short between its parts
+	// goes at least as far: the file holds some of its entries.
+	for ; n < batch.len() && (cost < s.applyBytes || batch.at(n).seq <= s.applyingTo); n++ {
 		cost += batch.at(n).cost()
 	}
 	batch.n = n
@@ -246,9 +249,9 @@ func (s *Store) applyOnce() (int, error) {
 	s.applies.Add(1)
 	s.observer.Applied(batch.len(), time.Since(start))
 	s.log.Debug("datastore applied", "entries", batch.len(), "keys", len(order), "transactions", parts, "last_seq", last, "took", time.Since(start))
+	s.applyingTo = 0
 	s.mu.Lock()
 	s.applied = last
-	s.applyPartial = false
 	if s.costedSeq >= last {
 		s.costedBytes -= cost
 	}
@@ -279,15 +282,16 @@ func (s *Store) applyOnce() (int, error) {
 // applyPart applies order[from:] in one bbolt transaction, up to the
 // entry at which the transaction has dirtied s.applyDirty bytes of pages,
 // and returns where it stopped. The part that reaches the end records the
-// round's last seq and the epochs. Any earlier part leaves the file
-// holding entries past the applied seq once it commits, so it first sets
-// s.applyPartial: readers of the file alone wait for the round to end
-// (viewSettled). Readers that merge the unapplied entries over the file
-// need not: those entries are the newest of their keys, and a key's stats
+// round's last seq and the epochs. An earlier part leaves the file holding
+// entries past the applied seq, so the first one records the round's last
+// seq as metaApplying, which the last part deletes: readers of the file
+// alone find it in their transaction and wait for the round to end
+// (viewSettled), and Open raises the committed seq to it, so that no
+// truncation takes those entries back and the round that replays them
+// reaches it. Readers that merge the unapplied entries over the file need
+// not wait: those entries are the newest of their keys, and a key's stats
 // are taken off by the value the file holds, so a part already applied
-// reads the same. For the same reason a restart after a crash between
-// parts replays the whole round from the recorded applied seq and ends in
-// the same state.
+// reads the same; so does the replay.
 func (s *Store) applyPart(w *applyRound, order []*entry, from int) (int, error) {
 	to := from
 	err := guardBolt(s.dataPath, func() error {
@@ -313,10 +317,16 @@ func (s *Store) applyPart(w *applyRound, order []*entry, from int) (int, error) 
 				return err
 			}
 			if to < len(order) {
-				s.mu.Lock()
-				s.applyPartial = true
-				s.mu.Unlock()
-				return nil
+				if w.marked || s.applyingTo != 0 {
+					return nil
+				}
+				w.marked = true
+				return putMeta(tx, metaApplying, w.last)
+			}
+			if w.marked || s.applyingTo != 0 {
+				if err := tx.Bucket(bucketMeta).Delete(metaApplying); err != nil {
+					return fmt.Errorf("meta %s: %w", metaApplying, err)
+				}
 			}
 			if err := putMeta(tx, metaApplied, w.last); err != nil {
 				return err
@@ -341,6 +351,8 @@ type applyRound struct {
 	last   uint64
 	epoch  uint64
 	epochs []EpochStart
+	// marked: a part recorded metaApplying.
+	marked bool
 }
 
 // recordChunk is how much room for stored records a round allocates at

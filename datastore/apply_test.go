@@ -338,6 +338,9 @@ func TestApplyPartsCrash(t *testing.T) {
 		default:
 			v := fmt.Sprintf("w%d", i)
 			muts = append(muts, Mutation{Slot: slot, Key: []byte(key), Value: []byte(v)})
+			if content[slot] == nil {
+				content[slot] = map[string]string{}
+			}
 			content[slot][key] = v
 		}
 	}
@@ -356,11 +359,22 @@ func TestApplyPartsCrash(t *testing.T) {
 	sameDigests(t, "committed digests between a round's parts", mid, want)
 	sameDigests(t, "digests after the round", digests(t, s), want)
 
-	c := openStore(t, crashed, Options{NoSync: true})
-	if c.AppliedSeq() >= c.LastSeq() {
-		t.Fatalf("crashed copy: applied %d, last %d: nothing to replay", c.AppliedSeq(), c.LastSeq())
+	// Reopened as a replica is, committing only what it is told: the
+	// round's entries count as committed, as they were, so that no
+	// truncation takes back what the file holds of them, and the round
+	// that replays them reaches the end of the one cut short although its
+	// own bound is a few entries.
+	c := openManual(t, crashed, Options{NoSync: true, applyBytes: 1})
+	if c.AppliedSeq() >= c.LastSeq() || c.CommittedSeq() != c.LastSeq() {
+		t.Fatalf("crashed copy: applied %d, committed %d, last %d: want the round cut short committed and still to apply", c.AppliedSeq(), c.CommittedSeq(), c.LastSeq())
+	}
+	if err := c.TruncateAfter(testCtx(t), c.AppliedSeq()); !errors.Is(err, ErrTruncateCommitted) {
+		t.Fatalf("truncate the crashed copy to its applied seq: %v, want ErrTruncateCommitted", err)
 	}
 	sameDigests(t, "after replaying the round", digests(t, c), want)
+	if c.applies.Load() != 1 {
+		t.Fatalf("the replay took %d rounds, want one", c.applies.Load())
+	}
 	if got, want := dump(t, c), dump(t, s); !slices.EqualFunc(got, want, func(a, b KV) bool {
 		return bytes.Equal(a.Key, b.Key) && bytes.Equal(a.Value, b.Value)
 	}) {

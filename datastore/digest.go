@@ -14,8 +14,9 @@ import (
 // Per-slot stats let two stores compare a slot's content without reading
 // it: a slot migration compares source and target this way before it
 // switches the slot's owner. The applier keeps them in the bucket "stats"
-// in the same transaction as the data, so they always describe exactly the
-// applied state: replay, restart and restore need nothing of their own.
+// in the same transaction as the slot's data, so they always describe
+// exactly the file's state: replay, restart and restore need nothing of
+// their own.
 
 // SlotDigest describes one slot's applied content: how many keys it holds,
 // their keys' and values' bytes, and the sum modulo 2^64 over its keys of
@@ -33,10 +34,12 @@ type SlotDigest struct {
 
 // SlotDigests waits until the applier has applied seq atLeast (hurrying
 // it), then reads the digests of the given slots, in their order, in one
-// read transaction, and returns the applied seq that transaction reflects
-// (at least atLeast). A slot without keys has a zero digest. It waits for
-// as long as ctx allows when atLeast is never committed. Errors: ErrBadSlot,
-// ErrCorrupt, ErrClosed, ctx.Err().
+// read transaction between apply rounds, and returns the applied seq that
+// transaction reflects (at least atLeast). A slot without keys has a zero
+// digest. It waits for as long as ctx allows when atLeast is never
+// committed. An atLeast of 0 asks for no wait at all (a count that must
+// not wait): the digests may then hold part of a round in progress.
+// Errors: ErrBadSlot, ErrCorrupt, ErrClosed, ctx.Err().
 func (s *Store) SlotDigests(ctx context.Context, slots []int, atLeast uint64) (applied uint64, _ []SlotDigest, _ error) {
 	if err := s.checkSlots(slots); err != nil {
 		return 0, nil, fmt.Errorf("slot digests: %w", err)
@@ -45,7 +48,11 @@ func (s *Store) SlotDigests(ctx context.Context, slots []int, atLeast uint64) (a
 		return 0, nil, fmt.Errorf("slot digests: wait for the applier to reach seq %d: %w", atLeast, err)
 	}
 	out := make([]SlotDigest, len(slots))
-	err := s.viewSettled(ctx, func(tx *bolt.Tx) error {
+	view := s.view
+	if atLeast > 0 {
+		view = func(fn func(tx *bolt.Tx) error) error { return s.viewSettled(ctx, fn) }
+	}
+	err := view(func(tx *bolt.Tx) error {
 		var err error
 		if applied, err = metaU64(tx, metaApplied); err != nil {
 			return err

@@ -62,6 +62,10 @@ var (
 	metaApplied   = []byte("applied")
 	metaEpochs    = []byte("epochs")
 	metaRestoring = []byte("restoring")
+	// metaApplying is present while an apply round commits in parts: the
+	// round's last seq, whose entries the file may hold some of past
+	// metaApplied (applyPart).
+	metaApplying = []byte("applying")
 )
 
 // loadMeta reads the meta records, creating them in a new store, computes
@@ -90,8 +94,11 @@ func (s *Store) loadMeta(slots int) error {
 			return nil
 		}
 		discard = true
-		s.applied = 0
+		s.applied, s.applyingTo = 0, 0
 		if err := wipeSlots(tx); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketMeta).Delete(metaApplying); err != nil {
 			return err
 		}
 		return putMeta(tx, metaApplied, 0)
@@ -184,6 +191,9 @@ func (s *Store) readMeta(tx *bolt.Tx, slots int) error {
 	if s.applied, err = metaU64(tx, metaApplied); err != nil {
 		return err
 	}
+	if s.applyingTo, err = applyingTo(tx); err != nil {
+		return err
+	}
 	if s.epochs, err = decodeEpochs(metaEpochs, tx.Bucket(bucketMeta).Get(metaEpochs)); err != nil {
 		return err
 	}
@@ -192,6 +202,15 @@ func (s *Store) readMeta(tx *bolt.Tx, slots int) error {
 	}
 	s.slots = int(stored)
 	return nil
+}
+
+// applyingTo returns the last seq of the apply round the file holds part
+// of, 0 if none.
+func applyingTo(tx *bolt.Tx) (uint64, error) {
+	if tx.Bucket(bucketMeta).Get(metaApplying) == nil {
+		return 0, nil
+	}
+	return metaU64(tx, metaApplying)
 }
 
 // metaU64 reads and checks one numeric meta record.

@@ -40,46 +40,54 @@ func (s *Store) view(fn func(tx *bolt.Tx) error) error { return s.inTx(s.db.View
 // exactly the applied seq's state. A round that commits in parts
 // (applyPart) leaves some of its entries in the file until its last
 // transaction, and a reader of the file alone must not see them: a scan
-// would see one write and miss an earlier one. It waits for such a round
-// to end; if rounds keep starting again before it can begin, it holds the
-// applier off for its last try.
+// would see one write and miss an earlier one. Such a file holds
+// metaApplying; viewSettled then waits for the round to end, hurrying the
+// applier (after a crash the round that replays it may not have started).
+// If rounds keep starting again before a transaction can begin, it begins
+// one with the applier held off.
 func (s *Store) viewSettled(ctx context.Context, fn func(tx *bolt.Tx) error) error {
-	settled := func(fn func(*bolt.Tx) error) error {
+	for tries := 1; ; tries++ {
 		s.mu.RLock()
-		partial, failed := s.applyPartial, s.applyErr
-		var tx *bolt.Tx
-		var err error
-		if !partial {
-			// Begun under s.mu: no part commits after the check and
-			// before the transaction.
-			tx, err = s.db.Begin(false)
-		}
+		seen := s.applied
 		s.mu.RUnlock()
-		switch {
-		case partial && failed != nil: // the file holds part of a failed round
-			return failed
-		case partial:
-			return errRoundInParts
-		case err != nil:
+		held := false
+		if tries >= settledTries {
+			if err := s.lockApply(ctx); err != nil {
+				return fmt.Errorf("wait for the apply round in progress: %w", err)
+			}
+			held = true
+		}
+		err := s.view(func(tx *bolt.Tx) error {
+			if held {
+				s.applyMu.Unlock()
+				held = false
+			}
+			if tx.Bucket(bucketMeta).Get(metaApplying) != nil {
+				return errRoundInParts
+			}
+			return fn(tx)
+		})
+		if held {
+			s.applyMu.Unlock()
+		}
+		if !errors.Is(err, errRoundInParts) {
 			return err
 		}
-		defer func() { _ = tx.Rollback() }()
-		return fn(tx)
-	}
-	for tries := 1; tries < settledTries; tries++ {
-		if err := s.inTx(settled, fn); !errors.Is(err, errRoundInParts) {
+		err = s.hurryApplier(true, func() error {
+			var stopped error
+			err := s.waitFor(ctx, func() bool {
+				stopped = s.applyErr
+				return s.applied != seen || stopped != nil
+			})
+			if err == nil {
+				err = stopped // the file holds part of a failed round
+			}
 			return err
-		}
-		err := s.waitFor(ctx, func() bool { return !s.applyPartial || s.applyErr != nil })
+		})
 		if err != nil {
 			return err
 		}
 	}
-	if err := s.lockApply(ctx); err != nil {
-		return fmt.Errorf("wait for the apply round in progress: %w", err)
-	}
-	defer s.applyMu.Unlock()
-	return s.inTx(settled, fn)
 }
 
 // errRoundInParts: an apply round is between the transactions it commits

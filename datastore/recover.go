@@ -91,13 +91,15 @@ func (s *Store) recoverSegment(seg *segment, newest bool, prev *uint64) error {
 			if !torn {
 				return refused
 			}
-			// An applied entry was committed, hence acknowledged.
+			// An applied entry was committed, hence acknowledged; so
+			// were those of a round the file holds part of.
+			held := max(s.applied, s.applyingTo)
 			for _, p := range pending {
-				if p.rec.typ != recEpoch && p.rec.seq <= s.applied {
+				if p.rec.typ != recEpoch && p.rec.seq <= held {
 					return fmt.Errorf("%w; its commit holds seq %d, which %s has applied", err, p.rec.seq, dataFile)
 				}
 			}
-			if tail.first != 0 && tail.first <= s.applied {
+			if tail.first != 0 && tail.first <= held {
 				return fmt.Errorf("%w; a commit after it holds seq %d, which %s has applied", err, tail.first, dataFile)
 			}
 			s.log.Warn("datastore dropping the torn tail of the log (its fdatasync never returned, so it was never acknowledged)",

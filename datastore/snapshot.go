@@ -453,11 +453,15 @@ func (s *Store) discardAll() error {
 		if err := putRestoredTags(tx, nil); err != nil {
 			return err
 		}
+		if err := tx.Bucket(bucketMeta).Delete(metaApplying); err != nil {
+			return err
+		}
 		return putMeta(tx, metaApplied, 0)
 	})
 	if err != nil {
 		return s.setFailed("restore: discard data", err)
 	}
+	s.applyingTo = 0
 	if err := s.wal.Close(); err != nil {
 		return s.setFailed("restore: close log", err)
 	}

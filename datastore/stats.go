@@ -12,7 +12,7 @@ import (
 // Stats describes the store at one instant. The zero value means an empty
 // store.
 type Stats struct {
-	Keys         uint64         // keys in the applied state (bbolt); excludes the unapplied overlay
+	Keys         uint64         // keys in the data file (bbolt), part of a round in progress included; excludes the unapplied overlay
 	KeysPerSlot  map[int]uint64 // likewise; only slots holding keys
 	LastSeq      uint64
 	DurableSeq   uint64
@@ -23,10 +23,10 @@ type Stats struct {
 	FileBytes    int64  // size of the bbolt file
 	WALBytes     int64  // disk space of the write-ahead-log segments, the zeros ahead of the newest records included
 	Commits      uint64 // log group commits since Open; writes per commit show the batching
-	Applies      uint64 // applier transactions since Open
+	Applies      uint64 // apply rounds since Open
 }
 
-// Stats counts the keys of every slot in the applied state (walking each
+// Stats counts the keys of every slot in the data file (walking each
 // slot's pages, so it costs time in proportion to the file size) and
 // reports the log positions. Errors: ErrCorrupt (meta records), ErrClosed,
 // and stat errors of the files.

@@ -197,10 +197,7 @@ type Store struct {
 	// running; a move of the committed seq wakes it only once one is (a
 	// wake-up per group commit cost a context switch each).
 	applyArmed bool
-	// applyPartial: a round commits in parts, and the data file holds
-	// some of its entries past the applied seq (applyPart).
-	applyPartial bool
-	changed      chan struct{} // closed and replaced on every state change
+	changed    chan struct{} // closed and replaced on every state change
 	// logChanged is closed and replaced on a state change that moved the
 	// log's end (or closed the store), and logNotified is the end it
 	// told: a primary's shippers wait on it alone, as waking them for
@@ -218,9 +215,13 @@ type Store struct {
 	walGrows bool
 	spares   *spares
 
-	applyMu    sync.Mutex // held by an apply cycle; excludes it from truncation and restore
-	applyBytes int64      // the entry cost that starts a round, and the most it applies
-	applyDirty int64      // the dirty page bytes after which a round's transaction commits
+	applyMu sync.Mutex // held by an apply cycle; excludes it from truncation and restore
+	// applyingTo is the last seq of a round that committed in parts and
+	// was cut short by a crash: the file holds some of its entries. Set by
+	// Open, cleared once a round reached it; guarded by applyMu.
+	applyingTo uint64
+	applyBytes int64 // the entry cost that starts a round, and the most it applies
+	applyDirty int64 // the dirty page bytes after which a round's transaction commits
 	commits    atomic.Uint64
 	applies    atomic.Uint64
 	// synced is how far the active segment is known fdatasynced: the
@@ -414,8 +415,14 @@ func (s *Store) open(slots int) (*phases, error) {
 	}
 	took.mark("log")
 	s.durable = s.last
-	s.committed = s.applied
-	s.target = s.applied
+	// The entries of a round cut short between its parts were committed
+	// (the applier takes nothing else), and some are in the file: no
+	// truncation may take them back.
+	if s.applyingTo > s.last {
+		return nil, fmt.Errorf("%s holds entries through seq %d, the log ends at seq %d: %w", dataFile, s.applyingTo, s.last, ErrCorrupt)
+	}
+	s.committed = max(s.applied, s.applyingTo)
+	s.target = s.committed
 	if s.auto {
 		s.committed, s.target = s.last, math.MaxUint64
 	}
