@@ -225,6 +225,10 @@ func (s *Store) applyOnce() (int, error) {
 	}
 	start := time.Now()
 	last := batch.at(batch.len() - 1).seq
+	if last < s.applyingTo {
+		return 0, fmt.Errorf("seqs %d..%d: the round a crash cut short went to seq %d, and %s holds some of its entries: %w",
+			batch.at(0).seq, last, s.applyingTo, dataFile, ErrCorrupt)
+	}
 	var order []*entry
 	parts := 0
 	err := run(func() error {
@@ -317,16 +321,16 @@ func (s *Store) applyPart(w *applyRound, order []*entry, from int) (int, error) 
 				return err
 			}
 			if to < len(order) {
-				if w.marked || s.applyingTo != 0 {
+				if w.marked {
 					return nil
 				}
 				w.marked = true
 				return putMeta(tx, metaApplying, w.last)
 			}
-			if w.marked || s.applyingTo != 0 {
-				if err := tx.Bucket(bucketMeta).Delete(metaApplying); err != nil {
-					return fmt.Errorf("meta %s: %w", metaApplying, err)
-				}
+			// Also the record a round cut short by a crash left, which
+			// this one, reaching past it, replaced or replays.
+			if err := tx.Bucket(bucketMeta).Delete(metaApplying); err != nil {
+				return fmt.Errorf("meta %s: %w", metaApplying, err)
 			}
 			if err := putMeta(tx, metaApplied, w.last); err != nil {
 				return err

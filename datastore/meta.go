@@ -85,6 +85,13 @@ func (s *Store) loadMeta(slots int) error {
 		if err := s.readMeta(tx, slots); err != nil {
 			return err
 		}
+		if s.applyingTo == 0 && tx.Bucket(bucketMeta).Get(metaApplying) != nil {
+			// A build that does not know the record left it behind a
+			// round it completed; readers of the file would wait on it.
+			if err := tx.Bucket(bucketMeta).Delete(metaApplying); err != nil {
+				return err
+			}
+		}
 		if computed, err := ensureStats(tx); err != nil {
 			return fmt.Errorf("compute slot stats: %w", err)
 		} else if computed {
@@ -193,6 +200,9 @@ func (s *Store) readMeta(tx *bolt.Tx, slots int) error {
 	}
 	if s.applyingTo, err = applyingTo(tx); err != nil {
 		return err
+	}
+	if s.applyingTo <= s.applied {
+		s.applyingTo = 0 // nothing past the applied seq: loadMeta removes the record
 	}
 	if s.epochs, err = decodeEpochs(metaEpochs, tx.Bucket(bucketMeta).Get(metaEpochs)); err != nil {
 		return err

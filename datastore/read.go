@@ -76,11 +76,14 @@ func (s *Store) viewSettled(ctx context.Context, fn func(tx *bolt.Tx) error) err
 		err = s.hurryApplier(true, func() error {
 			var stopped error
 			err := s.waitFor(ctx, func() bool {
-				stopped = s.applyErr
+				stopped = s.failErr
+				if stopped == nil {
+					stopped = s.unreadableLocked()
+				}
 				return s.applied != seen || stopped != nil
 			})
 			if err == nil {
-				err = stopped // the file holds part of a failed round
+				err = stopped // a failed store, one restoring (its file is discarded)
 			}
 			return err
 		})

@@ -96,11 +96,11 @@ func (s *Store) recoverSegment(seg *segment, newest bool, prev *uint64) error {
 			held := max(s.applied, s.applyingTo)
 			for _, p := range pending {
 				if p.rec.typ != recEpoch && p.rec.seq <= held {
-					return fmt.Errorf("%w; its commit holds seq %d, which %s has applied", err, p.rec.seq, dataFile)
+					return fmt.Errorf("%w; its commit holds seq %d, which %s holds", err, p.rec.seq, dataFile)
 				}
 			}
 			if tail.first != 0 && tail.first <= held {
-				return fmt.Errorf("%w; a commit after it holds seq %d, which %s has applied", err, tail.first, dataFile)
+				return fmt.Errorf("%w; a commit after it holds seq %d, which %s holds", err, tail.first, dataFile)
 			}
 			s.log.Warn("datastore dropping the torn tail of the log (its fdatasync never returned, so it was never acknowledged)",
 				"file", seg.path, "offset", sr.commitStart, "why", err, "dropped_bytes", max(tail.dataEnd-sr.commitStart, 0),

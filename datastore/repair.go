@@ -68,7 +68,8 @@ func recoverBolt(path string, err *error) {
 // applied seq and the meta records). The store must not be open: Verify
 // takes the directory lock (ErrLocked). A torn tail, which Open
 // would drop with a warning, is not an error (Open refuses one holding an
-// entry the data file has applied; Verify does not compare the two). Errors: ErrLocked, ErrCorrupt
+// entry the data file holds, and a log that ends before them; Verify does
+// not compare the two). Errors: ErrLocked, ErrCorrupt
 // (naming the file, and the offset, slot or key), ErrFormat, I/O errors.
 func Verify(dir string) error {
 	s := &Store{dir: dir, walDir: filepath.Join(dir, walDir)}

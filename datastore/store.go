@@ -250,9 +250,10 @@ func (e *lockedError) Is(target error) bool { return target == ErrLocked }
 // it (replaying the write-ahead log above the applied seq into memory) and
 // starts its committer and applier. When another process holds the
 // directory, Open gives up after about a second with an error that wraps
-// ErrLocked. After Open, CommittedSeq() is the applied seq, or the durable
-// seq with Options.AutoCommit: log entries beyond the applied seq are known
-// durable but not known acknowledged.
+// ErrLocked. After Open, CommittedSeq() is the applied seq (or the end of
+// an apply round a crash cut short between its parts, which the file holds
+// some of), or the durable seq with Options.AutoCommit: log entries beyond
+// it are known durable but not known acknowledged.
 //
 // Errors: ErrBadOptions, ErrSlotsMismatch, ErrLocked, ErrFormat, ErrCorrupt
 // (a damaged data.db page or meta record, damage to the log other than a

@@ -363,7 +363,8 @@ func (mg *migrations) sourceReport(p *primary, m coord.Migration) *wire.Migratio
 // When exact, the count is taken once everything committed is applied, so
 // a caught-up secondary counts what its primary does; should the applier
 // take longer than countWait, or when not exact (a failover's probe, which
-// must not wait), the applied state's count is returned.
+// must not wait), the data file's count is returned as it stands (part of
+// an apply round in progress included).
 func (n *Node) ownedKeys(ctx context.Context, st *state, store *datastore.Store, exact bool) (uint64, error) {
 	var owned []int
 	for slot, owner := range st.table.Owners {
