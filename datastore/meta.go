@@ -170,12 +170,13 @@ func (s *Store) readMeta(tx *bolt.Tx, slots int) error {
 	}
 	switch version {
 	case formatVersion:
-	case formatVersionV1Log, formatVersionNoStats, formatVersionV4:
+	case formatVersionV1Log, formatVersionNoStats, formatVersionV4, formatVersionV5:
 		// The log's v1 records and short commit records stay readable;
 		// what is written from now on is v2 with longer commit records,
-		// which older builds must not try to read, and a version 3 store
+		// which older builds must not try to read, a version 3 store
 		// gets its stats (ensureStats), which older builds would not keep
-		// up to date.
+		// up to date, and rounds commit in parts, which older builds do
+		// not know to replay in full.
 		if err := putMeta(tx, metaVersion, formatVersion); err != nil {
 			return err
 		}

@@ -76,14 +76,14 @@ func (s *Store) viewSettled(ctx context.Context, fn func(tx *bolt.Tx) error) err
 		err = s.hurryApplier(true, func() error {
 			var stopped error
 			err := s.waitFor(ctx, func() bool {
-				stopped = s.failErr
+				stopped = s.applyErr
 				if stopped == nil {
 					stopped = s.unreadableLocked()
 				}
 				return s.applied != seen || stopped != nil
 			})
 			if err == nil {
-				err = stopped // a failed store, one restoring (its file is discarded)
+				err = stopped // a failed applier, a store restoring (its file is discarded)
 			}
 			return err
 		})

@@ -18,13 +18,16 @@ import (
 )
 
 const (
-	// formatVersion 5 writes the log in record format v2 (record.go),
+	// formatVersion 6 writes the log in record format v2 (record.go),
 	// drops and marks included, with commit records that say how far the
-	// log was synced, and keeps per-slot stats (digest.go); version 2
-	// stores, whose logs hold v1 records, version 3 stores, which have no
-	// stats, and version 4 stores, whose commit records are shorter, are
-	// upgraded on Open.
-	formatVersion        = 5
+	// log was synced, keeps per-slot stats (digest.go), and commits apply
+	// rounds in parts, its file then holding entries past the applied seq
+	// (metaApplying), which an older build would let a truncation take
+	// back; version 2 stores, whose logs hold v1 records, version 3 stores,
+	// which have no stats, and version 4 and 5 stores, whose commit records
+	// are shorter or whose rounds were whole, are upgraded on Open.
+	formatVersion        = 6
+	formatVersionV5      = 5
 	formatVersionV4      = 4
 	formatVersionNoStats = 3
 	formatVersionV1Log   = 2
