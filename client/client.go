@@ -387,6 +387,11 @@ func (c *Client) do(ctx context.Context, op wire.Op, key, value []byte) (*wire.R
 			if cause == nil {
 				cause = context.DeadlineExceeded
 			}
+			if lastErr != nil {
+				// The deadline cut a retry short: what the earlier
+				// attempts met is what the operator needs.
+				return nil, fail(fmt.Errorf("%w: slot %d at %s (group %s): %w (before: %w)", ErrUnavailable, slot, addr, g.Name, cause, lastErr))
+			}
 			return nil, fail(fmt.Errorf("%w: slot %d at %s (group %s): %w", ErrUnavailable, slot, addr, g.Name, cause))
 		case errors.Is(err, wire.ErrMoved):
 			lastErr = fmt.Errorf("slot %d %w", slot, err)

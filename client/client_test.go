@@ -17,6 +17,7 @@ import (
 	"github.com/thunderyurts/thunderyurts/coord/memcoord"
 	"github.com/thunderyurts/thunderyurts/daemon/coordinator"
 	"github.com/thunderyurts/thunderyurts/daemon/datanode"
+	"github.com/thunderyurts/thunderyurts/wire"
 	"github.com/thunderyurts/thunderyurts/wire/nodeclient"
 )
 
@@ -219,6 +220,23 @@ func TestUnreachablePrimaryFailsWithinTimeout(t *testing.T) {
 	}
 	if routes.count() < 2 {
 		t.Fatalf("client never refreshed its routes while the primary was unreachable")
+	}
+}
+
+// TestTimeoutKeepsTheRefusal: when the timeout cuts short a retry of a
+// refused request (a primary short of in-sync replicas), the error still
+// says what the earlier attempts met.
+func TestTimeoutKeepsTheRefusal(t *testing.T) {
+	n := startFakeNode(t)
+	n.setRefuse(wire.Code_UNAVAILABLE)
+	c := newClientTimeout(t, &staticRoutes{rt: routesTo(n.addr)}, 500*time.Millisecond)
+	go func() {
+		time.Sleep(100 * time.Millisecond) // the first attempts are refused
+		n.freeze()                         // the next one waits out the timeout
+	}()
+	err := c.Put(context.Background(), []byte("k"), []byte("v"))
+	if !errors.Is(err, client.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "(before: slot") {
+		t.Fatalf("put refused, then cut short by the timeout: %v; want the refusal and the deadline", err)
 	}
 }
 
