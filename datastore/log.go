@@ -119,12 +119,12 @@ func (s *Store) sync(f *os.File) error {
 func (s *Store) rollIfFull() error {
 	// A segment in use asks for the next spare once it holds a little (an
 	// idle store never writes one), so the spare can be written slowly. A
-	// segment that grows as it is written gives way to a spare as soon as
-	// one is ready.
+	// segment that grows as it is written asks for a spare written without
+	// pauses, and gives way to it as soon as it is ready.
 	if s.walSize == 0 || s.walSize < s.segSize/64 {
 		return nil
 	}
-	s.spares.request()
+	s.spares.request(s.walGrows)
 	if s.walSize < s.segSize && !(s.walGrows && len(s.spares.ready) > 0) {
 		return nil
 	}

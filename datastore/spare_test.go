@@ -9,7 +9,7 @@ import (
 )
 
 // TestSpareSegments: a segment that grows as it is written gives way to a
-// zeroed spare as soon as one is ready; a spare in use asks for the next
+// zeroed spare, written without pauses, as soon as one is ready; a spare in use asks for the next
 // one and is followed by it; a reopened store finds every entry
 // and goes on writing after the last record, not after the zeros. Spares do
 // not outlive the store, and a crash's leftover spare is removed at open.
@@ -32,12 +32,18 @@ func TestSpareSegments(t *testing.T) {
 	const spareSize = segSize + segSize/64
 	put()
 	put() // the growing first segment, holding a record, asks for a spare
+	if p := s.spares.pause(); p != 0 {
+		t.Errorf("the spare for a growing segment pauses %s between chunks, want none", p)
+	}
 	waitFor(t, "a spare segment", func() bool { return len(s.spares.ready) == 1 })
 	put() // and moves to it
 	if len(s.segments) != 2 || activeSize() != spareSize || s.walGrows {
 		t.Fatalf("%d segments, the active one %d bytes; want 2, the spare's %d bytes", len(s.segments), activeSize(), spareSize)
 	}
 	put() // the spare, holding a record, asks for the next one
+	if p := s.spares.pause(); p != zeroPause {
+		t.Errorf("the spare for a spare in use pauses %s between chunks, want %s", p, zeroPause)
+	}
 	waitFor(t, "a second spare segment", func() bool { return len(s.spares.ready) == 1 })
 	for len(s.segments) < 3 {
 		put()
@@ -103,9 +109,9 @@ func TestSpareFailure(t *testing.T) {
 	if err := os.Remove(dir); err != nil {
 		t.Fatal(err)
 	}
-	sp.request()
+	sp.request(false)
 	waitFor(t, "the failed request to be taken", func() bool { return len(sp.want) == 0 })
-	sp.request()
+	sp.request(false)
 	if f := sp.take(filepath.Join(t.TempDir(), "x")); f != nil {
 		t.Fatalf("a spare was offered: %s", f.Name())
 	}
