@@ -47,8 +47,12 @@ const (
 	// gigabyte. A round therefore commits in parts, slot by slot and key
 	// by key (applyPart), each of about this many dirty bytes: a leaf is
 	// still written about once a round, and memory no longer follows the
-	// data set's size.
-	maxApplyDirty = 32 << 20
+	// data set's size. Small parts also let the next part reuse the pages
+	// one frees: loading a million keys of 100 bytes into a group of 3, a
+	// node's peak RSS was 380-411 MB with parts of 4 MiB against 485-522
+	// with 32 MiB (its data file 133 MB against 160), at the same speed;
+	// 2 MiB gained nothing more.
+	maxApplyDirty = 4 << 20
 )
 
 // kickApplier tells the applier that the committed seq moved.
