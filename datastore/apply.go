@@ -302,6 +302,8 @@ func (s *Store) applyOnce() (int, error) {
 // reads the same; so does the replay.
 func (s *Store) applyPart(w *applyRound, order []*entry, from int) (int, error) {
 	to := from
+	// The file's own page size: one made before 16 KiB pages has 4 KiB.
+	ps := int64(s.db.Info().PageSize)
 	err := guardBolt(s.dataPath, func() error {
 		return s.db.Update(func(tx *bolt.Tx) error {
 			w.begin(tx)
@@ -312,7 +314,7 @@ func (s *Store) applyPart(w *applyRound, order []*entry, from int) (int, error) 
 					runtime.Gosched()
 					// Every node bbolt has read for a change is written
 					// out, a page or more, at the commit.
-					if stats := tx.Stats(); stats.GetNodeCount()*pageSize >= s.applyDirty {
+					if stats := tx.Stats(); stats.GetNodeCount()*ps >= s.applyDirty {
 						break
 					}
 				}

@@ -25,7 +25,8 @@ const (
 	// commit's fdatasync delays every write waiting on that commit, so the
 	// zeros trickle out (a 64 MiB spare takes about three seconds, and is
 	// asked for as soon as the segment before it is in use). While the
-	// active segment grows (a new store's first), the chunks go out without
+	// active segment grows (a new store's first, the first after a restore
+	// or a cut, or one that found no spare ready), the chunks go out without
 	// pauses: each commit's fdatasync then writes the inode and block map
 	// too, which slows a fresh group of 3 more than the zeros do (its
 	// first three seconds of puts, three runs each: 50,800/s on average

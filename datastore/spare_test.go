@@ -8,11 +8,12 @@ import (
 	"time"
 )
 
-// TestSpareSegments: a segment that grows as it is written gives way to a
-// zeroed spare, written without pauses, as soon as one is ready; a spare in use asks for the next
-// one and is followed by it; a reopened store finds every entry
-// and goes on writing after the last record, not after the zeros. Spares do
-// not outlive the store, and a crash's leftover spare is removed at open.
+// TestSpareSegments: a segment that grows as it is written asks for a
+// spare without pauses and gives way to it as soon as it is ready; a spare
+// in use asks for a paced one and is followed by it; a reopened store finds
+// every entry and goes on writing after the last record, not after the
+// zeros. Spares do not outlive the store, and a crash's leftover spare is
+// removed at open.
 func TestSpareSegments(t *testing.T) {
 	const segSize = 4096
 	s, dir := newManual(t, Options{segmentSize: segSize})
