@@ -302,11 +302,12 @@ func (s *Store) applyOnce() (int, error) {
 // reads the same; so does the replay.
 func (s *Store) applyPart(w *applyRound, order []*entry, from int) (int, error) {
 	to := from
-	// The file's own page size: one made before 16 KiB pages has 4 KiB.
-	ps := int64(s.db.Info().PageSize)
 	err := guardBolt(s.dataPath, func() error {
 		return s.db.Update(func(tx *bolt.Tx) error {
 			w.begin(tx)
+			// The file's own page size: one made before 16 KiB pages has
+			// 4 KiB. Read in the transaction, which no remap can overlap.
+			ps := int64(tx.DB().Info().PageSize)
 			for ; to < len(order); to++ {
 				if (to-from)%yieldEvery == yieldEvery-1 {
 					// Two cores: without yielding, requests runnable on the
