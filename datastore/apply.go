@@ -39,19 +39,22 @@ const (
 	// yieldEvery is how many puts the applier makes between yields.
 	yieldEvery = 256
 
-	// maxApplyDirty bounds the pages one bbolt transaction of a round
-	// dirties, in bytes. A random put dirties a whole leaf page, and bbolt
+	// maxApplyDirty bounds what one bbolt transaction of a round holds
+	// until its commit, in bytes: the pages it dirties, and the keys and
+	// records it was given. A random put dirties a whole leaf page, and bbolt
 	// holds every dirty page in memory (as a node, then a page buffer)
 	// until the commit: a round over a million keys of 100 bytes dirtied
 	// every leaf, ~250 MB of heap at once, and over 10 million keys a
 	// gigabyte. A round therefore commits in parts, slot by slot and key
-	// by key (applyPart), each of about this many dirty bytes: a leaf is
+	// by key (applyPart), each of about this many bytes: a leaf is
 	// still written about once a round, and memory no longer follows the
 	// data set's size. Small parts also let the next part reuse the pages
 	// one frees: loading a million keys of 100 bytes into a group of 3, a
 	// node's peak RSS was 380-411 MB with parts of 4 MiB against 485-522
 	// with 32 MiB (its data file 133 MB against 160), at the same speed;
-	// 2 MiB gained nothing more.
+	// 2 MiB gained nothing more. Into a new tree the pages say little: a
+	// bucket's keys pile up in one node until the commit splits it, and the
+	// first round of that load held ~50 MB in one transaction.
 	maxApplyDirty = 4 << 20
 )
 
@@ -187,8 +190,8 @@ func (s *Store) hurryApplier(boost bool, fn func() error) error {
 
 // applyOnce applies the oldest committed, unapplied entries, a round, and
 // returns how many it applied. A round commits in one bbolt transaction
-// or, when its changes dirty more than s.applyDirty bytes of pages, in
-// several (applyPart).
+// or, when it holds more than s.applyDirty bytes of dirty pages, keys and
+// records, in several (applyPart).
 func (s *Store) applyOnce() (int, error) {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
@@ -288,8 +291,8 @@ func (s *Store) applyOnce() (int, error) {
 }
 
 // applyPart applies order[from:] in one bbolt transaction, up to the
-// entry at which the transaction has dirtied s.applyDirty bytes of pages,
-// and returns where it stopped. The part that reaches the end records the
+// entry at which the transaction holds s.applyDirty bytes of dirty pages,
+// keys and records, and returns where it stopped. The part that reaches the end records the
 // round's last seq and the epochs. An earlier part leaves the file holding
 // entries past the applied seq, so the first one records the round's last
 // seq as metaApplying, which the last part deletes: readers of the file
@@ -305,17 +308,31 @@ func (s *Store) applyPart(w *applyRound, order []*entry, from int) (int, error) 
 	err := guardBolt(s.dataPath, func() error {
 		return s.db.Update(func(tx *bolt.Tx) error {
 			w.begin(tx)
-			// The file's own page size: one made before 16 KiB pages has
-			// 4 KiB. Read in the transaction, which no remap can overlap.
-			ps := int64(tx.DB().Info().PageSize)
+			// The mapping and the file's own page size (one made before
+			// 16 KiB pages has 4 KiB), read in the transaction: no remap
+			// happens before its commit.
+			info := tx.DB().Info()
+			// The pages the parts before read (over a round of random keys,
+			// the whole file) and those reads mapped since are still
+			// mapped, counted in the node's resident size although they
+			// are clean page cache. Unmapping them keeps a node's RSS to
+			// its heap, one part's pages and what reads map. Best effort:
+			// a failure changes only what RSS counts.
+			_ = unmapPages(info.Data, tx.Size())
+			ps := int64(info.PageSize)
 			for ; to < len(order); to++ {
+				// Into a small or new tree, keys pile up in few nodes,
+				// whose count says little: what bbolt was given counts.
+				if to > from && w.given >= s.applyDirty {
+					break
+				}
 				if (to-from)%yieldEvery == yieldEvery-1 {
 					// Two cores: without yielding, requests runnable on the
 					// other core's queue wait out a whole time slice.
 					runtime.Gosched()
 					// Every node bbolt has read for a change is written
 					// out, a page or more, at the commit.
-					if stats := tx.Stats(); stats.GetNodeCount()*ps >= s.applyDirty {
+					if stats := tx.Stats(); stats.GetNodeCount()*ps+w.given >= s.applyDirty {
 						break
 					}
 				}
@@ -364,7 +381,14 @@ type applyRound struct {
 	epochs []EpochStart
 	// marked: a part recorded metaApplying.
 	marked bool
+	// given: the bytes of keys and records this transaction gave bbolt,
+	// which holds them, each with an inode, until the commit.
+	given int64
 }
+
+// boltInode is what bbolt holds for each key it is given besides the key
+// and the value (its inode), until the commit.
+const boltInode = 64
 
 // recordChunk is how much room for stored records a round allocates at
 // a time: a transaction's records live until its commit.
@@ -372,7 +396,7 @@ const recordChunk = 1 << 20
 
 // begin starts the round's next transaction.
 func (w *applyRound) begin(tx *bolt.Tx) {
-	w.tx, w.slots, w.records = tx, newSlotsTx(tx), nil
+	w.tx, w.slots, w.records, w.given = tx, newSlotsTx(tx), nil, 0
 }
 
 // record returns room for a stored record of n bytes. bbolt keeps the
@@ -399,7 +423,9 @@ func (w *applyRound) apply(e *entry) error {
 	case e.del:
 		return w.slots.delete(e.slot, e.key)
 	}
-	return w.slots.put(e.slot, e.key, e.value, w.record(recordSize(len(e.value))))
+	n := recordSize(len(e.value))
+	w.given += int64(len(e.key) + n + boltInode)
+	return w.slots.put(e.slot, e.key, e.value, w.record(n))
 }
 
 // overlayChunk bounds the entries the overlay forgets under one hold of

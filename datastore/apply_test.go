@@ -290,6 +290,45 @@ func TestApplyPartsBoundedByDirtyPages(t *testing.T) {
 	}
 }
 
+// Keys put into a new or small tree pile up in a few nodes, one per bucket
+// at first, whose count says nothing of the memory they hold: there a
+// round's transactions are cut by the bytes of keys and records given to
+// bbolt, with its inodes. Loading a million keys into a new store, the first round's single
+// transaction had held ~50 MB.
+func TestApplyPartsBoundedInNewTree(t *testing.T) {
+	const keys, target = 40_000, 1 << 20
+	obs := &rounds{}
+	var parts atomic.Int32
+	s, _ := newStore(t, Options{Slots: 1, NoSync: true, Observer: obs, applyDirty: target, hooks: hooks{betweenApplyParts: func() error {
+		parts.Add(1)
+		return nil
+	}}})
+	value := make([]byte, 100)
+	muts := make([]Mutation, keys)
+	var given int
+	for i := range muts {
+		muts[i] = Mutation{Key: fmt.Appendf(nil, "k%07d", i), Value: value}
+		given += len(muts[i].Key) + recordSize(len(value)) + boltInode
+	}
+	if _, err := s.Write(testCtx(t), muts); err != nil {
+		t.Fatal(err)
+	}
+	waitApplied(t, s)
+	obs.mu.Lock()
+	defer obs.mu.Unlock()
+	if len(obs.n) != 1 {
+		t.Fatalf("%d puts applied in rounds of %v: want one round, in parts", keys, obs.n)
+	}
+	// A part may pass the bound by one put.
+	if want := given / (target + given/keys); int(parts.Load())+1 < want {
+		t.Errorf("%d puts (%d bytes of keys and records) into a new bucket committed in %d transaction(s): want at least %d, of about %d bytes",
+			keys, given, parts.Load()+1, want, target)
+	}
+	if got := mustGet(t, s, 0, fmt.Sprintf("k%07d", keys-1)); len(got) != len(value) {
+		t.Fatalf("last key: %d bytes", len(got))
+	}
+}
+
 // TestApplyPartsCrash: a round that commits in parts (here every
 // yieldEvery entries) leaves the file holding some of its entries past the
 // applied seq. Readers of the file alone wait for the round; a digest of

@@ -224,7 +224,7 @@ type Store struct {
 	// Open, cleared once a round reached it; guarded by applyMu.
 	applyingTo uint64
 	applyBytes int64 // the entry cost that starts a round, and the most it applies
-	applyDirty int64 // the dirty page bytes after which a round's transaction commits
+	applyDirty int64 // the dirty page, key and record bytes after which a round's transaction commits
 	commits    atomic.Uint64
 	applies    atomic.Uint64
 	// synced is how far the active segment is known fdatasynced: the
