@@ -3,6 +3,7 @@ package datanode
 import (
 	"hash/maphash"
 	"math/bits"
+	"runtime"
 	"time"
 
 	"github.com/thunderyurts/thunderyurts/datastore"
@@ -16,11 +17,12 @@ import (
 // at most half full: 40 bytes a tag, 40 MiB for a full window of
 // dedupeMax, and nothing for the collector to scan.
 //
-// Both are allocated at their full size at once. Memory the allocator takes
-// fresh from the system is not resident until written, so a node without
-// tagged writes still holds little of it. Growing by doubling rebuilt the
-// whole index under the dedupe's lock: at 512 Ki tags that held every write
-// of the node for 100-400 ms, on every replica at the same moment.
+// Both are allocated at their full size at once, on Linux outside the Go
+// heap (tableMemory). Memory fresh from the system is not resident until
+// written, so a node without tagged writes still holds little of it.
+// Growing by doubling rebuilt the whole index under the dedupe's lock: at
+// 512 Ki tags that held every write of the node for 100-400 ms, on every
+// replica at the same moment.
 //
 // An entry whose tag was added again later, or removed, stays in the ring
 // until it is the oldest, but is no longer indexed. Not safe for
@@ -52,10 +54,17 @@ type tagged struct {
 
 // newTagTable returns a table of max entries; max must be a power of two.
 func newTagTable(max int) *tagTable {
-	return &tagTable{
-		ring: make([]tagged, max), index: make([]uint32, 2*max), slotBits: uint(bits.Len(uint(max))),
+	ring, index, release := tableMemory(max, 2*max)
+	t := &tagTable{
+		ring: ring, index: index, slotBits: uint(bits.Len(uint(max))),
 		seed: maphash.MakeSeed(), hash: hashTag,
 	}
+	if release != nil {
+		// Every use of the table is under the dedupe's lock, through the
+		// dedupe's current table: once unreachable, it is unused.
+		runtime.AddCleanup(t, func(release func()) { release() }, release)
+	}
+	return t
 }
 
 func hashTag(seed maphash.Seed, tag datastore.Tag) uint64 { return maphash.Comparable(seed, tag) }
