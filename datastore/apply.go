@@ -292,17 +292,17 @@ func (s *Store) applyOnce() (int, error) {
 
 // applyPart applies order[from:] in one bbolt transaction, up to the
 // entry at which the transaction holds s.applyDirty bytes of dirty pages,
-// keys and records, and returns where it stopped. The part that reaches the end records the
-// round's last seq and the epochs. An earlier part leaves the file holding
-// entries past the applied seq, so the first one records the round's last
-// seq as metaApplying, which the last part deletes: readers of the file
-// alone find it in their transaction and wait for the round to end
-// (viewSettled), and Open raises the committed seq to it, so that no
-// truncation takes those entries back and the round that replays them
-// reaches it. Readers that merge the unapplied entries over the file need
-// not wait: those entries are the newest of their keys, and a key's stats
-// are taken off by the value the file holds, so a part already applied
-// reads the same; so does the replay.
+// keys and records, and returns where it stopped. The part that reaches
+// the end records the round's last seq and the epochs. An earlier part
+// leaves the file holding entries past the applied seq, so the first one
+// records the round's last seq as metaApplying, which the last part
+// deletes: readers of the file alone find it in their transaction and
+// wait for the round to end (viewSettled), and Open raises the committed
+// seq to it, so that no truncation takes those entries back and the round
+// that replays them reaches it. Readers that merge the unapplied entries
+// over the file need not wait: those entries are the newest of their
+// keys, and a key's stats are taken off by the value the file holds, so a
+// part already applied reads the same; so does the replay.
 func (s *Store) applyPart(w *applyRound, order []*entry, from int) (int, error) {
 	to := from
 	err := guardBolt(s.dataPath, func() error {

@@ -293,8 +293,8 @@ func TestApplyPartsBoundedByDirtyPages(t *testing.T) {
 // Keys put into a new or small tree pile up in a few nodes, one per bucket
 // at first, whose count says nothing of the memory they hold: there a
 // round's transactions are cut by the bytes of keys and records given to
-// bbolt, with its inodes. Loading a million keys into a new store, the first round's single
-// transaction had held ~50 MB.
+// bbolt, with its inodes. Loading a million keys into a new store, the
+// first round's single transaction had held ~50 MB.
 func TestApplyPartsBoundedInNewTree(t *testing.T) {
 	const keys, target = 40_000, 1 << 20
 	obs := &rounds{}
