@@ -88,6 +88,14 @@ func (d *dedupe) claim(tag datastore.Tag, inLog func(datastore.Tag, uint64) bool
 	}
 }
 
+// follow stops keeping the table's index, as a follower looks no tag up;
+// the first lookup once the node leads builds it again.
+func (d *dedupe) follow() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.tags.dropIndex()
+}
+
 // join calls then with the outcome of the write f once it is known: the
 // seq of its entry, or why it was not written.
 func (d *dedupe) join(f *inflight, then func(seq uint64, err error)) {

@@ -18,6 +18,7 @@ import (
 // applies what the primary sends and acknowledges it, and reconnects after
 // any failure, until ctx ends (a new role).
 func (n *Node) followLoop(ctx context.Context, primaryID string, epoch uint64) {
+	n.dedupe.follow()
 	for ctx.Err() == nil {
 		err := n.followOnce(ctx, primaryID, epoch)
 		// A failed store ends following for good: the role manager
