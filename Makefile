@@ -92,9 +92,14 @@ e2e: build
 		$(GO) test -count=1 -timeout 15m ./thunderctl/...
 
 ## proto: regenerate the committed wire code from wire/thunder.proto.
+# A follower's replication messages and a primary's batches of requests are
+# decoded into reused ones (ResetVT keeps their entries and byte slices)
+# rather than allocated anew for every message.
+WIREPKG := github.com/thunderyurts/thunderyurts/wire
+VTPOOL := ,pool=$(WIREPKG).PrimaryMessage,pool=$(WIREPKG).Entries,pool=$(WIREPKG).LogEntry,pool=$(WIREPKG).Batch,pool=$(WIREPKG).Request
 proto: deps
 	cd wire && PATH=$(GOBIN):$$PATH protoc --go_out=. --go_opt=paths=source_relative \
-		--go-vtproto_out=. --go-vtproto_opt=paths=source_relative,features=marshal+unmarshal+size \
+		--go-vtproto_out=. --go-vtproto_opt=paths=source_relative,features=marshal+unmarshal+size+pool$(VTPOOL) \
 		--go-drpc_out=. --go-drpc_opt=paths=source_relative,protolib=github.com/thunderyurts/thunderyurts/wire/wirecodec thunder.proto
 
 ## demo: start a local cluster, put, get and scan through it, stop it.

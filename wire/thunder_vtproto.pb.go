@@ -11,6 +11,7 @@ import (
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	io "io"
 	math "math"
+	sync "sync"
 )
 
 const (
@@ -2638,6 +2639,131 @@ func (m *LoadReply) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 	return len(dAtA) - i, nil
 }
 
+var vtprotoPool_Request = sync.Pool{
+	New: func() interface{} {
+		return &Request{}
+	},
+}
+
+func (m *Request) ResetVT() {
+	if m != nil {
+		f0 := m.Key[:0]
+		f1 := m.Value[:0]
+		m.Reset()
+		m.Key = f0
+		m.Value = f1
+	}
+}
+func (m *Request) ReturnToVTPool() {
+	if m != nil {
+		m.ResetVT()
+		vtprotoPool_Request.Put(m)
+	}
+}
+func RequestFromVTPool() *Request {
+	return vtprotoPool_Request.Get().(*Request)
+}
+
+var vtprotoPool_Batch = sync.Pool{
+	New: func() interface{} {
+		return &Batch{}
+	},
+}
+
+func (m *Batch) ResetVT() {
+	if m != nil {
+		for _, mm := range m.Requests {
+			mm.ResetVT()
+		}
+		f0 := m.Requests[:0]
+		m.Reset()
+		m.Requests = f0
+	}
+}
+func (m *Batch) ReturnToVTPool() {
+	if m != nil {
+		m.ResetVT()
+		vtprotoPool_Batch.Put(m)
+	}
+}
+func BatchFromVTPool() *Batch {
+	return vtprotoPool_Batch.Get().(*Batch)
+}
+
+var vtprotoPool_LogEntry = sync.Pool{
+	New: func() interface{} {
+		return &LogEntry{}
+	},
+}
+
+func (m *LogEntry) ResetVT() {
+	if m != nil {
+		f0 := m.Key[:0]
+		f1 := m.Value[:0]
+		m.Reset()
+		m.Key = f0
+		m.Value = f1
+	}
+}
+func (m *LogEntry) ReturnToVTPool() {
+	if m != nil {
+		m.ResetVT()
+		vtprotoPool_LogEntry.Put(m)
+	}
+}
+func LogEntryFromVTPool() *LogEntry {
+	return vtprotoPool_LogEntry.Get().(*LogEntry)
+}
+
+var vtprotoPool_PrimaryMessage = sync.Pool{
+	New: func() interface{} {
+		return &PrimaryMessage{}
+	},
+}
+
+func (m *PrimaryMessage) ResetVT() {
+	if m != nil {
+		if oneof, ok := m.Body.(*PrimaryMessage_Entries); ok {
+			oneof.Entries.ReturnToVTPool()
+		}
+		m.Reset()
+	}
+}
+func (m *PrimaryMessage) ReturnToVTPool() {
+	if m != nil {
+		m.ResetVT()
+		vtprotoPool_PrimaryMessage.Put(m)
+	}
+}
+func PrimaryMessageFromVTPool() *PrimaryMessage {
+	return vtprotoPool_PrimaryMessage.Get().(*PrimaryMessage)
+}
+
+var vtprotoPool_Entries = sync.Pool{
+	New: func() interface{} {
+		return &Entries{}
+	},
+}
+
+func (m *Entries) ResetVT() {
+	if m != nil {
+		for _, mm := range m.Entries {
+			mm.ResetVT()
+		}
+		f0 := m.Entries[:0]
+		m.Reset()
+		m.Entries = f0
+	}
+}
+func (m *Entries) ReturnToVTPool() {
+	if m != nil {
+		m.ResetVT()
+		vtprotoPool_Entries.Put(m)
+	}
+}
+func EntriesFromVTPool() *Entries {
+	return vtprotoPool_Entries.Get().(*Entries)
+}
 func (m *Request) SizeVT() (n int) {
 	if m == nil {
 		return 0
@@ -4206,7 +4332,14 @@ func (m *Batch) UnmarshalVT(dAtA []byte) error {
 			if postIndex > l {
 				return io.ErrUnexpectedEOF
 			}
-			m.Requests = append(m.Requests, &Request{})
+			if len(m.Requests) == cap(m.Requests) {
+				m.Requests = append(m.Requests, &Request{})
+			} else {
+				m.Requests = m.Requests[:len(m.Requests)+1]
+				if m.Requests[len(m.Requests)-1] == nil {
+					m.Requests[len(m.Requests)-1] = &Request{}
+				}
+			}
 			if err := m.Requests[len(m.Requests)-1].UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
@@ -7164,7 +7297,7 @@ func (m *PrimaryMessage) UnmarshalVT(dAtA []byte) error {
 					return err
 				}
 			} else {
-				v := &Entries{}
+				v := EntriesFromVTPool()
 				if err := v.UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 					return err
 				}
@@ -7841,7 +7974,14 @@ func (m *Entries) UnmarshalVT(dAtA []byte) error {
 			if postIndex > l {
 				return io.ErrUnexpectedEOF
 			}
-			m.Entries = append(m.Entries, &LogEntry{})
+			if len(m.Entries) == cap(m.Entries) {
+				m.Entries = append(m.Entries, &LogEntry{})
+			} else {
+				m.Entries = m.Entries[:len(m.Entries)+1]
+				if m.Entries[len(m.Entries)-1] == nil {
+					m.Entries[len(m.Entries)-1] = &LogEntry{}
+				}
+			}
 			if err := m.Entries[len(m.Entries)-1].UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}

@@ -165,8 +165,12 @@ func (f *receiver) receive(ctx context.Context) error {
 			f.restorer.Abort()
 		}
 	}()
+	// The store copies what it keeps of a message's entries before
+	// appendEntries returns, so each message is decoded into the last one's
+	// memory.
+	msg := &wire.PrimaryMessage{}
 	for {
-		msg, err := f.rpc.Recv()
+		err := wire.RecvEntriesInto(f.rpc, msg)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil

@@ -108,7 +108,8 @@ func (h *holds) admit(ctx context.Context, s *service, batch *wire.Batch, r *rep
 			slot := coord.SlotOf(req.Key, n.slots)
 			hd := h.holding(slot)
 			if hd != nil || tableHolds && isHeld(st.table.MigrationOf(slot), n.cfg.Group) {
-				held = append(held, req)
+				// The batch's memory is reused once handled.
+				held = append(held, wire.CloneRequest(req))
 				// One batch's held requests all wait for the first hold
 				// they hit; routed again, the others are held anew.
 				if into == nil {

@@ -77,14 +77,16 @@ func (s *service) Stream(rpc wire.DRPCData_StreamStream) error {
 		defer close(r.stopped)
 		sent <- r.run(ctx, rpc)
 	}()
+	// handle is done with a batch's requests when it returns (a held one
+	// is cloned): each batch is decoded into the last one's memory.
+	batch := &wire.Batch{}
 	for {
 		// A client that does not read its replies stops being read
 		// from, rather than making this node hold them all.
 		if !r.waitRoom(ctx) {
 			break
 		}
-		batch, err := rpc.Recv()
-		if err != nil {
+		if err := wire.RecvBatchInto(rpc, batch); err != nil {
 			break
 		}
 		s.n.metrics.batches.Inc()
