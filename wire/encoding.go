@@ -26,11 +26,12 @@ func RecvEntriesInto(s DRPCData_ReplicateClient, m *PrimaryMessage) error { retu
 // kept past the next receive must be cloned (CloneRequest).
 func RecvBatchInto(s DRPCData_StreamStream, m *Batch) error { return recvInto(s, m) }
 
+// recvInto receives into m: the codec resets m with ResetVT, which keeps
+// the memory of what m held.
 func recvInto(s drpc.Stream, m interface {
 	drpc.Message
 	ResetVT()
 }) error {
-	m.ResetVT()
 	return s.MsgRecv(m, drpcEncoding_File_thunder_proto{})
 }
 

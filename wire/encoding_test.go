@@ -9,9 +9,10 @@ import (
 )
 
 // A replication message decoded into the last one's memory (as
-// RecvEntriesInto does) equals the message sent, whatever the last one
-// held: no field of an earlier entry is left behind. (Whether the memory
-// was reused is up to sync.Pool, which the race detector makes drop items.)
+// RecvEntriesInto does, through the codec) equals the message sent,
+// whatever the last one held: no field of an earlier entry is left behind.
+// (Whether its entries' memory was reused is up to sync.Pool, which the
+// race detector makes drop items.)
 func TestEntriesDecodedIntoReusedMessage(t *testing.T) {
 	a := &PrimaryMessage{Epoch: 3, Committed: 9, Body: &PrimaryMessage_Entries{Entries: &Entries{Entries: []*LogEntry{
 		{Seq: 10, Epoch: 3, Slot: 7, Key: []byte("key-a"), Value: []byte("a long value"), ClientId: 5, ClientSeq: 1},
@@ -28,12 +29,41 @@ func TestEntriesDecodedIntoReusedMessage(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		m.ResetVT()
 		if err := wirecodec.Unmarshal(buf, m); err != nil {
 			t.Fatal(err)
 		}
 		if !proto.Equal(m, want) {
 			t.Fatalf("message %d decoded as %v, want %v", i, m, want)
+		}
+	}
+}
+
+// A batch decoded into the last one's memory (RecvBatchInto) equals the
+// batch sent, and its requests are decoded into the last one's.
+func TestBatchDecodedIntoReusedMessage(t *testing.T) {
+	a := &Batch{Requests: []*Request{
+		{Id: 1, Op: Op_PUT, Key: []byte("key-a"), Value: []byte("a long value"), ClientId: 5, ClientSeq: 1},
+		{Id: 2, Op: Op_GET, Key: []byte("key-b"), StaleOk: true},
+		{Id: 3, Op: Op_PING},
+	}}
+	b := &Batch{Requests: []*Request{{Id: 4, Op: Op_DELETE, Key: []byte("k")}}}
+	m := &Batch{}
+	var first *Request
+	for i, want := range []*Batch{a, b, a, b} {
+		buf, err := wirecodec.Marshal(want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := wirecodec.Unmarshal(buf, m); err != nil {
+			t.Fatal(err)
+		}
+		if !proto.Equal(m, want) {
+			t.Fatalf("batch %d decoded as %v, want %v", i, m, want)
+		}
+		if first == nil {
+			first = m.Requests[0]
+		} else if m.Requests[0] != first {
+			t.Fatalf("batch %d: its first request was decoded into new memory", i)
 		}
 	}
 }

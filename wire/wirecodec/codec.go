@@ -50,8 +50,14 @@ func MarshalAppend(buf []byte, msg any) ([]byte, error) {
 // which vtprotobuf's decoder does not check.
 func Unmarshal(buf []byte, msg any) error {
 	if m, ok := msg.(vtMessage); ok {
-		// UnmarshalVT merges into what m holds.
-		proto.Reset(m)
+		// UnmarshalVT merges into what m holds. ResetVT, generated for
+		// the messages decoded into reused ones, keeps their repeated
+		// fields' items and byte slices for the next message to fill.
+		if r, ok := m.(interface{ ResetVT() }); ok {
+			r.ResetVT()
+		} else {
+			proto.Reset(m)
+		}
 		if err := m.UnmarshalVT(buf); err != nil {
 			return err
 		}
