@@ -15,7 +15,7 @@ import (
 // The retry window of idempotent writes (docs/replication.md, "Idempotent
 // writes"): the table keeps a tag for dedupeWindow after its entry was
 // appended, and the newest dedupeMin tags whatever their age, but never
-// more than dedupeMax tags (40 bytes each in the tag table: 40 MiB at
+// more than dedupeMax tags (48 bytes each in the tag table: 48 MiB at
 // most, which only more than 8,700 tagged writes a second for two minutes
 // reach).
 const (

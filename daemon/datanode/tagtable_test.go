@@ -10,7 +10,7 @@ import (
 	"github.com/thunderyurts/thunderyurts/datastore"
 )
 
-// The ring's entries are 32 bytes: 40 bytes a tag with the index, which
+// The ring's entries are 32 bytes: 48 bytes a tag with the index, which
 // is what dedupeMax's bound on the table's memory counts.
 func TestTaggedIs32Bytes(t *testing.T) {
 	if n := unsafe.Sizeof(tagged{}); n != 32 {
@@ -172,22 +172,34 @@ func TestTagTableNeverGrows(t *testing.T) {
 
 // BenchmarkTagTableFull is a primary's work per tagged write once the
 // window is full: a lookup that misses (claim), then an add that evicts the
-// oldest entry.
+// oldest entry. A client numbers its writes one after another (a
+// client.Client's goroutines share its numbers): with one group a node
+// sees them all, from one client or from 64; with eight groups, about
+// every eighth.
 func BenchmarkTagTableFull(b *testing.B) {
-	tt := newTagTable(dedupeMax)
-	seq := uint64(0)
-	for range dedupeMax {
-		seq++
-		tt.add(datastore.Tag{Client: seq%64 + 1, Seq: seq}, seq, 0)
-	}
-	b.ResetTimer()
-	for range b.N {
-		seq++
-		tag := datastore.Tag{Client: seq%64 + 1, Seq: seq}
-		if _, ok := tt.get(tag); ok {
-			b.Fatal("found a tag never added")
-		}
-		tt.add(tag, seq, 0)
+	for _, c := range []struct {
+		name            string
+		clients, stride uint64
+	}{{"clients=1", 1, 1}, {"clients=64", 64, 1}, {"clients=1/groups=8", 1, 8}} {
+		b.Run(c.name, func(b *testing.B) {
+			tt := newTagTable(dedupeMax)
+			seq := uint64(0)
+			tag := func() datastore.Tag {
+				return datastore.Tag{Client: seq%c.clients + 1, Seq: (seq/c.clients + 1) * c.stride}
+			}
+			for range dedupeMax {
+				seq++
+				tt.add(tag(), seq, 0)
+			}
+			b.ResetTimer()
+			for range b.N {
+				seq++
+				if _, ok := tt.get(tag()); ok {
+					b.Fatal("found a tag never added")
+				}
+				tt.add(tag(), seq, 0)
+			}
+		})
 	}
 }
 
