@@ -48,8 +48,13 @@ type request struct {
 // sixth of what a node allocated under writes.
 var entryBufs sync.Pool
 
+// maxPooledEntries bounds the entries kept for reuse in one buffer (a
+// replication message's, at most): larger ones go to the collector.
+const maxPooledEntries = 2048
+
 // newEntries returns room for n entries, from entryBufs if it has enough.
-// The caller sets each entry whole.
+// Pooled buffers are zero to their capacity; the caller sets each entry
+// whole.
 func newEntries(n int) []entry {
 	if p, _ := entryBufs.Get().(*[]entry); p != nil && cap(*p) >= n {
 		return (*p)[:n]
@@ -60,12 +65,13 @@ func newEntries(n int) []entry {
 // releaseEntries hands r's entries to a later request once nothing reads
 // them: the tail holds copies, and the keys and values they point at.
 func (r *request) releaseEntries() {
-	if cap(r.entries) == 0 {
+	e := r.entries
+	r.entries = nil
+	if cap(e) == 0 || cap(e) > maxPooledEntries {
 		return
 	}
-	e := r.entries[:cap(r.entries)]
-	clear(e) // pin no key or value while pooled
-	r.entries = nil
+	clear(e) // pin no key or value while pooled; past len it is zero
+	e = e[:cap(e)]
 	entryBufs.Put(&e)
 }
 

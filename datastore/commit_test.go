@@ -614,3 +614,27 @@ func TestRollWaitsForCommitsInFlight(t *testing.T) {
 		t.Fatalf("new segment's commit records %+v: want one saying nothing was synced", marks)
 	}
 }
+
+// Entries handed back after a commit come out of the pool zero, however
+// many of them the request before used: a request sets only its own.
+func TestPooledEntriesAreZero(t *testing.T) {
+	for _, n := range []int{3, 70, 2} {
+		r := &request{entries: newEntries(n)}
+		for i := range r.entries {
+			r.entries[i] = entry{seq: uint64(i + 1), key: []byte("k"), value: []byte("v"), hash: 7}
+		}
+		r.releaseEntries()
+		if r.entries != nil {
+			t.Fatal("a released request still holds its entries")
+		}
+		for _, m := range []int{1, n, 64} {
+			e := newEntries(m)
+			for i, x := range e[:cap(e)] {
+				if x.seq != 0 || x.key != nil || x.value != nil || x.hash != 0 {
+					t.Fatalf("after a request of %d entries, entry %d of %d taken (cap %d) is %+v", n, i, m, cap(e), x)
+				}
+			}
+			(&request{entries: e}).releaseEntries()
+		}
+	}
+}

@@ -35,5 +35,17 @@ func recvInto(s drpc.Stream, m interface {
 	return s.MsgRecv(m, drpcEncoding_File_thunder_proto{})
 }
 
+// BatchMemory is what a batch decoded into keeps for the next one: each
+// of its requests keeps the capacity of the largest key and value it held.
+func BatchMemory(b *Batch) int {
+	n := 0
+	for _, r := range b.Requests[:cap(b.Requests)] {
+		if r != nil {
+			n += cap(r.Key) + cap(r.Value)
+		}
+	}
+	return n
+}
+
 // CloneRequest is a deep copy of r.
 func CloneRequest(r *Request) *Request { return proto.Clone(r).(*Request) }

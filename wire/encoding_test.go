@@ -67,3 +67,24 @@ func TestBatchDecodedIntoReusedMessage(t *testing.T) {
 		}
 	}
 }
+
+// BatchMemory counts what a reused batch keeps: the capacity of the
+// largest key and value each request slot held, also once a smaller batch
+// was decoded into it.
+func TestBatchMemoryCountsWhatIsKept(t *testing.T) {
+	big := &Batch{Requests: []*Request{{Id: 1, Op: Op_PUT, Key: []byte("k"), Value: make([]byte, 100_000)}, {Id: 2, Op: Op_PING}}}
+	small := &Batch{Requests: []*Request{{Id: 3, Op: Op_GET, Key: []byte("k")}}}
+	m := &Batch{}
+	for _, b := range []*Batch{big, small} {
+		buf, err := wirecodec.Marshal(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := wirecodec.Unmarshal(buf, m); err != nil {
+			t.Fatal(err)
+		}
+		if got := BatchMemory(m); got < 100_000 {
+			t.Fatalf("after a batch of %d requests BatchMemory is %d, want at least the 100,000-byte value kept", len(b.Requests), got)
+		}
+	}
+}

@@ -69,6 +69,10 @@ func (n *Node) route(st *state, slot int, stale bool) *wire.Response {
 // from one read transaction at once; its writes are queued for the group
 // commit without waiting, and answered when committed, while the next
 // batches are already read. Replies leave in batches of whatever is ready.
+// maxReusedBatch bounds the memory of keys and values a client stream
+// keeps to decode its next batch into.
+const maxReusedBatch = 1 << 20
+
 func (s *service) Stream(rpc wire.DRPCData_StreamStream) error {
 	ctx := rpc.Context()
 	r := &replier{wake: make(chan struct{}, 1), room: make(chan struct{}, 1), stopped: make(chan struct{}), m: s.n.metrics}
@@ -92,6 +96,9 @@ func (s *service) Stream(rpc wire.DRPCData_StreamStream) error {
 		s.n.metrics.batches.Inc()
 		s.n.metrics.batchSize.Observe(float64(len(batch.Requests)))
 		s.handle(ctx, batch, r)
+		if wire.BatchMemory(batch) > maxReusedBatch {
+			batch = &wire.Batch{} // one batch of large values: let it go
+		}
 	}
 	r.close()
 	if err := <-sent; err != nil && ctx.Err() == nil {
