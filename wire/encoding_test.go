@@ -25,13 +25,7 @@ func TestEntriesDecodedIntoReusedMessage(t *testing.T) {
 	c := &PrimaryMessage{Epoch: 4, Body: &PrimaryMessage_Truncate{Truncate: &Truncate{After: 12}}}
 	m := &PrimaryMessage{}
 	for i, want := range []*PrimaryMessage{a, b, a, c, b} {
-		buf, err := wirecodec.Marshal(want)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := wirecodec.Unmarshal(buf, m); err != nil {
-			t.Fatal(err)
-		}
+		decodeInto(t, want, m)
 		if !proto.Equal(m, want) {
 			t.Fatalf("message %d decoded as %v, want %v", i, m, want)
 		}
@@ -50,13 +44,7 @@ func TestBatchDecodedIntoReusedMessage(t *testing.T) {
 	m := &Batch{}
 	var first *Request
 	for i, want := range []*Batch{a, b, a, b} {
-		buf, err := wirecodec.Marshal(want)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := wirecodec.Unmarshal(buf, m); err != nil {
-			t.Fatal(err)
-		}
+		decodeInto(t, want, m)
 		if !proto.Equal(m, want) {
 			t.Fatalf("batch %d decoded as %v, want %v", i, m, want)
 		}
@@ -76,15 +64,21 @@ func TestBatchMemoryCountsWhatIsKept(t *testing.T) {
 	small := &Batch{Requests: []*Request{{Id: 3, Op: Op_GET, Key: []byte("k")}}}
 	m := &Batch{}
 	for _, b := range []*Batch{big, small} {
-		buf, err := wirecodec.Marshal(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := wirecodec.Unmarshal(buf, m); err != nil {
-			t.Fatal(err)
-		}
+		decodeInto(t, b, m)
 		if got := BatchMemory(m); got < 100_000 {
 			t.Fatalf("after a batch of %d requests BatchMemory is %d, want at least the 100,000-byte value kept", len(b.Requests), got)
 		}
+	}
+}
+
+// decodeInto encodes msg and decodes it into m, as a stream reusing m does.
+func decodeInto(t *testing.T, msg, m proto.Message) {
+	t.Helper()
+	buf, err := wirecodec.Marshal(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := wirecodec.Unmarshal(buf, m); err != nil {
+		t.Fatal(err)
 	}
 }
