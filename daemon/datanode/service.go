@@ -65,14 +65,14 @@ func (n *Node) route(st *state, slot int, stale bool) *wire.Response {
 	return nil
 }
 
-// Stream serves one long-lived request stream. Reads of a batch are answered
-// from one read transaction at once; its writes are queued for the group
-// commit without waiting, and answered when committed, while the next
-// batches are already read. Replies leave in batches of whatever is ready.
 // maxReusedBatch bounds the memory of keys and values a client stream
 // keeps to decode its next batch into.
 const maxReusedBatch = 1 << 20
 
+// Stream serves one long-lived request stream. Reads of a batch are answered
+// from one read transaction at once; its writes are queued for the group
+// commit without waiting, and answered when committed, while the next
+// batches are already read. Replies leave in batches of whatever is ready.
 func (s *service) Stream(rpc wire.DRPCData_StreamStream) error {
 	ctx := rpc.Context()
 	r := &replier{wake: make(chan struct{}, 1), room: make(chan struct{}, 1), stopped: make(chan struct{}), m: s.n.metrics}
