@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/thunderyurts/thunderyurts/coord"
+	"github.com/thunderyurts/thunderyurts/internal/poll"
 	"github.com/thunderyurts/thunderyurts/wire"
 	"github.com/thunderyurts/thunderyurts/wire/nodeclient"
 )
@@ -135,7 +136,12 @@ func TestLoadRefusesSlotsItDoesNotServe(t *testing.T) {
 		tb.Migrations = nil
 		s.table = tb
 	})
-	if err := nodes.Load(ctx, a.Addr(), items); err != nil {
-		t.Fatalf("load once every slot is served: %v", err)
-	}
+	// The node ends its hold when its migration loop sees the table, so
+	// the load is retried as the refusal asks.
+	poll.UntilNil(t, patience, func() error {
+		if err := nodes.Load(ctx, a.Addr(), items); err != nil {
+			return fmt.Errorf("load once every slot is served: %w", err)
+		}
+		return nil
+	})
 }
