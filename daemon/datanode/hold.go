@@ -10,6 +10,7 @@ import (
 
 	"github.com/thunderyurts/thunderyurts/coord"
 	"github.com/thunderyurts/thunderyurts/datastore"
+	"github.com/thunderyurts/thunderyurts/internal/clock"
 	"github.com/thunderyurts/thunderyurts/wire"
 )
 
@@ -308,7 +309,7 @@ func (h *holds) freeze(ctx context.Context, mg *migrations, hd *hold) {
 			return
 		}
 		mg.n.log.Warn("migration barrier failed; retrying", "migration", hd.m.String(), "err", err)
-		if sleep(ctx, backoff) != nil {
+		if clock.Sleep(ctx, backoff) != nil {
 			return
 		}
 	}
@@ -317,7 +318,7 @@ func (h *holds) freeze(ctx context.Context, mg *migrations, hd *hold) {
 // bound releases the hold past holdBound: only if the table still has
 // this hold (state hold, same attempt), so it can never undo a switch.
 func (h *holds) bound(ctx context.Context, mg *migrations, hd *hold) {
-	if sleep(ctx, holdBound) != nil {
+	if clock.Sleep(ctx, holdBound) != nil {
 		return
 	}
 	for ctx.Err() == nil {
@@ -339,7 +340,7 @@ func (h *holds) bound(ctx context.Context, mg *migrations, hd *hold) {
 			return
 		}
 		mg.n.log.Warn("could not release a hold past its bound; retrying", "migration", hd.m.String(), "err", err)
-		if sleep(ctx, retryMin) != nil {
+		if clock.Sleep(ctx, retryMin) != nil {
 			return
 		}
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/thunderyurts/thunderyurts/coord"
 	"github.com/thunderyurts/thunderyurts/datastore"
+	"github.com/thunderyurts/thunderyurts/internal/clock"
 	"github.com/thunderyurts/thunderyurts/wire"
 )
 
@@ -178,7 +179,7 @@ func (mg *migrations) drop(ctx context.Context, p *primary, m coord.Migration) {
 		} else {
 			log.Warn("dropping the migration's slots failed; retrying", "err", err)
 		}
-		if sleep(ctx, backoff) != nil {
+		if clock.Sleep(ctx, backoff) != nil {
 			return
 		}
 	}
@@ -194,17 +195,6 @@ const (
 	retryMin = 100 * time.Millisecond
 	retryMax = 2 * time.Second
 )
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
 
 // dropMutations drops every slot of m; with resetMark also the target's
 // import position, in the same write, so a later import never resumes

@@ -8,6 +8,7 @@ import (
 
 	"github.com/thunderyurts/thunderyurts/coord"
 	"github.com/thunderyurts/thunderyurts/datastore"
+	"github.com/thunderyurts/thunderyurts/internal/clock"
 	"github.com/thunderyurts/thunderyurts/wire"
 )
 
@@ -329,7 +330,7 @@ func (t *throttle) wait(ctx context.Context, size int) error {
 	t.sent += float64(size)
 	due := t.start.Add(time.Duration(t.sent / t.bytesPerSec * float64(time.Second)))
 	if d := time.Until(due); d > 0 {
-		return sleep(ctx, d)
+		return clock.Sleep(ctx, d)
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/thunderyurts/thunderyurts/coord"
 	"github.com/thunderyurts/thunderyurts/datastore"
+	"github.com/thunderyurts/thunderyurts/internal/clock"
 	"github.com/thunderyurts/thunderyurts/wire"
 )
 
@@ -163,7 +164,7 @@ func (imp *importer) run(ctx context.Context) {
 }
 
 func (imp *importer) pause(ctx context.Context, backoff time.Duration) time.Duration {
-	_ = sleep(ctx, backoff)
+	_ = clock.Sleep(ctx, backoff)
 	return min(2*backoff, retryMax)
 }
 
