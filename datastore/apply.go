@@ -237,9 +237,11 @@ func (s *Store) applyOnce() (int, error) {
 			batch.at(0).seq, last, s.applyingTo, dataFile, ErrCorrupt)
 	}
 	var order []*entry
+	var round *paceRound
 	parts := 0
 	err := run(func() error {
 		order = latestInOrder(&batch)
+		round = s.pace.begin(time.Now(), len(order))
 		w := applyRound{epoch: epoch, epochs: epochs, last: last}
 		for from := 0; from < len(order); parts++ {
 			if parts > 0 && s.hooks.betweenApplyParts != nil {
@@ -251,10 +253,14 @@ func (s *Store) applyOnce() (int, error) {
 			if from, err = s.applyPart(&w, order, from); err != nil {
 				return err
 			}
+			round.progress(from)
 		}
 		return nil
 	})
 	if err != nil {
+		if round != nil {
+			s.pace.end(round, time.Now(), false)
+		}
 		return 0, fmt.Errorf("seqs %d..%d: %w", batch.at(0).seq, last, err)
 	}
 	s.applies.Add(1)
@@ -280,6 +286,7 @@ func (s *Store) applyOnce() (int, error) {
 	}
 	s.mu.Lock()
 	s.overlayBytes -= cost
+	s.pace.end(round, time.Now(), true)
 	s.notifyLocked()
 	s.mu.Unlock()
 	for more := true; more; {

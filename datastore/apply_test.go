@@ -201,17 +201,34 @@ func TestApplyBoundedByBytes(t *testing.T) {
 	}
 }
 
-// rounds records the entries of each apply round.
+// rounds records the entries of each apply round, and how long it took.
 type rounds struct {
 	noObserver
-	mu sync.Mutex
-	n  []int
+	mu   sync.Mutex
+	n    []int
+	took []time.Duration
 }
 
-func (r *rounds) Applied(entries int, _ time.Duration) {
+func (r *rounds) Applied(entries int, took time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.n = append(r.n, entries)
+	r.took = append(r.took, took)
+}
+
+// since returns the rounds that ended after the first from: their
+// entries, and how long they took.
+func (r *rounds) since(from int) ([]int, []time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.n[from:]), slices.Clone(r.took[from:])
+}
+
+// count is how many rounds ended so far.
+func (r *rounds) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.n)
 }
 
 // Random puts over a key space of many pages dirty about a page each: a

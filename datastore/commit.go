@@ -33,6 +33,7 @@ type request struct {
 	epoch   uint64       // kindEpoch
 	call    func() error // kindCall
 	restore bool         // part of a restore: allowed while restoring
+	paced   bool         // a client's write: waits as the pacer asks (pace.go)
 
 	lastSeq uint64
 	err     error
@@ -41,6 +42,15 @@ type request struct {
 	// done, on the syncer (or the committer: calls, and requests failed
 	// by Close).
 	notify func(lastSeq uint64, err error)
+}
+
+// cost is what r's entries cost in memory once published (entry.cost).
+func (r *request) cost() int64 {
+	var c int64
+	for i := range r.entries {
+		c += r.entries[i].cost()
+	}
+	return c
 }
 
 // entryBufs holds the entries of requests the committer has published
@@ -161,14 +171,16 @@ func (s *Store) Write(ctx context.Context, muts []Mutation) (lastSeq uint64, err
 	return s.submit(ctx, r)
 }
 
-// WriteAsync is Write without the wait for durability: once the mutations
-// are validated and queued it returns, and the store later calls done
-// with what Write would have returned. done runs on a goroutine of the
-// store (the syncer, or the committer for writes failed by Close), so it
-// must be quick and must not call into the Store's write path. When
-// WriteAsync returns an error (invalid mutations, ctx ended while the
-// overlay was over its limit, a closed or failed store), done is not
-// called. muts must not be empty.
+// WriteAsync is Write without the wait for durability, for clients'
+// writes: once the mutations are validated and queued it returns, and the
+// store later calls done with what Write would have returned. While an
+// apply round runs, it may first wait a little, up to 250 ms, to pace
+// writers faster than the rounds (pace.go). done runs on a goroutine of
+// the store (the syncer, or the committer for writes failed by Close), so
+// it must be quick and must not call into the Store's write path. When
+// WriteAsync returns an error (invalid mutations, ctx ended while it
+// waited, a closed or failed store), done is not called. muts must not be
+// empty.
 func (s *Store) WriteAsync(ctx context.Context, muts []Mutation, done func(lastSeq uint64, err error)) error {
 	if len(muts) == 0 {
 		return fmt.Errorf("write: no mutations")
@@ -177,7 +189,7 @@ func (s *Store) WriteAsync(ctx context.Context, muts []Mutation, done func(lastS
 	if err != nil {
 		return err
 	}
-	r.notify = done
+	r.notify, r.paced = done, true
 	return s.enqueue(ctx, r)
 }
 
@@ -365,13 +377,18 @@ func (s *Store) submit(ctx context.Context, r *request) (uint64, error) {
 }
 
 // enqueue queues r for the committer. Data requests wait first while the
-// overlay is over its limit.
+// overlay is over its limit, and paced ones, while a round runs, as long
+// as the pacer asks (pace.go).
 func (s *Store) enqueue(ctx context.Context, r *request) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	var cost int64
+	if r.paced {
+		cost = r.cost()
+	}
 	s.mu.Lock()
-	hurrying := false
+	hurrying, paced := false, !r.paced
 	defer func() {
 		if hurrying {
 			s.mu.Lock()
@@ -385,9 +402,23 @@ func (s *Store) enqueue(ctx context.Context, r *request) error {
 			s.mu.Unlock()
 			return err
 		}
-		if len(r.entries) == 0 || s.overlayBytes <= s.overMax {
+		if len(r.entries) == 0 || s.overlayBytes <= s.overMax && (paced || !s.pace.running()) {
 			break
 		}
+		if s.overlayBytes <= s.overMax {
+			paced = true
+			d, ended := s.pace.delay(time.Now(), s.overlayBytes, s.overMax, cost)
+			if d <= 0 {
+				break
+			}
+			s.mu.Unlock()
+			if err := waitPace(ctx, d, ended); err != nil {
+				return err
+			}
+			s.mu.Lock()
+			continue
+		}
+		paced = true // a writer the limit held is not paced after
 		if !hurrying {
 			hurrying = true
 			s.hurry++

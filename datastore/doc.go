@@ -11,8 +11,11 @@
 // committer writes what queued meanwhile as the next batch (two at most
 // are in flight), so the batch size follows the load and no timer delays a
 // lone write. WriteAsync and ApplyLogAsync queue the same way but return
-// at once; the syncer then calls back, so a server need not park a
-// goroutine per request. Entries are readable by ReadLog as soon as they
+// once queued; the syncer then calls back, so a server need not park a
+// goroutine per request. While more than 128 MiB of entries wait to be
+// applied, writes wait before they are queued, and while a round runs
+// WriteAsync paces clients' writes so that they do not reach that bound
+// long before the round ends (pace.go). Entries are readable by ReadLog as soon as they
 // are written, before their fdatasync returns, so a replicating primary
 // ships them while it fsyncs.
 //

@@ -184,6 +184,7 @@ type Store struct {
 	overlay      map[uint64]uint64   // see overlay.go
 	drops        map[uint16][]uint64 // seqs of the unapplied drops of each slot, ascending
 	overlayBytes int64               // cost of the unapplied entries
+	pace         pacer               // writers' pace while a round runs
 	// costedBytes is the cost of the entries applied+1..costedSeq, all
 	// committed (see committedBytesLocked).
 	costedSeq    uint64
