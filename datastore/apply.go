@@ -241,7 +241,7 @@ func (s *Store) applyOnce() (int, error) {
 	parts := 0
 	err := run(func() error {
 		order = latestInOrder(&batch)
-		round = s.pace.begin(time.Now(), len(order))
+		round = s.pace.begin(time.Now(), len(order), cost, s.applyBytes)
 		w := applyRound{epoch: epoch, epochs: epochs, last: last}
 		for from := 0; from < len(order); parts++ {
 			if parts > 0 && s.hooks.betweenApplyParts != nil {

@@ -173,11 +173,12 @@ func (s *Store) Write(ctx context.Context, muts []Mutation) (lastSeq uint64, err
 
 // WriteAsync is Write without the wait for durability, for clients'
 // writes: once the mutations are validated and queued it returns, and the
-// store later calls done with what Write would have returned. While an
-// apply round runs, it may first wait a little, up to 250 ms, to pace
-// writers faster than the rounds (pace.go). done runs on a goroutine of
-// the store (the syncer, or the committer for writes failed by Close), so
-// it must be quick and must not call into the Store's write path. When
+// store later calls done with what Write would have returned. It waits
+// before queueing as Write does while the overlay is over its limit, and
+// while an apply round runs it may also wait a little, up to 250 ms, to
+// pace writers faster than the rounds (pace.go). done runs on a goroutine
+// of the store (the syncer, or the committer for writes failed by Close),
+// so it must be quick and must not call into the Store's write path. When
 // WriteAsync returns an error (invalid mutations, ctx ended while it
 // waited, a closed or failed store), done is not called. muts must not be
 // empty.
@@ -412,7 +413,7 @@ func (s *Store) enqueue(ctx context.Context, r *request) error {
 				break
 			}
 			s.mu.Unlock()
-			if err := waitPace(ctx, d, ended); err != nil {
+			if err := s.waitPace(ctx, d, ended); err != nil {
 				return err
 			}
 			s.mu.Lock()

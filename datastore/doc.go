@@ -15,9 +15,9 @@
 // goroutine per request. While more than 128 MiB of entries wait to be
 // applied, writes wait before they are queued, and while a round runs
 // WriteAsync paces clients' writes so that they do not reach that bound
-// long before the round ends (pace.go). Entries are readable by ReadLog as soon as they
-// are written, before their fdatasync returns, so a replicating primary
-// ships them while it fsyncs.
+// long before the round ends (pace.go). Entries are readable by ReadLog
+// as soon as they are written, before their fdatasync returns, so a
+// replicating primary ships them while it fsyncs.
 //
 // Reads see exactly the entries at or below the committed seq (the high
 // watermark, see SetCommitted and Options.AutoCommit). Committed entries

@@ -20,8 +20,9 @@ import (
 //
 // Only the primary's writes for clients are paced (WriteAsync): a
 // follower's appends follow the primary's pace already, and the
-// engine's own small writes (a migration's barrier, a slot's drop) must
-// not wait behind clients.
+// engine's own writes (a migration's barrier, a slot's drop, a
+// migration's imported keys) must not wait behind clients; imports take
+// from the same room, so clients are paced tighter while one runs.
 //
 // Two estimates of the time left, the longer one counting: the round's
 // own pace so far, once it has committed a part, and the last round's,
@@ -43,9 +44,13 @@ type pacer struct {
 type paceRound struct {
 	start time.Time
 	keys  int
+	// short is how much less than a full round it frees (0 or less): the
+	// room is shorter by as much, so that a full round after it still
+	// finds a full round's room.
+	short int64
 	done  atomic.Int64  // keys its committed parts hold
 	took  time.Duration // once it ended
-	ended chan struct{} // closed when it ends
+	ended chan struct{} // closed when it applied
 }
 
 // Bounds of the pace. paceBurst is how far behind now the pacing clock
@@ -57,9 +62,10 @@ const (
 	paceMaxWait = 250 * time.Millisecond
 )
 
-// begin records that a round of keys starts at now.
-func (p *pacer) begin(now time.Time, keys int) *paceRound {
-	r := &paceRound{start: now, keys: keys, ended: make(chan struct{})}
+// begin records that a round of keys starts at now; it frees frees
+// bytes when it ends, and a full round full.
+func (p *pacer) begin(now time.Time, keys int, frees, full int64) *paceRound {
+	r := &paceRound{start: now, keys: keys, short: min(0, frees-full), ended: make(chan struct{})}
 	p.round.Store(r)
 	return r
 }
@@ -67,15 +73,18 @@ func (p *pacer) begin(now time.Time, keys int) *paceRound {
 // progress records that the round's committed parts hold done keys.
 func (r *paceRound) progress(done int) { r.done.Store(int64(done)) }
 
-// end records that round r ended at now, applied if ok, and wakes the
-// writers it paced.
+// end records that round r ended at now, applied if ok. The writers it
+// paced wake only if it applied: after a failure they find the store
+// failed when their wait ends.
 func (p *pacer) end(r *paceRound, now time.Time, ok bool) {
 	if ok {
 		r.took = now.Sub(r.start)
 		p.last.Store(r)
 	}
 	p.round.CompareAndSwap(r, nil)
-	close(r.ended)
+	if ok {
+		close(r.ended)
+	}
 }
 
 // running reports whether a round is in progress.
@@ -87,10 +96,10 @@ func (p *pacer) running() bool { return p.round.Load() != nil }
 // when the round ends, which ends the wait. The store's mu is held.
 func (p *pacer) delay(now time.Time, used, limit, cost int64) (time.Duration, <-chan struct{}) {
 	r := p.round.Load()
-	room := limit - used
-	if r == nil || room <= 0 {
-		return 0, nil // no round to wait for, or the limit holds the writer
+	if r == nil {
+		return 0, nil // no round to wait for
 	}
+	room := limit + r.short - used
 	elapsed := now.Sub(r.start)
 	var left time.Duration
 	if done := int(r.done.Load()); done >= r.keys {
@@ -104,16 +113,23 @@ func (p *pacer) delay(now time.Time, used, limit, cost int64) (time.Duration, <-
 	if left <= 0 {
 		return 0, nil // no estimate, or the round is due to end
 	}
+	// Past the room (the next round's, after a small round) every write
+	// waits the most. Within it, a write's own step counts as burst: a
+	// large write from a writer under the pace does not wait either.
+	step, burst := paceMaxWait, paceBurst
+	if room > 0 {
+		// In floating point: a write far larger than the room would
+		// overflow.
+		if s := float64(left) * float64(cost) / float64(room); s < float64(paceMaxWait) {
+			step = time.Duration(s)
+		}
+		burst = max(burst, step)
+	}
 	if p.nextRound != r {
 		p.nextRound, p.next = r, time.Time{}
 	}
-	if floor := now.Add(-paceBurst); p.next.Before(floor) {
+	if floor := now.Add(-burst); p.next.Before(floor) {
 		p.next = floor
-	}
-	// In floating point: a write far larger than the room would overflow.
-	step := paceMaxWait
-	if s := float64(left) * float64(cost) / float64(room); s < float64(paceMaxWait) {
-		step = time.Duration(s)
 	}
 	p.next = p.next.Add(step)
 	if end := now.Add(min(left, paceMaxWait)); p.next.After(end) {
@@ -122,13 +138,16 @@ func (p *pacer) delay(now time.Time, used, limit, cost int64) (time.Duration, <-
 	return max(0, p.next.Sub(now)), r.ended
 }
 
-// waitPace waits d, or until the round ends (ended) or ctx does.
-func waitPace(ctx context.Context, d time.Duration, ended <-chan struct{}) error {
+// waitPace waits d, or until the round ends (ended), the store closes or
+// fails, or ctx ends.
+func (s *Store) waitPace(ctx context.Context, d time.Duration, ended <-chan struct{}) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
 	case <-ended:
+	case <-s.stop:
+	case <-s.failed:
 	case <-ctx.Done():
 		return ctx.Err()
 	}
