@@ -384,8 +384,10 @@ func (s *Store) enqueue(ctx context.Context, r *request) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	// The cost only matters while a round runs; a round that begins before
+	// the lock is taken finds this write at no cost, which it can spare.
 	var cost int64
-	if r.paced {
+	if r.paced && s.pace.running() {
 		cost = r.cost()
 	}
 	s.mu.Lock()
