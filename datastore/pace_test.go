@@ -1,8 +1,12 @@
 package datastore
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"math/rand/v2"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -234,5 +238,71 @@ func TestWritesPacedThroughSlowRounds(t *testing.T) {
 	}
 	if written := len(waits) * batch; written < sum*4/10 {
 		t.Fatalf("%d puts written while %d were applied: paced too slow", written, sum)
+	}
+}
+
+// A write waiting for its pace is not queued when its context ends or the
+// store closes meanwhile: the first returns the context's error at once
+// (the wait would have ended by itself and queued the write), the second
+// ErrClosed; neither write is in the store.
+func TestPacedWaitEndsWithCtxOrClose(t *testing.T) {
+	var hold atomic.Bool
+	var once sync.Once
+	blocked, release := make(chan struct{}), make(chan struct{})
+	s, _ := newStore(t, Options{NoSync: true, overlayLimit: 4 << 20, applyBytes: 1 << 20, applyDirty: 32 << 10,
+		hooks: hooks{betweenApplyParts: func() error {
+			if hold.Load() {
+				once.Do(func() { close(blocked) })
+				<-release
+			}
+			return nil
+		}}})
+	var released sync.Once
+	unblock := func() { released.Do(func() { close(release) }) }
+	t.Cleanup(unblock) // before the store's Close, which waits for the round
+	ctx := testCtx(t)
+	value := make([]byte, 1000)
+	muts := func(prefix string, n int) []Mutation {
+		m := make([]Mutation, n)
+		for i := range m {
+			m[i] = Mutation{Slot: i % 16, Key: fmt.Appendf(nil, "%s-%d", prefix, i), Value: value}
+		}
+		return m
+	}
+	// A round of about 1,100 keys, held after its first part of about 30:
+	// the pacer expects it to last many seconds more.
+	hold.Store(true)
+	if _, err := s.Write(ctx, muts("round", 1100)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-blocked:
+	case <-ctx.Done():
+		t.Fatal("no apply round began")
+	}
+	time.Sleep(100 * time.Millisecond)
+	// Writes of a fifth of the room: the first passes as its own burst,
+	// the second waits for its pace, up to 250 ms.
+	if err := s.WriteAsync(ctx, muts("first", 512), func(uint64, error) {}); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	time.AfterFunc(30*time.Millisecond, cancel)
+	if err := s.WriteAsync(wctx, muts("canceled", 512), func(uint64, error) { t.Error("a canceled write was queued") }); !errors.Is(err, context.Canceled) {
+		t.Fatalf("paced write whose context ended: %v, want context.Canceled", err)
+	}
+	closing := make(chan error, 1)
+	go func() {
+		closing <- s.WriteAsync(ctx, muts("closed", 512), func(uint64, error) { t.Error("a write was queued after Close") })
+	}()
+	time.Sleep(30 * time.Millisecond)
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	if err := <-closing; !errors.Is(err, ErrClosed) {
+		t.Fatalf("paced write through Close: %v, want ErrClosed", err)
+	}
+	unblock()
+	if err := <-closed; err != nil {
+		t.Fatal(err)
 	}
 }
