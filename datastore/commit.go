@@ -410,7 +410,7 @@ func (s *Store) enqueue(ctx context.Context, r *request) error {
 		}
 		if s.overlayBytes <= s.overMax {
 			paced = true
-			d, ended := s.pace.delay(time.Now(), s.overlayBytes, s.overMax, cost)
+			d, ended := s.pace.delay(time.Now(), s.overlayBytes, s.overMax-s.overMax/paceHeadroom, cost)
 			if d <= 0 {
 				break
 			}

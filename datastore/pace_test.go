@@ -213,11 +213,20 @@ func TestWritesPacedThroughSlowRounds(t *testing.T) {
 	}
 	from := obs.count()
 	var waits []time.Duration
+	var peak int64
 	for deadline := time.Now().Add(30 * time.Second); obs.count() < from+4; {
 		if time.Now().After(deadline) {
 			t.Fatalf("%d rounds in 30 s", obs.count()-from)
 		}
 		waits = append(waits, paced())
+		s.mu.Lock()
+		peak = max(peak, s.overlayBytes)
+		s.mu.Unlock()
+	}
+	// The pace leaves the followers their headroom: paced to the whole
+	// limit, the overlay reached it at each round's end.
+	if most := s.overMax - s.overMax/paceHeadroom/2; peak > most {
+		t.Fatalf("overlay reached %d bytes, into the followers' headroom (the pace aims at %d, the limit is %d)", peak, s.overMax-s.overMax/paceHeadroom, s.overMax)
 	}
 	applied, took := obs.since(from)
 	slices.Sort(took)
