@@ -253,7 +253,7 @@ func TestWritesPacedThroughSlowRounds(t *testing.T) {
 // A write waiting for its pace is not queued when its context ends or the
 // store closes meanwhile: the first returns the context's error at once
 // (the wait would have ended by itself and queued the write), the second
-// ErrClosed; neither write is in the store.
+// ErrClosed; neither write's callback runs, as it would once queued.
 func TestPacedWaitEndsWithCtxOrClose(t *testing.T) {
 	var hold atomic.Bool
 	var once sync.Once
