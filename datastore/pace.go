@@ -58,8 +58,8 @@ type paceRound struct {
 // and its rounds run at their own speed, a little out of phase with the
 // primary's. A follower at its limit stops acknowledging until its round
 // ends, and every client write waiting for all replicas stops with it.
-// Paced to the whole limit, the three nodes of a group all ended their
-// rounds within 3 % of it; over ten million keys the followers reached
+// Paced to the whole limit, the three nodes of a group ended half their
+// rounds within 5 % of it; over ten million keys the followers reached
 // theirs now and then, and puts waited up to 1.9 s.
 const paceHeadroom = 8
 
